@@ -1,0 +1,1 @@
+//! porin-policy
