@@ -1,1 +1,23 @@
-//! sdk
+//! The boundary between Porin's core and its plugins.
+//!
+//! Every feature of Porin (load balancing, policy, encryption, observability) is a
+//! [`Plugin`]. Core owns every kernel object and hands plugins a [`PluginContext`]:
+//! typed access to pinned maps, datapath events and cluster state. Plugins declare
+//! what they need from the datapath up front ([`DatapathContribution`]), so core can
+//! load programs with the right load-time switches before any plugin starts.
+
+pub mod config;
+pub mod context;
+pub mod datapath;
+pub mod error;
+pub mod flow;
+pub mod health;
+pub mod plugin;
+
+pub use config::parse_section;
+pub use context::{EndpointMeta, PluginContext};
+pub use datapath::{DatapathContribution, Switch};
+pub use error::PluginError;
+pub use flow::{DatapathEvent, Direction, EventKind, Verdict};
+pub use health::Health;
+pub use plugin::{Plugin, StateChangeSummary};

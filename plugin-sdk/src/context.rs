@@ -1,0 +1,50 @@
+//! What core offers a running plugin.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+use crate::DatapathEvent;
+
+/// What a plugin may know about an endpoint (a pod on this or another node).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointMeta {
+    /// Endpoint id on its node (0 for endpoints of other nodes).
+    pub id: u32,
+    pub namespace: String,
+    pub pod_name: String,
+    pub identity: u32,
+    /// Security-relevant labels in Cilium's `source:key=value` form.
+    pub labels: Vec<String>,
+    pub node_name: String,
+    /// The workload owning the pod, e.g. ("Deployment", "payments-api"), if known.
+    pub workload: Option<(String, String)>,
+}
+
+/// Core's services for plugins. Implemented by core; plugins never hold the
+/// loaded eBPF object themselves.
+pub trait PluginContext: Send + Sync {
+    /// This agent's node.
+    fn node_name(&self) -> &str;
+
+    /// Directory where the plugin may keep state across restarts.
+    fn state_dir(&self) -> PathBuf;
+
+    /// Directory for sockets the plugin serves (e.g. the Hubble socket).
+    fn run_dir(&self) -> PathBuf;
+
+    /// Pin path of a datapath map, to open a typed handle on it.
+    fn map_pin_path(&self, map: &str) -> PathBuf;
+
+    /// Datapath events as they are read from the ring buffer.
+    fn subscribe_events(&self) -> broadcast::Receiver<Arc<DatapathEvent>>;
+
+    /// The endpoint that owns `ip`, on any node, from the state store.
+    fn resolve_endpoint(&self, ip: IpAddr) -> Option<EndpointMeta>;
+
+    /// The labels behind a numeric identity.
+    fn identity_labels(&self, identity: u32) -> Option<Vec<String>>;
+}

@@ -1,0 +1,22 @@
+//! What a plugin asks of the datapath before programs are loaded.
+//!
+//! Porin switches features inside its C programs with `volatile const` globals set
+//! at load time: the verifier prunes branches of disabled features, so a disabled
+//! plugin costs nothing per packet. This is the one switch mechanism; tail calls are
+//! not used for features.
+
+/// A load-time global in the C programs, e.g. `CFG_ENABLE_POLICY = 1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Switch {
+    pub name: &'static str,
+    pub value: u32,
+}
+
+/// Everything a plugin contributes to the datapath.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DatapathContribution {
+    /// Load-time switches this plugin turns on.
+    pub switches: Vec<Switch>,
+    /// Pinned maps the plugin will open through its context (for diagnostics).
+    pub maps: Vec<&'static str>,
+}

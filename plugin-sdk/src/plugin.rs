@@ -1,0 +1,55 @@
+//! The `Plugin` trait every feature implements.
+
+use std::sync::Arc;
+
+use crate::{DatapathContribution, Health, PluginContext, PluginError};
+
+/// A summary of what changed in the cluster state, handed to `reconcile`.
+/// Plugins read the current state through their context; the summary only
+/// tells them which kinds changed so they can skip irrelevant work.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StateChangeSummary {
+    /// Kinds that changed, e.g. "Pod", "Service", "CiliumNetworkPolicy".
+    pub kinds: Vec<String>,
+}
+
+impl StateChangeSummary {
+    /// Whether `kind` is among the changed kinds.
+    pub fn touches(&self, kind: &str) -> bool {
+        self.kinds.iter().any(|k| k == kind)
+    }
+}
+
+/// A feature of Porin. Built-in plugins are registered statically and switched
+/// by `enabled` in their `porin.toml` section.
+///
+/// Lifecycle: `configure` (validate the section) → `datapath` (switches, read once
+/// before programs load) → `start` → any number of `reconcile` → `stop`.
+/// `health` may be called at any time.
+pub trait Plugin: Send {
+    /// The section name in `porin.toml` (`[plugins.<name>]`).
+    fn name(&self) -> &'static str;
+
+    /// Parse and validate this plugin's section (all keys but `enabled`).
+    fn configure(&mut self, section: &toml::Table) -> Result<(), PluginError>;
+
+    /// Load-time switches and maps this plugin needs.
+    fn datapath(&self) -> DatapathContribution {
+        DatapathContribution::default()
+    }
+
+    /// Start the plugin's work. Long-running work goes into tasks spawned on the
+    /// current tokio runtime; `stop` must end them.
+    fn start(&mut self, ctx: Arc<dyn PluginContext>) -> Result<(), PluginError>;
+
+    /// The cluster state changed.
+    fn reconcile(&mut self, _change: &StateChangeSummary) -> Result<(), PluginError> {
+        Ok(())
+    }
+
+    /// Stop all tasks and release everything the plugin made.
+    fn stop(&mut self) -> Result<(), PluginError>;
+
+    /// Current health.
+    fn health(&self) -> Health;
+}
