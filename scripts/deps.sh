@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what Porin needs from Debian and prepares the kernel mounts.
+# Idempotent: packages already installed are not touched, so a second run is fast.
+set -euo pipefail
+
+missing=()
+for pkg in "$@"; do
+    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+        missing+=("$pkg")
+    fi
+done
+
+if ((${#missing[@]})); then
+    if [[ $EUID -ne 0 ]]; then
+        echo "deps: missing Debian packages: ${missing[*]}; run as root (sudo make ...)" >&2
+        exit 1
+    fi
+    echo "deps: installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The agent pins programs and maps here; mount it if this machine has not.
+if [[ $EUID -eq 0 ]] && ! mount | grep -q " /sys/fs/bpf type bpf"; then
+    mount -t bpf bpf /sys/fs/bpf
+fi
+
+if ! command -v cargo >/dev/null; then
+    echo "deps: cargo not found; install Rust with rustup (https://rustup.rs) first" >&2
+    exit 1
+fi
+echo "deps: ok"
