@@ -1,2 +1,3 @@
 //! core
 pub mod api;
+pub mod plugins;

@@ -1,0 +1,171 @@
+//! The `porin` command line.
+
+mod discover;
+mod observe;
+mod output;
+mod query;
+mod sandbox;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use output::Format;
+
+/// Porin: eBPF networking, policy, encryption and observability for Kubernetes.
+#[derive(Debug, Parser)]
+#[command(name = "porin", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Which agent(s) a query command talks to.
+#[derive(Debug, Clone, clap::Args)]
+struct Target {
+    /// The agent API socket (default: the running sandbox's agents, else /var/run/porin/agent.sock).
+    #[arg(long, global = true, env = "PORIN_SOCKET")]
+    socket: Option<PathBuf>,
+    /// Only this node of the sandbox.
+    #[arg(long, global = true)]
+    node: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the agent in the foreground.
+    Agent {
+        /// The agent's configuration file.
+        #[arg(long, short = 'c', default_value = "/etc/porin/porin.toml")]
+        config: PathBuf,
+    },
+    /// Show the agents' health.
+    Status {
+        /// Wait until every agent is ready (or --timeout passes).
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits, in seconds.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+        #[arg(short = 'o', long, value_enum, default_value_t)]
+        output: Format,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Endpoints (pods) managed by the agents.
+    Endpoint {
+        #[command(subcommand)]
+        command: ListCommand,
+    },
+    /// Security identities.
+    Identity {
+        #[command(subcommand)]
+        command: ListCommand,
+    },
+    /// Plugins and their health.
+    Plugins {
+        #[command(subcommand)]
+        command: ListCommand,
+    },
+    /// Print flows, like `hubble observe`.
+    Observe {
+        #[command(flatten)]
+        args: observe::ObserveArgs,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// A local cluster of network namespaces (see docs/sandbox.md).
+    Sandbox {
+        #[command(subcommand)]
+        command: sandbox::SandboxCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ListCommand {
+    /// List them.
+    List {
+        #[arg(short = 'o', long, value_enum, default_value_t)]
+        output: Format,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+/// Parse the command line, run the command, map the outcome to an exit code.
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(matches!(cli.command, Command::Agent { .. }));
+    match dispatch(cli.command) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(agent: bool) {
+    let default = if agent { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PORIN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+fn dispatch(command: Command) -> Result<bool> {
+    match command {
+        Command::Agent { config } => {
+            runtime()?.block_on(porin_core::agent::run(&config, builtin_plugins()))?;
+            Ok(true)
+        }
+        Command::Status { wait, timeout, output, target } => {
+            let targets = discover::targets(target.socket.as_deref(), target.node.as_deref())?;
+            let wait = wait.then(|| Duration::from_secs(timeout));
+            runtime()?.block_on(query::status(&targets, wait, output))
+        }
+        Command::Endpoint { command: ListCommand::List { output, target } } => {
+            let targets = discover::targets(target.socket.as_deref(), target.node.as_deref())?;
+            runtime()?.block_on(query::endpoints(&targets, output))?;
+            Ok(true)
+        }
+        Command::Identity { command: ListCommand::List { output, target } } => {
+            let targets = discover::targets(target.socket.as_deref(), target.node.as_deref())?;
+            runtime()?.block_on(query::identities(&targets, output))?;
+            Ok(true)
+        }
+        Command::Plugins { command: ListCommand::List { output, target } } => {
+            let targets = discover::targets(target.socket.as_deref(), target.node.as_deref())?;
+            runtime()?.block_on(query::plugins(&targets, output))
+        }
+        Command::Observe { args, target } => {
+            let targets = discover::targets(target.socket.as_deref(), target.node.as_deref())?;
+            runtime()?.block_on(observe::observe(&targets, &args))?;
+            Ok(true)
+        }
+        Command::Sandbox { command } => sandbox::run(command),
+    }
+}
+
+/// The built-in plugins, registered statically; `enabled` in porin.toml switches them.
+fn builtin_plugins() -> Vec<Box<dyn porin_plugin_sdk::Plugin>> {
+    vec![
+        Box::new(porin_lb::LbPlugin::default()),
+        Box::new(porin_policy::PolicyPlugin::default()),
+        Box::new(porin_encryption::EncryptionPlugin::default()),
+        Box::new(porin_observe::ObservePlugin::default()),
+    ]
+}
