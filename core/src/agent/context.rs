@@ -1,0 +1,54 @@
+//! Core's implementation of the plugins' context.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use porin_plugin_sdk::{DatapathEvent, EndpointMeta, PluginContext};
+use tokio::sync::broadcast;
+
+use super::cluster::ClusterView;
+use crate::identity::ReservedIdentity;
+
+/// What plugins get from core. Cheap to clone into tasks.
+pub struct CoreContext {
+    pub node_name: String,
+    pub state_dir: PathBuf,
+    pub run_dir: PathBuf,
+    pub map_dir: PathBuf,
+    pub events: broadcast::Sender<Arc<DatapathEvent>>,
+    pub view: Arc<RwLock<ClusterView>>,
+}
+
+impl PluginContext for CoreContext {
+    fn node_name(&self) -> &str {
+        &self.node_name
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.state_dir.clone()
+    }
+
+    fn run_dir(&self) -> PathBuf {
+        self.run_dir.clone()
+    }
+
+    fn map_pin_path(&self, map: &str) -> PathBuf {
+        self.map_dir.join(map)
+    }
+
+    fn subscribe_events(&self) -> broadcast::Receiver<Arc<DatapathEvent>> {
+        self.events.subscribe()
+    }
+
+    fn resolve_endpoint(&self, ip: IpAddr) -> Option<EndpointMeta> {
+        self.view.read().ok()?.by_ip.get(&ip).cloned()
+    }
+
+    fn identity_labels(&self, identity: u32) -> Option<Vec<String>> {
+        if let Some(reserved) = ReservedIdentity::from_id(identity) {
+            return Some(reserved.labels().to_strings());
+        }
+        self.view.read().ok()?.identity_labels.get(&identity).cloned()
+    }
+}

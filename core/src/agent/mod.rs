@@ -1,0 +1,17 @@
+//! The agent: wires configuration, datapath, state, endpoints, plugins and APIs.
+//!
+//! Start-up order matters for restarts without disruption: the datapath is loaded
+//! first (reusing pinned maps), then endpoints recorded by the previous run are
+//! restored (their pinned links get the new programs atomically), and only then
+//! does anything that could change traffic run.
+
+mod api_impl;
+mod cluster;
+mod context;
+mod endpoints;
+mod error;
+mod run;
+
+pub use endpoints::{EndpointManager, EndpointRecord};
+pub use error::AgentError;
+pub use run::run;

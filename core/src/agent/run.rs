@@ -1,0 +1,510 @@
+//! `porin agent`: start-up, the reconcile loop and shutdown.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
+use porin_plugin_sdk::{DatapathEvent, Plugin, PluginContext, StateChangeSummary};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use super::cluster::{self, ClusterView, NodeRoute};
+use super::context::CoreContext;
+use super::endpoints::EndpointManager;
+use super::error::AgentError;
+use crate::api::{EndpointState, serve_api};
+use crate::config::{AgentConfig, Config, Datastore as DatastoreKind};
+use crate::datapath::{Datapath, DatapathConfig};
+use crate::identity::{IdentityAllocator, ReservedIdentity};
+use crate::ipcache::{Ipcache, Source};
+use crate::metrics::AgentMetrics;
+use crate::plugins::PluginManager;
+use crate::state::{Datastore, StateStore};
+
+/// Everything the running agent holds. Locks are short and never held across
+/// an await; the order, where two are taken, is endpoints → datapath → ipcache.
+pub(crate) struct Agent {
+    pub config: AgentConfig,
+    pub started: Instant,
+    pub store: StateStore,
+    pub datastore: Arc<dyn Datastore>,
+    pub datastore_kind: &'static str,
+    pub datapath: Mutex<Datapath>,
+    pub endpoints: Mutex<EndpointManager>,
+    pub identities: Mutex<IdentityAllocator>,
+    pub ipcache: Mutex<Ipcache>,
+    pub plugins: Mutex<PluginManager>,
+    pub routes: Mutex<Vec<NodeRoute>>,
+    pub view: Arc<RwLock<ClusterView>>,
+    pub metrics: AgentMetrics,
+    pub ready: AtomicBool,
+    pub synced: AtomicBool,
+    pub runtime: tokio::runtime::Handle,
+}
+
+/// Lock a mutex, recovering the data if a panicking thread poisoned it: the
+/// agent must keep its last good state rather than stop.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Run the agent until SIGINT or SIGTERM.
+pub async fn run(config_path: &Path, plugins: Vec<Box<dyn Plugin>>) -> Result<(), AgentError> {
+    let started = Instant::now();
+    let config = Config::from_file(config_path)?;
+    let mut manager = PluginManager::new(plugins);
+    if let Err(errors) = manager.configure(&config.plugins) {
+        return Err(AgentError::Configs(
+            errors.iter().map(|e| config.plugin_error(e)).collect(),
+        ));
+    }
+    let agent_config = config.agent.clone();
+    info!(node = %agent_config.node_name, config = %config_path.display(), "starting agent");
+    for (what, dir) in [("state directory", &agent_config.state_dir), ("run directory", &agent_config.run_dir)] {
+        std::fs::create_dir_all(dir).map_err(|source| AgentError::Io {
+            what,
+            path: dir.clone(),
+            source,
+        })?;
+    }
+
+    // 1. The datapath, reusing pinned maps.
+    let switches = manager
+        .switches()
+        .into_iter()
+        .map(|s| (s.name.to_string(), s.value))
+        .collect();
+    let datapath = Datapath::load(&DatapathConfig {
+        node_name: agent_config.node_name.clone(),
+        pin_root: agent_config.pin_root.clone(),
+        switches,
+    })?;
+    let map_dir = datapath.node_pin_dir().join("maps");
+    let events_reader = datapath.event_reader()?;
+
+    // 2. Endpoints of the previous run.
+    let pod_cidr = agent_config.pod_cidr.ok_or(AgentError::NoPodCidr)?;
+    let endpoints = EndpointManager::new(&agent_config.state_dir, pod_cidr)?;
+
+    // 3. State.
+    let store = StateStore::new();
+    let (datastore, datastore_kind) = make_datastore(&agent_config).await?;
+    let metrics = AgentMetrics::new();
+    let (events_tx, _) = broadcast::channel::<Arc<DatapathEvent>>(8192);
+    let agent = Arc::new(Agent {
+        config: agent_config.clone(),
+        started,
+        store: store.clone(),
+        datastore: datastore.clone(),
+        datastore_kind,
+        datapath: Mutex::new(datapath),
+        endpoints: Mutex::new(endpoints),
+        identities: Mutex::new(IdentityAllocator::new()),
+        ipcache: Mutex::new(Ipcache::new()),
+        plugins: Mutex::new(manager),
+        routes: Mutex::new(Vec::new()),
+        view: Arc::new(RwLock::new(ClusterView::default())),
+        metrics,
+        ready: AtomicBool::new(false),
+        synced: AtomicBool::new(false),
+        runtime: tokio::runtime::Handle::current(),
+    });
+    agent.restore_endpoints();
+
+    let shutdown = CancellationToken::new();
+    let mut changes = store.subscribe();
+    tokio::spawn(datastore.clone().run(store.clone(), shutdown.clone()));
+
+    // 4. APIs.
+    let api_agent: Arc<dyn crate::api::AgentApi> = agent.clone();
+    let api_socket = agent_config.api_socket.clone();
+    tokio::spawn(async move {
+        if let Err(e) = serve_api(&api_socket, api_agent).await {
+            error!(error = %e, "agent API stopped");
+        }
+    });
+    let registry = agent.metrics.registry();
+    let metrics_address = agent_config.metrics_address;
+    tokio::spawn(async move {
+        if let Err(e) = crate::metrics::serve_metrics(metrics_address, registry).await {
+            error!(error = %e, address = %metrics_address, "metrics server stopped");
+        }
+    });
+
+    // 5. Datapath events and counters.
+    spawn_event_reader(events_reader, events_tx.clone());
+    spawn_counter_poller(agent.clone(), shutdown.clone());
+
+    // 6. Node object, first reconcile, plugins.
+    agent.publish_node().await;
+    agent.wait_for_first_sync().await;
+    agent.reconcile(&StateChangeSummary::default());
+    let ctx: Arc<dyn PluginContext> = Arc::new(CoreContext {
+        node_name: agent_config.node_name.clone(),
+        state_dir: agent_config.state_dir.clone(),
+        run_dir: agent_config.run_dir.clone(),
+        map_dir,
+        events: events_tx,
+        view: agent.view.clone(),
+    });
+    lock(&agent.plugins).start_all(&ctx);
+    agent.ready.store(true, Ordering::SeqCst);
+    info!(elapsed_ms = started.elapsed().as_millis() as u64, "agent ready");
+
+    // 7. Reconcile on every change until asked to stop.
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|source| AgentError::Io {
+            what: "installing the SIGTERM handler",
+            path: config_path.to_path_buf(),
+            source,
+        })?;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = terminate.recv() => break,
+            change = changes.recv() => {
+                let mut kinds = BTreeSet::new();
+                match change {
+                    Ok(c) => { kinds.insert(c.key.kind.as_str().to_string()); }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => break,
+                }
+                // Coalesce a burst of changes into one reconcile.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                while let Ok(c) = changes.try_recv() {
+                    kinds.insert(c.key.kind.as_str().to_string());
+                }
+                let agent = agent.clone();
+                let summary = StateChangeSummary { kinds: kinds.into_iter().collect() };
+                let _ = tokio::task::spawn_blocking(move || agent.reconcile(&summary)).await;
+            }
+        }
+    }
+    info!("agent stopping; programs and maps stay pinned so traffic keeps flowing");
+    shutdown.cancel();
+    lock(&agent.plugins).stop_all();
+    Ok(())
+}
+
+async fn make_datastore(config: &AgentConfig) -> Result<(Arc<dyn Datastore>, &'static str), AgentError> {
+    match config.datastore {
+        DatastoreKind::Local => {
+            let local = crate::state::LocalDatastore::new(
+                crate::state::LocalConfig::new(config.node_name.clone(), config.manifests.clone())
+                    .with_runtime_dir(config.runtime_dir.clone()),
+            );
+            Ok((Arc::new(local), "local"))
+        }
+        DatastoreKind::Kubernetes => {
+            let kube = crate::state::KubernetesDatastore::try_default(config.node_name.clone()).await?;
+            Ok((Arc::new(kube), "kubernetes"))
+        }
+    }
+}
+
+fn spawn_event_reader(
+    mut reader: crate::datapath::EventReader,
+    events: broadcast::Sender<Arc<DatapathEvent>>,
+) {
+    tokio::spawn(async move {
+        loop {
+            match reader.next().await {
+                Ok(event) => {
+                    // No subscriber (observe disabled) is fine.
+                    let _ = events.send(Arc::new(super::api_impl::to_sdk_event(&event)));
+                }
+                Err(e) => {
+                    warn!(error = %e, "reading datapath events");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    });
+}
+
+fn spawn_counter_poller(agent: Arc<Agent>, shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let samples = lock(&agent.datapath).counters();
+            match samples {
+                Ok(samples) => agent.metrics.update_datapath_counters(
+                    &samples.iter().map(super::api_impl::to_metrics_sample).collect::<Vec<_>>(),
+                ),
+                Err(e) => warn!(error = %e, "reading datapath counters"),
+            }
+            let failing = lock(&agent.plugins)
+                .statuses()
+                .iter()
+                .filter(|p| p.enabled && !p.health.is_ok())
+                .count();
+            agent.metrics.set_controllers_failing(failing as i64);
+        }
+    });
+}
+
+impl Agent {
+    /// Re-attach the previous run's endpoints: their interfaces still exist and
+    /// their pinned links get the freshly loaded programs atomically.
+    fn restore_endpoints(&self) {
+        let mut endpoints = lock(&self.endpoints);
+        let (kept, stale) = endpoints.load();
+        let mut datapath = lock(&self.datapath);
+        for record in stale {
+            let _ = datapath.detach_endpoint(&record.host_ifname);
+            let _ = crate::endpoint::links::delete_pod_link(&record.host_ifname);
+        }
+        for record in kept {
+            let key = format!("{}/{}", record.namespace, record.pod);
+            if !crate::endpoint::links::link_exists(&record.host_ifname) {
+                warn!(endpoint = %key, "interface of a recorded endpoint is gone; forgetting it");
+                let _ = datapath.detach_endpoint(&record.host_ifname);
+                endpoints.remove(&record.namespace, &record.pod);
+                continue;
+            }
+            match datapath.attach_endpoint(&record.host_ifname) {
+                Ok(report) => info!(endpoint = %key, ?report, "endpoint restored"),
+                Err(e) => error!(endpoint = %key, error = %e, "cannot re-attach programs to a restored endpoint"),
+            }
+            if let Ok(ip) = IpNet::new(IpAddr::V4(record.ipv4), 32) {
+                lock(&self.ipcache).upsert(ip, record.identity, Source::LocalEndpoint);
+            }
+            if let Ok(mut map) = datapath.endpoints() {
+                let _ = map.upsert(
+                    IpAddr::V4(record.ipv4),
+                    crate::datapath::EndpointInfo {
+                        endpoint_id: record.id,
+                        ifindex: record.ifindex,
+                        identity: record.identity,
+                    },
+                );
+            }
+        }
+        if let Err(e) = endpoints.persist() {
+            warn!(error = %e, "writing the endpoint record");
+        }
+    }
+
+    /// The first load of the datastore, bounded so an empty or unreachable source
+    /// does not hold readiness forever.
+    async fn wait_for_first_sync(&self) {
+        let mut generation = self.store.watch_generation();
+        let _ = tokio::time::timeout(Duration::from_millis(500), generation.changed()).await;
+        self.synced.store(true, Ordering::SeqCst);
+    }
+
+    /// Publish this node's Node object: its pod CIDR and address, so other agents
+    /// route to our pods.
+    async fn publish_node(&self) {
+        let Some(node_ip) = self.config.node_ip else {
+            warn!("no node_ip in the configuration: other nodes cannot route to this node's pods");
+            return;
+        };
+        let Some(pod_cidr) = self.config.pod_cidr else { return };
+        let node = super::api_impl::node_object(&self.config.node_name, pod_cidr, node_ip);
+        if let Err(e) = self.datastore.publish(node).await {
+            warn!(error = %e, "publishing this node");
+        }
+    }
+
+    /// Bring everything derived from the cluster state up to date.
+    pub(crate) fn reconcile(&self, summary: &StateChangeSummary) {
+        let snapshot = self.store.snapshot();
+        let mut republish = Vec::new();
+
+        // Local endpoints: labels → identities.
+        {
+            let mut endpoints = lock(&self.endpoints);
+            let mut identities = lock(&self.identities);
+            let mut datapath = lock(&self.datapath);
+            let mut ipcache = lock(&self.ipcache);
+            for record in endpoints.iter_mut() {
+                let labels = cluster::pod_security_labels(&snapshot, &record.namespace, &record.pod);
+                let (identity, state, label_strings) = match labels {
+                    Some(labels) => match identities.allocate(&labels) {
+                        Ok(id) => (id, EndpointState::Ready, labels.to_strings()),
+                        Err(e) => {
+                            error!(pod = %record.pod, error = %e, "allocating an identity");
+                            continue;
+                        }
+                    },
+                    None => (ReservedIdentity::Init.id(), EndpointState::WaitingForIdentity, Vec::new()),
+                };
+                if identity == record.identity && state == record.state {
+                    // allocate() took a reference; give it back, the record holds one.
+                    if state == EndpointState::Ready {
+                        let _ = identities.release(identity);
+                    }
+                    continue;
+                }
+                if record.state == EndpointState::Ready && record.identity >= 256 {
+                    let _ = identities.release(record.identity);
+                }
+                record.identity = identity;
+                record.state = state;
+                record.labels = label_strings;
+                if let Ok(ip) = IpNet::new(IpAddr::V4(record.ipv4), 32) {
+                    ipcache.upsert(ip, identity, Source::LocalEndpoint);
+                }
+                if let Ok(mut map) = datapath.endpoints() {
+                    if let Err(e) = map.upsert(
+                        IpAddr::V4(record.ipv4),
+                        crate::datapath::EndpointInfo {
+                            endpoint_id: record.id,
+                            ifindex: record.ifindex,
+                            identity,
+                        },
+                    ) {
+                        error!(pod = %record.pod, error = %e, "updating the endpoints map");
+                    }
+                }
+                republish.push(record.clone());
+            }
+            if !republish.is_empty() {
+                if let Err(e) = endpoints.persist() {
+                    warn!(error = %e, "writing the endpoint record");
+                }
+            }
+        }
+
+        // Other nodes: their endpoints and routes to their pod CIDRs.
+        let local_ips: BTreeSet<IpAddr> = lock(&self.endpoints).iter().map(|r| IpAddr::V4(r.ipv4)).collect();
+        let remote = cluster::remote_endpoints(&snapshot, |ip| local_ips.contains(&ip));
+        let routes = cluster::node_routes(&snapshot, &self.config.node_name);
+        {
+            let mut ipcache = lock(&self.ipcache);
+            let wanted: BTreeSet<IpNet> = remote
+                .iter()
+                .filter_map(|r| IpNet::new(r.ip, 32).ok())
+                .collect();
+            let stale: Vec<IpNet> = ipcache
+                .entries()
+                .filter(|(p, e)| e.source == Source::RemoteEndpoint && !wanted.contains(p))
+                .map(|(p, _)| p)
+                .collect();
+            for prefix in stale {
+                ipcache.remove(prefix, Source::RemoteEndpoint);
+            }
+            for r in &remote {
+                if let Ok(ip) = IpNet::new(r.ip, 32) {
+                    ipcache.upsert(ip, r.meta.identity, Source::RemoteEndpoint);
+                }
+            }
+            for route in &routes {
+                if let Ok(ip) = IpNet::new(route.via, if route.via.is_ipv4() { 32 } else { 128 }) {
+                    ipcache.upsert(ip, ReservedIdentity::RemoteNode.id(), Source::Node);
+                }
+            }
+            if let Some(node_ip) = self.config.node_ip {
+                if let Ok(ip) = IpNet::new(node_ip, if node_ip.is_ipv4() { 32 } else { 128 }) {
+                    ipcache.upsert(ip, ReservedIdentity::Host.id(), Source::Node);
+                }
+            }
+            let mut datapath = lock(&self.datapath);
+            match datapath.ipcache() {
+                Ok(mut sink) => {
+                    if let Err(e) = ipcache.sync(&mut super::api_impl::IpcacheMap(&mut sink)) {
+                        error!(error = %e, "writing the ipcache map; will retry on the next change");
+                        ipcache.mark_unsynced();
+                    }
+                }
+                Err(e) => error!(error = %e, "opening the ipcache map"),
+            }
+        }
+        self.sync_routes(routes);
+
+        // The view plugins read.
+        self.rebuild_view(&remote);
+        self.update_endpoint_gauges();
+
+        for record in republish {
+            let cep = super::api_impl::cilium_endpoint(&self.config, &record);
+            let datastore = self.datastore.clone();
+            self.runtime.spawn(async move {
+                if let Err(e) = datastore.publish(cep).await {
+                    warn!(error = %e, "publishing a CiliumEndpoint");
+                }
+            });
+        }
+        lock(&self.plugins).reconcile_all(summary);
+    }
+
+    fn sync_routes(&self, wanted: Vec<NodeRoute>) {
+        let mut installed = lock(&self.routes);
+        if *installed == wanted {
+            return;
+        }
+        for old in installed.iter().filter(|r| !wanted.contains(r)) {
+            let _ = run_ip(&["route", "del", &old.pod_cidr.to_string()]);
+        }
+        for route in &wanted {
+            if let Err(e) = run_ip(&["route", "replace", &route.pod_cidr.to_string(), "via", &route.via.to_string()]) {
+                error!(node = %route.node, error = %e, "installing the route to a node's pods");
+            }
+        }
+        *installed = wanted;
+    }
+
+    fn rebuild_view(&self, remote: &[cluster::RemoteEndpoint]) {
+        let mut view = ClusterView::default();
+        let snapshot = self.store.snapshot();
+        for r in remote {
+            view.identity_labels.insert(r.meta.identity, r.meta.labels.clone());
+            view.by_ip.insert(r.ip, r.meta.clone());
+        }
+        for record in lock(&self.endpoints).iter() {
+            view.identity_labels.insert(record.identity, record.labels.clone());
+            view.by_ip.insert(
+                IpAddr::V4(record.ipv4),
+                porin_plugin_sdk::EndpointMeta {
+                    id: record.id,
+                    namespace: record.namespace.clone(),
+                    pod_name: record.pod.clone(),
+                    identity: record.identity,
+                    labels: record.labels.clone(),
+                    node_name: self.config.node_name.clone(),
+                    workload: snapshot
+                        .pod(&record.namespace, &record.pod)
+                        .and_then(cluster::workload_of),
+                },
+            );
+        }
+        if let Ok(mut v) = self.view.write() {
+            *v = view;
+        }
+    }
+
+    pub(crate) fn update_endpoint_gauges(&self) {
+        let endpoints = lock(&self.endpoints);
+        for state in EndpointState::ALL {
+            let n = endpoints.iter().filter(|r| r.state == state).count();
+            self.metrics.set_endpoint_state(state.as_str(), n as i64);
+        }
+    }
+}
+
+/// Run `ip` in the agent's network namespace.
+pub(crate) fn run_ip(args: &[&str]) -> Result<(), String> {
+    let out = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("ip {}: {e}", args.join(" ")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
