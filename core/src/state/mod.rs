@@ -19,6 +19,7 @@ pub use cilium_types::{CiliumClusterwideNetworkPolicy, CiliumEndpoint, CiliumNet
 pub use datastore::{Datastore, DatastoreError};
 
 pub use local::{LocalConfig, LocalDatastore};
+pub use kubernetes::KubernetesDatastore;
 pub use objects::{Kind, Object, ObjectKey};
 pub use snapshot::Snapshot;
 pub use store::{ChangeKind, Issue, Severity, StateChange, StateStore};
