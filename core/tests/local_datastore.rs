@@ -43,20 +43,31 @@ fn start(config: LocalConfig) -> Running {
     }
 }
 
-async fn wait_for(store: &StateStore, what: &str, f: impl FnMut(&Snapshot) -> bool) -> Arc<Snapshot> {
+async fn wait_for(
+    store: &StateStore,
+    what: &str,
+    f: impl FnMut(&Snapshot) -> bool,
+) -> Arc<Snapshot> {
     tokio::time::timeout(WAIT, store.wait_for(f))
         .await
         .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
 }
 
-async fn wait_errors(datastore: &LocalDatastore, what: &str, f: impl Fn(&[String]) -> bool) -> Vec<String> {
+async fn wait_errors(
+    datastore: &LocalDatastore,
+    what: &str,
+    f: impl Fn(&[String]) -> bool,
+) -> Vec<String> {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let errors: Vec<String> = datastore.errors().into_iter().map(|i| i.message).collect();
         if f(&errors) {
             return errors;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}: {errors:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}: {errors:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -117,13 +128,22 @@ async fn loads_reloads_and_removes_files() {
     assert!(snap.service("payments", "api").is_some());
     assert_eq!(app_label(&snap).as_deref(), Some("v1"));
     let warnings = wait_errors(&run.datastore, "unknown kind warning", |e| !e.is_empty()).await;
-    assert!(warnings[0].contains("document 2: unknown kind ConfigMap"), "{warnings:?}");
+    assert!(
+        warnings[0].contains("document 2: unknown kind ConfigMap"),
+        "{warnings:?}"
+    );
 
     let mut changes = run.store.subscribe();
     write(&file, &pod_yaml("8080", "v2"));
-    wait_for(&run.store, "reload", |s| app_label(s).as_deref() == Some("v2")).await;
+    wait_for(&run.store, "reload", |s| {
+        app_label(s).as_deref() == Some("v2")
+    })
+    .await;
     let change = changes.recv().await.expect("change");
-    assert_eq!(change.key, ObjectKey::namespaced(Kind::Pod, "payments", "api"));
+    assert_eq!(
+        change.key,
+        ObjectKey::namespaced(Kind::Pod, "payments", "api")
+    );
     assert_eq!(change.change, porin_core::state::ChangeKind::Modified);
 
     std::fs::remove_file(&file).expect("remove");
@@ -155,7 +175,10 @@ async fn broken_document_keeps_last_good_state() {
     assert!(snap.namespace("payments").is_some());
 
     write(&file, &pod_yaml("9090", "fixed"));
-    wait_for(&run.store, "fixed file", |s| app_label(s).as_deref() == Some("fixed")).await;
+    wait_for(&run.store, "fixed file", |s| {
+        app_label(s).as_deref() == Some("fixed")
+    })
+    .await;
     wait_errors(&run.datastore, "errors cleared", |e| e.is_empty()).await;
     assert!(run.store.issues().is_empty());
 }
@@ -210,7 +233,10 @@ async fn publish_and_withdraw_between_agents() {
     .await;
     assert_eq!(snap.cilium_endpoint("payments", "api"), Some(&cep));
     // The publisher sees its own objects like everyone else.
-    wait_for(&node1.store, "endpoint on node-1", |s| s.cilium_endpoints().count() == 1).await;
+    wait_for(&node1.store, "endpoint on node-1", |s| {
+        s.cilium_endpoints().count() == 1
+    })
+    .await;
     assert_eq!(
         node1.datastore.published_path(),
         Some(runtime.path().join("node-1.yaml"))
@@ -229,13 +255,27 @@ async fn publish_and_withdraw_between_agents() {
         .publish(foreign.into())
         .await
         .expect_err("foreign node");
-    assert!(err.to_string().contains("cannot publish Node node-2"), "{err}");
+    assert!(
+        err.to_string().contains("cannot publish Node node-2"),
+        "{err}"
+    );
 
     node1
         .datastore
-        .withdraw(ObjectKey::namespaced(Kind::CiliumEndpoint, "payments", "api"))
+        .withdraw(ObjectKey::namespaced(
+            Kind::CiliumEndpoint,
+            "payments",
+            "api",
+        ))
         .await
         .expect("withdraw");
-    wait_for(&node2.store, "withdrawal on node-2", |s| s.cilium_endpoints().count() == 0).await;
-    assert!(node1.datastore.errors().is_empty(), "{:?}", node1.datastore.errors());
+    wait_for(&node2.store, "withdrawal on node-2", |s| {
+        s.cilium_endpoints().count() == 0
+    })
+    .await;
+    assert!(
+        node1.datastore.errors().is_empty(),
+        "{:?}",
+        node1.datastore.errors()
+    );
 }

@@ -230,10 +230,11 @@ impl LocalDatastore {
         };
         let mut text = String::new();
         for (key, object) in published {
-            let yaml = serde_yaml::to_string(object).map_err(|source| DatastoreError::Serialize {
-                key: key.clone(),
-                source,
-            })?;
+            let yaml =
+                serde_yaml::to_string(object).map_err(|source| DatastoreError::Serialize {
+                    key: key.clone(),
+                    source,
+                })?;
             text.push_str("---\n");
             text.push_str(&yaml);
         }

@@ -50,7 +50,10 @@ pub enum ManifestError {
         source: serde_yaml::Error,
     },
     #[error("{at}: {field} is missing")]
-    MissingField { at: DocumentRef, field: &'static str },
+    MissingField {
+        at: DocumentRef,
+        field: &'static str,
+    },
     #[error("{at}: unknown kind {kind} (apiVersion {api_version}), skipped")]
     UnknownKind {
         at: DocumentRef,
@@ -132,7 +135,11 @@ fn parse_document(at: DocumentRef, mut value: Value) -> Result<Option<Object>, M
             field: "metadata",
         });
     };
-    let Some(name) = metadata.get("name").and_then(Value::as_str).map(str::to_owned) else {
+    let Some(name) = metadata
+        .get("name")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+    else {
         return Err(ManifestError::MissingField {
             at,
             field: "metadata.name",
@@ -176,7 +183,10 @@ mod tests {
     fn missing_kind_is_an_error() {
         let parsed = parse_manifest(Path::new("x.yaml"), "apiVersion: v1\nmetadata: {name: a}\n");
         assert!(parsed.is_broken());
-        assert_eq!(parsed.problems[0].to_string(), "x.yaml: document 1: kind is missing");
+        assert_eq!(
+            parsed.problems[0].to_string(),
+            "x.yaml: document 1: kind is missing"
+        );
     }
 
     #[test]
@@ -187,7 +197,9 @@ mod tests {
         );
         assert!(parsed.is_broken());
         assert!(
-            parsed.problems[0].to_string().starts_with("x.yaml: document 2: "),
+            parsed.problems[0]
+                .to_string()
+                .starts_with("x.yaml: document 2: "),
             "{}",
             parsed.problems[0]
         );

@@ -18,8 +18,8 @@ pub mod store;
 pub use cilium_types::{CiliumClusterwideNetworkPolicy, CiliumEndpoint, CiliumNetworkPolicy};
 pub use datastore::{Datastore, DatastoreError};
 
-pub use local::{LocalConfig, LocalDatastore};
 pub use kubernetes::KubernetesDatastore;
+pub use local::{LocalConfig, LocalDatastore};
 pub use objects::{Kind, Object, ObjectKey};
 pub use snapshot::Snapshot;
 pub use store::{ChangeKind, Issue, Severity, StateChange, StateStore};

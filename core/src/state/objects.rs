@@ -210,8 +210,14 @@ mod tests {
     fn kinds_match_their_types() {
         use k8s_openapi::Resource;
         assert_eq!(Kind::Pod.api_version(), Pod::API_VERSION);
-        assert_eq!(Kind::EndpointSlice.api_version(), EndpointSlice::API_VERSION);
-        assert_eq!(Kind::NetworkPolicy.api_version(), NetworkPolicy::API_VERSION);
+        assert_eq!(
+            Kind::EndpointSlice.api_version(),
+            EndpointSlice::API_VERSION
+        );
+        assert_eq!(
+            Kind::NetworkPolicy.api_version(),
+            NetworkPolicy::API_VERSION
+        );
         assert_eq!(
             Kind::from_type("cilium.io/v2", "CiliumEndpoint"),
             Some(Kind::CiliumEndpoint)
