@@ -260,8 +260,12 @@ async fn publish_and_withdraw_between_agents() {
         "{err}"
     );
 
-    node1
-        .datastore
+    // A restarted node-1 agent takes over its published file and withdraws.
+    let restarted = LocalDatastore::new(
+        LocalConfig::new("node-1", vec![manifests.path().to_owned()])
+            .with_runtime_dir(runtime.path()),
+    );
+    restarted
         .withdraw(ObjectKey::namespaced(
             Kind::CiliumEndpoint,
             "payments",

@@ -72,13 +72,40 @@ struct FileState {
 }
 
 impl LocalDatastore {
+    /// A restarted agent takes over what it published before, so it can
+    /// withdraw objects that are gone meanwhile.
     pub fn new(config: LocalConfig) -> Self {
-        LocalDatastore {
+        let datastore = LocalDatastore {
             config,
             published: tokio::sync::Mutex::new(BTreeMap::new()),
             rescan: Notify::new(),
             issues: Mutex::new(Vec::new()),
+        };
+        let previous = datastore.read_published();
+        LocalDatastore {
+            published: tokio::sync::Mutex::new(previous),
+            ..datastore
         }
+    }
+
+    /// Objects of this node's published file, if any (best effort).
+    fn read_published(&self) -> BTreeMap<ObjectKey, Object> {
+        let Some(path) = self.published_path() else {
+            return BTreeMap::new();
+        };
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            return BTreeMap::new();
+        };
+        let parsed = parse_manifest(&path, &text);
+        for problem in &parsed.problems {
+            warn!("previously published objects: {problem}");
+        }
+        parsed
+            .objects
+            .into_iter()
+            .map(|o| (o.key(), o))
+            .filter(|(key, _)| check_owned(&self.config.node_name, key).is_ok())
+            .collect()
     }
 
     /// The file this node's published objects are written to.
