@@ -1,1 +1,6 @@
 //! core
+pub mod config;
+pub mod identity;
+pub mod ipam;
+pub mod ipcache;
+pub mod metrics;
