@@ -100,6 +100,9 @@ struct VersionLabels {
     version: String,
 }
 
+/// Last kernel totals `(packets, bytes)` per `(reason, direction)`.
+type Totals = HashMap<(u8, u8), (u64, u64)>;
+
 /// Handles on the agent's metrics; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct AgentMetrics {
@@ -109,7 +112,7 @@ pub struct AgentMetrics {
     forward_bytes: Family<DirectionLabels, Counter>,
     drop_count: Family<DropLabels, Counter>,
     drop_bytes: Family<DropLabels, Counter>,
-    last_totals: std::sync::Arc<Mutex<HashMap<(u8, u8), (u64, u64)>>>,
+    last_totals: std::sync::Arc<Mutex<Totals>>,
 }
 
 impl AgentMetrics {
@@ -185,7 +188,7 @@ impl AgentMetrics {
     /// since the previous call; a total lower than before (the map was
     /// recreated) counts as a restart from zero.
     pub fn update_datapath_counters(&self, samples: &[CounterSample]) {
-        let mut totals: HashMap<(u8, u8), (u64, u64)> = HashMap::new();
+        let mut totals = Totals::new();
         for s in samples {
             let t = totals.entry((s.reason, s.direction)).or_default();
             t.0 = t.0.saturating_add(s.packets);
