@@ -4,6 +4,12 @@
 
 pub mod agent;
 pub mod api;
+pub mod config;
+pub mod datapath;
 pub mod endpoint;
+pub mod identity;
+pub mod ipam;
+pub mod ipcache;
+pub mod metrics;
 pub mod plugins;
 pub mod state;

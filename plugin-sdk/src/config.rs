@@ -47,7 +47,10 @@ mod tests {
         let table: toml::Table = toml::from_str("sise = 3").expect("toml");
         let err = parse_section::<Sample>("lb", &table).expect_err("must fail");
         assert_eq!(err.config_key(), Some("sise"));
-        assert!(err.to_string().starts_with("plugins.lb: unknown field `sise`"));
+        assert!(
+            err.to_string()
+                .starts_with("plugins.lb: unknown field `sise`")
+        );
     }
 
     #[test]

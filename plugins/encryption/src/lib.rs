@@ -1,1 +1,7 @@
-//! porin-encryption
+//! porin-encryption: WireGuard between nodes.
+
+mod config;
+mod plugin;
+
+pub use config::{EncryptionConfig, EncryptionType};
+pub use plugin::EncryptionPlugin;

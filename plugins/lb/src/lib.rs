@@ -1,1 +1,9 @@
-//! porin-lb
+//! porin-lb: kube-proxy replacement.
+
+mod config;
+mod maglev;
+mod plugin;
+
+pub use config::{Algorithm, LbConfig, MAGLEV_TABLE_SIZES};
+pub use maglev::{MaglevError, maglev_table};
+pub use plugin::LbPlugin;

@@ -1,0 +1,152 @@
+//! The `[agent]` section of `porin.toml`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+/// Where the agent reads cluster state from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Datastore {
+    /// Watch a Kubernetes API server (default).
+    #[default]
+    Kubernetes,
+    /// Read Kubernetes YAML from `manifests` directories; no API server. Agents on
+    /// the same machine share published state through `runtime_dir`.
+    Local,
+}
+
+/// `manifests` accepts a single directory or a list of them.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum OneOrMany {
+    One(PathBuf),
+    Many(Vec<PathBuf>),
+}
+
+/// `[agent]` as written in the file: everything optional, unknown keys rejected.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAgent {
+    pub node_name: Option<String>,
+    pub datastore: Option<Datastore>,
+    pub manifests: Option<OneOrMany>,
+    pub runtime_dir: Option<PathBuf>,
+    pub state_dir: Option<PathBuf>,
+    pub run_dir: Option<PathBuf>,
+    pub api_socket: Option<PathBuf>,
+    pub metrics_address: Option<SocketAddr>,
+    pub pin_root: Option<PathBuf>,
+    pub pod_cidr: Option<Ipv4Net>,
+    pub node_ip: Option<IpAddr>,
+    pub cgroup_path: Option<PathBuf>,
+    pub log_level: Option<String>,
+}
+
+/// The agent's settings with every default applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AgentConfig {
+    /// This node's name. Default: the machine's hostname.
+    pub node_name: String,
+    /// `"kubernetes"` (default) or `"local"`.
+    pub datastore: Datastore,
+    /// Directories of Kubernetes YAML read in local mode. Required when
+    /// `datastore = "local"`; a string or a list of strings in the file.
+    pub manifests: Vec<PathBuf>,
+    /// State published by agents for each other in local mode (nodes, endpoints,
+    /// identities). Default: `/var/run/porin/cluster`.
+    pub runtime_dir: PathBuf,
+    /// State kept across restarts (IPAM, endpoints). Default:
+    /// `/var/lib/porin/<node_name>`.
+    pub state_dir: PathBuf,
+    /// Directory for sockets (agent API, Hubble). Default: `/var/run/porin`, so
+    /// the Hubble socket is the documented `/var/run/porin/hubble.sock`. Several
+    /// agents on one machine (the sandbox) must set it per node, e.g.
+    /// `/var/run/porin/<node_name>`.
+    pub run_dir: PathBuf,
+    /// The agent API socket. Default: `<run_dir>/agent.sock`.
+    pub api_socket: PathBuf,
+    /// Agent metrics listener. Default: `0.0.0.0:9962` (Cilium's port).
+    pub metrics_address: SocketAddr,
+    /// Root of the bpffs pins; this node pins under `<pin_root>/<node_name>`.
+    /// Default: `/sys/fs/bpf/porin`.
+    pub pin_root: PathBuf,
+    /// The node's IPv4 pod CIDR for host-scope IPAM. Required in local mode; with
+    /// Kubernetes it defaults to the Node's `spec.podCIDR` (filled in later).
+    pub pod_cidr: Option<Ipv4Net>,
+    /// The node's address on the underlay. Default: discovered at runtime.
+    pub node_ip: Option<IpAddr>,
+    /// The cgroup v2 where socket programs attach. Default: the root cgroup.
+    pub cgroup_path: Option<PathBuf>,
+    /// A `tracing` filter directive. Default: `"info"`.
+    pub log_level: String,
+}
+
+/// Default agent API socket name inside `run_dir`.
+pub const API_SOCKET_NAME: &str = "agent.sock";
+/// Default metrics listener.
+pub const DEFAULT_METRICS_ADDRESS: &str = "0.0.0.0:9962";
+/// Default bpffs root.
+pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/porin";
+/// Default shared directory of local mode.
+pub const DEFAULT_RUNTIME_DIR: &str = "/var/run/porin/cluster";
+/// Default socket directory.
+pub const DEFAULT_RUN_DIR: &str = "/var/run/porin";
+/// Parent of the default per-node state directory.
+pub const DEFAULT_STATE_ROOT: &str = "/var/lib/porin";
+
+impl AgentConfig {
+    /// Where this node's programs, maps and links are pinned.
+    pub fn pin_dir(&self) -> PathBuf {
+        self.pin_root.join(&self.node_name)
+    }
+
+    pub(crate) fn resolve(raw: RawAgent, hostname: impl FnOnce() -> String) -> Self {
+        let node_name = raw.node_name.unwrap_or_else(hostname);
+        let run_dir = raw
+            .run_dir
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_RUN_DIR));
+        let metrics_address = raw
+            .metrics_address
+            .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 9962)));
+        Self {
+            datastore: raw.datastore.unwrap_or_default(),
+            manifests: match raw.manifests {
+                None => Vec::new(),
+                Some(OneOrMany::One(p)) => vec![p],
+                Some(OneOrMany::Many(v)) => v,
+            },
+            runtime_dir: raw
+                .runtime_dir
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_RUNTIME_DIR)),
+            state_dir: raw
+                .state_dir
+                .unwrap_or_else(|| Path::new(DEFAULT_STATE_ROOT).join(&node_name)),
+            api_socket: raw
+                .api_socket
+                .unwrap_or_else(|| run_dir.join(API_SOCKET_NAME)),
+            run_dir,
+            metrics_address,
+            pin_root: raw
+                .pin_root
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_PIN_ROOT)),
+            pod_cidr: raw.pod_cidr,
+            node_ip: raw.node_ip,
+            cgroup_path: raw.cgroup_path,
+            log_level: raw.log_level.unwrap_or_else(|| "info".to_string()),
+            node_name,
+        }
+    }
+}
+
+/// The machine's hostname, for the default `node_name`.
+pub(crate) fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".to_string())
+}

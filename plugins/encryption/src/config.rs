@@ -1,0 +1,125 @@
+//! `[plugins.encryption]`: transparent encryption between nodes.
+
+use porin_plugin_sdk::PluginError;
+use serde::{Deserialize, Serialize};
+
+use crate::plugin::NAME;
+
+/// Encryption protocol; only WireGuard is supported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EncryptionType {
+    #[default]
+    Wireguard,
+}
+
+/// The encryption plugin's settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EncryptionConfig {
+    /// `"wireguard"` (default and only value).
+    #[serde(rename = "type")]
+    pub kind: EncryptionType,
+    /// Drop pod-to-pod traffic between nodes that would leave unencrypted
+    /// (Cilium's strict mode). Default: false.
+    pub strict_mode: bool,
+    /// WireGuard UDP port. Default: 51871 (Cilium's).
+    pub listen_port: u16,
+    /// MTU of the WireGuard device, 1280 to 9000. Default: unset, derived from the
+    /// underlay device's MTU minus WireGuard's 80-byte overhead.
+    pub mtu: Option<u32>,
+}
+
+impl Default for EncryptionConfig {
+    fn default() -> Self {
+        Self {
+            kind: EncryptionType::Wireguard,
+            strict_mode: false,
+            listen_port: 51871,
+            mtu: None,
+        }
+    }
+}
+
+impl EncryptionConfig {
+    /// Parse and validate the section (without `enabled`).
+    pub fn from_section(section: &toml::Table) -> Result<Self, PluginError> {
+        let config: Self = parse(section)?;
+        if config.listen_port == 0 {
+            return Err(invalid(
+                "listen_port",
+                "`0` is not a valid port".to_string(),
+            ));
+        }
+        if let Some(mtu) = config.mtu
+            && !(1280..=9000).contains(&mtu)
+        {
+            return Err(invalid(
+                "mtu",
+                format!("`{mtu}` is out of range (1280 to 9000)"),
+            ));
+        }
+        Ok(config)
+    }
+}
+
+/// Deserialize the section, naming the offending key (with its path, e.g.
+/// `wasm[0].kind`) in the error so core can point at its line.
+fn parse<T: serde::de::DeserializeOwned>(section: &toml::Table) -> Result<T, PluginError> {
+    serde_path_to_error::deserialize(toml::Value::Table(section.clone())).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.inner().message().to_string();
+        if path == "." {
+            PluginError::Config {
+                plugin: NAME.to_string(),
+                key: None,
+                message,
+            }
+        } else {
+            invalid(&path, message)
+        }
+    })
+}
+
+fn invalid(key: &str, message: String) -> PluginError {
+    PluginError::Config {
+        plugin: NAME.to_string(),
+        key: Some(key.to_string()),
+        message: format!("{key}: {message}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(text: &str) -> Result<EncryptionConfig, PluginError> {
+        EncryptionConfig::from_section(&toml::from_str(text).expect("toml"))
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse_str("").expect("valid");
+        assert_eq!(c, EncryptionConfig::default());
+        assert_eq!(c.listen_port, 51871);
+        let c = parse_str("type = \"wireguard\"\nstrict_mode = true\nmtu = 1420").expect("valid");
+        assert!(c.strict_mode);
+        assert_eq!(c.mtu, Some(1420));
+    }
+
+    #[test]
+    fn invalid_values_name_key_and_value() {
+        for (text, key, value) in [
+            ("type = \"ipsec\"", "type", "`ipsec`"),
+            ("listen_port = 0", "listen_port", "`0`"),
+            ("listen_port = 70000", "listen_port", "70000"),
+            ("mtu = 100", "mtu", "`100`"),
+            ("strict_mode = \"on\"", "strict_mode", "on"),
+            ("port = 1", "port", "`port`"),
+        ] {
+            let e = parse_str(text).expect_err(text);
+            assert_eq!(e.config_key(), Some(key), "{text}: {e}");
+            assert!(e.to_string().contains(value), "{text}: {e}");
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! `[plugins.lb]`: kube-proxy replacement settings.
+
+use porin_plugin_sdk::PluginError;
+use serde::{Deserialize, Serialize};
+
+use crate::plugin::NAME;
+
+/// Maglev table sizes Cilium accepts (`--bpf-lb-maglev-table-size`): primes.
+pub const MAGLEV_TABLE_SIZES: [u32; 10] = [
+    251, 509, 1021, 2039, 4093, 8191, 16381, 32749, 65521, 131071,
+];
+
+/// How a service picks a backend for a new connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Algorithm {
+    /// Uniformly random backend (default).
+    #[default]
+    Random,
+    /// Consistent hashing with Maglev lookup tables: a backend change moves few
+    /// connections.
+    Maglev,
+}
+
+/// The lb plugin's settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LbConfig {
+    /// Serve ClusterIP, NodePort and LoadBalancer services in eBPF. Default: true.
+    pub kube_proxy_replacement: bool,
+    /// `"random"` (default) or `"maglev"`.
+    pub algorithm: Algorithm,
+    /// Maglev table size per service; one of [`MAGLEV_TABLE_SIZES`]. Default: 16381.
+    pub maglev_table_size: u32,
+    /// Translate service addresses at connect() in cgroup socket hooks, so
+    /// pod-to-service traffic is never NATed per packet. Default: true.
+    pub socket_lb: bool,
+    /// Timeout of `sessionAffinity: ClientIP`, in seconds, when the Service does
+    /// not set one. Default: 10800 (Kubernetes' default).
+    pub session_affinity_timeout: u64,
+}
+
+impl Default for LbConfig {
+    fn default() -> Self {
+        Self {
+            kube_proxy_replacement: true,
+            algorithm: Algorithm::Random,
+            maglev_table_size: 16381,
+            socket_lb: true,
+            session_affinity_timeout: 10800,
+        }
+    }
+}
+
+impl LbConfig {
+    /// Parse and validate the section (without `enabled`).
+    pub fn from_section(section: &toml::Table) -> Result<Self, PluginError> {
+        let config: Self = parse(section)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), PluginError> {
+        if !MAGLEV_TABLE_SIZES.contains(&self.maglev_table_size) {
+            return Err(invalid(
+                "maglev_table_size",
+                format!(
+                    "`{}` is not one of the allowed prime sizes {:?}",
+                    self.maglev_table_size, MAGLEV_TABLE_SIZES
+                ),
+            ));
+        }
+        if self.session_affinity_timeout == 0 || self.session_affinity_timeout > 86_400 {
+            return Err(invalid(
+                "session_affinity_timeout",
+                format!(
+                    "`{}` is out of range (1 to 86400 seconds)",
+                    self.session_affinity_timeout
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Deserialize the section, naming the offending key (with its path, e.g.
+/// `wasm[0].kind`) in the error so core can point at its line.
+fn parse<T: serde::de::DeserializeOwned>(section: &toml::Table) -> Result<T, PluginError> {
+    serde_path_to_error::deserialize(toml::Value::Table(section.clone())).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.inner().message().to_string();
+        if path == "." {
+            PluginError::Config {
+                plugin: NAME.to_string(),
+                key: None,
+                message,
+            }
+        } else {
+            invalid(&path, message)
+        }
+    })
+}
+
+fn invalid(key: &str, message: String) -> PluginError {
+    PluginError::Config {
+        plugin: NAME.to_string(),
+        key: Some(key.to_string()),
+        message: format!("{key}: {message}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(text: &str) -> Result<LbConfig, PluginError> {
+        LbConfig::from_section(&toml::from_str(text).expect("toml"))
+    }
+
+    fn err(text: &str) -> (Option<String>, String) {
+        let e = parse_str(text).expect_err("invalid");
+        (e.config_key().map(str::to_string), e.to_string())
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse_str("").expect("valid");
+        assert_eq!(c, LbConfig::default());
+        assert!(c.kube_proxy_replacement && c.socket_lb);
+        assert_eq!(c.algorithm, Algorithm::Random);
+        assert_eq!(c.maglev_table_size, 16381);
+        assert_eq!(c.session_affinity_timeout, 10800);
+    }
+
+    #[test]
+    fn valid_maglev() {
+        let c = parse_str("algorithm = \"maglev\"\nmaglev_table_size = 65521").expect("valid");
+        assert_eq!(c.algorithm, Algorithm::Maglev);
+    }
+
+    #[test]
+    fn invalid_values_name_key_and_value() {
+        let (key, msg) = err("algorithm = \"rnd\"");
+        assert_eq!(key.as_deref(), Some("algorithm"));
+        assert!(
+            msg.starts_with("plugins.lb: algorithm: unknown variant `rnd`"),
+            "{msg}"
+        );
+        let (key, msg) = err("maglev_table_size = 1000");
+        assert_eq!(key.as_deref(), Some("maglev_table_size"));
+        assert!(msg.contains("`1000`"), "{msg}");
+        let (key, msg) = err("kube_proxy_replacement = \"yes\"");
+        assert_eq!(key.as_deref(), Some("kube_proxy_replacement"));
+        assert!(msg.contains("\"yes\"") || msg.contains("string"), "{msg}");
+        let (key, msg) = err("session_affinity_timeout = 0");
+        assert_eq!(key.as_deref(), Some("session_affinity_timeout"));
+        assert!(msg.contains("`0`"), "{msg}");
+        let (key, msg) = err("algoritm = \"maglev\"");
+        assert_eq!(key.as_deref(), Some("algoritm"));
+        assert!(msg.contains("unknown field `algoritm`"), "{msg}");
+    }
+}

@@ -1,0 +1,234 @@
+//! `[plugins.observe]`: flows, Hubble API and Hubble metrics.
+
+use std::path::PathBuf;
+
+use porin_plugin_sdk::PluginError;
+use serde::{Deserialize, Serialize};
+
+use crate::MetricSpec;
+use crate::plugin::NAME;
+
+/// Hubble socket file name inside the agent's `run_dir`.
+pub const HUBBLE_SOCKET_NAME: &str = "hubble.sock";
+
+/// What a WASM module does on the flow pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WasmKind {
+    /// Decides which flows are kept and exported.
+    Filter,
+    /// Adds labels to Hubble metrics.
+    Labeller,
+}
+
+/// A `[[plugins.observe.wasm]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WasmModuleConfig {
+    pub name: String,
+    pub path: PathBuf,
+    pub kind: WasmKind,
+}
+
+/// The section as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawObserveConfig {
+    buffer_size: u32,
+    metrics: Vec<String>,
+    wasm: Vec<WasmModuleConfig>,
+    socket_path: Option<PathBuf>,
+    listen_address: Option<String>,
+}
+
+impl Default for RawObserveConfig {
+    fn default() -> Self {
+        Self {
+            buffer_size: DEFAULT_BUFFER_SIZE,
+            metrics: Vec::new(),
+            wasm: Vec::new(),
+            socket_path: None,
+            listen_address: None,
+        }
+    }
+}
+
+/// Default flow ring size.
+pub const DEFAULT_BUFFER_SIZE: u32 = 4096;
+/// Largest flow ring size (Cilium's limit, rounded up to a power of two).
+pub const MAX_BUFFER_SIZE: u32 = 65536;
+
+/// The observe plugin's settings, validated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ObserveConfig {
+    /// Flows kept in the ring for `GetFlows`; a power of two up to 65536.
+    /// Default: 4096.
+    pub buffer_size: u32,
+    /// Hubble metrics on `:9965`, in Cilium's option syntax. Default: none.
+    pub metrics: Vec<MetricSpec>,
+    /// WASM filters and labellers, in pipeline order. Default: none.
+    pub wasm: Vec<WasmModuleConfig>,
+    /// The Hubble API socket. Default: `<run_dir>/hubble.sock` (see
+    /// [`ObserveConfig::socket_path_in`]).
+    pub socket_path: Option<PathBuf>,
+    /// Also serve the Hubble API on TCP, e.g. `":4244"`. Default: unset.
+    pub listen_address: Option<String>,
+}
+
+impl Default for ObserveConfig {
+    fn default() -> Self {
+        Self {
+            buffer_size: DEFAULT_BUFFER_SIZE,
+            metrics: Vec::new(),
+            wasm: Vec::new(),
+            socket_path: None,
+            listen_address: None,
+        }
+    }
+}
+
+impl ObserveConfig {
+    /// Parse and validate the section (without `enabled`).
+    pub fn from_section(section: &toml::Table) -> Result<Self, PluginError> {
+        let raw: RawObserveConfig = parse(section)?;
+        let size = raw.buffer_size;
+        if !size.is_power_of_two() || size > MAX_BUFFER_SIZE {
+            return Err(invalid(
+                "buffer_size",
+                format!("`{size}` must be a power of two up to {MAX_BUFFER_SIZE}"),
+            ));
+        }
+        let metrics = raw
+            .metrics
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                MetricSpec::parse(m).map_err(|msg| invalid(&format!("metrics[{i}]"), msg))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        for (i, m) in raw.wasm.iter().enumerate() {
+            if raw.wasm[..i].iter().any(|o| o.name == m.name) {
+                return Err(invalid(
+                    &format!("wasm[{i}].name"),
+                    format!("`{}` is used by another module", m.name),
+                ));
+            }
+        }
+        if let Some(addr) = &raw.listen_address {
+            let port = addr.rsplit_once(':').map(|(_, p)| p.parse::<u16>());
+            if !matches!(port, Some(Ok(p)) if p != 0) {
+                return Err(invalid(
+                    "listen_address",
+                    format!("`{addr}` is not `[host]:port`"),
+                ));
+            }
+        }
+        Ok(Self {
+            buffer_size: size,
+            metrics,
+            wasm: raw.wasm,
+            socket_path: raw.socket_path,
+            listen_address: raw.listen_address,
+        })
+    }
+
+    /// The Hubble socket, given the agent's `run_dir`.
+    pub fn socket_path_in(&self, run_dir: &std::path::Path) -> PathBuf {
+        self.socket_path
+            .clone()
+            .unwrap_or_else(|| run_dir.join(HUBBLE_SOCKET_NAME))
+    }
+}
+
+/// Deserialize the section, naming the offending key (with its path, e.g.
+/// `wasm[0].kind`) in the error so core can point at its line.
+fn parse<T: serde::de::DeserializeOwned>(section: &toml::Table) -> Result<T, PluginError> {
+    serde_path_to_error::deserialize(toml::Value::Table(section.clone())).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.inner().message().to_string();
+        if path == "." {
+            PluginError::Config {
+                plugin: NAME.to_string(),
+                key: None,
+                message,
+            }
+        } else {
+            invalid(&path, message)
+        }
+    })
+}
+
+fn invalid(key: &str, message: String) -> PluginError {
+    PluginError::Config {
+        plugin: NAME.to_string(),
+        key: Some(key.to_string()),
+        message: format!("{key}: {message}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn parse_str(text: &str) -> Result<ObserveConfig, PluginError> {
+        ObserveConfig::from_section(&toml::from_str(text).expect("toml"))
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse_str("").expect("valid");
+        assert_eq!(c, ObserveConfig::default());
+        assert_eq!(c.buffer_size, 4096);
+        assert_eq!(
+            c.socket_path_in(Path::new("/var/run/porin")),
+            PathBuf::from("/var/run/porin/hubble.sock")
+        );
+    }
+
+    #[test]
+    fn full_section() {
+        let c = parse_str(
+            r#"
+buffer_size = 8192
+metrics = ["dns", "drop", "httpV2:exemplars=true;labelsContext=source_namespace"]
+listen_address = ":4244"
+[[wasm]]
+name = "drop-health-checks"
+path = "/etc/porin/filters/drop_health.wasm"
+kind = "filter"
+"#,
+        )
+        .expect("valid");
+        assert_eq!(c.metrics.len(), 3);
+        assert_eq!(c.wasm[0].kind, WasmKind::Filter);
+        assert_eq!(c.listen_address.as_deref(), Some(":4244"));
+    }
+
+    #[test]
+    fn invalid_values_name_key_and_value() {
+        for (text, key, value) in [
+            ("buffer_size = 4095", "buffer_size", "`4095`"),
+            ("buffer_size = 131072", "buffer_size", "`131072`"),
+            ("metrics = [\"dns\", \"dnss\"]", "metrics[1]", "`dnss`"),
+            ("metrics = [\"dns:foo=1\"]", "metrics[0]", "`foo`"),
+            ("listen_address = \"4244\"", "listen_address", "`4244`"),
+            (
+                "[[wasm]]\nname = \"a\"\npath = \"/a\"\nkind = \"filtre\"",
+                "wasm[0].kind",
+                "`filtre`",
+            ),
+            (
+                "[[wasm]]\nname = \"a\"\npath = \"/a\"\nkind = \"filter\"\nsize = 1",
+                "wasm[0].size",
+                "`size`",
+            ),
+            ("buffer = 1", "buffer", "`buffer`"),
+        ] {
+            let e = parse_str(text).expect_err(text);
+            assert_eq!(e.config_key(), Some(key), "{text}: {e}");
+            assert!(e.to_string().contains(value), "{text}: {e}");
+        }
+    }
+}

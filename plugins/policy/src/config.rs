@@ -1,0 +1,90 @@
+//! `[plugins.policy]`: network policy enforcement settings.
+
+use porin_plugin_sdk::PluginError;
+use serde::{Deserialize, Serialize};
+
+use crate::plugin::NAME;
+
+/// When endpoints enforce policy (Cilium's `--enable-policy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Enforcement {
+    /// Enforce on an endpoint once a policy selects it (default).
+    #[default]
+    Default,
+    /// Enforce on every endpoint: deny unless allowed.
+    Always,
+    /// Never enforce: allow everything.
+    Never,
+}
+
+/// The policy plugin's settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// `"default"` (default), `"always"` or `"never"`.
+    pub enforcement: Enforcement,
+    /// Report what would be denied (verdict AUDIT) but forward it. Default: false.
+    pub policy_audit_mode: bool,
+}
+
+impl PolicyConfig {
+    /// Parse and validate the section (without `enabled`).
+    pub fn from_section(section: &toml::Table) -> Result<Self, PluginError> {
+        parse(section)
+    }
+}
+
+/// Deserialize the section, naming the offending key (with its path, e.g.
+/// `wasm[0].kind`) in the error so core can point at its line.
+fn parse<T: serde::de::DeserializeOwned>(section: &toml::Table) -> Result<T, PluginError> {
+    serde_path_to_error::deserialize(toml::Value::Table(section.clone())).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.inner().message().to_string();
+        if path == "." {
+            PluginError::Config {
+                plugin: NAME.to_string(),
+                key: None,
+                message,
+            }
+        } else {
+            invalid(&path, message)
+        }
+    })
+}
+
+fn invalid(key: &str, message: String) -> PluginError {
+    PluginError::Config {
+        plugin: NAME.to_string(),
+        key: Some(key.to_string()),
+        message: format!("{key}: {message}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(text: &str) -> Result<PolicyConfig, PluginError> {
+        PolicyConfig::from_section(&toml::from_str(text).expect("toml"))
+    }
+
+    #[test]
+    fn defaults_and_values() {
+        assert_eq!(parse_str("").expect("valid"), PolicyConfig::default());
+        let c = parse_str("enforcement = \"always\"\npolicy_audit_mode = true").expect("valid");
+        assert_eq!(c.enforcement, Enforcement::Always);
+        assert!(c.policy_audit_mode);
+    }
+
+    #[test]
+    fn invalid_values_name_key_and_value() {
+        let e = parse_str("enforcement = \"sometimes\"").expect_err("invalid");
+        assert_eq!(e.config_key(), Some("enforcement"));
+        assert!(e.to_string().contains("`sometimes`"), "{e}");
+        let e = parse_str("policy_audit_mode = 1").expect_err("invalid");
+        assert_eq!(e.config_key(), Some("policy_audit_mode"));
+        let e = parse_str("enforce = \"always\"").expect_err("invalid");
+        assert_eq!(e.config_key(), Some("enforce"));
+    }
+}
