@@ -8,17 +8,22 @@
 
 pub mod cgroup;
 pub mod cmd;
+pub mod icmp;
 pub mod link;
 pub mod names;
 pub mod netns;
 pub mod placement;
+pub mod pod;
 pub mod process;
 pub mod state;
 pub mod sweep;
+pub mod topology;
 
 pub use cgroup::Cgroup;
 pub use link::Ip;
 pub use netns::NetNs;
+pub use pod::Pod;
 pub use process::Process;
 pub use state::{State, StateFile};
 pub use sweep::{SweepReport, sweep, sweep_prefix};
+pub use topology::{Cluster, ClusterBuilder, ExternalClient, Node};
