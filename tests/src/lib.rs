@@ -10,6 +10,7 @@ pub mod cgroup;
 pub mod cmd;
 pub mod icmp;
 pub mod link;
+pub mod manifests;
 pub mod names;
 pub mod netns;
 pub mod placement;
