@@ -117,10 +117,10 @@ impl Cgroup {
 
 impl Drop for Cgroup {
     fn drop(&mut self) {
-        if self.owned {
-            if let Err(error) = remove_tree(&self.path) {
-                tracing::warn!(path = %self.path.display(), %error, "cannot remove cgroup");
-            }
+        if self.owned
+            && let Err(error) = remove_tree(&self.path)
+        {
+            tracing::warn!(path = %self.path.display(), %error, "cannot remove cgroup");
         }
     }
 }

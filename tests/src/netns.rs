@@ -207,10 +207,10 @@ impl NetNs {
 
 impl Drop for NetNs {
     fn drop(&mut self) {
-        if self.owned {
-            if let Err(error) = delete_by_name(&self.name) {
-                tracing::warn!(name = %self.name, %error, "cannot delete network namespace");
-            }
+        if self.owned
+            && let Err(error) = delete_by_name(&self.name)
+        {
+            tracing::warn!(name = %self.name, %error, "cannot delete network namespace");
         }
     }
 }

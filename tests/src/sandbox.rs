@@ -215,6 +215,40 @@ impl Sandbox {
         }
         result
     }
+
+    /// Removes everything `up` made (works after a crash too).
+    pub fn down(state_dir: &Path) -> Result<SweepReport, SandboxError> {
+        Ok(sweep::sweep(&Self::state_file(state_dir))?)
+    }
+
+    /// The recorded state of a running sandbox.
+    pub fn status(state_dir: &Path) -> Result<state::State, SandboxError> {
+        let file = Self::state_file(state_dir);
+        if !file.exists() {
+            return Err(SandboxError::NotUp(file));
+        }
+        Ok(state::load(&file)?)
+    }
+
+    /// Runs `cmd` in the pod `target` (`ns/pod`, or `pod` when unambiguous)
+    /// inside its netns + cgroup, with stdio inherited; returns its status.
+    pub fn exec(
+        state_dir: &Path,
+        target: &str,
+        cmd: &[String],
+    ) -> Result<ExitStatus, SandboxError> {
+        let state = Self::status(state_dir)?;
+        let pod = find_pod(&state.pods, target)?;
+        let (program, args) = cmd.split_first().ok_or(SandboxError::EmptyCommand)?;
+        let mut command = Command::new(program);
+        command.args(args);
+        let netns = Path::new(crate::netns::NETNS_DIR).join(&pod.netns);
+        placement::place(&mut command, Some(&netns), pod.cgroup.as_deref())?;
+        command.status().map_err(|source| SandboxError::Exec {
+            command: cmd.join(" "),
+            source,
+        })
+    }
 }
 
 fn up_inner(
@@ -319,42 +353,6 @@ fn up_inner(
         nodes: snapshot.nodes,
         pods: snapshot.pods,
     })
-}
-
-impl Sandbox {
-    /// Removes everything `up` made (works after a crash too).
-    pub fn down(state_dir: &Path) -> Result<SweepReport, SandboxError> {
-        Ok(sweep::sweep(&Self::state_file(state_dir))?)
-    }
-
-    /// The recorded state of a running sandbox.
-    pub fn status(state_dir: &Path) -> Result<state::State, SandboxError> {
-        let file = Self::state_file(state_dir);
-        if !file.exists() {
-            return Err(SandboxError::NotUp(file));
-        }
-        Ok(state::load(&file)?)
-    }
-
-    /// Runs `cmd` in the pod `target` (`ns/pod`, or `pod` when unambiguous)
-    /// inside its netns + cgroup, with stdio inherited; returns its status.
-    pub fn exec(
-        state_dir: &Path,
-        target: &str,
-        cmd: &[String],
-    ) -> Result<ExitStatus, SandboxError> {
-        let state = Self::status(state_dir)?;
-        let pod = find_pod(&state.pods, target)?;
-        let (program, args) = cmd.split_first().ok_or(SandboxError::EmptyCommand)?;
-        let mut command = Command::new(program);
-        command.args(args);
-        let netns = Path::new(crate::netns::NETNS_DIR).join(&pod.netns);
-        placement::place(&mut command, Some(&netns), pod.cgroup.as_deref())?;
-        command.status().map_err(|source| SandboxError::Exec {
-            command: cmd.join(" "),
-            source,
-        })
-    }
 }
 
 /// Finds `ns/pod` or an unambiguous `pod`.

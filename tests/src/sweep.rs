@@ -54,17 +54,16 @@ pub fn sweep(state_file: &Path) -> Result<SweepReport, SweepError> {
     }
     let state = state::load(state_file)?;
     let report = sweep_state(&state);
-    if report.is_clean() {
-        if let Err(e) = std::fs::remove_file(state_file) {
-            if e.kind() != io::ErrorKind::NotFound {
-                return Err(StateError::Io {
-                    op: "remove",
-                    path: state_file.to_owned(),
-                    source: e,
-                }
-                .into());
-            }
+    if report.is_clean()
+        && let Err(e) = std::fs::remove_file(state_file)
+        && e.kind() != io::ErrorKind::NotFound
+    {
+        return Err(StateError::Io {
+            op: "remove",
+            path: state_file.to_owned(),
+            source: e,
         }
+        .into());
     }
     Ok(report)
 }
@@ -77,12 +76,12 @@ pub fn sweep_state(state: &State) -> SweepReport {
     let mut report = SweepReport::default();
     for record in &state.pids {
         let alive = crate::process::start_time(record.pid);
-        if alive.is_some() && (record.start_time.is_none() || alive == record.start_time) {
-            if let Ok(raw) = i32::try_from(record.pid) {
-                if kill(Pid::from_raw(raw), Signal::SIGKILL).is_ok() {
-                    report.killed.push(record.pid);
-                }
-            }
+        if alive.is_some()
+            && (record.start_time.is_none() || alive == record.start_time)
+            && let Ok(raw) = i32::try_from(record.pid)
+            && kill(Pid::from_raw(raw), Signal::SIGKILL).is_ok()
+        {
+            report.killed.push(record.pid);
         }
     }
     let mut cgroups = state.cgroups.clone();

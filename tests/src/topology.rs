@@ -431,10 +431,10 @@ impl Drop for Cluster {
         self.nodes.clear();
         self.underlay.take();
         self.cgroup.take();
-        if self.own_state_file {
-            if let Err(error) = self.state.remove_file() {
-                tracing::warn!(%error, "cannot remove cluster state file");
-            }
+        if self.own_state_file
+            && let Err(error) = self.state.remove_file()
+        {
+            tracing::warn!(%error, "cannot remove cluster state file");
         }
         tracing::info!(id = %self.id, "cluster down");
     }
