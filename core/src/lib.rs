@@ -1,1 +1,2 @@
 //! core
+pub mod datapath;
