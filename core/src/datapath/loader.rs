@@ -138,6 +138,26 @@ impl Datapath {
         self.node_dir.join("links").join(format!("{ifname}-{hook}"))
     }
 
+    /// The kernel id of a loaded program (what `bpftool prog` and tcx queries show).
+    pub fn program_id(&self, program: PodProgram) -> Result<u32, DatapathError> {
+        let prog: &SchedClassifier = self
+            .ebpf
+            .program(program.name())
+            .ok_or(DatapathError::ProgramMissing {
+                program: program.name(),
+            })?
+            .try_into()
+            .map_err(|source| DatapathError::Program {
+                program: program.name(),
+                source: Box::new(source),
+            })?;
+        let info = prog.info().map_err(|source| DatapathError::Program {
+            program: program.name(),
+            source: Box::new(source),
+        })?;
+        Ok(info.id())
+    }
+
     /// The file descriptor of a loaded program (e.g. for [`super::test_run`]).
     pub fn program_fd(&self, program: PodProgram) -> Result<BorrowedFd<'_>, DatapathError> {
         let prog: &SchedClassifier = self
