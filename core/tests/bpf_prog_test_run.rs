@@ -439,3 +439,76 @@ fn arp_and_later_fragments_pass() {
         "fragment tracked by addresses and protocol"
     );
 }
+
+#[test]
+fn full_ring_buffer_is_counted_not_silent() {
+    let f = Fixture::new();
+    // Every drop emits an event; nobody reads: the 1 MiB ring fills up after ~12k events.
+    let mut bad_ihl = pkt::ipv4(POD, PEER, UDP, 0, &pkt::udp(1, 2, b""));
+    bad_ihl[14] = 0x43;
+    for _ in 0..14_000 {
+        assert_eq!(f.run(PodProgram::FromPod, &bad_ihl), TC_ACT_SHOT);
+    }
+    let (lost, _) = f.counter(
+        porin_core::datapath::abi::REASON_EVENT_LOST,
+        Direction::Egress,
+    );
+    let (dropped, _) = f.counter(134, Direction::Egress);
+    assert_eq!(dropped, 14_000, "every drop counted");
+    assert!(
+        lost > 0,
+        "events lost to a full ring buffer must be counted"
+    );
+}
+
+#[test]
+fn async_reader_yields_events() {
+    let f = Fixture::new();
+    let syn = pkt::ipv4(POD, PEER, TCP, 0, &pkt::tcp(41000, 8080, SYN));
+    assert_eq!(f.run(PodProgram::FromPod, &syn), TC_ACT_OK);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let mut reader = f.dp.event_reader().expect("reader");
+        let ev = tokio::time::timeout(std::time::Duration::from_secs(5), reader.next())
+            .await
+            .expect("an event within 5s")
+            .expect("read event");
+        assert_eq!(ev.event_type, EventType::NewConnection);
+        assert_eq!(ev.dst_port, 8080);
+
+        // Events produced after the reader started waiting wake it up.
+        let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+        let task = reader.spawn(tx);
+        let fin = pkt::ipv4(POD, PEER, TCP, 0, &pkt::tcp(41000, 8080, 0x01 | ACK));
+        assert_eq!(f.run(PodProgram::FromPod, &fin), TC_ACT_OK);
+        let ev = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv())
+            .await
+            .expect("FIN event within 5s")
+            .expect("channel open");
+        assert_eq!(ev.event_type, EventType::TcpFlags);
+        assert_eq!(ev.tcp_flags & 0x01, 0x01);
+        task.abort();
+    });
+}
+
+#[test]
+fn unknown_switch_is_a_load_error() {
+    let pin_root = PathBuf::from(format!(
+        "/sys/fs/bpf/porin-test-{}-switch",
+        std::process::id()
+    ));
+    let config = DatapathConfig {
+        node_name: "node-1".into(),
+        pin_root: pin_root.clone(),
+        switches: vec![("CFG_NO_SUCH_SWITCH".into(), 1)],
+    };
+    let err = Datapath::load(&config).expect_err("unknown switch must fail");
+    let _ = std::fs::remove_dir_all(&pin_root);
+    assert!(
+        err.to_string().contains("datapath object"),
+        "error names what failed: {err}"
+    );
+}
