@@ -1,0 +1,136 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * THE single source of truth for every struct shared between the C datapath
+ * and Rust (core/src/datapath/abi.rs). core/build.rs compiles a host program
+ * that prints sizeof/offsetof of every field below; a Rust unit test compares
+ * them with the #[repr(C)] mirrors. All padding is explicit so the layout is
+ * the same on every architecture and for every compiler.
+ *
+ * This header is included both by BPF programs and by host C programs: it may
+ * only depend on <linux/types.h>.
+ */
+#pragma once
+
+#include <linux/types.h>
+
+/* Address families used in keys and events (not AF_*: these are stable). */
+#define PORIN_FAMILY_IPV4 4
+#define PORIN_FAMILY_IPV6 6
+
+/* Directions, as seen from the pod (metrics key and events). */
+#define PORIN_DIR_INGRESS 1 /* to the pod: tcx egress of the host-side veth */
+#define PORIN_DIR_EGRESS 2  /* from the pod: tcx ingress of the host-side veth */
+
+/* Verdicts, numbered like Hubble's flow.proto Verdict. */
+#define PORIN_VERDICT_FORWARDED 1
+#define PORIN_VERDICT_DROPPED 2
+
+/* Event types. */
+#define PORIN_EVENT_NEW_CONN 1  /* conntrack entry created */
+#define PORIN_EVENT_TCP_FLAGS 2 /* SYN/FIN/RST seen for the first time in a direction */
+#define PORIN_EVENT_DROP 3      /* every drop */
+
+/* Reserved identities (Cilium's numbering). */
+#define PORIN_IDENTITY_WORLD 2
+
+/*
+ * Metrics reasons: 0 is "forwarded", 130..255 are Cilium's drop reasons
+ * (flow.proto DropReason). Values 1..129 are Porin's own non-drop counters.
+ */
+#define PORIN_REASON_FORWARDED 0
+#define PORIN_REASON_EVENT_LOST 1 /* ring buffer full: an event could not be reserved */
+
+/*
+ * Conntrack key: the 5-tuple as seen on the wire for the packet that created
+ * the entry. Addresses: IPv4 uses the first 4 bytes, the rest is zero.
+ * Ports are in host byte order. ICMP echo: the identifier is the source port
+ * of requests and the destination port of replies, so that a reply matches
+ * the reversed tuple of its request.
+ */
+struct porin_ct_key {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 sport;
+	__u16 dport;
+	__u8 family;
+	__u8 l4_proto;
+	__u8 pad[2];
+};
+
+/* Conntrack entry. Index 0 of the arrays is the original direction, 1 the reply. */
+struct porin_ct_entry {
+	__u64 created_ns;
+	__u64 last_seen_ns;
+	__u64 packets[2];
+	__u64 bytes[2];
+	__u32 tcp_flags_seen[2]; /* u32 so that atomic fetch-or works on it */
+};
+
+/* Ring buffer record. */
+struct porin_flow_event {
+	__u64 ktime_ns;
+	__u8 type;        /* PORIN_EVENT_* */
+	__u8 verdict;     /* PORIN_VERDICT_* */
+	__u8 drop_reason; /* Cilium DropReason, 0 when forwarded */
+	__u8 direction;   /* PORIN_DIR_*: observation point */
+	__u8 family;      /* PORIN_FAMILY_*, 0 when the L3 header could not be read */
+	__u8 l4_proto;    /* IPPROTO_* */
+	__u8 tcp_flags;
+	__u8 icmp_type;
+	__u8 icmp_code;
+	__u8 is_reply;
+	__u8 pad[2];
+	__u16 sport; /* host byte order */
+	__u16 dport;
+	__u32 ifindex;
+	__u32 src_identity;
+	__u32 dst_identity;
+	__u32 endpoint_id;
+	__u32 pkt_len;
+	__u32 node_id;
+	__u8 saddr[16];
+	__u8 daddr[16];
+};
+
+/* Per-CPU metrics. */
+struct porin_metrics_key {
+	__u8 reason;    /* PORIN_REASON_* or a Cilium drop reason */
+	__u8 direction; /* PORIN_DIR_* */
+	__u8 pad[2];
+};
+
+struct porin_metrics_value {
+	__u64 packets;
+	__u64 bytes;
+};
+
+/*
+ * ipcache LPM trie key. prefixlen counts bits from the start of `family`,
+ * so a /24 IPv4 prefix has prefixlen 32 + 24 (family and padding are always
+ * matched in full).
+ */
+struct porin_ipcache_key {
+	__u32 prefixlen;
+	__u8 family;
+	__u8 pad[3];
+	__u8 addr[16];
+};
+
+struct porin_ipcache_value {
+	__u32 identity;
+	__u8 flags;
+	__u8 pad[3];
+};
+
+/* Local endpoints: address -> endpoint. */
+struct porin_endpoint_key {
+	__u8 family;
+	__u8 pad[3];
+	__u8 addr[16];
+};
+
+struct porin_endpoint_value {
+	__u32 endpoint_id;
+	__u32 ifindex;
+	__u32 identity;
+};

@@ -1,0 +1,21 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Load-time switches.
+ *
+ * This is THE uniform switch mechanism of the Porin datapath: every feature
+ * toggle or node constant is a `volatile const` global in .rodata, named
+ * CFG_*, with its default here. The agent overrides them before loading with
+ * aya's EbpfLoader::override_global (DatapathConfig::switches). Because .rodata
+ * is frozen, the verifier sees the values as constants and prunes the branches
+ * of disabled features: a switch that is off costs nothing at run time.
+ */
+#pragma once
+
+#include "bpf_api.h"
+
+/* Numeric id of this node, copied into every event. */
+volatile const __u32 CFG_NODE_ID = 0;
+/* 1: emit aggregated flow events into the ring buffer. */
+volatile const __u32 CFG_EMIT_EVENTS = 1;
+/* Reserved for the policy plugin: 0 until it exists. */
+volatile const __u32 CFG_ENABLE_POLICY = 0;

@@ -1,0 +1,12 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Drop reasons: Cilium's codes, identical to Hubble's flow.proto DropReason
+ * (a drop reason N is returned internally as -N). Only the ones this datapath
+ * emits today are listed; the Rust DropReason enum knows them all.
+ */
+#pragma once
+
+#define DROP_INVALID -134          /* INVALID_PACKET_DROPPED */
+#define DROP_CT_INVALID_HDR -135   /* CT_TRUNCATED_OR_INVALID_HEADER */
+#define DROP_CT_MAP_INSERT -155    /* CT_MAP_INSERTION_FAILED */
+#define DROP_INVALID_EXTHDR -156   /* INVALID_IPV6_EXTENSION_HEADER */

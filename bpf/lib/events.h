@@ -1,0 +1,72 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Flow events, aggregated like Cilium's monitor aggregation: callers emit
+ * one event per new connection, per first SYN/FIN/RST in a direction of a
+ * connection, and per drop; never one per packet. A full ring buffer is
+ * counted under PORIN_REASON_EVENT_LOST, never silent.
+ */
+#pragma once
+
+#include "bpf_api.h"
+#include "common.h"
+#include "config.h"
+#include "identity.h"
+#include "maps.h"
+#include "metrics.h"
+#include "parse.h"
+
+struct event_ctx {
+	__u8 type;
+	__u8 verdict;
+	__u8 drop_reason;
+	__u8 direction;
+	__u8 is_reply;
+};
+
+static __always_inline void emit_event(struct __sk_buff *skb, const struct pkt_info *p,
+				       const struct event_ctx *ctx)
+{
+	struct porin_flow_event *ev;
+
+	if (!CFG_EMIT_EVENTS)
+		return;
+
+	ev = bpf_ringbuf_reserve(&porin_events, sizeof(*ev), 0);
+	if (!ev) {
+		metrics_update(PORIN_REASON_EVENT_LOST, ctx->direction, skb->len);
+		return;
+	}
+	ev->ktime_ns = bpf_ktime_get_ns();
+	ev->type = ctx->type;
+	ev->verdict = ctx->verdict;
+	ev->drop_reason = ctx->drop_reason;
+	ev->direction = ctx->direction;
+	ev->family = p->family;
+	ev->l4_proto = p->l4_proto;
+	ev->tcp_flags = p->tcp_flags;
+	ev->icmp_type = p->icmp_type;
+	ev->icmp_code = p->icmp_code;
+	ev->is_reply = ctx->is_reply;
+	ev->pad[0] = 0;
+	ev->pad[1] = 0;
+	ev->sport = p->sport;
+	ev->dport = p->dport;
+	ev->ifindex = skb->ifindex;
+	ev->pkt_len = skb->len;
+	ev->node_id = CFG_NODE_ID;
+	__builtin_memcpy(ev->saddr, p->saddr, 16);
+	__builtin_memcpy(ev->daddr, p->daddr, 16);
+	if (p->family) {
+		ev->src_identity = ipcache_identity(p->family, p->saddr);
+		ev->dst_identity = ipcache_identity(p->family, p->daddr);
+		/* The local endpoint is the source leaving the pod, the destination entering it. */
+		ev->endpoint_id = endpoint_id(p->family, ctx->direction == PORIN_DIR_EGRESS
+								 ? p->saddr
+								 : p->daddr);
+	} else {
+		ev->src_identity = 0;
+		ev->dst_identity = 0;
+		ev->endpoint_id = 0;
+	}
+	bpf_ringbuf_submit(ev, 0);
+}

@@ -1,0 +1,55 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Every map of the datapath. All are pinned by name (the agent chooses the
+ * directory: <pin_root>/<node>/maps) so that they survive agent restarts.
+ * Names are prefixed porin_ and stay under 16 bytes (kernel object names).
+ */
+#pragma once
+
+#include "bpf_api.h"
+#include "common.h"
+
+#define PORIN_CT_MAX_ENTRIES 65536
+#define PORIN_METRICS_MAX_ENTRIES 1024
+#define PORIN_EVENTS_BYTES (1 << 20)
+#define PORIN_IPCACHE_MAX_ENTRIES 16384
+#define PORIN_ENDPOINTS_MAX_ENTRIES 4096
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, PORIN_CT_MAX_ENTRIES);
+	__type(key, struct porin_ct_key);
+	__type(value, struct porin_ct_entry);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} porin_ct SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, PORIN_METRICS_MAX_ENTRIES);
+	__type(key, struct porin_metrics_key);
+	__type(value, struct porin_metrics_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} porin_metrics SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, PORIN_EVENTS_BYTES);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} porin_events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, PORIN_IPCACHE_MAX_ENTRIES);
+	__type(key, struct porin_ipcache_key);
+	__type(value, struct porin_ipcache_value);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} porin_ipcache SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, PORIN_ENDPOINTS_MAX_ENTRIES);
+	__type(key, struct porin_endpoint_key);
+	__type(value, struct porin_endpoint_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} porin_endpoints SEC(".maps");

@@ -1,0 +1,64 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Pod veth programs, attached to the host-side veth of every pod:
+ *   porin_from_pod: tcx ingress (packets leaving the pod)  -> PORIN_DIR_EGRESS
+ *   porin_to_pod:   tcx egress  (packets entering the pod) -> PORIN_DIR_INGRESS
+ * The logic lives in lib/ (one header per concern); this file only wires it to the attach points.
+ */
+#include "lib/bpf_api.h"
+#include "lib/common.h"
+#include "lib/config.h"
+#include "lib/maps.h"
+#include "lib/parse.h"
+#include "lib/conntrack.h"
+#include "lib/metrics.h"
+#include "lib/events.h"
+#include "lib/drop.h"
+
+static __always_inline int handle_pod_packet(struct __sk_buff *skb, __u8 direction)
+{
+	struct pkt_info p = {};
+	struct ct_result ct = {};
+	struct event_ctx ev = {
+		.verdict = PORIN_VERDICT_FORWARDED,
+		.direction = direction,
+	};
+	int ret;
+
+	ret = parse_packet(skb, &p);
+	if (ret == PARSE_NOT_IP)
+		return TC_ACT_OK; /* ARP and friends pass untouched and uncounted */
+	if (ret < 0)
+		return send_drop(skb, &p, ret, direction);
+
+	ret = ct_process(&p, skb->len, &ct);
+	if (ret < 0)
+		return send_drop(skb, &p, ret, direction);
+
+	/* CFG_ENABLE_POLICY: the policy plugin will hook in here. */
+
+	metrics_update(PORIN_REASON_FORWARDED, direction, skb->len);
+	ev.is_reply = ct.is_reply;
+	if (ct.created) {
+		ev.type = PORIN_EVENT_NEW_CONN;
+		emit_event(skb, &p, &ev);
+	} else if (ct.new_flags) {
+		ev.type = PORIN_EVENT_TCP_FLAGS;
+		emit_event(skb, &p, &ev);
+	}
+	return TC_ACT_OK;
+}
+
+SEC("classifier")
+int porin_from_pod(struct __sk_buff *skb)
+{
+	return handle_pod_packet(skb, PORIN_DIR_EGRESS);
+}
+
+SEC("classifier")
+int porin_to_pod(struct __sk_buff *skb)
+{
+	return handle_pod_packet(skb, PORIN_DIR_INGRESS);
+}
+
+char _license[] SEC("license") = "Dual BSD/GPL";

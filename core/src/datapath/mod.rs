@@ -1,0 +1,25 @@
+//! The datapath manager: loads the C programs of `bpf/`, pins their maps and links per node,
+//! attaches them to pod veths, and gives typed access to maps, counters and flow events.
+//!
+//! Feature switches are `volatile const` globals of the C programs (`CFG_*`, see
+//! `bpf/lib/config.h`) set at load time through [`DatapathConfig::switches`].
+
+pub mod abi;
+mod attach;
+mod error;
+mod events;
+mod loader;
+mod maps;
+mod pins;
+mod test_run;
+
+pub use attach::{AttachReport, LinkState};
+pub use error::DatapathError;
+pub use events::EventReader;
+pub use loader::{DEFAULT_PIN_ROOT, Datapath, DatapathConfig, PodProgram};
+pub use maps::{
+    Conntrack, CounterSample, EndpointInfo, Endpoints, IpCache, MAP_CT, MAP_ENDPOINTS, MAP_EVENTS,
+    MAP_IPCACHE, MAP_METRICS,
+};
+pub use pins::{BPFFS_ROOT, ensure_bpffs, node_pin_dir, remove_node_pins};
+pub use test_run::{TestRunOutput, test_run};
