@@ -19,3 +19,15 @@ volatile const __u32 CFG_NODE_ID = 0;
 volatile const __u32 CFG_EMIT_EVENTS = 1;
 /* Reserved for the policy plugin: 0 until it exists. */
 volatile const __u32 CFG_ENABLE_POLICY = 0;
+
+/*
+ * Switches of plugins whose datapath parts land later. They are defined now so
+ * every plugin's contribution loads today; the code they gate comes with the
+ * plugin (load balancing, policy audit, WireGuard).
+ */
+volatile const __u32 CFG_ENABLE_LB = 0;
+volatile const __u32 CFG_ENABLE_SOCKET_LB = 0;
+volatile const __u32 CFG_LB_MAGLEV = 0;
+volatile const __u32 CFG_POLICY_AUDIT = 0;
+volatile const __u32 CFG_ENABLE_WIREGUARD = 0;
+volatile const __u32 CFG_ENCRYPTION_STRICT = 0;

@@ -9,8 +9,20 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
+/// Where a sandbox keeps its state, unless `PORIN_SANDBOX_DIR` says otherwise.
+pub const DEFAULT_SANDBOX_DIR: &str = "/var/run/porin/sandbox";
+
+/// The sandbox's state directory.
+pub fn sandbox_dir() -> PathBuf {
+    std::env::var_os("PORIN_SANDBOX_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_SANDBOX_DIR))
+}
+
 /// Where the sandbox records its nodes for the CLI.
-pub const SANDBOX_NODES_FILE: &str = "/var/run/porin/sandbox/nodes.json";
+pub fn sandbox_nodes_file() -> PathBuf {
+    sandbox_dir().join("nodes.json")
+}
 /// The agent socket when no sandbox is running.
 pub const DEFAULT_AGENT_SOCKET: &str = "/var/run/porin/agent.sock";
 
@@ -42,9 +54,9 @@ pub fn targets(socket: Option<&Path>, node: Option<&str>) -> Result<Vec<AgentTar
             metrics_address: None,
         }]);
     }
-    let sandbox = Path::new(SANDBOX_NODES_FILE);
+    let sandbox = sandbox_nodes_file();
     if sandbox.exists() {
-        let text = std::fs::read_to_string(sandbox)
+        let text = std::fs::read_to_string(&sandbox)
             .with_context(|| format!("reading the sandbox node list {}", sandbox.display()))?;
         let all: Vec<AgentTarget> = serde_json::from_str(&text)
             .with_context(|| format!("parsing the sandbox node list {}", sandbox.display()))?;
@@ -65,7 +77,10 @@ fn select(all: Vec<AgentTarget>, node: Option<&str>) -> Result<Vec<AgentTarget>>
     let names: Vec<String> = all.iter().map(|t| t.node.clone()).collect();
     let chosen: Vec<AgentTarget> = all.into_iter().filter(|t| t.node == node).collect();
     if chosen.is_empty() {
-        bail!("no node {node} in the sandbox (nodes: {})", names.join(", "));
+        bail!(
+            "no node {node} in the sandbox (nodes: {})",
+            names.join(", ")
+        );
     }
     Ok(chosen)
 }

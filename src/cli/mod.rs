@@ -113,8 +113,10 @@ fn init_tracing(agent: bool) {
     let default = if agent { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("PORIN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
 }
@@ -132,22 +134,33 @@ fn dispatch(command: Command) -> Result<bool> {
             runtime()?.block_on(porin_core::agent::run(&config, builtin_plugins()))?;
             Ok(true)
         }
-        Command::Status { wait, timeout, output, target } => {
+        Command::Status {
+            wait,
+            timeout,
+            output,
+            target,
+        } => {
             let targets = discover::targets(target.socket.as_deref(), target.node.as_deref())?;
             let wait = wait.then(|| Duration::from_secs(timeout));
             runtime()?.block_on(query::status(&targets, wait, output))
         }
-        Command::Endpoint { command: ListCommand::List { output, target } } => {
+        Command::Endpoint {
+            command: ListCommand::List { output, target },
+        } => {
             let targets = discover::targets(target.socket.as_deref(), target.node.as_deref())?;
             runtime()?.block_on(query::endpoints(&targets, output))?;
             Ok(true)
         }
-        Command::Identity { command: ListCommand::List { output, target } } => {
+        Command::Identity {
+            command: ListCommand::List { output, target },
+        } => {
             let targets = discover::targets(target.socket.as_deref(), target.node.as_deref())?;
             runtime()?.block_on(query::identities(&targets, output))?;
             Ok(true)
         }
-        Command::Plugins { command: ListCommand::List { output, target } } => {
+        Command::Plugins {
+            command: ListCommand::List { output, target },
+        } => {
             let targets = discover::targets(target.socket.as_deref(), target.node.as_deref())?;
             runtime()?.block_on(query::plugins(&targets, output))
         }

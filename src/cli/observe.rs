@@ -54,10 +54,10 @@ pub struct ObserveArgs {
 impl ObserveArgs {
     fn keeps(&self, flow: &Flow) -> bool {
         let sides = [&flow.source, &flow.destination];
-        if let Some(ns) = &self.namespace {
-            if !sides.iter().any(|s| &s.namespace == ns) {
-                return false;
-            }
+        if let Some(ns) = &self.namespace
+            && !sides.iter().any(|s| &s.namespace == ns)
+        {
+            return false;
         }
         if let Some(pod) = &self.pod {
             let (ns, name) = match pod.split_once('/') {
@@ -71,27 +71,36 @@ impl ObserveArgs {
                 return false;
             }
         }
-        if let Some(v) = &self.verdict {
-            if !flow.verdict.eq_ignore_ascii_case(v) {
-                return false;
-            }
+        if let Some(v) = &self.verdict
+            && !flow.verdict.eq_ignore_ascii_case(v)
+        {
+            return false;
         }
         let (proto, sport, dport) = match &flow.l4 {
-            porin_observe::flow::L4::Tcp { source_port, destination_port, .. } => ("tcp", *source_port, *destination_port),
-            porin_observe::flow::L4::Udp { source_port, destination_port } => ("udp", *source_port, *destination_port),
+            porin_observe::flow::L4::Tcp {
+                source_port,
+                destination_port,
+                ..
+            } => ("tcp", *source_port, *destination_port),
+            porin_observe::flow::L4::Udp {
+                source_port,
+                destination_port,
+            } => ("udp", *source_port, *destination_port),
             porin_observe::flow::L4::IcmpV4 { .. } => ("icmp", 0, 0),
             porin_observe::flow::L4::IcmpV6 { .. } => ("icmpv6", 0, 0),
             porin_observe::flow::L4::Other { .. } => ("other", 0, 0),
         };
-        if let Some(p) = &self.protocol {
-            if !proto.eq_ignore_ascii_case(p) && !(p.eq_ignore_ascii_case("icmp") && proto.starts_with("icmp")) {
-                return false;
-            }
+        if let Some(p) = &self.protocol
+            && !proto.eq_ignore_ascii_case(p)
+            && !(p.eq_ignore_ascii_case("icmp") && proto.starts_with("icmp"))
+        {
+            return false;
         }
-        if let Some(port) = self.port {
-            if sport != port && dport != port {
-                return false;
-            }
+        if let Some(port) = self.port
+            && sport != port
+            && dport != port
+        {
+            return false;
         }
         true
     }
@@ -109,9 +118,12 @@ pub async fn observe(targets: &[AgentTarget], args: &ObserveArgs) -> Result<()> 
     };
     let (tx, mut rx) = mpsc::channel::<Flow>(1024);
     for socket in sockets {
-        let mut stream = UnixStream::connect(&socket)
-            .await
-            .with_context(|| format!("connecting to the flow socket {} (is the observe plugin enabled?)", socket.display()))?;
+        let mut stream = UnixStream::connect(&socket).await.with_context(|| {
+            format!(
+                "connecting to the flow socket {} (is the observe plugin enabled?)",
+                socket.display()
+            )
+        })?;
         let mut line = serde_json::to_string(&request)?;
         line.push('\n');
         stream.write_all(line.as_bytes()).await?;
@@ -150,10 +162,19 @@ pub async fn observe(targets: &[AgentTarget], args: &ObserveArgs) -> Result<()> 
     Ok(())
 }
 
+/// Print one flow; a closed stdout (`porin observe | head`) ends the command quietly.
 fn print_flow(flow: &Flow, format: ObserveFormat) -> Result<()> {
-    match format {
-        ObserveFormat::Compact => println!("{}", format_compact(flow)),
-        ObserveFormat::Json => println!("{}", serde_json::to_string(&serde_json::json!({ "flow": flow, "node_name": flow.node_name, "time": flow.time }))?),
+    use std::io::Write;
+    let line = match format {
+        ObserveFormat::Compact => format_compact(flow),
+        ObserveFormat::Json => serde_json::to_string(&serde_json::json!({
+            "flow": flow,
+            "node_name": flow.node_name,
+            "time": flow.time,
+        }))?,
+    };
+    match writeln!(std::io::stdout().lock(), "{line}") {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        other => Ok(other?),
     }
-    Ok(())
 }

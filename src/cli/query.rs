@@ -20,28 +20,47 @@ struct NodeStatus {
 
 /// `porin status [--wait]`: one line per node, or JSON. Exits non-zero when any
 /// agent is unreachable or not ready.
-pub async fn status(targets: &[AgentTarget], wait: Option<Duration>, format: Format) -> Result<bool> {
+pub async fn status(
+    targets: &[AgentTarget],
+    wait: Option<Duration>,
+    format: Format,
+) -> Result<bool> {
     let started = Instant::now();
     loop {
         let mut all = Vec::new();
         for t in targets {
             match AgentClient::new(&t.socket).status().await {
-                Ok(s) => all.push(NodeStatus { node: t.node.clone(), status: Some(s), error: None }),
-                Err(e) => all.push(NodeStatus { node: t.node.clone(), status: None, error: Some(e.to_string()) }),
+                Ok(s) => all.push(NodeStatus {
+                    node: t.node.clone(),
+                    status: Some(s),
+                    error: None,
+                }),
+                Err(e) => all.push(NodeStatus {
+                    node: t.node.clone(),
+                    status: None,
+                    error: Some(e.to_string()),
+                }),
             }
         }
-        let ready = all.iter().all(|n| n.status.as_ref().is_some_and(|s| s.ready));
-        if let Some(timeout) = wait {
-            if !ready && started.elapsed() < timeout {
-                let waiting: Vec<&str> = all
-                    .iter()
-                    .filter(|n| !n.status.as_ref().is_some_and(|s| s.ready))
-                    .map(|n| n.node.as_str())
-                    .collect();
-                eprintln!("waiting for agents: {} ({}s)", waiting.join(", "), started.elapsed().as_secs());
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
-            }
+        let ready = all
+            .iter()
+            .all(|n| n.status.as_ref().is_some_and(|s| s.ready));
+        if let Some(timeout) = wait
+            && !ready
+            && started.elapsed() < timeout
+        {
+            let waiting: Vec<&str> = all
+                .iter()
+                .filter(|n| !n.status.as_ref().is_some_and(|s| s.ready))
+                .map(|n| n.node.as_str())
+                .collect();
+            eprintln!(
+                "waiting for agents: {} ({}s)",
+                waiting.join(", "),
+                started.elapsed().as_secs()
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
         }
         match format {
             Format::Json => print_json(&all)?,
@@ -55,20 +74,32 @@ fn print_status_table(all: &[NodeStatus]) {
     for n in all {
         match (&n.status, &n.error) {
             (Some(s), _) => {
-                println!("Node {}: {}", n.node, if s.ready { "Ready" } else { "Not ready" });
+                println!(
+                    "Node {}: {}",
+                    n.node,
+                    if s.ready { "Ready" } else { "Not ready" }
+                );
                 println!("  Version:     {}", s.version);
                 println!("  Uptime:      {}s", s.uptime_seconds);
                 println!(
                     "  Datastore:   {} ({})",
                     s.datastore.kind,
-                    if s.datastore.synced { "synced" } else { "syncing" }
+                    if s.datastore.synced {
+                        "synced"
+                    } else {
+                        "syncing"
+                    }
                 );
                 for e in &s.datastore.errors {
                     println!("    error: {e}");
                 }
                 println!(
                     "  Datapath:    {} ({} interfaces, pins {})",
-                    if s.datapath.loaded { "loaded" } else { "not loaded" },
+                    if s.datapath.loaded {
+                        "loaded"
+                    } else {
+                        "not loaded"
+                    },
                     s.datapath.attached_interfaces,
                     s.datapath.pin_dir
                 );
@@ -78,7 +109,11 @@ fn print_status_table(all: &[NodeStatus]) {
                 println!("  Endpoints:   {}", s.endpoints);
                 println!("  Identities:  {}", s.identities);
                 for p in &s.plugins {
-                    println!("  Plugin {:<11} {}", format!("{}:", p.name), health_text(p.enabled, &p.health));
+                    println!(
+                        "  Plugin {:<11} {}",
+                        format!("{}:", p.name),
+                        health_text(p.enabled, &p.health)
+                    );
                 }
             }
             (None, Some(e)) => println!("Node {}: unreachable: {e}", n.node),
@@ -123,7 +158,18 @@ pub async fn endpoints(targets: &[AgentTarget], format: Format) -> Result<()> {
     match format {
         Format::Json => print_json(&json),
         Format::Table => {
-            print_table(&["NODE", "ENDPOINT", "POD", "IDENTITY", "IPv4", "STATUS", "INTERFACE"], &rows);
+            print_table(
+                &[
+                    "NODE",
+                    "ENDPOINT",
+                    "POD",
+                    "IDENTITY",
+                    "IPv4",
+                    "STATUS",
+                    "INTERFACE",
+                ],
+                &rows,
+            );
             Ok(())
         }
     }
@@ -159,7 +205,11 @@ pub async fn plugins(targets: &[AgentTarget], format: Format) -> Result<bool> {
     for t in targets {
         for p in AgentClient::new(&t.socket).plugins().await? {
             healthy &= !p.enabled || p.health.is_ok();
-            rows.push(vec![t.node.clone(), p.name.clone(), health_text(p.enabled, &p.health)]);
+            rows.push(vec![
+                t.node.clone(),
+                p.name.clone(),
+                health_text(p.enabled, &p.health),
+            ]);
             json.push(serde_json::json!({ "node": t.node, "plugin": p }));
         }
     }

@@ -22,9 +22,10 @@ use crate::config::AgentConfig;
 use crate::datapath;
 use crate::endpoint::links;
 use crate::identity::ReservedIdentity;
-use crate::ipcache::{IpcacheError, IpcacheSink, Source};
-use crate::state::{
-    AddressPair, CiliumEndpoint, CiliumEndpointStatus, EndpointIdentity, EndpointNetworking, Object,
+use crate::ipcache::{IpcacheSink, SinkError, Source};
+use crate::state::Object;
+use crate::state::cilium_types::{
+    AddressPair, CiliumEndpoint, CiliumEndpointStatus, EndpointIdentity, EndpointNetworking,
 };
 
 impl AgentApi for Agent {
@@ -39,7 +40,12 @@ impl AgentApi for Agent {
             datastore: DatastoreStatus {
                 kind: self.datastore_kind.to_string(),
                 synced: self.synced.load(Ordering::SeqCst),
-                errors: self.store.issues().iter().map(ToString::to_string).collect(),
+                errors: self
+                    .store
+                    .issues()
+                    .iter()
+                    .map(|i| format!("{}: {}", i.source, i.message))
+                    .collect(),
             },
             datapath: DatapathStatus {
                 loaded: true,
@@ -54,7 +60,10 @@ impl AgentApi for Agent {
     }
 
     fn endpoints(&self) -> Vec<EndpointInfo> {
-        lock(&self.endpoints).iter().map(EndpointRecord::info).collect()
+        lock(&self.endpoints)
+            .iter()
+            .map(EndpointRecord::info)
+            .collect()
     }
 
     fn identities(&self) -> Vec<IdentityInfo> {
@@ -72,7 +81,14 @@ impl AgentApi for Agent {
             })
             .collect();
         for (id, labels, _refs) in lock(&self.identities).list() {
-            out.insert(id, IdentityInfo { id, labels: labels.to_strings(), reserved: false });
+            out.insert(
+                id,
+                IdentityInfo {
+                    id,
+                    labels: labels.to_strings(),
+                    reserved: false,
+                },
+            );
         }
         if let Ok(view) = self.view.read() {
             for (id, labels) in &view.identity_labels {
@@ -108,16 +124,17 @@ impl AgentApi for Agent {
             .allocate(&request.namespace, &request.pod)
             .map_err(|e| ApiError::Internal(format!("{key}: {e}")))?;
         let host = links::host_ifname(&request.namespace, &request.pod);
-        let link = match links::create_pod_link(&host, Path::new(&request.netns), &request.ifname, ip) {
-            Ok(link) => link,
-            Err(e) => {
-                endpoints.release(ip);
-                return Err(match e {
-                    links::LinkError::NoNetns(_) => ApiError::BadRequest(format!("{key}: {e}")),
-                    _ => ApiError::Internal(format!("{key}: {e}")),
-                });
-            }
-        };
+        let link =
+            match links::create_pod_link(&host, Path::new(&request.netns), &request.ifname, ip) {
+                Ok(link) => link,
+                Err(e) => {
+                    endpoints.release(ip);
+                    return Err(match e {
+                        links::LinkError::NoNetns(_) => ApiError::BadRequest(format!("{key}: {e}")),
+                        _ => ApiError::Internal(format!("{key}: {e}")),
+                    });
+                }
+            };
         let snapshot = self.store.snapshot();
         let labels = cluster::pod_security_labels(&snapshot, &request.namespace, &request.pod);
         let (identity, state, label_strings) = match &labels {
@@ -125,24 +142,37 @@ impl AgentApi for Agent {
                 Ok(id) => (id, EndpointState::Ready, l.to_strings()),
                 Err(e) => {
                     warn!(endpoint = %key, error = %e, "no identity yet");
-                    (ReservedIdentity::Init.id(), EndpointState::WaitingForIdentity, Vec::new())
+                    (
+                        ReservedIdentity::Init.id(),
+                        EndpointState::WaitingForIdentity,
+                        Vec::new(),
+                    )
                 }
             },
-            None => (ReservedIdentity::Init.id(), EndpointState::WaitingForIdentity, Vec::new()),
+            None => (
+                ReservedIdentity::Init.id(),
+                EndpointState::WaitingForIdentity,
+                Vec::new(),
+            ),
         };
         {
             let mut datapath = lock(&self.datapath);
             if let Err(e) = datapath.attach_endpoint(&host) {
                 let _ = links::delete_pod_link(&host);
                 endpoints.release(ip);
-                return Err(ApiError::Internal(format!("{key}: attaching programs to {host}: {e}")));
+                return Err(ApiError::Internal(format!(
+                    "{key}: attaching programs to {host}: {e}"
+                )));
             }
             let info = datapath::EndpointInfo {
                 endpoint_id: id,
                 ifindex: link.ifindex,
                 identity,
             };
-            if let Err(e) = datapath.endpoints().and_then(|mut m| m.upsert(IpAddr::V4(ip), info)) {
+            if let Err(e) = datapath
+                .endpoints()
+                .and_then(|mut m| m.upsert(IpAddr::V4(ip), info))
+            {
                 warn!(endpoint = %key, error = %e, "writing the endpoints map");
             }
         }
@@ -199,7 +229,10 @@ impl AgentApi for Agent {
             if let Err(e) = datapath.detach_endpoint(&record.host_ifname) {
                 warn!(endpoint = %key, error = %e, "detaching programs");
             }
-            if let Err(e) = datapath.endpoints().and_then(|mut m| m.remove(IpAddr::V4(record.ipv4))) {
+            if let Err(e) = datapath
+                .endpoints()
+                .and_then(|mut m| m.remove(IpAddr::V4(record.ipv4)))
+            {
                 warn!(endpoint = %key, error = %e, "removing from the endpoints map");
             }
         }
@@ -227,16 +260,26 @@ fn validate(request: &AddEndpointRequest) -> Result<(), ApiError> {
     let dns_label = |s: &str| {
         !s.is_empty()
             && s.len() <= 253
-            && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+            && s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
     };
     if !dns_label(&request.namespace) {
-        return Err(ApiError::BadRequest(format!("invalid namespace {:?}", request.namespace)));
+        return Err(ApiError::BadRequest(format!(
+            "invalid namespace {:?}",
+            request.namespace
+        )));
     }
     if !dns_label(&request.pod) {
-        return Err(ApiError::BadRequest(format!("invalid pod name {:?}", request.pod)));
+        return Err(ApiError::BadRequest(format!(
+            "invalid pod name {:?}",
+            request.pod
+        )));
     }
     if request.ifname.is_empty() || request.ifname.len() > 15 {
-        return Err(ApiError::BadRequest(format!("invalid interface name {:?}", request.ifname)));
+        return Err(ApiError::BadRequest(format!(
+            "invalid interface name {:?}",
+            request.ifname
+        )));
     }
     Ok(())
 }
@@ -293,22 +336,22 @@ pub(crate) fn node_object(name: &str, pod_cidr: Ipv4Net, node_ip: IpAddr) -> Obj
 }
 
 /// The datapath's decoded event in the plugins' terms.
-pub(crate) fn to_sdk_event(e: &datapath::FlowEvent) -> DatapathEvent {
+pub(crate) fn to_sdk_event(e: &datapath::abi::FlowEvent) -> DatapathEvent {
     let unspecified = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
     DatapathEvent {
         ktime_ns: e.ktime_ns,
         kind: match e.event_type {
-            datapath::EventType::Drop => EventKind::Drop,
-            datapath::EventType::TcpFlags => EventKind::TcpFlags,
+            datapath::abi::EventType::Drop => EventKind::Drop,
+            datapath::abi::EventType::TcpFlags => EventKind::TcpFlags,
             _ => EventKind::NewFlow,
         },
         verdict: match e.verdict {
-            datapath::Verdict::Dropped => Verdict::Dropped,
+            datapath::abi::Verdict::Dropped => Verdict::Dropped,
             _ => Verdict::Forwarded,
         },
         drop_reason: e.drop_reason.map_or(0, |r| r.code()),
         direction: match e.direction {
-            datapath::Direction::ToPod => Direction::ToEndpoint,
+            datapath::abi::Direction::Ingress => Direction::ToEndpoint,
             _ => Direction::FromEndpoint,
         },
         protocol: e.l4_proto,
@@ -332,7 +375,7 @@ pub(crate) fn to_sdk_event(e: &datapath::FlowEvent) -> DatapathEvent {
 pub(crate) fn to_metrics_sample(s: &datapath::CounterSample) -> crate::metrics::CounterSample {
     crate::metrics::CounterSample {
         reason: s.reason,
-        direction: s.direction,
+        direction: s.direction.map_or(0, |d| d.as_raw()),
         packets: s.packets,
         bytes: s.bytes,
     }
@@ -342,15 +385,11 @@ pub(crate) fn to_metrics_sample(s: &datapath::CounterSample) -> crate::metrics::
 pub(crate) struct IpcacheMap<'a>(pub &'a mut datapath::IpCache);
 
 impl IpcacheSink for IpcacheMap<'_> {
-    fn upsert(&mut self, prefix: IpNet, identity: u32) -> Result<(), IpcacheError> {
-        self.0
-            .upsert(prefix, identity, 0)
-            .map_err(|e| IpcacheError::Sink { prefix, message: e.to_string() })
+    fn upsert(&mut self, prefix: IpNet, identity: u32) -> Result<(), SinkError> {
+        self.0.upsert(prefix, identity, 0).map_err(Into::into)
     }
 
-    fn remove(&mut self, prefix: IpNet) -> Result<(), IpcacheError> {
-        self.0
-            .remove(prefix)
-            .map_err(|e| IpcacheError::Sink { prefix, message: e.to_string() })
+    fn remove(&mut self, prefix: IpNet) -> Result<(), SinkError> {
+        self.0.remove(prefix).map_err(Into::into)
     }
 }

@@ -40,10 +40,10 @@ pub fn pod_security_labels(snapshot: &Snapshot, namespace: &str, name: &str) -> 
 /// to its Deployment.
 pub fn workload_of(pod: &Pod) -> Option<(String, String)> {
     let owner = pod.metadata.owner_references.as_ref()?.first()?;
-    if owner.kind == "ReplicaSet" {
-        if let Some((deployment, _hash)) = owner.name.rsplit_once('-') {
-            return Some(("Deployment".to_string(), deployment.to_string()));
-        }
+    if owner.kind == "ReplicaSet"
+        && let Some((deployment, _hash)) = owner.name.rsplit_once('-')
+    {
+        return Some(("Deployment".to_string(), deployment.to_string()));
     }
     Some((owner.kind.clone(), owner.name.clone()))
 }
@@ -56,12 +56,19 @@ pub struct RemoteEndpoint {
 }
 
 /// Endpoints other nodes published (CiliumEndpoints), except addresses in `local`.
-pub fn remote_endpoints(snapshot: &Snapshot, is_local: impl Fn(IpAddr) -> bool) -> Vec<RemoteEndpoint> {
+pub fn remote_endpoints(
+    snapshot: &Snapshot,
+    is_local: impl Fn(IpAddr) -> bool,
+) -> Vec<RemoteEndpoint> {
     let mut out = Vec::new();
     for cep in snapshot.cilium_endpoints() {
         let Some(status) = &cep.status else { continue };
-        let Some(identity) = &status.identity else { continue };
-        let Some(networking) = &status.networking else { continue };
+        let Some(identity) = &status.identity else {
+            continue;
+        };
+        let Some(networking) = &status.networking else {
+            continue;
+        };
         let namespace = cep.metadata.namespace.clone().unwrap_or_default();
         let pod_name = cep.metadata.name.clone().unwrap_or_default();
         let workload = snapshot.pod(&namespace, &pod_name).and_then(workload_of);
@@ -109,7 +116,9 @@ pub struct NodeRoute {
 pub fn node_routes(snapshot: &Snapshot, self_name: &str) -> Vec<NodeRoute> {
     let mut routes = Vec::new();
     for node in snapshot.nodes() {
-        let Some(name) = node.metadata.name.as_deref() else { continue };
+        let Some(name) = node.metadata.name.as_deref() else {
+            continue;
+        };
         if name == self_name {
             continue;
         }
@@ -137,11 +146,6 @@ pub fn node_routes(snapshot: &Snapshot, self_name: &str) -> Vec<NodeRoute> {
     }
     routes.sort();
     routes
-}
-
-/// Addresses of every other node (for the remote-node identity).
-pub fn node_addresses(snapshot: &Snapshot, self_name: &str) -> Vec<IpAddr> {
-    node_routes(snapshot, self_name).into_iter().map(|r| r.via).collect()
 }
 
 /// The agent's view for flow enrichment: who owns an address, what an identity means.

@@ -49,6 +49,11 @@ impl PluginContext for CoreContext {
         if let Some(reserved) = ReservedIdentity::from_id(identity) {
             return Some(reserved.labels().to_strings());
         }
-        self.view.read().ok()?.identity_labels.get(&identity).cloned()
+        self.view
+            .read()
+            .ok()?
+            .identity_labels
+            .get(&identity)
+            .cloned()
     }
 }

@@ -95,8 +95,10 @@ impl EndpointManager {
             match self.ipam.restore(record.ipv4, &owner) {
                 Ok(()) => {
                     self.next_id = self.next_id.max(record.id + 1);
-                    self.records
-                        .insert((record.namespace.clone(), record.pod.clone()), record.clone());
+                    self.records.insert(
+                        (record.namespace.clone(), record.pod.clone()),
+                        record.clone(),
+                    );
                     kept.push(record);
                 }
                 Err(e) => {
@@ -233,17 +235,22 @@ mod tests {
         let (id_c, ip_c) = second.allocate("payments", "c").expect("ip");
         assert!(id_c > id_b, "ids keep growing across restarts");
         assert!(ip_c != ip_a && ip_c != ip_b, "restored addresses are taken");
-        assert_eq!(second.by_ip(IpAddr::V4(ip_b)).map(|r| r.pod.as_str()), Some("b"));
+        assert_eq!(
+            second.by_ip(IpAddr::V4(ip_b)).map(|r| r.pod.as_str()),
+            Some("b")
+        );
     }
 
     #[test]
     fn records_outside_a_new_cidr_are_stale() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut first = EndpointManager::new(dir.path(), "10.200.1.0/24".parse().expect("cidr")).expect("ipam");
+        let mut first =
+            EndpointManager::new(dir.path(), "10.200.1.0/24".parse().expect("cidr")).expect("ipam");
         let (id, ip) = first.allocate("payments", "a").expect("ip");
         first.insert(record(id, "a", ip));
         first.persist().expect("persist");
-        let mut second = EndpointManager::new(dir.path(), "10.200.9.0/24".parse().expect("cidr")).expect("ipam");
+        let mut second =
+            EndpointManager::new(dir.path(), "10.200.9.0/24".parse().expect("cidr")).expect("ipam");
         let (kept, stale) = second.load();
         assert!(kept.is_empty());
         assert_eq!(stale.len(), 1);

@@ -25,6 +25,7 @@ use crate::ipcache::{Ipcache, Source};
 use crate::metrics::AgentMetrics;
 use crate::plugins::PluginManager;
 use crate::state::{Datastore, StateStore};
+use prometheus_client::registry::Registry;
 
 /// Everything the running agent holds. Locks are short and never held across
 /// an await; the order, where two are taken, is endpoints → datapath → ipcache.
@@ -42,6 +43,7 @@ pub(crate) struct Agent {
     pub routes: Mutex<Vec<NodeRoute>>,
     pub view: Arc<RwLock<ClusterView>>,
     pub metrics: AgentMetrics,
+    pub registry: Arc<Registry>,
     pub ready: AtomicBool,
     pub synced: AtomicBool,
     pub runtime: tokio::runtime::Handle,
@@ -65,7 +67,10 @@ pub async fn run(config_path: &Path, plugins: Vec<Box<dyn Plugin>>) -> Result<()
     }
     let agent_config = config.agent.clone();
     info!(node = %agent_config.node_name, config = %config_path.display(), "starting agent");
-    for (what, dir) in [("state directory", &agent_config.state_dir), ("run directory", &agent_config.run_dir)] {
+    for (what, dir) in [
+        ("state directory", &agent_config.state_dir),
+        ("run directory", &agent_config.run_dir),
+    ] {
         std::fs::create_dir_all(dir).map_err(|source| AgentError::Io {
             what,
             path: dir.clone(),
@@ -94,7 +99,9 @@ pub async fn run(config_path: &Path, plugins: Vec<Box<dyn Plugin>>) -> Result<()
     // 3. State.
     let store = StateStore::new();
     let (datastore, datastore_kind) = make_datastore(&agent_config).await?;
-    let metrics = AgentMetrics::new();
+    let mut registry = Registry::default();
+    let metrics = AgentMetrics::register(&mut registry, env!("CARGO_PKG_VERSION"));
+    let registry = Arc::new(registry);
     let (events_tx, _) = broadcast::channel::<Arc<DatapathEvent>>(8192);
     let agent = Arc::new(Agent {
         config: agent_config.clone(),
@@ -110,6 +117,7 @@ pub async fn run(config_path: &Path, plugins: Vec<Box<dyn Plugin>>) -> Result<()
         routes: Mutex::new(Vec::new()),
         view: Arc::new(RwLock::new(ClusterView::default())),
         metrics,
+        registry,
         ready: AtomicBool::new(false),
         synced: AtomicBool::new(false),
         runtime: tokio::runtime::Handle::current(),
@@ -128,7 +136,7 @@ pub async fn run(config_path: &Path, plugins: Vec<Box<dyn Plugin>>) -> Result<()
             error!(error = %e, "agent API stopped");
         }
     });
-    let registry = agent.metrics.registry();
+    let registry = agent.registry.clone();
     let metrics_address = agent_config.metrics_address;
     tokio::spawn(async move {
         if let Err(e) = crate::metrics::serve_metrics(metrics_address, registry).await {
@@ -154,15 +162,18 @@ pub async fn run(config_path: &Path, plugins: Vec<Box<dyn Plugin>>) -> Result<()
     });
     lock(&agent.plugins).start_all(&ctx);
     agent.ready.store(true, Ordering::SeqCst);
-    info!(elapsed_ms = started.elapsed().as_millis() as u64, "agent ready");
+    info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "agent ready"
+    );
 
     // 7. Reconcile on every change until asked to stop.
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|source| AgentError::Io {
-            what: "installing the SIGTERM handler",
-            path: config_path.to_path_buf(),
-            source,
-        })?;
+        what: "installing the SIGTERM handler",
+        path: config_path.to_path_buf(),
+        source,
+    })?;
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
@@ -191,7 +202,9 @@ pub async fn run(config_path: &Path, plugins: Vec<Box<dyn Plugin>>) -> Result<()
     Ok(())
 }
 
-async fn make_datastore(config: &AgentConfig) -> Result<(Arc<dyn Datastore>, &'static str), AgentError> {
+async fn make_datastore(
+    config: &AgentConfig,
+) -> Result<(Arc<dyn Datastore>, &'static str), AgentError> {
     match config.datastore {
         DatastoreKind::Local => {
             let local = crate::state::LocalDatastore::new(
@@ -201,7 +214,8 @@ async fn make_datastore(config: &AgentConfig) -> Result<(Arc<dyn Datastore>, &'s
             Ok((Arc::new(local), "local"))
         }
         DatastoreKind::Kubernetes => {
-            let kube = crate::state::KubernetesDatastore::try_default(config.node_name.clone()).await?;
+            let kube =
+                crate::state::KubernetesDatastore::try_default(config.node_name.clone()).await?;
             Ok((Arc::new(kube), "kubernetes"))
         }
     }
@@ -238,7 +252,10 @@ fn spawn_counter_poller(agent: Arc<Agent>, shutdown: CancellationToken) {
             let samples = lock(&agent.datapath).counters();
             match samples {
                 Ok(samples) => agent.metrics.update_datapath_counters(
-                    &samples.iter().map(super::api_impl::to_metrics_sample).collect::<Vec<_>>(),
+                    &samples
+                        .iter()
+                        .map(super::api_impl::to_metrics_sample)
+                        .collect::<Vec<_>>(),
                 ),
                 Err(e) => warn!(error = %e, "reading datapath counters"),
             }
@@ -273,7 +290,9 @@ impl Agent {
             }
             match datapath.attach_endpoint(&record.host_ifname) {
                 Ok(report) => info!(endpoint = %key, ?report, "endpoint restored"),
-                Err(e) => error!(endpoint = %key, error = %e, "cannot re-attach programs to a restored endpoint"),
+                Err(e) => {
+                    error!(endpoint = %key, error = %e, "cannot re-attach programs to a restored endpoint")
+                }
             }
             if let Ok(ip) = IpNet::new(IpAddr::V4(record.ipv4), 32) {
                 lock(&self.ipcache).upsert(ip, record.identity, Source::LocalEndpoint);
@@ -309,7 +328,9 @@ impl Agent {
             warn!("no node_ip in the configuration: other nodes cannot route to this node's pods");
             return;
         };
-        let Some(pod_cidr) = self.config.pod_cidr else { return };
+        let Some(pod_cidr) = self.config.pod_cidr else {
+            return;
+        };
         let node = super::api_impl::node_object(&self.config.node_name, pod_cidr, node_ip);
         if let Err(e) = self.datastore.publish(node).await {
             warn!(error = %e, "publishing this node");
@@ -325,10 +346,16 @@ impl Agent {
         {
             let mut endpoints = lock(&self.endpoints);
             let mut identities = lock(&self.identities);
-            let mut datapath = lock(&self.datapath);
+            let datapath = lock(&self.datapath);
             let mut ipcache = lock(&self.ipcache);
             for record in endpoints.iter_mut() {
-                let labels = cluster::pod_security_labels(&snapshot, &record.namespace, &record.pod);
+                let labels =
+                    cluster::pod_security_labels(&snapshot, &record.namespace, &record.pod);
+                // Each Ready endpoint holds one reference on its identity.
+                let current = labels.as_ref().and_then(|l| identities.identity_of(l));
+                if record.state == EndpointState::Ready && current == Some(record.identity) {
+                    continue;
+                }
                 let (identity, state, label_strings) = match labels {
                     Some(labels) => match identities.allocate(&labels) {
                         Ok(id) => (id, EndpointState::Ready, labels.to_strings()),
@@ -337,13 +364,13 @@ impl Agent {
                             continue;
                         }
                     },
-                    None => (ReservedIdentity::Init.id(), EndpointState::WaitingForIdentity, Vec::new()),
+                    None => (
+                        ReservedIdentity::Init.id(),
+                        EndpointState::WaitingForIdentity,
+                        Vec::new(),
+                    ),
                 };
                 if identity == record.identity && state == record.state {
-                    // allocate() took a reference; give it back, the record holds one.
-                    if state == EndpointState::Ready {
-                        let _ = identities.release(identity);
-                    }
                     continue;
                 }
                 if record.state == EndpointState::Ready && record.identity >= 256 {
@@ -355,29 +382,32 @@ impl Agent {
                 if let Ok(ip) = IpNet::new(IpAddr::V4(record.ipv4), 32) {
                     ipcache.upsert(ip, identity, Source::LocalEndpoint);
                 }
-                if let Ok(mut map) = datapath.endpoints() {
-                    if let Err(e) = map.upsert(
+                if let Ok(mut map) = datapath.endpoints()
+                    && let Err(e) = map.upsert(
                         IpAddr::V4(record.ipv4),
                         crate::datapath::EndpointInfo {
                             endpoint_id: record.id,
                             ifindex: record.ifindex,
                             identity,
                         },
-                    ) {
-                        error!(pod = %record.pod, error = %e, "updating the endpoints map");
-                    }
+                    )
+                {
+                    error!(pod = %record.pod, error = %e, "updating the endpoints map");
                 }
                 republish.push(record.clone());
             }
-            if !republish.is_empty() {
-                if let Err(e) = endpoints.persist() {
-                    warn!(error = %e, "writing the endpoint record");
-                }
+            if !republish.is_empty()
+                && let Err(e) = endpoints.persist()
+            {
+                warn!(error = %e, "writing the endpoint record");
             }
         }
 
         // Other nodes: their endpoints and routes to their pod CIDRs.
-        let local_ips: BTreeSet<IpAddr> = lock(&self.endpoints).iter().map(|r| IpAddr::V4(r.ipv4)).collect();
+        let local_ips: BTreeSet<IpAddr> = lock(&self.endpoints)
+            .iter()
+            .map(|r| IpAddr::V4(r.ipv4))
+            .collect();
         let remote = cluster::remote_endpoints(&snapshot, |ip| local_ips.contains(&ip));
         let routes = cluster::node_routes(&snapshot, &self.config.node_name);
         {
@@ -404,12 +434,12 @@ impl Agent {
                     ipcache.upsert(ip, ReservedIdentity::RemoteNode.id(), Source::Node);
                 }
             }
-            if let Some(node_ip) = self.config.node_ip {
-                if let Ok(ip) = IpNet::new(node_ip, if node_ip.is_ipv4() { 32 } else { 128 }) {
-                    ipcache.upsert(ip, ReservedIdentity::Host.id(), Source::Node);
-                }
+            if let Some(node_ip) = self.config.node_ip
+                && let Ok(ip) = IpNet::new(node_ip, if node_ip.is_ipv4() { 32 } else { 128 })
+            {
+                ipcache.upsert(ip, ReservedIdentity::Host.id(), Source::Node);
             }
-            let mut datapath = lock(&self.datapath);
+            let datapath = lock(&self.datapath);
             match datapath.ipcache() {
                 Ok(mut sink) => {
                     if let Err(e) = ipcache.sync(&mut super::api_impl::IpcacheMap(&mut sink)) {
@@ -447,7 +477,13 @@ impl Agent {
             let _ = run_ip(&["route", "del", &old.pod_cidr.to_string()]);
         }
         for route in &wanted {
-            if let Err(e) = run_ip(&["route", "replace", &route.pod_cidr.to_string(), "via", &route.via.to_string()]) {
+            if let Err(e) = run_ip(&[
+                "route",
+                "replace",
+                &route.pod_cidr.to_string(),
+                "via",
+                &route.via.to_string(),
+            ]) {
                 error!(node = %route.node, error = %e, "installing the route to a node's pods");
             }
         }
@@ -458,11 +494,13 @@ impl Agent {
         let mut view = ClusterView::default();
         let snapshot = self.store.snapshot();
         for r in remote {
-            view.identity_labels.insert(r.meta.identity, r.meta.labels.clone());
+            view.identity_labels
+                .insert(r.meta.identity, r.meta.labels.clone());
             view.by_ip.insert(r.ip, r.meta.clone());
         }
         for record in lock(&self.endpoints).iter() {
-            view.identity_labels.insert(record.identity, record.labels.clone());
+            view.identity_labels
+                .insert(record.identity, record.labels.clone());
             view.by_ip.insert(
                 IpAddr::V4(record.ipv4),
                 porin_plugin_sdk::EndpointMeta {
@@ -487,8 +525,19 @@ impl Agent {
         let endpoints = lock(&self.endpoints);
         for state in EndpointState::ALL {
             let n = endpoints.iter().filter(|r| r.state == state).count();
-            self.metrics.set_endpoint_state(state.as_str(), n as i64);
+            self.metrics
+                .set_endpoint_count(metrics_state(state), n as i64);
         }
+    }
+}
+
+fn metrics_state(state: EndpointState) -> crate::metrics::EndpointState {
+    use crate::metrics::EndpointState as M;
+    match state {
+        EndpointState::WaitingForIdentity => M::WaitingForIdentity,
+        EndpointState::Regenerating => M::Regenerating,
+        EndpointState::Ready => M::Ready,
+        EndpointState::Disconnecting => M::Disconnecting,
     }
 }
 

@@ -52,13 +52,19 @@ impl AgentClient {
         self.call(Method::GET, "/v1/plugins", None::<&()>).await
     }
 
-    pub async fn add_endpoint(&self, request: &AddEndpointRequest) -> Result<EndpointInfo, ApiError> {
-        self.call(Method::POST, "/v1/endpoints", Some(request)).await
+    pub async fn add_endpoint(
+        &self,
+        request: &AddEndpointRequest,
+    ) -> Result<EndpointInfo, ApiError> {
+        self.call(Method::POST, "/v1/endpoints", Some(request))
+            .await
     }
 
     pub async fn delete_endpoint(&self, namespace: &str, pod: &str) -> Result<(), ApiError> {
         let uri = format!("/v1/endpoints/{namespace}/{pod}");
-        self.raw(Method::DELETE, &uri, None::<&()>).await.map(|_| ())
+        self.raw(Method::DELETE, &uri, None::<&()>)
+            .await
+            .map(|_| ())
     }
 
     async fn call<T: DeserializeOwned, B: Serialize>(
@@ -99,12 +105,13 @@ impl AgentClient {
             .map_err(|e| http_err(e.to_string()))?;
 
         let exchange = async {
-            let stream = UnixStream::connect(&self.socket)
-                .await
-                .map_err(|source| ApiError::Connect {
-                    path: self.socket.clone(),
-                    source,
-                })?;
+            let stream =
+                UnixStream::connect(&self.socket)
+                    .await
+                    .map_err(|source| ApiError::Connect {
+                        path: self.socket.clone(),
+                        source,
+                    })?;
             let (mut sender, connection) =
                 hyper::client::conn::http1::handshake(TokioIo::new(stream))
                     .await

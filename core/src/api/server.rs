@@ -49,9 +49,7 @@ pub async fn serve_api(path: &Path, api: Api) -> Result<(), ApiError> {
     let listener = UnixListener::bind(path).map_err(bind_err)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(bind_err)?;
     info!(socket = %path.display(), "agent API listening");
-    axum::serve(listener, router(api))
-        .await
-        .map_err(bind_err)
+    axum::serve(listener, router(api)).await.map_err(bind_err)
 }
 
 fn router(api: Api) -> Router {
@@ -80,10 +78,7 @@ async fn plugins(State(api): State<Api>) -> Json<Vec<PluginStatus>> {
     Json(api.plugins())
 }
 
-async fn add_endpoint(
-    State(api): State<Api>,
-    Json(request): Json<AddEndpointRequest>,
-) -> Response {
+async fn add_endpoint(State(api): State<Api>, Json(request): Json<AddEndpointRequest>) -> Response {
     let result = tokio::task::spawn_blocking(move || api.add_endpoint(request)).await;
     match result {
         Ok(Ok(info)) => Json(info).into_response(),

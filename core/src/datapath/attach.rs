@@ -245,3 +245,10 @@ fn remove_link_pin(path: &Path) -> Result<(), DatapathError> {
         }),
     }
 }
+
+impl Datapath {
+    /// How many interfaces have Porin's programs attached by this agent.
+    pub fn attached_interfaces(&self) -> usize {
+        self.links.len()
+    }
+}

@@ -62,7 +62,7 @@ pub fn create_pod_link(
     host: &str,
     netns: &Path,
     pod_ifname: &str,
-    ip: Ipv4Addr,
+    addr: Ipv4Addr,
 ) -> Result<HostLink, LinkError> {
     if !netns.exists() {
         return Err(LinkError::NoNetns(netns.display().to_string()));
@@ -73,7 +73,7 @@ pub fn create_pod_link(
     }
     let peer = format!("tmp{}", &host[3..]);
     ip(&["link", "add", host, "type", "veth", "peer", "name", &peer])?;
-    let result = wire_pod_side(host, &peer, &netns_arg, pod_ifname, ip);
+    let result = wire_pod_side(host, &peer, &netns_arg, pod_ifname, addr);
     if result.is_err() {
         // Leave nothing half made behind.
         let _ = ip(&["link", "del", host]);
@@ -91,6 +91,16 @@ fn wire_pod_side(
     let pid_free_netns = netns_name_or_path(netns);
     ip(&["link", "set", peer, "netns", &pid_free_netns])?;
     write_host_sysctls(host)?;
+    // Pods are IPv4-only for now: no link-local addresses, DAD or MLD chatter.
+    run(
+        "nsenter",
+        &[
+            format!("--net={netns}"),
+            "sysctl".to_string(),
+            "-qw".to_string(),
+            format!("net.ipv6.conf.{peer}.disable_ipv6=1"),
+        ],
+    )?;
     ip(&["link", "set", host, "up"])?;
     let link = inspect(host)?;
 
@@ -102,10 +112,30 @@ fn wire_pod_side(
     in_netns(netns, &["link", "set", pod_ifname, "up"])?;
     in_netns(
         netns,
-        &["neigh", "replace", &gateway, "lladdr", &link.mac, "dev", pod_ifname, "nud", "permanent"],
+        &[
+            "neigh",
+            "replace",
+            &gateway,
+            "lladdr",
+            &link.mac,
+            "dev",
+            pod_ifname,
+            "nud",
+            "permanent",
+        ],
     )?;
-    in_netns(netns, &["route", "replace", &gateway, "dev", pod_ifname, "scope", "link"])?;
-    in_netns(netns, &["route", "replace", "default", "via", &gateway, "dev", pod_ifname])?;
+    in_netns(
+        netns,
+        &[
+            "route", "replace", &gateway, "dev", pod_ifname, "scope", "link",
+        ],
+    )?;
+    in_netns(
+        netns,
+        &[
+            "route", "replace", "default", "via", &gateway, "dev", pod_ifname,
+        ],
+    )?;
     ip(&["route", "replace", &cidr, "dev", host, "scope", "link"])?;
     Ok(link)
 }
@@ -130,12 +160,11 @@ pub fn link_exists(ifname: &str) -> bool {
 /// Index and MAC of a link in this network namespace.
 pub fn inspect(ifname: &str) -> Result<HostLink, LinkError> {
     let out = ip(&["-j", "link", "show", "dev", ifname])?;
-    let parsed: serde_json::Value =
-        serde_json::from_str(&out).map_err(|e| LinkError::Inspect {
-            what: "link",
-            ifname: ifname.to_string(),
-            message: e.to_string(),
-        })?;
+    let parsed: serde_json::Value = serde_json::from_str(&out).map_err(|e| LinkError::Inspect {
+        what: "link",
+        ifname: ifname.to_string(),
+        message: e.to_string(),
+    })?;
     let entry = parsed.get(0).ok_or_else(|| LinkError::Inspect {
         what: "link",
         ifname: ifname.to_string(),
@@ -169,8 +198,12 @@ pub fn inspect(ifname: &str) -> Result<HostLink, LinkError> {
 /// The node-side veth must not answer for addresses it does not own and must
 /// forward; these are per-interface sysctls of the node's own namespace.
 fn write_host_sysctls(host: &str) -> Result<(), LinkError> {
-    for (key, value) in [("rp_filter", "0"), ("forwarding", "1")] {
-        let path = format!("/proc/sys/net/ipv4/conf/{host}/{key}");
+    for (family, key, value) in [
+        ("ipv4", "rp_filter", "0"),
+        ("ipv4", "forwarding", "1"),
+        ("ipv6", "disable_ipv6", "1"),
+    ] {
+        let path = format!("/proc/sys/net/{family}/conf/{host}/{key}");
         std::fs::write(&path, value).map_err(|e| LinkError::Command {
             command: format!("write {value} to {path}"),
             stderr: e.to_string(),

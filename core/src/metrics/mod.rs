@@ -81,7 +81,7 @@ pub fn direction_label(direction: u8) -> &'static str {
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct StateLabels {
-    state: String,
+    endpoint_state: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -175,7 +175,7 @@ impl AgentMetrics {
     pub fn set_endpoint_count(&self, state: EndpointState, count: i64) {
         self.endpoint_state
             .get_or_create(&StateLabels {
-                state: state.as_str().to_string(),
+                endpoint_state: state.as_str().to_string(),
             })
             .set(count);
     }
@@ -256,8 +256,8 @@ mod tests {
         m.update_datapath_counters(&[sample(0, 1, 20, 2000), sample(133, 2, 3, 180)]);
         let text = scrape(&registry);
         for line in [
-            "cilium_endpoint_state{state=\"ready\"} 3",
-            "cilium_endpoint_state{state=\"waiting-for-identity\"} 0",
+            "cilium_endpoint_state{endpoint_state=\"ready\"} 3",
+            "cilium_endpoint_state{endpoint_state=\"waiting-for-identity\"} 0",
             "cilium_controllers_failing 1",
             "cilium_forward_count_total{direction=\"INGRESS\"} 20",
             "cilium_forward_bytes_total{direction=\"INGRESS\"} 2000",

@@ -7,12 +7,7 @@ use tracing::{error, info};
 
 use crate::api::PluginStatus;
 
-/// One `[plugins.<name>]` section: `enabled` taken out, the rest for the plugin.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct PluginSection {
-    pub enabled: bool,
-    pub settings: toml::Table,
-}
+pub use crate::config::PluginSection;
 
 struct Entry {
     plugin: Box<dyn Plugin>,
@@ -52,13 +47,13 @@ impl PluginManager {
     /// the first, so a user fixes the file in one go.
     pub fn configure(
         &mut self,
-        sections: &BTreeMap<String, PluginSection>,
+        sections: &BTreeMap<&str, PluginSection>,
     ) -> Result<(), Vec<PluginError>> {
         let mut errors = Vec::new();
         for name in sections.keys() {
-            if !self.entries.iter().any(|e| e.plugin.name() == name) {
+            if !self.entries.iter().any(|e| e.plugin.name() == *name) {
                 errors.push(PluginError::Config {
-                    plugin: name.clone(),
+                    plugin: (*name).to_string(),
                     key: None,
                     message: format!("unknown plugin (known: {})", self.names().join(", ")),
                 });
@@ -74,17 +69,26 @@ impl PluginManager {
                 continue;
             }
             let name = entry.plugin.name();
-            match catch_unwind(AssertUnwindSafe(|| entry.plugin.configure(&section.settings))) {
+            match catch_unwind(AssertUnwindSafe(|| {
+                entry.plugin.configure(&section.settings)
+            })) {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => errors.push(e),
                 Err(panic) => errors.push(PluginError::Config {
                     plugin: name.to_string(),
                     key: None,
-                    message: format!("panicked while reading its configuration: {}", panic_text(&panic)),
+                    message: format!(
+                        "panicked while reading its configuration: {}",
+                        panic_text(&panic)
+                    ),
                 }),
             }
         }
-        if errors.is_empty() { Ok(()) } else { Err(errors) }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
     }
 
     /// Load-time switches of all enabled plugins.
@@ -152,10 +156,10 @@ impl PluginManager {
                 health: match (&e.failure, e.enabled) {
                     (Some(message), _) => Health::Failed(message.clone()),
                     (None, false) => Health::Stopped,
-                    (None, true) => {
-                        catch_unwind(AssertUnwindSafe(|| e.plugin.health()))
-                            .unwrap_or_else(|p| Health::Failed(format!("health check panicked: {}", panic_text(&p))))
-                    }
+                    (None, true) => catch_unwind(AssertUnwindSafe(|| e.plugin.health()))
+                        .unwrap_or_else(|p| {
+                            Health::Failed(format!("health check panicked: {}", panic_text(&p)))
+                        }),
                 },
             })
             .collect()
@@ -163,7 +167,9 @@ impl PluginManager {
 
     /// Whether every enabled plugin is healthy.
     pub fn all_healthy(&self) -> bool {
-        self.statuses().iter().all(|s| !s.enabled || s.health.is_ok())
+        self.statuses()
+            .iter()
+            .all(|s| !s.enabled || s.health.is_ok())
     }
 }
 
@@ -218,7 +224,10 @@ mod tests {
         }
         fn datapath(&self) -> DatapathContribution {
             DatapathContribution {
-                switches: vec![Switch { name: "CFG_FAKE", value: 1 }],
+                switches: vec![Switch {
+                    name: "CFG_FAKE",
+                    value: 1,
+                }],
                 maps: vec![],
             }
         }
@@ -240,7 +249,11 @@ mod tests {
             Ok(())
         }
         fn health(&self) -> Health {
-            if self.started { Health::Ok } else { Health::Stopped }
+            if self.started {
+                Health::Ok
+            } else {
+                Health::Stopped
+            }
         }
     }
 
@@ -270,26 +283,49 @@ mod tests {
         }
     }
 
-    fn sections(enabled: &[&str]) -> BTreeMap<String, PluginSection> {
+    fn sections<'a>(enabled: &[&'a str]) -> BTreeMap<&'a str, PluginSection> {
         enabled
             .iter()
-            .map(|n| (n.to_string(), PluginSection { enabled: true, settings: toml::Table::new() }))
+            .map(|n| {
+                (
+                    *n,
+                    PluginSection {
+                        enabled: true,
+                        settings: toml::Table::new(),
+                    },
+                )
+            })
             .collect()
     }
 
     fn manager() -> PluginManager {
         PluginManager::new(vec![
-            Box::new(Fake { name: "good", ..Fake::default() }),
-            Box::new(Fake { name: "bad", fail_start: true, ..Fake::default() }),
-            Box::new(Fake { name: "wild", panic_start: true, ..Fake::default() }),
-            Box::new(Fake { name: "off", ..Fake::default() }),
+            Box::new(Fake {
+                name: "good",
+                ..Fake::default()
+            }),
+            Box::new(Fake {
+                name: "bad",
+                fail_start: true,
+                ..Fake::default()
+            }),
+            Box::new(Fake {
+                name: "wild",
+                panic_start: true,
+                ..Fake::default()
+            }),
+            Box::new(Fake {
+                name: "off",
+                ..Fake::default()
+            }),
         ])
     }
 
     #[test]
     fn failing_plugins_are_reported_and_others_run() {
         let mut m = manager();
-        m.configure(&sections(&["good", "bad", "wild"])).expect("valid config");
+        m.configure(&sections(&["good", "bad", "wild"]))
+            .expect("valid config");
         assert_eq!(m.switches().len(), 3, "switches of enabled plugins only");
         let ctx: Arc<dyn PluginContext> = Arc::new(NoContext(broadcast::channel(1).0));
         m.start_all(&ctx);
@@ -310,10 +346,20 @@ mod tests {
         let mut s = sections(&["good", "nope"]);
         let mut bad = toml::Table::new();
         bad.insert("sise".to_string(), toml::Value::Integer(1));
-        s.insert("bad".to_string(), PluginSection { enabled: true, settings: bad });
+        s.insert(
+            "bad",
+            PluginSection {
+                enabled: true,
+                settings: bad,
+            },
+        );
         let errors = m.configure(&s).expect_err("two problems");
         assert_eq!(errors.len(), 2, "{errors:?}");
-        assert!(errors.iter().any(|e| e.to_string().contains("plugins.nope: unknown plugin")));
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.to_string().contains("plugins.nope: unknown plugin"))
+        );
         assert!(errors.iter().any(|e| e.config_key() == Some("sise")));
     }
 }

@@ -6,14 +6,27 @@ use crate::flow::{Flow, FlowEndpoint, L4};
 /// One flow as `hubble observe` prints it by default.
 pub fn format_compact(flow: &Flow) -> String {
     let (sport, dport, proto) = match &flow.l4 {
-        L4::Tcp { source_port, destination_port, flags } => (
+        L4::Tcp {
+            source_port,
+            destination_port,
+            flags,
+        } => (
             Some(*source_port),
             Some(*destination_port),
-            if flags.is_empty() { "TCP".to_string() } else { format!("TCP Flags: {}", flags.join(", ")) },
+            if flags.is_empty() {
+                "TCP".to_string()
+            } else {
+                format!("TCP Flags: {}", flags.join(", "))
+            },
         ),
-        L4::Udp { source_port, destination_port } => {
-            (Some(*source_port), Some(*destination_port), "UDP".to_string())
-        }
+        L4::Udp {
+            source_port,
+            destination_port,
+        } => (
+            Some(*source_port),
+            Some(*destination_port),
+            "UDP".to_string(),
+        ),
         L4::IcmpV4 { r#type, code } => (None, None, format!("ICMPv4 type {type} code {code}")),
         L4::IcmpV6 { r#type, code } => (None, None, format!("ICMPv6 type {type} code {code}")),
         L4::Other { protocol } => (None, None, format!("IP proto {protocol}")),
@@ -80,7 +93,10 @@ mod tests {
                 destination: "10.200.2.7".parse().expect("ip"),
                 ip_version: "IPv4".to_string(),
             },
-            l4: L4::Udp { source_port: 41234, destination_port: 53 },
+            l4: L4::Udp {
+                source_port: 41234,
+                destination_port: 53,
+            },
             source: FlowEndpoint {
                 id: 12,
                 identity: 1234,
@@ -121,6 +137,9 @@ mod tests {
         f.destination.pod_name.clear();
         let line = format_compact(&f);
         assert!(line.contains("-> 10.200.2.7:53 (ID:5678)"), "{line}");
-        assert!(line.contains("DROPPED (CT_TRUNCATED_OR_INVALID_HEADER)"), "{line}");
+        assert!(
+            line.contains("DROPPED (CT_TRUNCATED_OR_INVALID_HEADER)"),
+            "{line}"
+        );
     }
 }

@@ -100,9 +100,7 @@ impl Clock {
     /// Measure the offset between CLOCK_REALTIME and CLOCK_MONOTONIC now.
     pub fn now() -> Self {
         let mono = monotonic_now();
-        let boot = SystemTime::now()
-            .checked_sub(mono)
-            .unwrap_or(UNIX_EPOCH);
+        let boot = SystemTime::now().checked_sub(mono).unwrap_or(UNIX_EPOCH);
         Self { boot }
     }
 
@@ -113,7 +111,10 @@ impl Clock {
 }
 
 fn monotonic_now() -> Duration {
-    let mut ts = libc_timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc_timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes one timespec into the pointer we own.
     let rc = unsafe { clock_gettime(CLOCK_MONOTONIC, &mut ts) };
     if rc != 0 {
@@ -143,7 +144,11 @@ pub fn enrich(event: &DatapathEvent, clock: &Clock, ctx: &dyn Enricher) -> Flow 
         match ctx.endpoint(ip) {
             Some(meta) => FlowEndpoint {
                 id: meta.id,
-                identity: if identity > 2 { identity } else { meta.identity },
+                identity: if identity > 2 {
+                    identity
+                } else {
+                    meta.identity
+                },
                 namespace: meta.namespace,
                 labels: meta.labels,
                 pod_name: meta.pod_name,

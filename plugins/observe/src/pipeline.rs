@@ -38,7 +38,10 @@ pub async fn run_pipeline(
             Ok(event) => ring.push(enrich(&event, &clock, &enricher)),
             Err(RecvError::Lagged(n)) => {
                 lost.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-                warn!(lost = n, "flow pipeline fell behind the datapath; events lost");
+                warn!(
+                    lost = n,
+                    "flow pipeline fell behind the datapath; events lost"
+                );
             }
             Err(RecvError::Closed) => return,
         }

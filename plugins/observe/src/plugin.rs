@@ -1,20 +1,32 @@
 //! The observability plugin's lifecycle.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use porin_plugin_sdk::{DatapathContribution, Health, Plugin, PluginContext, PluginError, Switch};
-use tracing::info;
+use tokio::task::JoinHandle;
+use tracing::{error, info};
 
 use crate::ObserveConfig;
+use crate::pipeline::run_pipeline;
+use crate::ring::FlowRing;
+use crate::server::serve_flows;
+
+/// File name of the flow socket in the agent's run directory.
+pub const FLOWS_SOCKET_NAME: &str = "flows.sock";
 
 /// The section name in `porin.toml`.
 pub const NAME: &str = "observe";
 
-/// The observe plugin: configuration and lifecycle (runtime work comes later).
+/// The observe plugin: turns datapath events into flows, keeps the newest in a
+/// ring and serves them on the flow socket for `porin observe`.
 #[derive(Default)]
 pub struct ObservePlugin {
     config: ObserveConfig,
     health: Option<Health>,
+    ring: Option<Arc<FlowRing>>,
+    lost: Arc<AtomicU64>,
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl ObservePlugin {
@@ -41,20 +53,39 @@ impl Plugin for ObservePlugin {
     fn datapath(&self) -> DatapathContribution {
         DatapathContribution {
             switches: vec![Switch {
-                name: "CFG_ENABLE_FLOW_EVENTS",
+                name: "CFG_EMIT_EVENTS",
                 value: 1,
             }],
             maps: vec![],
         }
     }
 
-    fn start(&mut self, _ctx: Arc<dyn PluginContext>) -> Result<(), PluginError> {
+    fn start(&mut self, ctx: Arc<dyn PluginContext>) -> Result<(), PluginError> {
+        let ring = Arc::new(FlowRing::new(self.config.buffer_size as usize));
+        let socket = ctx.run_dir().join(FLOWS_SOCKET_NAME);
+        let runtime = tokio::runtime::Handle::try_current().map_err(|e| PluginError::Start {
+            plugin: NAME.to_string(),
+            message: format!("no async runtime: {e}"),
+        })?;
+        self.tasks
+            .push(runtime.spawn(run_pipeline(ctx.clone(), ring.clone(), self.lost.clone())));
+        let served = ring.clone();
+        self.tasks.push(runtime.spawn(async move {
+            if let Err(e) = serve_flows(&socket, served).await {
+                error!(plugin = NAME, socket = %socket.display(), error = %e, "flow socket stopped");
+            }
+        }));
+        self.ring = Some(ring);
         info!(plugin = NAME, "started");
         self.health = Some(Health::Ok);
         Ok(())
     }
 
     fn stop(&mut self) -> Result<(), PluginError> {
+        for task in self.tasks.drain(..) {
+            task.abort();
+        }
+        self.ring = None;
         info!(plugin = NAME, "stopped");
         self.health = Some(Health::Stopped);
         Ok(())

@@ -42,7 +42,11 @@ impl FlowRing {
     /// The newest `n` flows, oldest first.
     pub fn last(&self, n: usize) -> Vec<Arc<Flow>> {
         match self.inner.lock() {
-            Ok(ring) => ring.iter().skip(ring.len().saturating_sub(n)).cloned().collect(),
+            Ok(ring) => ring
+                .iter()
+                .skip(ring.len().saturating_sub(n))
+                .cloned()
+                .collect(),
             Err(_) => Vec::new(),
         }
     }

@@ -74,7 +74,10 @@ async fn answer(stream: UnixStream, ring: Arc<FlowRing>) -> std::io::Result<()> 
     }
 }
 
-async fn write_line(write: &mut tokio::net::unix::OwnedWriteHalf, text: &str) -> std::io::Result<()> {
+async fn write_line(
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+    text: &str,
+) -> std::io::Result<()> {
     write.write_all(text.as_bytes()).await?;
     write.write_all(b"\n").await
 }

@@ -1,0 +1,374 @@
+//! `porin sandbox up|down|exec|status`: a cluster of network namespaces on this machine.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Subcommand;
+use porin_core::api::{AddEndpointRequest, AgentClient};
+use porin_testbed::process::Process;
+use porin_testbed::sandbox::{
+    AgentControl, AgentError, NodeSpec, PodSpec, Sandbox, SandboxOptions,
+};
+
+use super::discover::{AgentTarget, sandbox_dir, sandbox_nodes_file};
+use super::output::print_table;
+
+#[derive(Debug, Subcommand)]
+pub enum SandboxCommand {
+    /// Build a cluster from the Kubernetes YAML in DIR and start its agents and pods.
+    Up {
+        /// Directory of Kubernetes manifests (Namespaces, Pods, Services, policies...).
+        dir: PathBuf,
+        /// Number of nodes.
+        #[arg(long, default_value_t = 2)]
+        nodes: usize,
+        /// Extra porin.toml lines for every node's agent (e.g. to disable a plugin).
+        #[arg(long)]
+        agent_config: Option<PathBuf>,
+    },
+    /// Remove everything the sandbox made (works after a crash of `up` too).
+    Down,
+    /// Run a command inside a pod's network namespace and cgroup.
+    Exec {
+        /// `namespace/pod`, or `pod` when the name is unique.
+        pod: String,
+        /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Show the sandbox's nodes and pods.
+    Status,
+    /// Stop a node's agent and start it again; traffic keeps flowing meanwhile.
+    RestartAgent {
+        /// The node, e.g. node-1.
+        node: String,
+        /// Kill the agent with SIGKILL instead of stopping it with SIGTERM.
+        #[arg(long)]
+        kill: bool,
+    },
+}
+
+/// Run a sandbox command.
+pub fn run(command: SandboxCommand) -> Result<bool> {
+    let state_dir = sandbox_dir();
+    require_root()?;
+    match command {
+        SandboxCommand::Up {
+            dir,
+            nodes,
+            agent_config,
+        } => up(&state_dir, &dir, nodes, agent_config.as_deref()),
+        SandboxCommand::Down => {
+            let report = Sandbox::down(&state_dir)?;
+            let _ = std::fs::remove_file(sandbox_nodes_file());
+            // What the agents published and kept: a new sandbox starts from nothing.
+            for dir in ["cluster", "nodes"] {
+                let _ = std::fs::remove_dir_all(state_dir.join(dir));
+            }
+            if report.is_clean() {
+                println!("sandbox removed");
+                Ok(true)
+            } else {
+                for e in &report.errors {
+                    eprintln!("cleanup: {e}");
+                }
+                Ok(false)
+            }
+        }
+        SandboxCommand::Exec { pod, command } => {
+            let status = Sandbox::exec(&state_dir, &pod, &command)?;
+            Ok(status.success())
+        }
+        SandboxCommand::RestartAgent { node, kill } => restart_agent(&state_dir, &node, kill),
+        SandboxCommand::Status => {
+            let state = Sandbox::status(&state_dir)?;
+            let rows: Vec<Vec<String>> = state
+                .pods
+                .iter()
+                .map(|p| {
+                    vec![
+                        format!("{}/{}", p.namespace, p.name),
+                        p.node.clone(),
+                        p.ip.map(|i| i.to_string()).unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            print_table(&["POD", "NODE", "IP"], &rows);
+            Ok(true)
+        }
+    }
+}
+
+fn up(state_dir: &Path, dir: &Path, nodes: usize, extra: Option<&Path>) -> Result<bool> {
+    let started = Instant::now();
+    let manifests = std::fs::canonicalize(dir)
+        .with_context(|| format!("manifest directory {}", dir.display()))?;
+    let extra = match extra {
+        Some(p) => {
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?
+        }
+        None => String::new(),
+    };
+    let runtime_dir = state_dir.join("cluster");
+    if Sandbox::state_file(state_dir).exists() {
+        bail!(
+            "a sandbox is already up ({}): run `porin sandbox down` first",
+            Sandbox::state_file(state_dir).display()
+        );
+    }
+    // Objects published by agents of an earlier sandbox must not leak into this one.
+    let _ = std::fs::remove_dir_all(&runtime_dir);
+    let _ = std::fs::remove_dir_all(state_dir.join("nodes"));
+    std::fs::create_dir_all(&runtime_dir)
+        .with_context(|| format!("creating {}", runtime_dir.display()))?;
+    let writer_runtime = runtime_dir.clone();
+    let mut options = SandboxOptions::new(
+        state_dir,
+        Box::new(move |node: &NodeSpec| agent_config(node, &writer_runtime, &extra)),
+    );
+    options.nodes = nodes;
+    // The agents route between nodes from each other's Node objects.
+    options.node_routes = false;
+    let control = SandboxAgents::new()?;
+    let summary = Sandbox::up(&manifests, &options, &control)?;
+
+    let targets: Vec<AgentTarget> = summary
+        .nodes
+        .iter()
+        .filter_map(|n| {
+            let socket = n.agent_socket.clone()?;
+            Some(AgentTarget {
+                node: n.name.clone(),
+                flows_socket: socket.with_file_name("flows.sock"),
+                socket,
+                netns: Some(PathBuf::from("/run/netns").join(&n.netns)),
+                metrics_address: n.metrics_addr.clone(),
+            })
+        })
+        .collect();
+    std::fs::write(sandbox_nodes_file(), serde_json::to_vec_pretty(&targets)?)
+        .with_context(|| format!("writing {}", sandbox_nodes_file().display()))?;
+
+    let rows: Vec<Vec<String>> = summary
+        .pods
+        .iter()
+        .map(|p| {
+            vec![
+                format!("{}/{}", p.namespace, p.name),
+                p.node.clone(),
+                p.ip.map(|i| i.to_string()).unwrap_or_default(),
+            ]
+        })
+        .collect();
+    print_table(&["POD", "NODE", "IP"], &rows);
+    println!(
+        "sandbox up: {} nodes, {} pods in {:.1}s (state in {})",
+        summary.nodes.len(),
+        summary.pods.len(),
+        started.elapsed().as_secs_f64(),
+        state_dir.display()
+    );
+    Ok(true)
+}
+
+/// Stop and start one node's agent; prints how long the new agent took to be ready.
+fn restart_agent(state_dir: &Path, node: &str, kill: bool) -> Result<bool> {
+    let state = Sandbox::status(state_dir)?;
+    let record = state
+        .nodes
+        .iter()
+        .find(|n| n.name == node)
+        .with_context(|| format!("no node {node} in the sandbox"))?;
+    let config = record
+        .config_path
+        .clone()
+        .context("the node has no recorded agent config")?;
+    let socket = record
+        .agent_socket
+        .clone()
+        .context("the node has no recorded agent socket")?;
+    let cgroup = record
+        .cgroup
+        .clone()
+        .context("the node has no recorded cgroup")?;
+    let netns = PathBuf::from("/run/netns").join(&record.netns);
+    if let Some(pid) = record.agent_pid {
+        let signal = if kill { libc::SIGKILL } else { libc::SIGTERM };
+        let pid = i32::try_from(pid).context("agent pid out of range")?;
+        // SAFETY: kill(2) with a pid we started and a valid signal number.
+        unsafe { libc::kill(pid, signal) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid) {
+            if Instant::now() > deadline {
+                bail!("agent {pid} of {node} did not stop within 10s");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    let started = Instant::now();
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.arg("agent").arg("--config").arg(&config);
+    let log = state_dir.join("logs").join(format!("agent_{node}.log"));
+    let process = Process::spawn(cmd, Some(&netns), Some(&cgroup), &log)?;
+    let pid = process.pid();
+    let file = porin_testbed::state::StateFile::open_or_create(&Sandbox::state_file(state_dir))?;
+    file.record_pid(pid, &format!("agent {node}"))?;
+    file.update(|s| {
+        if let Some(n) = s.nodes.iter_mut().find(|n| n.name == node) {
+            n.agent_pid = Some(pid);
+        }
+    })?;
+    process.detach();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let client = AgentClient::new(&socket);
+    loop {
+        if let Ok(status) = runtime.block_on(client.status())
+            && status.ready
+        {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            bail!(
+                "restarted agent of {node} not ready after 30s; see {}",
+                log.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    println!(
+        "agent of {node} restarted (pid {pid}), ready in {} ms",
+        started.elapsed().as_millis()
+    );
+    Ok(true)
+}
+
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(true)
+}
+
+/// The porin.toml of a sandbox node: local datastore over the user's manifests,
+/// a runtime directory shared by the sandbox's agents, every plugin that works
+/// on this machine enabled.
+fn agent_config(node: &NodeSpec, runtime_dir: &Path, extra: &str) -> String {
+    format!(
+        r#"# Written by `porin sandbox up` for {name}.
+[agent]
+node_name = "{name}"
+datastore = "local"
+manifests = ["{manifests}"]
+runtime_dir = "{runtime}"
+state_dir = "{state}"
+run_dir = "{run}"
+api_socket = "{socket}"
+metrics_address = "{metrics}"
+pin_root = "{pins}"
+pod_cidr = "{cidr}"
+node_ip = "{ip}"
+
+[plugins.observe]
+enabled = true
+{extra}
+"#,
+        name = node.name,
+        manifests = node.manifests_dir.display(),
+        runtime = runtime_dir.display(),
+        state = node.socket_dir.join("state").display(),
+        run = node.socket_dir.display(),
+        socket = node.agent_socket.display(),
+        metrics = node.metrics_addr,
+        pins = node.pin_dir.display(),
+        cidr = node.pod_cidr,
+        ip = node.underlay_ip,
+    )
+}
+
+/// Starts real agents (this binary) and talks to them through their API.
+struct SandboxAgents {
+    exe: PathBuf,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl SandboxAgents {
+    fn new() -> Result<Self> {
+        Ok(Self {
+            exe: std::env::current_exe().context("finding the porin binary")?,
+            runtime: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?,
+        })
+    }
+}
+
+impl AgentControl for SandboxAgents {
+    fn start_agent(&self, node: &NodeSpec, config_path: &Path) -> Result<Process, AgentError> {
+        let mut cmd = Command::new(&self.exe);
+        cmd.arg("agent").arg("--config").arg(config_path);
+        let mut process =
+            Process::spawn(cmd, Some(&node.netns), Some(&node.cgroup), &node.agent_log)?;
+        let client = AgentClient::new(&node.agent_socket);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(status) = self.runtime.block_on(client.status())
+                && status.ready
+            {
+                return Ok(process);
+            }
+            if let Ok(Some(exit)) = process.try_wait() {
+                let log = std::fs::read_to_string(&node.agent_log).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                return Err(format!(
+                    "agent exited ({exit}); its log {}:\n{}",
+                    node.agent_log.display(),
+                    tail.join("\n")
+                )
+                .into());
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "agent not ready after 30s; see {}",
+                    node.agent_log.display()
+                )
+                .into());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn add_endpoint(
+        &self,
+        node: &NodeSpec,
+        pod: &PodSpec,
+        pod_netns: &Path,
+    ) -> Result<Ipv4Addr, AgentError> {
+        let client = AgentClient::new(&node.agent_socket);
+        let request = AddEndpointRequest {
+            namespace: pod.namespace.clone(),
+            pod: pod.name.clone(),
+            netns: pod_netns.display().to_string(),
+            ifname: "eth0".to_string(),
+        };
+        let info = self.runtime.block_on(client.add_endpoint(&request))?;
+        Ok(info.ipv4)
+    }
+}
+
+/// Fail early with a clear message when not root.
+fn require_root() -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the sandbox makes network namespaces and loads eBPF programs: run it as root");
+    }
+    Ok(())
+}
