@@ -134,6 +134,7 @@ fn up(state_dir: &Path, dir: &Path, nodes: usize, extra: Option<&Path>) -> Resul
     options.node_routes = false;
     let control = SandboxAgents::new()?;
     let summary = Sandbox::up(&manifests, &options, &control)?;
+    wait_for_convergence(&control, &summary)?;
 
     let targets: Vec<AgentTarget> = summary
         .nodes
@@ -172,6 +173,40 @@ fn up(state_dir: &Path, dir: &Path, nodes: usize, extra: Option<&Path>) -> Resul
         state_dir.display()
     );
     Ok(true)
+}
+
+/// Wait until every agent resolves every pod of the sandbox, so the first
+/// connection a user makes is already attributed to the right identities.
+fn wait_for_convergence(
+    control: &SandboxAgents,
+    summary: &porin_testbed::sandbox::SandboxSummary,
+) -> Result<()> {
+    let pods = summary.pods.len();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for node in &summary.nodes {
+        let Some(socket) = &node.agent_socket else {
+            continue;
+        };
+        let client = AgentClient::new(socket);
+        loop {
+            let known = control
+                .runtime
+                .block_on(client.status())
+                .map(|s| s.cluster_endpoints)
+                .unwrap_or(0);
+            if known >= pods {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "agent of {} knows {known} of {pods} pods after 10s",
+                    node.name
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    Ok(())
 }
 
 /// Stop and start one node's agent; prints how long the new agent took to be ready.

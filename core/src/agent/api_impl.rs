@@ -56,6 +56,7 @@ impl AgentApi for Agent {
             plugins,
             endpoints: lock(&self.endpoints).len(),
             identities: self.identities().len(),
+            cluster_endpoints: self.view.read().map(|v| v.by_ip.len()).unwrap_or(0),
         }
     }
 

@@ -18,6 +18,9 @@ pub struct StatusResponse {
     pub plugins: Vec<PluginStatus>,
     pub endpoints: usize,
     pub identities: usize,
+    /// Endpoints of the whole cluster this agent can resolve (its own and other nodes').
+    #[serde(default)]
+    pub cluster_endpoints: usize,
 }
 
 /// The datastore part of the status.

@@ -1,0 +1,278 @@
+//! Helpers for end-to-end tests: a real sandbox (real agents, real eBPF programs,
+//! real namespaces) driven through the `porin` binary, as a user would.
+
+#![allow(dead_code, reason = "each test binary uses a different subset")]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The porin binary under test.
+pub fn porin_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_porin")
+}
+
+/// A sandbox that is brought down when dropped, in its own state directory.
+pub struct TestSandbox {
+    pub state_dir: tempfile::TempDir,
+    pub manifests: tempfile::TempDir,
+    up: bool,
+}
+
+impl TestSandbox {
+    /// Write `files` (name, YAML) into a manifest directory and bring a sandbox up.
+    pub fn up(files: &[(&str, &str)]) -> Self {
+        assert_root();
+        let state_dir = tempfile::Builder::new()
+            .prefix("porin-e2e-")
+            .tempdir()
+            .expect("state dir");
+        let manifests = tempfile::tempdir().expect("manifest dir");
+        for (name, text) in files {
+            std::fs::write(manifests.path().join(name), text).expect("write manifest");
+        }
+        let mut sandbox = Self {
+            state_dir,
+            manifests,
+            up: false,
+        };
+        let dir = sandbox.manifests.path().display().to_string();
+        let out = sandbox.porin(&["sandbox", "up", &dir]);
+        assert!(
+            out.status.success(),
+            "sandbox up failed:\n{}\n{}\nagent logs:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            sandbox.agent_logs()
+        );
+        sandbox.up = true;
+        sandbox
+    }
+
+    /// Run `porin ARGS` against this sandbox.
+    pub fn porin(&self, args: &[&str]) -> Output {
+        Command::new(porin_bin())
+            .args(args)
+            .env("PORIN_SANDBOX_DIR", self.state_dir.path())
+            .output()
+            .expect("run porin")
+    }
+
+    /// Run `porin ARGS -o json` and parse the output.
+    pub fn porin_json(&self, args: &[&str]) -> Value {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["-o", "json"]);
+        let out = self.porin(&all);
+        assert!(
+            out.status.success(),
+            "porin {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "porin {args:?} printed no JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+
+    /// `porin observe --last N -o json` as parsed flows.
+    pub fn flows(&self, last: usize) -> Vec<Value> {
+        let out = self.porin(&["observe", "--last", &last.to_string(), "-o", "json"]);
+        assert!(
+            out.status.success(),
+            "observe failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).expect("flow JSON")["flow"].clone())
+            .collect()
+    }
+
+    /// Run a command in a pod; returns its output.
+    pub fn exec(&self, pod: &str, cmd: &[&str]) -> Output {
+        let mut args = vec!["sandbox", "exec", pod, "--"];
+        args.extend_from_slice(cmd);
+        self.porin(&args)
+    }
+
+    /// Run a command in a pod until it succeeds (servers take a moment to start).
+    pub fn exec_until_ok(&self, pod: &str, cmd: &[&str], timeout: Duration) -> Output {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let out = self.exec(pod, cmd);
+            if out.status.success() || Instant::now() > deadline {
+                return out;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The sandbox's endpoints: (namespace/pod) -> endpoint JSON with its node.
+    pub fn endpoints(&self) -> Vec<Value> {
+        self.porin_json(&["endpoint", "list"])
+            .as_array()
+            .expect("endpoint list is an array")
+            .clone()
+    }
+
+    /// One endpoint by `namespace/pod`.
+    pub fn endpoint(&self, key: &str) -> Value {
+        self.endpoints()
+            .into_iter()
+            .find(|e| {
+                let ep = &e["endpoint"];
+                format!("{}/{}", str_of(&ep["namespace"]), str_of(&ep["pod"])) == key
+            })
+            .unwrap_or_else(|| panic!("no endpoint {key}"))
+    }
+
+    /// The recorded sandbox state (state.json).
+    pub fn state(&self) -> Value {
+        let text =
+            std::fs::read_to_string(self.state_dir.path().join("state.json")).expect("state.json");
+        serde_json::from_str(&text).expect("state JSON")
+    }
+
+    /// Scrape a node's agent metrics (inside the node's namespace).
+    pub fn metrics(&self, node: &str) -> String {
+        let state = self.state();
+        let rec = state["nodes"]
+            .as_array()
+            .and_then(|n| n.iter().find(|n| n["name"] == node))
+            .unwrap_or_else(|| panic!("no node {node}"))
+            .clone();
+        let netns = format!("--net=/run/netns/{}", str_of(&rec["netns"]));
+        let url = format!("http://{}/metrics", str_of(&rec["metrics_addr"]));
+        let out = Command::new("nsenter")
+            .args([netns.as_str(), "curl", "-s", "-m", "3", url.as_str()])
+            .output()
+            .expect("curl metrics");
+        assert!(out.status.success(), "scraping {url} failed");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The agents' logs, for failure messages.
+    pub fn agent_logs(&self) -> String {
+        let mut all = String::new();
+        if let Ok(entries) = std::fs::read_dir(self.state_dir.path().join("logs")) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with("agent_") {
+                    let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+                    let tail: Vec<&str> = text.lines().rev().take(20).collect();
+                    all.push_str(&format!("== {name}\n"));
+                    for line in tail.into_iter().rev() {
+                        all.push_str(line);
+                        all.push('\n');
+                    }
+                }
+            }
+        }
+        all
+    }
+
+    /// Bring the sandbox down now and check nothing is left.
+    pub fn down_and_check(mut self) {
+        let state = self.state();
+        let out = self.porin(&["sandbox", "down"]);
+        self.up = false;
+        assert!(
+            out.status.success(),
+            "sandbox down: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let netns = Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .expect("ip netns");
+        let netns = String::from_utf8_lossy(&netns.stdout);
+        for ns in state["netns"].as_array().into_iter().flatten() {
+            let ns = str_of(ns);
+            assert!(
+                !netns
+                    .lines()
+                    .any(|l| l.split_whitespace().next() == Some(ns)),
+                "namespace {ns} left behind"
+            );
+        }
+        for dir in state["pin_dirs"].as_array().into_iter().flatten() {
+            assert!(
+                !Path::new(str_of(dir)).exists(),
+                "pin dir {dir} left behind"
+            );
+        }
+        for dir in state["cgroups"].as_array().into_iter().flatten() {
+            assert!(!Path::new(str_of(dir)).exists(), "cgroup {dir} left behind");
+        }
+        for pid in state["pids"].as_array().into_iter().flatten() {
+            let pid = pid["pid"].as_u64().expect("pid");
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let alive = !stat.is_empty()
+                && !stat
+                    .rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z');
+            assert!(!alive, "process {pid} left running");
+        }
+        assert!(
+            !self.state_dir.path().join("state.json").exists(),
+            "state file left behind"
+        );
+    }
+}
+
+impl Drop for TestSandbox {
+    fn drop(&mut self) {
+        if self.up {
+            let _ = self.porin(&["sandbox", "down"]);
+        }
+    }
+}
+
+/// A JSON string value as &str ("" otherwise).
+pub fn str_of(v: &Value) -> &str {
+    v.as_str().unwrap_or("")
+}
+
+/// Privileged tests must run (CI runs as root); fail loudly instead of skipping.
+pub fn assert_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "end-to-end tests make namespaces and load eBPF programs: run them as root (sudo make test)"
+    );
+}
+
+/// Poll `f` until it returns Some or `timeout` passes.
+pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The value of a metric line `name{labels} value` whose text contains all `parts`.
+pub fn metric_value(text: &str, name: &str, parts: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(name) && parts.iter().all(|p| l.contains(p)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .next()
+}
+
+/// A path inside the test's manifest directory.
+pub fn manifest_path(sandbox: &TestSandbox, name: &str) -> PathBuf {
+    sandbox.manifests.path().join(name)
+}
