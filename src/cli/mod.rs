@@ -98,19 +98,42 @@ enum ListCommand {
 /// Parse the command line, run the command, map the outcome to an exit code.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(matches!(cli.command, Command::Agent { .. }));
+    let default_level = match &cli.command {
+        // The agent's log level comes from its configuration; a configuration that
+        // does not parse is reported by the agent itself.
+        Command::Agent { config } => porin_core::config::Config::from_file(config)
+            .map(|c| c.agent.log_level)
+            .unwrap_or_else(|_| "info".to_string()),
+        _ => "warn".to_string(),
+    };
+    init_tracing(&default_level);
     match dispatch(cli.command) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_text(&e));
             ExitCode::FAILURE
         }
     }
 }
 
-fn init_tracing(agent: bool) {
-    let default = if agent { "info" } else { "warn" };
+/// The error and its causes, skipping causes whose text the message already
+/// contains (many of our errors embed their source in their own message).
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&part);
+        }
+    }
+    text
+}
+
+fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PORIN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     use std::io::IsTerminal;

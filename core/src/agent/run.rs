@@ -55,6 +55,10 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Load-time switches whose defaults core sets: flow events cost ring-buffer
+/// writes, so they are on only when a plugin (observe) asks for them.
+const CORE_SWITCH_DEFAULTS: &[(&str, u32)] = &[("CFG_EMIT_EVENTS", 0)];
+
 /// Run the agent until SIGINT or SIGTERM.
 pub async fn run(config_path: &Path, plugins: Vec<Box<dyn Plugin>>) -> Result<(), AgentError> {
     let started = Instant::now();
@@ -79,11 +83,15 @@ pub async fn run(config_path: &Path, plugins: Vec<Box<dyn Plugin>>) -> Result<()
     }
 
     // 1. The datapath, reusing pinned maps.
-    let switches = manager
-        .switches()
-        .into_iter()
-        .map(|s| (s.name.to_string(), s.value))
+    // Switches core owns default to off; enabled plugins turn theirs on.
+    let mut switches: std::collections::BTreeMap<String, u32> = CORE_SWITCH_DEFAULTS
+        .iter()
+        .map(|(n, v)| ((*n).to_string(), *v))
         .collect();
+    for s in manager.switches() {
+        switches.insert(s.name.to_string(), s.value);
+    }
+    let switches = switches.into_iter().collect();
     let datapath = Datapath::load(&DatapathConfig {
         node_name: agent_config.node_name.clone(),
         pin_root: agent_config.pin_root.clone(),
