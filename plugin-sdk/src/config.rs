@@ -6,20 +6,35 @@ use crate::PluginError;
 
 /// Deserialize a plugin's section (without `enabled`) into its typed config.
 ///
-/// Config types should use `#[serde(deny_unknown_fields)]`; the unknown key is
-/// extracted from serde's message so core can point at its line in the file.
+/// Config types should use `#[serde(deny_unknown_fields)]`. The error names the
+/// offending key with its path inside the section (e.g. `wasm[0].kind`), so core
+/// can point at its line in the file.
 pub fn parse_section<T: DeserializeOwned>(
     plugin: &str,
     section: &toml::Table,
 ) -> Result<T, PluginError> {
-    T::deserialize(toml::Value::Table(section.clone())).map_err(|e| {
-        let message = e.message().to_string();
-        PluginError::Config {
-            plugin: plugin.to_string(),
-            key: offending_key(&message),
-            message,
+    serde_path_to_error::deserialize(toml::Value::Table(section.clone())).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.inner().message().to_string();
+        if path == "." {
+            PluginError::Config {
+                plugin: plugin.to_string(),
+                key: offending_key(&message),
+                message,
+            }
+        } else {
+            invalid_key(plugin, &path, message)
         }
     })
+}
+
+/// An invalid value of `key` in a plugin's section: `key: message`.
+pub fn invalid_key(plugin: &str, key: &str, message: impl std::fmt::Display) -> PluginError {
+    PluginError::Config {
+        plugin: plugin.to_string(),
+        key: Some(key.to_string()),
+        message: format!("{key}: {message}"),
+    }
 }
 
 /// serde names the key in backticks: "unknown field `algoritm`, expected ...".
@@ -49,7 +64,7 @@ mod tests {
         assert_eq!(err.config_key(), Some("sise"));
         assert!(
             err.to_string()
-                .starts_with("plugins.lb: unknown field `sise`")
+                .starts_with("plugins.lb: sise: unknown field `sise`")
         );
     }
 

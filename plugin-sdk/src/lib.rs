@@ -14,7 +14,7 @@ pub mod flow;
 pub mod health;
 pub mod plugin;
 
-pub use config::parse_section;
+pub use config::{invalid_key, parse_section};
 pub use context::{EndpointMeta, PluginContext};
 pub use datapath::{DatapathContribution, Switch};
 pub use error::PluginError;

@@ -321,18 +321,38 @@ fn broken_manifests_keep_the_last_good_state() {
 
     // A bad CNI-style request is refused with a clear error and changes nothing.
     let status = sandbox.porin_json(&["status", "--node", "node-1"]);
-    let socket = sandbox.state()["nodes"][0]["agent_socket"].as_str().expect("socket").to_string();
+    let socket = sandbox.state()["nodes"][0]["agent_socket"]
+        .as_str()
+        .expect("socket")
+        .to_string();
     let body = r#"{"namespace":"shop","pod":"ghost","netns":"/run/netns/does-not-exist"}"#;
     let out = std::process::Command::new("curl")
-        .args(["-s", "-w", "\n%{http_code}", "--unix-socket", &socket, "-H", "content-type: application/json", "-d", body, "http://agent/v1/endpoints"])
+        .args([
+            "-s",
+            "-w",
+            "\n%{http_code}",
+            "--unix-socket",
+            &socket,
+            "-H",
+            "content-type: application/json",
+            "-d",
+            body,
+            "http://agent/v1/endpoints",
+        ])
         .output()
         .expect("curl the agent API");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.ends_with("400"), "{text}");
-    assert!(text.contains("shop/ghost") && text.contains("does-not-exist"), "{text}");
+    assert!(
+        text.contains("shop/ghost") && text.contains("does-not-exist"),
+        "{text}"
+    );
     let status_after = sandbox.porin_json(&["status", "--node", "node-1"]);
     assert_eq!(status[0]["endpoints"], status_after[0]["endpoints"]);
-    assert_eq!(status[0]["datapath"]["attached_interfaces"], status_after[0]["datapath"]["attached_interfaces"]);
+    assert_eq!(
+        status[0]["datapath"]["attached_interfaces"],
+        status_after[0]["datapath"]["attached_interfaces"]
+    );
 
     // Fixing the file clears the error.
     std::fs::write(common::manifest_path(&sandbox, "00-ns.yaml"), NAMESPACES)

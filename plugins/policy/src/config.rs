@@ -35,30 +35,8 @@ impl PolicyConfig {
     }
 }
 
-/// Deserialize the section, naming the offending key (with its path, e.g.
-/// `wasm[0].kind`) in the error so core can point at its line.
 fn parse<T: serde::de::DeserializeOwned>(section: &toml::Table) -> Result<T, PluginError> {
-    serde_path_to_error::deserialize(toml::Value::Table(section.clone())).map_err(|e| {
-        let path = e.path().to_string();
-        let message = e.inner().message().to_string();
-        if path == "." {
-            PluginError::Config {
-                plugin: NAME.to_string(),
-                key: None,
-                message,
-            }
-        } else {
-            invalid(&path, message)
-        }
-    })
-}
-
-fn invalid(key: &str, message: String) -> PluginError {
-    PluginError::Config {
-        plugin: NAME.to_string(),
-        key: Some(key.to_string()),
-        message: format!("{key}: {message}"),
-    }
+    porin_plugin_sdk::parse_section(NAME, section)
 }
 
 #[cfg(test)]
