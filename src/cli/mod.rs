@@ -5,6 +5,7 @@ mod observe;
 mod output;
 mod query;
 mod sandbox;
+mod sandbox_plain;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -15,6 +15,7 @@ use porin_testbed::sandbox::{
 
 use super::discover::{AgentTarget, sandbox_dir, sandbox_nodes_file};
 use super::output::print_table;
+use super::sandbox_plain::PlainAgents;
 
 #[derive(Debug, Subcommand)]
 pub enum SandboxCommand {
@@ -28,6 +29,10 @@ pub enum SandboxCommand {
         /// Extra porin.toml lines for every node's agent (e.g. to disable a plugin).
         #[arg(long)]
         agent_config: Option<PathBuf>,
+        /// No agents and no eBPF programs: plain veths and node routes, the
+        /// baseline of datapath benchmarks (`scripts/bench datapath`).
+        #[arg(long, conflicts_with = "agent_config")]
+        plain: bool,
     },
     /// Remove everything the sandbox made (works after a crash of `up` too).
     Down,
@@ -60,7 +65,8 @@ pub fn run(command: SandboxCommand) -> Result<bool> {
             dir,
             nodes,
             agent_config,
-        } => up(&state_dir, &dir, nodes, agent_config.as_deref()),
+            plain,
+        } => up(&state_dir, &dir, nodes, agent_config.as_deref(), plain),
         SandboxCommand::Down => {
             let report = Sandbox::down(&state_dir)?;
             let _ = std::fs::remove_file(sandbox_nodes_file());
@@ -102,7 +108,13 @@ pub fn run(command: SandboxCommand) -> Result<bool> {
     }
 }
 
-fn up(state_dir: &Path, dir: &Path, nodes: usize, extra: Option<&Path>) -> Result<bool> {
+fn up(
+    state_dir: &Path,
+    dir: &Path,
+    nodes: usize,
+    extra: Option<&Path>,
+    plain: bool,
+) -> Result<bool> {
     let started = Instant::now();
     let manifests = std::fs::canonicalize(dir)
         .with_context(|| format!("manifest directory {}", dir.display()))?;
@@ -130,14 +142,21 @@ fn up(state_dir: &Path, dir: &Path, nodes: usize, extra: Option<&Path>) -> Resul
         Box::new(move |node: &NodeSpec| agent_config(node, &writer_runtime, &extra)),
     );
     options.nodes = nodes;
-    // The agents route between nodes from each other's Node objects.
-    options.node_routes = false;
-    let control = SandboxAgents::new()?;
-    let summary = Sandbox::up(&manifests, &options, &control)?;
-    wait_for_convergence(&control, &summary)?;
+    // The agents route between nodes from each other's Node objects; without
+    // agents the testbed adds the same routes.
+    options.node_routes = plain;
+    let summary = if plain {
+        Sandbox::up(&manifests, &options, &PlainAgents::default())?
+    } else {
+        let control = SandboxAgents::new()?;
+        let summary = Sandbox::up(&manifests, &options, &control)?;
+        wait_for_convergence(&control, &summary)?;
+        summary
+    };
 
-    let targets: Vec<AgentTarget> = summary
-        .nodes
+    // Without agents there is nothing for `porin status`, `observe`... to reach.
+    let agents = if plain { &[][..] } else { &summary.nodes[..] };
+    let targets: Vec<AgentTarget> = agents
         .iter()
         .filter_map(|n| {
             let socket = n.agent_socket.clone()?;
@@ -166,7 +185,12 @@ fn up(state_dir: &Path, dir: &Path, nodes: usize, extra: Option<&Path>) -> Resul
         .collect();
     print_table(&["POD", "NODE", "IP"], &rows);
     println!(
-        "sandbox up: {} nodes, {} pods in {:.1}s (state in {})",
+        "sandbox up{}: {} nodes, {} pods in {:.1}s (state in {})",
+        if plain {
+            " (plain: no agents, no eBPF)"
+        } else {
+            ""
+        },
         summary.nodes.len(),
         summary.pods.len(),
         started.elapsed().as_secs_f64(),

@@ -6,6 +6,7 @@
 //! state file is given, recorded as they are made so [`sweep::sweep`] can
 //! remove them after a crash.
 
+pub mod bench;
 pub mod cgroup;
 pub mod cmd;
 pub mod icmp;

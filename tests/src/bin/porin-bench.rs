@@ -1,0 +1,57 @@
+//! `porin-bench`: the measuring tools of `scripts/bench` (see
+//! `porin_testbed::bench` and docs/benchmarks.md). Prints results on stdout.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use porin_testbed::bench::args::{self, Command};
+use porin_testbed::bench::{BenchError, conn, report};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args::parse(&args).and_then(run) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("porin-bench: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> Result<(), BenchError> {
+    match command {
+        Command::ConnServer { port, threads } => conn::serve(port, threads),
+        Command::ConnClient {
+            addr,
+            duration,
+            concurrency,
+            payload,
+        } => {
+            let result = conn::run_client(addr, duration, concurrency, payload)?;
+            let line = serde_json::to_string(&result).map_err(|e| BenchError::Parse {
+                path: "conn-client report".into(),
+                message: e.to_string(),
+            })?;
+            println!("{line}");
+            Ok(())
+        }
+        Command::IperfBps { path } => {
+            let bps = report::iperf_bps(&path, &read(&path)?)?;
+            println!("{bps}");
+            Ok(())
+        }
+        Command::Summarize(args) => {
+            let samples = report::parse_samples(&args.path, &read(&args.path)?)?;
+            println!("{}", report::summarize(&args, &samples)?);
+            Ok(())
+        }
+    }
+}
+
+fn read(path: &Path) -> Result<String, BenchError> {
+    std::fs::read_to_string(path).map_err(|source| BenchError::Io {
+        op: "read",
+        target: path.display().to_string(),
+        source,
+    })
+}
