@@ -46,8 +46,9 @@ pub fn rule(cx: &mut Cx, v: &Value, path: &str, namespace: Option<&str>) -> Opti
     let ingress_deny = section(cx, "ingressDeny", true, true);
     let egress = section(cx, "egress", false, false);
     let egress_deny = section(cx, "egressDeny", true, false);
-    if ingress.is_empty() && ingress_deny.is_empty() && egress.is_empty() && egress_deny.is_empty()
-    {
+    // Judged on what was written, so an invalid entry is not also reported as "no rules".
+    let written = |name: &str| map.get(name).and_then(Value::as_array).is_some_and(|a| !a.is_empty());
+    if !["ingress", "ingressDeny", "egress", "egressDeny"].iter().any(|s| written(s)) {
         cx.error(
             path,
             "the rule has no ingress, ingressDeny, egress or egressDeny entry, so it selects \
