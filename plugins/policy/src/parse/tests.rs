@@ -47,7 +47,6 @@ fn specs_and_selectors_and_unsupported_fields() {
         got,
         [
             format!("{p}: specs[0].ingress[0].fromRequires: is not supported by porin yet"),
-            format!("{p}: specs[0]: the rule has no ingress, ingressDeny, egress or egressDeny entry, so it selects nothing and Cilium 1.17 rejects it (cilium/cilium#35558); an empty list such as `ingress: []` does not deny anything. To deny all traffic in a direction, write one empty rule: `ingress: [{{}}]` and/or `egress: [{{}}]`"),
             format!("{p}: specs[1].nodeSelector: only a CiliumClusterwideNetworkPolicy may select nodes"),
             format!("{p}: specs[2]: one of endpointSelector or nodeSelector is required"),
         ]
