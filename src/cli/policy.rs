@@ -106,8 +106,18 @@ fn run_trace(args: &TraceArgs) -> Result<bool> {
         );
     }
     let ns_labels = namespace_labels(&args.namespace_labels)?;
-    let src = peer("--src", args.src.as_deref(), args.src_cidr.as_deref(), &ns_labels)?;
-    let dst = peer("--dst", args.dst.as_deref(), args.dst_cidr.as_deref(), &ns_labels)?;
+    let src = peer(
+        "--src",
+        args.src.as_deref(),
+        args.src_cidr.as_deref(),
+        &ns_labels,
+    )?;
+    let dst = peer(
+        "--dst",
+        args.dst.as_deref(),
+        args.dst_cidr.as_deref(),
+        &ns_labels,
+    )?;
     let mut l4 = L4 {
         port: args.dport.as_deref().map(parse_dport).transpose()?,
         named_ports: BTreeMap::new(),
@@ -116,7 +126,9 @@ fn run_trace(args: &TraceArgs) -> Result<bool> {
         let (name, port) = np
             .split_once('=')
             .context(format!("--dst-named-port {np:?}: expected NAME=PORT"))?;
-        let port = port.parse().context(format!("--dst-named-port {np:?}: invalid port"))?;
+        let port = port
+            .parse()
+            .context(format!("--dst-named-port {np:?}: invalid port"))?;
         l4.named_ports.insert(name.to_owned(), port);
     }
     let enforcement = match args.enforcement {
@@ -180,14 +192,16 @@ fn peer(
 fn namespace_labels(entries: &[String]) -> Result<BTreeMap<String, Vec<(String, String)>>> {
     let mut out: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
     for e in entries {
-        let (ns, rest) = e
-            .split_once('=')
-            .context(format!("--namespace-labels {e:?}: expected NS=key=value,..."))?;
+        let (ns, rest) = e.split_once('=').context(format!(
+            "--namespace-labels {e:?}: expected NS=key=value,..."
+        ))?;
         for kv in rest.split(',').filter(|s| !s.is_empty()) {
             let (k, v) = kv
                 .split_once('=')
                 .context(format!("--namespace-labels {e:?}: {kv:?} is not key=value"))?;
-            out.entry(ns.to_owned()).or_default().push((k.to_owned(), v.to_owned()));
+            out.entry(ns.to_owned())
+                .or_default()
+                .push((k.to_owned(), v.to_owned()));
         }
     }
     Ok(out)
@@ -196,7 +210,9 @@ fn namespace_labels(entries: &[String]) -> Result<BTreeMap<String, Vec<(String, 
 /// `443/TCP`, `53/udp`, or `443` (TCP).
 fn parse_dport(s: &str) -> Result<(u16, Protocol)> {
     let (port, proto) = s.split_once('/').unwrap_or((s, "TCP"));
-    let port = port.parse().with_context(|| format!("--dport {s:?}: invalid port"))?;
+    let port = port
+        .parse()
+        .with_context(|| format!("--dport {s:?}: invalid port"))?;
     let proto = Protocol::parse(&proto.to_ascii_uppercase())
         .filter(|p| *p != Protocol::Any)
         .with_context(|| format!("--dport {s:?}: protocol must be TCP, UDP, SCTP or ICMP"))?;

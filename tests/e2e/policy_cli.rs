@@ -5,10 +5,15 @@ use std::process::Command;
 
 fn examples() -> Vec<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/policies");
-    ["default-deny", "payments-egress", "admin-api-access", "require-mtls"]
-        .iter()
-        .map(|f| dir.join(format!("{f}.yaml")))
-        .collect()
+    [
+        "default-deny",
+        "payments-egress",
+        "admin-api-access",
+        "require-mtls",
+    ]
+    .iter()
+    .map(|f| dir.join(format!("{f}.yaml")))
+    .collect()
 }
 
 fn porin(args: &[&str], files: &[PathBuf]) -> (bool, String, String) {
@@ -40,13 +45,25 @@ fn validate_reports_every_problem_and_fails() {
         "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: ok, namespace: payments}\nspec: {endpointSelector: {}, ingress: [{}]}\n---\napiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: x, namespace: payments}\nspec:\n  endpointSelector: {}\n  egress:\n  - toPorts: [{ports: [{port: \"99999\"}]}]\n  - toEntities: [moon]\n",
     )
     .expect("write");
-    let (ok, out, _) = porin(&["policy", "validate"], &[bad.clone()]);
+    let (ok, out, _) = porin(&["policy", "validate"], std::slice::from_ref(&bad));
     assert!(!ok);
-    let prefix = format!("{}: document 2 (CiliumNetworkPolicy payments/x): ", bad.display());
+    let prefix = format!(
+        "{}: document 2 (CiliumNetworkPolicy payments/x): ",
+        bad.display()
+    );
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 2, "{out}");
-    assert_eq!(lines[0], format!("{prefix}spec.egress[0].toPorts[0].ports[0].port: invalid port \"99999\""));
-    assert!(lines[1].starts_with(&format!("{prefix}spec.egress[1].toEntities[0]: unknown entity \"moon\"")), "{}", lines[1]);
+    assert_eq!(
+        lines[0],
+        format!("{prefix}spec.egress[0].toPorts[0].ports[0].port: invalid port \"99999\"")
+    );
+    assert!(
+        lines[1].starts_with(&format!(
+            "{prefix}spec.egress[1].toEntities[0]: unknown entity \"moon\""
+        )),
+        "{}",
+        lines[1]
+    );
 }
 
 fn trace_json(args: &[&str]) -> serde_json::Value {
@@ -63,25 +80,46 @@ fn trace_json(args: &[&str]) -> serde_json::Value {
 #[test]
 fn trace_seed_article_flows() {
     let v = trace_json(&[
-        "--src", "k8s:app=prometheus,k8s:io.kubernetes.pod.namespace=monitoring",
-        "--dst", "k8s:app=payments-admin-api,k8s:io.kubernetes.pod.namespace=payments",
-        "--dport", "8080/TCP",
+        "--src",
+        "k8s:app=prometheus,k8s:io.kubernetes.pod.namespace=monitoring",
+        "--dst",
+        "k8s:app=payments-admin-api,k8s:io.kubernetes.pod.namespace=payments",
+        "--dport",
+        "8080/TCP",
     ]);
     assert_eq!(v["verdict"], "ALLOWED");
     let matched = v["ingress"]["matched"].as_array().expect("matched");
-    assert!(matched.iter().any(|m| m["policy"]["name"] == "admin-api-access" && m["l7"].is_string()), "{v}");
+    assert!(
+        matched
+            .iter()
+            .any(|m| m["policy"]["name"] == "admin-api-access" && m["l7"].is_string()),
+        "{v}"
+    );
 
     let v = trace_json(&[
-        "--src", "k8s:app=payments-api,k8s:io.kubernetes.pod.namespace=payments",
-        "--dst-cidr", "203.0.113.7/32", "--dport", "443/TCP",
+        "--src",
+        "k8s:app=payments-api,k8s:io.kubernetes.pod.namespace=payments",
+        "--dst-cidr",
+        "203.0.113.7/32",
+        "--dport",
+        "443/TCP",
     ]);
     assert_eq!(v["verdict"], "DENIED");
     assert_eq!(v["egress"]["verdict"], "DENIED");
-    assert!(v["egress"]["notes"][0].as_str().is_some_and(|n| n.contains("needs FQDN policy")), "{v}");
+    assert!(
+        v["egress"]["notes"][0]
+            .as_str()
+            .is_some_and(|n| n.contains("needs FQDN policy")),
+        "{v}"
+    );
 
     let v = trace_json(&[
-        "--src", "k8s:app=payments-api,k8s:io.kubernetes.pod.namespace=payments",
-        "--dst", "reserved:kube-apiserver", "--dport", "443/TCP",
+        "--src",
+        "k8s:app=payments-api,k8s:io.kubernetes.pod.namespace=payments",
+        "--dst",
+        "reserved:kube-apiserver",
+        "--dport",
+        "443/TCP",
     ]);
     assert_eq!(v["verdict"], "ALLOWED");
     assert_eq!(v["egress"]["matched"][0]["rule"], "spec.egress[3]");
@@ -89,7 +127,19 @@ fn trace_seed_article_flows() {
 
 #[test]
 fn trace_reports_bad_flags() {
-    let (ok, _, err) = porin(&["policy", "trace", "--policy", "/nonexistent.yaml", "--src", "a=b", "--dst", "c=d"], &[]);
+    let (ok, _, err) = porin(
+        &[
+            "policy",
+            "trace",
+            "--policy",
+            "/nonexistent.yaml",
+            "--src",
+            "a=b",
+            "--dst",
+            "c=d",
+        ],
+        &[],
+    );
     assert!(!ok);
     assert!(err.contains("/nonexistent.yaml"), "{err}");
 }

@@ -87,7 +87,9 @@ impl L4 {
         }
         to_ports
             .iter()
-            .find(|r| r.ports.is_empty() || r.ports.iter().any(|p| self.covers(&p.port, p.protocol)))
+            .find(|r| {
+                r.ports.is_empty() || r.ports.iter().any(|p| self.covers(&p.port, p.protocol))
+            })
             .map(Some)
     }
 

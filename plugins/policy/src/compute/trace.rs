@@ -25,7 +25,14 @@ pub fn trace(
 ) -> Trace {
     let side = |endpoint: &Peer, other: &Peer, direction: Direction| {
         if endpoint.is_pod() {
-            decide(policies, enforcement, &endpoint.labels, direction, other, l4)
+            decide(
+                policies,
+                enforcement,
+                &endpoint.labels,
+                direction,
+                other,
+                l4,
+            )
         } else {
             Decision {
                 verdict: Verdict::Allowed,

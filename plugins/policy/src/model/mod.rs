@@ -8,7 +8,7 @@ mod selector;
 pub use labels::{Label, LabelError, Labels, NAMESPACE_LABELS, POD_NAMESPACE};
 pub use port::{Port, PortProtocol, Protocol};
 pub use rule::{
-    CidrRule, DefaultDeny, Direction, Entity, FqdnSelector, L7Rules, Peers, PeerRule, Policy,
+    CidrRule, DefaultDeny, Direction, Entity, FqdnSelector, L7Rules, PeerRule, Peers, Policy,
     PolicyKind, PolicyRef, PortRule, Rule, Subject,
 };
 pub use selector::{Operator, Requirement, Selector};

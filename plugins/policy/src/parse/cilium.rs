@@ -6,7 +6,7 @@ use super::ports::to_ports;
 use super::selector::{KeyStyle, selector};
 use super::walk::{Cx, index, join};
 use crate::model::{
-    CidrRule, DefaultDeny, Entity, FqdnSelector, Peers, PeerRule, Rule, Selector, Subject,
+    CidrRule, DefaultDeny, Entity, FqdnSelector, PeerRule, Peers, Rule, Selector, Subject,
 };
 
 /// Fields Cilium has that porin does not implement yet: rejected with a clear message.
@@ -47,8 +47,15 @@ pub fn rule(cx: &mut Cx, v: &Value, path: &str, namespace: Option<&str>) -> Opti
     let egress = section(cx, "egress", false, false);
     let egress_deny = section(cx, "egressDeny", true, false);
     // Judged on what was written, so an invalid entry is not also reported as "no rules".
-    let written = |name: &str| map.get(name).and_then(Value::as_array).is_some_and(|a| !a.is_empty());
-    if !["ingress", "ingressDeny", "egress", "egressDeny"].iter().any(|s| written(s)) {
+    let written = |name: &str| {
+        map.get(name)
+            .and_then(Value::as_array)
+            .is_some_and(|a| !a.is_empty())
+    };
+    if !["ingress", "ingressDeny", "egress", "egressDeny"]
+        .iter()
+        .any(|s| written(s))
+    {
         cx.error(
             path,
             "the rule has no ingress, ingressDeny, egress or egressDeny entry, so it selects \
@@ -64,10 +71,16 @@ pub fn rule(cx: &mut Cx, v: &Value, path: &str, namespace: Option<&str>) -> Opti
     if let Some(dd) = map.get("enableDefaultDeny") {
         let dpath = join(path, "enableDefaultDeny");
         if let Some(dd) = cx.object(dd, &dpath, &["ingress", "egress"]) {
-            if let Some(b) = dd.get("ingress").and_then(|b| cx.bool(b, &join(&dpath, "ingress"))) {
+            if let Some(b) = dd
+                .get("ingress")
+                .and_then(|b| cx.bool(b, &join(&dpath, "ingress")))
+            {
                 default_deny.ingress = b;
             }
-            if let Some(b) = dd.get("egress").and_then(|b| cx.bool(b, &join(&dpath, "egress"))) {
+            if let Some(b) = dd
+                .get("egress")
+                .and_then(|b| cx.bool(b, &join(&dpath, "egress")))
+            {
                 default_deny.egress = b;
             }
         }
@@ -91,7 +104,10 @@ fn subject(
 ) -> Option<Subject> {
     match (map.get("endpointSelector"), map.get("nodeSelector")) {
         (Some(_), Some(_)) => {
-            cx.error(path, "endpointSelector and nodeSelector are mutually exclusive");
+            cx.error(
+                path,
+                "endpointSelector and nodeSelector are mutually exclusive",
+            );
             None
         }
         (None, None) => {
@@ -171,7 +187,9 @@ fn peer_rule(
         let lpath = join(path, entities);
         for (i, e) in cx.list(list, &lpath).unwrap_or_default().iter().enumerate() {
             let epath = index(&lpath, i);
-            let Some(name) = cx.string(e, &epath) else { continue };
+            let Some(name) = cx.string(e, &epath) else {
+                continue;
+            };
             match Entity::parse(name) {
                 Some(e) => peers.entities.push(e),
                 None => cx.error(&epath, format!("unknown entity {name:?} (expected all, world, cluster, host, remote-node, kube-apiserver, health, init, unmanaged or ingress)")),
@@ -182,7 +200,10 @@ fn peer_rule(
         let lpath = join(path, cidr);
         for (i, c) in cx.list(list, &lpath).unwrap_or_default().iter().enumerate() {
             if let Some(net) = parse_cidr(cx, c, &index(&lpath, i)) {
-                peers.cidrs.push(CidrRule { cidr: net, except: vec![] });
+                peers.cidrs.push(CidrRule {
+                    cidr: net,
+                    except: vec![],
+                });
             }
         }
     }
@@ -198,17 +219,28 @@ fn peer_rule(
         let lpath = join(path, "toFQDNs");
         for (i, f) in cx.list(list, &lpath).unwrap_or_default().iter().enumerate() {
             let fpath = index(&lpath, i);
-            let Some(f) = cx.object(f, &fpath, &["matchName", "matchPattern"]) else { continue };
-            if let Some(n) = f.get("matchName").and_then(|n| cx.string(n, &join(&fpath, "matchName"))) {
+            let Some(f) = cx.object(f, &fpath, &["matchName", "matchPattern"]) else {
+                continue;
+            };
+            if let Some(n) = f
+                .get("matchName")
+                .and_then(|n| cx.string(n, &join(&fpath, "matchName")))
+            {
                 peers.fqdns.push(FqdnSelector::MatchName(n.to_owned()));
             }
-            if let Some(p) = f.get("matchPattern").and_then(|p| cx.string(p, &join(&fpath, "matchPattern"))) {
+            if let Some(p) = f
+                .get("matchPattern")
+                .and_then(|p| cx.string(p, &join(&fpath, "matchPattern")))
+            {
                 peers.fqdns.push(FqdnSelector::MatchPattern(p.to_owned()));
             }
         }
     }
     if let Some(list) = map.get("toServices") {
-        peers.services = cx.list(list, &join(path, "toServices")).unwrap_or_default().to_vec();
+        peers.services = cx
+            .list(list, &join(path, "toServices"))
+            .unwrap_or_default()
+            .to_vec();
     }
     let to_ports = map
         .get("toPorts")
@@ -218,7 +250,10 @@ fn peer_rule(
     // (Cilium: "Layer 4 rules without an L3 selector apply to all endpoints").
     let has_l3 = [endpoints, entities, cidr, cidr_set, "toFQDNs", "toServices"]
         .iter()
-        .any(|k| map.get(*k).is_some_and(|v| v.as_array().is_some_and(|a| !a.is_empty())));
+        .any(|k| {
+            map.get(*k)
+                .is_some_and(|v| v.as_array().is_some_and(|a| !a.is_empty()))
+        });
     peers.wildcard = !has_l3 && !to_ports.is_empty();
     (cx.problems.len() == before).then(|| PeerRule {
         path: path.to_owned(),
@@ -251,7 +286,9 @@ fn cidr_rule(cx: &mut Cx, v: &Value, path: &str) -> Option<CidrRule> {
         let epath = join(path, "except");
         for (i, e) in cx.list(list, &epath).unwrap_or_default().iter().enumerate() {
             let ipath = index(&epath, i);
-            let Some(net) = parse_cidr(cx, e, &ipath) else { continue };
+            let Some(net) = parse_cidr(cx, e, &ipath) else {
+                continue;
+            };
             if cidr.contains(&net) {
                 except.push(net);
             } else {

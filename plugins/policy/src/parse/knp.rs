@@ -14,7 +14,11 @@ use crate::model::{
 /// The `spec` of a NetworkPolicy in `namespace`.
 pub fn spec(cx: &mut Cx, v: &Value, namespace: &str) -> Option<Rule> {
     let path = "spec";
-    let map = cx.object(v, path, &["podSelector", "policyTypes", "ingress", "egress"])?;
+    let map = cx.object(
+        v,
+        path,
+        &["podSelector", "policyTypes", "ingress", "egress"],
+    )?;
     let subject = match map.get("podSelector") {
         Some(s) => selector(cx, s, "spec.podSelector", KeyStyle::PodLabels)
             .map(|s| Subject::Endpoints(s.in_namespace(namespace))),
@@ -43,7 +47,9 @@ pub fn spec(cx: &mut Cx, v: &Value, namespace: &str) -> Option<Rule> {
         }
     }
     let section = |cx: &mut Cx, name: &str, peers_key: &str, enabled: bool| {
-        let Some(list) = map.get(name) else { return Vec::new() };
+        let Some(list) = map.get(name) else {
+            return Vec::new();
+        };
         let spath = join(path, name);
         let rules: Vec<PeerRule> = cx
             .list(list, &spath)
@@ -85,7 +91,13 @@ fn peer_rule(
     // An empty or missing from/to matches every peer, inside or outside the cluster.
     peers.wildcard = list.is_empty();
     for (i, p) in list.iter().enumerate() {
-        peer(cx, p, &index(&join(path, peers_key), i), namespace, &mut peers);
+        peer(
+            cx,
+            p,
+            &index(&join(path, peers_key), i),
+            namespace,
+            &mut peers,
+        );
     }
     let port_list = map
         .get("ports")
@@ -112,12 +124,19 @@ fn peer(cx: &mut Cx, v: &Value, path: &str, namespace: &str, peers: &mut Peers) 
     };
     if let Some(block) = map.get("ipBlock") {
         if map.len() > 1 {
-            cx.error(path, "ipBlock cannot be combined with podSelector or namespaceSelector");
+            cx.error(
+                path,
+                "ipBlock cannot be combined with podSelector or namespaceSelector",
+            );
             return;
         }
         let bpath = join(path, "ipBlock");
-        let Some(b) = cx.object(block, &bpath, &["cidr", "except"]) else { return };
-        let Some(cidr) = b.get("cidr").and_then(|c| parse_cidr(cx, c, &join(&bpath, "cidr")))
+        let Some(b) = cx.object(block, &bpath, &["cidr", "except"]) else {
+            return;
+        };
+        let Some(cidr) = b
+            .get("cidr")
+            .and_then(|c| parse_cidr(cx, c, &join(&bpath, "cidr")))
         else {
             if !b.contains_key("cidr") {
                 cx.error(&join(&bpath, "cidr"), "is missing");
@@ -139,9 +158,14 @@ fn peer(cx: &mut Cx, v: &Value, path: &str, namespace: &str, peers: &mut Peers) 
     let pods = map
         .get("podSelector")
         .and_then(|s| selector(cx, s, &join(path, "podSelector"), KeyStyle::PodLabels));
-    let namespaces = map
-        .get("namespaceSelector")
-        .and_then(|s| selector(cx, s, &join(path, "namespaceSelector"), KeyStyle::NamespaceLabels));
+    let namespaces = map.get("namespaceSelector").and_then(|s| {
+        selector(
+            cx,
+            s,
+            &join(path, "namespaceSelector"),
+            KeyStyle::NamespaceLabels,
+        )
+    });
     let selector = match (map.contains_key("namespaceSelector"), pods, namespaces) {
         // podSelector alone: pods of the policy's namespace.
         (false, Some(p), _) => p.in_namespace(namespace),
@@ -160,7 +184,10 @@ fn peer(cx: &mut Cx, v: &Value, path: &str, namespace: &str, peers: &mut Peers) 
             ns
         }
         (false, None, _) if !map.contains_key("podSelector") => {
-            cx.error(path, "a peer needs podSelector, namespaceSelector or ipBlock");
+            cx.error(
+                path,
+                "a peer needs podSelector, namespaceSelector or ipBlock",
+            );
             return;
         }
         _ => return,

@@ -120,7 +120,11 @@ pub fn parse_document(at: &Location, value: &Value) -> Result<Policy, Vec<Policy
     let mut rules = Vec::new();
     match kind {
         PolicyKind::NetworkPolicy => match value.get("spec") {
-            Some(spec) => rules.extend(knp::spec(&mut cx, spec, namespace.as_deref().unwrap_or("default"))),
+            Some(spec) => rules.extend(knp::spec(
+                &mut cx,
+                spec,
+                namespace.as_deref().unwrap_or("default"),
+            )),
             None => cx.error("spec", "is missing"),
         },
         _ => {
@@ -129,7 +133,12 @@ pub fn parse_document(at: &Location, value: &Value) -> Result<Policy, Vec<Policy
                 rules.extend(cilium::rule(&mut cx, spec, "spec", ns));
             }
             if let Some(specs) = value.get("specs") {
-                for (i, spec) in cx.list(specs, "specs").unwrap_or_default().iter().enumerate() {
+                for (i, spec) in cx
+                    .list(specs, "specs")
+                    .unwrap_or_default()
+                    .iter()
+                    .enumerate()
+                {
                     rules.extend(cilium::rule(&mut cx, spec, &index("specs", i), ns));
                 }
             }

@@ -19,7 +19,10 @@ pub fn to_ports(cx: &mut Cx, v: &Value, path: &str, allow_l7: bool) -> Vec<PortR
             .unwrap_or_default();
         let l7 = match map.get("rules") {
             Some(_) if !allow_l7 => {
-                cx.error(&join(&ipath, "rules"), "L7 rules are not allowed in deny rules");
+                cx.error(
+                    &join(&ipath, "rules"),
+                    "L7 rules are not allowed in deny rules",
+                );
                 L7Rules::default()
             }
             Some(r) => l7_rules(cx, r, &join(&ipath, "rules")),
@@ -36,10 +39,16 @@ fn l7_rules(cx: &mut Cx, v: &Value, path: &str) -> L7Rules {
         return out;
     };
     if let Some(http) = map.get("http") {
-        out.http = cx.list(http, &join(path, "http")).unwrap_or_default().to_vec();
+        out.http = cx
+            .list(http, &join(path, "http"))
+            .unwrap_or_default()
+            .to_vec();
     }
     if let Some(dns) = map.get("dns") {
-        out.dns = cx.list(dns, &join(path, "dns")).unwrap_or_default().to_vec();
+        out.dns = cx
+            .list(dns, &join(path, "dns"))
+            .unwrap_or_default()
+            .to_vec();
     }
     out
 }
@@ -68,7 +77,11 @@ fn port_protocol(cx: &mut Cx, v: &Value, path: &str, style: Style) -> Option<Por
     let map = cx.object(v, path, &["port", "endPort", "protocol"])?;
     let ppath = join(path, "protocol");
     let protocol = match map.get("protocol") {
-        None => Some(if style == Style::Cilium { Protocol::Any } else { Protocol::Tcp }),
+        None => Some(if style == Style::Cilium {
+            Protocol::Any
+        } else {
+            Protocol::Tcp
+        }),
         Some(p) => {
             let p = cx.string(p, &ppath)?;
             match Protocol::parse(p) {
@@ -80,7 +93,10 @@ fn port_protocol(cx: &mut Cx, v: &Value, path: &str, style: Style) -> Option<Por
                     Style::Cilium => "TCP, UDP, SCTP, ICMP or ANY",
                     Style::Kubernetes => "TCP, UDP or SCTP",
                 };
-                cx.error(&ppath, format!("invalid protocol {p:?} (expected {expected})"));
+                cx.error(
+                    &ppath,
+                    format!("invalid protocol {p:?} (expected {expected})"),
+                );
                 None
             })
         }
@@ -116,7 +132,10 @@ fn port_protocol(cx: &mut Cx, v: &Value, path: &str, style: Style) -> Option<Por
                     None
                 }
                 None => {
-                    cx.error(&end_path, format!("invalid endPort {end} (expected 1-65535)"));
+                    cx.error(
+                        &end_path,
+                        format!("invalid endPort {end} (expected 1-65535)"),
+                    );
                     None
                 }
             }
@@ -136,11 +155,16 @@ fn port_protocol(cx: &mut Cx, v: &Value, path: &str, style: Style) -> Option<Por
 /// `"443"`, `"0"` (any) or a named port (`http`, `dns-tcp`: IANA service name).
 fn parse_port(s: &str) -> Option<Port> {
     if let Ok(n) = s.parse::<u16>() {
-        return Some(if n == 0 { Port::Any } else { Port::Range { start: n, end: n } });
+        return Some(if n == 0 {
+            Port::Any
+        } else {
+            Port::Range { start: n, end: n }
+        });
     }
     let valid_name = !s.is_empty()
         && s.len() <= 15
-        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && s.chars().any(|c| c.is_ascii_lowercase())
         && !s.starts_with('-')
         && !s.ends_with('-')
@@ -163,7 +187,13 @@ mod tests {
             Style::Cilium,
         );
         assert!(cx.problems.is_empty(), "{:?}", cx.problems);
-        assert_eq!(p[0].port, Port::Range { start: 8000, end: 8100 });
+        assert_eq!(
+            p[0].port,
+            Port::Range {
+                start: 8000,
+                end: 8100
+            }
+        );
         assert_eq!(p[1].port, Port::Named("http".into()));
         assert_eq!(p[1].protocol, Protocol::Any);
         assert_eq!(p[2].port, Port::Any);
@@ -180,7 +210,11 @@ mod tests {
             Style::Kubernetes,
         );
         assert!(p.is_empty());
-        let got: Vec<String> = cx.problems.iter().map(|p| format!("{}: {}", p.field, p.message)).collect();
+        let got: Vec<String> = cx
+            .problems
+            .iter()
+            .map(|p| format!("{}: {}", p.field, p.message))
+            .collect();
         assert_eq!(
             got,
             [

@@ -49,7 +49,12 @@ pub fn selector(cx: &mut Cx, v: &Value, path: &str, style: KeyStyle) -> Option<S
     }
     if let Some(exprs) = map.get("matchExpressions") {
         let epath = join(path, "matchExpressions");
-        for (i, expr) in cx.list(exprs, &epath).unwrap_or_default().iter().enumerate() {
+        for (i, expr) in cx
+            .list(exprs, &epath)
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+        {
             match expression(cx, expr, &index(&epath, i), style) {
                 Some(r) => out.requirements.push(r),
                 None => ok = false,
@@ -82,13 +87,19 @@ fn expression(cx: &mut Cx, v: &Value, path: &str, style: KeyStyle) -> Option<Req
     };
     let operator = match op {
         "In" | "NotIn" if values.is_empty() => {
-            cx.error(&join(path, "values"), format!("must not be empty with operator {op}"));
+            cx.error(
+                &join(path, "values"),
+                format!("must not be empty with operator {op}"),
+            );
             return None;
         }
         "In" => Operator::In(values),
         "NotIn" => Operator::NotIn(values),
         "Exists" | "DoesNotExist" if !values.is_empty() => {
-            cx.error(&join(path, "values"), format!("must be empty with operator {op}"));
+            cx.error(
+                &join(path, "values"),
+                format!("must be empty with operator {op}"),
+            );
             return None;
         }
         "Exists" => Operator::Exists,
@@ -161,7 +172,11 @@ mod tests {
         let fields: Vec<&str> = cx.problems.iter().map(|p| p.field.as_str()).collect();
         assert_eq!(
             fields,
-            ["sel.matchLables", "sel.matchExpressions[0].operator", "sel.matchExpressions[1].values"]
+            [
+                "sel.matchLables",
+                "sel.matchExpressions[0].operator",
+                "sel.matchExpressions[1].values"
+            ]
         );
     }
 }

@@ -4,7 +4,11 @@ use super::*;
 use crate::model::{Port, Protocol, Subject};
 
 fn problems(text: &str) -> Vec<String> {
-    parse_file("p.yaml", text).problems.iter().map(ToString::to_string).collect()
+    parse_file("p.yaml", text)
+        .problems
+        .iter()
+        .map(ToString::to_string)
+        .collect()
 }
 
 const CNP_HEAD: &str = "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: x, namespace: payments}\n";
@@ -20,9 +24,13 @@ fn every_problem_names_file_document_and_field() {
         got,
         [
             format!("{prefix}[0].toEntitys: unknown field"),
-            format!("{prefix}[0].toPorts[0].ports[0].protocol: invalid protocol \"TCPP\" (expected TCP, UDP, SCTP, ICMP or ANY)"),
+            format!(
+                "{prefix}[0].toPorts[0].ports[0].protocol: invalid protocol \"TCPP\" (expected TCP, UDP, SCTP, ICMP or ANY)"
+            ),
             format!("{prefix}[0].toPorts[0].ports[0].port: invalid port \"abc!\""),
-            format!("{prefix}[1].toEntities[0]: unknown entity \"mars\" (expected all, world, cluster, host, remote-node, kube-apiserver, health, init, unmanaged or ingress)"),
+            format!(
+                "{prefix}[1].toEntities[0]: unknown entity \"mars\" (expected all, world, cluster, host, remote-node, kube-apiserver, health, init, unmanaged or ingress)"
+            ),
             format!("{prefix}[1].toCIDR[0]: invalid CIDR \"10.0.0.300/8\""),
         ]
     );
@@ -30,10 +38,22 @@ fn every_problem_names_file_document_and_field() {
 
 #[test]
 fn seed_article_default_deny_is_rejected_with_the_fix() {
-    let got = problems(&format!("{CNP_HEAD}spec:\n  endpointSelector: {{}}\n  ingress: []\n  egress: []\n"));
+    let got = problems(&format!(
+        "{CNP_HEAD}spec:\n  endpointSelector: {{}}\n  ingress: []\n  egress: []\n"
+    ));
     assert_eq!(got.len(), 1, "{got:?}");
-    assert!(got[0].starts_with("p.yaml: document 1 (CiliumNetworkPolicy payments/x): spec: the rule has no ingress"), "{}", got[0]);
-    assert!(got[0].contains("cilium/cilium#35558") && got[0].contains("ingress: [{}]"), "{}", got[0]);
+    assert!(
+        got[0].starts_with(
+            "p.yaml: document 1 (CiliumNetworkPolicy payments/x): spec: the rule has no ingress"
+        ),
+        "{}",
+        got[0]
+    );
+    assert!(
+        got[0].contains("cilium/cilium#35558") && got[0].contains("ingress: [{}]"),
+        "{}",
+        got[0]
+    );
 }
 
 #[test]
@@ -47,7 +67,9 @@ fn specs_and_selectors_and_unsupported_fields() {
         got,
         [
             format!("{p}: specs[0].ingress[0].fromRequires: is not supported by porin yet"),
-            format!("{p}: specs[1].nodeSelector: only a CiliumClusterwideNetworkPolicy may select nodes"),
+            format!(
+                "{p}: specs[1].nodeSelector: only a CiliumClusterwideNetworkPolicy may select nodes"
+            ),
             format!("{p}: specs[2]: one of endpointSelector or nodeSelector is required"),
         ]
     );
@@ -62,7 +84,13 @@ fn knp_fields_and_errors() {
     assert!(rule.default_deny.ingress && !rule.default_deny.egress);
     assert!(matches!(rule.subject, Subject::Endpoints(_)));
     let ports = &rule.ingress[0].to_ports[0].ports;
-    assert_eq!(ports[0].port, Port::Range { start: 8000, end: 8080 });
+    assert_eq!(
+        ports[0].port,
+        Port::Range {
+            start: 8000,
+            end: 8080
+        }
+    );
     assert_eq!(ports[0].protocol, Protocol::Tcp);
     assert_eq!(ports[1].port, Port::Named("metrics".into()));
 
@@ -72,8 +100,12 @@ fn knp_fields_and_errors() {
     assert_eq!(
         got,
         [
-            format!("{p}: spec.policyTypes[1]: invalid policy type \"Sideways\" (expected Ingress or Egress)"),
-            format!("{p}: spec.egress[0].to[0]: ipBlock cannot be combined with podSelector or namespaceSelector"),
+            format!(
+                "{p}: spec.policyTypes[1]: invalid policy type \"Sideways\" (expected Ingress or Egress)"
+            ),
+            format!(
+                "{p}: spec.egress[0].to[0]: ipBlock cannot be combined with podSelector or namespaceSelector"
+            ),
         ]
     );
 }
@@ -82,8 +114,16 @@ fn knp_fields_and_errors() {
 fn other_kinds_and_yaml_errors() {
     let got = problems("apiVersion: v1\nkind: Pod\nmetadata: {name: a}\n---\nkind: [oops\n");
     assert_eq!(got.len(), 2, "{got:?}");
-    assert!(got[0].starts_with("p.yaml: document 1: not a network policy"), "{}", got[0]);
-    assert!(got[1].starts_with("p.yaml: document 2: invalid YAML"), "{}", got[1]);
+    assert!(
+        got[0].starts_with("p.yaml: document 1: not a network policy"),
+        "{}",
+        got[0]
+    );
+    assert!(
+        got[1].starts_with("p.yaml: document 2: invalid YAML"),
+        "{}",
+        got[1]
+    );
 }
 
 #[test]
