@@ -3,6 +3,7 @@
 mod discover;
 mod observe;
 mod output;
+mod policy;
 mod query;
 mod sandbox;
 mod sandbox_plain;
@@ -70,6 +71,11 @@ enum Command {
     Plugins {
         #[command(subcommand)]
         command: ListCommand,
+    },
+    /// Network policies, offline: validate files, trace a connection.
+    Policy {
+        #[command(subcommand)]
+        command: policy::PolicyCommand,
     },
     /// Print flows, like `hubble observe`.
     Observe {
@@ -194,6 +200,7 @@ fn dispatch(command: Command) -> Result<bool> {
             Ok(true)
         }
         Command::Sandbox { command } => sandbox::run(command),
+        Command::Policy { command } => policy::run(command),
     }
 }
 

@@ -1,6 +1,9 @@
-//! porin-policy: NetworkPolicy and CiliumNetworkPolicy.
+//! porin-policy: NetworkPolicy and CiliumNetworkPolicy: model, parsing, computation.
 
+pub mod compute;
 mod config;
+pub mod model;
+pub mod parse;
 mod plugin;
 
 pub use config::{Enforcement, PolicyConfig};

@@ -1,0 +1,220 @@
+//! `porin policy validate` and `porin policy trace`: offline, no agent.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::Subcommand;
+use porin_policy::Enforcement;
+use porin_policy::compute::{Decision, L4, Peer, trace};
+use porin_policy::model::{Label, Labels, NAMESPACE_LABELS, Policy, Protocol};
+use porin_policy::parse::{PolicyError, parse_file};
+
+use super::output::Format;
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Check policy files; print every problem with file, document and field.
+    Validate {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Decide a connection offline: the source's egress and the destination's ingress.
+    Trace(TraceArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TraceArgs {
+    /// Policy files (NetworkPolicy, CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy).
+    #[arg(long = "policy", required = true, num_args = 1..)]
+    policies: Vec<PathBuf>,
+    /// Source labels, e.g. `k8s:app=web,k8s:io.kubernetes.pod.namespace=prod` or `reserved:world`.
+    #[arg(long)]
+    src: Option<String>,
+    /// Destination labels.
+    #[arg(long)]
+    dst: Option<String>,
+    /// Destination port and protocol, e.g. `443/TCP`.
+    #[arg(long)]
+    dport: Option<String>,
+    /// The source's address outside the cluster (implies `reserved:world` without --src).
+    #[arg(long)]
+    src_cidr: Option<String>,
+    /// The destination's address outside the cluster.
+    #[arg(long)]
+    dst_cidr: Option<String>,
+    /// A namespace's labels: `NS=k=v,k2=v2` (repeatable), added to pods of NS.
+    #[arg(long = "namespace-labels")]
+    namespace_labels: Vec<String>,
+    /// A named port of the destination: `http=8080` (repeatable).
+    #[arg(long = "dst-named-port")]
+    named_ports: Vec<String>,
+    /// Policy enforcement mode, as `[plugins.policy] enforcement`.
+    #[arg(long, value_enum, default_value = "default")]
+    enforcement: EnforcementArg,
+    #[arg(short = 'o', long, value_enum, default_value_t)]
+    output: Format,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum EnforcementArg {
+    Default,
+    Always,
+    Never,
+}
+
+pub fn run(command: PolicyCommand) -> Result<bool> {
+    match command {
+        PolicyCommand::Validate { files } => validate(&files),
+        PolicyCommand::Trace(args) => run_trace(&args),
+    }
+}
+
+fn load(files: &[PathBuf]) -> Result<(Vec<Policy>, Vec<PolicyError>)> {
+    let mut policies = Vec::new();
+    let mut problems = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        let mut parsed = parse_file(&file.display().to_string(), &text);
+        policies.append(&mut parsed.policies);
+        problems.append(&mut parsed.problems);
+    }
+    Ok((policies, problems))
+}
+
+fn validate(files: &[PathBuf]) -> Result<bool> {
+    let (policies, problems) = load(files)?;
+    for p in &problems {
+        println!("{p}");
+    }
+    if problems.is_empty() {
+        println!("{} policies OK", policies.len());
+        Ok(true)
+    } else {
+        eprintln!("{} problem(s) found", problems.len());
+        Ok(false)
+    }
+}
+
+fn run_trace(args: &TraceArgs) -> Result<bool> {
+    let (policies, problems) = load(&args.policies)?;
+    if let Some(first) = problems.first() {
+        bail!(
+            "{} problem(s) in the policy files (run `porin policy validate`); first: {first}",
+            problems.len()
+        );
+    }
+    let ns_labels = namespace_labels(&args.namespace_labels)?;
+    let src = peer(
+        "--src",
+        args.src.as_deref(),
+        args.src_cidr.as_deref(),
+        &ns_labels,
+    )?;
+    let dst = peer(
+        "--dst",
+        args.dst.as_deref(),
+        args.dst_cidr.as_deref(),
+        &ns_labels,
+    )?;
+    let mut l4 = L4 {
+        port: args.dport.as_deref().map(parse_dport).transpose()?,
+        named_ports: BTreeMap::new(),
+    };
+    for np in &args.named_ports {
+        let (name, port) = np
+            .split_once('=')
+            .context(format!("--dst-named-port {np:?}: expected NAME=PORT"))?;
+        let port = port
+            .parse()
+            .context(format!("--dst-named-port {np:?}: invalid port"))?;
+        l4.named_ports.insert(name.to_owned(), port);
+    }
+    let enforcement = match args.enforcement {
+        EnforcementArg::Default => Enforcement::Default,
+        EnforcementArg::Always => Enforcement::Always,
+        EnforcementArg::Never => Enforcement::Never,
+    };
+    let result = trace(&policies, enforcement, &src, &dst, &l4);
+    match args.output {
+        Format::Json => super::output::print_json(&result)?,
+        Format::Table => {
+            println!("verdict: {:?}", result.verdict);
+            print_side("egress (source)", &result.egress);
+            print_side("ingress (destination)", &result.ingress);
+        }
+    }
+    Ok(true)
+}
+
+fn print_side(title: &str, d: &Decision) {
+    println!("{title}: {:?} - {}", d.verdict, d.reason);
+    for m in &d.matched {
+        print!("  {} by {} {}", m.action, m.policy, m.rule);
+        match &m.l7 {
+            Some(l7) => println!(" ({l7})"),
+            None => println!(),
+        }
+    }
+    for n in &d.notes {
+        println!("  note: {n}");
+    }
+}
+
+fn peer(
+    flag: &str,
+    labels: Option<&str>,
+    cidr: Option<&str>,
+    ns_labels: &BTreeMap<String, Vec<(String, String)>>,
+) -> Result<Peer> {
+    let cidr = cidr
+        .map(|c| {
+            c.parse::<ipnet::IpNet>()
+                .or_else(|_| c.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .with_context(|| format!("{flag}-cidr {c:?}: invalid CIDR"))
+        })
+        .transpose()?;
+    let mut labels = match (labels, cidr) {
+        (Some(l), _) => Labels::parse_list(l).with_context(|| format!("{flag} {l:?}"))?,
+        (None, Some(_)) => Labels::parse_list("reserved:world")?,
+        (None, None) => bail!("{flag} or {flag}-cidr is required"),
+    };
+    if let Some(ns) = labels.namespace().map(str::to_owned) {
+        for (k, v) in ns_labels.get(&ns).into_iter().flatten() {
+            labels.insert(Label::new("k8s", &format!("{NAMESPACE_LABELS}{k}"), v));
+        }
+    }
+    Ok(Peer { labels, cidr })
+}
+
+/// `NS=k=v,k2=v2` entries.
+fn namespace_labels(entries: &[String]) -> Result<BTreeMap<String, Vec<(String, String)>>> {
+    let mut out: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    for e in entries {
+        let (ns, rest) = e.split_once('=').context(format!(
+            "--namespace-labels {e:?}: expected NS=key=value,..."
+        ))?;
+        for kv in rest.split(',').filter(|s| !s.is_empty()) {
+            let (k, v) = kv
+                .split_once('=')
+                .context(format!("--namespace-labels {e:?}: {kv:?} is not key=value"))?;
+            out.entry(ns.to_owned())
+                .or_default()
+                .push((k.to_owned(), v.to_owned()));
+        }
+    }
+    Ok(out)
+}
+
+/// `443/TCP`, `53/udp`, or `443` (TCP).
+fn parse_dport(s: &str) -> Result<(u16, Protocol)> {
+    let (port, proto) = s.split_once('/').unwrap_or((s, "TCP"));
+    let port = port
+        .parse()
+        .with_context(|| format!("--dport {s:?}: invalid port"))?;
+    let proto = Protocol::parse(&proto.to_ascii_uppercase())
+        .filter(|p| *p != Protocol::Any)
+        .with_context(|| format!("--dport {s:?}: protocol must be TCP, UDP, SCTP or ICMP"))?;
+    Ok((port, proto))
+}
