@@ -134,6 +134,8 @@ pub async fn run(config_path: &Path, plugins: Vec<Box<dyn Plugin>>) -> Result<()
 
     let shutdown = CancellationToken::new();
     let mut changes = store.subscribe();
+    // Taken before the datastore starts, so its first load is never missed.
+    let first_load = store.watch_generation();
     tokio::spawn(datastore.clone().run(store.clone(), shutdown.clone()));
 
     // 4. APIs.
@@ -158,7 +160,7 @@ pub async fn run(config_path: &Path, plugins: Vec<Box<dyn Plugin>>) -> Result<()
 
     // 6. Node object, first reconcile, plugins.
     agent.publish_node().await;
-    agent.wait_for_first_sync().await;
+    agent.wait_for_first_sync(first_load).await;
     agent.reconcile(&StateChangeSummary::default());
     let ctx: Arc<dyn PluginContext> = Arc::new(CoreContext {
         node_name: agent_config.node_name.clone(),
@@ -323,8 +325,7 @@ impl Agent {
 
     /// The first load of the datastore, bounded so an empty or unreachable source
     /// does not hold readiness forever.
-    async fn wait_for_first_sync(&self) {
-        let mut generation = self.store.watch_generation();
+    async fn wait_for_first_sync(&self, mut generation: tokio::sync::watch::Receiver<u64>) {
         let _ = tokio::time::timeout(Duration::from_millis(500), generation.changed()).await;
         self.synced.store(true, Ordering::SeqCst);
     }
