@@ -103,7 +103,7 @@ fn document_roots() -> tempfile::TempDir {
 }
 
 fn curl(sandbox: &TestSandbox, url: &str, timeout_s: &str) -> std::process::Output {
-    sandbox.exec("shop/client", &["curl", "-s", "-m", timeout_s, url])
+    sandbox.exec("shop/client", &["curl", "-sS", "-m", timeout_s, url])
 }
 
 #[test]
@@ -171,14 +171,24 @@ fn cluster_ip_reaches_both_backends_and_refuses_an_empty_service() {
         elapsed < Duration::from_secs(1),
         "refusal took {elapsed:?}: the client waited for a timeout"
     );
-    assert_eq!(out.status.code(), Some(7), "curl: failed to connect");
+    let err = String::from_utf8_lossy(&out.stderr);
+    // curl's exit code 7: the connection itself failed (ICMP unreachable -> refused).
+    assert!(err.contains("curl: (7)"), "curl said: {err}");
     let dropped = common::wait_for(Duration::from_secs(3), || {
         sandbox.flows(500).into_iter().find(|f| {
             str_of(&f["drop_reason_desc"]) == "SERVICE_BACKEND_NOT_FOUND"
                 && str_of(&f["IP"]["destination"]) == EMPTY_VIP
         })
     });
-    assert!(dropped.is_some(), "no SERVICE_BACKEND_NOT_FOUND drop flow");
+    assert!(
+        dropped.is_some(),
+        "no SERVICE_BACKEND_NOT_FOUND drop flow in {:#?}",
+        sandbox
+            .flows(500)
+            .into_iter()
+            .filter(|f| str_of(&f["IP"]["destination"]) == EMPTY_VIP)
+            .collect::<Vec<_>>()
+    );
 
     sandbox.down_and_check();
 }
