@@ -104,7 +104,11 @@ fn parse_checked(p: &[u8]) -> Parsed {
     let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
     let l4 = &p[34..14 + total];
     let proto = ip[9];
-    let acc = if proto == 1 { 0 } else { pseudo(src, dst, proto, l4.len()) };
+    let acc = if proto == 1 {
+        0
+    } else {
+        pseudo(src, dst, proto, l4.len())
+    };
     assert_eq!(fold(sum16(l4, acc)), 0, "L4 checksum (proto {proto})");
     let port = |at: usize| u16::from_be_bytes([l4[at], l4[at + 1]]);
     Parsed {
@@ -133,7 +137,10 @@ impl Fixture {
             "lb BPF_PROG_TEST_RUN tests must run as root (they load eBPF programs)"
         );
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
-        let pin_root = PathBuf::from(format!("/sys/fs/bpf/porin-lbtest-{}-{n}", std::process::id()));
+        let pin_root = PathBuf::from(format!(
+            "/sys/fs/bpf/porin-lbtest-{}-{n}",
+            std::process::id()
+        ));
         let config = DatapathConfig {
             node_name: "node-1".into(),
             pin_root: pin_root.clone(),
@@ -249,7 +256,11 @@ fn dnat_and_reverse_nat_keep_checksums_valid() {
             .get(&ct_key(CLIENT, VIP, 40000, 80, proto))
             .expect("ct")
             .expect("entry");
-        assert_eq!(entry.packets, [1, 1], "the reply matched the client's entry");
+        assert_eq!(
+            entry.packets,
+            [1, 1],
+            "the reply matched the client's entry"
+        );
 
         // Traffic to a non-service address is untouched.
         let other = packet(CLIENT, BACKEND_B, proto, 40001, 80, SYN);
@@ -273,7 +284,10 @@ fn a_connection_keeps_its_backend_and_new_ones_spread() {
 
     let mut seen = BTreeSet::new();
     for sport in 42000..42064 {
-        let out = f.run(PodProgram::FromPod, &packet(CLIENT, VIP, TCP, sport, 80, SYN));
+        let out = f.run(
+            PodProgram::FromPod,
+            &packet(CLIENT, VIP, TCP, sport, 80, SYN),
+        );
         seen.insert(*parse_checked(&out.1).dst.ip());
     }
     assert_eq!(
@@ -296,7 +310,10 @@ fn a_connection_keeps_its_backend_and_new_ones_spread() {
     f.lb.remove_slot(7, 1).expect("slot");
     f.lb.remove_backend(1).expect("backend");
     for sport in [41000, 43000, 43001] {
-        let out = f.run(PodProgram::FromPod, &packet(CLIENT, VIP, TCP, sport, 80, ACK));
+        let out = f.run(
+            PodProgram::FromPod,
+            &packet(CLIENT, VIP, TCP, sport, 80, ACK),
+        );
         assert_eq!(*parse_checked(&out.1).dst.ip(), BACKEND_B);
     }
 }
@@ -327,13 +344,12 @@ fn a_service_without_backends_is_refused_with_a_drop_event() {
         Some(DropReason::ServiceBackendNotFound)
     );
     assert_eq!(events[0].dst, Some(IpAddr::V4(VIP)));
-    let drops = f
-        .dp
-        .counters()
-        .expect("counters")
-        .into_iter()
-        .find(|c| c.reason == 158 && c.direction == Some(Direction::Egress))
-        .map_or(0, |c| c.packets);
+    let drops =
+        f.dp.counters()
+            .expect("counters")
+            .into_iter()
+            .find(|c| c.reason == 158 && c.direction == Some(Direction::Egress))
+            .map_or(0, |c| c.packets);
     assert_eq!(drops, 1);
     assert!(
         f.dp.conntrack()

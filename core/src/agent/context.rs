@@ -9,8 +9,8 @@ use tokio::sync::broadcast;
 
 use super::cluster::ClusterView;
 use super::state_view::SnapshotState;
-use crate::state::StateStore;
 use crate::identity::ReservedIdentity;
+use crate::state::StateStore;
 
 /// What plugins get from core. Cheap to clone into tasks.
 pub struct CoreContext {

@@ -133,7 +133,11 @@ fn from_slices(slices: &[&EndpointSlice], port: &ServicePort, proto: &str) -> Ve
             let is_ready = c.and_then(|c| c.ready).unwrap_or(true);
             let serving = c.and_then(|c| c.serving).unwrap_or(is_ready);
             let is_terminating = c.and_then(|c| c.terminating).unwrap_or(false);
-            for addr in ep.addresses.iter().filter_map(|a| a.parse::<Ipv4Addr>().ok()) {
+            for addr in ep
+                .addresses
+                .iter()
+                .filter_map(|a| a.parse::<Ipv4Addr>().ok())
+            {
                 let backend = SocketAddrV4::new(addr, bport);
                 if is_ready && !is_terminating {
                     ready.push(backend);
@@ -359,7 +363,12 @@ metadata: {name: np, namespace: shop}
 spec: {type: NodePort, clusterIP: 10.96.0.60, ports: [{port: 81, nodePort: 30081}]}
 ";
         let other_ns_slice = SLICE.replace("namespace: shop", "namespace: other");
-        let d = compute(&[headless, external, nodeport, WEB], &[&other_ns_slice], &[], &[]);
+        let d = compute(
+            &[headless, external, nodeport, WEB],
+            &[&other_ns_slice],
+            &[],
+            &[],
+        );
         let keys: Vec<_> = d.keys().copied().collect();
         assert_eq!(
             keys,

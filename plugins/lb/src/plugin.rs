@@ -113,7 +113,10 @@ impl Plugin for LbPlugin {
 
     fn start(&mut self, ctx: Arc<dyn PluginContext>) -> Result<(), PluginError> {
         if !self.config.kube_proxy_replacement {
-            info!(plugin = NAME, "kube_proxy_replacement = false: services are not served");
+            info!(
+                plugin = NAME,
+                "kube_proxy_replacement = false: services are not served"
+            );
             self.health = Some(Health::Ok);
             return Ok(());
         }
@@ -123,9 +126,7 @@ impl Plugin for LbPlugin {
         })?;
         // Adopt what a previous agent programmed, so ids stay stable across restarts.
         let programmer = match (maps.services(), maps.slots(), maps.backends()) {
-            (Ok(services), Ok(slots), Ok(backends)) => {
-                Programmer::adopt(services, slots, backends)
-            }
+            (Ok(services), Ok(slots), Ok(backends)) => Programmer::adopt(services, slots, backends),
             (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
                 warn!(plugin = NAME, error = %e, "reading the LB maps; reprogramming from scratch");
                 Programmer::default()

@@ -14,23 +14,21 @@ use crate::desired::DesiredServices;
 
 /// The writes the programmer needs; [`LbMaps`] in the agent, a fake in tests.
 pub trait ServiceMaps {
-    fn upsert_service(&mut self, fe: LbFrontend, id: u32, count: u32)
-    -> Result<(), DatapathError>;
+    fn upsert_service(&mut self, fe: LbFrontend, id: u32, count: u32) -> Result<(), DatapathError>;
     fn remove_service(&mut self, fe: LbFrontend) -> Result<(), DatapathError>;
-    fn set_slot(&mut self, service_id: u32, slot: u32, backend_id: u32)
-    -> Result<(), DatapathError>;
+    fn set_slot(
+        &mut self,
+        service_id: u32,
+        slot: u32,
+        backend_id: u32,
+    ) -> Result<(), DatapathError>;
     fn remove_slot(&mut self, service_id: u32, slot: u32) -> Result<(), DatapathError>;
     fn upsert_backend(&mut self, id: u32, addr: SocketAddrV4) -> Result<(), DatapathError>;
     fn remove_backend(&mut self, id: u32) -> Result<(), DatapathError>;
 }
 
 impl ServiceMaps for LbMaps {
-    fn upsert_service(
-        &mut self,
-        fe: LbFrontend,
-        id: u32,
-        count: u32,
-    ) -> Result<(), DatapathError> {
+    fn upsert_service(&mut self, fe: LbFrontend, id: u32, count: u32) -> Result<(), DatapathError> {
         LbMaps::upsert_service(self, fe, id, count)
     }
     fn remove_service(&mut self, fe: LbFrontend) -> Result<(), DatapathError> {
@@ -294,9 +292,7 @@ impl Programmer {
                     self.backends.remove(&addr);
                     self.backend_ids.release(id);
                 }
-                Err(e) => report
-                    .errors
-                    .push(format!("removing backend {addr}: {e}")),
+                Err(e) => report.errors.push(format!("removing backend {addr}: {e}")),
             }
         }
     }
@@ -431,9 +427,12 @@ mod tests {
         let r = p.sync(&desired(&[(80, &[2])]), &mut maps);
         assert!(r.errors.is_empty());
         assert_eq!(maps.resolve(fe(80)), vec![sa(2)]);
-        assert!(maps.services.get(&fe(81)).is_none());
+        assert!(!maps.services.contains_key(&fe(81)));
         assert_eq!(maps.slots.len(), 1, "stale slots removed: {:?}", maps.slots);
-        assert_eq!(maps.backends.values().copied().collect::<Vec<_>>(), vec![sa(2)]);
+        assert_eq!(
+            maps.backends.values().copied().collect::<Vec<_>>(),
+            vec![sa(2)]
+        );
     }
 
     #[test]
@@ -466,11 +465,18 @@ mod tests {
         p.sync(&desired(&[(80, &[1]), (81, &[2])]), &mut maps);
         let id81 = maps.services[&fe(81)].0;
         p.sync(&desired(&[(81, &[2])]), &mut maps);
-        assert_eq!(maps.services[&fe(81)].0, id81, "a live service keeps its id");
+        assert_eq!(
+            maps.services[&fe(81)].0,
+            id81,
+            "a live service keeps its id"
+        );
 
         // A new agent adopts the maps: its first sync writes nothing.
         let mut adopted = Programmer::adopt(
-            maps.services.iter().map(|(f, (i, c))| (*f, *i, *c)).collect(),
+            maps.services
+                .iter()
+                .map(|(f, (i, c))| (*f, *i, *c))
+                .collect(),
             maps.slots.iter().map(|((s, l), b)| (*s, *l, *b)).collect(),
             maps.backends.iter().map(|(i, a)| (*i, *a)).collect(),
         );
