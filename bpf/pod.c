@@ -14,11 +14,13 @@
 #include "lib/metrics.h"
 #include "lib/events.h"
 #include "lib/drop.h"
+#include "lib/lb.h"
 
 static __always_inline int handle_pod_packet(struct __sk_buff *skb, __u8 direction)
 {
 	struct pkt_info p = {};
 	struct ct_result ct = {};
+	struct lb_xlate lb = {};
 	struct event_ctx ev = {
 		.verdict = PORIN_VERDICT_FORWARDED,
 		.direction = direction,
@@ -30,6 +32,24 @@ static __always_inline int handle_pod_packet(struct __sk_buff *skb, __u8 directi
 		return TC_ACT_OK; /* ARP and friends pass untouched and uncounted */
 	if (ret < 0)
 		return send_drop(skb, &p, ret, direction);
+
+	/* Load balancing: pick the backend of a packet to a service before conntrack, so a
+	 * service without backends is refused without leaving a connection behind; restore
+	 * the service address of replies before conntrack, so both directions match. */
+	if (CFG_ENABLE_LB && direction == PORIN_DIR_EGRESS) {
+		ret = lb_select(&p, &lb);
+		if (ret == DROP_NO_SERVICE) {
+			notify_drop(skb, &p, ret, direction);
+			return lb_reject(skb);
+		}
+		if (ret < 0)
+			return send_drop(skb, &p, ret, direction);
+	}
+	if (CFG_ENABLE_LB && direction == PORIN_DIR_INGRESS) {
+		ret = lb_rev_nat(skb, &p);
+		if (ret < 0)
+			return send_drop(skb, &p, ret, direction);
+	}
 
 	ret = ct_process(&p, skb->len, &ct);
 	if (ret < 0)
@@ -45,6 +65,12 @@ static __always_inline int handle_pod_packet(struct __sk_buff *skb, __u8 directi
 	} else if (ct.new_flags) {
 		ev.type = PORIN_EVENT_TCP_FLAGS;
 		emit_event(skb, &p, &ev);
+	}
+	/* DNAT last: conntrack and events above saw what the client sent (client -> VIP). */
+	if (lb.active) {
+		ret = lb_dnat(skb, &p, &lb);
+		if (ret < 0)
+			return send_drop(skb, &p, ret, direction);
 	}
 	return TC_ACT_OK;
 }

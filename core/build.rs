@@ -69,6 +69,14 @@ const LAYOUT: &[(&str, &[&str])] = &[
         "porin_endpoint_value",
         &["endpoint_id", "ifindex", "identity"],
     ),
+    ("porin_lb_svc_key", &["vip", "port", "proto", "pad"]),
+    (
+        "porin_lb_svc_value",
+        &["service_id", "backend_count", "flags"],
+    ),
+    ("porin_lb_slot_key", &["service_id", "slot"]),
+    ("porin_lb_backend", &["addr", "port", "pad"]),
+    ("porin_lb_nat_entry", &["addr", "port", "pad", "id"]),
 ];
 
 fn main() -> Result<()> {

@@ -134,3 +134,49 @@ struct porin_endpoint_value {
 	__u32 ifindex;
 	__u32 identity;
 };
+
+/*
+ * Load balancing (bpf/lib/lb.h). IPv4 only for now. Addresses are in network
+ * byte order (as on the wire), ports in host byte order.
+ *
+ * A frontend (ClusterIP:port/protocol) maps to a service id and its backend
+ * count; backends of a service sit in slots 0..count-1 ({service id, slot} ->
+ * backend id), and a backend id resolves to an address. Ids are u32: there is
+ * no 65,535 limit.
+ */
+struct porin_lb_svc_key {
+	__u32 vip;
+	__u16 port;
+	__u8 proto; /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 pad;
+};
+
+struct porin_lb_svc_value {
+	__u32 service_id;
+	__u32 backend_count; /* 0: the service exists but has no backend */
+	__u32 flags;         /* reserved (affinity, traffic policy) */
+};
+
+struct porin_lb_slot_key {
+	__u32 service_id;
+	__u32 slot;
+};
+
+struct porin_lb_backend {
+	__u32 addr;
+	__u16 port;
+	__u8 pad[2];
+};
+
+/*
+ * One translated connection, in porin_lb_nat (forward: keyed by the tuple the
+ * client sent, addr/port/id = the chosen backend) and porin_lb_rnat (reverse:
+ * keyed by the translated client->backend tuple, addr/port = the frontend,
+ * id = the service id).
+ */
+struct porin_lb_nat_entry {
+	__u32 addr;
+	__u16 port;
+	__u8 pad[2];
+	__u32 id;
+};

@@ -9,9 +9,9 @@
 #include "metrics.h"
 #include "parse.h"
 
-/* reason is a negative DROP_* value. */
-static __always_inline int send_drop(struct __sk_buff *skb, const struct pkt_info *p, int reason,
-				     __u8 direction)
+/* Counts and reports a drop; reason is a negative DROP_* value. */
+static __always_inline void notify_drop(struct __sk_buff *skb, const struct pkt_info *p, int reason,
+					__u8 direction)
 {
 	struct event_ctx ctx = {
 		.type = PORIN_EVENT_DROP,
@@ -22,5 +22,12 @@ static __always_inline int send_drop(struct __sk_buff *skb, const struct pkt_inf
 
 	metrics_update(ctx.drop_reason, direction, skb->len);
 	emit_event(skb, p, &ctx);
+}
+
+/* reason is a negative DROP_* value. */
+static __always_inline int send_drop(struct __sk_buff *skb, const struct pkt_info *p, int reason,
+				     __u8 direction)
+{
+	notify_drop(skb, p, reason, direction);
 	return TC_ACT_SHOT;
 }

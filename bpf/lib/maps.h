@@ -14,6 +14,10 @@
 #define PORIN_EVENTS_BYTES (1 << 20)
 #define PORIN_IPCACHE_MAX_ENTRIES 16384
 #define PORIN_ENDPOINTS_MAX_ENTRIES 4096
+#define PORIN_LB_SERVICES_MAX_ENTRIES 65536
+#define PORIN_LB_SLOTS_MAX_ENTRIES 262144
+#define PORIN_LB_BACKENDS_MAX_ENTRIES 262144
+#define PORIN_LB_NAT_MAX_ENTRIES 65536
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -53,3 +57,48 @@ struct {
 	__type(value, struct porin_endpoint_value);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } porin_endpoints SEC(".maps");
+
+/* Load balancing: frontends, backend slots, backends (written by the lb plugin). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, PORIN_LB_SERVICES_MAX_ENTRIES);
+	__type(key, struct porin_lb_svc_key);
+	__type(value, struct porin_lb_svc_value);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} porin_lb_svc SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, PORIN_LB_SLOTS_MAX_ENTRIES);
+	__type(key, struct porin_lb_slot_key);
+	__type(value, __u32);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} porin_lb_slots SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, PORIN_LB_BACKENDS_MAX_ENTRIES);
+	__type(key, __u32);
+	__type(value, struct porin_lb_backend);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} porin_lb_backends SEC(".maps");
+
+/* Translated connections (written by the datapath): forward and reverse. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, PORIN_LB_NAT_MAX_ENTRIES);
+	__type(key, struct porin_ct_key);
+	__type(value, struct porin_lb_nat_entry);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} porin_lb_nat SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, PORIN_LB_NAT_MAX_ENTRIES);
+	__type(key, struct porin_ct_key);
+	__type(value, struct porin_lb_nat_entry);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} porin_lb_rnat SEC(".maps");

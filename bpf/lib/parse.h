@@ -61,6 +61,7 @@ struct pkt_info {
 	__u8 icmp_type;
 	__u8 icmp_code;
 	__u8 has_l4; /* 0 for non-first fragments and unknown protocols */
+	__u16 l4_off; /* offset of the L4 header from the start of the frame */
 };
 
 /* ICMP(v6) echo: identifier as sport of requests, dport of replies. */
@@ -75,6 +76,7 @@ static __always_inline void icmp_ports(struct pkt_info *p, __u16 id_be, __u8 req
 /* Returns PARSE_OK or a negative DROP_* reason. */
 static __always_inline int parse_l4(struct __sk_buff *skb, __u32 off, struct pkt_info *p)
 {
+	p->l4_off = (__u16)off;
 	switch (p->l4_proto) {
 	case IPPROTO_TCP: {
 		struct tcphdr tcp;

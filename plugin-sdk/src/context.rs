@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
-use crate::DatapathEvent;
+use crate::{ClusterState, DatapathEvent};
 
 /// What a plugin may know about an endpoint (a pod on this or another node).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,4 +47,7 @@ pub trait PluginContext: Send + Sync {
 
     /// The labels behind a numeric identity.
     fn identity_labels(&self, identity: u32) -> Option<Vec<String>>;
+
+    /// The cluster state now (Services, EndpointSlices, Pods, pod addresses), read-only.
+    fn state(&self) -> Arc<dyn ClusterState>;
 }

@@ -13,6 +13,7 @@ pub mod error;
 pub mod flow;
 pub mod health;
 pub mod plugin;
+pub mod state;
 
 pub use config::{invalid_key, parse_section};
 pub use context::{EndpointMeta, PluginContext};
@@ -21,3 +22,4 @@ pub use error::PluginError;
 pub use flow::{DatapathEvent, Direction, EventKind, Verdict};
 pub use health::Health;
 pub use plugin::{Plugin, StateChangeSummary};
+pub use state::{ClusterState, PodAddress};

@@ -4,11 +4,13 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
-use porin_plugin_sdk::{DatapathEvent, EndpointMeta, PluginContext};
+use porin_plugin_sdk::{ClusterState, DatapathEvent, EndpointMeta, PluginContext};
 use tokio::sync::broadcast;
 
 use super::cluster::ClusterView;
+use super::state_view::SnapshotState;
 use crate::identity::ReservedIdentity;
+use crate::state::StateStore;
 
 /// What plugins get from core. Cheap to clone into tasks.
 pub struct CoreContext {
@@ -18,6 +20,7 @@ pub struct CoreContext {
     pub map_dir: PathBuf,
     pub events: broadcast::Sender<Arc<DatapathEvent>>,
     pub view: Arc<RwLock<ClusterView>>,
+    pub store: StateStore,
 }
 
 impl PluginContext for CoreContext {
@@ -55,5 +58,14 @@ impl PluginContext for CoreContext {
             .identity_labels
             .get(&identity)
             .cloned()
+    }
+
+    fn state(&self) -> Arc<dyn ClusterState> {
+        let snapshot = self.store.snapshot();
+        let view = self
+            .view
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Arc::new(SnapshotState::new(snapshot, &view))
     }
 }

@@ -11,6 +11,7 @@ mod context;
 mod endpoints;
 mod error;
 mod run;
+mod state_view;
 
 pub use endpoints::{EndpointManager, EndpointRecord};
 pub use error::AgentError;

@@ -169,6 +169,7 @@ pub async fn run(config_path: &Path, plugins: Vec<Box<dyn Plugin>>) -> Result<()
         map_dir,
         events: events_tx,
         view: agent.view.clone(),
+        store: agent.store.clone(),
     });
     lock(&agent.plugins).start_all(&ctx);
     agent.ready.store(true, Ordering::SeqCst);

@@ -133,6 +133,52 @@ pub struct EndpointValue {
     pub identity: u32,
 }
 
+/// `struct porin_lb_svc_key`: a frontend. `vip` in network byte order, `port` in host order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct LbSvcKey {
+    pub vip: u32,
+    pub port: u16,
+    pub proto: u8,
+    pub pad: u8,
+}
+
+/// `struct porin_lb_svc_value`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LbSvcValue {
+    pub service_id: u32,
+    pub backend_count: u32,
+    pub flags: u32,
+}
+
+/// `struct porin_lb_slot_key`: slot `slot` of service `service_id`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct LbSlotKey {
+    pub service_id: u32,
+    pub slot: u32,
+}
+
+/// `struct porin_lb_backend`. `addr` in network byte order, `port` in host order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct LbBackend {
+    pub addr: u32,
+    pub port: u16,
+    pub pad: [u8; 2],
+}
+
+/// `struct porin_lb_nat_entry`: a translated connection (forward or reverse).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LbNatEntry {
+    pub addr: u32,
+    pub port: u16,
+    pub pad: [u8; 2],
+    pub id: u32,
+}
+
 // SAFETY: all of these are #[repr(C)] plain data with explicit padding fields, so every bit
 // pattern is valid and there are no implicit padding bytes.
 unsafe impl aya::Pod for CtKey {}
@@ -144,6 +190,11 @@ unsafe impl aya::Pod for IpcacheKeyData {}
 unsafe impl aya::Pod for IpcacheValue {}
 unsafe impl aya::Pod for EndpointKey {}
 unsafe impl aya::Pod for EndpointValue {}
+unsafe impl aya::Pod for LbSvcKey {}
+unsafe impl aya::Pod for LbSvcValue {}
+unsafe impl aya::Pod for LbSlotKey {}
+unsafe impl aya::Pod for LbBackend {}
+unsafe impl aya::Pod for LbNatEntry {}
 
 /// Encodes an address as (family, 16 bytes); IPv4 uses the first 4 bytes.
 pub fn encode_addr(addr: IpAddr) -> (u8, [u8; 16]) {
@@ -472,6 +523,21 @@ mod tests {
             endpoint_id => c::PORIN_ENDPOINT_VALUE__ENDPOINT_ID,
             ifindex => c::PORIN_ENDPOINT_VALUE__IFINDEX,
             identity => c::PORIN_ENDPOINT_VALUE__IDENTITY);
+        check!(LbSvcKey, c::PORIN_LB_SVC_KEY_SIZE,
+            vip => c::PORIN_LB_SVC_KEY__VIP, port => c::PORIN_LB_SVC_KEY__PORT,
+            proto => c::PORIN_LB_SVC_KEY__PROTO, pad => c::PORIN_LB_SVC_KEY__PAD);
+        check!(LbSvcValue, c::PORIN_LB_SVC_VALUE_SIZE,
+            service_id => c::PORIN_LB_SVC_VALUE__SERVICE_ID,
+            backend_count => c::PORIN_LB_SVC_VALUE__BACKEND_COUNT,
+            flags => c::PORIN_LB_SVC_VALUE__FLAGS);
+        check!(LbSlotKey, c::PORIN_LB_SLOT_KEY_SIZE,
+            service_id => c::PORIN_LB_SLOT_KEY__SERVICE_ID, slot => c::PORIN_LB_SLOT_KEY__SLOT);
+        check!(LbBackend, c::PORIN_LB_BACKEND_SIZE,
+            addr => c::PORIN_LB_BACKEND__ADDR, port => c::PORIN_LB_BACKEND__PORT,
+            pad => c::PORIN_LB_BACKEND__PAD);
+        check!(LbNatEntry, c::PORIN_LB_NAT_ENTRY_SIZE,
+            addr => c::PORIN_LB_NAT_ENTRY__ADDR, port => c::PORIN_LB_NAT_ENTRY__PORT,
+            pad => c::PORIN_LB_NAT_ENTRY__PAD, id => c::PORIN_LB_NAT_ENTRY__ID);
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod abi;
 mod attach;
 mod error;
 mod events;
+mod lb_maps;
 mod loader;
 mod maps;
 mod pins;
@@ -16,6 +17,9 @@ mod test_run;
 pub use attach::{AttachReport, LinkState};
 pub use error::DatapathError;
 pub use events::EventReader;
+pub use lb_maps::{
+    LbFrontend, LbMaps, MAP_LB_BACKENDS, MAP_LB_NAT, MAP_LB_RNAT, MAP_LB_SERVICES, MAP_LB_SLOTS,
+};
 pub use loader::{DEFAULT_PIN_ROOT, Datapath, DatapathConfig, PodProgram};
 pub use maps::{
     Conntrack, CounterSample, EndpointInfo, Endpoints, IpCache, MAP_CT, MAP_ENDPOINTS, MAP_EVENTS,

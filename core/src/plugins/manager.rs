@@ -281,6 +281,9 @@ mod tests {
         fn identity_labels(&self, _identity: u32) -> Option<Vec<String>> {
             None
         }
+        fn state(&self) -> Arc<dyn porin_plugin_sdk::ClusterState> {
+            Arc::new(porin_plugin_sdk::state::EmptyState)
+        }
     }
 
     fn sections<'a>(enabled: &[&'a str]) -> BTreeMap<&'a str, PluginSection> {

@@ -1,8 +1,10 @@
 //! porin-lb: kube-proxy replacement.
 
 mod config;
+pub mod desired;
 mod maglev;
 mod plugin;
+pub mod programmer;
 
 pub use config::{Algorithm, LbConfig, MAGLEV_TABLE_SIZES};
 pub use maglev::{MaglevError, maglev_table};

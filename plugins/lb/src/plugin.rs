@@ -1,20 +1,36 @@
-//! The load-balancing plugin's lifecycle.
+//! The load-balancing plugin's lifecycle: open the LB maps, and on start and on every
+//! relevant state change program them from the cluster's Services and EndpointSlices.
 
 use std::sync::Arc;
 
-use porin_plugin_sdk::{DatapathContribution, Health, Plugin, PluginContext, PluginError, Switch};
-use tracing::info;
+use porin_core::datapath::LbMaps;
+use porin_plugin_sdk::{
+    DatapathContribution, Health, Plugin, PluginContext, PluginError, StateChangeSummary, Switch,
+};
+use tracing::{debug, info, warn};
 
 use crate::LbConfig;
+use crate::desired::{ClusterObjects, desired_services};
+use crate::programmer::Programmer;
 
 /// The section name in `porin.toml`.
 pub const NAME: &str = "lb";
 
-/// The lb plugin: configuration and lifecycle (runtime work comes later).
+/// Kinds whose changes can change services or their backends.
+const WATCHED_KINDS: [&str; 4] = ["Service", "EndpointSlice", "Pod", "CiliumEndpoint"];
+
+/// The lb plugin.
 #[derive(Default)]
 pub struct LbPlugin {
     config: LbConfig,
     health: Option<Health>,
+    running: Option<Running>,
+}
+
+struct Running {
+    ctx: Arc<dyn PluginContext>,
+    maps: LbMaps,
+    programmer: Programmer,
 }
 
 impl LbPlugin {
@@ -25,6 +41,43 @@ impl LbPlugin {
     /// The validated configuration.
     pub fn config(&self) -> &LbConfig {
         &self.config
+    }
+
+    /// Programs the maps from the current state. Failures degrade health and are retried
+    /// on the next change; they never stop the agent.
+    fn program(&mut self) {
+        let Some(run) = self.running.as_mut() else {
+            return;
+        };
+        let state = run.ctx.state();
+        let (services, slices, pods, addresses) = (
+            state.services(),
+            state.endpoint_slices(),
+            state.pods(),
+            state.pod_addresses(),
+        );
+        let desired = desired_services(&ClusterObjects {
+            services: &services,
+            slices: &slices,
+            pods: &pods,
+            addresses: &addresses,
+        });
+        let report = run.programmer.sync(&desired, &mut run.maps);
+        debug!(
+            plugin = NAME,
+            generation = state.generation(),
+            frontends = run.programmer.service_count(),
+            writes = report.writes,
+            "services programmed"
+        );
+        self.health = Some(if report.errors.is_empty() {
+            Health::Ok
+        } else {
+            for e in &report.errors {
+                warn!(plugin = NAME, error = %e, "programming a service; retrying on the next change");
+            }
+            Health::Degraded(report.errors.join("; "))
+        });
     }
 }
 
@@ -43,7 +96,7 @@ impl Plugin for LbPlugin {
             switches: vec![
                 Switch {
                     name: "CFG_ENABLE_LB",
-                    value: 1,
+                    value: u32::from(self.config.kube_proxy_replacement),
                 },
                 Switch {
                     name: "CFG_ENABLE_SOCKET_LB",
@@ -58,13 +111,47 @@ impl Plugin for LbPlugin {
         }
     }
 
-    fn start(&mut self, _ctx: Arc<dyn PluginContext>) -> Result<(), PluginError> {
+    fn start(&mut self, ctx: Arc<dyn PluginContext>) -> Result<(), PluginError> {
+        if !self.config.kube_proxy_replacement {
+            info!(
+                plugin = NAME,
+                "kube_proxy_replacement = false: services are not served"
+            );
+            self.health = Some(Health::Ok);
+            return Ok(());
+        }
+        let maps = LbMaps::open(|name| ctx.map_pin_path(name)).map_err(|e| PluginError::Start {
+            plugin: NAME.to_string(),
+            message: format!("opening the LB maps: {e}"),
+        })?;
+        // Adopt what a previous agent programmed, so ids stay stable across restarts.
+        let programmer = match (maps.services(), maps.slots(), maps.backends()) {
+            (Ok(services), Ok(slots), Ok(backends)) => Programmer::adopt(services, slots, backends),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+                warn!(plugin = NAME, error = %e, "reading the LB maps; reprogramming from scratch");
+                Programmer::default()
+            }
+        };
+        self.running = Some(Running {
+            ctx,
+            maps,
+            programmer,
+        });
+        self.program();
         info!(plugin = NAME, "started");
-        self.health = Some(Health::Ok);
+        Ok(())
+    }
+
+    fn reconcile(&mut self, change: &StateChangeSummary) -> Result<(), PluginError> {
+        if change.kinds.is_empty() || WATCHED_KINDS.iter().any(|k| change.touches(k)) {
+            self.program();
+        }
         Ok(())
     }
 
     fn stop(&mut self) -> Result<(), PluginError> {
+        // The maps stay pinned and programmed: services keep working while no agent runs.
+        self.running = None;
         info!(plugin = NAME, "stopped");
         self.health = Some(Health::Stopped);
         Ok(())

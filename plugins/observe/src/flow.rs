@@ -239,17 +239,22 @@ pub fn drop_reason_name(code: u8) -> &'static str {
         135 => "CT_TRUNCATED_OR_INVALID_HEADER",
         136 => "CT_MISSING_TCP_ACK_FLAG",
         137 => "CT_UNKNOWN_L4_PROTOCOL",
-        139 => "CT_CANNOT_CREATE_ENTRY_FROM_PACKET",
-        140 => "UNSUPPORTED_L3_PROTOCOL",
-        141 => "MISSED_TAIL_CALL",
-        142 => "ERROR_WRITING_TO_PACKET",
-        143 => "UNKNOWN_L4_PROTOCOL",
-        144 => "UNKNOWN_ICMPV4_CODE",
-        145 => "UNKNOWN_ICMPV4_TYPE",
-        146 => "UNKNOWN_ICMPV6_CODE",
-        147 => "UNKNOWN_ICMPV6_TYPE",
-        157 => "FRAGMENTATION_NEEDED",
-        158 => "NO_TUNNEL_OR_ENCAPSULATION_ENDPOINT",
+        138 => "CT_CANNOT_CREATE_ENTRY_FROM_PACKET",
+        139 => "UNSUPPORTED_L3_PROTOCOL",
+        140 => "MISSED_TAIL_CALL",
+        141 => "ERROR_WRITING_TO_PACKET",
+        142 => "UNKNOWN_L4_PROTOCOL",
+        143 => "UNKNOWN_ICMPV4_CODE",
+        144 => "UNKNOWN_ICMPV4_TYPE",
+        145 => "UNKNOWN_ICMPV6_CODE",
+        146 => "UNKNOWN_ICMPV6_TYPE",
+        153 => "ERROR_WHILE_CORRECTING_L3_CHECKSUM",
+        154 => "ERROR_WHILE_CORRECTING_L4_CHECKSUM",
+        155 => "CT_MAP_INSERTION_FAILED",
+        156 => "INVALID_IPV6_EXTENSION_HEADER",
+        157 => "IP_FRAGMENTATION_NOT_SUPPORTED",
+        158 => "SERVICE_BACKEND_NOT_FOUND",
+        160 => "NO_TUNNEL_OR_ENCAPSULATION_ENDPOINT",
         181 => "POLICY_DENY",
         _ => "DROP_REASON_UNKNOWN",
     }
@@ -288,6 +293,15 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn drop_reason_names_follow_cilium_numbering() {
+        assert_eq!(drop_reason_name(135), "CT_TRUNCATED_OR_INVALID_HEADER");
+        assert_eq!(drop_reason_name(138), "CT_CANNOT_CREATE_ENTRY_FROM_PACKET");
+        assert_eq!(drop_reason_name(155), "CT_MAP_INSERTION_FAILED");
+        assert_eq!(drop_reason_name(158), "SERVICE_BACKEND_NOT_FOUND");
+        assert_eq!(drop_reason_name(160), "NO_TUNNEL_OR_ENCAPSULATION_ENDPOINT");
+    }
 
     #[test]
     fn rfc3339_formats_known_instants() {

@@ -24,6 +24,12 @@ pub struct TestSandbox {
 impl TestSandbox {
     /// Write `files` (name, YAML) into a manifest directory and bring a sandbox up.
     pub fn up(files: &[(&str, &str)]) -> Self {
+        Self::up_with(files, None)
+    }
+
+    /// Like [`TestSandbox::up`], with `agent_config` appended to every node's porin.toml
+    /// (`porin sandbox up --agent-config`), e.g. to enable a plugin.
+    pub fn up_with(files: &[(&str, &str)], agent_config: Option<&str>) -> Self {
         assert_root();
         let state_dir = tempfile::Builder::new()
             .prefix("porin-e2e-")
@@ -39,7 +45,14 @@ impl TestSandbox {
             up: false,
         };
         let dir = sandbox.manifests.path().display().to_string();
-        let out = sandbox.porin(&["sandbox", "up", &dir]);
+        let mut args = vec!["sandbox".to_string(), "up".to_string(), dir];
+        if let Some(text) = agent_config {
+            let path = sandbox.state_dir.path().join("extra-agent-config.toml");
+            std::fs::write(&path, text).expect("write agent config");
+            args.extend(["--agent-config".to_string(), path.display().to_string()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = sandbox.porin(&args);
         assert!(
             out.status.success(),
             "sandbox up failed:\n{}\n{}\nagent logs:\n{}",

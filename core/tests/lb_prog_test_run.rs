@@ -1,0 +1,370 @@
+//! BPF_PROG_TEST_RUN tests of per-packet load balancing in `bpf/pod.c` (`CFG_ENABLE_LB`):
+//! DNAT with valid checksums, reverse NAT of replies, affinity, and the no-backend refusal.
+//!
+//! Needs root (CAP_BPF + CAP_NET_ADMIN) and bpffs; fails with a clear message otherwise.
+
+use std::{
+    collections::BTreeSet,
+    net::{IpAddr, Ipv4Addr, SocketAddrV4},
+    path::PathBuf,
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use porin_core::datapath::{
+    Datapath, DatapathConfig, EventReader, LbFrontend, LbMaps, PodProgram,
+    abi::{CtKey, Direction, DropReason, EventType, FlowEvent, encode_addr},
+    remove_node_pins, test_run,
+};
+
+const TC_ACT_OK: u32 = 0;
+const TC_ACT_REDIRECT: u32 = 7;
+const TCP: u8 = 6;
+const UDP: u8 = 17;
+const SYN: u8 = 0x02;
+const ACK: u8 = 0x10;
+
+const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 50);
+const BACKEND_A: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 9);
+const BACKEND_B: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 9);
+
+// ---- packets with real checksums ------------------------------------------------------
+
+fn sum16(data: &[u8], mut acc: u32) -> u32 {
+    for chunk in data.chunks(2) {
+        let word = u16::from_be_bytes([chunk[0], *chunk.get(1).unwrap_or(&0)]);
+        acc += u32::from(word);
+    }
+    acc
+}
+
+fn fold(mut acc: u32) -> u16 {
+    while acc > 0xffff {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    !(acc as u16)
+}
+
+fn pseudo(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, len: usize) -> u32 {
+    let mut p = Vec::new();
+    p.extend_from_slice(&src.octets());
+    p.extend_from_slice(&dst.octets());
+    p.extend_from_slice(&[0, proto]);
+    p.extend_from_slice(&(len as u16).to_be_bytes());
+    sum16(&p, 0)
+}
+
+/// Ethernet + IPv4 + L4 with valid IP and L4 checksums.
+fn packet(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, sport: u16, dport: u16, flags: u8) -> Vec<u8> {
+    let mut l4 = Vec::new();
+    l4.extend_from_slice(&sport.to_be_bytes());
+    l4.extend_from_slice(&dport.to_be_bytes());
+    let csum_at = if proto == TCP {
+        l4.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+        16
+    } else {
+        l4.extend_from_slice(&[0, 13, 0, 0]);
+        6
+    };
+    l4.extend_from_slice(b"hello");
+    if proto == UDP {
+        let len = (l4.len() as u16).to_be_bytes();
+        l4[4..6].copy_from_slice(&len);
+    }
+    let c = fold(sum16(&l4, pseudo(src, dst, proto, l4.len())));
+    l4[csum_at..csum_at + 2].copy_from_slice(&c.to_be_bytes());
+
+    let mut ip = vec![0x45, 0];
+    ip.extend_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
+    ip.extend_from_slice(&[0, 1, 0, 0, 64, proto, 0, 0]);
+    ip.extend_from_slice(&src.octets());
+    ip.extend_from_slice(&dst.octets());
+    let c = fold(sum16(&ip, 0));
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    ip.extend_from_slice(&l4);
+
+    let mut eth = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00];
+    eth.extend_from_slice(&ip);
+    eth
+}
+
+/// What a test needs to know about an IPv4 packet, with its checksums verified.
+#[derive(Debug, PartialEq, Eq)]
+struct Parsed {
+    src: SocketAddrV4,
+    dst: SocketAddrV4,
+    proto: u8,
+}
+
+fn parse_checked(p: &[u8]) -> Parsed {
+    let ip = &p[14..34];
+    assert_eq!(fold(sum16(ip, 0)), 0, "IPv4 header checksum");
+    let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
+    let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
+    let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+    let l4 = &p[34..14 + total];
+    let proto = ip[9];
+    let acc = if proto == 1 {
+        0
+    } else {
+        pseudo(src, dst, proto, l4.len())
+    };
+    assert_eq!(fold(sum16(l4, acc)), 0, "L4 checksum (proto {proto})");
+    let port = |at: usize| u16::from_be_bytes([l4[at], l4[at + 1]]);
+    Parsed {
+        src: SocketAddrV4::new(src, if proto == 1 { 0 } else { port(0) }),
+        dst: SocketAddrV4::new(dst, if proto == 1 { 0 } else { port(2) }),
+        proto,
+    }
+}
+
+// ---- fixture -------------------------------------------------------------------------
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+struct Fixture {
+    dp: Datapath,
+    lb: LbMaps,
+    events: EventReader,
+    pin_root: PathBuf,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl Fixture {
+    fn new(enable_lb: bool) -> Self {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "lb BPF_PROG_TEST_RUN tests must run as root (they load eBPF programs)"
+        );
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let pin_root = PathBuf::from(format!(
+            "/sys/fs/bpf/porin-lbtest-{}-{n}",
+            std::process::id()
+        ));
+        let config = DatapathConfig {
+            node_name: "node-1".into(),
+            pin_root: pin_root.clone(),
+            switches: vec![("CFG_ENABLE_LB".into(), u32::from(enable_lb))],
+        };
+        let dp = Datapath::load(&config).unwrap_or_else(|e| panic!("loading the datapath: {e}"));
+        let lb = LbMaps::open(|name| dp.map_pin_path(name)).expect("opening the lb maps");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        let events = {
+            let _guard = rt.enter();
+            dp.event_reader().expect("event reader")
+        };
+        Self {
+            dp,
+            lb,
+            events,
+            pin_root,
+            _rt: rt,
+        }
+    }
+
+    /// A service with the given backends (ids 1..), backend ports 8080.
+    fn service(&mut self, vip: Ipv4Addr, port: u16, proto: u8, backends: &[Ipv4Addr]) {
+        let fe = LbFrontend {
+            addr: SocketAddrV4::new(vip, port),
+            proto,
+        };
+        for (i, b) in backends.iter().enumerate() {
+            let id = i as u32 + 1;
+            self.lb
+                .upsert_backend(id, SocketAddrV4::new(*b, 8080))
+                .expect("backend");
+            self.lb.set_slot(7, i as u32, id).expect("slot");
+        }
+        self.lb
+            .upsert_service(fe, 7, backends.len() as u32)
+            .expect("service");
+    }
+
+    fn run(&self, program: PodProgram, packet: &[u8]) -> (u32, Vec<u8>) {
+        let fd = self.dp.program_fd(program).expect("program fd");
+        let out = test_run(fd, packet).expect("BPF_PROG_TEST_RUN");
+        (out.retval, out.packet)
+    }
+
+    fn drain(&mut self) -> Vec<FlowEvent> {
+        std::iter::from_fn(|| self.events.try_next()).collect()
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = remove_node_pins(&self.pin_root, "node-1");
+        let _ = std::fs::remove_dir_all(&self.pin_root);
+    }
+}
+
+fn ct_key(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, proto: u8) -> CtKey {
+    let (family, saddr) = encode_addr(IpAddr::V4(src));
+    let (_, daddr) = encode_addr(IpAddr::V4(dst));
+    CtKey {
+        saddr,
+        daddr,
+        sport,
+        dport,
+        family,
+        l4_proto: proto,
+        pad: [0; 2],
+    }
+}
+
+// ---- tests ---------------------------------------------------------------------------
+
+#[test]
+fn dnat_and_reverse_nat_keep_checksums_valid() {
+    for proto in [TCP, UDP] {
+        let mut f = Fixture::new(true);
+        f.service(VIP, 80, proto, &[BACKEND_A]);
+
+        let out = f.run(
+            PodProgram::FromPod,
+            &packet(CLIENT, VIP, proto, 40000, 80, SYN),
+        );
+        assert_eq!(out.0, TC_ACT_OK);
+        let fwd = parse_checked(&out.1);
+        assert_eq!(fwd.src, SocketAddrV4::new(CLIENT, 40000), "proto {proto}");
+        assert_eq!(fwd.dst, SocketAddrV4::new(BACKEND_A, 8080), "proto {proto}");
+
+        // Conntrack and the flow event on the client's veth see the service address.
+        let ct = f.dp.conntrack().expect("conntrack");
+        assert!(
+            ct.get(&ct_key(CLIENT, VIP, 40000, 80, proto))
+                .expect("ct")
+                .is_some(),
+            "conntrack keeps the untranslated tuple"
+        );
+        let events = f.drain();
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(events[0].dst, Some(IpAddr::V4(VIP)));
+        assert_eq!(events[0].dst_port, 80);
+
+        // The reply entering the client comes from the VIP again.
+        let reply = packet(BACKEND_A, CLIENT, proto, 8080, 40000, SYN | ACK);
+        let out = f.run(PodProgram::ToPod, &reply);
+        assert_eq!(out.0, TC_ACT_OK);
+        let back = parse_checked(&out.1);
+        assert_eq!(back.src, SocketAddrV4::new(VIP, 80), "proto {proto}");
+        assert_eq!(back.dst, SocketAddrV4::new(CLIENT, 40000));
+        let entry = ct
+            .get(&ct_key(CLIENT, VIP, 40000, 80, proto))
+            .expect("ct")
+            .expect("entry");
+        assert_eq!(
+            entry.packets,
+            [1, 1],
+            "the reply matched the client's entry"
+        );
+
+        // Traffic to a non-service address is untouched.
+        let other = packet(CLIENT, BACKEND_B, proto, 40001, 80, SYN);
+        let out = f.run(PodProgram::FromPod, &other);
+        assert_eq!(out, (TC_ACT_OK, other.clone()));
+    }
+}
+
+#[test]
+fn a_connection_keeps_its_backend_and_new_ones_spread() {
+    let mut f = Fixture::new(true);
+    f.service(VIP, 80, TCP, &[BACKEND_A, BACKEND_B]);
+
+    let syn = packet(CLIENT, VIP, TCP, 41000, 80, SYN);
+    let first = parse_checked(&f.run(PodProgram::FromPod, &syn).1).dst;
+    let ack = packet(CLIENT, VIP, TCP, 41000, 80, ACK);
+    for _ in 0..30 {
+        let dst = parse_checked(&f.run(PodProgram::FromPod, &ack).1).dst;
+        assert_eq!(dst, first, "later packets go to the same backend");
+    }
+
+    let mut seen = BTreeSet::new();
+    for sport in 42000..42064 {
+        let out = f.run(
+            PodProgram::FromPod,
+            &packet(CLIENT, VIP, TCP, sport, 80, SYN),
+        );
+        seen.insert(*parse_checked(&out.1).dst.ip());
+    }
+    assert_eq!(
+        seen,
+        BTreeSet::from([BACKEND_A, BACKEND_B]),
+        "64 connections reach both backends"
+    );
+
+    // A removed backend stops being chosen, even for a connection that had it.
+    f.lb.set_slot(7, 0, 2).expect("slot");
+    f.lb.upsert_service(
+        LbFrontend {
+            addr: SocketAddrV4::new(VIP, 80),
+            proto: TCP,
+        },
+        7,
+        1,
+    )
+    .expect("service");
+    f.lb.remove_slot(7, 1).expect("slot");
+    f.lb.remove_backend(1).expect("backend");
+    for sport in [41000, 43000, 43001] {
+        let out = f.run(
+            PodProgram::FromPod,
+            &packet(CLIENT, VIP, TCP, sport, 80, ACK),
+        );
+        assert_eq!(*parse_checked(&out.1).dst.ip(), BACKEND_B);
+    }
+}
+
+#[test]
+fn a_service_without_backends_is_refused_with_a_drop_event() {
+    let mut f = Fixture::new(true);
+    f.service(VIP, 80, TCP, &[]);
+
+    let syn = packet(CLIENT, VIP, TCP, 40000, 80, SYN);
+    let (ret, out) = f.run(PodProgram::FromPod, &syn);
+    assert_eq!(ret, TC_ACT_REDIRECT, "sent back into the pod");
+
+    // The packet became an ICMP port unreachable from the VIP, quoting the SYN.
+    let icmp = parse_checked(&out);
+    assert_eq!(icmp.proto, 1);
+    assert_eq!(*icmp.src.ip(), VIP);
+    assert_eq!(*icmp.dst.ip(), CLIENT);
+    assert_eq!((out[34], out[35]), (3, 3), "destination/port unreachable");
+    assert_eq!(&out[42..62], &syn[14..34], "quotes the original IP header");
+    assert_eq!(&out[0..6], &syn[6..12], "addressed to the pod's MAC");
+
+    let events = f.drain();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].event_type, EventType::Drop);
+    assert_eq!(
+        events[0].drop_reason,
+        Some(DropReason::ServiceBackendNotFound)
+    );
+    assert_eq!(events[0].dst, Some(IpAddr::V4(VIP)));
+    let drops =
+        f.dp.counters()
+            .expect("counters")
+            .into_iter()
+            .find(|c| c.reason == 158 && c.direction == Some(Direction::Egress))
+            .map_or(0, |c| c.packets);
+    assert_eq!(drops, 1);
+    assert!(
+        f.dp.conntrack()
+            .expect("ct")
+            .get(&ct_key(CLIENT, VIP, 40000, 80, TCP))
+            .expect("ct")
+            .is_none(),
+        "a refused connection leaves no conntrack entry"
+    );
+}
+
+#[test]
+fn with_the_switch_off_services_are_not_translated() {
+    let mut f = Fixture::new(false);
+    f.service(VIP, 80, TCP, &[BACKEND_A]);
+    let syn = packet(CLIENT, VIP, TCP, 40000, 80, SYN);
+    assert_eq!(f.run(PodProgram::FromPod, &syn), (TC_ACT_OK, syn.clone()));
+}

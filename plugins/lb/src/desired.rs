@@ -1,0 +1,428 @@
+//! The services the datapath should serve, computed from cluster objects. Pure: no maps, no
+//! I/O, so every Kubernetes rule below is unit-tested.
+//!
+//! Rules (Kubernetes' Service semantics, the part this slice serves):
+//! - Services of type ClusterIP, and the ClusterIP part of NodePort and LoadBalancer, with
+//!   an IPv4 `clusterIP`; headless (`None`) and ExternalName services are ignored.
+//! - Every TCP or UDP port is its own frontend.
+//! - Backends come from the service's EndpointSlices (label `kubernetes.io/service-name`):
+//!   the slice port with the service port's name gives the backend port (this is how a
+//!   named `targetPort` resolves); ready endpoints, or terminating-but-serving ones only
+//!   when no endpoint is ready.
+//! - With no EndpointSlice at all and a selector, backends are the selected pods whose
+//!   address core knows. The sandbox has no EndpointSlice controller: this is its stand-in
+//!   (a real cluster always has slices for services with selectors).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
+
+use k8s_openapi::api::core::v1::{Pod, Service, ServicePort};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use porin_core::datapath::LbFrontend;
+use porin_plugin_sdk::PodAddress;
+
+/// Frontend -> its backends, sorted and without duplicates (empty: refuse connections).
+pub type DesiredServices = BTreeMap<LbFrontend, Vec<SocketAddrV4>>;
+
+/// The label tying an EndpointSlice to its Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+
+/// Everything the computation reads.
+pub struct ClusterObjects<'a> {
+    pub services: &'a [Service],
+    pub slices: &'a [EndpointSlice],
+    pub pods: &'a [Pod],
+    pub addresses: &'a [PodAddress],
+}
+
+/// The desired frontends and backends.
+pub fn desired_services(objects: &ClusterObjects<'_>) -> DesiredServices {
+    let pod_ips = pod_ipv4s(objects);
+    let mut out = DesiredServices::new();
+    for svc in objects.services {
+        let Some(spec) = &svc.spec else { continue };
+        if !matches!(
+            spec.type_.as_deref(),
+            None | Some("ClusterIP" | "NodePort" | "LoadBalancer")
+        ) {
+            continue;
+        }
+        // "None" (headless) and "" do not parse: ignored, as kube-proxy does.
+        let Some(vip) = spec
+            .cluster_ip
+            .as_deref()
+            .and_then(|ip| ip.parse::<Ipv4Addr>().ok())
+        else {
+            continue;
+        };
+        let namespace = svc.metadata.namespace.as_deref().unwrap_or("default");
+        let Some(name) = svc.metadata.name.as_deref() else {
+            continue;
+        };
+        let slices: Vec<&EndpointSlice> = objects
+            .slices
+            .iter()
+            .filter(|s| {
+                s.metadata.namespace.as_deref().unwrap_or("default") == namespace
+                    && s.metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get(SERVICE_NAME_LABEL))
+                        .is_some_and(|n| n == name)
+            })
+            .collect();
+        for port in spec.ports.iter().flatten() {
+            let Some((proto, proto_name)) = protocol(port) else {
+                continue;
+            };
+            let Ok(vport) = u16::try_from(port.port) else {
+                continue;
+            };
+            let mut backends = if !slices.is_empty() {
+                from_slices(&slices, port, proto_name)
+            } else {
+                from_selected_pods(objects.pods, &pod_ips, svc, namespace, port)
+            };
+            backends.sort();
+            backends.dedup();
+            out.insert(
+                LbFrontend {
+                    addr: SocketAddrV4::new(vip, vport),
+                    proto,
+                },
+                backends,
+            );
+        }
+    }
+    out
+}
+
+fn protocol(port: &ServicePort) -> Option<(u8, &'static str)> {
+    match port.protocol.as_deref().unwrap_or("TCP") {
+        "TCP" => Some((IPPROTO_TCP, "TCP")),
+        "UDP" => Some((IPPROTO_UDP, "UDP")),
+        _ => None, // SCTP: not served by this datapath yet
+    }
+}
+
+fn from_slices(slices: &[&EndpointSlice], port: &ServicePort, proto: &str) -> Vec<SocketAddrV4> {
+    let want = port.name.as_deref().unwrap_or("");
+    let mut ready = Vec::new();
+    let mut terminating = Vec::new();
+    for slice in slices.iter().filter(|s| s.address_type == "IPv4") {
+        let Some(bport) = slice
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| {
+                p.name.as_deref().unwrap_or("") == want
+                    && p.protocol.as_deref().unwrap_or("TCP") == proto
+            })
+            .and_then(|p| p.port)
+            .and_then(|p| u16::try_from(p).ok())
+        else {
+            continue;
+        };
+        for ep in &slice.endpoints {
+            let c = ep.conditions.as_ref();
+            // Kubernetes: an unknown `ready` is ready; `serving` defaults to `ready`.
+            let is_ready = c.and_then(|c| c.ready).unwrap_or(true);
+            let serving = c.and_then(|c| c.serving).unwrap_or(is_ready);
+            let is_terminating = c.and_then(|c| c.terminating).unwrap_or(false);
+            for addr in ep
+                .addresses
+                .iter()
+                .filter_map(|a| a.parse::<Ipv4Addr>().ok())
+            {
+                let backend = SocketAddrV4::new(addr, bport);
+                if is_ready && !is_terminating {
+                    ready.push(backend);
+                } else if serving && is_terminating {
+                    terminating.push(backend);
+                }
+            }
+        }
+    }
+    if ready.is_empty() { terminating } else { ready }
+}
+
+/// Pod IPv4 addresses: what core knows (local endpoints, other nodes' CiliumEndpoints),
+/// then `status.podIP` from the API server.
+fn pod_ipv4s(objects: &ClusterObjects<'_>) -> HashMap<(String, String), BTreeSet<Ipv4Addr>> {
+    let mut out: HashMap<(String, String), BTreeSet<Ipv4Addr>> = HashMap::new();
+    for a in objects.addresses {
+        if let IpAddr::V4(ip) = a.ip {
+            out.entry((a.namespace.clone(), a.pod_name.clone()))
+                .or_default()
+                .insert(ip);
+        }
+    }
+    for pod in objects.pods {
+        let ip = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.pod_ip.as_deref())
+            .and_then(|ip| ip.parse::<Ipv4Addr>().ok());
+        if let (Some(ip), Some(ns), Some(name)) = (
+            ip,
+            pod.metadata.namespace.clone(),
+            pod.metadata.name.clone(),
+        ) {
+            out.entry((ns, name)).or_default().insert(ip);
+        }
+    }
+    out
+}
+
+fn from_selected_pods(
+    pods: &[Pod],
+    pod_ips: &HashMap<(String, String), BTreeSet<Ipv4Addr>>,
+    svc: &Service,
+    namespace: &str,
+    port: &ServicePort,
+) -> Vec<SocketAddrV4> {
+    let Some(selector) = svc
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.as_ref())
+        .filter(|s| !s.is_empty())
+    else {
+        return Vec::new(); // no selector: endpoints are managed by hand (slices)
+    };
+    let mut out = Vec::new();
+    for pod in pods {
+        let pod_ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+        if pod_ns != namespace || pod.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+        if matches!(phase, Some("Succeeded" | "Failed")) {
+            continue;
+        }
+        let labels = pod.metadata.labels.as_ref();
+        if !selector
+            .iter()
+            .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
+        {
+            continue;
+        }
+        let Some(name) = pod.metadata.name.clone() else {
+            continue;
+        };
+        let Some(target) = target_port(pod, port) else {
+            continue;
+        };
+        for ip in pod_ips
+            .get(&(namespace.to_string(), name))
+            .into_iter()
+            .flatten()
+        {
+            out.push(SocketAddrV4::new(*ip, target));
+        }
+    }
+    out
+}
+
+/// `targetPort` for one pod: a number, a container port name, or the service port.
+fn target_port(pod: &Pod, port: &ServicePort) -> Option<u16> {
+    match &port.target_port {
+        None => u16::try_from(port.port).ok(),
+        Some(IntOrString::Int(n)) => u16::try_from(*n).ok(),
+        Some(IntOrString::String(name)) => pod
+            .spec
+            .as_ref()?
+            .containers
+            .iter()
+            .flat_map(|c| c.ports.iter().flatten())
+            .find(|p| p.name.as_deref() == Some(name.as_str()))
+            .and_then(|p| u16::try_from(p.container_port).ok()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn yaml<T: serde::de::DeserializeOwned>(text: &str) -> T {
+        serde_yaml::from_str(text).expect("test YAML")
+    }
+
+    fn fe(vip: &str, port: u16, proto: u8) -> LbFrontend {
+        LbFrontend {
+            addr: SocketAddrV4::new(vip.parse().expect("ip"), port),
+            proto,
+        }
+    }
+
+    fn sa(s: &str) -> SocketAddrV4 {
+        s.parse().expect("socket address")
+    }
+
+    fn compute(
+        services: &[&str],
+        slices: &[&str],
+        pods: &[&str],
+        addresses: &[PodAddress],
+    ) -> DesiredServices {
+        let services: Vec<Service> = services.iter().map(|s| yaml(s)).collect();
+        let slices: Vec<EndpointSlice> = slices.iter().map(|s| yaml(s)).collect();
+        let pods: Vec<Pod> = pods.iter().map(|s| yaml(s)).collect();
+        desired_services(&ClusterObjects {
+            services: &services,
+            slices: &slices,
+            pods: &pods,
+            addresses,
+        })
+    }
+
+    const WEB: &str = "
+metadata: {name: web, namespace: shop}
+spec:
+  clusterIP: 10.96.0.50
+  selector: {app: web}
+  ports:
+  - {name: http, port: 80, targetPort: http}
+  - {name: dns, port: 53, protocol: UDP, targetPort: 5353}
+";
+
+    const SLICE: &str = "
+addressType: IPv4
+metadata: {name: web-abc, namespace: shop, labels: {kubernetes.io/service-name: web}}
+ports:
+- {name: http, port: 8080, protocol: TCP}
+- {name: dns, port: 5353, protocol: UDP}
+endpoints:
+- {addresses: [10.200.1.5], conditions: {ready: true}}
+- {addresses: [10.200.2.5]}
+- {addresses: [10.200.2.6], conditions: {ready: false, serving: true, terminating: true}}
+- {addresses: [10.200.2.7], conditions: {ready: false}}
+";
+
+    #[test]
+    fn slices_give_ready_backends_per_named_port() {
+        let d = compute(&[WEB], &[SLICE], &[], &[]);
+        assert_eq!(d.len(), 2);
+        assert_eq!(
+            d[&fe("10.96.0.50", 80, 6)],
+            vec![sa("10.200.1.5:8080"), sa("10.200.2.5:8080")]
+        );
+        assert_eq!(
+            d[&fe("10.96.0.50", 53, 17)],
+            vec![sa("10.200.1.5:5353"), sa("10.200.2.5:5353")]
+        );
+    }
+
+    #[test]
+    fn terminating_serving_endpoints_only_without_ready_ones() {
+        let slice = "
+addressType: IPv4
+metadata: {name: web-abc, namespace: shop, labels: {kubernetes.io/service-name: web}}
+ports: [{name: http, port: 8080}]
+endpoints:
+- {addresses: [10.200.2.6], conditions: {ready: false, serving: true, terminating: true}}
+- {addresses: [10.200.2.8], conditions: {ready: false, serving: false, terminating: true}}
+- {addresses: [10.200.2.7], conditions: {ready: false}}
+";
+        let d = compute(&[WEB], &[slice], &[], &[]);
+        assert_eq!(d[&fe("10.96.0.50", 80, 6)], vec![sa("10.200.2.6:8080")]);
+    }
+
+    #[test]
+    fn a_service_whose_slices_have_no_endpoint_has_no_backend() {
+        let slice = "
+addressType: IPv4
+metadata: {name: web-abc, namespace: shop, labels: {kubernetes.io/service-name: web}}
+ports: [{name: http, port: 8080}]
+endpoints: []
+";
+        // A matching pod exists, but slices win: the stand-in is only for missing slices.
+        let pod = "
+metadata: {name: web-1, namespace: shop, labels: {app: web}}
+status: {podIP: 10.200.1.9}
+";
+        let d = compute(&[WEB], &[slice], &[pod], &[]);
+        assert_eq!(d[&fe("10.96.0.50", 80, 6)], vec![]);
+    }
+
+    #[test]
+    fn headless_external_name_and_other_namespaces_are_ignored() {
+        let headless = "
+metadata: {name: db, namespace: shop}
+spec: {clusterIP: None, selector: {app: db}, ports: [{port: 5432}]}
+";
+        let external = "
+metadata: {name: ext, namespace: shop}
+spec: {type: ExternalName, externalName: example.com, ports: [{port: 80}]}
+";
+        let nodeport = "
+metadata: {name: np, namespace: shop}
+spec: {type: NodePort, clusterIP: 10.96.0.60, ports: [{port: 81, nodePort: 30081}]}
+";
+        let other_ns_slice = SLICE.replace("namespace: shop", "namespace: other");
+        let d = compute(
+            &[headless, external, nodeport, WEB],
+            &[&other_ns_slice],
+            &[],
+            &[],
+        );
+        let keys: Vec<_> = d.keys().copied().collect();
+        assert_eq!(
+            keys,
+            vec![
+                fe("10.96.0.50", 53, 17),
+                fe("10.96.0.50", 80, 6),
+                fe("10.96.0.60", 81, 6)
+            ]
+        );
+        // No slice in shop, no pods: no backends (not the other namespace's).
+        assert!(d.values().all(Vec::is_empty));
+    }
+
+    #[test]
+    fn without_slices_selected_pods_stand_in() {
+        let pod = |name: &str, app: &str, phase: &str| {
+            format!(
+                "
+metadata: {{name: {name}, namespace: shop, labels: {{app: {app}}}}}
+spec:
+  containers:
+  - name: c
+    ports: [{{name: http, containerPort: 8080}}]
+status: {{phase: {phase}}}
+"
+            )
+        };
+        let pods = [
+            pod("web-1", "web", "Running"),
+            pod("web-2", "web", "Running"),
+            pod("web-3", "web", "Succeeded"),
+            pod("other", "db", "Running"),
+        ];
+        let addr = |name: &str, ip: &str| PodAddress {
+            namespace: "shop".into(),
+            pod_name: name.into(),
+            ip: ip.parse().expect("ip"),
+        };
+        let addresses = [
+            addr("web-1", "10.200.1.3"),
+            addr("web-2", "10.200.2.3"),
+            addr("web-3", "10.200.2.4"),
+            addr("other", "10.200.2.9"),
+        ];
+        let refs: Vec<&str> = pods.iter().map(String::as_str).collect();
+        let d = compute(&[WEB], &[], &refs, &addresses);
+        assert_eq!(
+            d[&fe("10.96.0.50", 80, 6)],
+            vec![sa("10.200.1.3:8080"), sa("10.200.2.3:8080")],
+            "named targetPort resolved through the container port"
+        );
+        assert_eq!(
+            d[&fe("10.96.0.50", 53, 17)],
+            vec![sa("10.200.1.3:5353"), sa("10.200.2.3:5353")]
+        );
+    }
+}

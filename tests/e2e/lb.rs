@@ -1,0 +1,220 @@
+//! End to end: ClusterIP services served by the lb plugin's per-packet DNAT in a real
+//! sandbox. A client reaches a service whose two backends live on two nodes, sees the
+//! service address as its peer, a service without backends is refused at once, and with
+//! the plugin disabled the service address is not served.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use common::{TestSandbox, str_of};
+
+const VIP: &str = "10.96.0.50";
+const EMPTY_VIP: &str = "10.96.0.51";
+
+/// Two backends (one per node) serving their own name, a client, and two Services.
+fn manifests(www: &std::path::Path) -> String {
+    let www = www.display();
+    let backend = |name: &str, node: &str| {
+        format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  namespace: shop
+  labels:
+    app: web
+spec:
+  nodeName: {node}
+  containers:
+    - name: web
+      image: ignored
+      command: ["python3", "-m", "http.server", "8080", "--bind", "0.0.0.0", "--directory", "{www}/{name}"]
+      ports:
+        - name: http
+          containerPort: 8080
+---
+"#
+        )
+    };
+    format!(
+        r#"apiVersion: v1
+kind: Namespace
+metadata:
+  name: shop
+---
+{web1}{web2}apiVersion: v1
+kind: Pod
+metadata:
+  name: client
+  namespace: shop
+  labels:
+    app: client
+spec:
+  nodeName: node-1
+  containers:
+    - name: c
+      image: ignored
+      command: ["sleep", "infinity"]
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  namespace: shop
+spec:
+  type: ClusterIP
+  clusterIP: {VIP}
+  selector:
+    app: web
+  ports:
+    - name: http
+      port: 80
+      targetPort: http
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: nobody
+  namespace: shop
+spec:
+  clusterIP: {EMPTY_VIP}
+  selector:
+    app: nobody-has-this
+  ports:
+    - port: 80
+      targetPort: 8080
+"#,
+        web1 = backend("web-1", "node-1"),
+        web2 = backend("web-2", "node-2"),
+    )
+}
+
+/// Document roots: each backend serves a page with its own name.
+fn document_roots() -> tempfile::TempDir {
+    let www = tempfile::tempdir().expect("www dir");
+    for name in ["web-1", "web-2"] {
+        let dir = www.path().join(name);
+        std::fs::create_dir(&dir).expect("mkdir");
+        std::fs::write(dir.join("index.html"), name).expect("index.html");
+    }
+    www
+}
+
+fn curl(sandbox: &TestSandbox, url: &str, timeout_s: &str) -> std::process::Output {
+    sandbox.exec("shop/client", &["curl", "-sS", "-m", timeout_s, url])
+}
+
+#[test]
+fn cluster_ip_reaches_both_backends_and_refuses_an_empty_service() {
+    let www = document_roots();
+    let sandbox = TestSandbox::up_with(
+        &[("00-shop.yaml", &manifests(www.path()))],
+        Some("[plugins.lb]\nenabled = true\n"),
+    );
+    let url = format!("http://{VIP}/");
+
+    // Backends start asynchronously: wait for the first answer.
+    let first = sandbox.exec_until_ok(
+        "shop/client",
+        &["curl", "-s", "-m", "2", url.as_str()],
+        Duration::from_secs(20),
+    );
+    assert!(
+        first.status.success(),
+        "the service never answered: {}\nagent logs:\n{}",
+        String::from_utf8_lossy(&first.stderr),
+        sandbox.agent_logs()
+    );
+
+    // Many connections, all served, spread over both nodes' backends.
+    let mut seen = BTreeSet::new();
+    for i in 0..40 {
+        let out = curl(&sandbox, &url, "3");
+        assert!(
+            out.status.success(),
+            "request {i} to the service failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        seen.insert(String::from_utf8_lossy(&out.stdout).trim().to_string());
+    }
+    assert_eq!(
+        seen,
+        BTreeSet::from(["web-1".to_string(), "web-2".to_string()]),
+        "both backends (local and remote) serve the service"
+    );
+
+    // The client talked to the service address: its flows name the VIP, not a backend.
+    let flows = sandbox.flows(500);
+    let to_vip = flows.iter().find(|f| {
+        str_of(&f["source"]["pod_name"]) == "client"
+            && str_of(&f["IP"]["destination"]) == VIP
+            && f["l4"]["TCP"]["destination_port"] == 80
+            && str_of(&f["event"]) == "from-endpoint"
+    });
+    assert!(to_vip.is_some(), "no client -> {VIP}:80 flow in {flows:#?}");
+    let reply_from_vip = flows.iter().any(|f| {
+        str_of(&f["IP"]["source"]) == VIP
+            && str_of(&f["destination"]["pod_name"]) == "client"
+            && f["is_reply"] == true
+    });
+    assert!(reply_from_vip, "replies reach the client from {VIP}");
+
+    // No backends: refused at once (ICMP port unreachable), not a timeout; reported as
+    // a drop with Cilium's reason.
+    let started = Instant::now();
+    let out = curl(&sandbox, &format!("http://{EMPTY_VIP}/"), "5");
+    let elapsed = started.elapsed();
+    assert!(!out.status.success(), "a service without backends answered");
+    assert!(
+        elapsed < Duration::from_secs(1),
+        "refusal took {elapsed:?}: the client waited for a timeout"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    // curl's exit code 7: the connection itself failed (ICMP unreachable -> refused).
+    assert!(err.contains("curl: (7)"), "curl said: {err}");
+    let dropped = common::wait_for(Duration::from_secs(3), || {
+        sandbox.flows(500).into_iter().find(|f| {
+            str_of(&f["drop_reason_desc"]) == "SERVICE_BACKEND_NOT_FOUND"
+                && str_of(&f["IP"]["destination"]) == EMPTY_VIP
+        })
+    });
+    assert!(
+        dropped.is_some(),
+        "no SERVICE_BACKEND_NOT_FOUND drop flow in {:#?}",
+        sandbox
+            .flows(500)
+            .into_iter()
+            .filter(|f| str_of(&f["IP"]["destination"]) == EMPTY_VIP)
+            .collect::<Vec<_>>()
+    );
+
+    sandbox.down_and_check();
+}
+
+#[test]
+fn without_the_lb_plugin_the_service_address_is_not_served() {
+    let www = document_roots();
+    let sandbox = TestSandbox::up(&[("00-shop.yaml", &manifests(www.path()))]);
+
+    // The backends themselves are up (so a failure below is the missing service)...
+    let web2 = sandbox.endpoint("shop/web-2");
+    let ip = str_of(&web2["endpoint"]["ipv4"]).to_string();
+    assert!(!ip.is_empty(), "{web2}");
+    let direct = sandbox.exec_until_ok(
+        "shop/client",
+        &["curl", "-s", "-m", "2", &format!("http://{ip}:8080/")],
+        Duration::from_secs(20),
+    );
+    assert_eq!(String::from_utf8_lossy(&direct.stdout).trim(), "web-2");
+
+    // ...but nothing translates the VIP.
+    let out = curl(&sandbox, &format!("http://{VIP}/"), "2");
+    assert!(
+        !out.status.success(),
+        "the VIP answered without the lb plugin: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    sandbox.down_and_check();
+}
