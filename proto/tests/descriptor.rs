@@ -72,7 +72,10 @@ fn generated_messages_encode_with_ciliums_tags() {
         ..Default::default()
     };
     // Field 24 (varint) = 101, field 25 (varint) = 135.
-    assert_eq!(f.encode_to_vec(), vec![0xC0, 0x01, 101, 0xC8, 0x01, 0x87, 0x01]);
+    assert_eq!(
+        f.encode_to_vec(),
+        vec![0xC0, 0x01, 101, 0xC8, 0x01, 0x87, 0x01]
+    );
     let r = observer::GetFlowsResponse {
         node_name: "n".to_string(),
         ..Default::default()

@@ -1,6 +1,7 @@
 //! The `porin` command line.
 
 mod discover;
+mod hubble_client;
 mod observe;
 mod output;
 mod query;
