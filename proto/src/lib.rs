@@ -35,3 +35,21 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/hubble_descriptor.bin"));
 
 pub use pbjson_types::{BoolValue, Timestamp, UInt32Value};
+
+/// A message as one line of protojson, like Go's `protojson` (what `hubble
+/// observe -o json` prints): pbjson-types writes timestamps with `+00:00`, which
+/// protojson always writes as `Z`, so top-level and `flow` times are rewritten.
+pub fn to_protojson<T: serde::Serialize>(message: &T) -> Result<String, serde_json::Error> {
+    let mut value = serde_json::to_value(message)?;
+    fix_time(value.get_mut("time"));
+    fix_time(value.get_mut("flow").and_then(|f| f.get_mut("time")));
+    serde_json::to_string(&value)
+}
+
+fn fix_time(time: Option<&mut serde_json::Value>) {
+    if let Some(serde_json::Value::String(t)) = time
+        && let Some(utc) = t.strip_suffix("+00:00")
+    {
+        *t = format!("{utc}Z");
+    }
+}

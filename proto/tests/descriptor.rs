@@ -102,6 +102,15 @@ fn protojson_uses_proto_field_names_and_enum_names() {
     assert_eq!(v["drop_reason_desc"], "POLICY_DENIED");
     assert_eq!(v["IP"]["ipVersion"], "IPv4");
     assert_eq!(v["is_reply"], false);
+    let line = hubble_proto::to_protojson(&observer::GetFlowsResponse {
+        time: Some(hubble_proto::Timestamp {
+            seconds: 0,
+            nanos: 5,
+        }),
+        ..Default::default()
+    })
+    .expect("protojson");
+    assert_eq!(line, r#"{"time":"1970-01-01T00:00:00.000000005Z"}"#);
     let back: flow::Flow = serde_json::from_value(v).expect("round trip");
     assert_eq!(back, f);
 }

@@ -233,7 +233,7 @@ pub async fn observe(targets: &[AgentTarget], args: &ObserveArgs) -> Result<()> 
 fn print_response(response: &GetFlowsResponse, format: ObserveFormat) -> Result<()> {
     use std::io::Write;
     let line = match (format, &response.response_types) {
-        (ObserveFormat::Json, _) => serde_json::to_string(response)?,
+        (ObserveFormat::Json, _) => porin_observe::hubble_proto::to_protojson(response)?,
         (ObserveFormat::Compact, Some(ResponseTypes::Flow(flow))) => format_compact(flow),
         (ObserveFormat::Compact, Some(ResponseTypes::LostEvents(lost))) => format!(
             "EVENTS LOST: {} events lost on {}",
