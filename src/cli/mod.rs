@@ -75,7 +75,7 @@ enum Command {
     /// Print flows, like `hubble observe`.
     Observe {
         #[command(flatten)]
-        args: observe::ObserveArgs,
+        args: Box<observe::ObserveArgs>,
         #[command(flatten)]
         target: Target,
     },

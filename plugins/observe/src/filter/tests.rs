@@ -243,8 +243,8 @@ fn fields_and_values_combine_like_hubble() {
         ..Default::default()
     };
     assert!(keeps(&[tcp.clone(), drops.clone()], &[], &f));
-    assert!(!keeps(&[tcp.clone()], &[], &f));
-    assert!(!keeps(&[drops], &[dns.clone()], &f));
+    assert!(!keeps(std::slice::from_ref(&tcp), &[], &f));
+    assert!(!keeps(&[drops], std::slice::from_ref(&dns), &f));
     assert!(!keeps(&[], &[dns], &f));
     assert!(keeps(&[], &[tcp], &f));
 }
