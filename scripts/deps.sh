@@ -25,6 +25,13 @@ if [[ $EUID -eq 0 ]] && ! mount | grep -q " /sys/fs/bpf type bpf"; then
     mount -t bpf bpf /sys/fs/bpf
 fi
 
+# An independent gRPC client for the Hubble API tests (grpcio, stubs from proto/).
+if ! python3 -c "import grpc, grpc_tools" 2>/dev/null; then
+    echo "deps: installing grpcio grpcio-tools (pip)"
+    python3 -m pip install -q grpcio grpcio-tools 2>/dev/null \
+        || python3 -m pip install -q --break-system-packages grpcio grpcio-tools
+fi
+
 if ! command -v cargo >/dev/null; then
     echo "deps: cargo not found; install Rust with rustup (https://rustup.rs) first" >&2
     exit 1

@@ -32,8 +32,8 @@ pub struct AgentTarget {
     pub node: String,
     /// The agent API socket.
     pub socket: PathBuf,
-    /// The flow socket served by the observe plugin.
-    pub flows_socket: PathBuf,
+    /// The Hubble API socket served by the observe plugin.
+    pub hubble_socket: PathBuf,
     /// The node's network namespace (for commands that must run inside it).
     #[serde(default)]
     pub netns: Option<PathBuf>,
@@ -49,7 +49,7 @@ pub fn targets(socket: Option<&Path>, node: Option<&str>) -> Result<Vec<AgentTar
         return Ok(vec![AgentTarget {
             node: node.unwrap_or("local").to_string(),
             socket: socket.to_path_buf(),
-            flows_socket: dir.join("flows.sock"),
+            hubble_socket: dir.join(porin_observe::HUBBLE_SOCKET_NAME),
             netns: None,
             metrics_address: None,
         }]);
@@ -65,7 +65,7 @@ pub fn targets(socket: Option<&Path>, node: Option<&str>) -> Result<Vec<AgentTar
     let socket = PathBuf::from(DEFAULT_AGENT_SOCKET);
     Ok(vec![AgentTarget {
         node: node.unwrap_or("local").to_string(),
-        flows_socket: socket.with_file_name("flows.sock"),
+        hubble_socket: socket.with_file_name(porin_observe::HUBBLE_SOCKET_NAME),
         socket,
         netns: None,
         metrics_address: None,
@@ -93,7 +93,7 @@ mod tests {
         AgentTarget {
             node: node.to_string(),
             socket: PathBuf::from(format!("/run/{node}.sock")),
-            flows_socket: PathBuf::from(format!("/run/{node}-flows.sock")),
+            hubble_socket: PathBuf::from(format!("/run/{node}-hubble.sock")),
             netns: None,
             metrics_address: None,
         }
@@ -111,6 +111,6 @@ mod tests {
     #[test]
     fn explicit_socket_wins() {
         let t = targets(Some(Path::new("/tmp/x/agent.sock")), None).expect("socket");
-        assert_eq!(t[0].flows_socket, PathBuf::from("/tmp/x/flows.sock"));
+        assert_eq!(t[0].hubble_socket, PathBuf::from("/tmp/x/hubble.sock"));
     }
 }

@@ -1,6 +1,7 @@
 //! The `porin` command line.
 
 mod discover;
+mod hubble_client;
 mod observe;
 mod output;
 mod policy;
@@ -80,7 +81,7 @@ enum Command {
     /// Print flows, like `hubble observe`.
     Observe {
         #[command(flatten)]
-        args: observe::ObserveArgs,
+        args: Box<observe::ObserveArgs>,
         #[command(flatten)]
         target: Target,
     },

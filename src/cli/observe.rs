@@ -1,15 +1,21 @@
-//! `porin observe`: flows from every agent's flow socket, in Hubble's formats.
+//! `porin observe`: flows from every agent's Hubble API, in Hubble's formats.
+//! Filtering happens on the server: the flags become `FlowFilter`s.
 
-use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
-use porin_observe::{Flow, FlowRequest, format_compact};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::UnixStream;
+use porin_observe::flow::{
+    MESSAGE_TYPE_DROP, MESSAGE_TYPE_TRACE, TRACE_FROM_LXC, TRACE_TO_LXC, timestamp,
+};
+use porin_observe::format_compact;
+use porin_observe::hubble_proto::flow::{EventTypeFilter, FlowFilter, Verdict};
+use porin_observe::hubble_proto::observer::get_flows_response::ResponseTypes;
+use porin_observe::hubble_proto::observer::{GetFlowsRequest, GetFlowsResponse};
 use tokio::sync::mpsc;
 
 use super::discover::AgentTarget;
+use super::hubble_client::Server;
 
 /// `-o` of `porin observe`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -19,21 +25,30 @@ pub enum ObserveFormat {
     Json,
 }
 
-/// Hubble's filter flags (a first subset).
+/// Hubble's filter flags.
 #[derive(Debug, Clone, Args, Default)]
 pub struct ObserveArgs {
     /// Show the last N flows of each node (default 20; 0 with --follow shows only new ones).
     #[arg(long)]
-    pub last: Option<usize>,
+    pub last: Option<u64>,
     /// Keep printing new flows.
     #[arg(short = 'f', long)]
     pub follow: bool,
+    /// Flows since this long ago (`30s`, `5m`, `2h`, `1d`).
+    #[arg(long)]
+    pub since: Option<String>,
     /// Only flows from or to this namespace.
     #[arg(short = 'n', long)]
     pub namespace: Option<String>,
-    /// Only flows from or to this pod (`[namespace/]name`).
+    /// Only flows from or to this pod (`[namespace/]name-prefix`).
     #[arg(long)]
     pub pod: Option<String>,
+    /// Only flows from this pod (`[namespace/]name-prefix`).
+    #[arg(long)]
+    pub from_pod: Option<String>,
+    /// Only flows to this pod (`[namespace/]name-prefix`).
+    #[arg(long)]
+    pub to_pod: Option<String>,
     /// Only flows with this verdict (FORWARDED, DROPPED).
     #[arg(long)]
     pub verdict: Option<String>,
@@ -43,101 +58,156 @@ pub struct ObserveArgs {
     /// Only flows from or to this port.
     #[arg(long)]
     pub port: Option<u16>,
+    /// Only these events: `drop`, `trace`, `trace:to-endpoint`, `trace:from-endpoint`.
+    #[arg(short = 't', long = "type")]
+    pub event_type: Option<String>,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t)]
     pub output: ObserveFormat,
-    /// A flow socket to read instead of the discovered agents'.
+    /// A Hubble API to read instead of the discovered agents': a unix socket or host:port.
     #[arg(long)]
-    pub server: Option<PathBuf>,
+    pub server: Option<String>,
 }
 
 impl ObserveArgs {
-    fn keeps(&self, flow: &Flow) -> bool {
-        let sides = [&flow.source, &flow.destination];
-        if let Some(ns) = &self.namespace
-            && !sides.iter().any(|s| &s.namespace == ns)
-        {
-            return false;
-        }
-        if let Some(pod) = &self.pod {
-            let (ns, name) = match pod.split_once('/') {
-                Some((ns, name)) => (Some(ns), name),
-                None => (None, pod.as_str()),
-            };
-            if !sides
-                .iter()
-                .any(|s| s.pod_name.starts_with(name) && ns.is_none_or(|ns| s.namespace == ns))
-            {
-                return false;
-            }
-        }
-        if let Some(v) = &self.verdict
-            && !flow.verdict.eq_ignore_ascii_case(v)
-        {
-            return false;
-        }
-        let (proto, sport, dport) = match &flow.l4 {
-            porin_observe::flow::L4::Tcp {
-                source_port,
-                destination_port,
-                ..
-            } => ("tcp", *source_port, *destination_port),
-            porin_observe::flow::L4::Udp {
-                source_port,
-                destination_port,
-            } => ("udp", *source_port, *destination_port),
-            porin_observe::flow::L4::IcmpV4 { .. } => ("icmp", 0, 0),
-            porin_observe::flow::L4::IcmpV6 { .. } => ("icmpv6", 0, 0),
-            porin_observe::flow::L4::Other { .. } => ("other", 0, 0),
+    /// The request the flags stand for.
+    pub fn request(&self) -> Result<GetFlowsRequest> {
+        let since = match &self.since {
+            Some(s) => Some(timestamp(
+                SystemTime::now()
+                    .checked_sub(parse_duration(s)?)
+                    .context("--since reaches before 1970")?,
+            )),
+            None => None,
         };
-        if let Some(p) = &self.protocol
-            && !proto.eq_ignore_ascii_case(p)
-            && !(p.eq_ignore_ascii_case("icmp") && proto.starts_with("icmp"))
-        {
-            return false;
+        let number = match (self.last, self.follow, since.is_some()) {
+            (Some(n), _, _) => n,
+            (None, true, _) | (None, _, true) => 0,
+            (None, false, false) => 20,
+        };
+        Ok(GetFlowsRequest {
+            number,
+            first: false,
+            follow: self.follow,
+            blacklist: Vec::new(),
+            whitelist: self.whitelist()?,
+            since,
+            until: None,
+        })
+    }
+
+    /// Flags about both sides (`--namespace`, `--pod`, `--port`) make two filters,
+    /// one per side, OR'ed; the rest go into both.
+    fn whitelist(&self) -> Result<Vec<FlowFilter>> {
+        let mut base = FlowFilter::default();
+        if let Some(v) = &self.verdict {
+            let verdict = Verdict::from_str_name(&v.to_ascii_uppercase())
+                .with_context(|| format!("--verdict: unknown verdict `{v}`"))?;
+            base.verdict.push(verdict as i32);
         }
-        if let Some(port) = self.port
-            && sport != port
-            && dport != port
-        {
-            return false;
+        if let Some(p) = &self.protocol {
+            base.protocol.push(p.to_ascii_lowercase());
         }
-        true
+        if let Some(t) = &self.event_type {
+            base.event_type.push(event_type(t)?);
+        }
+        base.source_pod.extend(self.from_pod.clone());
+        base.destination_pod.extend(self.to_pod.clone());
+        let pod = match (&self.namespace, &self.pod) {
+            (Some(ns), Some(p)) if !p.contains('/') => Some(format!("{ns}/{p}")),
+            (_, Some(p)) => Some(p.clone()),
+            (Some(ns), None) => Some(format!("{ns}/")),
+            (None, None) => None,
+        };
+        if pod.is_none() && self.port.is_none() {
+            return Ok(if base == FlowFilter::default() {
+                vec![]
+            } else {
+                vec![base]
+            });
+        }
+        let mut src = base.clone();
+        let mut dst = base;
+        src.source_pod.extend(pod.clone());
+        dst.destination_pod.extend(pod);
+        if let Some(port) = self.port {
+            src.source_port.push(port.to_string());
+            dst.destination_port.push(port.to_string());
+        }
+        Ok(vec![src, dst])
     }
 }
 
-/// Print flows from all targets; returns when every socket is done (or never with --follow).
+fn event_type(text: &str) -> Result<EventTypeFilter> {
+    let (kind, sub) = text.split_once(':').unwrap_or((text, ""));
+    let r#type = match kind {
+        "drop" => MESSAGE_TYPE_DROP,
+        "trace" => MESSAGE_TYPE_TRACE,
+        other => bail!("--type: unknown event type `{other}` (drop, trace)"),
+    };
+    let sub_type = match (kind, sub) {
+        (_, "") => None,
+        ("trace", "to-endpoint") => Some(TRACE_TO_LXC),
+        ("trace", "from-endpoint") => Some(TRACE_FROM_LXC),
+        _ => bail!("--type: unknown sub-type `{sub}` of `{kind}`"),
+    };
+    Ok(EventTypeFilter {
+        r#type,
+        match_sub_type: sub_type.is_some(),
+        sub_type: sub_type.unwrap_or(0),
+    })
+}
+
+fn parse_duration(text: &str) -> Result<Duration> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (n, unit) = text.split_at(split);
+    let n: u64 = n
+        .parse()
+        .with_context(|| format!("--since: `{text}` is not like 30s, 5m, 2h"))?;
+    let secs = match unit {
+        "s" | "" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => bail!("--since: unknown unit in `{text}` (s, m, h, d)"),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+/// Print flows from all targets; returns when every server is done (or never with --follow).
 pub async fn observe(targets: &[AgentTarget], args: &ObserveArgs) -> Result<()> {
-    let sockets: Vec<PathBuf> = match &args.server {
-        Some(s) => vec![s.clone()],
-        None => targets.iter().map(|t| t.flows_socket.clone()).collect(),
+    let servers: Vec<Server> = match &args.server {
+        Some(s) => vec![Server::parse(s)],
+        None => targets
+            .iter()
+            .map(|t| Server::Unix(t.hubble_socket.clone()))
+            .collect(),
     };
-    let request = FlowRequest {
-        last: args.last.unwrap_or(if args.follow { 0 } else { 20 }),
-        follow: args.follow,
-    };
-    let (tx, mut rx) = mpsc::channel::<Flow>(1024);
-    for socket in sockets {
-        let mut stream = UnixStream::connect(&socket).await.with_context(|| {
-            format!(
-                "connecting to the flow socket {} (is the observe plugin enabled?)",
-                socket.display()
-            )
-        })?;
-        let mut line = serde_json::to_string(&request)?;
-        line.push('\n');
-        stream.write_all(line.as_bytes()).await?;
+    let request = args.request()?;
+    let (tx, mut rx) = mpsc::channel::<GetFlowsResponse>(1024);
+    for server in servers {
+        let mut client = server.connect().await?;
+        let mut stream = client
+            .get_flows(request.clone())
+            .await
+            .with_context(|| format!("GetFlows on {server}"))?
+            .into_inner();
         let tx = tx.clone();
         tokio::spawn(async move {
-            let mut lines = BufReader::new(stream).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                match serde_json::from_str::<Flow>(&line) {
-                    Ok(flow) => {
-                        if tx.send(flow).await.is_err() {
+            loop {
+                match stream.message().await {
+                    Ok(Some(r)) => {
+                        if tx.send(r).await.is_err() {
                             return;
                         }
                     }
-                    Err(_) => eprintln!("{}: {line}", socket.display()),
+                    Ok(None) => return,
+                    Err(e) => {
+                        eprintln!("{server}: {}", e.message());
+                        return;
+                    }
                 }
             }
         });
@@ -145,36 +215,110 @@ pub async fn observe(targets: &[AgentTarget], args: &ObserveArgs) -> Result<()> 
     drop(tx);
     // Without --follow, merge the nodes' backlogs in time order.
     let mut backlog = Vec::new();
-    while let Some(flow) = rx.recv().await {
-        if !args.keeps(&flow) {
-            continue;
-        }
+    while let Some(response) = rx.recv().await {
         if args.follow {
-            print_flow(&flow, args.output)?;
+            print_response(&response, args.output)?;
         } else {
-            backlog.push(flow);
+            backlog.push(response);
         }
     }
-    backlog.sort_by(|a, b| a.time.cmp(&b.time));
-    for flow in &backlog {
-        print_flow(flow, args.output)?;
+    backlog.sort_by_key(|r| r.time.map(|t| (t.seconds, t.nanos)));
+    for response in &backlog {
+        print_response(response, args.output)?;
     }
     Ok(())
 }
 
-/// Print one flow; a closed stdout (`porin observe | head`) ends the command quietly.
-fn print_flow(flow: &Flow, format: ObserveFormat) -> Result<()> {
+/// Print one response; a closed stdout (`porin observe | head`) ends the command quietly.
+fn print_response(response: &GetFlowsResponse, format: ObserveFormat) -> Result<()> {
     use std::io::Write;
-    let line = match format {
-        ObserveFormat::Compact => format_compact(flow),
-        ObserveFormat::Json => serde_json::to_string(&serde_json::json!({
-            "flow": flow,
-            "node_name": flow.node_name,
-            "time": flow.time,
-        }))?,
+    let line = match (format, &response.response_types) {
+        (ObserveFormat::Json, _) => porin_observe::hubble_proto::to_protojson(response)?,
+        (ObserveFormat::Compact, Some(ResponseTypes::Flow(flow))) => format_compact(flow),
+        (ObserveFormat::Compact, Some(ResponseTypes::LostEvents(lost))) => format!(
+            "EVENTS LOST: {} events lost on {}",
+            lost.num_events_lost, response.node_name
+        ),
+        (ObserveFormat::Compact, _) => return Ok(()),
     };
     match writeln!(std::io::stdout().lock(), "{line}") {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
         other => Ok(other?),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_become_hubble_filters() {
+        let args = ObserveArgs {
+            pod: Some("web".into()),
+            namespace: Some("shop".into()),
+            verdict: Some("dropped".into()),
+            event_type: Some("trace:to-endpoint".into()),
+            ..ObserveArgs::default()
+        };
+        let req = args.request().expect("request");
+        assert_eq!(req.number, 20);
+        assert_eq!(req.whitelist.len(), 2);
+        assert_eq!(req.whitelist[0].source_pod, vec!["shop/web"]);
+        assert_eq!(req.whitelist[1].destination_pod, vec!["shop/web"]);
+        for f in &req.whitelist {
+            assert_eq!(f.verdict, vec![Verdict::Dropped as i32]);
+            assert_eq!(f.event_type[0].sub_type, TRACE_TO_LXC);
+            assert!(f.event_type[0].match_sub_type);
+        }
+        let from_to = ObserveArgs {
+            from_pod: Some("tools/client".into()),
+            to_pod: Some("shop/web".into()),
+            since: Some("5m".into()),
+            ..ObserveArgs::default()
+        };
+        let req = from_to.request().expect("request");
+        assert_eq!((req.number, req.since.is_some()), (0, true));
+        assert_eq!(req.whitelist.len(), 1);
+        assert_eq!(req.whitelist[0].source_pod, vec!["tools/client"]);
+        assert_eq!(req.whitelist[0].destination_pod, vec!["shop/web"]);
+        assert!(
+            ObserveArgs {
+                verdict: Some("maybe".into()),
+                ..ObserveArgs::default()
+            }
+            .request()
+            .is_err()
+        );
+        assert!(
+            ObserveArgs {
+                since: Some("5y".into()),
+                ..ObserveArgs::default()
+            }
+            .request()
+            .is_err()
+        );
+        assert!(
+            ObserveArgs::default()
+                .request()
+                .expect("request")
+                .whitelist
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn servers_are_sockets_or_addresses() {
+        assert_eq!(
+            Server::parse("/run/porin/hubble.sock"),
+            Server::Unix("/run/porin/hubble.sock".into())
+        );
+        assert_eq!(
+            Server::parse("unix:///x.sock"),
+            Server::Unix("/x.sock".into())
+        );
+        assert_eq!(
+            Server::parse("localhost:4245"),
+            Server::Tcp("localhost:4245".into())
+        );
     }
 }

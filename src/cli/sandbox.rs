@@ -162,7 +162,7 @@ fn up(
             let socket = n.agent_socket.clone()?;
             Some(AgentTarget {
                 node: n.name.clone(),
-                flows_socket: socket.with_file_name("flows.sock"),
+                hubble_socket: socket.with_file_name(porin_observe::HUBBLE_SOCKET_NAME),
                 socket,
                 netns: Some(PathBuf::from("/run/netns").join(&n.netns)),
                 metrics_address: n.metrics_addr.clone(),

@@ -151,7 +151,7 @@ fn cluster_ip_reaches_both_backends_and_refuses_an_empty_service() {
         str_of(&f["source"]["pod_name"]) == "client"
             && str_of(&f["IP"]["destination"]) == VIP
             && f["l4"]["TCP"]["destination_port"] == 80
-            && str_of(&f["event"]) == "from-endpoint"
+            && str_of(&f["trace_observation_point"]) == "FROM_ENDPOINT"
     });
     assert!(to_vip.is_some(), "no client -> {VIP}:80 flow in {flows:#?}");
     let reply_from_vip = flows.iter().any(|f| {

@@ -77,14 +77,15 @@ fn identity_of(sandbox: &TestSandbox, key: &str) -> u64 {
         .expect("identity")
 }
 
-fn find_flow<'a>(flows: &'a [Value], src: &str, dst: &str, event: &str) -> Option<&'a Value> {
+/// A SYN (no ACK) flow from `src` to `dst` seen at `point` (Hubble's
+/// `trace_observation_point`: TO_ENDPOINT or FROM_ENDPOINT).
+fn find_flow<'a>(flows: &'a [Value], src: &str, dst: &str, point: &str) -> Option<&'a Value> {
     flows.iter().find(|f| {
         str_of(&f["source"]["pod_name"]) == src
             && str_of(&f["destination"]["pod_name"]) == dst
-            && str_of(&f["event"]) == event
-            && f["l4"]["TCP"]["flags"]
-                .as_array()
-                .is_some_and(|fl| fl.iter().any(|x| x == "SYN") && !fl.iter().any(|x| x == "ACK"))
+            && str_of(&f["trace_observation_point"]) == point
+            && f["l4"]["TCP"]["flags"]["SYN"] == true
+            && f["l4"]["TCP"]["flags"]["ACK"] != true
     })
 }
 
@@ -142,8 +143,8 @@ fn pods_reach_each_other_and_flows_name_them() {
     // with both endpoints resolved to pods and identities.
     let flows = wait_for(Duration::from_secs(5), || {
         let flows = sandbox.flows(500);
-        (find_flow(&flows, "client-b", "web", "to-endpoint").is_some()
-            && find_flow(&flows, "client-b", "web", "from-endpoint").is_some())
+        (find_flow(&flows, "client-b", "web", "TO_ENDPOINT").is_some()
+            && find_flow(&flows, "client-b", "web", "FROM_ENDPOINT").is_some())
         .then_some(flows)
     })
     .unwrap_or_else(|| {
@@ -154,7 +155,7 @@ fn pods_reach_each_other_and_flows_name_them() {
             flows.iter().rev().take(8).collect::<Vec<_>>()
         )
     });
-    let to = find_flow(&flows, "client-b", "web", "to-endpoint").expect("to-endpoint flow");
+    let to = find_flow(&flows, "client-b", "web", "TO_ENDPOINT").expect("to-endpoint flow");
     assert_eq!(to["node_name"], "node-1");
     assert_eq!(to["verdict"], "FORWARDED");
     assert_eq!(to["traffic_direction"], "INGRESS");
@@ -168,11 +169,11 @@ fn pods_reach_each_other_and_flows_name_them() {
             .is_some_and(|l| l.iter().any(|x| x == "k8s:app=web")),
         "{to}"
     );
-    let from = find_flow(&flows, "client-b", "web", "from-endpoint").expect("from-endpoint flow");
+    let from = find_flow(&flows, "client-b", "web", "FROM_ENDPOINT").expect("from-endpoint flow");
     assert_eq!(from["node_name"], "node-2");
     assert_eq!(from["traffic_direction"], "EGRESS");
     assert!(
-        find_flow(&flows, "client-a", "web", "from-endpoint").is_some(),
+        find_flow(&flows, "client-a", "web", "FROM_ENDPOINT").is_some(),
         "same-node flow"
     );
 

@@ -1,54 +1,113 @@
 //! Hubble's compact one-line format:
 //! `Nov 26 05:40:01.123: payments/payments-api:41234 (ID:1234) -> kube-system/coredns:53 (ID:5678) to-endpoint FORWARDED (UDP)`
 
-use crate::flow::{Flow, FlowEndpoint, L4};
+use hubble_proto::flow::layer4::Protocol;
+use hubble_proto::flow::{DropReason, Endpoint, Flow, Verdict};
+
+use crate::flow::{MESSAGE_TYPE_DROP, MESSAGE_TYPE_TRACE, TRACE_FROM_LXC, TRACE_TO_LXC};
+use crate::flow::{rfc3339, system_time};
 
 /// One flow as `hubble observe` prints it by default.
 pub fn format_compact(flow: &Flow) -> String {
-    let (sport, dport, proto) = match &flow.l4 {
-        L4::Tcp {
-            source_port,
-            destination_port,
-            flags,
-        } => (
-            Some(*source_port),
-            Some(*destination_port),
-            if flags.is_empty() {
-                "TCP".to_string()
-            } else {
-                format!("TCP Flags: {}", flags.join(", "))
-            },
-        ),
-        L4::Udp {
-            source_port,
-            destination_port,
-        } => (
-            Some(*source_port),
-            Some(*destination_port),
+    let (sport, dport, proto) = match flow.l4.as_ref().and_then(|l| l.protocol.as_ref()) {
+        Some(Protocol::Tcp(t)) => {
+            let names = flag_names(t.flags.unwrap_or_default());
+            (
+                Some(t.source_port),
+                Some(t.destination_port),
+                if names.is_empty() {
+                    "TCP".to_string()
+                } else {
+                    format!("TCP Flags: {}", names.join(", "))
+                },
+            )
+        }
+        Some(Protocol::Udp(u)) => (
+            Some(u.source_port),
+            Some(u.destination_port),
             "UDP".to_string(),
         ),
-        L4::IcmpV4 { r#type, code } => (None, None, format!("ICMPv4 type {type} code {code}")),
-        L4::IcmpV6 { r#type, code } => (None, None, format!("ICMPv6 type {type} code {code}")),
-        L4::Other { protocol } => (None, None, format!("IP proto {protocol}")),
+        Some(Protocol::Sctp(s)) => (
+            Some(s.source_port),
+            Some(s.destination_port),
+            "SCTP".to_string(),
+        ),
+        Some(Protocol::IcmPv4(i)) => (
+            None,
+            None,
+            format!("ICMPv4 type {} code {}", i.r#type, i.code),
+        ),
+        Some(Protocol::IcmPv6(i)) => (
+            None,
+            None,
+            format!("ICMPv6 type {} code {}", i.r#type, i.code),
+        ),
+        None => (None, None, "unknown L4".to_string()),
     };
-    let verdict = match &flow.drop_reason_desc {
-        Some(reason) if flow.verdict == "DROPPED" => format!("DROPPED ({reason})"),
-        _ => flow.verdict.clone(),
+    let verdict_name = Verdict::try_from(flow.verdict)
+        .map(|v| v.as_str_name())
+        .unwrap_or("UNKNOWN");
+    let verdict = if flow.verdict == Verdict::Dropped as i32 {
+        let reason = DropReason::try_from(flow.drop_reason_desc)
+            .map(|r| r.as_str_name())
+            .unwrap_or("DROP_REASON_UNKNOWN");
+        format!("DROPPED ({reason})")
+    } else {
+        verdict_name.to_string()
     };
-    let reply = if flow.is_reply { " (reply)" } else { "" };
+    let reply = if flow.is_reply.is_some_and(|r| r.value) {
+        " (reply)"
+    } else {
+        ""
+    };
+    let ip = flow.ip.clone().unwrap_or_default();
+    let time = flow
+        .time
+        .as_ref()
+        .map(|t| rfc3339(system_time(t)))
+        .unwrap_or_default();
     format!(
         "{}: {} -> {} {}{} {} ({})",
-        short_time(&flow.time),
-        side(&flow.source, &flow.ip.source.to_string(), sport),
-        side(&flow.destination, &flow.ip.destination.to_string(), dport),
-        flow.event,
+        short_time(&time),
+        side(&flow.source.clone().unwrap_or_default(), &ip.source, sport),
+        side(
+            &flow.destination.clone().unwrap_or_default(),
+            &ip.destination,
+            dport
+        ),
+        event_name(flow),
         reply,
         verdict,
         proto
     )
 }
 
-fn side(ep: &FlowEndpoint, ip: &str, port: Option<u16>) -> String {
+/// Hubble's word for the event: `to-endpoint`, `from-endpoint`, `drop`, ...
+pub fn event_name(flow: &Flow) -> &'static str {
+    match flow.event_type.as_ref().map(|e| (e.r#type, e.sub_type)) {
+        Some((MESSAGE_TYPE_DROP, _)) => "drop",
+        Some((MESSAGE_TYPE_TRACE, TRACE_TO_LXC)) => "to-endpoint",
+        Some((MESSAGE_TYPE_TRACE, TRACE_FROM_LXC)) => "from-endpoint",
+        Some((MESSAGE_TYPE_TRACE, _)) => "trace",
+        _ => "unknown",
+    }
+}
+
+fn flag_names(f: hubble_proto::flow::TcpFlags) -> Vec<&'static str> {
+    [
+        (f.syn, "SYN"),
+        (f.ack, "ACK"),
+        (f.fin, "FIN"),
+        (f.rst, "RST"),
+        (f.psh, "PSH"),
+        (f.urg, "URG"),
+    ]
+    .into_iter()
+    .filter_map(|(set, name)| set.then_some(name))
+    .collect()
+}
+
+fn side(ep: &Endpoint, ip: &str, port: Option<u32>) -> String {
     let name = if ep.pod_name.is_empty() {
         ip.to_string()
     } else {
@@ -79,45 +138,49 @@ fn short_time(rfc: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use hubble_proto::Timestamp;
+    use hubble_proto::flow::{CiliumEventType, Ip, Layer4, Udp};
+
     use super::*;
-    use crate::flow::FlowIp;
 
     fn sample() -> Flow {
         Flow {
-            time: "2026-11-26T05:40:01.123456789Z".to_string(),
-            verdict: "FORWARDED".to_string(),
-            drop_reason: 0,
-            drop_reason_desc: None,
-            ip: FlowIp {
-                source: "10.200.1.5".parse().expect("ip"),
-                destination: "10.200.2.7".parse().expect("ip"),
-                ip_version: "IPv4".to_string(),
-            },
-            l4: L4::Udp {
-                source_port: 41234,
-                destination_port: 53,
-            },
-            source: FlowEndpoint {
+            // 2026-11-26T05:40:01.123456789Z
+            time: Some(Timestamp {
+                seconds: 1_795_671_601,
+                nanos: 123_456_789,
+            }),
+            verdict: Verdict::Forwarded as i32,
+            ip: Some(Ip {
+                source: "10.200.1.5".to_string(),
+                destination: "10.200.2.7".to_string(),
+                ..Ip::default()
+            }),
+            l4: Some(Layer4 {
+                protocol: Some(Protocol::Udp(Udp {
+                    source_port: 41234,
+                    destination_port: 53,
+                })),
+            }),
+            source: Some(Endpoint {
                 id: 12,
                 identity: 1234,
                 namespace: "payments".to_string(),
-                labels: vec![],
                 pod_name: "payments-api".to_string(),
-            },
-            destination: FlowEndpoint {
-                id: 0,
+                ..Endpoint::default()
+            }),
+            destination: Some(Endpoint {
                 identity: 5678,
                 namespace: "kube-system".to_string(),
-                labels: vec![],
                 pod_name: "coredns".to_string(),
-            },
-            flow_type: "L3_L4".to_string(),
+                ..Endpoint::default()
+            }),
             node_name: "node-1".to_string(),
-            event: "to-endpoint".to_string(),
-            traffic_direction: "INGRESS".to_string(),
-            trace_observation_point: "TO_ENDPOINT".to_string(),
-            is_reply: false,
-            interface_index: 7,
+            event_type: Some(CiliumEventType {
+                r#type: MESSAGE_TYPE_TRACE,
+                sub_type: TRACE_TO_LXC,
+            }),
+            ..Flow::default()
         }
     }
 
@@ -132,11 +195,17 @@ mod tests {
     #[test]
     fn drops_show_their_reason_and_unknown_peers_their_ip() {
         let mut f = sample();
-        f.verdict = "DROPPED".to_string();
-        f.drop_reason_desc = Some("CT_TRUNCATED_OR_INVALID_HEADER".to_string());
-        f.destination.pod_name.clear();
+        f.verdict = Verdict::Dropped as i32;
+        f.drop_reason_desc = DropReason::CtTruncatedOrInvalidHeader as i32;
+        f.event_type = Some(CiliumEventType {
+            r#type: MESSAGE_TYPE_DROP,
+            sub_type: 135,
+        });
+        if let Some(d) = f.destination.as_mut() {
+            d.pod_name.clear();
+        }
         let line = format_compact(&f);
-        assert!(line.contains("-> 10.200.2.7:53 (ID:5678)"), "{line}");
+        assert!(line.contains("-> 10.200.2.7:53 (ID:5678) drop"), "{line}");
         assert!(
             line.contains("DROPPED (CT_TRUNCATED_OR_INVALID_HEADER)"),
             "{line}"

@@ -1,86 +1,17 @@
 //! Flows: datapath events enriched with endpoint metadata.
 //!
-//! Field names follow Hubble's `flow.Flow` in its JSON form, so `-o json` output
-//! already reads like `hubble observe -o json`; the gRPC API of a later release
-//! serves the same data.
+//! Events become Hubble's `flow.Flow` (from hubble-proto) right here, so the ring,
+//! the Observer API and `porin observe` all carry the one type clients decode.
 
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use hubble_proto::flow as pb;
+use hubble_proto::flow::layer4::Protocol;
+use hubble_proto::{BoolValue, Timestamp};
 use porin_plugin_sdk::{DatapathEvent, Direction, EndpointMeta, EventKind, Verdict};
-use serde::{Deserialize, Serialize};
-
-/// One flow as stored in the ring and sent to clients.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Flow {
-    /// RFC 3339 time with nanoseconds, UTC.
-    pub time: String,
-    pub verdict: String,
-    #[serde(default)]
-    pub drop_reason: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub drop_reason_desc: Option<String>,
-    #[serde(rename = "IP")]
-    pub ip: FlowIp,
-    pub l4: L4,
-    pub source: FlowEndpoint,
-    pub destination: FlowEndpoint,
-    #[serde(rename = "Type")]
-    pub flow_type: String,
-    pub node_name: String,
-    /// `to-endpoint`, `from-endpoint` or `drop`: the event's observation in Hubble's words.
-    pub event: String,
-    pub traffic_direction: String,
-    pub trace_observation_point: String,
-    #[serde(default)]
-    pub is_reply: bool,
-    pub interface_index: u32,
-}
-
-/// Addresses of the flow.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FlowIp {
-    pub source: IpAddr,
-    pub destination: IpAddr,
-    #[serde(rename = "ipVersion")]
-    pub ip_version: String,
-}
-
-/// Layer 4 of the flow.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum L4 {
-    #[serde(rename = "TCP")]
-    Tcp {
-        source_port: u16,
-        destination_port: u16,
-        flags: Vec<String>,
-    },
-    #[serde(rename = "UDP")]
-    Udp {
-        source_port: u16,
-        destination_port: u16,
-    },
-    #[serde(rename = "ICMPv4")]
-    IcmpV4 { r#type: u8, code: u8 },
-    #[serde(rename = "ICMPv6")]
-    IcmpV6 { r#type: u8, code: u8 },
-    #[serde(rename = "other")]
-    Other { protocol: u8 },
-}
-
-/// One side of the flow.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub struct FlowEndpoint {
-    #[serde(rename = "ID", default)]
-    pub id: u32,
-    pub identity: u32,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub namespace: String,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub labels: Vec<String>,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub pod_name: String,
-}
 
 /// What the flow pipeline needs to turn an event into a flow.
 pub trait Enricher {
@@ -138,11 +69,11 @@ unsafe extern "C" {
     fn clock_gettime(clock: i32, ts: *mut libc_timespec) -> i32;
 }
 
-/// Turn a datapath event into a flow, resolving both endpoints.
-pub fn enrich(event: &DatapathEvent, clock: &Clock, ctx: &dyn Enricher) -> Flow {
-    let side = |ip: IpAddr, identity: u32| -> FlowEndpoint {
+/// Turn a datapath event into a Hubble flow, resolving both endpoints.
+pub fn enrich(event: &DatapathEvent, clock: &Clock, ctx: &dyn Enricher) -> pb::Flow {
+    let side = |ip: IpAddr, identity: u32| -> pb::Endpoint {
         match ctx.endpoint(ip) {
-            Some(meta) => FlowEndpoint {
+            Some(meta) => pb::Endpoint {
                 id: meta.id,
                 identity: if identity > 2 {
                     identity
@@ -152,112 +83,175 @@ pub fn enrich(event: &DatapathEvent, clock: &Clock, ctx: &dyn Enricher) -> Flow 
                 namespace: meta.namespace,
                 labels: meta.labels,
                 pod_name: meta.pod_name,
+                workloads: meta
+                    .workload
+                    .map(|(kind, name)| pb::Workload { name, kind })
+                    .into_iter()
+                    .collect(),
             },
-            None => FlowEndpoint {
-                id: 0,
+            None => pb::Endpoint {
                 identity,
                 labels: ctx.identity_labels(identity).unwrap_or_default(),
-                ..FlowEndpoint::default()
+                ..pb::Endpoint::default()
             },
         }
     };
-    let (direction, point, observed) = match event.direction {
-        Direction::ToEndpoint => ("INGRESS", "TO_ENDPOINT", "to-endpoint"),
-        Direction::FromEndpoint => ("EGRESS", "FROM_ENDPOINT", "from-endpoint"),
+    let (direction, point, sub_type) = match event.direction {
+        Direction::ToEndpoint => (
+            pb::TrafficDirection::Ingress,
+            pb::TraceObservationPoint::ToEndpoint,
+            TRACE_TO_LXC,
+        ),
+        Direction::FromEndpoint => (
+            pb::TrafficDirection::Egress,
+            pb::TraceObservationPoint::FromEndpoint,
+            TRACE_FROM_LXC,
+        ),
     };
     let dropped = event.verdict == Verdict::Dropped || event.kind == EventKind::Drop;
-    Flow {
-        time: rfc3339(clock.wall(event.ktime_ns)),
-        verdict: if dropped { "DROPPED" } else { "FORWARDED" }.to_string(),
-        drop_reason: u32::from(event.drop_reason),
-        drop_reason_desc: dropped.then(|| drop_reason_name(event.drop_reason).to_string()),
-        ip: FlowIp {
-            source: event.src,
-            destination: event.dst,
-            ip_version: if event.src.is_ipv4() { "IPv4" } else { "IPv6" }.to_string(),
+    let reason = i32::from(event.drop_reason);
+    let wall = clock.wall(event.ktime_ns);
+    pb::Flow {
+        time: Some(timestamp(wall)),
+        uuid: flow_uuid(wall, event),
+        verdict: if dropped {
+            pb::Verdict::Dropped
+        } else {
+            pb::Verdict::Forwarded
+        } as i32,
+        drop_reason: if dropped {
+            u32::from(event.drop_reason)
+        } else {
+            0
         },
+        drop_reason_desc: if dropped && pb::DropReason::try_from(reason).is_ok() {
+            reason
+        } else {
+            0
+        },
+        ip: Some(pb::Ip {
+            source: event.src.to_string(),
+            destination: event.dst.to_string(),
+            ip_version: if event.src.is_ipv4() {
+                pb::IpVersion::IPv4
+            } else {
+                pb::IpVersion::IPv6
+            } as i32,
+            encrypted: false,
+        }),
         l4: l4(event),
-        source: side(event.src, event.src_identity),
-        destination: side(event.dst, event.dst_identity),
-        flow_type: "L3_L4".to_string(),
+        source: Some(side(event.src, event.src_identity)),
+        destination: Some(side(event.dst, event.dst_identity)),
+        r#type: pb::FlowType::L3L4 as i32,
         node_name: ctx.node_name().to_string(),
-        event: if dropped { "drop" } else { observed }.to_string(),
-        traffic_direction: direction.to_string(),
-        trace_observation_point: point.to_string(),
-        is_reply: event.is_reply,
-        interface_index: event.ifindex,
+        event_type: Some(if dropped {
+            pb::CiliumEventType {
+                r#type: MESSAGE_TYPE_DROP,
+                sub_type: reason,
+            }
+        } else {
+            pb::CiliumEventType {
+                r#type: MESSAGE_TYPE_TRACE,
+                sub_type,
+            }
+        }),
+        traffic_direction: direction as i32,
+        // Hubble sets the observation point on trace events only.
+        trace_observation_point: if dropped {
+            pb::TraceObservationPoint::UnknownPoint
+        } else {
+            point
+        } as i32,
+        is_reply: Some(BoolValue {
+            value: event.is_reply,
+        }),
+        interface: (event.ifindex != 0).then(|| pb::NetworkInterface {
+            index: event.ifindex,
+            name: String::new(),
+        }),
+        ..pb::Flow::default()
     }
 }
 
-fn l4(event: &DatapathEvent) -> L4 {
-    match event.protocol {
-        6 => L4::Tcp {
-            source_port: event.src_port,
-            destination_port: event.dst_port,
-            flags: tcp_flag_names(event.tcp_flags),
-        },
-        17 => L4::Udp {
-            source_port: event.src_port,
-            destination_port: event.dst_port,
-        },
-        1 => L4::IcmpV4 {
-            r#type: event.icmp_type,
-            code: event.icmp_code,
-        },
-        58 => L4::IcmpV6 {
-            r#type: event.icmp_type,
-            code: event.icmp_code,
-        },
-        other => L4::Other { protocol: other },
+/// Cilium's monitor message types (`pkg/monitor/api/types.go`).
+pub const MESSAGE_TYPE_DROP: i32 = 1;
+pub const MESSAGE_TYPE_TRACE: i32 = 4;
+/// Trace sub-types: delivered to the endpoint, and sent by it.
+pub const TRACE_TO_LXC: i32 = 0;
+pub const TRACE_FROM_LXC: i32 = 5;
+
+fn l4(event: &DatapathEvent) -> Option<pb::Layer4> {
+    let protocol = match event.protocol {
+        6 => Protocol::Tcp(pb::Tcp {
+            source_port: u32::from(event.src_port),
+            destination_port: u32::from(event.dst_port),
+            flags: Some(tcp_flags(event.tcp_flags)),
+        }),
+        17 => Protocol::Udp(pb::Udp {
+            source_port: u32::from(event.src_port),
+            destination_port: u32::from(event.dst_port),
+        }),
+        1 => Protocol::IcmPv4(pb::IcmPv4 {
+            r#type: u32::from(event.icmp_type),
+            code: u32::from(event.icmp_code),
+        }),
+        58 => Protocol::IcmPv6(pb::IcmPv6 {
+            r#type: u32::from(event.icmp_type),
+            code: u32::from(event.icmp_code),
+        }),
+        _ => return None,
+    };
+    Some(pb::Layer4 {
+        protocol: Some(protocol),
+    })
+}
+
+/// The TCP flags byte as Hubble's `TCPFlags`.
+pub fn tcp_flags(flags: u8) -> pb::TcpFlags {
+    pb::TcpFlags {
+        fin: flags & 0x01 != 0,
+        syn: flags & 0x02 != 0,
+        rst: flags & 0x04 != 0,
+        psh: flags & 0x08 != 0,
+        ack: flags & 0x10 != 0,
+        urg: flags & 0x20 != 0,
+        ece: flags & 0x40 != 0,
+        cwr: flags & 0x80 != 0,
+        ns: false,
     }
 }
 
-/// TCP flag names in Hubble's order.
-pub fn tcp_flag_names(flags: u8) -> Vec<String> {
-    [
-        (0x02, "SYN"),
-        (0x10, "ACK"),
-        (0x01, "FIN"),
-        (0x04, "RST"),
-        (0x08, "PSH"),
-        (0x20, "URG"),
-    ]
-    .iter()
-    .filter(|(bit, _)| flags & bit != 0)
-    .map(|(_, name)| (*name).to_string())
-    .collect()
+/// A protobuf timestamp of a wall-clock time.
+pub fn timestamp(t: SystemTime) -> Timestamp {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    Timestamp {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
+    }
 }
 
-/// Cilium's names of the drop reasons the datapath emits (flow.proto `DropReason`).
-pub fn drop_reason_name(code: u8) -> &'static str {
-    match code {
-        130 => "INVALID_SOURCE_MAC",
-        131 => "INVALID_DESTINATION_MAC",
-        132 => "INVALID_SOURCE_IP",
-        133 => "POLICY_DENIED",
-        134 => "INVALID_PACKET_DROPPED",
-        135 => "CT_TRUNCATED_OR_INVALID_HEADER",
-        136 => "CT_MISSING_TCP_ACK_FLAG",
-        137 => "CT_UNKNOWN_L4_PROTOCOL",
-        138 => "CT_CANNOT_CREATE_ENTRY_FROM_PACKET",
-        139 => "UNSUPPORTED_L3_PROTOCOL",
-        140 => "MISSED_TAIL_CALL",
-        141 => "ERROR_WRITING_TO_PACKET",
-        142 => "UNKNOWN_L4_PROTOCOL",
-        143 => "UNKNOWN_ICMPV4_CODE",
-        144 => "UNKNOWN_ICMPV4_TYPE",
-        145 => "UNKNOWN_ICMPV6_CODE",
-        146 => "UNKNOWN_ICMPV6_TYPE",
-        153 => "ERROR_WHILE_CORRECTING_L3_CHECKSUM",
-        154 => "ERROR_WHILE_CORRECTING_L4_CHECKSUM",
-        155 => "CT_MAP_INSERTION_FAILED",
-        156 => "INVALID_IPV6_EXTENSION_HEADER",
-        157 => "IP_FRAGMENTATION_NOT_SUPPORTED",
-        158 => "SERVICE_BACKEND_NOT_FOUND",
-        160 => "NO_TUNNEL_OR_ENCAPSULATION_ENDPOINT",
-        181 => "POLICY_DENY",
-        _ => "DROP_REASON_UNKNOWN",
-    }
+/// A wall-clock time of a protobuf timestamp (negative ones clamp to the epoch).
+pub fn system_time(t: &Timestamp) -> SystemTime {
+    let secs = u64::try_from(t.seconds).unwrap_or(0);
+    let nanos = u32::try_from(t.nanos).unwrap_or(0);
+    UNIX_EPOCH + Duration::new(secs, nanos)
+}
+
+/// A UUID-shaped id, unique per agent: time, a sequence number and the packet's tuple.
+fn flow_uuid(t: SystemTime, event: &DatapathEvent) -> String {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let nanos = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as u64;
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    let tuple = (u64::from(event.src_port) << 16 | u64::from(event.dst_port))
+        ^ u64::from(event.endpoint_id) << 32;
+    format!(
+        "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+        nanos >> 32,
+        (nanos >> 16) & 0xffff,
+        nanos & 0xfff,
+        seq & 0xfff,
+        (seq >> 12 ^ tuple) & 0xffff_ffff_ffff
+    )
 }
 
 /// Format a wall-clock time as RFC 3339 in UTC with nanoseconds.
@@ -296,11 +290,12 @@ mod tests {
 
     #[test]
     fn drop_reason_names_follow_cilium_numbering() {
-        assert_eq!(drop_reason_name(135), "CT_TRUNCATED_OR_INVALID_HEADER");
-        assert_eq!(drop_reason_name(138), "CT_CANNOT_CREATE_ENTRY_FROM_PACKET");
-        assert_eq!(drop_reason_name(155), "CT_MAP_INSERTION_FAILED");
-        assert_eq!(drop_reason_name(158), "SERVICE_BACKEND_NOT_FOUND");
-        assert_eq!(drop_reason_name(160), "NO_TUNNEL_OR_ENCAPSULATION_ENDPOINT");
+        let name = |code: i32| pb::DropReason::try_from(code).map(|r| r.as_str_name());
+        assert_eq!(name(135), Ok("CT_TRUNCATED_OR_INVALID_HEADER"));
+        assert_eq!(name(138), Ok("CT_CANNOT_CREATE_ENTRY_FROM_PACKET"));
+        assert_eq!(name(155), Ok("CT_MAP_INSERTION_FAILED"));
+        assert_eq!(name(158), Ok("SERVICE_BACKEND_NOT_FOUND"));
+        assert_eq!(name(160), Ok("NO_TUNNEL_OR_ENCAPSULATION_ENDPOINT"));
     }
 
     #[test]
@@ -311,9 +306,125 @@ mod tests {
     }
 
     #[test]
-    fn tcp_flags_in_hubble_order() {
-        assert_eq!(tcp_flag_names(0x12), vec!["SYN", "ACK"]);
-        assert_eq!(tcp_flag_names(0x04), vec!["RST"]);
-        assert!(tcp_flag_names(0).is_empty());
+    fn tcp_flags_become_hubbles_message() {
+        let f = tcp_flags(0x12);
+        assert!(f.syn && f.ack && !f.fin && !f.rst);
+        assert_eq!(tcp_flags(0), pb::TcpFlags::default());
+    }
+
+    #[test]
+    fn timestamps_round_trip() {
+        let t = UNIX_EPOCH + Duration::new(1_795_000_000, 5);
+        assert_eq!(system_time(&timestamp(t)), t);
+    }
+
+    struct Fake;
+    impl Enricher for Fake {
+        fn node_name(&self) -> &str {
+            "node-1"
+        }
+        fn endpoint(&self, ip: IpAddr) -> Option<EndpointMeta> {
+            (ip.to_string() == "10.200.1.5").then(|| EndpointMeta {
+                id: 7,
+                namespace: "shop".to_string(),
+                pod_name: "web".to_string(),
+                identity: 1234,
+                labels: vec!["k8s:app=web".to_string()],
+                node_name: "node-1".to_string(),
+                workload: Some(("Deployment".to_string(), "web".to_string())),
+            })
+        }
+        fn identity_labels(&self, identity: u32) -> Option<Vec<String>> {
+            (identity == 2).then(|| vec!["reserved:world".to_string()])
+        }
+    }
+
+    fn event(verdict: Verdict, direction: Direction) -> DatapathEvent {
+        DatapathEvent {
+            ktime_ns: 1,
+            kind: EventKind::NewFlow,
+            verdict,
+            drop_reason: if verdict == Verdict::Dropped { 135 } else { 0 },
+            direction,
+            protocol: 6,
+            src: "10.200.1.5".parse().expect("ip"),
+            dst: "1.1.1.1".parse().expect("ip"),
+            src_port: 40000,
+            dst_port: 443,
+            tcp_flags: 0x02,
+            icmp_type: 0,
+            icmp_code: 0,
+            ifindex: 9,
+            src_identity: 0,
+            dst_identity: 2,
+            endpoint_id: 7,
+            is_reply: false,
+            packet_len: 60,
+        }
+    }
+
+    #[test]
+    fn events_become_hubble_flows() {
+        let f = enrich(
+            &event(Verdict::Forwarded, Direction::FromEndpoint),
+            &Clock::now(),
+            &Fake,
+        );
+        assert_eq!(f.verdict, pb::Verdict::Forwarded as i32);
+        assert_eq!(f.drop_reason_desc, 0);
+        let src = f.source.clone().expect("source");
+        assert_eq!(
+            (src.pod_name.as_str(), src.identity, src.id),
+            ("web", 1234, 7)
+        );
+        assert_eq!(src.workloads[0].kind, "Deployment");
+        let dst = f.destination.clone().expect("destination");
+        assert_eq!(dst.labels, vec!["reserved:world"]);
+        assert_eq!(f.traffic_direction, pb::TrafficDirection::Egress as i32);
+        assert_eq!(
+            f.trace_observation_point,
+            pb::TraceObservationPoint::FromEndpoint as i32
+        );
+        assert_eq!(
+            f.event_type,
+            Some(pb::CiliumEventType {
+                r#type: 4,
+                sub_type: 5
+            })
+        );
+        assert_eq!(f.interface.as_ref().map(|i| i.index), Some(9));
+        assert!(matches!(
+            f.l4.and_then(|l| l.protocol),
+            Some(Protocol::Tcp(pb::Tcp {
+                destination_port: 443,
+                flags: Some(pb::TcpFlags {
+                    syn: true,
+                    ack: false,
+                    ..
+                }),
+                ..
+            }))
+        ));
+        assert_eq!(f.uuid.len(), 36);
+
+        let d = enrich(
+            &event(Verdict::Dropped, Direction::FromEndpoint),
+            &Clock::now(),
+            &Fake,
+        );
+        assert_eq!(d.verdict, pb::Verdict::Dropped as i32);
+        assert_eq!(d.drop_reason, 135);
+        assert_eq!(
+            d.drop_reason_desc,
+            pb::DropReason::CtTruncatedOrInvalidHeader as i32
+        );
+        assert_eq!(
+            d.event_type,
+            Some(pb::CiliumEventType {
+                r#type: 1,
+                sub_type: 135
+            })
+        );
+        assert_ne!(d.uuid, f.uuid);
     }
 }

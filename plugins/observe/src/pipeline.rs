@@ -49,6 +49,6 @@ pub async fn run_pipeline(
 }
 
 /// Enrich one event without a context (tests, tools).
-pub fn flow_of(event: &DatapathEvent, enricher: &dyn Enricher) -> crate::flow::Flow {
+pub fn flow_of(event: &DatapathEvent, enricher: &dyn Enricher) -> hubble_proto::flow::Flow {
     enrich(event, &Clock::now(), enricher)
 }

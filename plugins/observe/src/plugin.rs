@@ -8,18 +8,16 @@ use tokio::task::JoinHandle;
 use tracing::{error, info};
 
 use crate::ObserveConfig;
+use crate::grpc::HubbleService;
 use crate::pipeline::run_pipeline;
 use crate::ring::FlowRing;
-use crate::server::serve_flows;
-
-/// File name of the flow socket in the agent's run directory.
-pub const FLOWS_SOCKET_NAME: &str = "flows.sock";
+use crate::serve::{bind_unix, serve_tcp};
 
 /// The section name in `porin.toml`.
 pub const NAME: &str = "observe";
 
 /// The observe plugin: turns datapath events into flows, keeps the newest in a
-/// ring and serves them on the flow socket for `porin observe`.
+/// ring and serves them with the Hubble API (unix socket, optionally TCP).
 #[derive(Default)]
 pub struct ObservePlugin {
     config: ObserveConfig,
@@ -37,6 +35,13 @@ impl ObservePlugin {
     /// The validated configuration.
     pub fn config(&self) -> &ObserveConfig {
         &self.config
+    }
+}
+
+fn start_error(message: String) -> PluginError {
+    PluginError::Start {
+        plugin: NAME.to_string(),
+        message,
     }
 }
 
@@ -62,19 +67,33 @@ impl Plugin for ObservePlugin {
 
     fn start(&mut self, ctx: Arc<dyn PluginContext>) -> Result<(), PluginError> {
         let ring = Arc::new(FlowRing::new(self.config.buffer_size as usize));
-        let socket = ctx.run_dir().join(FLOWS_SOCKET_NAME);
-        let runtime = tokio::runtime::Handle::try_current().map_err(|e| PluginError::Start {
-            plugin: NAME.to_string(),
-            message: format!("no async runtime: {e}"),
-        })?;
+        let socket = self.config.socket_path_in(&ctx.run_dir());
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|e| start_error(format!("no async runtime: {e}")))?;
+        let address = match &self.config.listen_address {
+            Some(a) => a.clone(),
+            None => format!("unix://{}", socket.display()),
+        };
+        let service = HubbleService::new(ring.clone(), ctx.node_name(), address);
+        // Bind in start() so a bad socket path fails the plugin, not a log line.
+        let serving = {
+            let _guard = runtime.enter();
+            bind_unix(&socket, service.clone()).map_err(|e| start_error(e.to_string()))?
+        };
         self.tasks
             .push(runtime.spawn(run_pipeline(ctx.clone(), ring.clone(), self.lost.clone())));
-        let served = ring.clone();
         self.tasks.push(runtime.spawn(async move {
-            if let Err(e) = serve_flows(&socket, served).await {
-                error!(plugin = NAME, socket = %socket.display(), error = %e, "flow socket stopped");
+            if let Err(e) = serving.await {
+                error!(plugin = NAME, error = %e, "Hubble API stopped");
             }
         }));
+        if let Some(listen) = self.config.listen_address.clone() {
+            self.tasks.push(runtime.spawn(async move {
+                if let Err(e) = serve_tcp(&listen, service).await {
+                    error!(plugin = NAME, error = %e, "Hubble API on TCP stopped");
+                }
+            }));
+        }
         self.ring = Some(ring);
         info!(plugin = NAME, "started");
         self.health = Some(Health::Ok);

@@ -1,18 +1,19 @@
 //! The per-node flow ring: the last N flows, plus a live feed for followers.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use hubble_proto::flow::Flow;
 use tokio::sync::broadcast;
 
-use crate::flow::Flow;
-
-/// A bounded ring of flows. When full, the oldest flow goes; followers that fall
-/// behind are told how many flows they missed (never silently).
+/// A bounded ring of Hubble flows. When full, the oldest flow goes; followers that
+/// fall behind are told how many flows they missed (never silently).
 #[derive(Debug)]
 pub struct FlowRing {
     inner: Mutex<VecDeque<Arc<Flow>>>,
     capacity: usize,
+    seen: AtomicU64,
     live: broadcast::Sender<Arc<Flow>>,
 }
 
@@ -22,6 +23,7 @@ impl FlowRing {
         Self {
             inner: Mutex::new(VecDeque::with_capacity(capacity)),
             capacity: capacity.max(1),
+            seen: AtomicU64::new(0),
             live,
         }
     }
@@ -35,18 +37,15 @@ impl FlowRing {
             }
             ring.push_back(flow.clone());
         }
+        self.seen.fetch_add(1, Ordering::Relaxed);
         // No followers is fine.
         let _ = self.live.send(flow);
     }
 
-    /// The newest `n` flows, oldest first.
-    pub fn last(&self, n: usize) -> Vec<Arc<Flow>> {
+    /// Every stored flow, oldest first.
+    pub fn snapshot(&self) -> Vec<Arc<Flow>> {
         match self.inner.lock() {
-            Ok(ring) => ring
-                .iter()
-                .skip(ring.len().saturating_sub(n))
-                .cloned()
-                .collect(),
+            Ok(ring) => ring.iter().cloned().collect(),
             Err(_) => Vec::new(),
         }
     }
@@ -64,5 +63,38 @@ impl FlowRing {
     /// Whether the ring is empty.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// How many flows it can hold.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Flows pushed since the ring was made (including those overwritten).
+    pub fn seen(&self) -> u64 {
+        self.seen.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_the_newest_and_counts_all() {
+        let ring = FlowRing::new(2);
+        for n in ["a", "b", "c"] {
+            ring.push(Flow {
+                node_name: n.to_string(),
+                ..Flow::default()
+            });
+        }
+        let names: Vec<_> = ring
+            .snapshot()
+            .iter()
+            .map(|f| f.node_name.clone())
+            .collect();
+        assert_eq!(names, vec!["b", "c"]);
+        assert_eq!((ring.seen(), ring.capacity()), (3, 2));
     }
 }

@@ -1,0 +1,245 @@
+//! The Hubble API on the agent: Observer (GetFlows, GetNodes, GetNamespaces,
+//! ServerStatus) and Peer (Notify), served from the flow ring.
+
+use std::collections::BTreeSet;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use hubble_proto::UInt32Value;
+use hubble_proto::flow::{Flow, LostEvent, LostEventSource};
+use hubble_proto::observer::observer_server::Observer;
+use hubble_proto::observer::{
+    GetFlowsRequest, GetFlowsResponse, GetNamespacesRequest, GetNamespacesResponse,
+    GetNodesRequest, GetNodesResponse, Namespace, Node, ServerStatusRequest, ServerStatusResponse,
+    get_flows_response::ResponseTypes,
+};
+use hubble_proto::peer::peer_server::Peer;
+use hubble_proto::peer::{ChangeNotification, ChangeNotificationType, NotifyRequest};
+use hubble_proto::relay::NodeState;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::filter::keeps;
+use crate::flow::system_time;
+use crate::ring::FlowRing;
+
+/// Reported as `version` by ServerStatus and GetNodes.
+pub const VERSION: &str = concat!("porin ", env!("CARGO_PKG_VERSION"));
+
+type Streamed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// The Hubble services of one agent.
+#[derive(Debug, Clone)]
+pub struct HubbleService {
+    ring: Arc<FlowRing>,
+    node: String,
+    /// Where peers reach this agent (`unix:///...` or `host:port`).
+    address: String,
+    started: Instant,
+}
+
+impl HubbleService {
+    pub fn new(ring: Arc<FlowRing>, node: impl Into<String>, address: impl Into<String>) -> Self {
+        Self {
+            ring,
+            node: node.into(),
+            address: address.into(),
+            started: Instant::now(),
+        }
+    }
+
+    fn uptime_ns(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// The stored flows a request asks for, oldest first.
+    fn backlog(&self, req: &GetFlowsRequest) -> Vec<Arc<Flow>> {
+        let since = req.since.as_ref().map(system_time);
+        let until = req.until.as_ref().map(system_time);
+        let kept: Vec<Arc<Flow>> = self
+            .ring
+            .snapshot()
+            .into_iter()
+            .filter(|f| in_window(f, since, until))
+            .filter(|f| keeps(&req.whitelist, &req.blacklist, f))
+            .collect();
+        let n = usize::try_from(req.number).unwrap_or(usize::MAX);
+        // `number` 0 means all of them, unless following (then only new ones).
+        if n == 0 {
+            return if req.follow && since.is_none() {
+                Vec::new()
+            } else {
+                kept
+            };
+        }
+        if req.first {
+            kept.into_iter().take(n).collect()
+        } else {
+            let skip = kept.len().saturating_sub(n);
+            kept.into_iter().skip(skip).collect()
+        }
+    }
+}
+
+fn in_window(flow: &Flow, since: Option<SystemTime>, until: Option<SystemTime>) -> bool {
+    let t = flow.time.as_ref().map(system_time);
+    since.is_none_or(|s| t.is_some_and(|t| t >= s))
+        && until.is_none_or(|u| t.is_some_and(|t| t <= u))
+}
+
+fn response(flow: &Flow) -> GetFlowsResponse {
+    GetFlowsResponse {
+        node_name: flow.node_name.clone(),
+        time: flow.time,
+        response_types: Some(ResponseTypes::Flow(flow.clone())),
+    }
+}
+
+#[tonic::async_trait]
+impl Observer for HubbleService {
+    type GetFlowsStream = Streamed<GetFlowsResponse>;
+
+    async fn get_flows(
+        &self,
+        request: Request<GetFlowsRequest>,
+    ) -> Result<Response<Self::GetFlowsStream>, Status> {
+        let req = request.into_inner();
+        if req.first && req.follow {
+            return Err(Status::invalid_argument(
+                "`first` cannot be combined with `follow`",
+            ));
+        }
+        // Subscribe before reading the backlog so nothing falls between the two.
+        let mut live = self.ring.follow();
+        let backlog = self.backlog(&req);
+        let node = self.node.clone();
+        let (tx, rx) = mpsc::channel(256);
+        tokio::spawn(async move {
+            for flow in backlog {
+                if tx.send(Ok(response(&flow))).await.is_err() {
+                    return;
+                }
+            }
+            if !req.follow {
+                return;
+            }
+            let until = req.until.as_ref().map(system_time);
+            loop {
+                let message = match live.recv().await {
+                    Ok(flow) => {
+                        if !in_window(&flow, None, until) {
+                            if until.is_some() {
+                                return;
+                            }
+                            continue;
+                        }
+                        if !keeps(&req.whitelist, &req.blacklist, &flow) {
+                            continue;
+                        }
+                        response(&flow)
+                    }
+                    Err(RecvError::Lagged(n)) => GetFlowsResponse {
+                        node_name: node.clone(),
+                        time: Some(crate::flow::timestamp(SystemTime::now())),
+                        response_types: Some(ResponseTypes::LostEvents(LostEvent {
+                            source: LostEventSource::HubbleRingBuffer as i32,
+                            num_events_lost: n,
+                            cpu: None,
+                        })),
+                    },
+                    Err(RecvError::Closed) => return,
+                };
+                if tx.send(Ok(message)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn get_nodes(
+        &self,
+        _request: Request<GetNodesRequest>,
+    ) -> Result<Response<GetNodesResponse>, Status> {
+        Ok(Response::new(GetNodesResponse {
+            nodes: vec![Node {
+                name: self.node.clone(),
+                version: VERSION.to_string(),
+                address: self.address.clone(),
+                state: NodeState::NodeConnected as i32,
+                tls: None,
+                uptime_ns: self.uptime_ns(),
+                num_flows: self.ring.len() as u64,
+                max_flows: self.ring.capacity() as u64,
+                seen_flows: self.ring.seen(),
+            }],
+        }))
+    }
+
+    async fn get_namespaces(
+        &self,
+        _request: Request<GetNamespacesRequest>,
+    ) -> Result<Response<GetNamespacesResponse>, Status> {
+        let names: BTreeSet<String> = self
+            .ring
+            .snapshot()
+            .iter()
+            .flat_map(|f| [f.source.as_ref(), f.destination.as_ref()])
+            .flatten()
+            .map(|ep| ep.namespace.clone())
+            .filter(|ns| !ns.is_empty())
+            .collect();
+        Ok(Response::new(GetNamespacesResponse {
+            namespaces: names
+                .into_iter()
+                .map(|namespace| Namespace {
+                    cluster: String::new(),
+                    namespace,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn server_status(
+        &self,
+        _request: Request<ServerStatusRequest>,
+    ) -> Result<Response<ServerStatusResponse>, Status> {
+        Ok(Response::new(ServerStatusResponse {
+            num_flows: self.ring.len() as u64,
+            max_flows: self.ring.capacity() as u64,
+            seen_flows: self.ring.seen(),
+            uptime_ns: self.uptime_ns(),
+            // One agent answers for itself: it is the one connected node.
+            num_connected_nodes: Some(UInt32Value { value: 1 }),
+            num_unavailable_nodes: Some(UInt32Value { value: 0 }),
+            unavailable_nodes: Vec::new(),
+            version: VERSION.to_string(),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl Peer for HubbleService {
+    type NotifyStream = Streamed<ChangeNotification>;
+
+    /// This node as PEER_ADDED, then the stream stays open (a single agent knows
+    /// no other peers; a node list source comes with the relay).
+    async fn notify(
+        &self,
+        _request: Request<NotifyRequest>,
+    ) -> Result<Response<Self::NotifyStream>, Status> {
+        use tokio_stream::StreamExt;
+        let me = ChangeNotification {
+            name: self.node.clone(),
+            address: self.address.clone(),
+            r#type: ChangeNotificationType::PeerAdded as i32,
+            tls: None,
+        };
+        let stream = tokio_stream::once(Ok(me)).chain(tokio_stream::pending());
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
