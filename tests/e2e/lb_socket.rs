@@ -205,7 +205,9 @@ fn pinned_link_id(path: &Path) -> u64 {
         String::from_utf8_lossy(&out.stderr)
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool json");
-    v["id"].as_u64().unwrap_or_else(|| panic!("no link id in {v}"))
+    v["id"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no link id in {v}"))
 }
 
 #[test]
@@ -313,10 +315,18 @@ fn socket_lb_translates_at_connect_and_survives_a_restart() {
         String::from_utf8_lossy(&out.stderr),
         sandbox.agent_logs()
     );
-    assert_eq!(pinned_link_id(&link), before, "the connect4 link was re-created");
+    assert_eq!(
+        pinned_link_id(&link),
+        before,
+        "the connect4 link was re-created; agent logs:\n{}",
+        sandbox.agent_logs()
+    );
     check_tcp(&sandbox, dir.path());
     let line = probe(&sandbox, dir.path(), &["refused", EMPTY_VIP, "80"]);
-    assert!(line.starts_with(&format!("errno={errno} ")), "after restart: {line}");
+    assert!(
+        line.starts_with(&format!("errno={errno} ")),
+        "after restart: {line}"
+    );
 
     sandbox.down_and_check();
 }

@@ -91,7 +91,8 @@ pub async fn run(config_path: &Path, plugins: Vec<Box<dyn Plugin>>) -> Result<()
     for s in manager.switches() {
         switches.insert(s.name.to_string(), s.value);
     }
-    let socket_lb_on = switch_on(&switches, "CFG_ENABLE_LB") && switch_on(&switches, "CFG_ENABLE_SOCKET_LB");
+    let socket_lb_on =
+        switch_on(&switches, "CFG_ENABLE_LB") && switch_on(&switches, "CFG_ENABLE_SOCKET_LB");
     let switches = switches.into_iter().collect();
     let datapath = Datapath::load(&DatapathConfig {
         node_name: agent_config.node_name.clone(),

@@ -26,6 +26,6 @@ pub use maps::{
     Conntrack, CounterSample, EndpointInfo, Endpoints, IpCache, MAP_CT, MAP_ENDPOINTS, MAP_EVENTS,
     MAP_IPCACHE, MAP_METRICS,
 };
-pub use sock::{MAP_LB_SKNAT, SocketLb, cgroup2_root, socket_link_pin_path};
 pub use pins::{BPFFS_ROOT, ensure_bpffs, node_pin_dir, remove_node_pins};
+pub use sock::{MAP_LB_SKNAT, SocketLb, cgroup2_root, socket_link_pin_path};
 pub use test_run::{TestRunOutput, test_run};

@@ -44,7 +44,7 @@ const PROGRAMS: [(&str, &str); 4] = [
 ];
 
 /// `BPF_LINK_UPDATE` of `enum bpf_cmd`.
-const BPF_LINK_UPDATE: libc::c_long = 22;
+const BPF_LINK_UPDATE: libc::c_long = 29;
 /// `BPF_OBJ_GET` of `enum bpf_cmd`.
 const BPF_OBJ_GET: libc::c_long = 7;
 
@@ -134,7 +134,10 @@ impl SocketLb {
     }
 }
 
-fn program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut CgroupSockAddr, DatapathError> {
+fn program<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut CgroupSockAddr, DatapathError> {
     ebpf.program_mut(name)
         .ok_or(DatapathError::ProgramMissing { program: name })?
         .try_into()
@@ -225,6 +228,8 @@ struct ObjGetAttr {
     bpf_fd: u32,
     file_flags: u32,
     path_fd: i32,
+    /// Explicit, so it is zero: the kernel rejects non-zero bytes past the last field.
+    pad: u32,
 }
 
 /// `bpf(BPF_OBJ_GET)`: a new fd on a pinned object.
@@ -290,12 +295,11 @@ fn link_update(link_fd: i32, prog_fd: i32) -> Result<(), std::io::Error> {
 /// The cgroup2 mount point, from `/proc/self/mounts` (e.g. `/sys/fs/cgroup` or
 /// `/sys/fs/cgroup/unified` on hybrid hosts): the default attach point of socket LB.
 pub fn cgroup2_root() -> Result<PathBuf, DatapathError> {
-    let mounts = std::fs::read_to_string("/proc/self/mounts").map_err(|source| {
-        DatapathError::Cgroup {
+    let mounts =
+        std::fs::read_to_string("/proc/self/mounts").map_err(|source| DatapathError::Cgroup {
             path: PathBuf::from("/proc/self/mounts"),
             source,
-        }
-    })?;
+        })?;
     parse_cgroup2_root(&mounts).ok_or(DatapathError::NoCgroup2)
 }
 
