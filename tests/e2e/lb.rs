@@ -116,6 +116,15 @@ fn cluster_ip_reaches_both_backends_and_refuses_an_empty_service() {
     );
     let url = format!("http://{VIP}/");
 
+    // socket_lb = false: no socket programs on the node's cgroup.
+    let status = sandbox.porin_json(&["status", "--node", "node-1"]);
+    let links = std::path::PathBuf::from(str_of(&status[0]["datapath"]["pin_dir"])).join("links");
+    assert!(
+        links.is_dir() && !links.join("cgroup-connect4").exists(),
+        "socket LB links pinned in {} with socket_lb = false",
+        links.display()
+    );
+
     // Backends start asynchronously: wait for the first answer.
     let first = sandbox.exec_until_ok(
         "shop/client",
