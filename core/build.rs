@@ -1,6 +1,6 @@
 //! Builds the C datapath (`bpf/`) and the layout constants of its shared structs.
 //!
-//! 1. `bpf/pod.c` -> `$OUT_DIR/pod.o` with clang (`$CLANG`, then `clang-19`, then `clang`).
+//! 1. `bpf/pod.c` -> `$OUT_DIR/pod.o` and `bpf/sock.c` -> `$OUT_DIR/sock.o` with clang (`$CLANG`, then `clang-19`, then `clang`).
 //! 2. A host C program that includes `bpf/lib/common.h` prints `sizeof`/`offsetof` of every
 //!    shared field; its output becomes `$OUT_DIR/abi_layout.rs`, which the `abi` unit tests
 //!    compare against the Rust `#[repr(C)]` mirrors.
@@ -94,12 +94,14 @@ fn main() -> Result<()> {
         includes.push(format!("-I{}", dir.display()));
     }
 
-    compile_bpf(
-        &clang,
-        &includes,
-        &bpf_dir.join("pod.c"),
-        &out_dir.join("pod.o"),
-    )?;
+    for object in ["pod", "sock"] {
+        compile_bpf(
+            &clang,
+            &includes,
+            &bpf_dir.join(format!("{object}.c")),
+            &out_dir.join(format!("{object}.o")),
+        )?;
+    }
     generate_layout(&clang, &lib_dir, &out_dir)?;
     Ok(())
 }

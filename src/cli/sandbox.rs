@@ -334,6 +334,7 @@ metrics_address = "{metrics}"
 pin_root = "{pins}"
 pod_cidr = "{cidr}"
 node_ip = "{ip}"
+cgroup_path = "{cgroup}"
 
 [plugins.observe]
 enabled = true
@@ -349,6 +350,7 @@ enabled = true
         pins = node.pin_dir.display(),
         cidr = node.pod_cidr,
         ip = node.underlay_ip,
+        cgroup = node.cgroup.display(),
     )
 }
 

@@ -1,5 +1,6 @@
 //! End to end: ClusterIP services served by the lb plugin's per-packet DNAT in a real
-//! sandbox. A client reaches a service whose two backends live on two nodes, sees the
+//! sandbox (`socket_lb = false`; socket-level LB is tested in lb_socket.rs). A client
+//! reaches a service whose two backends live on two nodes, sees the
 //! service address as its peer, a service without backends is refused at once, and with
 //! the plugin disabled the service address is not served.
 
@@ -111,9 +112,18 @@ fn cluster_ip_reaches_both_backends_and_refuses_an_empty_service() {
     let www = document_roots();
     let sandbox = TestSandbox::up_with(
         &[("00-shop.yaml", &manifests(www.path()))],
-        Some("[plugins.lb]\nenabled = true\n"),
+        Some("[plugins.lb]\nenabled = true\nsocket_lb = false\n"),
     );
     let url = format!("http://{VIP}/");
+
+    // socket_lb = false: no socket programs on the node's cgroup.
+    let status = sandbox.porin_json(&["status", "--node", "node-1"]);
+    let links = std::path::PathBuf::from(str_of(&status[0]["datapath"]["pin_dir"])).join("links");
+    assert!(
+        links.is_dir() && !links.join("cgroup-connect4").exists(),
+        "socket LB links pinned in {} with socket_lb = false",
+        links.display()
+    );
 
     // Backends start asynchronously: wait for the first answer.
     let first = sandbox.exec_until_ok(

@@ -19,7 +19,7 @@ use super::endpoints::EndpointManager;
 use super::error::AgentError;
 use crate::api::{EndpointState, serve_api};
 use crate::config::{AgentConfig, Config, Datastore as DatastoreKind};
-use crate::datapath::{Datapath, DatapathConfig};
+use crate::datapath::{Datapath, DatapathConfig, SocketLb, cgroup2_root};
 use crate::identity::{IdentityAllocator, ReservedIdentity};
 use crate::ipcache::{Ipcache, Source};
 use crate::metrics::AgentMetrics;
@@ -91,6 +91,8 @@ pub async fn run(config_path: &Path, plugins: Vec<Box<dyn Plugin>>) -> Result<()
     for s in manager.switches() {
         switches.insert(s.name.to_string(), s.value);
     }
+    let socket_lb_on =
+        switch_on(&switches, "CFG_ENABLE_LB") && switch_on(&switches, "CFG_ENABLE_SOCKET_LB");
     let switches = switches.into_iter().collect();
     let datapath = Datapath::load(&DatapathConfig {
         node_name: agent_config.node_name.clone(),
@@ -98,6 +100,8 @@ pub async fn run(config_path: &Path, plugins: Vec<Box<dyn Plugin>>) -> Result<()
         switches,
     })?;
     let map_dir = datapath.node_pin_dir().join("maps");
+    // Held until the agent stops; the links stay pinned after that.
+    let _socket_lb = socket_lb(&agent_config, datapath.node_pin_dir(), socket_lb_on)?;
     let events_reader = datapath.event_reader()?;
 
     // 2. Endpoints of the previous run.
@@ -211,6 +215,30 @@ pub async fn run(config_path: &Path, plugins: Vec<Box<dyn Plugin>>) -> Result<()
     shutdown.cancel();
     lock(&agent.plugins).stop_all();
     Ok(())
+}
+
+fn switch_on(switches: &std::collections::BTreeMap<String, u32>, name: &str) -> bool {
+    switches.get(name).is_some_and(|v| *v != 0)
+}
+
+/// Socket-level load balancing on the node's cgroup when the lb plugin asks for it
+/// (`kube_proxy_replacement` and `socket_lb`); otherwise the links a previous agent pinned
+/// are removed, so every service packet goes through the per-packet DNAT.
+fn socket_lb(
+    config: &AgentConfig,
+    node_dir: &Path,
+    on: bool,
+) -> Result<Option<SocketLb>, AgentError> {
+    if !on {
+        SocketLb::remove_pins(node_dir)?;
+        return Ok(None);
+    }
+    let cgroup = match &config.cgroup_path {
+        Some(path) => path.clone(),
+        None => cgroup2_root()?,
+    };
+    let (socket_lb, _) = SocketLb::attach(node_dir, &cgroup)?;
+    Ok(Some(socket_lb))
 }
 
 async fn make_datastore(

@@ -78,7 +78,10 @@ pub struct AgentConfig {
     pub pod_cidr: Option<Ipv4Net>,
     /// The node's address on the underlay. Default: discovered at runtime.
     pub node_ip: Option<IpAddr>,
-    /// The cgroup v2 where socket programs attach. Default: the root cgroup.
+    /// The cgroup v2 where socket programs (socket-level load balancing) attach; they
+    /// apply to every process of its subtree. Default: the root cgroup, i.e. the cgroup2
+    /// mount found in `/proc/self/mounts`. Several agents on one machine (the sandbox) must
+    /// each set their node's cgroup.
     pub cgroup_path: Option<PathBuf>,
     /// A `tracing` filter directive. Default: `"info"`.
     pub log_level: String,

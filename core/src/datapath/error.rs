@@ -84,6 +84,20 @@ pub enum DatapathError {
         #[source]
         source: Box<ProgramError>,
     },
+    #[error("updating the program of pinned link {path}: {source}")]
+    LinkUpdate {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cgroup {path}: {source}")]
+    Cgroup {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("no cgroup2 file system in /proc/self/mounts: socket load balancing needs cgroup v2")]
+    NoCgroup2,
     #[error("BPF_PROG_TEST_RUN: {source}")]
     TestRun {
         #[source]

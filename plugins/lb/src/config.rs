@@ -32,8 +32,10 @@ pub struct LbConfig {
     pub algorithm: Algorithm,
     /// Maglev table size per service; one of [`MAGLEV_TABLE_SIZES`]. Default: 16381.
     pub maglev_table_size: u32,
-    /// Translate service addresses at connect() in cgroup socket hooks, so
-    /// pod-to-service traffic is never NATed per packet. Default: true.
+    /// Translate service addresses at connect()/sendmsg() in cgroup socket hooks on the
+    /// node's cgroup (`[agent] cgroup_path`), so pod-to-service traffic is not NATed per
+    /// packet; the per-packet DNAT stays as the fallback for traffic the hooks do not see.
+    /// `false` forces per-packet load balancing for everything. Default: true.
     pub socket_lb: bool,
     /// Timeout of `sessionAffinity: ClientIP`, in seconds, when the Service does
     /// not set one. Default: 10800 (Kubernetes' default).
