@@ -123,10 +123,20 @@ impl Fixture {
             direction,
             pad: [0; 3],
         };
-        self.policy.set_default_deny(key, true).expect("default deny");
+        self.policy
+            .set_default_deny(key, true)
+            .expect("default deny");
     }
 
-    fn entry(&mut self, endpoint_id: u32, direction: u8, identity: u32, proto: u8, dport: u16, action: u8) {
+    fn entry(
+        &mut self,
+        endpoint_id: u32,
+        direction: u8,
+        identity: u32,
+        proto: u8,
+        dport: u16,
+        action: u8,
+    ) {
         let key = PolicyKey {
             endpoint_id,
             identity,
@@ -203,7 +213,11 @@ fn new_connection_under_default_deny_is_dropped_with_133_and_leaves_no_conntrack
     assert_eq!(f.run(PodProgram::ToPod, &syn), TC_ACT_SHOT);
     assert_drop(&f.drain(), DropReason::PolicyDenied, Direction::Ingress);
     assert_eq!(f.drops(133), 1);
-    assert_eq!(f.ct_entries(A, B), 0, "a refused connection leaves no conntrack entry");
+    assert_eq!(
+        f.ct_entries(A, B),
+        0,
+        "a refused connection leaves no conntrack entry"
+    );
     // Again: still refused (no entry was left to let it through).
     assert_eq!(f.run(PodProgram::ToPod, &syn), TC_ACT_SHOT);
     assert_eq!(f.drops(133), 2);
@@ -214,7 +228,12 @@ fn new_connection_under_default_deny_is_dropped_with_133_and_leaves_no_conntrack
 #[test]
 fn allowed_connection_and_its_replies_pass() {
     let mut f = Fixture::new();
-    for (ep, dir) in [(EP_A, INGRESS), (EP_A, EGRESS), (EP_B, INGRESS), (EP_B, EGRESS)] {
+    for (ep, dir) in [
+        (EP_A, INGRESS),
+        (EP_A, EGRESS),
+        (EP_B, INGRESS),
+        (EP_B, EGRESS),
+    ] {
         f.default_deny(ep, dir);
     }
     f.entry(EP_A, EGRESS, ID_B, TCP, 80, POLICY_ALLOW);

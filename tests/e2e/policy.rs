@@ -127,8 +127,20 @@ fn expect_reach(sandbox: &TestSandbox, pod: &str, url: &str, reachable: bool, wh
 }
 
 fn drops(sandbox: &TestSandbox) -> Vec<Value> {
-    let out = sandbox.porin(&["observe", "-o", "json", "--last", "500", "--verdict", "DROPPED"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = sandbox.porin(&[
+        "observe",
+        "-o",
+        "json",
+        "--last",
+        "500",
+        "--verdict",
+        "DROPPED",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).expect("GetFlowsResponse JSON")["flow"].clone())
@@ -152,8 +164,8 @@ fn policy_is_enforced_reconciled_and_survives_a_broken_file() {
         &[("10-pods.yaml", PODS), ("50-allow.yaml", ALLOW)],
         Some("[plugins.policy]\nenabled = true\n"),
     );
-    let api = str_of(&sandbox.endpoint("payments/payments-admin-api")["endpoint"]["ipv4"])
-        .to_string();
+    let api =
+        str_of(&sandbox.endpoint("payments/payments-admin-api")["endpoint"]["ipv4"]).to_string();
     let url = format!("http://{api}:8080/");
 
     // ops is allowed; dev is not (default deny at the admin API's ingress).
@@ -168,7 +180,10 @@ fn policy_is_enforced_reconciled_and_survives_a_broken_file() {
         String::from_utf8_lossy(&first.stderr),
         sandbox.agent_logs()
     );
-    assert!(!get(&sandbox, "dev/dev-toolbox", &url), "dev must be refused");
+    assert!(
+        !get(&sandbox, "dev/dev-toolbox", &url),
+        "dev must be refused"
+    );
     let drop = policy_drop(&sandbox, "dev", "POLICY_DENIED");
     assert_eq!(drop["verdict"], "DROPPED", "{drop}");
     assert_eq!(drop["source"]["pod_name"], "dev-toolbox", "{drop}");
@@ -188,9 +203,19 @@ fn policy_is_enforced_reconciled_and_survives_a_broken_file() {
         let logs = sandbox.agent_logs();
         logs.contains("fromEndpointz").then_some(logs)
     });
-    assert!(degraded.is_some(), "the broken field is reported:\n{}", sandbox.agent_logs());
-    assert!(get(&sandbox, "ops/ops-toolbox", &url), "last good version: ops allowed");
-    assert!(!get(&sandbox, "dev/dev-toolbox", &url), "last good version: dev refused");
+    assert!(
+        degraded.is_some(),
+        "the broken field is reported:\n{}",
+        sandbox.agent_logs()
+    );
+    assert!(
+        get(&sandbox, "ops/ops-toolbox", &url),
+        "last good version: ops allowed"
+    );
+    assert!(
+        !get(&sandbox, "dev/dev-toolbox", &url),
+        "last good version: dev refused"
+    );
 
     // Removing the policy restores reachability for everyone.
     std::fs::remove_file(manifest_path(&sandbox, "50-allow.yaml")).expect("remove policy");

@@ -26,6 +26,6 @@ pub use maps::{
     Conntrack, CounterSample, EndpointInfo, Endpoints, IpCache, MAP_CT, MAP_ENDPOINTS, MAP_EVENTS,
     MAP_IPCACHE, MAP_METRICS,
 };
-pub use policy_maps::{MAP_POLICY, MAP_POLICY_EP, PolicyMaps};
 pub use pins::{BPFFS_ROOT, ensure_bpffs, node_pin_dir, remove_node_pins};
+pub use policy_maps::{MAP_POLICY, MAP_POLICY_EP, PolicyMaps};
 pub use test_run::{TestRunOutput, test_run};

@@ -11,7 +11,9 @@ use porin_core::datapath::abi::{
 
 use crate::Enforcement;
 use crate::compute::Peer;
-use crate::model::{Direction, Entity, Labels, PeerRule, Policy, PolicyRef, Port, Protocol, Subject};
+use crate::model::{
+    Direction, Entity, Labels, PeerRule, Policy, PolicyRef, Port, Protocol, Subject,
+};
 
 /// Port ranges (`endPort`) are expanded into one entry per port, up to this many per range;
 /// a larger range makes its policy invalid for the datapath.

@@ -49,9 +49,10 @@ pub struct Programmer {
 impl Programmer {
     /// Adopts what a previous agent left in the pinned maps.
     pub fn adopt(denies: Vec<(PolicyEpKey, bool)>, entries: Vec<(PolicyKey, PolicyValue)>) -> Self {
-        let mut written = Desired::default();
-        written.default_deny = denies.into_iter().filter(|d| d.1).map(|d| d.0).collect();
-        written.entries = entries.into_iter().collect();
+        let written = Desired {
+            default_deny: denies.into_iter().filter(|d| d.1).map(|d| d.0).collect(),
+            entries: entries.into_iter().collect(),
+        };
         Self { written }
     }
 

@@ -34,10 +34,19 @@ const IDENTITIES: &[(u32, &str)] = &[
     (2, "reserved:world"),
     (6, "reserved:remote-node"),
     (7, "reserved:kube-apiserver"),
-    (1001, "k8s:app=payments-admin-api,k8s:io.kubernetes.pod.namespace=payments"),
-    (1002, "k8s:app=payments-api,k8s:io.kubernetes.pod.namespace=payments"),
+    (
+        1001,
+        "k8s:app=payments-admin-api,k8s:io.kubernetes.pod.namespace=payments",
+    ),
+    (
+        1002,
+        "k8s:app=payments-api,k8s:io.kubernetes.pod.namespace=payments",
+    ),
     (1003, "k8s:app=toolbox,k8s:io.kubernetes.pod.namespace=ops"),
-    (1004, "k8s:app=prometheus,k8s:io.kubernetes.pod.namespace=monitoring"),
+    (
+        1004,
+        "k8s:app=prometheus,k8s:io.kubernetes.pod.namespace=monitoring",
+    ),
     (1005, "k8s:app=toolbox,k8s:io.kubernetes.pod.namespace=dev"),
     (1006, "k8s:app=web,k8s:io.kubernetes.pod.namespace=prod"),
     (1007, "k8s:app=front,k8s:io.kubernetes.pod.namespace=prod"),
@@ -199,7 +208,11 @@ fn maps_agree_with_decide_on_the_seed_policies() {
 #[test]
 fn maps_agree_with_decide_on_mixed_policies_and_modes() {
     let p = policies(MIXED);
-    for mode in [Enforcement::Default, Enforcement::Always, Enforcement::Never] {
+    for mode in [
+        Enforcement::Default,
+        Enforcement::Always,
+        Enforcement::Never,
+    ] {
         assert_agreement(&p, mode);
     }
     assert_agreement(&[], Enforcement::Default);
@@ -213,7 +226,10 @@ fn default_deny_drops_with_133_and_deny_wins_with_181() {
     let maps = desired(&p, Enforcement::Default, &endpoints(), &identities());
     let ingress = dp_direction(Direction::Ingress);
     // ops -> admin-api:8080 allowed, dev -> admin-api denied by default deny.
-    assert_eq!(lookup(&maps, 1001, ingress, 1003, 6, 8080), MapVerdict::Allowed);
+    assert_eq!(
+        lookup(&maps, 1001, ingress, 1003, 6, 8080),
+        MapVerdict::Allowed
+    );
     assert_eq!(
         lookup(&maps, 1001, ingress, 1005, 6, 8080),
         MapVerdict::Dropped(REASON_POLICY_DENIED)
@@ -227,7 +243,10 @@ fn default_deny_drops_with_133_and_deny_wins_with_181() {
         lookup(&maps, 1001, ingress, 1003, 6, 9090),
         MapVerdict::Dropped(REASON_POLICY_DENY)
     );
-    assert_eq!(lookup(&maps, 1001, ingress, 1003, 6, 9091), MapVerdict::Allowed);
+    assert_eq!(
+        lookup(&maps, 1001, ingress, 1003, 6, 9091),
+        MapVerdict::Allowed
+    );
     // Egress is not enforced by these policies.
     let egress = dp_direction(Direction::Egress);
     assert_eq!(lookup(&maps, 1001, egress, 2, 6, 1), MapVerdict::Allowed);
@@ -296,7 +315,7 @@ fn a_broken_policy_keeps_its_last_good_version() {
     assert!(msg.contains("spec.ingress[0]"), "{msg}");
     assert!(msg.contains("previous version stays enforced"), "{msg}");
     // Deleted: forgotten. New and broken: not enforced.
-    let third = loader.load(&[other.clone()]);
+    let third = loader.load(std::slice::from_ref(&other));
     assert_eq!(third.policies.len(), 1);
     let fourth = loader.load(&[broken, other]);
     assert_eq!(fourth.policies.len(), 1);
@@ -325,7 +344,9 @@ impl PolicyWriter for FakeMaps {
     fn upsert(&mut self, key: PolicyKey, value: PolicyValue) -> Result<(), DatapathError> {
         self.ops += 1;
         if self.fail {
-            return Err(DatapathError::MapMissing { map: "porin_policy" });
+            return Err(DatapathError::MapMissing {
+                map: "porin_policy",
+            });
         }
         self.entries.insert(key, value);
         Ok(())
