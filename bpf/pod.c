@@ -15,12 +15,15 @@
 #include "lib/events.h"
 #include "lib/drop.h"
 #include "lib/lb.h"
+#include "lib/policy.h"
 
 static __always_inline int handle_pod_packet(struct __sk_buff *skb, __u8 direction)
 {
 	struct pkt_info p = {};
 	struct ct_result ct = {};
 	struct lb_xlate lb = {};
+	struct policy_tuple pol = {};
+	__u16 ct_scope = 0;
 	struct event_ctx ev = {
 		.verdict = PORIN_VERDICT_FORWARDED,
 		.direction = direction,
@@ -51,11 +54,26 @@ static __always_inline int handle_pod_packet(struct __sk_buff *skb, __u8 directi
 			return send_drop(skb, &p, ret, direction);
 	}
 
-	ret = ct_process(&p, skb->len, &ct);
+	/* Policy: decided for the local endpoint against the peer's identity; after load
+	 * balancing, so egress to a service is decided against the chosen backend. */
+	if (CFG_ENABLE_POLICY &&
+	    policy_tuple_of(&p, direction, lb.active ? lb.backend_addr : 0,
+			    lb.active ? lb.backend_port : 0, &pol))
+		ct_scope = (__u16)pol.endpoint_id;
+
+	ret = ct_process(&p, skb->len, &ct, ct_scope);
 	if (ret < 0)
 		return send_drop(skb, &p, ret, direction);
 
-	/* CFG_ENABLE_POLICY: the policy plugin will hook in here. */
+	/* Only the packet that opens a connection is decided: replies and established
+	 * connections pass. A refused connection leaves no conntrack entry behind. */
+	if (CFG_ENABLE_POLICY && ct.created && pol.endpoint_id) {
+		ret = policy_decide(&pol);
+		if (ret < 0) {
+			ct_delete(&p, ct_scope);
+			return send_drop(skb, &p, ret, direction);
+		}
+	}
 
 	metrics_update(PORIN_REASON_FORWARDED, direction, skb->len);
 	ev.is_reply = ct.is_reply;

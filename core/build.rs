@@ -77,6 +77,13 @@ const LAYOUT: &[(&str, &[&str])] = &[
     ("porin_lb_slot_key", &["service_id", "slot"]),
     ("porin_lb_backend", &["addr", "port", "pad"]),
     ("porin_lb_nat_entry", &["addr", "port", "pad", "id"]),
+    ("porin_policy_ep_key", &["endpoint_id", "direction", "pad"]),
+    ("porin_policy_ep_value", &["default_deny", "pad"]),
+    (
+        "porin_policy_key",
+        &["endpoint_id", "identity", "dport", "proto", "direction"],
+    ),
+    ("porin_policy_value", &["policy_id", "action", "pad"]),
 ];
 
 fn main() -> Result<()> {

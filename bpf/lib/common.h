@@ -180,3 +180,38 @@ struct porin_lb_nat_entry {
 	__u8 pad[2];
 	__u32 id;
 };
+
+/*
+ * Policy (bpf/lib/policy.h), written by the policy plugin. All fields are in
+ * host byte order. 0 in identity, proto or dport means "any".
+ *
+ * porin_policy_ep: {endpoint id, direction} -> default-deny flag.
+ * porin_policy:    {endpoint id, direction, peer identity, proto, dport} -> verdict.
+ */
+struct porin_policy_ep_key {
+	__u32 endpoint_id;
+	__u8 direction; /* PORIN_DIR_INGRESS or PORIN_DIR_EGRESS */
+	__u8 pad[3];
+};
+
+struct porin_policy_ep_value {
+	__u8 default_deny; /* 1: a new connection needs an allow entry */
+	__u8 pad[3];
+};
+
+struct porin_policy_key {
+	__u32 endpoint_id;
+	__u32 identity; /* peer identity, 0 = any */
+	__u16 dport;    /* destination port, 0 = any */
+	__u8 proto;     /* IPPROTO_*, 0 = any */
+	__u8 direction;
+};
+
+#define PORIN_POLICY_ALLOW 1
+#define PORIN_POLICY_DENY 2
+
+struct porin_policy_value {
+	__u32 policy_id; /* short id of the policy that wrote the entry (flows, debugging) */
+	__u8 action;     /* PORIN_POLICY_ALLOW or PORIN_POLICY_DENY */
+	__u8 pad[3];
+};

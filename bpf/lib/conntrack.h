@@ -62,21 +62,44 @@ static __always_inline void ct_account(struct porin_ct_entry *e, int dir, __u32 
 	}
 }
 
+/*
+ * Scope: 0, or (with policy) the local endpoint id, stored in the key's padding.
+ * With policy, each endpoint tracks its own connections: a connection between two
+ * pods of one node gets one entry per side, so the destination's ingress policy
+ * decides it too (as Cilium's per-direction entries do).
+ */
+static __always_inline void ct_key_scoped(struct porin_ct_key *key, const struct pkt_info *p,
+					  int reverse, __u16 scope)
+{
+	ct_key_from(key, p, reverse);
+	__builtin_memcpy(key->pad, &scope, sizeof(scope));
+}
+
+/* Forgets the entry a new connection created (a policy refused it). */
+static __always_inline void ct_delete(const struct pkt_info *p, __u16 scope)
+{
+	struct porin_ct_key key;
+
+	ct_key_scoped(&key, p, 0, scope);
+	bpf_map_delete_elem(&porin_ct, &key);
+}
+
 /* Returns 0 or a negative DROP_* reason. */
-static __always_inline int ct_process(const struct pkt_info *p, __u32 len, struct ct_result *res)
+static __always_inline int ct_process(const struct pkt_info *p, __u32 len, struct ct_result *res,
+				      __u16 scope)
 {
 	struct porin_ct_key key;
 	struct porin_ct_entry *e;
 	__u64 now = bpf_ktime_get_ns();
 
-	ct_key_from(&key, p, 0);
+	ct_key_scoped(&key, p, 0, scope);
 	e = bpf_map_lookup_elem(&porin_ct, &key);
 	if (e) {
 		ct_account(e, CT_DIR_ORIGINAL, len, now, p, res);
 		return 0;
 	}
 
-	ct_key_from(&key, p, 1);
+	ct_key_scoped(&key, p, 1, scope);
 	e = bpf_map_lookup_elem(&porin_ct, &key);
 	if (e) {
 		res->is_reply = 1;
@@ -94,7 +117,7 @@ static __always_inline int ct_process(const struct pkt_info *p, __u32 len, struc
 		};
 		long err;
 
-		ct_key_from(&key, p, 0);
+		ct_key_scoped(&key, p, 0, scope);
 		err = bpf_map_update_elem(&porin_ct, &key, &entry, BPF_NOEXIST);
 		if (err == -17 /* EEXIST: another CPU created it just now */) {
 			e = bpf_map_lookup_elem(&porin_ct, &key);

@@ -6,6 +6,8 @@
  */
 #pragma once
 
+#define DROP_POLICY -133           /* POLICY_DENIED: default deny, nothing allowed */
+#define DROP_POLICY_DENY -181      /* POLICY_DENY: an explicit deny entry matched */
 #define DROP_INVALID -134          /* INVALID_PACKET_DROPPED */
 #define DROP_CT_INVALID_HDR -135   /* CT_TRUNCATED_OR_INVALID_HEADER */
 #define DROP_CT_MAP_INSERT -155    /* CT_MAP_INSERTION_FAILED */

@@ -18,6 +18,7 @@
 #define PORIN_LB_SLOTS_MAX_ENTRIES 262144
 #define PORIN_LB_BACKENDS_MAX_ENTRIES 262144
 #define PORIN_LB_NAT_MAX_ENTRIES 65536
+#define PORIN_POLICY_MAX_ENTRIES 65536
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -102,3 +103,23 @@ struct {
 	__type(value, struct porin_lb_nat_entry);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } porin_lb_rnat SEC(".maps");
+
+/* Policy (written by the policy plugin): default deny per endpoint and direction, and
+ * allow/deny entries. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, PORIN_ENDPOINTS_MAX_ENTRIES);
+	__type(key, struct porin_policy_ep_key);
+	__type(value, struct porin_policy_ep_value);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} porin_policy_ep SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, PORIN_POLICY_MAX_ENTRIES);
+	__type(key, struct porin_policy_key);
+	__type(value, struct porin_policy_value);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} porin_policy SEC(".maps");

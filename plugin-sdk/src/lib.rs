@@ -22,4 +22,4 @@ pub use error::PluginError;
 pub use flow::{DatapathEvent, Direction, EventKind, Verdict};
 pub use health::Health;
 pub use plugin::{Plugin, StateChangeSummary};
-pub use state::{ClusterState, PodAddress};
+pub use state::{ClusterState, IdentityInfo, LocalEndpoint, PodAddress};

@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 /// The address of a pod, on this or another node, as core knows it: local endpoints it
@@ -12,6 +12,26 @@ pub struct PodAddress {
     pub namespace: String,
     pub pod_name: String,
     pub ip: IpAddr,
+}
+
+/// An endpoint of this node, as the datapath knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalEndpoint {
+    /// Endpoint id (the key of the datapath's per-endpoint maps).
+    pub id: u32,
+    pub namespace: String,
+    pub pod_name: String,
+    pub identity: u32,
+    /// Security labels in Cilium's `source:key=value` form.
+    pub labels: Vec<String>,
+}
+
+/// A security identity known to the agent (reserved ones included).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityInfo {
+    pub id: u32,
+    /// Labels in Cilium's `source:key=value` form.
+    pub labels: Vec<String>,
 }
 
 /// The cluster state at one generation. Implemented by core over its snapshot; each call
@@ -31,6 +51,28 @@ pub trait ClusterState: Send + Sync {
 
     /// Every pod address core knows.
     fn pod_addresses(&self) -> Vec<PodAddress>;
+
+    /// The endpoints of this node, ordered by id.
+    fn local_endpoints(&self) -> Vec<LocalEndpoint> {
+        Vec::new()
+    }
+
+    /// Every identity the agent knows, cluster-wide, reserved ones included, ordered by id.
+    fn identities(&self) -> Vec<IdentityInfo> {
+        Vec::new()
+    }
+
+    /// Every Namespace (their labels feed `io.cilium.k8s.namespace.labels.*`).
+    fn namespaces(&self) -> Vec<Namespace> {
+        Vec::new()
+    }
+
+    /// Every NetworkPolicy, CiliumNetworkPolicy and CiliumClusterwideNetworkPolicy as the
+    /// whole document a user wrote (`apiVersion`, `kind`, `metadata`, `spec`/`specs`), in
+    /// key order: what the policy parser reads.
+    fn policy_documents(&self) -> Vec<serde_json::Value> {
+        Vec::new()
+    }
 }
 
 /// A cluster with nothing in it: for tests and for contexts without a store.

@@ -179,6 +179,48 @@ pub struct LbNatEntry {
     pub id: u32,
 }
 
+/// `struct porin_policy_ep_key`: one direction of one local endpoint.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PolicyEpKey {
+    pub endpoint_id: u32,
+    pub direction: u8,
+    pub pad: [u8; 3],
+}
+
+/// `struct porin_policy_ep_value`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PolicyEpValue {
+    pub default_deny: u8,
+    pub pad: [u8; 3],
+}
+
+/// `struct porin_policy_key`: 0 in `identity`, `dport` or `proto` means any.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PolicyKey {
+    pub endpoint_id: u32,
+    pub identity: u32,
+    pub dport: u16,
+    pub proto: u8,
+    pub direction: u8,
+}
+
+/// `PORIN_POLICY_ALLOW`.
+pub const POLICY_ALLOW: u8 = 1;
+/// `PORIN_POLICY_DENY`.
+pub const POLICY_DENY: u8 = 2;
+
+/// `struct porin_policy_value`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PolicyValue {
+    pub policy_id: u32,
+    pub action: u8,
+    pub pad: [u8; 3],
+}
+
 // SAFETY: all of these are #[repr(C)] plain data with explicit padding fields, so every bit
 // pattern is valid and there are no implicit padding bytes.
 unsafe impl aya::Pod for CtKey {}
@@ -195,6 +237,10 @@ unsafe impl aya::Pod for LbSvcValue {}
 unsafe impl aya::Pod for LbSlotKey {}
 unsafe impl aya::Pod for LbBackend {}
 unsafe impl aya::Pod for LbNatEntry {}
+unsafe impl aya::Pod for PolicyEpKey {}
+unsafe impl aya::Pod for PolicyEpValue {}
+unsafe impl aya::Pod for PolicyKey {}
+unsafe impl aya::Pod for PolicyValue {}
 
 /// Encodes an address as (family, 16 bytes); IPv4 uses the first 4 bytes.
 pub fn encode_addr(addr: IpAddr) -> (u8, [u8; 16]) {
@@ -335,6 +381,7 @@ drop_reasons! {
     ServiceBackendNotFound = 158 => "SERVICE_BACKEND_NOT_FOUND",
     NoTunnelOrEncapsulationEndpoint = 160 => "NO_TUNNEL_OR_ENCAPSULATION_ENDPOINT",
     FailedToInsertIntoProxymap = 161 => "FAILED_TO_INSERT_INTO_PROXYMAP",
+    PolicyDeny = 181 => "POLICY_DENY",
 }
 
 /// A decoded flow event.
@@ -538,6 +585,19 @@ mod tests {
         check!(LbNatEntry, c::PORIN_LB_NAT_ENTRY_SIZE,
             addr => c::PORIN_LB_NAT_ENTRY__ADDR, port => c::PORIN_LB_NAT_ENTRY__PORT,
             pad => c::PORIN_LB_NAT_ENTRY__PAD, id => c::PORIN_LB_NAT_ENTRY__ID);
+        check!(PolicyEpKey, c::PORIN_POLICY_EP_KEY_SIZE,
+            endpoint_id => c::PORIN_POLICY_EP_KEY__ENDPOINT_ID,
+            direction => c::PORIN_POLICY_EP_KEY__DIRECTION, pad => c::PORIN_POLICY_EP_KEY__PAD);
+        check!(PolicyEpValue, c::PORIN_POLICY_EP_VALUE_SIZE,
+            default_deny => c::PORIN_POLICY_EP_VALUE__DEFAULT_DENY,
+            pad => c::PORIN_POLICY_EP_VALUE__PAD);
+        check!(PolicyKey, c::PORIN_POLICY_KEY_SIZE,
+            endpoint_id => c::PORIN_POLICY_KEY__ENDPOINT_ID,
+            identity => c::PORIN_POLICY_KEY__IDENTITY, dport => c::PORIN_POLICY_KEY__DPORT,
+            proto => c::PORIN_POLICY_KEY__PROTO, direction => c::PORIN_POLICY_KEY__DIRECTION);
+        check!(PolicyValue, c::PORIN_POLICY_VALUE_SIZE,
+            policy_id => c::PORIN_POLICY_VALUE__POLICY_ID,
+            action => c::PORIN_POLICY_VALUE__ACTION, pad => c::PORIN_POLICY_VALUE__PAD);
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod lb_maps;
 mod loader;
 mod maps;
 mod pins;
+mod policy_maps;
 mod sock;
 mod test_run;
 
@@ -27,5 +28,6 @@ pub use maps::{
     MAP_IPCACHE, MAP_METRICS,
 };
 pub use pins::{BPFFS_ROOT, ensure_bpffs, node_pin_dir, remove_node_pins};
+pub use policy_maps::{MAP_POLICY, MAP_POLICY_EP, PolicyMaps};
 pub use sock::{MAP_LB_SKNAT, SocketLb, cgroup2_root, socket_link_pin_path};
 pub use test_run::{TestRunOutput, test_run};

@@ -2,6 +2,7 @@
 
 pub mod compute;
 mod config;
+pub mod enforce;
 pub mod model;
 pub mod parse;
 mod plugin;

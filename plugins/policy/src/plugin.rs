@@ -1,20 +1,68 @@
-//! The network policy plugin's lifecycle.
+//! The network policy plugin's lifecycle: open the policy maps, and on start and on every
+//! relevant state change compute this node's policy map contents and write the differences.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use porin_plugin_sdk::{DatapathContribution, Health, Plugin, PluginContext, PluginError, Switch};
-use tracing::info;
+use k8s_openapi::api::core::v1::Pod;
+use porin_core::datapath::{MAP_POLICY, MAP_POLICY_EP, PolicyMaps};
+use porin_plugin_sdk::{
+    DatapathContribution, Health, Plugin, PluginContext, PluginError, StateChangeSummary, Switch,
+};
+use tracing::{debug, info, warn};
 
 use crate::PolicyConfig;
+use crate::enforce::desired::{EndpointInput, IdentityInput, desired};
+use crate::enforce::loader::Loader;
+use crate::enforce::programmer::Programmer;
+use crate::model::Labels;
 
 /// The section name in `porin.toml`.
 pub const NAME: &str = "policy";
 
-/// The policy plugin: configuration and lifecycle (runtime work comes later).
+/// Kinds whose changes can change the policy maps.
+const WATCHED_KINDS: [&str; 6] = [
+    "NetworkPolicy",
+    "CiliumNetworkPolicy",
+    "CiliumClusterwideNetworkPolicy",
+    "Pod",
+    "Namespace",
+    "CiliumEndpoint",
+];
+
+/// The policy plugin.
 #[derive(Default)]
 pub struct PolicyPlugin {
     config: PolicyConfig,
     health: Option<Health>,
+    running: Option<Running>,
+}
+
+struct Running {
+    ctx: Arc<dyn PluginContext>,
+    maps: PolicyMaps,
+    loader: Loader,
+    programmer: Programmer,
+    /// Problems reported last time, so each is logged once.
+    problems: Vec<String>,
+}
+
+fn labels_of(labels: &[String]) -> Labels {
+    // Invalid labels cannot come from core; an endpoint without labels selects nothing.
+    Labels::parse_list(&labels.join(",")).unwrap_or_default()
+}
+
+fn named_ports(pods: &[Pod], namespace: &str, name: &str) -> BTreeMap<String, u16> {
+    pods.iter()
+        .filter(|p| {
+            p.metadata.namespace.as_deref() == Some(namespace)
+                && p.metadata.name.as_deref() == Some(name)
+        })
+        .filter_map(|p| p.spec.as_ref())
+        .flat_map(|s| s.containers.iter())
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter_map(|port| Some((port.name.clone()?, u16::try_from(port.container_port).ok()?)))
+        .collect()
 }
 
 impl PolicyPlugin {
@@ -25,6 +73,62 @@ impl PolicyPlugin {
     /// The validated configuration.
     pub fn config(&self) -> &PolicyConfig {
         &self.config
+    }
+
+    /// Computes and programs the maps. Broken policies keep their last good version;
+    /// failures degrade health and are retried on the next change.
+    fn program(&mut self) {
+        let enforcement = self.config.enforcement;
+        let Some(run) = self.running.as_mut() else {
+            return;
+        };
+        let state = run.ctx.state();
+        let loaded = run.loader.load(&state.policy_documents());
+        let pods = state.pods();
+        let endpoints: Vec<EndpointInput> = state
+            .local_endpoints()
+            .into_iter()
+            .map(|e| EndpointInput {
+                id: e.id,
+                labels: labels_of(&e.labels),
+                named_ports: named_ports(&pods, &e.namespace, &e.pod_name),
+            })
+            .collect();
+        let identities: Vec<IdentityInput> = state
+            .identities()
+            .into_iter()
+            .map(|i| IdentityInput {
+                id: i.id,
+                labels: labels_of(&i.labels),
+            })
+            .collect();
+        let wanted = desired(&loaded.policies, enforcement, &endpoints, &identities);
+        let report = run.programmer.sync(&wanted, &mut run.maps);
+        debug!(
+            plugin = NAME,
+            generation = state.generation(),
+            policies = loaded.policies.len(),
+            endpoints = endpoints.len(),
+            entries = run.programmer.entry_count(),
+            writes = report.writes,
+            "policy maps programmed"
+        );
+        if loaded.problems != run.problems {
+            for p in &loaded.problems {
+                warn!(plugin = NAME, problem = %p, "invalid policy");
+            }
+            run.problems = loaded.problems.clone();
+        }
+        for e in &report.errors {
+            warn!(plugin = NAME, error = %e, "programming the policy maps; retrying on the next change");
+        }
+        let mut problems = loaded.problems;
+        problems.extend(report.errors);
+        self.health = Some(if problems.is_empty() {
+            Health::Ok
+        } else {
+            Health::Degraded(problems.join("; "))
+        });
     }
 }
 
@@ -50,17 +154,45 @@ impl Plugin for PolicyPlugin {
                     value: u32::from(self.config.policy_audit_mode),
                 },
             ],
-            maps: vec![],
+            maps: vec![MAP_POLICY, MAP_POLICY_EP],
         }
     }
 
-    fn start(&mut self, _ctx: Arc<dyn PluginContext>) -> Result<(), PluginError> {
-        info!(plugin = NAME, "started");
-        self.health = Some(Health::Ok);
+    fn start(&mut self, ctx: Arc<dyn PluginContext>) -> Result<(), PluginError> {
+        let maps =
+            PolicyMaps::open(|name| ctx.map_pin_path(name)).map_err(|e| PluginError::Start {
+                plugin: NAME.to_string(),
+                message: format!("opening the policy maps: {e}"),
+            })?;
+        let programmer = match (maps.default_denies(), maps.entries()) {
+            (Ok(denies), Ok(entries)) => Programmer::adopt(denies, entries),
+            (Err(e), _) | (_, Err(e)) => {
+                warn!(plugin = NAME, error = %e, "reading the policy maps; reprogramming from scratch");
+                Programmer::default()
+            }
+        };
+        self.running = Some(Running {
+            ctx,
+            maps,
+            loader: Loader::default(),
+            programmer,
+            problems: Vec::new(),
+        });
+        self.program();
+        info!(plugin = NAME, enforcement = ?self.config.enforcement, "started");
+        Ok(())
+    }
+
+    fn reconcile(&mut self, change: &StateChangeSummary) -> Result<(), PluginError> {
+        if change.kinds.is_empty() || WATCHED_KINDS.iter().any(|k| change.touches(k)) {
+            self.program();
+        }
         Ok(())
     }
 
     fn stop(&mut self) -> Result<(), PluginError> {
+        // The maps stay pinned: policy stays enforced while no agent runs.
+        self.running = None;
         info!(plugin = NAME, "stopped");
         self.health = Some(Health::Stopped);
         Ok(())

@@ -1,0 +1,103 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * L3/L4 policy enforcement (CFG_ENABLE_POLICY), Cilium semantics:
+ *
+ * - Only new connections are decided (the packet that created the conntrack
+ *   entry); established connections and their replies pass.
+ * - from-pod decides the egress of the source endpoint, to-pod the ingress of
+ *   the destination endpoint. The peer identity comes from the ipcache.
+ * - Lookup: the 8 combinations of {peer identity | any} x {protocol | any} x
+ *   {port | any} in porin_policy. Any DENY entry wins (POLICY_DENY, 181), at any
+ *   specificity; otherwise any ALLOW entry passes; otherwise the endpoint's
+ *   default-deny flag (porin_policy_ep) decides (POLICY_DENIED, 133).
+ * - Addresses that are not local endpoints (no porin_endpoints entry) are not policed.
+ */
+#pragma once
+
+#include "bpf_api.h"
+#include "common.h"
+#include "drop_reasons.h"
+#include "identity.h"
+#include "maps.h"
+#include "parse.h"
+
+#ifndef IPPROTO_SCTP
+#define IPPROTO_SCTP 132
+#endif
+
+/* What the policy decides about: local endpoint, peer address and destination port. */
+struct policy_tuple {
+	__u32 endpoint_id;
+	__u32 peer_identity;
+	__u16 dport;
+	__u8 proto;
+	__u8 direction;
+};
+
+static __always_inline int policy_has_ports(__u8 proto)
+{
+	return proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == IPPROTO_SCTP;
+}
+
+/* The local endpoint of a packet in `direction`: the source leaving a pod, the destination
+ * entering it. 0 when the address is not a local endpoint. */
+static __always_inline __u32 policy_local_endpoint(const struct pkt_info *p, __u8 direction)
+{
+	return endpoint_id(p->family, direction == PORIN_DIR_EGRESS ? p->saddr : p->daddr);
+}
+
+/* Fills `t` for a packet. `peer_v4`/`dport` override the destination of egress traffic to a
+ * service (the backend chosen by load balancing, in network order / host order); pass 0 to
+ * use the packet's own destination. Returns 0 when the packet has no local endpoint. */
+static __always_inline int policy_tuple_of(const struct pkt_info *p, __u8 direction, __u32 peer_v4,
+					   __u16 dport, struct policy_tuple *t)
+{
+	t->endpoint_id = policy_local_endpoint(p, direction);
+	if (!t->endpoint_id)
+		return 0;
+	t->direction = direction;
+	t->proto = p->l4_proto;
+	t->dport = policy_has_ports(p->l4_proto) && p->has_l4 ? (dport ? dport : p->dport) : 0;
+	if (direction == PORIN_DIR_INGRESS) {
+		t->peer_identity = ipcache_identity(p->family, p->saddr);
+	} else if (peer_v4) {
+		__u8 addr[16] = {};
+
+		__builtin_memcpy(addr, &peer_v4, 4);
+		t->peer_identity = ipcache_identity(p->family, addr);
+	} else {
+		t->peer_identity = ipcache_identity(p->family, p->daddr);
+	}
+	return 1;
+}
+
+/* Returns 0 (allowed) or DROP_POLICY / DROP_POLICY_DENY. */
+static __always_inline int policy_decide(const struct policy_tuple *t)
+{
+	struct porin_policy_ep_key ekey = { .endpoint_id = t->endpoint_id,
+					    .direction = t->direction };
+	struct porin_policy_key key = { .endpoint_id = t->endpoint_id, .direction = t->direction };
+	struct porin_policy_ep_value *ep;
+	struct porin_policy_value *v;
+	int allowed = 0;
+	int i;
+
+#pragma unroll
+	for (i = 0; i < 8; i++) {
+		key.identity = (i & 1) ? 0 : t->peer_identity;
+		key.proto = (i & 2) ? 0 : t->proto;
+		key.dport = (i & 4) ? 0 : t->dport;
+		v = bpf_map_lookup_elem(&porin_policy, &key);
+		if (!v)
+			continue;
+		if (v->action == PORIN_POLICY_DENY)
+			return DROP_POLICY_DENY;
+		allowed = 1;
+	}
+	if (allowed)
+		return 0;
+	ep = bpf_map_lookup_elem(&porin_policy_ep, &ekey);
+	if (ep && ep->default_deny)
+		return DROP_POLICY;
+	return 0;
+}

@@ -1,0 +1,274 @@
+//! The desired contents of the policy maps, computed from policies, this node's endpoints
+//! and the known identities. Pure: the same inputs give the same maps, and
+//! [`lookup`] decides a connection from them exactly as `bpf/lib/policy.h` does, so tests
+//! can compare it with [`crate::compute::decide`].
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use porin_core::datapath::abi::{
+    Direction as DpDirection, POLICY_ALLOW, POLICY_DENY, PolicyEpKey, PolicyKey, PolicyValue,
+};
+
+use crate::Enforcement;
+use crate::compute::Peer;
+use crate::model::{
+    Direction, Entity, Labels, PeerRule, Policy, PolicyRef, Port, Protocol, Subject,
+};
+
+/// Port ranges (`endPort`) are expanded into one entry per port, up to this many per range;
+/// a larger range makes its policy invalid for the datapath.
+pub const MAX_RANGE_PORTS: u32 = 1024;
+
+/// A local endpoint as the computation needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointInput {
+    pub id: u32,
+    pub labels: Labels,
+    /// Named container ports of the pod (`http` -> 8080), for ingress rules naming them.
+    pub named_ports: BTreeMap<String, u16>,
+}
+
+/// A known identity and its labels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityInput {
+    pub id: u32,
+    pub labels: Labels,
+}
+
+/// What the policy maps should hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Desired {
+    /// Endpoint directions in default deny.
+    pub default_deny: BTreeSet<PolicyEpKey>,
+    pub entries: BTreeMap<PolicyKey, PolicyValue>,
+}
+
+/// The datapath's verdict on a new connection in one direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MapVerdict {
+    Allowed,
+    /// Drop reason 133 (POLICY_DENIED) or 181 (POLICY_DENY).
+    Dropped(u8),
+}
+
+/// Drop reason: default deny and nothing allowed.
+pub const REASON_POLICY_DENIED: u8 = 133;
+/// Drop reason: an explicit deny entry matched.
+pub const REASON_POLICY_DENY: u8 = 181;
+
+/// The datapath's direction number for a model direction.
+pub fn dp_direction(direction: Direction) -> u8 {
+    match direction {
+        Direction::Ingress => DpDirection::Ingress.as_raw(),
+        Direction::Egress => DpDirection::Egress.as_raw(),
+    }
+}
+
+/// A short, stable id for a policy, carried in map entries: FNV-1a of its name, never 0.
+pub fn policy_id(policy: &PolicyRef) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in policy.to_string().bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h.max(1)
+}
+
+/// `IPPROTO_*` of a rule protocol; 0 = any.
+fn proto_number(protocol: Protocol) -> u8 {
+    match protocol {
+        Protocol::Tcp => 6,
+        Protocol::Udp => 17,
+        Protocol::Sctp => 132,
+        Protocol::Icmp => 1,
+        Protocol::Any => 0,
+    }
+}
+
+/// Port ranges above [`MAX_RANGE_PORTS`] in a policy, as messages naming rule and range.
+pub fn datapath_problems(policy: &Policy) -> Vec<String> {
+    let mut out = Vec::new();
+    for rule in &policy.rules {
+        let sections = [
+            &rule.ingress,
+            &rule.egress,
+            &rule.ingress_deny,
+            &rule.egress_deny,
+        ];
+        for entry in sections.into_iter().flatten() {
+            for pp in entry.to_ports.iter().flat_map(|p| p.ports.iter()) {
+                if let Port::Range { start, end } = pp.port
+                    && u32::from(end) - u32::from(start) + 1 > MAX_RANGE_PORTS
+                {
+                    out.push(format!(
+                        "{}: {}.toPorts: port range {start}-{end} has more than {MAX_RANGE_PORTS} ports (the datapath expands ranges)",
+                        policy.source, entry.path
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// (protocol, port) pairs an entry covers for `endpoint`; 0 = any.
+fn port_keys(entry: &PeerRule, direction: Direction, endpoint: &EndpointInput) -> Vec<(u8, u16)> {
+    if entry.to_ports.is_empty() {
+        return vec![(0, 0)];
+    }
+    let mut out = Vec::new();
+    for rule in &entry.to_ports {
+        if rule.ports.is_empty() {
+            out.push((0, 0));
+        }
+        for pp in &rule.ports {
+            let proto = proto_number(pp.protocol);
+            match &pp.port {
+                Port::Any => out.push((proto, 0)),
+                Port::Range { start, end } => {
+                    let len = u32::from(*end).saturating_sub(u32::from(*start)) + 1;
+                    if len <= MAX_RANGE_PORTS {
+                        out.extend((*start..=*end).map(|p| (proto, p)));
+                    }
+                }
+                // Named ports resolve against the destination: the endpoint itself at ingress.
+                Port::Named(name) => {
+                    if direction == Direction::Ingress
+                        && let Some(port) = endpoint.named_ports.get(name)
+                    {
+                        out.push((proto, *port));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Peer identities an entry selects; 0 = any.
+fn peer_identities(entry: &PeerRule, identities: &[(u32, Peer)]) -> Vec<u32> {
+    if entry.peers.wildcard || entry.peers.entities.contains(&Entity::All) {
+        return vec![0];
+    }
+    identities
+        .iter()
+        .filter(|(_, peer)| peer.selected_by_peers(&entry.peers))
+        .map(|(id, _)| *id)
+        .collect()
+}
+
+fn insert(entries: &mut BTreeMap<PolicyKey, PolicyValue>, key: PolicyKey, value: PolicyValue) {
+    match entries.get(&key) {
+        // Deny wins over allow; between equals the smaller id, so the result is stable.
+        Some(old)
+            if old.action > value.action
+                || (old.action == value.action && old.policy_id <= value.policy_id) => {}
+        _ => {
+            entries.insert(key, value);
+        }
+    }
+}
+
+/// The policy maps' contents for `endpoints` under `policies`.
+pub fn desired(
+    policies: &[Policy],
+    enforcement: Enforcement,
+    endpoints: &[EndpointInput],
+    identities: &[IdentityInput],
+) -> Desired {
+    let mut out = Desired::default();
+    if enforcement == Enforcement::Never {
+        return out;
+    }
+    let peers: Vec<(u32, Peer)> = identities
+        .iter()
+        .map(|i| {
+            let peer = Peer {
+                labels: i.labels.clone(),
+                cidr: None,
+            };
+            (i.id, peer)
+        })
+        .collect();
+    for ep in endpoints {
+        let selecting: Vec<(&PolicyRef, &crate::model::Rule)> = policies
+            .iter()
+            .flat_map(|p| p.rules.iter().map(move |r| (&p.source, r)))
+            .filter(|(_, r)| matches!(&r.subject, Subject::Endpoints(s) if s.matches(&ep.labels)))
+            .collect();
+        for direction in [Direction::Ingress, Direction::Egress] {
+            let dir = dp_direction(direction);
+            if enforcement == Enforcement::Always
+                || selecting.iter().any(|(_, r)| r.default_deny(direction))
+            {
+                out.default_deny.insert(PolicyEpKey {
+                    endpoint_id: ep.id,
+                    direction: dir,
+                    pad: [0; 3],
+                });
+            }
+            for (source, rule) in &selecting {
+                for (deny, action) in [(false, POLICY_ALLOW), (true, POLICY_DENY)] {
+                    for entry in rule.section(direction, deny) {
+                        let ports = port_keys(entry, direction, ep);
+                        for identity in peer_identities(entry, &peers) {
+                            for &(proto, dport) in &ports {
+                                let key = PolicyKey {
+                                    endpoint_id: ep.id,
+                                    identity,
+                                    dport,
+                                    proto,
+                                    direction: dir,
+                                };
+                                let value = PolicyValue {
+                                    policy_id: policy_id(source),
+                                    action,
+                                    pad: [0; 3],
+                                };
+                                insert(&mut out.entries, key, value);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Decides a new connection from the maps' contents, in the datapath's lookup order:
+/// any matching deny entry, then any matching allow entry, then the default-deny flag.
+pub fn lookup(
+    maps: &Desired,
+    endpoint_id: u32,
+    direction: u8,
+    identity: u32,
+    proto: u8,
+    dport: u16,
+) -> MapVerdict {
+    let mut allowed = false;
+    for i in 0..8u8 {
+        let key = PolicyKey {
+            endpoint_id,
+            identity: if i & 1 != 0 { 0 } else { identity },
+            proto: if i & 2 != 0 { 0 } else { proto },
+            dport: if i & 4 != 0 { 0 } else { dport },
+            direction,
+        };
+        match maps.entries.get(&key) {
+            Some(v) if v.action == POLICY_DENY => return MapVerdict::Dropped(REASON_POLICY_DENY),
+            Some(_) => allowed = true,
+            None => {}
+        }
+    }
+    let ep = PolicyEpKey {
+        endpoint_id,
+        direction,
+        pad: [0; 3],
+    };
+    if allowed || !maps.default_deny.contains(&ep) {
+        MapVerdict::Allowed
+    } else {
+        MapVerdict::Dropped(REASON_POLICY_DENIED)
+    }
+}

@@ -1,0 +1,10 @@
+//! Enforcement in the datapath: from parsed policies to the policy maps' contents
+//! (`desired`, pure), policy objects with their last good version (`loader`), and the
+//! writer of differences (`programmer`).
+
+pub mod desired;
+pub mod loader;
+pub mod programmer;
+
+#[cfg(test)]
+mod tests;

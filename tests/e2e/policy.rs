@@ -1,0 +1,224 @@
+//! End to end: L3/L4 policy enforced by the datapath in a real sandbox with
+//! `[plugins.policy] enabled = true`, on the seed article's scenario: `ops` reaches
+//! payments-admin-api:8080, a pod of another namespace is dropped (POLICY_DENIED, seen over
+//! the Hubble API), an ingressDeny overrides the allow (POLICY_DENY), removing the policy
+//! files restores reachability, and a broken policy keeps the last good version enforced.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestSandbox, manifest_path, str_of, wait_for};
+use serde_json::Value;
+
+const PODS: &str = r#"apiVersion: v1
+kind: Namespace
+metadata: {name: payments}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: ops}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: dev}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: payments-admin-api
+  namespace: payments
+  labels: {app: payments-admin-api}
+spec:
+  nodeName: node-2
+  containers:
+    - name: api
+      image: ignored
+      command: ["python3", "-m", "http.server", "8080", "--bind", "0.0.0.0"]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: ops-toolbox
+  namespace: ops
+  labels: {app: toolbox}
+spec:
+  nodeName: node-1
+  containers:
+    - name: c
+      image: ignored
+      command: ["sleep", "infinity"]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: dev-toolbox
+  namespace: dev
+  labels: {app: toolbox}
+spec:
+  nodeName: node-1
+  containers:
+    - name: c
+      image: ignored
+      command: ["sleep", "infinity"]
+"#;
+
+/// The seed article's admin-api-access at L4 (examples/policies/ carries the L7 part).
+const ALLOW: &str = r#"apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata:
+  name: admin-api-access
+  namespace: payments
+spec:
+  endpointSelector:
+    matchLabels: {app: payments-admin-api}
+  ingress:
+    - fromEndpoints:
+        - matchLabels: {io.kubernetes.pod.namespace: ops}
+      toPorts:
+        - ports: [{port: "8080", protocol: TCP}]
+"#;
+
+/// The same policy with a misspelt field: invalid, so the previous version stays.
+const BROKEN: &str = r#"apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata:
+  name: admin-api-access
+  namespace: payments
+spec:
+  endpointSelector:
+    matchLabels: {app: payments-admin-api}
+  ingress:
+    - fromEndpointz:
+        - {}
+"#;
+
+const DENY: &str = r#"apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata:
+  name: freeze-ops
+  namespace: payments
+spec:
+  endpointSelector:
+    matchLabels: {app: payments-admin-api}
+  ingressDeny:
+    - fromEndpoints:
+        - matchLabels: {io.kubernetes.pod.namespace: ops}
+"#;
+
+fn get(sandbox: &TestSandbox, pod: &str, url: &str) -> bool {
+    sandbox
+        .exec(pod, &["curl", "-sS", "-o", "/dev/null", "-m", "2", url])
+        .status
+        .success()
+}
+
+/// Waits until `pod` can (or cannot) reach `url`; panics with the agents' logs otherwise.
+fn expect_reach(sandbox: &TestSandbox, pod: &str, url: &str, reachable: bool, why: &str) {
+    let ok = wait_for(Duration::from_secs(15), || {
+        (get(sandbox, pod, url) == reachable).then_some(())
+    });
+    assert!(
+        ok.is_some(),
+        "{why}: {pod} -> {url} should be {}\nagent logs:\n{}",
+        if reachable { "reachable" } else { "refused" },
+        sandbox.agent_logs()
+    );
+}
+
+fn drops(sandbox: &TestSandbox) -> Vec<Value> {
+    let out = sandbox.porin(&[
+        "observe",
+        "-o",
+        "json",
+        "--last",
+        "500",
+        "--verdict",
+        "DROPPED",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("GetFlowsResponse JSON")["flow"].clone())
+        .collect()
+}
+
+fn policy_drop(sandbox: &TestSandbox, from_ns: &str, reason: &str) -> Value {
+    wait_for(Duration::from_secs(10), || {
+        drops(sandbox).into_iter().find(|f| {
+            f["drop_reason_desc"] == reason
+                && f["source"]["namespace"] == from_ns
+                && f["destination"]["pod_name"] == "payments-admin-api"
+        })
+    })
+    .unwrap_or_else(|| panic!("no {reason} drop from {from_ns}: {:#?}", drops(sandbox)))
+}
+
+#[test]
+fn policy_is_enforced_reconciled_and_survives_a_broken_file() {
+    let sandbox = TestSandbox::up_with(
+        &[("10-pods.yaml", PODS), ("50-allow.yaml", ALLOW)],
+        Some("[plugins.policy]\nenabled = true\n"),
+    );
+    let api =
+        str_of(&sandbox.endpoint("payments/payments-admin-api")["endpoint"]["ipv4"]).to_string();
+    let url = format!("http://{api}:8080/");
+
+    // ops is allowed; dev is not (default deny at the admin API's ingress).
+    let first = sandbox.exec_until_ok(
+        "ops/ops-toolbox",
+        &["curl", "-sS", "-o", "/dev/null", "-m", "2", &url],
+        Duration::from_secs(15),
+    );
+    assert!(
+        first.status.success(),
+        "ops must reach the admin API: {}\n{}",
+        String::from_utf8_lossy(&first.stderr),
+        sandbox.agent_logs()
+    );
+    assert!(
+        !get(&sandbox, "dev/dev-toolbox", &url),
+        "dev must be refused"
+    );
+    let drop = policy_drop(&sandbox, "dev", "POLICY_DENIED");
+    assert_eq!(drop["verdict"], "DROPPED", "{drop}");
+    assert_eq!(drop["source"]["pod_name"], "dev-toolbox", "{drop}");
+    assert_eq!(drop["destination"]["namespace"], "payments", "{drop}");
+    assert_eq!(drop["traffic_direction"], "INGRESS", "{drop}");
+
+    // An ingressDeny overrides the allow.
+    std::fs::write(manifest_path(&sandbox, "60-deny.yaml"), DENY).expect("write deny");
+    expect_reach(&sandbox, "ops/ops-toolbox", &url, false, "ingressDeny wins");
+    policy_drop(&sandbox, "ops", "POLICY_DENY");
+    std::fs::remove_file(manifest_path(&sandbox, "60-deny.yaml")).expect("remove deny");
+    expect_reach(&sandbox, "ops/ops-toolbox", &url, true, "deny removed");
+
+    // A broken version keeps the last good one enforced: ops in, dev out.
+    std::fs::write(manifest_path(&sandbox, "50-allow.yaml"), BROKEN).expect("write broken");
+    let degraded = wait_for(Duration::from_secs(10), || {
+        let logs = sandbox.agent_logs();
+        logs.contains("fromEndpointz").then_some(logs)
+    });
+    assert!(
+        degraded.is_some(),
+        "the broken field is reported:\n{}",
+        sandbox.agent_logs()
+    );
+    assert!(
+        get(&sandbox, "ops/ops-toolbox", &url),
+        "last good version: ops allowed"
+    );
+    assert!(
+        !get(&sandbox, "dev/dev-toolbox", &url),
+        "last good version: dev refused"
+    );
+
+    // Removing the policy restores reachability for everyone.
+    std::fs::remove_file(manifest_path(&sandbox, "50-allow.yaml")).expect("remove policy");
+    expect_reach(&sandbox, "dev/dev-toolbox", &url, true, "policy removed");
+    sandbox.down_and_check();
+}
