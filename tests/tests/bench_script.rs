@@ -17,7 +17,10 @@ fn unknown_benchmark_lists_the_known_ones() {
     let out = bench(&["no-such-bench"]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("known benchmarks: agent datapath"), "{stderr}");
+    assert!(
+        stderr.contains("known benchmarks: agent datapath"),
+        "{stderr}"
+    );
     assert!(out.stdout.is_empty());
 }
 

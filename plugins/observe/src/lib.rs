@@ -15,8 +15,8 @@ pub mod serve;
 
 pub use compact::format_compact;
 pub use config::{
-    DEFAULT_BUFFER_SIZE, DEFAULT_METRICS_ADDRESS, HUBBLE_SOCKET_NAME, MAX_BUFFER_SIZE, ObserveConfig, WasmKind,
-    WasmModuleConfig,
+    DEFAULT_BUFFER_SIZE, DEFAULT_METRICS_ADDRESS, HUBBLE_SOCKET_NAME, MAX_BUFFER_SIZE,
+    ObserveConfig, WasmKind, WasmModuleConfig,
 };
 pub use grpc::HubbleService;
 pub use hubble_proto;

@@ -65,7 +65,10 @@ pub async fn poll_kernel_losses(ctx: Arc<dyn PluginContext>, lost: Arc<LostEvent
     loop {
         tick.tick().await;
         let now = ctx.datapath_events_lost();
-        lost.record(LostEventSource::PerfEventRingBuffer, kernel_delta(last, now));
+        lost.record(
+            LostEventSource::PerfEventRingBuffer,
+            kernel_delta(last, now),
+        );
         last = now;
     }
 }

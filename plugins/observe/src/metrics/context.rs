@@ -169,7 +169,11 @@ mod tests {
             ("workload-name", "web", ""),
             ("app", "web", ""),
             ("ip", "10.200.1.5", "1.1.1.1"),
-            ("identity", "k8s:app=web,k8s:io.kubernetes.pod.namespace=shop", "reserved:world"),
+            (
+                "identity",
+                "k8s:app=web,k8s:io.kubernetes.pod.namespace=shop",
+                "reserved:world",
+            ),
             ("reserved-identity", "", "reserved:world"),
             ("dns", "", "one.one.one.one"),
             ("pod|reserved-identity", "shop/web-1", "reserved:world"),

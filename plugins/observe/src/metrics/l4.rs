@@ -98,7 +98,10 @@ impl Handler for PortHandler {
             _ => return,
         };
         let labels = with_context(
-            &[("protocol", protocol.to_string()), ("port", port.to_string())],
+            &[
+                ("protocol", protocol.to_string()),
+                ("port", port.to_string()),
+            ],
             &self.ctx,
             flow,
         );

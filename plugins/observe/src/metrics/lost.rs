@@ -74,11 +74,7 @@ impl LostEvents {
             return;
         }
         self.counter.get_or_create(&labels(source)).inc_by(n);
-        warn!(
-            source = source.as_str_name(),
-            lost = n,
-            "flow events lost"
-        );
+        warn!(source = source.as_str_name(), lost = n, "flow events lost");
         let record = LostRecord {
             time: SystemTime::now(),
             event: LostEvent {

@@ -85,11 +85,9 @@ impl HubbleMetrics {
             let handler: Box<dyn Handler> = match spec.name.as_str() {
                 "flow" => Box::new(verdicts::FlowHandler::register(registry, ctx)),
                 "drop" => Box::new(verdicts::DropHandler::register(registry, ctx)),
-                "flows-to-world" => Box::new(verdicts::WorldHandler::register(
-                    registry,
-                    ctx,
-                    &spec.flags,
-                )),
+                "flows-to-world" => {
+                    Box::new(verdicts::WorldHandler::register(registry, ctx, &spec.flags))
+                }
                 "tcp" => Box::new(l4::TcpHandler::register(registry, ctx)),
                 "port-distribution" => Box::new(l4::PortHandler::register(registry, ctx)),
                 "icmp" => Box::new(l4::IcmpHandler::register(registry, ctx)),

@@ -177,9 +177,7 @@ impl Handler for WorldHandler {
         if !dropped && flow.verdict != pb::Verdict::Forwarded as i32 {
             return;
         }
-        if dropped
-            && !self.any_drop
-            && flow.drop_reason_desc != pb::DropReason::PolicyDenied as i32
+        if dropped && !self.any_drop && flow.drop_reason_desc != pb::DropReason::PolicyDenied as i32
         {
             return;
         }
