@@ -82,9 +82,7 @@ fn register_http(registry: &mut Registry, spec: &MetricSpec) -> Vec<&'static str
         registry.register(
             duration,
             duration_help,
-            Family::<Labels, Histogram>::new_with_constructor(|| {
-                Histogram::new(DURATION_BUCKETS.into_iter())
-            }),
+            Family::<Labels, Histogram>::new_with_constructor(|| Histogram::new(DURATION_BUCKETS)),
         );
     }
     if spec.name == "http" {
