@@ -50,4 +50,13 @@ pub trait PluginContext: Send + Sync {
 
     /// The cluster state now (Services, EndpointSlices, Pods, pod addresses), read-only.
     fn state(&self) -> Arc<dyn ClusterState>;
+
+    /// Datapath events the kernel could not write because the ring buffer was full
+    /// (the metrics map's `REASON_EVENT_LOST` packets, summed over CPUs and
+    /// directions), as core last read them. An absolute total: it only grows, or
+    /// restarts from zero when the map is recreated. Contexts without a datapath
+    /// report 0.
+    fn datapath_events_lost(&self) -> u64 {
+        0
+    }
 }

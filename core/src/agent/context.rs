@@ -2,6 +2,7 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use porin_plugin_sdk::{ClusterState, DatapathEvent, EndpointMeta, PluginContext};
@@ -21,6 +22,8 @@ pub struct CoreContext {
     pub events: broadcast::Sender<Arc<DatapathEvent>>,
     pub view: Arc<RwLock<ClusterView>>,
     pub store: StateStore,
+    /// Kernel ring buffer losses, kept current by the agent's counter poller.
+    pub events_lost: Arc<AtomicU64>,
 }
 
 impl PluginContext for CoreContext {
@@ -67,5 +70,9 @@ impl PluginContext for CoreContext {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         Arc::new(SnapshotState::new(snapshot, &view))
+    }
+
+    fn datapath_events_lost(&self) -> u64 {
+        self.events_lost.load(Ordering::Relaxed)
     }
 }

@@ -174,6 +174,7 @@ pub async fn run(config_path: &Path, plugins: Vec<Box<dyn Plugin>>) -> Result<()
         events: events_tx,
         view: agent.view.clone(),
         store: agent.store.clone(),
+        events_lost: agent.metrics.kernel_events_lost(),
     });
     lock(&agent.plugins).start_all(&ctx);
     agent.ready.store(true, Ordering::SeqCst);

@@ -4,13 +4,16 @@ mod drop_reasons;
 mod server;
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+
+use crate::datapath::abi::REASON_EVENT_LOST;
 
 pub use drop_reasons::drop_reason_text;
 pub use server::{MetricsError, OPENMETRICS_CONTENT_TYPE, metrics_router, serve_metrics};
@@ -112,7 +115,9 @@ pub struct AgentMetrics {
     forward_bytes: Family<DirectionLabels, Counter>,
     drop_count: Family<DropLabels, Counter>,
     drop_bytes: Family<DropLabels, Counter>,
-    last_totals: std::sync::Arc<Mutex<Totals>>,
+    last_totals: Arc<Mutex<Totals>>,
+    /// Kernel total of events lost to a full ring buffer, for the observe plugin.
+    kernel_events_lost: Arc<AtomicU64>,
 }
 
 impl AgentMetrics {
@@ -127,6 +132,7 @@ impl AgentMetrics {
             drop_count: Family::default(),
             drop_bytes: Family::default(),
             last_totals: Default::default(),
+            kernel_events_lost: Default::default(),
         };
         registry.register(
             "cilium_endpoint_state",
@@ -184,6 +190,12 @@ impl AgentMetrics {
         self.controllers_failing.set(count);
     }
 
+    /// The kernel's total of events lost to a full ring buffer (metrics map
+    /// reason `REASON_EVENT_LOST`), updated by [`Self::update_datapath_counters`].
+    pub fn kernel_events_lost(&self) -> Arc<AtomicU64> {
+        self.kernel_events_lost.clone()
+    }
+
     /// Feed the kernel's absolute totals. Counters advance by the difference
     /// since the previous call; a total lower than before (the map was
     /// recreated) counts as a restart from zero.
@@ -194,6 +206,12 @@ impl AgentMetrics {
             t.0 = t.0.saturating_add(s.packets);
             t.1 = t.1.saturating_add(s.bytes);
         }
+        let lost: u64 = totals
+            .iter()
+            .filter(|((reason, _), _)| *reason == REASON_EVENT_LOST)
+            .map(|(_, (packets, _))| *packets)
+            .fold(0, u64::saturating_add);
+        self.kernel_events_lost.store(lost, Ordering::Relaxed);
         let mut last = self
             .last_totals
             .lock()
@@ -223,8 +241,6 @@ impl AgentMetrics {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
 
     fn scrape(registry: &Registry) -> String {
@@ -271,6 +287,17 @@ mod tests {
                 "missing `{line}` in:\n{text}"
             );
         }
+    }
+
+    #[test]
+    fn kernel_event_losses_are_summed_for_plugins() {
+        let mut registry = Registry::default();
+        let m = AgentMetrics::register(&mut registry, "dev");
+        let lost = m.kernel_events_lost();
+        m.update_datapath_counters(&[sample(1, 1, 3, 0), sample(1, 2, 4, 0), sample(0, 1, 9, 9)]);
+        assert_eq!(lost.load(Ordering::Relaxed), 7);
+        m.update_datapath_counters(&[sample(0, 1, 10, 10)]);
+        assert_eq!(lost.load(Ordering::Relaxed), 0);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! `[plugins.observe]`: flows, Hubble API and Hubble metrics.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use porin_plugin_sdk::PluginError;
@@ -39,6 +40,7 @@ struct RawObserveConfig {
     wasm: Vec<WasmModuleConfig>,
     socket_path: Option<PathBuf>,
     listen_address: Option<String>,
+    metrics_address: String,
 }
 
 impl Default for RawObserveConfig {
@@ -49,9 +51,13 @@ impl Default for RawObserveConfig {
             wasm: Vec::new(),
             socket_path: None,
             listen_address: None,
+            metrics_address: DEFAULT_METRICS_ADDRESS.to_string(),
         }
     }
 }
+
+/// Where Hubble metrics are served by default (Cilium's port).
+pub const DEFAULT_METRICS_ADDRESS: &str = "0.0.0.0:9965";
 
 /// Default flow ring size.
 pub const DEFAULT_BUFFER_SIZE: u32 = 4096;
@@ -73,6 +79,9 @@ pub struct ObserveConfig {
     pub socket_path: Option<PathBuf>,
     /// Also serve the Hubble API on TCP, e.g. `":4244"`. Default: unset.
     pub listen_address: Option<String>,
+    /// Where `/metrics` is served when `metrics` is not empty; `":9965"` means
+    /// every address. Default: `0.0.0.0:9965`.
+    pub metrics_address: SocketAddr,
 }
 
 impl Default for ObserveConfig {
@@ -83,6 +92,7 @@ impl Default for ObserveConfig {
             wasm: Vec::new(),
             socket_path: None,
             listen_address: None,
+            metrics_address: SocketAddr::from(([0, 0, 0, 0], 9965)),
         }
     }
 }
@@ -123,7 +133,14 @@ impl ObserveConfig {
                 ));
             }
         }
+        let metrics_address = socket_addr(&raw.metrics_address).ok_or_else(|| {
+            invalid(
+                "metrics_address",
+                format!("`{}` is not `[host]:port`", raw.metrics_address),
+            )
+        })?;
         Ok(Self {
+            metrics_address,
             buffer_size: size,
             metrics,
             wasm: raw.wasm,
@@ -137,6 +154,14 @@ impl ObserveConfig {
         self.socket_path
             .clone()
             .unwrap_or_else(|| run_dir.join(HUBBLE_SOCKET_NAME))
+    }
+}
+
+/// `host:port`, or `:port` for every IPv4 address (Cilium's `:9965`).
+fn socket_addr(text: &str) -> Option<SocketAddr> {
+    match text.strip_prefix(':') {
+        Some(port) => Some(SocketAddr::from(([0, 0, 0, 0], port.parse().ok()?))),
+        None => text.parse().ok(),
     }
 }
 
@@ -163,6 +188,7 @@ mod tests {
         let c = parse_str("").expect("valid");
         assert_eq!(c, ObserveConfig::default());
         assert_eq!(c.buffer_size, 4096);
+        assert_eq!(c.metrics_address.to_string(), DEFAULT_METRICS_ADDRESS);
         assert_eq!(
             c.socket_path_in(Path::new("/var/run/porin")),
             PathBuf::from("/var/run/porin/hubble.sock")
@@ -176,6 +202,7 @@ mod tests {
 buffer_size = 8192
 metrics = ["dns", "drop", "httpV2:exemplars=true;labelsContext=source_namespace"]
 listen_address = ":4244"
+metrics_address = ":9000"
 [[wasm]]
 name = "drop-health-checks"
 path = "/etc/porin/filters/drop_health.wasm"
@@ -186,6 +213,7 @@ kind = "filter"
         assert_eq!(c.metrics.len(), 3);
         assert_eq!(c.wasm[0].kind, WasmKind::Filter);
         assert_eq!(c.listen_address.as_deref(), Some(":4244"));
+        assert_eq!(c.metrics_address.to_string(), "0.0.0.0:9000");
     }
 
     #[test]
@@ -196,6 +224,7 @@ kind = "filter"
             ("metrics = [\"dns\", \"dnss\"]", "metrics[1]", "`dnss`"),
             ("metrics = [\"dns:foo=1\"]", "metrics[0]", "`foo`"),
             ("listen_address = \"4244\"", "listen_address", "`4244`"),
+            ("metrics_address = \"9965\"", "metrics_address", "`9965`"),
             (
                 "[[wasm]]\nname = \"a\"\npath = \"/a\"\nkind = \"filtre\"",
                 "wasm[0].kind",

@@ -24,7 +24,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::filter::keeps;
-use crate::flow::system_time;
+use crate::flow::{system_time, timestamp};
+use crate::metrics::LostEvents;
+use crate::metrics::lost::LostRecord;
 use crate::ring::FlowRing;
 
 /// Reported as `version` by ServerStatus and GetNodes.
@@ -40,6 +42,7 @@ pub struct HubbleService {
     /// Where peers reach this agent (`unix:///...` or `host:port`).
     address: String,
     started: Instant,
+    lost: Arc<LostEvents>,
 }
 
 impl HubbleService {
@@ -49,7 +52,14 @@ impl HubbleService {
             node: node.into(),
             address: address.into(),
             started: Instant::now(),
+            lost: Arc::new(LostEvents::new()),
         }
+    }
+
+    /// Report and count lost events through `lost` (shared with the pipeline).
+    pub fn with_lost_events(mut self, lost: Arc<LostEvents>) -> Self {
+        self.lost = lost;
+        self
     }
 
     fn uptime_ns(&self) -> u64 {
@@ -91,6 +101,34 @@ fn in_window(flow: &Flow, since: Option<SystemTime>, until: Option<SystemTime>) 
         && until.is_none_or(|u| t.is_some_and(|t| t <= u))
 }
 
+/// A `lost_events` response. Hubble sends them to every reader, unfiltered.
+fn lost_response(node: &str, time: SystemTime, event: LostEvent) -> GetFlowsResponse {
+    GetFlowsResponse {
+        node_name: node.to_string(),
+        time: Some(timestamp(time)),
+        response_types: Some(ResponseTypes::LostEvents(event)),
+    }
+}
+
+/// The stored flows and the losses reported since the oldest of them, in time
+/// order.
+fn with_losses(node: &str, flows: &[Arc<Flow>], lost: Vec<LostRecord>) -> Vec<GetFlowsResponse> {
+    let Some(oldest) = flows.first().and_then(|f| f.time.as_ref()).map(system_time) else {
+        return flows.iter().map(|f| response(f)).collect();
+    };
+    let mut lost = lost.into_iter().filter(|r| r.time >= oldest).peekable();
+    let mut out = Vec::with_capacity(flows.len());
+    for flow in flows {
+        let t = flow.time.as_ref().map(system_time).unwrap_or(oldest);
+        while let Some(r) = lost.next_if(|r| r.time <= t) {
+            out.push(lost_response(node, r.time, r.event));
+        }
+        out.push(response(flow));
+    }
+    out.extend(lost.map(|r| lost_response(node, r.time, r.event)));
+    out
+}
+
 fn response(flow: &Flow) -> GetFlowsResponse {
     GetFlowsResponse {
         node_name: flow.node_name.clone(),
@@ -115,12 +153,14 @@ impl Observer for HubbleService {
         }
         // Subscribe before reading the backlog so nothing falls between the two.
         let mut live = self.ring.follow();
-        let backlog = self.backlog(&req);
+        let mut losses = self.lost.follow();
+        let backlog = with_losses(&self.node, &self.backlog(&req), self.lost.recent());
         let node = self.node.clone();
+        let lost = self.lost.clone();
         let (tx, rx) = mpsc::channel(256);
         tokio::spawn(async move {
-            for flow in backlog {
-                if tx.send(Ok(response(&flow))).await.is_err() {
+            for message in backlog {
+                if tx.send(Ok(message)).await.is_err() {
                     return;
                 }
             }
@@ -129,7 +169,21 @@ impl Observer for HubbleService {
             }
             let until = req.until.as_ref().map(system_time);
             loop {
-                let message = match live.recv().await {
+                let next = tokio::select! {
+                    flow = live.recv() => flow,
+                    loss = losses.recv() => match loss {
+                        Ok(r) => {
+                            if tx.send(Ok(lost_response(&node, r.time, r.event))).await.is_err() {
+                                return;
+                            }
+                            continue;
+                        }
+                        // Missed loss reports are themselves losses of this reader.
+                        Err(RecvError::Lagged(n)) => Err(RecvError::Lagged(n)),
+                        Err(RecvError::Closed) => return,
+                    },
+                };
+                let message = match next {
                     Ok(flow) => {
                         if !in_window(&flow, None, until) {
                             if until.is_some() {
@@ -142,15 +196,18 @@ impl Observer for HubbleService {
                         }
                         response(&flow)
                     }
-                    Err(RecvError::Lagged(n)) => GetFlowsResponse {
-                        node_name: node.clone(),
-                        time: Some(crate::flow::timestamp(SystemTime::now())),
-                        response_types: Some(ResponseTypes::LostEvents(LostEvent {
-                            source: LostEventSource::HubbleRingBuffer as i32,
-                            num_events_lost: n,
-                            cpu: None,
-                        })),
-                    },
+                    Err(RecvError::Lagged(n)) => {
+                        lost.record_reader(n);
+                        lost_response(
+                            &node,
+                            SystemTime::now(),
+                            LostEvent {
+                                source: LostEventSource::HubbleRingBuffer as i32,
+                                num_events_lost: n,
+                                cpu: None,
+                            },
+                        )
+                    }
                     Err(RecvError::Closed) => return,
                 };
                 if tx.send(Ok(message)).await.is_err() {
@@ -241,5 +298,79 @@ impl Peer for HubbleService {
         };
         let stream = tokio_stream::once(Ok(me)).chain(tokio_stream::pending());
         Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio_stream::StreamExt;
+
+    use super::*;
+
+    fn flow_now() -> Flow {
+        Flow {
+            time: Some(timestamp(SystemTime::now())),
+            node_name: "node-1".to_string(),
+            ..Flow::default()
+        }
+    }
+
+    fn lost_of(r: &GetFlowsResponse) -> Option<(i32, u64)> {
+        match &r.response_types {
+            Some(ResponseTypes::LostEvents(l)) => Some((l.source, l.num_events_lost)),
+            _ => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn lost_events_are_reported_in_band() {
+        let ring = Arc::new(FlowRing::new(16));
+        let lost = Arc::new(LostEvents::new());
+        let service =
+            HubbleService::new(ring.clone(), "node-1", "unix:///x").with_lost_events(lost.clone());
+        ring.push(flow_now());
+        lost.record(LostEventSource::PerfEventRingBuffer, 4);
+        ring.push(flow_now());
+
+        // Stored flows come with the losses between them, in time order.
+        let stream = service
+            .get_flows(Request::new(GetFlowsRequest::default()))
+            .await
+            .expect("stream")
+            .into_inner();
+        let all: Vec<GetFlowsResponse> = stream.map(|r| r.expect("ok")).collect().await;
+        let kinds: Vec<Option<(i32, u64)>> = all.iter().map(lost_of).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                None,
+                Some((LostEventSource::PerfEventRingBuffer as i32, 4)),
+                None
+            ]
+        );
+        assert_eq!(all[1].node_name, "node-1");
+
+        // Followers hear of new losses as they happen.
+        let mut follow = service
+            .get_flows(Request::new(GetFlowsRequest {
+                follow: true,
+                ..GetFlowsRequest::default()
+            }))
+            .await
+            .expect("stream")
+            .into_inner();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        lost.record(LostEventSource::ObserverEventsQueue, 9);
+        let next = tokio::time::timeout(Duration::from_secs(5), follow.next())
+            .await
+            .expect("a response in time")
+            .expect("stream open")
+            .expect("ok");
+        assert_eq!(
+            lost_of(&next),
+            Some((LostEventSource::ObserverEventsQueue as i32, 9))
+        );
     }
 }

@@ -1,5 +1,5 @@
 //! porin-observe: Hubble flows from datapath events, the flow ring, the Hubble
-//! API (Observer and Peer over gRPC) and the configuration of Hubble metrics.
+//! API (Observer and Peer over gRPC) and Hubble metrics (`hubble_*` on `:9965`).
 
 pub mod compact;
 mod config;
@@ -7,6 +7,7 @@ pub mod filter;
 pub mod flow;
 pub mod grpc;
 mod metric_spec;
+pub mod metrics;
 pub mod pipeline;
 mod plugin;
 pub mod ring;
@@ -14,12 +15,13 @@ pub mod serve;
 
 pub use compact::format_compact;
 pub use config::{
-    DEFAULT_BUFFER_SIZE, HUBBLE_SOCKET_NAME, MAX_BUFFER_SIZE, ObserveConfig, WasmKind,
-    WasmModuleConfig,
+    DEFAULT_BUFFER_SIZE, DEFAULT_METRICS_ADDRESS, HUBBLE_SOCKET_NAME, MAX_BUFFER_SIZE,
+    ObserveConfig, WasmKind, WasmModuleConfig,
 };
 pub use grpc::HubbleService;
 pub use hubble_proto;
-pub use metric_spec::{CONTEXT_VALUES, LABELS_CONTEXT, METRIC_NAMES, MetricSpec};
+pub use metric_spec::{CONTEXT_VALUES, LABELS_CONTEXT, METRIC_NAMES, MetricSpec, flag_options};
+pub use metrics::{HubbleMetrics, LostEvents};
 pub use plugin::ObservePlugin;
 pub use ring::FlowRing;
 pub use serve::{ServeError, bind_unix, serve_tcp};

@@ -58,6 +58,18 @@ pub struct MetricSpec {
     /// Alternatives tried in order (`pod|ip`).
     pub source_context: Vec<String>,
     pub destination_context: Vec<String>,
+    /// Options without a value that some metrics take (`dns:query;ignoreAAAA`,
+    /// `flows-to-world:any-drop;port;syn-only`).
+    pub flags: Vec<String>,
+}
+
+/// The value-less options a metric accepts (Cilium's).
+pub fn flag_options(metric: &str) -> &'static [&'static str] {
+    match metric {
+        "dns" => &["query", "ignoreAAAA"],
+        "flows-to-world" => &["any-drop", "port", "syn-only"],
+        _ => &[],
+    }
 }
 
 impl MetricSpec {
@@ -79,6 +91,10 @@ impl MetricSpec {
             ..Self::default()
         };
         for option in options.split(';').map(str::trim).filter(|o| !o.is_empty()) {
+            if flag_options(name).contains(&option) {
+                spec.flags.push(option.to_string());
+                continue;
+            }
             let (key, value) = option
                 .split_once('=')
                 .ok_or_else(|| format!("option `{option}` of `{name}` has no value"))?;
@@ -140,6 +156,12 @@ mod tests {
         );
         assert_eq!(s.source_context, vec!["workload-name", "reserved-identity"]);
         assert_eq!(MetricSpec::parse("dns").expect("valid").name, "dns");
+        let dns = MetricSpec::parse("dns:query;ignoreAAAA").expect("valid");
+        assert_eq!(dns.flags, vec!["query", "ignoreAAAA"]);
+        let world = MetricSpec::parse("flows-to-world:any-drop;port;sourceContext=namespace")
+            .expect("valid");
+        assert_eq!(world.flags, vec!["any-drop", "port"]);
+        assert_eq!(world.source_context, vec!["namespace"]);
     }
 
     #[test]
@@ -151,6 +173,7 @@ mod tests {
             ("drop:sourceContext=namespace|host", "`host`"),
             ("http:exemplars=yes", "`yes`"),
             ("tcp:exemplars", "`exemplars`"),
+            ("tcp:any-drop", "`any-drop`"),
         ] {
             let e = MetricSpec::parse(text).expect_err(text);
             assert!(e.contains(culprit), "{text}: {e}");

@@ -1,12 +1,14 @@
 //! The flow pipeline: datapath events in, flows into the ring.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use hubble_proto::flow::LostEventSource;
 use porin_plugin_sdk::{DatapathEvent, EndpointMeta, PluginContext};
 use tokio::sync::broadcast::error::RecvError;
-use tracing::warn;
 
 use crate::flow::{Clock, Enricher, enrich};
+use crate::metrics::{HubbleMetrics, LostEvents};
 use crate::ring::FlowRing;
 
 struct ContextEnricher(Arc<dyn PluginContext>);
@@ -23,32 +25,73 @@ impl Enricher for ContextEnricher {
     }
 }
 
-/// Read events until the context's event channel closes. Events the pipeline was
-/// too slow for are counted in `lost` and logged, never dropped silently.
+/// Read events until the context's event channel closes: each becomes a flow,
+/// is counted in the Hubble metrics and stored in the ring. Events the pipeline
+/// was too slow for are reported as `OBSERVER_EVENTS_QUEUE` losses, never
+/// dropped silently.
 pub async fn run_pipeline(
     ctx: Arc<dyn PluginContext>,
     ring: Arc<FlowRing>,
-    lost: Arc<std::sync::atomic::AtomicU64>,
+    lost: Arc<LostEvents>,
+    metrics: Option<Arc<HubbleMetrics>>,
 ) {
     let mut events = ctx.subscribe_events();
     let enricher = ContextEnricher(ctx);
     let clock = Clock::now();
     loop {
         match events.recv().await {
-            Ok(event) => ring.push(enrich(&event, &clock, &enricher)),
-            Err(RecvError::Lagged(n)) => {
-                lost.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-                warn!(
-                    lost = n,
-                    "flow pipeline fell behind the datapath; events lost"
-                );
+            Ok(event) => {
+                let flow = enrich(&event, &clock, &enricher);
+                if let Some(m) = &metrics {
+                    m.process(&flow);
+                }
+                ring.push(flow);
             }
+            Err(RecvError::Lagged(n)) => lost.record(LostEventSource::ObserverEventsQueue, n),
             Err(RecvError::Closed) => return,
         }
     }
 }
 
+/// How often the kernel's lost-event total is read.
+pub const KERNEL_LOSS_POLL: Duration = Duration::from_secs(1);
+
+/// Report events the kernel could not put into the full ring buffer
+/// (`PERF_EVENT_RING_BUFFER`), from core's reading of the metrics map. Losses
+/// before the plugin started are not reported again.
+pub async fn poll_kernel_losses(ctx: Arc<dyn PluginContext>, lost: Arc<LostEvents>) {
+    let mut last = ctx.datapath_events_lost();
+    let mut tick = tokio::time::interval(KERNEL_LOSS_POLL);
+    loop {
+        tick.tick().await;
+        let now = ctx.datapath_events_lost();
+        lost.record(
+            LostEventSource::PerfEventRingBuffer,
+            kernel_delta(last, now),
+        );
+        last = now;
+    }
+}
+
+/// New losses between two kernel totals; a lower total means the map was
+/// recreated and counts from zero.
+pub fn kernel_delta(last: u64, now: u64) -> u64 {
+    if now >= last { now - last } else { now }
+}
+
 /// Enrich one event without a context (tests, tools).
 pub fn flow_of(event: &DatapathEvent, enricher: &dyn Enricher) -> hubble_proto::flow::Flow {
     enrich(event, &Clock::now(), enricher)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_totals_become_deltas() {
+        assert_eq!(kernel_delta(0, 0), 0);
+        assert_eq!(kernel_delta(3, 10), 7);
+        assert_eq!(kernel_delta(10, 4), 4);
+    }
 }

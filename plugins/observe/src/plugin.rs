@@ -1,7 +1,6 @@
 //! The observability plugin's lifecycle.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 
 use porin_plugin_sdk::{DatapathContribution, Health, Plugin, PluginContext, PluginError, Switch};
 use tokio::task::JoinHandle;
@@ -9,7 +8,8 @@ use tracing::{error, info};
 
 use crate::ObserveConfig;
 use crate::grpc::HubbleService;
-use crate::pipeline::run_pipeline;
+use crate::metrics::{HubbleMetrics, LostEvents, serve_metrics};
+use crate::pipeline::{poll_kernel_losses, run_pipeline};
 use crate::ring::FlowRing;
 use crate::serve::{bind_unix, serve_tcp};
 
@@ -17,13 +17,14 @@ use crate::serve::{bind_unix, serve_tcp};
 pub const NAME: &str = "observe";
 
 /// The observe plugin: turns datapath events into flows, keeps the newest in a
-/// ring and serves them with the Hubble API (unix socket, optionally TCP).
+/// ring and serves them with the Hubble API (unix socket, optionally TCP), and
+/// counts them in Hubble metrics served on `metrics_address`.
 #[derive(Default)]
 pub struct ObservePlugin {
     config: ObserveConfig,
     health: Option<Health>,
     ring: Option<Arc<FlowRing>>,
-    lost: Arc<AtomicU64>,
+    lost: Arc<LostEvents>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -35,6 +36,34 @@ impl ObservePlugin {
     /// The validated configuration.
     pub fn config(&self) -> &ObserveConfig {
         &self.config
+    }
+}
+
+impl ObservePlugin {
+    /// Register the configured Hubble metrics and serve them, when any are
+    /// configured (as Cilium does: no `metrics`, no `:9965`).
+    fn start_metrics(
+        &mut self,
+        runtime: &tokio::runtime::Handle,
+    ) -> Result<Option<Arc<HubbleMetrics>>, PluginError> {
+        if self.config.metrics.is_empty() {
+            return Ok(None);
+        }
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = HubbleMetrics::register(&self.config.metrics, &mut registry)
+            .map_err(|e| start_error(e.to_string()))?;
+        self.lost.register(&mut registry);
+        let addr = self.config.metrics_address;
+        let serving = {
+            let _guard = runtime.enter();
+            serve_metrics(addr, Arc::new(registry)).map_err(|e| start_error(e.to_string()))?
+        };
+        self.tasks.push(runtime.spawn(async move {
+            if let Err(e) = serving.await {
+                error!(plugin = NAME, error = %e, "Hubble metrics stopped");
+            }
+        }));
+        Ok(Some(Arc::new(metrics)))
     }
 }
 
@@ -74,14 +103,22 @@ impl Plugin for ObservePlugin {
             Some(a) => a.clone(),
             None => format!("unix://{}", socket.display()),
         };
-        let service = HubbleService::new(ring.clone(), ctx.node_name(), address);
+        let service = HubbleService::new(ring.clone(), ctx.node_name(), address)
+            .with_lost_events(self.lost.clone());
+        let metrics = self.start_metrics(&runtime)?;
         // Bind in start() so a bad socket path fails the plugin, not a log line.
         let serving = {
             let _guard = runtime.enter();
             bind_unix(&socket, service.clone()).map_err(|e| start_error(e.to_string()))?
         };
+        self.tasks.push(runtime.spawn(run_pipeline(
+            ctx.clone(),
+            ring.clone(),
+            self.lost.clone(),
+            metrics,
+        )));
         self.tasks
-            .push(runtime.spawn(run_pipeline(ctx.clone(), ring.clone(), self.lost.clone())));
+            .push(runtime.spawn(poll_kernel_losses(ctx.clone(), self.lost.clone())));
         self.tasks.push(runtime.spawn(async move {
             if let Err(e) = serving.await {
                 error!(plugin = NAME, error = %e, "Hubble API stopped");

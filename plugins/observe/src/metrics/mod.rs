@@ -1,0 +1,309 @@
+//! Hubble metrics (`hubble_*`) from the flows the pipeline produces, configured
+//! by `[plugins.observe] metrics` in Cilium's option syntax and served on
+//! `metrics_address` (`:9965`) as OpenMetrics.
+//!
+//! Each enabled metric is a [`Handler`] registered into one prometheus-client
+//! registry; the pipeline hands every flow to every handler. Label sets are
+//! dynamic (fixed labels, then the context labels the options ask for), so
+//! series are `Vec<(String, String)>` label sets.
+
+mod context;
+mod l4;
+mod l7;
+pub mod lost;
+mod server;
+mod verdicts;
+
+use hubble_proto::flow::Flow;
+use prometheus_client::registry::Registry;
+use thiserror::Error;
+use tracing::warn;
+
+pub use context::{ContextOptions, endpoint_context};
+pub use lost::LostEvents;
+pub use server::{MetricsServeError, OPENMETRICS_CONTENT_TYPE, metrics_router, serve_metrics};
+
+use crate::MetricSpec;
+
+/// A series' labels, in exposition order.
+pub type Labels = Vec<(String, String)>;
+
+/// One enabled metric: counts what it cares about in each flow.
+pub trait Handler: Send + Sync {
+    /// The metric's name as registered.
+    fn name(&self) -> &'static str;
+    fn process(&self, flow: &Flow);
+}
+
+/// A `metrics` list that cannot be served.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum MetricsConfigError {
+    #[error("metric `{0}` is enabled twice")]
+    Duplicate(String),
+    #[error("`http` and `httpV2` register the same metrics: enable one of them")]
+    HttpAndHttpV2,
+}
+
+/// The enabled Hubble metrics.
+pub struct HubbleMetrics {
+    handlers: Vec<Box<dyn Handler>>,
+    /// Every registered metric name (counters without `_total`).
+    names: Vec<&'static str>,
+}
+
+impl std::fmt::Debug for HubbleMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubbleMetrics")
+            .field("handlers", &self.handlers.len())
+            .finish()
+    }
+}
+
+impl HubbleMetrics {
+    /// Register every metric of `specs` into `registry`.
+    pub fn register(
+        specs: &[MetricSpec],
+        registry: &mut Registry,
+    ) -> Result<Self, MetricsConfigError> {
+        let mut handlers: Vec<Box<dyn Handler>> = Vec::new();
+        let mut names = Vec::new();
+        for (i, spec) in specs.iter().enumerate() {
+            if specs[..i].iter().any(|s| s.name == spec.name) {
+                return Err(MetricsConfigError::Duplicate(spec.name.clone()));
+            }
+            let is_http = |s: &MetricSpec| s.name == "http" || s.name == "httpV2";
+            if is_http(spec) && specs[..i].iter().any(is_http) {
+                return Err(MetricsConfigError::HttpAndHttpV2);
+            }
+            if spec.exemplars && !is_http(spec) {
+                warn!(
+                    metric = %spec.name,
+                    "exemplars are only attached to http metrics; option ignored"
+                );
+            }
+            let ctx = ContextOptions::from_spec(spec);
+            let handler: Box<dyn Handler> = match spec.name.as_str() {
+                "flow" => Box::new(verdicts::FlowHandler::register(registry, ctx)),
+                "drop" => Box::new(verdicts::DropHandler::register(registry, ctx)),
+                "flows-to-world" => {
+                    Box::new(verdicts::WorldHandler::register(registry, ctx, &spec.flags))
+                }
+                "tcp" => Box::new(l4::TcpHandler::register(registry, ctx)),
+                "port-distribution" => Box::new(l4::PortHandler::register(registry, ctx)),
+                "icmp" => Box::new(l4::IcmpHandler::register(registry, ctx)),
+                // No L7 or policy verdict events exist yet: the metrics are
+                // registered with their names and help, without series.
+                _ => {
+                    names.extend(l7::register(registry, spec));
+                    continue;
+                }
+            };
+            names.push(handler.name());
+            handlers.push(handler);
+        }
+        Ok(Self { handlers, names })
+    }
+
+    /// The registered metric names (counters without their `_total` suffix).
+    /// Metrics without series yet are not in the exposition at all.
+    pub fn names(&self) -> &[&'static str] {
+        &self.names
+    }
+
+    /// Count one flow in every enabled metric.
+    pub fn process(&self, flow: &Flow) {
+        for h in &self.handlers {
+            h.process(flow);
+        }
+    }
+}
+
+/// `labels` followed by the context labels of `flow`.
+fn with_context(fixed: &[(&str, String)], ctx: &ContextOptions, flow: &Flow) -> Labels {
+    let mut labels: Labels = fixed
+        .iter()
+        .map(|(k, v)| ((*k).to_string(), v.clone()))
+        .collect();
+    labels.extend(ctx.values(flow));
+    labels
+}
+
+/// Hubble's protocol label of a flow (`TCP`, `UDP`, `ICMPv4`, `ICMPv6`).
+fn protocol(flow: &Flow) -> &'static str {
+    use hubble_proto::flow::layer4::Protocol;
+    match flow.l4.as_ref().and_then(|l| l.protocol.as_ref()) {
+        Some(Protocol::Tcp(_)) => "TCP",
+        Some(Protocol::Udp(_)) => "UDP",
+        Some(Protocol::IcmPv4(_)) => "ICMPv4",
+        Some(Protocol::IcmPv6(_)) => "ICMPv6",
+        _ => "Unknown flow",
+    }
+}
+
+/// Hubble's `family` label (`IPv4`, `IPv6`).
+fn family(flow: &Flow) -> Option<&'static str> {
+    use hubble_proto::flow::IpVersion;
+    match IpVersion::try_from(flow.ip.as_ref()?.ip_version) {
+        Ok(IpVersion::IPv4) => Some("IPv4"),
+        Ok(IpVersion::IPv6) => Some("IPv6"),
+        _ => None,
+    }
+}
+
+/// Hand-made flows for the handlers' tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use hubble_proto::BoolValue;
+    use hubble_proto::flow::{self as pb, layer4::Protocol};
+    use prometheus_client::registry::Registry;
+
+    /// `web-1` (shop, Deployment web) to the world on TCP 443, a SYN sent.
+    pub fn flow_between() -> pb::Flow {
+        pb::Flow {
+            verdict: pb::Verdict::Forwarded as i32,
+            ip: Some(pb::Ip {
+                source: "10.200.1.5".to_string(),
+                destination: "1.1.1.1".to_string(),
+                ip_version: pb::IpVersion::IPv4 as i32,
+                encrypted: false,
+            }),
+            l4: Some(pb::Layer4 {
+                protocol: Some(Protocol::Tcp(pb::Tcp {
+                    source_port: 40000,
+                    destination_port: 443,
+                    flags: Some(pb::TcpFlags {
+                        syn: true,
+                        ..Default::default()
+                    }),
+                })),
+            }),
+            source: Some(pb::Endpoint {
+                id: 7,
+                identity: 1234,
+                namespace: "shop".to_string(),
+                labels: vec![
+                    "k8s:app=web".to_string(),
+                    "k8s:io.kubernetes.pod.namespace=shop".to_string(),
+                ],
+                pod_name: "web-1".to_string(),
+                workloads: vec![pb::Workload {
+                    name: "web".to_string(),
+                    kind: "Deployment".to_string(),
+                }],
+            }),
+            destination: Some(pb::Endpoint {
+                identity: 2,
+                labels: vec!["reserved:world".to_string()],
+                ..Default::default()
+            }),
+            destination_names: vec!["one.one.one.one".to_string()],
+            r#type: pb::FlowType::L3L4 as i32,
+            event_type: Some(pb::CiliumEventType {
+                r#type: crate::flow::MESSAGE_TYPE_TRACE,
+                sub_type: crate::flow::TRACE_FROM_LXC,
+            }),
+            traffic_direction: pb::TrafficDirection::Egress as i32,
+            is_reply: Some(BoolValue { value: false }),
+            ..Default::default()
+        }
+    }
+
+    /// The same flow dropped for `reason`.
+    pub fn dropped(reason: pb::DropReason) -> pb::Flow {
+        pb::Flow {
+            verdict: pb::Verdict::Dropped as i32,
+            drop_reason: reason as u32,
+            drop_reason_desc: reason as i32,
+            event_type: Some(pb::CiliumEventType {
+                r#type: crate::flow::MESSAGE_TYPE_DROP,
+                sub_type: reason as i32,
+            }),
+            ..flow_between()
+        }
+    }
+
+    /// The text exposition of `registry`.
+    pub fn scrape(registry: &Registry) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, registry).expect("encode");
+        out
+    }
+
+    /// Whether `text` has exactly `line`.
+    pub fn has_line(text: &str, line: &str) -> bool {
+        text.lines().any(|l| l == line)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::*;
+    use super::*;
+
+    fn specs(list: &[&str]) -> Vec<MetricSpec> {
+        list.iter()
+            .map(|s| MetricSpec::parse(s).expect("spec"))
+            .collect()
+    }
+
+    #[test]
+    fn the_seed_articles_list_registers_with_cilium_names() {
+        let mut registry = Registry::default();
+        let m = HubbleMetrics::register(
+            &specs(&[
+                "dns",
+                "drop",
+                "tcp",
+                "flow",
+                "port-distribution",
+                "icmp",
+                "flows-to-world",
+                "httpV2:exemplars=true;labelsContext=source_ip,source_namespace,source_workload,destination_ip,destination_namespace,destination_workload,traffic_direction",
+            ]),
+            &mut registry,
+        )
+        .expect("valid");
+        m.process(&flow_between());
+        m.process(&dropped(hubble_proto::flow::DropReason::PolicyDenied));
+        let text = scrape(&registry);
+        for name in [
+            "hubble_flows_processed",
+            "hubble_drop",
+            "hubble_tcp_flags",
+            "hubble_port_distribution",
+            "hubble_flows_to_world",
+        ] {
+            assert!(
+                has_line(&text, &format!("# TYPE {name} counter")),
+                "{name} missing:\n{text}"
+            );
+        }
+        // L7 metrics are registered under Cilium's names, without series.
+        for name in [
+            "hubble_dns_queries",
+            "hubble_dns_responses",
+            "hubble_dns_response_types",
+            "hubble_http_requests",
+            "hubble_http_request_duration_seconds",
+        ] {
+            assert!(m.names().contains(&name), "{name} not in {:?}", m.names());
+            assert!(!text.contains(name), "{name} has series:\n{text}");
+        }
+        assert!(m.names().contains(&"hubble_icmp"));
+        assert_eq!(m.names().len(), 11);
+    }
+
+    #[test]
+    fn duplicates_and_both_http_versions_are_refused() {
+        let mut registry = Registry::default();
+        assert_eq!(
+            HubbleMetrics::register(&specs(&["drop", "drop"]), &mut registry).err(),
+            Some(MetricsConfigError::Duplicate("drop".to_string()))
+        );
+        let mut registry = Registry::default();
+        assert_eq!(
+            HubbleMetrics::register(&specs(&["http", "httpV2"]), &mut registry).err(),
+            Some(MetricsConfigError::HttpAndHttpV2)
+        );
+    }
+}
