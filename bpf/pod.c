@@ -16,6 +16,7 @@
 #include "lib/drop.h"
 #include "lib/lb.h"
 #include "lib/policy.h"
+#include "lib/nodeport.h"
 
 static __always_inline int handle_pod_packet(struct __sk_buff *skb, __u8 direction)
 {
@@ -89,6 +90,12 @@ static __always_inline int handle_pod_packet(struct __sk_buff *skb, __u8 directi
 		ret = lb_dnat(skb, &p, &lb);
 		if (ret < 0)
 			return send_drop(skb, &p, ret, direction);
+	}
+	/* A local backend's reply to a NodePort client: events above saw backend -> client. */
+	if (CFG_ENABLE_NODEPORT && direction == PORIN_DIR_EGRESS) {
+		ret = np_rev_from_pod(skb, &p);
+		if (ret >= 0)
+			return ret;
 	}
 	return TC_ACT_OK;
 }

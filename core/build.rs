@@ -1,6 +1,6 @@
 //! Builds the C datapath (`bpf/`) and the layout constants of its shared structs.
 //!
-//! 1. `bpf/pod.c` -> `$OUT_DIR/pod.o` and `bpf/sock.c` -> `$OUT_DIR/sock.o` with clang (`$CLANG`, then `clang-19`, then `clang`).
+//! 1. `bpf/pod.c` -> `$OUT_DIR/pod.o` and `bpf/sock.c` -> `$OUT_DIR/sock.o`, `bpf/host.c` -> `$OUT_DIR/host.o` with clang (`$CLANG`, then `clang-19`, then `clang`).
 //! 2. A host C program that includes `bpf/lib/common.h` prints `sizeof`/`offsetof` of every
 //!    shared field; its output becomes `$OUT_DIR/abi_layout.rs`, which the `abi` unit tests
 //!    compare against the Rust `#[repr(C)]` mirrors.
@@ -77,6 +77,10 @@ const LAYOUT: &[(&str, &[&str])] = &[
     ("porin_lb_slot_key", &["service_id", "slot"]),
     ("porin_lb_backend", &["addr", "port", "pad"]),
     ("porin_lb_nat_entry", &["addr", "port", "pad", "id"]),
+    (
+        "porin_np_nat",
+        &["saddr", "daddr", "sport", "dport", "id", "ifindex"],
+    ),
     ("porin_policy_ep_key", &["endpoint_id", "direction", "pad"]),
     ("porin_policy_ep_value", &["default_deny", "pad"]),
     (
@@ -101,7 +105,7 @@ fn main() -> Result<()> {
         includes.push(format!("-I{}", dir.display()));
     }
 
-    for object in ["pod", "sock"] {
+    for object in ["pod", "sock", "host"] {
         compile_bpf(
             &clang,
             &includes,

@@ -41,3 +41,5 @@ static __s64 (*bpf_csum_diff)(__be32 *from, __u32 from_size, __be32 *to, __u32 t
 static long (*bpf_skb_change_tail)(void *skb, __u32 len, __u64 flags) = (void *)38;
 static void *(*bpf_ringbuf_reserve)(void *ringbuf, __u64 size, __u64 flags) = (void *)131;
 static void (*bpf_ringbuf_submit)(void *data, __u64 flags) = (void *)132;
+static long (*bpf_redirect_neigh)(__u32 ifindex, void *params, int plen,
+				  __u64 flags) = (void *)152;

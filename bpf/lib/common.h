@@ -182,6 +182,28 @@ struct porin_lb_nat_entry {
 };
 
 /*
+ * NodePort (bpf/lib/nodeport.h, bpf/host.c). NodePort frontends live in
+ * porin_lb_svc like ClusterIPs, keyed {node IP, nodePort, proto} or, for every
+ * address of the node, the wildcard {0.0.0.0, nodePort, proto}; their slots and
+ * backends are the same maps and ids.
+ *
+ * A translated NodePort connection is one porin_np_nat entry per direction:
+ * porin_np_nat keyed by the tuple the client sent, porin_np_rnat keyed by the
+ * reply as it arrives (from the backend). The value is what the packet becomes:
+ * its new source and destination; ifindex != 0 sends the rewritten packet out of
+ * that device (bpf_redirect_neigh), 0 lets the stack route it.
+ * Addresses in network byte order, ports in host byte order.
+ */
+struct porin_np_nat {
+	__u32 saddr;
+	__u32 daddr;
+	__u16 sport;
+	__u16 dport;
+	__u32 id; /* forward: backend id; reverse: service id */
+	__u32 ifindex;
+};
+
+/*
  * Policy (bpf/lib/policy.h), written by the policy plugin. All fields are in
  * host byte order. 0 in identity, proto or dport means "any".
  *

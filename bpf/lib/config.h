@@ -31,3 +31,9 @@ volatile const __u32 CFG_LB_MAGLEV = 0;
 volatile const __u32 CFG_POLICY_AUDIT = 0;
 volatile const __u32 CFG_ENABLE_WIREGUARD = 0;
 volatile const __u32 CFG_ENCRYPTION_STRICT = 0;
+
+/* NodePort (lb plugin): reverse-translate NodePort replies of local backends in the pod
+ * program, and the node's IPv4 address (network byte order) that wildcard NodePort
+ * frontends answer on and remote-backend connections are SNATed to. */
+volatile const __u32 CFG_ENABLE_NODEPORT = 0;
+volatile const __u32 CFG_NODE_IPV4 = 0;

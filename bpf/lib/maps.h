@@ -104,6 +104,23 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } porin_lb_rnat SEC(".maps");
 
+/* NodePort translations (written by host.c): forward and reverse (struct porin_np_nat). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, PORIN_LB_NAT_MAX_ENTRIES);
+	__type(key, struct porin_ct_key);
+	__type(value, struct porin_np_nat);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} porin_np_nat SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, PORIN_LB_NAT_MAX_ENTRIES);
+	__type(key, struct porin_ct_key);
+	__type(value, struct porin_np_nat);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} porin_np_rnat SEC(".maps");
+
 /* Policy (written by the policy plugin): default deny per endpoint and direction, and
  * allow/deny entries. */
 struct {

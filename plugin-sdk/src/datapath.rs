@@ -19,4 +19,11 @@ pub struct DatapathContribution {
     pub switches: Vec<Switch>,
     /// Pinned maps the plugin will open through its context (for diagnostics).
     pub maps: Vec<&'static str>,
+    /// Node devices that need the node device program (`bpf/host.c`, e.g. NodePort), by
+    /// interface name. Core attaches it to the union over plugins; a plugin that wants it
+    /// on the default device (the one holding the node IP) returns [`DEFAULT_DEVICE`].
+    pub devices: Vec<String>,
 }
+
+/// In [`DatapathContribution::devices`]: the interface holding the node IP.
+pub const DEFAULT_DEVICE: &str = "<node-ip>";

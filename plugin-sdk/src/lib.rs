@@ -17,7 +17,7 @@ pub mod state;
 
 pub use config::{invalid_key, parse_section};
 pub use context::{EndpointMeta, PluginContext};
-pub use datapath::{DatapathContribution, Switch};
+pub use datapath::{DEFAULT_DEVICE, DatapathContribution, Switch};
 pub use error::PluginError;
 pub use flow::{DatapathEvent, Direction, EventKind, Verdict};
 pub use health::Health;

@@ -8,6 +8,7 @@
 mod api_impl;
 mod cluster;
 mod context;
+mod devices;
 mod endpoints;
 mod error;
 mod run;

@@ -91,17 +91,28 @@ pub async fn run(config_path: &Path, plugins: Vec<Box<dyn Plugin>>) -> Result<()
     for s in manager.switches() {
         switches.insert(s.name.to_string(), s.value);
     }
+    // Wildcard NodePort frontends answer on the node IP (network byte order in memory).
+    if let Some(IpAddr::V4(ip)) = agent_config.node_ip {
+        switches.insert("CFG_NODE_IPV4".to_string(), u32::from_ne_bytes(ip.octets()));
+    }
+    let host_devices = manager.devices();
     let socket_lb_on =
         switch_on(&switches, "CFG_ENABLE_LB") && switch_on(&switches, "CFG_ENABLE_SOCKET_LB");
-    let switches = switches.into_iter().collect();
+    let switches: Vec<(String, u32)> = switches.into_iter().collect();
     let datapath = Datapath::load(&DatapathConfig {
         node_name: agent_config.node_name.clone(),
         pin_root: agent_config.pin_root.clone(),
-        switches,
+        switches: switches.clone(),
     })?;
     let map_dir = datapath.node_pin_dir().join("maps");
     // Held until the agent stops; the links stay pinned after that.
     let _socket_lb = socket_lb(&agent_config, datapath.node_pin_dir(), socket_lb_on)?;
+    let _host = super::devices::attach_host_devices(
+        datapath.node_pin_dir(),
+        &switches,
+        &host_devices,
+        agent_config.node_ip,
+    )?;
     let events_reader = datapath.event_reader()?;
 
     // 2. Endpoints of the previous run.

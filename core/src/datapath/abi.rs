@@ -179,6 +179,19 @@ pub struct LbNatEntry {
     pub id: u32,
 }
 
+/// `struct porin_np_nat`: what a NodePort packet becomes (forward or reverse). Addresses in
+/// network byte order, ports in host order; `ifindex` 0 means "let the stack route it".
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NpNat {
+    pub saddr: u32,
+    pub daddr: u32,
+    pub sport: u16,
+    pub dport: u16,
+    pub id: u32,
+    pub ifindex: u32,
+}
+
 /// `struct porin_policy_ep_key`: one direction of one local endpoint.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -585,6 +598,10 @@ mod tests {
         check!(LbNatEntry, c::PORIN_LB_NAT_ENTRY_SIZE,
             addr => c::PORIN_LB_NAT_ENTRY__ADDR, port => c::PORIN_LB_NAT_ENTRY__PORT,
             pad => c::PORIN_LB_NAT_ENTRY__PAD, id => c::PORIN_LB_NAT_ENTRY__ID);
+        check!(NpNat, c::PORIN_NP_NAT_SIZE,
+            saddr => c::PORIN_NP_NAT__SADDR, daddr => c::PORIN_NP_NAT__DADDR,
+            sport => c::PORIN_NP_NAT__SPORT, dport => c::PORIN_NP_NAT__DPORT,
+            id => c::PORIN_NP_NAT__ID, ifindex => c::PORIN_NP_NAT__IFINDEX);
         check!(PolicyEpKey, c::PORIN_POLICY_EP_KEY_SIZE,
             endpoint_id => c::PORIN_POLICY_EP_KEY__ENDPOINT_ID,
             direction => c::PORIN_POLICY_EP_KEY__DIRECTION, pad => c::PORIN_POLICY_EP_KEY__PAD);

@@ -8,6 +8,7 @@ pub mod abi;
 mod attach;
 mod error;
 mod events;
+mod host;
 mod lb_maps;
 mod loader;
 mod maps;
@@ -19,6 +20,7 @@ mod test_run;
 pub use attach::{AttachReport, LinkState};
 pub use error::DatapathError;
 pub use events::EventReader;
+pub use host::{HOST_PROGRAM, HostDatapath, MAP_NP_NAT, MAP_NP_RNAT, host_link_pin_path};
 pub use lb_maps::{
     LbFrontend, LbMaps, MAP_LB_BACKENDS, MAP_LB_NAT, MAP_LB_RNAT, MAP_LB_SERVICES, MAP_LB_SLOTS,
 };

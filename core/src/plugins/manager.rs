@@ -100,6 +100,19 @@ impl PluginManager {
             .collect()
     }
 
+    /// Devices that need the node device program, over all enabled plugins (sorted, unique).
+    pub fn devices(&self) -> Vec<String> {
+        let mut devices: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|e| e.enabled)
+            .flat_map(|e| e.plugin.datapath().devices)
+            .collect();
+        devices.sort();
+        devices.dedup();
+        devices
+    }
+
     /// Start every enabled plugin; failures are recorded, never fatal.
     pub fn start_all(&mut self, ctx: &Arc<dyn PluginContext>) {
         for entry in self.entries.iter_mut().filter(|e| e.enabled && !e.started) {
@@ -229,6 +242,7 @@ mod tests {
                     value: 1,
                 }],
                 maps: vec![],
+                devices: vec![],
             }
         }
         fn start(&mut self, _ctx: Arc<dyn PluginContext>) -> Result<(), PluginError> {

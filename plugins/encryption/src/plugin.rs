@@ -51,6 +51,7 @@ impl Plugin for EncryptionPlugin {
                 },
             ],
             maps: vec![],
+            devices: vec![],
         }
     }
 

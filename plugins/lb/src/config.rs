@@ -40,6 +40,12 @@ pub struct LbConfig {
     /// Timeout of `sessionAffinity: ClientIP`, in seconds, when the Service does
     /// not set one. Default: 10800 (Kubernetes' default).
     pub session_affinity_timeout: u64,
+    /// Serve NodePort (and the nodePort of LoadBalancer) services to clients outside the
+    /// cluster through `bpf/host.c` on [`LbConfig::devices`]. Default: true.
+    pub nodeport: bool,
+    /// External devices NodePort is served on. Default (empty): the interface holding the
+    /// node IP (`[agent] node_ip`).
+    pub devices: Vec<String>,
 }
 
 impl Default for LbConfig {
@@ -50,6 +56,8 @@ impl Default for LbConfig {
             maglev_table_size: 16381,
             socket_lb: true,
             session_affinity_timeout: 10800,
+            nodeport: true,
+            devices: Vec::new(),
         }
     }
 }

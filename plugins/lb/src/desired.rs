@@ -5,6 +5,9 @@
 //! - Services of type ClusterIP, and the ClusterIP part of NodePort and LoadBalancer, with
 //!   an IPv4 `clusterIP`; headless (`None`) and ExternalName services are ignored.
 //! - Every TCP or UDP port is its own frontend.
+//! - NodePort and LoadBalancer services also get a NodePort frontend per `nodePort`:
+//!   `0.0.0.0:nodePort` (every address of the node), same backends as the ClusterIP.
+//!   `externalTrafficPolicy: Local` is not honoured yet (all backends, with SNAT).
 //! - Backends come from the service's EndpointSlices (label `kubernetes.io/service-name`):
 //!   the slice port with the service port's name gives the backend port (this is how a
 //!   named `targetPort` resolves); ready endpoints, or terminating-but-serving ones only
@@ -59,6 +62,7 @@ pub fn desired_services(objects: &ClusterObjects<'_>) -> DesiredServices {
         else {
             continue;
         };
+        let node_port_type = matches!(spec.type_.as_deref(), Some("NodePort" | "LoadBalancer"));
         let namespace = svc.metadata.namespace.as_deref().unwrap_or("default");
         let Some(name) = svc.metadata.name.as_deref() else {
             continue;
@@ -89,6 +93,21 @@ pub fn desired_services(objects: &ClusterObjects<'_>) -> DesiredServices {
             };
             backends.sort();
             backends.dedup();
+            // NodePort: the same backends behind {0.0.0.0 (every node address), nodePort}.
+            if let Some(node_port) = port
+                .node_port
+                .filter(|_| node_port_type)
+                .and_then(|p| u16::try_from(p).ok())
+                .filter(|p| *p != 0)
+            {
+                out.insert(
+                    LbFrontend {
+                        addr: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, node_port),
+                        proto,
+                    },
+                    backends.clone(),
+                );
+            }
             out.insert(
                 LbFrontend {
                     addr: SocketAddrV4::new(vip, vport),
@@ -424,5 +443,24 @@ status: {{phase: {phase}}}
             d[&fe("10.96.0.50", 53, 17)],
             vec![sa("10.200.1.3:5353"), sa("10.200.2.3:5353")]
         );
+    }
+
+    #[test]
+    fn node_port_services_get_a_wildcard_frontend_with_the_same_backends() {
+        let np = "
+metadata: {name: web, namespace: shop}
+spec:
+  type: NodePort
+  clusterIP: 10.96.0.50
+  ports:
+  - {name: http, port: 80, targetPort: http, nodePort: 30080}
+";
+        let d = compute(&[np], &[SLICE], &[], &[]);
+        let want = vec![sa("10.200.1.5:8080"), sa("10.200.2.5:8080")];
+        assert_eq!(d[&fe("0.0.0.0", 30080, 6)], want);
+        assert_eq!(d[&fe("10.96.0.50", 80, 6)], want);
+        // A ClusterIP service with a stray nodePort gets no NodePort frontend.
+        let d = compute(&[&np.replace("type: NodePort", "type: ClusterIP")], &[SLICE], &[], &[]);
+        assert!(!d.contains_key(&fe("0.0.0.0", 30080, 6)), "{d:?}");
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use porin_core::datapath::LbMaps;
 use porin_plugin_sdk::{
-    DatapathContribution, Health, Plugin, PluginContext, PluginError, StateChangeSummary, Switch,
+    DEFAULT_DEVICE, DatapathContribution, Health, Plugin, PluginContext, PluginError, StateChangeSummary, Switch,
 };
 use tracing::{debug, info, warn};
 
@@ -41,6 +41,10 @@ impl LbPlugin {
     /// The validated configuration.
     pub fn config(&self) -> &LbConfig {
         &self.config
+    }
+
+    fn nodeport_on(&self) -> bool {
+        self.config.kube_proxy_replacement && self.config.nodeport
     }
 
     /// Programs the maps from the current state. Failures degrade health and are retried
@@ -106,8 +110,19 @@ impl Plugin for LbPlugin {
                     name: "CFG_LB_MAGLEV",
                     value: u32::from(self.config.algorithm == crate::Algorithm::Maglev),
                 },
+                Switch {
+                    name: "CFG_ENABLE_NODEPORT",
+                    value: u32::from(self.nodeport_on()),
+                },
             ],
             maps: vec![],
+            devices: if !self.nodeport_on() {
+                vec![]
+            } else if self.config.devices.is_empty() {
+                vec![DEFAULT_DEVICE.to_string()]
+            } else {
+                self.config.devices.clone()
+            },
         }
     }
 

@@ -91,6 +91,7 @@ impl Plugin for ObservePlugin {
                 value: 1,
             }],
             maps: vec![],
+            devices: vec![],
         }
     }
 

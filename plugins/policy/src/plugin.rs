@@ -155,6 +155,7 @@ impl Plugin for PolicyPlugin {
                 },
             ],
             maps: vec![MAP_POLICY, MAP_POLICY_EP],
+            devices: vec![],
         }
     }
 

@@ -1,0 +1,26 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Node device program, attached to tcx ingress of the node's external devices
+ * (`[plugins.lb] devices`, default the interface holding the node IP):
+ *   porin_from_netdev: NodePort translation (lib/nodeport.h).
+ * Maps are shared with pod.o by pin name. Non-IP, non-NodePort traffic passes
+ * untouched: this program never drops what it does not own.
+ */
+#include "lib/bpf_api.h"
+#include "lib/common.h"
+#include "lib/config.h"
+#include "lib/maps.h"
+#include "lib/parse.h"
+#include "lib/nodeport.h"
+
+SEC("classifier")
+int porin_from_netdev(struct __sk_buff *skb)
+{
+	struct pkt_info p = {};
+
+	if (parse_packet(skb, &p) != PARSE_OK)
+		return TC_ACT_OK;
+	return np_from_netdev(skb, &p);
+}
+
+char _license[] SEC("license") = "Dual BSD/GPL";

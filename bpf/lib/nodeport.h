@@ -1,0 +1,282 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * NodePort (IPv4, TCP and UDP) for clients outside the cluster, on the node's
+ * external device (host.c, tcx ingress).
+ *
+ * A packet to NodeIP:nodePort (porin_lb_svc, exact node address first, then the
+ * 0.0.0.0 wildcard when the packet is for CFG_NODE_IPV4) picks a backend like
+ * ClusterIP traffic does (same slots, same backend ids):
+ *  - local backend (in porin_endpoints): DNAT only; the stack delivers it to the
+ *    pod, whose program sees client -> backend. The reply is reverse-translated
+ *    by the pod program (np_rev_from_pod) and sent out of the external device.
+ *  - remote backend: DNAT and SNAT to the address the client targeted (this node),
+ *    keeping the client's port unless another connection already uses it; the
+ *    packet leaves the same device with bpf_redirect_neigh (FIB + neighbour). The
+ *    backend's pod sees node IP -> backend. The reply comes back to this device and
+ *    is reverse-translated here, then redirected to the client.
+ *
+ * Both directions are one porin_np_nat / porin_np_rnat entry (common.h): the
+ * forward entry keeps a connection on its backend, the reverse one is keyed by
+ * the reply exactly as it arrives. Anything else passes untouched.
+ */
+#pragma once
+
+#include "bpf_api.h"
+#include "common.h"
+#include "config.h"
+#include "conntrack.h"
+#include "drop_reasons.h"
+#include "lb.h"
+#include "maps.h"
+#include "metrics.h"
+#include "parse.h"
+
+/* Ephemeral range for SNAT ports when the client's port is taken. */
+#define NP_PORT_MIN 32768
+#define NP_PORT_SPAN 28232
+#define NP_SNAT_TRIES 4
+
+/* Rewrites source and destination of the packet to what `n` says; updates `p`. */
+static __always_inline int np_rewrite(struct __sk_buff *skb, struct pkt_info *p,
+				      const struct porin_np_nat *n)
+{
+	__u32 old_s, old_d;
+	int ret;
+
+	__builtin_memcpy(&old_s, p->saddr, 4);
+	__builtin_memcpy(&old_d, p->daddr, 4);
+	ret = lb_rewrite(skb, p, 1, old_s, n->saddr, p->sport, n->sport);
+	if (ret < 0)
+		return ret;
+	ret = lb_rewrite(skb, p, 0, old_d, n->daddr, p->dport, n->dport);
+	if (ret < 0)
+		return ret;
+	__builtin_memcpy(p->saddr, &n->saddr, 4);
+	__builtin_memcpy(p->daddr, &n->daddr, 4);
+	p->sport = n->sport;
+	p->dport = n->dport;
+	return 0;
+}
+
+/* Sends a rewritten packet on: out of `ifindex`, or up the stack when 0. */
+static __always_inline int np_forward(__u32 ifindex)
+{
+	if (!ifindex)
+		return TC_ACT_OK;
+	return (int)bpf_redirect_neigh(ifindex, 0, 0, 0);
+}
+
+/* The key of a reply as it will arrive: backend -> (translated) source. */
+static __always_inline void np_reply_key(struct porin_ct_key *key, const struct pkt_info *p,
+					 const struct porin_np_nat *fwd)
+{
+	__builtin_memset(key, 0, sizeof(*key));
+	key->family = PORIN_FAMILY_IPV4;
+	key->l4_proto = p->l4_proto;
+	__builtin_memcpy(key->saddr, &fwd->daddr, 4);
+	__builtin_memcpy(key->daddr, &fwd->saddr, 4);
+	key->sport = fwd->dport;
+	key->dport = fwd->sport;
+}
+
+static __always_inline int np_is_local(__u32 addr)
+{
+	struct porin_endpoint_key key = { .family = PORIN_FAMILY_IPV4 };
+
+	__builtin_memcpy(key.addr, &addr, 4);
+	return bpf_map_lookup_elem(&porin_endpoints, &key) != 0;
+}
+
+/* The NodePort frontend a packet is for, or NULL. */
+static __always_inline struct porin_lb_svc_value *np_frontend(const struct pkt_info *p)
+{
+	struct porin_lb_svc_key key = { .port = p->dport, .proto = p->l4_proto };
+	struct porin_lb_svc_value *svc;
+
+	__builtin_memcpy(&key.vip, p->daddr, 4);
+	if (!key.vip || !CFG_NODE_IPV4)
+		return 0;
+	svc = bpf_map_lookup_elem(&porin_lb_svc, &key);
+	if (svc)
+		return svc;
+	if (key.vip != CFG_NODE_IPV4)
+		return 0;
+	key.vip = 0;
+	return bpf_map_lookup_elem(&porin_lb_svc, &key);
+}
+
+/*
+ * Records both directions of a new connection. For SNAT, finds a source port no
+ * other connection to the same backend uses. Returns 0 or DROP_CT_MAP_INSERT.
+ */
+static __always_inline int np_record(struct __sk_buff *skb, const struct pkt_info *p,
+				     struct porin_np_nat *fwd, __u32 service_id)
+{
+	struct porin_np_nat rev = {
+		.id = service_id,
+		.ifindex = skb->ifindex,
+	};
+	struct porin_ct_key fkey, rkey;
+	int i;
+
+	__builtin_memcpy(&rev.saddr, p->daddr, 4);
+	__builtin_memcpy(&rev.daddr, p->saddr, 4);
+	rev.sport = p->dport;
+	rev.dport = p->sport;
+
+#pragma unroll
+	for (i = 0; i < NP_SNAT_TRIES; i++) {
+		if (i > 0) {
+			/* Without SNAT the tuple is the client's own: nothing to choose. */
+			if (!fwd->ifindex)
+				return DROP_CT_MAP_INSERT;
+			fwd->sport = NP_PORT_MIN + bpf_get_prandom_u32() % NP_PORT_SPAN;
+		}
+		np_reply_key(&rkey, p, fwd);
+		if (bpf_map_update_elem(&porin_np_rnat, &rkey, &rev, BPF_NOEXIST) == 0)
+			break;
+		{
+			/* Taken: by this very connection (its forward entry expired)? Reuse. */
+			struct porin_np_nat *old = bpf_map_lookup_elem(&porin_np_rnat, &rkey);
+
+			if (old && old->daddr == rev.daddr && old->dport == rev.dport &&
+			    old->saddr == rev.saddr && old->sport == rev.sport)
+				break;
+		}
+		if (i == NP_SNAT_TRIES - 1)
+			return DROP_CT_MAP_INSERT;
+	}
+	ct_key_from(&fkey, p, 0);
+	if (bpf_map_update_elem(&porin_np_nat, &fkey, fwd, BPF_ANY) < 0)
+		return DROP_CT_MAP_INSERT;
+	return 0;
+}
+
+/* Picks a backend for a new connection and fills the forward translation. */
+static __always_inline int np_select(struct __sk_buff *skb, const struct pkt_info *p,
+				     const struct porin_lb_svc_value *svc, struct porin_np_nat *fwd)
+{
+	struct porin_lb_backend *be;
+	__u32 backend_id;
+
+	if (svc->backend_count == 0)
+		return DROP_NO_SERVICE;
+	{
+		struct porin_lb_slot_key slot = {
+			.service_id = svc->service_id,
+			.slot = bpf_get_prandom_u32() % svc->backend_count,
+		};
+		__u32 *id = bpf_map_lookup_elem(&porin_lb_slots, &slot);
+
+		if (!id)
+			return DROP_NO_SERVICE;
+		backend_id = *id;
+	}
+	be = bpf_map_lookup_elem(&porin_lb_backends, &backend_id);
+	if (!be)
+		return DROP_NO_SERVICE;
+
+	fwd->id = backend_id;
+	fwd->daddr = be->addr;
+	fwd->dport = be->port;
+	fwd->sport = p->sport;
+	if (np_is_local(be->addr)) {
+		__builtin_memcpy(&fwd->saddr, p->saddr, 4);
+		fwd->ifindex = 0;
+	} else {
+		/* SNAT to the address the client targeted, so the reply comes back here. */
+		__builtin_memcpy(&fwd->saddr, p->daddr, 4);
+		fwd->ifindex = skb->ifindex;
+	}
+	return np_record(skb, p, fwd, svc->service_id);
+}
+
+/* The forward translation of a known connection whose backend still exists unchanged. */
+static __always_inline int np_known(const struct pkt_info *p, struct porin_np_nat *fwd)
+{
+	struct porin_np_nat *n;
+	struct porin_lb_backend *be;
+	struct porin_ct_key key;
+	__u32 id;
+
+	ct_key_from(&key, p, 0);
+	n = bpf_map_lookup_elem(&porin_np_nat, &key);
+	if (!n)
+		return 0;
+	id = n->id;
+	be = bpf_map_lookup_elem(&porin_lb_backends, &id);
+	if (!be || be->addr != n->daddr || be->port != n->dport)
+		return 0;
+	*fwd = *n;
+	return 1;
+}
+
+/* Counts a NodePort drop (no events: the external device has no endpoint). */
+static __always_inline int np_drop(struct __sk_buff *skb, int reason)
+{
+	metrics_update((__u8)(-reason), PORIN_DIR_INGRESS, skb->len);
+	return TC_ACT_SHOT;
+}
+
+/* tcx ingress of an external device. Returns a TC verdict. */
+static __always_inline int np_from_netdev(struct __sk_buff *skb, struct pkt_info *p)
+{
+	struct porin_lb_svc_value *svc;
+	struct porin_np_nat n = {};
+	struct porin_np_nat *rev;
+	struct porin_ct_key key;
+	int ret;
+
+	if (!lb_is_candidate(p))
+		return TC_ACT_OK;
+
+	/* A reply from a remote backend to a connection we SNATed. */
+	ct_key_from(&key, p, 0);
+	rev = bpf_map_lookup_elem(&porin_np_rnat, &key);
+	if (rev) {
+		n = *rev;
+		ret = np_rewrite(skb, p, &n);
+		if (ret < 0)
+			return np_drop(skb, ret);
+		return np_forward(n.ifindex);
+	}
+
+	svc = np_frontend(p);
+	if (!svc)
+		return TC_ACT_OK;
+	if (!np_known(p, &n)) {
+		ret = np_select(skb, p, svc, &n);
+		if (ret < 0)
+			return np_drop(skb, ret);
+	}
+	ret = np_rewrite(skb, p, &n);
+	if (ret < 0)
+		return np_drop(skb, ret);
+	return np_forward(n.ifindex);
+}
+
+/*
+ * Pod program, from-pod, last: a reply of a local backend to a NodePort
+ * connection gets the frontend back as its source and leaves by the external
+ * device it came in on (the stack would refuse a node address as the source of a
+ * packet from a pod). Returns -1 when the packet is not one, else a TC verdict.
+ */
+static __always_inline int np_rev_from_pod(struct __sk_buff *skb, struct pkt_info *p)
+{
+	struct porin_np_nat *rev;
+	struct porin_np_nat n;
+	struct porin_ct_key key;
+	int ret;
+
+	if (!lb_is_candidate(p))
+		return -1;
+	ct_key_from(&key, p, 0);
+	rev = bpf_map_lookup_elem(&porin_np_rnat, &key);
+	if (!rev)
+		return -1;
+	n = *rev;
+	ret = np_rewrite(skb, p, &n);
+	if (ret < 0)
+		return np_drop(skb, ret);
+	return np_forward(n.ifindex);
+}

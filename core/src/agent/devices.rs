@@ -1,0 +1,76 @@
+//! The node device program (`bpf/host.c`): which devices get it, attached at agent start.
+
+use std::net::IpAddr;
+use std::path::Path;
+
+use porin_plugin_sdk::DEFAULT_DEVICE;
+use tracing::{info, warn};
+
+use super::error::AgentError;
+use crate::datapath::HostDatapath;
+
+/// Attaches the node device program to `wanted` (plugin contributions; [`DEFAULT_DEVICE`]
+/// stands for the interface holding `node_ip`), and removes the pinned links of devices no
+/// longer wanted. Returns `None` when no device wants it.
+pub(crate) fn attach_host_devices(
+    node_dir: &Path,
+    switches: &[(String, u32)],
+    wanted: &[String],
+    node_ip: Option<IpAddr>,
+) -> Result<Option<HostDatapath>, AgentError> {
+    let mut devices = Vec::new();
+    for device in wanted {
+        if device != DEFAULT_DEVICE {
+            devices.push(device.clone());
+            continue;
+        }
+        match node_ip.and_then(interface_of) {
+            Some(name) => devices.push(name),
+            None => warn!(
+                ?node_ip,
+                "no interface holds the node IP: NodePort is not served (set [plugins.lb] devices)"
+            ),
+        }
+    }
+    devices.sort();
+    devices.dedup();
+    HostDatapath::remove_pins(node_dir, &devices)?;
+    if devices.is_empty() {
+        return Ok(None);
+    }
+    let mut host = HostDatapath::load(node_dir, switches)?;
+    for device in &devices {
+        let state = host.attach(device)?;
+        info!(device, ?state, "node device program attached");
+    }
+    Ok(Some(host))
+}
+
+/// The name of the interface holding `ip`, in the current network namespace.
+fn interface_of(ip: IpAddr) -> Option<String> {
+    let addrs = nix::ifaddrs::getifaddrs().ok()?;
+    for a in addrs {
+        let Some(addr) = a.address else { continue };
+        let found = match ip {
+            IpAddr::V4(v4) => addr.as_sockaddr_in().map(|s| s.ip() == v4),
+            IpAddr::V6(v6) => addr.as_sockaddr_in6().map(|s| s.ip() == v6),
+        };
+        if found == Some(true) {
+            return Some(a.interface_name);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_loopback_address_belongs_to_lo() {
+        assert_eq!(
+            interface_of(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)).as_deref(),
+            Some("lo")
+        );
+    }
+}

@@ -1,0 +1,320 @@
+//! BPF_PROG_TEST_RUN tests of NodePort in `bpf/host.c` (and the reply path of local backends
+//! in `bpf/pod.c`): DNAT + SNAT with valid checksums, reverse translation of replies, and
+//! traffic that is not for a NodePort left untouched.
+//!
+//! Needs root (CAP_BPF + CAP_NET_ADMIN) and bpffs; fails with a clear message otherwise.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddrV4},
+    path::PathBuf,
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use porin_core::datapath::{
+    Datapath, DatapathConfig, EndpointInfo, Endpoints, HostDatapath, LbFrontend, LbMaps,
+    MAP_ENDPOINTS, PodProgram, remove_node_pins, test_run,
+};
+
+const TC_ACT_OK: u32 = 0;
+const TC_ACT_REDIRECT: u32 = 7;
+const TCP: u8 = 6;
+const UDP: u8 = 17;
+const SYN: u8 = 0x02;
+const ACK: u8 = 0x10;
+
+const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 168, 200, 250);
+const NODE: Ipv4Addr = Ipv4Addr::new(192, 168, 200, 1);
+const OTHER_NODE: Ipv4Addr = Ipv4Addr::new(192, 168, 200, 2);
+const LOCAL_BACKEND: Ipv4Addr = Ipv4Addr::new(10, 200, 1, 9);
+const REMOTE_BACKEND: Ipv4Addr = Ipv4Addr::new(10, 200, 2, 9);
+const NODE_PORT: u16 = 30080;
+
+// ---- packets with real checksums ------------------------------------------------------
+
+fn sum16(data: &[u8], mut acc: u32) -> u32 {
+    for chunk in data.chunks(2) {
+        let word = u16::from_be_bytes([chunk[0], *chunk.get(1).unwrap_or(&0)]);
+        acc += u32::from(word);
+    }
+    acc
+}
+
+fn fold(mut acc: u32) -> u16 {
+    while acc > 0xffff {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    !(acc as u16)
+}
+
+fn pseudo(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, len: usize) -> u32 {
+    let mut p = Vec::new();
+    p.extend_from_slice(&src.octets());
+    p.extend_from_slice(&dst.octets());
+    p.extend_from_slice(&[0, proto]);
+    p.extend_from_slice(&(len as u16).to_be_bytes());
+    sum16(&p, 0)
+}
+
+/// Ethernet + IPv4 + L4 with valid IP and L4 checksums.
+fn packet(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, sport: u16, dport: u16, flags: u8) -> Vec<u8> {
+    let mut l4 = Vec::new();
+    l4.extend_from_slice(&sport.to_be_bytes());
+    l4.extend_from_slice(&dport.to_be_bytes());
+    let csum_at = if proto == TCP {
+        l4.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+        16
+    } else {
+        l4.extend_from_slice(&[0, 13, 0, 0]);
+        6
+    };
+    l4.extend_from_slice(b"hello");
+    if proto == UDP {
+        let len = (l4.len() as u16).to_be_bytes();
+        l4[4..6].copy_from_slice(&len);
+    }
+    let c = fold(sum16(&l4, pseudo(src, dst, proto, l4.len())));
+    l4[csum_at..csum_at + 2].copy_from_slice(&c.to_be_bytes());
+
+    let mut ip = vec![0x45, 0];
+    ip.extend_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
+    ip.extend_from_slice(&[0, 1, 0, 0, 64, proto, 0, 0]);
+    ip.extend_from_slice(&src.octets());
+    ip.extend_from_slice(&dst.octets());
+    let c = fold(sum16(&ip, 0));
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    ip.extend_from_slice(&l4);
+
+    let mut eth = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00];
+    eth.extend_from_slice(&ip);
+    eth
+}
+
+/// What a test needs to know about an IPv4 packet, with its checksums verified.
+#[derive(Debug, PartialEq, Eq)]
+struct Parsed {
+    src: SocketAddrV4,
+    dst: SocketAddrV4,
+    proto: u8,
+}
+
+fn parse_checked(p: &[u8]) -> Parsed {
+    let ip = &p[14..34];
+    assert_eq!(fold(sum16(ip, 0)), 0, "IPv4 header checksum");
+    let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
+    let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
+    let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+    let l4 = &p[34..14 + total];
+    let proto = ip[9];
+    let acc = if proto == 1 {
+        0
+    } else {
+        pseudo(src, dst, proto, l4.len())
+    };
+    assert_eq!(fold(sum16(l4, acc)), 0, "L4 checksum (proto {proto})");
+    let port = |at: usize| u16::from_be_bytes([l4[at], l4[at + 1]]);
+    Parsed {
+        src: SocketAddrV4::new(src, if proto == 1 { 0 } else { port(0) }),
+        dst: SocketAddrV4::new(dst, if proto == 1 { 0 } else { port(2) }),
+        proto,
+    }
+}
+
+// ---- fixture -------------------------------------------------------------------------
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+struct Fixture {
+    dp: Datapath,
+    host: HostDatapath,
+    lb: LbMaps,
+    pin_root: PathBuf,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "NodePort BPF_PROG_TEST_RUN tests must run as root (they load eBPF programs)"
+        );
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let pin_root = PathBuf::from(format!(
+            "/sys/fs/bpf/porin-nptest-{}-{n}",
+            std::process::id()
+        ));
+        let switches: Vec<(String, u32)> = vec![
+            ("CFG_ENABLE_LB".into(), 1),
+            ("CFG_ENABLE_NODEPORT".into(), 1),
+            (
+                "CFG_NODE_IPV4".into(),
+                u32::from_ne_bytes(NODE.octets()),
+            ),
+        ];
+        let dp = Datapath::load(&DatapathConfig {
+            node_name: "node-1".into(),
+            pin_root: pin_root.clone(),
+            switches: switches.clone(),
+        })
+        .unwrap_or_else(|e| panic!("loading the pod datapath: {e}"));
+        let host = HostDatapath::load(dp.node_pin_dir(), &switches)
+            .unwrap_or_else(|e| panic!("loading host.o: {e:?}"));
+        let lb = LbMaps::open(|name| dp.map_pin_path(name)).expect("opening the lb maps");
+        Self {
+            dp,
+            host,
+            lb,
+            pin_root,
+        }
+    }
+
+    /// NodePort 30080/proto (wildcard frontend) with the given backends, ports 8080.
+    fn node_port(&mut self, proto: u8, backends: &[Ipv4Addr]) {
+        for (i, b) in backends.iter().enumerate() {
+            let id = i as u32 + 1;
+            self.lb
+                .upsert_backend(id, SocketAddrV4::new(*b, 8080))
+                .expect("backend");
+            self.lb.set_slot(7, i as u32, id).expect("slot");
+        }
+        let fe = LbFrontend {
+            addr: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, NODE_PORT),
+            proto,
+        };
+        self.lb
+            .upsert_service(fe, 7, backends.len() as u32)
+            .expect("service");
+    }
+
+    fn local_endpoint(&self, addr: Ipv4Addr) {
+        let mut eps =
+            Endpoints::open(&self.dp.map_pin_path(MAP_ENDPOINTS)).expect("endpoints map");
+        eps.upsert(
+            IpAddr::V4(addr),
+            EndpointInfo {
+                endpoint_id: 9,
+                ifindex: 1,
+                identity: 1000,
+            },
+        )
+        .expect("endpoint");
+    }
+
+    fn host(&self, packet: &[u8]) -> (u32, Vec<u8>) {
+        let fd = self.host.program_fd().expect("host program fd");
+        let out = test_run(fd, packet).expect("BPF_PROG_TEST_RUN");
+        (out.retval, out.packet)
+    }
+
+    fn from_pod(&self, packet: &[u8]) -> (u32, Vec<u8>) {
+        let fd = self.dp.program_fd(PodProgram::FromPod).expect("pod program fd");
+        let out = test_run(fd, packet).expect("BPF_PROG_TEST_RUN");
+        (out.retval, out.packet)
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = remove_node_pins(&self.pin_root, "node-1");
+        let _ = std::fs::remove_dir_all(&self.pin_root);
+    }
+}
+
+fn sock(ip: Ipv4Addr, port: u16) -> SocketAddrV4 {
+    SocketAddrV4::new(ip, port)
+}
+
+// ---- tests ---------------------------------------------------------------------------
+
+#[test]
+fn remote_backend_is_dnated_and_snated_and_the_reply_is_reverse_translated() {
+    for proto in [TCP, UDP] {
+        let mut f = Fixture::new();
+        f.node_port(proto, &[REMOTE_BACKEND]);
+
+        let syn = packet(CLIENT, NODE, proto, 40000, NODE_PORT, SYN);
+        let (ret, out) = f.host(&syn);
+        assert_eq!(ret, TC_ACT_REDIRECT, "proto {proto}: sent out toward the backend");
+        let p = parse_checked(&out);
+        assert_eq!(p.src, sock(NODE, 40000), "SNAT to the node, client port kept");
+        assert_eq!(p.dst, sock(REMOTE_BACKEND, 8080), "DNAT to the backend");
+
+        // The next packet of the connection keeps its backend and source port.
+        let (ret, again) = f.host(&packet(CLIENT, NODE, proto, 40000, NODE_PORT, ACK));
+        assert_eq!(ret, TC_ACT_REDIRECT);
+        assert_eq!(parse_checked(&again).src, sock(NODE, 40000));
+
+        let reply = packet(REMOTE_BACKEND, NODE, proto, 8080, 40000, SYN | ACK);
+        let (ret, out) = f.host(&reply);
+        assert_eq!(ret, TC_ACT_REDIRECT, "reply sent back to the client");
+        let p = parse_checked(&out);
+        assert_eq!(p.src, sock(NODE, NODE_PORT), "reply comes from the NodePort");
+        assert_eq!(p.dst, sock(CLIENT, 40000), "reply goes to the client");
+    }
+}
+
+#[test]
+fn a_taken_snat_port_is_replaced() {
+    let mut f = Fixture::new();
+    f.node_port(TCP, &[REMOTE_BACKEND]);
+    let (_, first) = f.host(&packet(CLIENT, NODE, TCP, 40000, NODE_PORT, SYN));
+    let other_client = Ipv4Addr::new(192, 168, 200, 251);
+    let (ret, second) = f.host(&packet(other_client, NODE, TCP, 40000, NODE_PORT, SYN));
+    assert_eq!(ret, TC_ACT_REDIRECT);
+    let (a, b) = (parse_checked(&first), parse_checked(&second));
+    assert_eq!(a.src, sock(NODE, 40000));
+    assert_eq!(*b.src.ip(), NODE);
+    assert_ne!(b.src.port(), 40000, "two clients, one backend: distinct SNAT ports");
+    // Each reply finds its own client.
+    let reply = packet(REMOTE_BACKEND, NODE, TCP, 8080, b.src.port(), ACK);
+    let (_, out) = f.host(&reply);
+    assert_eq!(parse_checked(&out).dst, sock(other_client, 40000));
+}
+
+#[test]
+fn local_backend_is_dnated_only_and_its_reply_leaves_by_the_device() {
+    let mut f = Fixture::new();
+    f.local_endpoint(LOCAL_BACKEND);
+    f.node_port(TCP, &[LOCAL_BACKEND]);
+
+    let (ret, out) = f.host(&packet(CLIENT, NODE, TCP, 40001, NODE_PORT, SYN));
+    assert_eq!(ret, TC_ACT_OK, "the stack delivers it to the pod");
+    let p = parse_checked(&out);
+    assert_eq!(p.src, sock(CLIENT, 40001), "no SNAT for a local backend");
+    assert_eq!(p.dst, sock(LOCAL_BACKEND, 8080));
+
+    // The pod's reply, through the pod program (from-pod).
+    let (ret, out) = f.from_pod(&packet(LOCAL_BACKEND, CLIENT, TCP, 8080, 40001, SYN | ACK));
+    assert_eq!(ret, TC_ACT_REDIRECT, "sent out of the external device");
+    let p = parse_checked(&out);
+    assert_eq!(p.src, sock(NODE, NODE_PORT));
+    assert_eq!(p.dst, sock(CLIENT, 40001));
+}
+
+#[test]
+fn traffic_that_is_not_for_a_node_port_is_untouched() {
+    let mut f = Fixture::new();
+    f.node_port(TCP, &[REMOTE_BACKEND]);
+    for pkt in [
+        packet(CLIENT, NODE, TCP, 40002, 22, SYN),             // not a NodePort
+        packet(CLIENT, NODE, UDP, 40002, NODE_PORT, 0),        // NodePort is TCP only
+        packet(CLIENT, OTHER_NODE, TCP, 40002, NODE_PORT, SYN), // not this node's address
+        packet(REMOTE_BACKEND, NODE, TCP, 8080, 40002, ACK),   // reply of no connection
+    ] {
+        let (ret, out) = f.host(&pkt);
+        assert_eq!(ret, TC_ACT_OK);
+        assert_eq!(out, pkt, "packet modified");
+    }
+    // Non-IP (ARP) passes too.
+    let mut arp = vec![0xff; 6];
+    arp.extend_from_slice(&[0x02, 0, 0, 0, 0, 1, 0x08, 0x06]);
+    arp.extend_from_slice(&[0u8; 28]);
+    let (ret, out) = f.host(&arp);
+    assert_eq!((ret, out), (TC_ACT_OK, arp));
+}
+
+#[test]
+fn a_node_port_without_backends_drops() {
+    let mut f = Fixture::new();
+    f.node_port(TCP, &[]);
+    let (ret, _) = f.host(&packet(CLIENT, NODE, TCP, 40003, NODE_PORT, SYN));
+    assert_eq!(ret, 2, "TC_ACT_SHOT");
+}
