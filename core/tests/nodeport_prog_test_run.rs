@@ -144,10 +144,7 @@ impl Fixture {
         let switches: Vec<(String, u32)> = vec![
             ("CFG_ENABLE_LB".into(), 1),
             ("CFG_ENABLE_NODEPORT".into(), 1),
-            (
-                "CFG_NODE_IPV4".into(),
-                u32::from_ne_bytes(NODE.octets()),
-            ),
+            ("CFG_NODE_IPV4".into(), u32::from_ne_bytes(NODE.octets())),
         ];
         let dp = Datapath::load(&DatapathConfig {
             node_name: "node-1".into(),
@@ -185,8 +182,7 @@ impl Fixture {
     }
 
     fn local_endpoint(&self, addr: Ipv4Addr) {
-        let mut eps =
-            Endpoints::open(&self.dp.map_pin_path(MAP_ENDPOINTS)).expect("endpoints map");
+        let mut eps = Endpoints::open(&self.dp.map_pin_path(MAP_ENDPOINTS)).expect("endpoints map");
         eps.upsert(
             IpAddr::V4(addr),
             EndpointInfo {
@@ -205,7 +201,10 @@ impl Fixture {
     }
 
     fn from_pod(&self, packet: &[u8]) -> (u32, Vec<u8>) {
-        let fd = self.dp.program_fd(PodProgram::FromPod).expect("pod program fd");
+        let fd = self
+            .dp
+            .program_fd(PodProgram::FromPod)
+            .expect("pod program fd");
         let out = test_run(fd, packet).expect("BPF_PROG_TEST_RUN");
         (out.retval, out.packet)
     }
@@ -232,9 +231,16 @@ fn remote_backend_is_dnated_and_snated_and_the_reply_is_reverse_translated() {
 
         let syn = packet(CLIENT, NODE, proto, 40000, NODE_PORT, SYN);
         let (ret, out) = f.host(&syn);
-        assert_eq!(ret, TC_ACT_REDIRECT, "proto {proto}: sent out toward the backend");
+        assert_eq!(
+            ret, TC_ACT_REDIRECT,
+            "proto {proto}: sent out toward the backend"
+        );
         let p = parse_checked(&out);
-        assert_eq!(p.src, sock(NODE, 40000), "SNAT to the node, client port kept");
+        assert_eq!(
+            p.src,
+            sock(NODE, 40000),
+            "SNAT to the node, client port kept"
+        );
         assert_eq!(p.dst, sock(REMOTE_BACKEND, 8080), "DNAT to the backend");
 
         // The next packet of the connection keeps its backend and source port.
@@ -246,7 +252,11 @@ fn remote_backend_is_dnated_and_snated_and_the_reply_is_reverse_translated() {
         let (ret, out) = f.host(&reply);
         assert_eq!(ret, TC_ACT_REDIRECT, "reply sent back to the client");
         let p = parse_checked(&out);
-        assert_eq!(p.src, sock(NODE, NODE_PORT), "reply comes from the NodePort");
+        assert_eq!(
+            p.src,
+            sock(NODE, NODE_PORT),
+            "reply comes from the NodePort"
+        );
         assert_eq!(p.dst, sock(CLIENT, 40000), "reply goes to the client");
     }
 }
@@ -262,7 +272,11 @@ fn a_taken_snat_port_is_replaced() {
     let (a, b) = (parse_checked(&first), parse_checked(&second));
     assert_eq!(a.src, sock(NODE, 40000));
     assert_eq!(*b.src.ip(), NODE);
-    assert_ne!(b.src.port(), 40000, "two clients, one backend: distinct SNAT ports");
+    assert_ne!(
+        b.src.port(),
+        40000,
+        "two clients, one backend: distinct SNAT ports"
+    );
     // Each reply finds its own client.
     let reply = packet(REMOTE_BACKEND, NODE, TCP, 8080, b.src.port(), ACK);
     let (_, out) = f.host(&reply);
@@ -294,10 +308,10 @@ fn traffic_that_is_not_for_a_node_port_is_untouched() {
     let mut f = Fixture::new();
     f.node_port(TCP, &[REMOTE_BACKEND]);
     for pkt in [
-        packet(CLIENT, NODE, TCP, 40002, 22, SYN),             // not a NodePort
-        packet(CLIENT, NODE, UDP, 40002, NODE_PORT, 0),        // NodePort is TCP only
+        packet(CLIENT, NODE, TCP, 40002, 22, SYN), // not a NodePort
+        packet(CLIENT, NODE, UDP, 40002, NODE_PORT, 0), // NodePort is TCP only
         packet(CLIENT, OTHER_NODE, TCP, 40002, NODE_PORT, SYN), // not this node's address
-        packet(REMOTE_BACKEND, NODE, TCP, 8080, 40002, ACK),   // reply of no connection
+        packet(REMOTE_BACKEND, NODE, TCP, 8080, 40002, ACK), // reply of no connection
     ] {
         let (ret, out) = f.host(&pkt);
         assert_eq!(ret, TC_ACT_OK);

@@ -36,10 +36,15 @@ pub enum SandboxCommand {
     },
     /// Remove everything the sandbox made (works after a crash of `up` too).
     Down,
-    /// Run a command inside a pod's network namespace and cgroup.
+    /// Run a command inside a pod's network namespace and cgroup, or with `--external` in
+    /// the external client's namespace (outside the cluster, on the underlay).
     Exec {
+        /// Run in the external client namespace instead of a pod.
+        #[arg(long, conflicts_with = "pod")]
+        external: bool,
         /// `namespace/pod`, or `pod` when the name is unique.
-        pod: String,
+        #[arg(required_unless_present = "external")]
+        pod: Option<String>,
         /// The command and its arguments.
         #[arg(last = true, required = true)]
         command: Vec<String>,
@@ -84,8 +89,15 @@ pub fn run(command: SandboxCommand) -> Result<bool> {
                 Ok(false)
             }
         }
-        SandboxCommand::Exec { pod, command } => {
-            let status = Sandbox::exec(&state_dir, &pod, &command)?;
+        SandboxCommand::Exec {
+            external,
+            pod,
+            command,
+        } => {
+            let status = match pod {
+                Some(pod) if !external => Sandbox::exec(&state_dir, &pod, &command)?,
+                _ => Sandbox::exec_external(&state_dir, &command)?,
+            };
             Ok(status.success())
         }
         SandboxCommand::RestartAgent { node, kill } => restart_agent(&state_dir, &node, kill),

@@ -70,6 +70,8 @@ pub enum SandboxError {
     },
     #[error("no pod {0} in the sandbox")]
     NoSuchPod(String),
+    #[error("the sandbox has no external client namespace (it was brought up without one)")]
+    NoExternalClient,
     #[error("pod name {name} is ambiguous; use one of: {candidates}")]
     AmbiguousPod { name: String, candidates: String },
     #[error("empty command")]
@@ -249,7 +251,30 @@ impl Sandbox {
             source,
         })
     }
+
+    /// Runs `cmd` in the external client's namespace (a machine outside the cluster, on the
+    /// underlay), with stdio inherited; returns its status.
+    pub fn exec_external(state_dir: &Path, cmd: &[String]) -> Result<ExitStatus, SandboxError> {
+        let state = Self::status(state_dir)?;
+        let netns = state
+            .netns
+            .iter()
+            .find(|n| n.ends_with(EXTERNAL_NETNS_SUFFIX))
+            .ok_or(SandboxError::NoExternalClient)?;
+        let (program, args) = cmd.split_first().ok_or(SandboxError::EmptyCommand)?;
+        let mut command = Command::new(program);
+        command.args(args);
+        let netns = Path::new(crate::netns::NETNS_DIR).join(netns);
+        placement::place(&mut command, Some(&netns), None)?;
+        command.status().map_err(|source| SandboxError::Exec {
+            command: cmd.join(" "),
+            source,
+        })
+    }
 }
+
+/// The external client's namespace name ends with this (see `topology`).
+const EXTERNAL_NETNS_SUFFIX: &str = "-external";
 
 fn up_inner(
     dir: &Path,

@@ -460,7 +460,12 @@ spec:
         assert_eq!(d[&fe("0.0.0.0", 30080, 6)], want);
         assert_eq!(d[&fe("10.96.0.50", 80, 6)], want);
         // A ClusterIP service with a stray nodePort gets no NodePort frontend.
-        let d = compute(&[&np.replace("type: NodePort", "type: ClusterIP")], &[SLICE], &[], &[]);
+        let d = compute(
+            &[&np.replace("type: NodePort", "type: ClusterIP")],
+            &[SLICE],
+            &[],
+            &[],
+        );
         assert!(!d.contains_key(&fe("0.0.0.0", 30080, 6)), "{d:?}");
     }
 }

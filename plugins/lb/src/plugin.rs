@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use porin_core::datapath::LbMaps;
 use porin_plugin_sdk::{
-    DEFAULT_DEVICE, DatapathContribution, Health, Plugin, PluginContext, PluginError, StateChangeSummary, Switch,
+    DEFAULT_DEVICE, DatapathContribution, Health, Plugin, PluginContext, PluginError,
+    StateChangeSummary, Switch,
 };
 use tracing::{debug, info, warn};
 

@@ -1,0 +1,174 @@
+//! End to end: a NodePort Service served to a client outside the cluster (the sandbox's
+//! external namespace on the underlay) by `bpf/host.c` on each node's `ul0`. Backends on
+//! node-1 and node-2: through either node's address the client reaches both (the local one by
+//! DNAT, the remote one by DNAT + SNAT through the node), a port that is not a NodePort is not
+//! answered, and the backend's flows show the traffic.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::{TestSandbox, str_of};
+
+const NODE_PORT: u16 = 30080;
+const NODE_1: &str = "192.168.200.1";
+const NODE_2: &str = "192.168.200.2";
+
+fn manifests(www: &std::path::Path) -> String {
+    let www = www.display();
+    let backend = |name: &str, node: &str| {
+        format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  namespace: shop
+  labels:
+    app: web
+spec:
+  nodeName: {node}
+  containers:
+    - name: web
+      image: ignored
+      command: ["python3", "-m", "http.server", "8080", "--bind", "0.0.0.0", "--directory", "{www}/{name}"]
+      ports:
+        - name: http
+          containerPort: 8080
+---
+"#
+        )
+    };
+    format!(
+        r#"apiVersion: v1
+kind: Namespace
+metadata:
+  name: shop
+---
+{web1}{web2}apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  namespace: shop
+spec:
+  type: NodePort
+  clusterIP: 10.96.0.60
+  selector:
+    app: web
+  ports:
+    - name: http
+      port: 80
+      targetPort: http
+      nodePort: {NODE_PORT}
+"#,
+        web1 = backend("web-1", "node-1"),
+        web2 = backend("web-2", "node-2"),
+    )
+}
+
+fn document_roots() -> tempfile::TempDir {
+    let www = tempfile::tempdir().expect("www dir");
+    for name in ["web-1", "web-2"] {
+        let dir = www.path().join(name);
+        std::fs::create_dir(&dir).expect("mkdir");
+        std::fs::write(dir.join("index.html"), name).expect("index.html");
+    }
+    www
+}
+
+fn external_curl(sandbox: &TestSandbox, url: &str, timeout_s: &str) -> std::process::Output {
+    sandbox.porin(&[
+        "sandbox",
+        "exec",
+        "--external",
+        "--",
+        "curl",
+        "-sS",
+        "-m",
+        timeout_s,
+        url,
+    ])
+}
+
+#[test]
+fn node_port_reaches_local_and_remote_backends_from_outside_the_cluster() {
+    let www = document_roots();
+    let sandbox = TestSandbox::up_with(
+        &[("00-shop.yaml", &manifests(www.path()))],
+        Some("[plugins.lb]\nenabled = true\n"),
+    );
+
+    // The node device program is attached and pinned like the pod links.
+    let status = sandbox.porin_json(&["status", "--node", "node-1"]);
+    let links = std::path::PathBuf::from(str_of(&status[0]["datapath"]["pin_dir"])).join("links");
+    assert!(
+        links.join("netdev-ul0-ingress").exists(),
+        "no node device link pinned in {}\nagent logs:\n{}",
+        links.display(),
+        sandbox.agent_logs()
+    );
+
+    for node in [NODE_1, NODE_2] {
+        let url = format!("http://{node}:{NODE_PORT}/");
+        // Backends start asynchronously: wait for the first answer.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let first = loop {
+            let out = external_curl(&sandbox, &url, "2");
+            if out.status.success() || std::time::Instant::now() > deadline {
+                break out;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        assert!(
+            first.status.success(),
+            "{url} never answered the external client: {}\nagent logs:\n{}",
+            String::from_utf8_lossy(&first.stderr),
+            sandbox.agent_logs()
+        );
+
+        let mut seen = BTreeSet::new();
+        for i in 0..30 {
+            let out = external_curl(&sandbox, &url, "3");
+            assert!(
+                out.status.success(),
+                "request {i} to {url} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            seen.insert(String::from_utf8_lossy(&out.stdout).trim().to_string());
+        }
+        assert_eq!(
+            seen,
+            BTreeSet::from(["web-1".to_string(), "web-2".to_string()]),
+            "through {node}: both backends (local and remote) serve the NodePort"
+        );
+    }
+
+    // A port that is not a NodePort is not answered (by a backend or anything else).
+    let out = external_curl(&sandbox, &format!("http://{NODE_1}:30081/"), "2");
+    assert!(
+        !out.status.success(),
+        "port 30081 answered: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // Flows at the backends: the local backend sees the external client itself, the remote
+    // one sees the node that SNATed the connection.
+    let flows = sandbox.flows(2000);
+    let to_backend_from = |pod: &str, src: &str| {
+        flows.iter().any(|f| {
+            str_of(&f["destination"]["pod_name"]) == pod
+                && str_of(&f["IP"]["source"]) == src
+                && f["l4"]["TCP"]["destination_port"] == 8080
+        })
+    };
+    assert!(
+        to_backend_from("web-1", "192.168.200.250"),
+        "no external client -> web-1 flow (local backend through node-1)"
+    );
+    assert!(
+        to_backend_from("web-2", NODE_1),
+        "no node-1 -> web-2 flow (remote backend, SNATed by node-1)"
+    );
+
+    sandbox.down_and_check();
+}
