@@ -200,7 +200,7 @@ impl Fixture {
         (out.retval, out.packet)
     }
 
-    fn from_pod(&self, packet: &[u8]) -> (u32, Vec<u8>) {
+    fn run_from_pod(&self, packet: &[u8]) -> (u32, Vec<u8>) {
         let fd = self
             .dp
             .program_fd(PodProgram::FromPod)
@@ -296,7 +296,7 @@ fn local_backend_is_dnated_only_and_its_reply_leaves_by_the_device() {
     assert_eq!(p.dst, sock(LOCAL_BACKEND, 8080));
 
     // The pod's reply, through the pod program (from-pod).
-    let (ret, out) = f.from_pod(&packet(LOCAL_BACKEND, CLIENT, TCP, 8080, 40001, SYN | ACK));
+    let (ret, out) = f.run_from_pod(&packet(LOCAL_BACKEND, CLIENT, TCP, 8080, 40001, SYN | ACK));
     assert_eq!(ret, TC_ACT_REDIRECT, "sent out of the external device");
     let p = parse_checked(&out);
     assert_eq!(p.src, sock(NODE, NODE_PORT));
