@@ -392,6 +392,7 @@ spec: {type: NodePort, clusterIP: 10.96.0.60, ports: [{port: 81, nodePort: 30081
         assert_eq!(
             keys,
             vec![
+                fe("0.0.0.0", 30081, 6),
                 fe("10.96.0.50", 53, 17),
                 fe("10.96.0.50", 80, 6),
                 fe("10.96.0.60", 81, 6)
