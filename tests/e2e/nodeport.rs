@@ -2,7 +2,8 @@
 //! external namespace on the underlay) by `bpf/host.c` on each node's `ul0`. Backends on
 //! node-1 and node-2: through either node's address the client reaches both (the local one by
 //! DNAT, the remote one by DNAT + SNAT through the node), a port that is not a NodePort is not
-//! answered, and the backend's flows show the traffic.
+//! answered, the backend's flows show the traffic, and an agent restart keeps the pinned
+//! device link (its program replaced atomically) with NodePort still served.
 
 mod common;
 
@@ -142,6 +143,41 @@ fn node_port_reaches_local_and_remote_backends_from_outside_the_cluster() {
             "through {node}: both backends (local and remote) serve the NodePort"
         );
     }
+
+    // An agent restart replaces the program of the pinned device link; NodePort keeps working.
+    let link_id = || {
+        let out = std::process::Command::new("bpftool")
+            .args(["link", "show", "pinned"])
+            .arg(links.join("netdev-ul0-ingress"))
+            .output()
+            .expect("bpftool");
+        String::from_utf8_lossy(&out.stdout)
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
+    let before = link_id();
+    let restarted = sandbox.porin(&["sandbox", "restart-agent", "node-1"]);
+    assert!(
+        restarted.status.success(),
+        "restart-agent failed: {}",
+        String::from_utf8_lossy(&restarted.stderr)
+    );
+    assert!(!before.is_empty(), "bpftool found no pinned device link");
+    assert_eq!(
+        link_id(),
+        before,
+        "the pinned link is reused, not recreated"
+    );
+    let out = external_curl(&sandbox, &format!("http://{NODE_1}:{NODE_PORT}/"), "3");
+    assert!(
+        out.status.success(),
+        "NodePort through node-1 after an agent restart: {}\nagent logs:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        sandbox.agent_logs()
+    );
 
     // A port that is not a NodePort is not answered (by a backend or anything else).
     let out = external_curl(&sandbox, &format!("http://{NODE_1}:30081/"), "2");
