@@ -26,7 +26,10 @@ pub async fn status(targets: &[AgentTarget], format: Format) -> Result<bool> {
     let mut all = Vec::new();
     let mut ok = true;
     for t in targets {
-        match AgentClient::new(&t.socket).plugin_status("encryption").await {
+        match AgentClient::new(&t.socket)
+            .plugin_status("encryption")
+            .await
+        {
             Ok(status) => all.push(status),
             Err(e) => {
                 ok = false;
@@ -56,7 +59,11 @@ fn print_status(all: &[Value]) {
             println!("  error: {}", text(&node["error"]));
             continue;
         }
-        println!("  Device:      {} ({})", text(&node["device"]), text(&node["implementation"]));
+        println!(
+            "  Device:      {} ({})",
+            text(&node["device"]),
+            text(&node["implementation"])
+        );
         println!("  Public key:  {}", text(&node["public_key"]));
         println!("  Endpoint:    {}", text(&node["endpoint"]));
         if !node["error"].is_null() {
@@ -80,7 +87,14 @@ fn print_status(all: &[Value]) {
             })
             .collect();
         print_table(
-            &["  PEER", "ENDPOINT", "HANDSHAKE", "RX BYTES", "TX BYTES", "PUBLIC KEY"],
+            &[
+                "  PEER",
+                "ENDPOINT",
+                "HANDSHAKE",
+                "RX BYTES",
+                "TX BYTES",
+                "PUBLIC KEY",
+            ],
             &rows,
         );
     }

@@ -32,7 +32,9 @@ fn manifests(www: &Path) -> String {
         pod(
             "web",
             "node-1",
-            &format!(r#"["python3", "-m", "http.server", "8080", "--bind", "0.0.0.0", "--directory", "{www}"]"#)
+            &format!(
+                r#"["python3", "-m", "http.server", "8080", "--bind", "0.0.0.0", "--directory", "{www}"]"#
+            )
         ),
         pod("remote-client", "node-2", r#"["sleep", "infinity"]"#),
         pod("local-client", "node-1", r#"["sleep", "infinity"]"#),
@@ -48,7 +50,9 @@ struct Capture {
 impl Capture {
     fn start(netns: &str, iface: &str, file: PathBuf) -> Self {
         let child = Command::new("ip")
-            .args(["netns", "exec", netns, "tcpdump", "-i", iface, "-n", "-s", "0", "-U", "-w"])
+            .args([
+                "netns", "exec", netns, "tcpdump", "-i", iface, "-n", "-s", "0", "-U", "-w",
+            ])
             .arg(&file)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -79,7 +83,9 @@ impl Capture {
 }
 
 fn contains(haystack: &[u8], needle: &str) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
 }
 
 /// The underlay namespace: the one holding the bridge.
@@ -129,7 +135,9 @@ fn cross_node_pod_traffic_is_wireguard_on_the_underlay_and_same_node_is_not() {
     let status = wait_for(Duration::from_secs(15), || {
         let s = sandbox.porin_json(&["encrypt", "status"]);
         let ready = ["node-1", "node-2"].iter().all(|n| {
-            node_status(&s, n)["peers"].as_array().is_some_and(|p| p.len() == 1)
+            node_status(&s, n)["peers"]
+                .as_array()
+                .is_some_and(|p| p.len() == 1)
         });
         ready.then_some(s)
     })
@@ -161,7 +169,13 @@ fn cross_node_pod_traffic_is_wireguard_on_the_underlay_and_same_node_is_not() {
 
     let cross = sandbox.exec_until_ok(
         "sec/remote-client",
-        &["curl", "-sS", "-m", "5", &format!("http://{web_ip}:8080/cross.txt")],
+        &[
+            "curl",
+            "-sS",
+            "-m",
+            "5",
+            &format!("http://{web_ip}:8080/cross.txt"),
+        ],
         Duration::from_secs(20),
     );
     assert!(
@@ -173,7 +187,13 @@ fn cross_node_pod_traffic_is_wireguard_on_the_underlay_and_same_node_is_not() {
     );
     let local = sandbox.exec_until_ok(
         "sec/local-client",
-        &["curl", "-sS", "-m", "5", &format!("http://{web_ip}:8080/local.txt")],
+        &[
+            "curl",
+            "-sS",
+            "-m",
+            "5",
+            &format!("http://{web_ip}:8080/local.txt"),
+        ],
         Duration::from_secs(20),
     );
     assert!(
@@ -186,14 +206,22 @@ fn cross_node_pod_traffic_is_wireguard_on_the_underlay_and_same_node_is_not() {
     let (tunnel_raw, tunnel_text) = tunnel.stop();
 
     // The underlay: WireGuard UDP between the node addresses, no plaintext.
-    assert!(!contains(&under_raw, CROSS_MARKER), "the page crossed the underlay in clear:\n{under_text}");
-    assert!(!contains(&under_raw, LOCAL_MARKER), "same-node page on the underlay:\n{under_text}");
+    assert!(
+        !contains(&under_raw, CROSS_MARKER),
+        "the page crossed the underlay in clear:\n{under_text}"
+    );
+    assert!(
+        !contains(&under_raw, LOCAL_MARKER),
+        "same-node page on the underlay:\n{under_text}"
+    );
     let wg_lines: Vec<&str> = under_text
         .lines()
         .filter(|l| l.contains(&format!(".{WG_PORT}:")) && l.contains("UDP"))
         .collect();
     assert!(
-        wg_lines.iter().any(|l| l.contains("192.168.200.2.") && l.contains("> 192.168.200.1.")),
+        wg_lines
+            .iter()
+            .any(|l| l.contains("192.168.200.2.") && l.contains("> 192.168.200.1.")),
         "no WireGuard UDP from node-2 to node-1 on the underlay:\n{under_text}"
     );
     assert!(
@@ -202,15 +230,27 @@ fn cross_node_pod_traffic_is_wireguard_on_the_underlay_and_same_node_is_not() {
     );
 
     // The tunnel carried the cross-node page (in clear inside it), never the same-node one.
-    assert!(contains(&tunnel_raw, CROSS_MARKER), "cross-node page not in the tunnel:\n{tunnel_text}");
-    assert!(!contains(&tunnel_raw, LOCAL_MARKER), "same-node traffic was tunnelled:\n{tunnel_text}");
+    assert!(
+        contains(&tunnel_raw, CROSS_MARKER),
+        "cross-node page not in the tunnel:\n{tunnel_text}"
+    );
+    assert!(
+        !contains(&tunnel_raw, LOCAL_MARKER),
+        "same-node traffic was tunnelled:\n{tunnel_text}"
+    );
 
     // Status: node-2's peer node-1 with a recent handshake and bytes both ways.
     let status = sandbox.porin_json(&["encrypt", "status"]);
     let peer = &node_status(&status, "node-2")["peers"][0];
     assert_eq!(peer["node"], "node-1", "{status}");
-    assert_eq!(str_of(&peer["endpoint"]), format!("192.168.200.1:{WG_PORT}"), "{status}");
-    let ago = peer["latest_handshake_seconds_ago"].as_u64().expect("a handshake happened");
+    assert_eq!(
+        str_of(&peer["endpoint"]),
+        format!("192.168.200.1:{WG_PORT}"),
+        "{status}"
+    );
+    let ago = peer["latest_handshake_seconds_ago"]
+        .as_u64()
+        .expect("a handshake happened");
     assert!(ago < 120, "handshake {ago}s ago");
     assert!(peer["rx_bytes"].as_u64() > Some(0), "{peer}");
     assert!(peer["tx_bytes"].as_u64() > Some(0), "{peer}");

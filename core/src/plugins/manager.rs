@@ -150,7 +150,9 @@ impl PluginManager {
     pub fn node_annotations(&self) -> BTreeMap<String, String> {
         let mut out = BTreeMap::new();
         for entry in self.entries.iter().filter(|e| e.started) {
-            if let Ok(annotations) = catch_unwind(AssertUnwindSafe(|| entry.plugin.node_annotations())) {
+            if let Ok(annotations) =
+                catch_unwind(AssertUnwindSafe(|| entry.plugin.node_annotations()))
+            {
                 out.extend(annotations);
             }
         }

@@ -143,10 +143,22 @@ impl Device {
         let name = self.spec.name.as_str();
         let key = self.spec.private_key_path.to_string_lossy();
         let port = self.spec.listen_port.to_string();
-        run("wg", &["set", name, "private-key", &key, "listen-port", &port], None)?;
-        run("ip", &["link", "set", name, "mtu", &self.spec.mtu.to_string(), "up"], None)?;
+        run(
+            "wg",
+            &["set", name, "private-key", &key, "listen-port", &port],
+            None,
+        )?;
+        run(
+            "ip",
+            &["link", "set", name, "mtu", &self.spec.mtu.to_string(), "up"],
+            None,
+        )?;
         if let Some(address) = self.spec.address {
-            run("ip", &["addr", "replace", &format!("{address}/32"), "dev", name], None)?;
+            run(
+                "ip",
+                &["addr", "replace", &format!("{address}/32"), "dev", name],
+                None,
+            )?;
         }
         Ok(())
     }
@@ -157,7 +169,11 @@ impl Device {
         let name = self.spec.name.clone();
         let (removed, set) = peers::diff(&self.applied, wanted);
         for peer in removed {
-            run("wg", &["set", &name, "peer", &peer.public_key, "remove"], None)?;
+            run(
+                "wg",
+                &["set", &name, "peer", &peer.public_key, "remove"],
+                None,
+            )?;
             info!(node = %peer.node, "WireGuard peer removed");
         }
         for peer in set {
@@ -180,10 +196,18 @@ impl Device {
         self.applied = wanted.to_vec();
         let wanted_routes: BTreeSet<Ipv4Net> = wanted.iter().map(|p| p.pod_cidr).collect();
         for cidr in self.routes.difference(&wanted_routes) {
-            let _ = run("ip", &["route", "del", &cidr.to_string(), "dev", &name], None);
+            let _ = run(
+                "ip",
+                &["route", "del", &cidr.to_string(), "dev", &name],
+                None,
+            );
         }
         for cidr in wanted_routes.difference(&self.routes) {
-            run("ip", &["route", "replace", &cidr.to_string(), "dev", &name], None)?;
+            run(
+                "ip",
+                &["route", "replace", &cidr.to_string(), "dev", &name],
+                None,
+            )?;
         }
         self.routes = wanted_routes;
         Ok(())

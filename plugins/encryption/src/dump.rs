@@ -77,7 +77,10 @@ mod tests {
         assert_eq!(q.endpoint, None);
         assert_eq!(q.latest_handshake, None);
         assert_eq!(q.allowed_ips, vec!["10.200.3.0/24", "10.9.0.0/16"]);
-        assert!(!format!("{dump:?}").contains("cPRIV"), "the private key is dropped");
+        assert!(
+            !format!("{dump:?}").contains("cPRIV"),
+            "the private key is dropped"
+        );
         assert!(parse("").is_none());
     }
 }

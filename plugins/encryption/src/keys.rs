@@ -105,7 +105,10 @@ fn check_key(text: &str, path: &Path) -> Result<(), WgError> {
     } else {
         Err(WgError::BadKey {
             path: path.to_path_buf(),
-            reason: format!("expected 44 base64 characters, got {} characters", text.len()),
+            reason: format!(
+                "expected 44 base64 characters, got {} characters",
+                text.len()
+            ),
         })
     }
 }

@@ -66,7 +66,11 @@ pub fn wanted_peers(nodes: &[Node], self_name: &str, default_port: u16) -> Vec<P
 pub fn diff<'a>(applied: &'a [Peer], wanted: &'a [Peer]) -> (Vec<&'a Peer>, Vec<&'a Peer>) {
     let removed = applied
         .iter()
-        .filter(|a| !wanted.iter().any(|w| w.public_key == a.public_key && w.pod_cidr == a.pod_cidr))
+        .filter(|a| {
+            !wanted
+                .iter()
+                .any(|w| w.public_key == a.public_key && w.pod_cidr == a.pod_cidr)
+        })
         .collect();
     let set = wanted.iter().filter(|w| !applied.contains(w)).collect();
     (removed, set)
@@ -135,29 +139,61 @@ mod tests {
     fn peers_are_other_nodes_with_a_valid_key() {
         let (a, b, c) = (key('a'), key('b'), key('c'));
         let nodes = vec![
-            node("node-1", "10.200.1.0/24", "192.168.200.1", &[(PUB_KEY_ANNOTATION, &a)]),
+            node(
+                "node-1",
+                "10.200.1.0/24",
+                "192.168.200.1",
+                &[(PUB_KEY_ANNOTATION, &a)],
+            ),
             node(
                 "node-2",
                 "10.200.2.0/24",
                 "192.168.200.2",
-                &[(PUB_KEY_ANNOTATION, &b), (ENDPOINT_ANNOTATION, "192.168.200.2:5000")],
+                &[
+                    (PUB_KEY_ANNOTATION, &b),
+                    (ENDPOINT_ANNOTATION, "192.168.200.2:5000"),
+                ],
             ),
             // No endpoint annotation: InternalIP and the default port.
-            node("node-3", "10.200.3.0/24", "192.168.200.3", &[(PUB_KEY_ANNOTATION, &c)]),
+            node(
+                "node-3",
+                "10.200.3.0/24",
+                "192.168.200.3",
+                &[(PUB_KEY_ANNOTATION, &c)],
+            ),
             // Encryption off there: no key, not a peer.
             node("node-4", "10.200.4.0/24", "192.168.200.4", &[]),
-            node("node-5", "10.200.5.0/24", "192.168.200.5", &[(PUB_KEY_ANNOTATION, "junk")]),
+            node(
+                "node-5",
+                "10.200.5.0/24",
+                "192.168.200.5",
+                &[(PUB_KEY_ANNOTATION, "junk")],
+            ),
         ];
         let peers = wanted_peers(&nodes, "node-1", 51871);
         let summary: Vec<(&str, String, String)> = peers
             .iter()
-            .map(|p| (p.node.as_str(), p.endpoint.to_string(), p.pod_cidr.to_string()))
+            .map(|p| {
+                (
+                    p.node.as_str(),
+                    p.endpoint.to_string(),
+                    p.pod_cidr.to_string(),
+                )
+            })
             .collect();
         assert_eq!(
             summary,
             vec![
-                ("node-2", "192.168.200.2:5000".into(), "10.200.2.0/24".into()),
-                ("node-3", "192.168.200.3:51871".into(), "10.200.3.0/24".into()),
+                (
+                    "node-2",
+                    "192.168.200.2:5000".into(),
+                    "10.200.2.0/24".into()
+                ),
+                (
+                    "node-3",
+                    "192.168.200.3:51871".into(),
+                    "10.200.3.0/24".into()
+                ),
             ]
         );
         assert_eq!(peers[0].public_key, b);
@@ -175,15 +211,24 @@ mod tests {
             endpoint: "192.168.200.9:51871".parse().expect("addr"),
             pod_cidr: cidr.parse().expect("cidr"),
         };
-        let applied = vec![peer("node-2", 'b', "10.200.2.0/24"), peer("node-3", 'c', "10.200.3.0/24")];
+        let applied = vec![
+            peer("node-2", 'b', "10.200.2.0/24"),
+            peer("node-3", 'c', "10.200.3.0/24"),
+        ];
         // node-2 rotated its key, node-3 left, node-4 joined.
-        let wanted = vec![peer("node-2", 'B', "10.200.2.0/24"), peer("node-4", 'd', "10.200.4.0/24")];
+        let wanted = vec![
+            peer("node-2", 'B', "10.200.2.0/24"),
+            peer("node-4", 'd', "10.200.4.0/24"),
+        ];
         let (removed, set) = diff(&applied, &wanted);
         let removed: Vec<&str> = removed.iter().map(|p| p.node.as_str()).collect();
         let set: Vec<&str> = set.iter().map(|p| p.node.as_str()).collect();
         assert_eq!(removed, vec!["node-2", "node-3"]);
         assert_eq!(set, vec!["node-2", "node-4"]);
         let (removed, set) = diff(&wanted, &wanted);
-        assert!(removed.is_empty() && set.is_empty(), "nothing to do when in sync");
+        assert!(
+            removed.is_empty() && set.is_empty(),
+            "nothing to do when in sync"
+        );
     }
 }

@@ -102,10 +102,10 @@ impl Plugin for EncryptionPlugin {
     }
 
     fn start(&mut self, ctx: Arc<dyn PluginContext>) -> Result<(), PluginError> {
-        let key = load_or_create(&ctx.state_dir().join(NAME), &WgKeyTool).map_err(Self::start_err)?;
+        let key =
+            load_or_create(&ctx.state_dir().join(NAME), &WgKeyTool).map_err(Self::start_err)?;
         let nodes = ctx.state().nodes();
-        let address = own_pod_cidr(&nodes, ctx.node_name())
-            .and_then(|c| c.hosts().next());
+        let address = own_pod_cidr(&nodes, ctx.node_name()).and_then(|c| c.hosts().next());
         let mut device = Device::new(DeviceSpec {
             name: device_name(),
             private_key_path: key.private_key_path.clone(),
@@ -145,7 +145,15 @@ impl Plugin for EncryptionPlugin {
         let own_ip = nodes
             .iter()
             .find(|n| n.metadata.name.as_deref() == Some(running.ctx.node_name()))
-            .and_then(|n| n.status.as_ref()?.addresses.as_ref()?.iter().find(|a| a.type_ == "InternalIP").cloned())
+            .and_then(|n| {
+                n.status
+                    .as_ref()?
+                    .addresses
+                    .as_ref()?
+                    .iter()
+                    .find(|a| a.type_ == "InternalIP")
+                    .cloned()
+            })
             .and_then(|a| a.address.parse::<IpAddr>().ok());
         let mut shared = lock(&running.shared);
         shared.endpoint = own_ip.map(|ip| SocketAddr::new(ip, self.config.listen_port));
@@ -188,7 +196,10 @@ impl Plugin for EncryptionPlugin {
     fn node_annotations(&self) -> BTreeMap<String, String> {
         let mut out = BTreeMap::new();
         if let Some(running) = &self.runtime {
-            out.insert(PUB_KEY_ANNOTATION.to_string(), running.key.public_key.clone());
+            out.insert(
+                PUB_KEY_ANNOTATION.to_string(),
+                running.key.public_key.clone(),
+            );
             if let Some(endpoint) = lock(&running.shared).endpoint {
                 out.insert(ENDPOINT_ANNOTATION.to_string(), endpoint.to_string());
             }
@@ -201,7 +212,13 @@ impl Plugin for EncryptionPlugin {
         // pods has no route rather than leaving in clear.
         self.runtime
             .as_ref()
-            .map(|r| lock(&r.shared).wanted.iter().map(|p| p.node.clone()).collect())
+            .map(|r| {
+                lock(&r.shared)
+                    .wanted
+                    .iter()
+                    .map(|p| p.node.clone())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
