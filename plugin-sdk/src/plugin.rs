@@ -1,5 +1,6 @@
 //! The `Plugin` trait every feature implements.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::{DatapathContribution, Health, PluginContext, PluginError};
@@ -52,4 +53,23 @@ pub trait Plugin: Send {
 
     /// Current health.
     fn health(&self) -> Health;
+
+    /// Annotations this plugin adds to the Node object core publishes for this node
+    /// (e.g. the encryption plugin's WireGuard public key and endpoint). Core reads them
+    /// after `start` and after every `reconcile`, and republishes the Node when they change.
+    fn node_annotations(&self) -> BTreeMap<String, String> {
+        BTreeMap::new()
+    }
+
+    /// Other nodes whose pod CIDR this plugin routes itself (e.g. through a tunnel
+    /// device); core installs no plain underlay route to them and removes its own.
+    fn claimed_node_routes(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Plugin-specific runtime status, served by the agent API at
+    /// `/v1/plugins/<name>/status` (e.g. `porin encrypt status`). `None`: nothing to report.
+    fn status_json(&self) -> Option<serde_json::Value> {
+        None
+    }
 }

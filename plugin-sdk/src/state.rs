@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 
-use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 /// The address of a pod, on this or another node, as core knows it: local endpoints it
@@ -59,6 +59,11 @@ pub trait ClusterState: Send + Sync {
 
     /// Every identity the agent knows, cluster-wide, reserved ones included, ordered by id.
     fn identities(&self) -> Vec<IdentityInfo> {
+        Vec::new()
+    }
+
+    /// Every Node, this one included, as published (pod CIDR, addresses, annotations).
+    fn nodes(&self) -> Vec<Node> {
         Vec::new()
     }
 

@@ -1,6 +1,7 @@
 //! The `porin` command line.
 
 mod discover;
+mod encrypt;
 mod hubble_client;
 mod observe;
 mod output;
@@ -77,6 +78,11 @@ enum Command {
     Policy {
         #[command(subcommand)]
         command: policy::PolicyCommand,
+    },
+    /// Transparent encryption between nodes (WireGuard).
+    Encrypt {
+        #[command(subcommand)]
+        command: encrypt::EncryptCommand,
     },
     /// Print flows, like `hubble observe`.
     Observe {
@@ -199,6 +205,12 @@ fn dispatch(command: Command) -> Result<bool> {
             let targets = discover::targets(target.socket.as_deref(), target.node.as_deref())?;
             runtime()?.block_on(observe::observe(&targets, &args))?;
             Ok(true)
+        }
+        Command::Encrypt {
+            command: encrypt::EncryptCommand::Status { output, target },
+        } => {
+            let targets = discover::targets(target.socket.as_deref(), target.node.as_deref())?;
+            runtime()?.block_on(encrypt::status(&targets, output))
         }
         Command::Sandbox { command } => sandbox::run(command),
         Command::Policy { command } => policy::run(command),

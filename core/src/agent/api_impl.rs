@@ -107,6 +107,10 @@ impl AgentApi for Agent {
         lock(&self.plugins).statuses()
     }
 
+    fn plugin_status(&self, name: &str) -> Option<serde_json::Value> {
+        lock(&self.plugins).plugin_status(name)
+    }
+
     fn add_endpoint(&self, request: AddEndpointRequest) -> Result<EndpointInfo, ApiError> {
         validate(&request)?;
         let key = format!("{}/{}", request.namespace, request.pod);
@@ -314,11 +318,18 @@ pub(crate) fn cilium_endpoint(config: &AgentConfig, record: &EndpointRecord) -> 
     })
 }
 
-/// The Node object this node publishes.
-pub(crate) fn node_object(name: &str, pod_cidr: Ipv4Net, node_ip: IpAddr) -> Object {
+/// The Node object this node publishes, with the annotations plugins contribute
+/// (e.g. `network.porin.io/wg-pub-key`).
+pub(crate) fn node_object(
+    name: &str,
+    pod_cidr: Ipv4Net,
+    node_ip: IpAddr,
+    annotations: BTreeMap<String, String>,
+) -> Object {
     Object::from(Node {
         metadata: ObjectMeta {
             name: Some(name.to_string()),
+            annotations: (!annotations.is_empty()).then_some(annotations),
             ..ObjectMeta::default()
         },
         spec: Some(NodeSpec {

@@ -41,6 +41,8 @@ pub(crate) struct Agent {
     pub ipcache: Mutex<Ipcache>,
     pub plugins: Mutex<PluginManager>,
     pub routes: Mutex<Vec<NodeRoute>>,
+    /// The plugins' annotations on this node's published Node object, as last published.
+    pub node_annotations: Mutex<std::collections::BTreeMap<String, String>>,
     pub view: Arc<RwLock<ClusterView>>,
     pub metrics: AgentMetrics,
     pub registry: Arc<Registry>,
@@ -138,6 +140,7 @@ pub async fn run(config_path: &Path, plugins: Vec<Box<dyn Plugin>>) -> Result<()
         ipcache: Mutex::new(Ipcache::new()),
         plugins: Mutex::new(manager),
         routes: Mutex::new(Vec::new()),
+        node_annotations: Mutex::new(std::collections::BTreeMap::new()),
         view: Arc::new(RwLock::new(ClusterView::default())),
         metrics,
         registry,
@@ -188,6 +191,10 @@ pub async fn run(config_path: &Path, plugins: Vec<Box<dyn Plugin>>) -> Result<()
         events_lost: agent.metrics.kernel_events_lost(),
     });
     lock(&agent.plugins).start_all(&ctx);
+    // Plugins that started may annotate the Node (e.g. the WireGuard public key).
+    if agent.refresh_node_annotations() {
+        agent.publish_node().await;
+    }
     agent.ready.store(true, Ordering::SeqCst);
     info!(
         elapsed_ms = started.elapsed().as_millis() as u64,
@@ -381,10 +388,24 @@ impl Agent {
         let Some(pod_cidr) = self.config.pod_cidr else {
             return;
         };
-        let node = super::api_impl::node_object(&self.config.node_name, pod_cidr, node_ip);
+        let annotations = lock(&self.node_annotations).clone();
+        let node =
+            super::api_impl::node_object(&self.config.node_name, pod_cidr, node_ip, annotations);
         if let Err(e) = self.datastore.publish(node).await {
             warn!(error = %e, "publishing this node");
         }
+    }
+
+    /// Take the running plugins' Node annotations; true when they changed since the
+    /// last call (the Node must be republished).
+    fn refresh_node_annotations(&self) -> bool {
+        let wanted = lock(&self.plugins).node_annotations();
+        let mut current = lock(&self.node_annotations);
+        if *current == wanted {
+            return false;
+        }
+        *current = wanted;
+        true
     }
 
     /// Bring everything derived from the cluster state up to date.
@@ -516,15 +537,47 @@ impl Agent {
             });
         }
         lock(&self.plugins).reconcile_all(summary);
+        if self.refresh_node_annotations() {
+            let annotations = lock(&self.node_annotations).clone();
+            if let (Some(node_ip), Some(pod_cidr)) = (self.config.node_ip, self.config.pod_cidr) {
+                let node = super::api_impl::node_object(
+                    &self.config.node_name,
+                    pod_cidr,
+                    node_ip,
+                    annotations,
+                );
+                let datastore = self.datastore.clone();
+                self.runtime.spawn(async move {
+                    if let Err(e) = datastore.publish(node).await {
+                        warn!(error = %e, "republishing this node");
+                    }
+                });
+            }
+        }
     }
 
+    /// Plain underlay routes (`pod CIDR via node IP`) to every other node, except the
+    /// nodes a plugin routes itself (the encryption plugin's tunnel): those are skipped,
+    /// and a plain route installed before the claim is deleted by its gateway, so the
+    /// plugin's device route for the same prefix is never touched.
     fn sync_routes(&self, wanted: Vec<NodeRoute>) {
+        let claimed = lock(&self.plugins).claimed_node_routes();
+        let wanted: Vec<NodeRoute> = wanted
+            .into_iter()
+            .filter(|r| !claimed.contains(&r.node))
+            .collect();
         let mut installed = lock(&self.routes);
         if *installed == wanted {
             return;
         }
         for old in installed.iter().filter(|r| !wanted.contains(r)) {
-            let _ = run_ip(&["route", "del", &old.pod_cidr.to_string()]);
+            let _ = run_ip(&[
+                "route",
+                "del",
+                &old.pod_cidr.to_string(),
+                "via",
+                &old.via.to_string(),
+            ]);
         }
         for route in &wanted {
             if let Err(e) = run_ip(&[

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use porin_plugin_sdk::{ClusterState, IdentityInfo, LocalEndpoint, PodAddress};
 use serde_json::{Value, json};
@@ -122,6 +122,10 @@ impl ClusterState for SnapshotState {
 
     fn identities(&self) -> Vec<IdentityInfo> {
         self.identities.clone()
+    }
+
+    fn nodes(&self) -> Vec<Node> {
+        self.snapshot.nodes().cloned().collect()
     }
 
     fn namespaces(&self) -> Vec<Namespace> {

@@ -52,6 +52,12 @@ impl AgentClient {
         self.call(Method::GET, "/v1/plugins", None::<&()>).await
     }
 
+    /// A running plugin's own status document (`/v1/plugins/<name>/status`).
+    pub async fn plugin_status(&self, name: &str) -> Result<serde_json::Value, ApiError> {
+        let uri = format!("/v1/plugins/{name}/status");
+        self.call(Method::GET, &uri, None::<&()>).await
+    }
+
     pub async fn add_endpoint(
         &self,
         request: &AddEndpointRequest,

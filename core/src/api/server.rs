@@ -25,6 +25,8 @@ pub trait AgentApi: Send + Sync + 'static {
     fn endpoints(&self) -> Vec<EndpointInfo>;
     fn identities(&self) -> Vec<IdentityInfo>;
     fn plugins(&self) -> Vec<PluginStatus>;
+    /// A running plugin's own status document (`None`: not running or nothing to report).
+    fn plugin_status(&self, name: &str) -> Option<serde_json::Value>;
     fn add_endpoint(&self, request: AddEndpointRequest) -> Result<EndpointInfo, ApiError>;
     fn delete_endpoint(&self, namespace: &str, pod: &str) -> Result<(), ApiError>;
 }
@@ -59,6 +61,7 @@ fn router(api: Api) -> Router {
         .route("/v1/endpoints/{namespace}/{pod}", delete(delete_endpoint))
         .route("/v1/identities", get(identities))
         .route("/v1/plugins", get(plugins))
+        .route("/v1/plugins/{name}/status", get(plugin_status))
         .with_state(api)
 }
 
@@ -76,6 +79,22 @@ async fn identities(State(api): State<Api>) -> Json<Vec<IdentityInfo>> {
 
 async fn plugins(State(api): State<Api>) -> Json<Vec<PluginStatus>> {
     Json(api.plugins())
+}
+
+async fn plugin_status(State(api): State<Api>, UrlPath(name): UrlPath<String>) -> Response {
+    // Plugins may run commands to answer (e.g. `wg show`): keep them off the runtime.
+    let result = tokio::task::spawn_blocking(move || {
+        let status = api.plugin_status(&name);
+        (name, status)
+    })
+    .await;
+    match result {
+        Ok((_, Some(status))) => Json(status).into_response(),
+        Ok((name, None)) => error_response(&ApiError::NotFound(format!(
+            "plugin {name} is not running or reports no status"
+        ))),
+        Err(join) => error_response(&ApiError::Internal(format!("status task failed: {join}"))),
+    }
 }
 
 async fn add_endpoint(State(api): State<Api>, Json(request): Json<AddEndpointRequest>) -> Response {

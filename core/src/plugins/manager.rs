@@ -159,6 +159,40 @@ impl PluginManager {
         }
     }
 
+    /// Node annotations of every running plugin, merged (a later plugin wins a clash).
+    pub fn node_annotations(&self) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        for entry in self.entries.iter().filter(|e| e.started) {
+            if let Ok(annotations) =
+                catch_unwind(AssertUnwindSafe(|| entry.plugin.node_annotations()))
+            {
+                out.extend(annotations);
+            }
+        }
+        out
+    }
+
+    /// Nodes whose pod CIDR a running plugin routes itself.
+    pub fn claimed_node_routes(&self) -> std::collections::BTreeSet<String> {
+        self.entries
+            .iter()
+            .filter(|e| e.started)
+            .filter_map(|e| catch_unwind(AssertUnwindSafe(|| e.plugin.claimed_node_routes())).ok())
+            .flatten()
+            .collect()
+    }
+
+    /// A running plugin's own status document; `None` when it is not running or has none.
+    pub fn plugin_status(&self, name: &str) -> Option<serde_json::Value> {
+        let entry = self
+            .entries
+            .iter()
+            .find(|e| e.started && e.plugin.name() == name)?;
+        catch_unwind(AssertUnwindSafe(|| entry.plugin.status_json()))
+            .ok()
+            .flatten()
+    }
+
     /// Health of every plugin, enabled or not.
     pub fn statuses(&self) -> Vec<PluginStatus> {
         self.entries

@@ -1,20 +1,60 @@
-//! The encryption plugin's lifecycle.
+//! The encryption plugin's lifecycle: key, device, peers, status.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use porin_plugin_sdk::{DatapathContribution, Health, Plugin, PluginContext, PluginError, Switch};
-use tracing::info;
+use porin_plugin_sdk::{
+    DatapathContribution, Health, Plugin, PluginContext, PluginError, StateChangeSummary, Switch,
+};
+use serde_json::json;
+use tracing::{error, info, warn};
 
 use crate::EncryptionConfig;
+use crate::device::{Device, DeviceSpec, device_name};
+use crate::keys::{NodeKey, WgKeyTool, load_or_create};
+use crate::peers::{ENDPOINT_ANNOTATION, PUB_KEY_ANNOTATION, Peer, own_pod_cidr, wanted_peers};
 
 /// The section name in `porin.toml`.
 pub const NAME: &str = "encryption";
 
-/// The encryption plugin: configuration and lifecycle (runtime work comes later).
+/// WireGuard's per-packet overhead over IPv4 (outer IP + UDP + WireGuard header + tag).
+const WG_OVERHEAD: u32 = 80;
+/// The underlay MTU assumed when `mtu` is unset.
+const UNDERLAY_MTU: u32 = 1500;
+/// How often the supervisor checks that wireguard-go is alive.
+const SUPERVISE_EVERY: Duration = Duration::from_secs(1);
+
+/// The encryption plugin: WireGuard between nodes with wireguard-go.
 #[derive(Default)]
 pub struct EncryptionPlugin {
     config: EncryptionConfig,
     health: Option<Health>,
+    runtime: Option<Running>,
+}
+
+/// What a started plugin holds.
+struct Running {
+    ctx: Arc<dyn PluginContext>,
+    key: NodeKey,
+    shared: Arc<Mutex<Shared>>,
+    stop: Arc<AtomicBool>,
+    supervisor: Option<JoinHandle<()>>,
+}
+
+/// State the supervisor thread and the plugin share.
+struct Shared {
+    device: Device,
+    wanted: Vec<Peer>,
+    endpoint: Option<SocketAddr>,
+    last_error: Option<String>,
+}
+
+fn lock(m: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl EncryptionPlugin {
@@ -25,6 +65,13 @@ impl EncryptionPlugin {
     /// The validated configuration.
     pub fn config(&self) -> &EncryptionConfig {
         &self.config
+    }
+
+    fn start_err(message: impl std::fmt::Display) -> PluginError {
+        PluginError::Start {
+            plugin: NAME.to_string(),
+            message: message.to_string(),
+        }
     }
 }
 
@@ -55,13 +102,89 @@ impl Plugin for EncryptionPlugin {
         }
     }
 
-    fn start(&mut self, _ctx: Arc<dyn PluginContext>) -> Result<(), PluginError> {
-        info!(plugin = NAME, "started");
+    fn start(&mut self, ctx: Arc<dyn PluginContext>) -> Result<(), PluginError> {
+        let key =
+            load_or_create(&ctx.state_dir().join(NAME), &WgKeyTool).map_err(Self::start_err)?;
+        let nodes = ctx.state().nodes();
+        let address = own_pod_cidr(&nodes, ctx.node_name()).and_then(|c| c.hosts().next());
+        let mut device = Device::new(DeviceSpec {
+            name: device_name(),
+            private_key_path: key.private_key_path.clone(),
+            listen_port: self.config.listen_port,
+            mtu: self.config.mtu.unwrap_or(UNDERLAY_MTU - WG_OVERHEAD),
+            address,
+        });
+        if !device.adopt().map_err(Self::start_err)? {
+            device.ensure().map_err(Self::start_err)?;
+        }
+        let shared = Arc::new(Mutex::new(Shared {
+            device,
+            wanted: Vec::new(),
+            endpoint: None,
+            last_error: None,
+        }));
+        let stop = Arc::new(AtomicBool::new(false));
+        let supervisor = spawn_supervisor(shared.clone(), stop.clone()).map_err(Self::start_err)?;
+        info!(plugin = NAME, public_key = %key.public_key, "started");
+        self.runtime = Some(Running {
+            ctx,
+            key,
+            shared,
+            stop,
+            supervisor: Some(supervisor),
+        });
         self.health = Some(Health::Ok);
-        Ok(())
+        self.reconcile(&StateChangeSummary::default())
+    }
+
+    fn reconcile(&mut self, _change: &StateChangeSummary) -> Result<(), PluginError> {
+        let Some(running) = &self.runtime else {
+            return Ok(());
+        };
+        let nodes = running.ctx.state().nodes();
+        let wanted = wanted_peers(&nodes, running.ctx.node_name(), self.config.listen_port);
+        let own_ip = nodes
+            .iter()
+            .find(|n| n.metadata.name.as_deref() == Some(running.ctx.node_name()))
+            .and_then(|n| {
+                n.status
+                    .as_ref()?
+                    .addresses
+                    .as_ref()?
+                    .iter()
+                    .find(|a| a.type_ == "InternalIP")
+                    .cloned()
+            })
+            .and_then(|a| a.address.parse::<IpAddr>().ok());
+        let mut shared = lock(&running.shared);
+        shared.endpoint = own_ip.map(|ip| SocketAddr::new(ip, self.config.listen_port));
+        shared.wanted = wanted.clone();
+        let outcome = shared.device.apply(&wanted);
+        match outcome {
+            Ok(()) => {
+                shared.last_error = None;
+                self.health = Some(Health::Ok);
+                Ok(())
+            }
+            Err(e) => {
+                shared.last_error = Some(e.to_string());
+                self.health = Some(Health::Degraded(e.to_string()));
+                Err(PluginError::Reconcile {
+                    plugin: NAME.to_string(),
+                    message: e.to_string(),
+                })
+            }
+        }
     }
 
     fn stop(&mut self) -> Result<(), PluginError> {
+        if let Some(mut running) = self.runtime.take() {
+            running.stop.store(true, Ordering::SeqCst);
+            if let Some(handle) = running.supervisor.take() {
+                let _ = handle.join();
+            }
+            lock(&running.shared).device.remove();
+        }
         info!(plugin = NAME, "stopped");
         self.health = Some(Health::Stopped);
         Ok(())
@@ -70,4 +193,115 @@ impl Plugin for EncryptionPlugin {
     fn health(&self) -> Health {
         self.health.clone().unwrap_or(Health::Starting)
     }
+
+    fn node_annotations(&self) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        if let Some(running) = &self.runtime {
+            out.insert(
+                PUB_KEY_ANNOTATION.to_string(),
+                running.key.public_key.clone(),
+            );
+            if let Some(endpoint) = lock(&running.shared).endpoint {
+                out.insert(ENDPOINT_ANNOTATION.to_string(), endpoint.to_string());
+            }
+        }
+        out
+    }
+
+    fn claimed_node_routes(&self) -> Vec<String> {
+        // Every peer, applied or not: while the device restarts, traffic to a peer's
+        // pods has no route rather than leaving in clear.
+        self.runtime
+            .as_ref()
+            .map(|r| {
+                lock(&r.shared)
+                    .wanted
+                    .iter()
+                    .map(|p| p.node.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn status_json(&self) -> Option<serde_json::Value> {
+        let running = self.runtime.as_ref()?;
+        let shared = lock(&running.shared);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let (dump, dump_error) = match shared.device.dump() {
+            Ok(d) => (Some(d), None),
+            Err(e) => (None, Some(e.to_string())),
+        };
+        let peers: Vec<serde_json::Value> = dump
+            .as_ref()
+            .map(|d| {
+                d.peers
+                    .iter()
+                    .map(|p| {
+                        let node = shared
+                            .wanted
+                            .iter()
+                            .find(|w| w.public_key == p.public_key)
+                            .map(|w| w.node.clone());
+                        json!({
+                            "node": node,
+                            "public_key": p.public_key,
+                            "endpoint": p.endpoint,
+                            "allowed_ips": p.allowed_ips,
+                            "latest_handshake": p.latest_handshake,
+                            "latest_handshake_seconds_ago": p.latest_handshake.map(|t| now.saturating_sub(t)),
+                            "rx_bytes": p.rx_bytes,
+                            "tx_bytes": p.tx_bytes,
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Some(json!({
+            "node": running.ctx.node_name(),
+            "type": "wireguard",
+            "implementation": "wireguard-go",
+            "device": shared.device.name(),
+            "public_key": running.key.public_key,
+            "listen_port": dump.as_ref().map_or(self.config.listen_port, |d| d.listen_port),
+            "endpoint": shared.endpoint.map(|e| e.to_string()),
+            "device_restarts": shared.device.restarts,
+            "peers": peers,
+            "error": dump_error.or_else(|| shared.last_error.clone()),
+        }))
+    }
+}
+
+/// Restart wireguard-go when it dies and re-apply the peers and routes it lost.
+fn spawn_supervisor(
+    shared: Arc<Mutex<Shared>>,
+    stop: Arc<AtomicBool>,
+) -> Result<JoinHandle<()>, std::io::Error> {
+    std::thread::Builder::new()
+        .name("wg-supervisor".to_string())
+        .spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                std::thread::sleep(SUPERVISE_EVERY);
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let mut guard = lock(&shared);
+                let state = &mut *guard;
+                match state.device.ensure() {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        let wanted = state.wanted.clone();
+                        if let Err(e) = state.device.apply(&wanted) {
+                            error!(error = %e, "re-applying WireGuard peers after a restart");
+                            state.last_error = Some(e.to_string());
+                        }
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "WireGuard device is down; retrying");
+                        state.last_error = Some(e.to_string());
+                    }
+                }
+            }
+        })
 }
