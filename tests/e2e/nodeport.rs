@@ -189,20 +189,27 @@ fn node_port_reaches_local_and_remote_backends_from_outside_the_cluster() {
 
     // Flows at the backends: the local backend sees the external client itself, the remote
     // one sees the node that SNATed the connection.
-    let flows = sandbox.flows(2000);
-    let to_backend_from = |pod: &str, src: &str| {
-        flows.iter().any(|f| {
-            str_of(&f["destination"]["pod_name"]) == pod
-                && str_of(&f["IP"]["source"]) == src
-                && f["l4"]["TCP"]["destination_port"] == 8080
+    // Events reach the flow ring asynchronously: wait for them under load.
+    let seen = |pod: &str, src: &str| {
+        common::wait_for(Duration::from_secs(10), || {
+            sandbox
+                .flows(2000)
+                .iter()
+                .any(|f| {
+                    str_of(&f["destination"]["pod_name"]) == pod
+                        && str_of(&f["IP"]["source"]) == src
+                        && f["l4"]["TCP"]["destination_port"] == 8080
+                })
+                .then_some(())
         })
+        .is_some()
     };
     assert!(
-        to_backend_from("web-1", "192.168.200.250"),
+        seen("web-1", "192.168.200.250"),
         "no external client -> web-1 flow (local backend through node-1)"
     );
     assert!(
-        to_backend_from("web-2", NODE_1),
+        seen("web-2", NODE_1),
         "no node-1 -> web-2 flow (remote backend, SNATed by node-1)"
     );
 
