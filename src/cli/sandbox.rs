@@ -73,7 +73,12 @@ pub fn run(command: SandboxCommand) -> Result<bool> {
             plain,
         } => up(&state_dir, &dir, nodes, agent_config.as_deref(), plain),
         SandboxCommand::Down => {
+            let wireguard_sockets = wireguard_sockets(&state_dir);
             let report = Sandbox::down(&state_dir)?;
+            // wireguard-go's control sockets live outside the nodes' namespaces.
+            for socket in wireguard_sockets {
+                let _ = std::fs::remove_file(socket);
+            }
             let _ = std::fs::remove_file(sandbox_nodes_file());
             // What the agents published and kept: a new sandbox starts from nothing.
             for dir in ["cluster", "nodes"] {
@@ -243,6 +248,26 @@ fn wait_for_convergence(
         }
     }
     Ok(())
+}
+
+/// The control sockets wireguard-go would have made for the sandbox's nodes (the
+/// device name derives from the node namespace's inode, known only while it exists).
+fn wireguard_sockets(state_dir: &Path) -> Vec<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(state) = Sandbox::status(state_dir) else {
+        return Vec::new();
+    };
+    state
+        .nodes
+        .iter()
+        .filter_map(|n| std::fs::metadata(Path::new("/run/netns").join(&n.netns)).ok())
+        .map(|m| {
+            Path::new("/var/run/wireguard").join(format!(
+                "{}.sock",
+                porin_encryption::wireguard_device_name(m.ino())
+            ))
+        })
+        .collect()
 }
 
 /// Stop and start one node's agent; prints how long the new agent took to be ready.

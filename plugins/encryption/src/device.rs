@@ -35,7 +35,8 @@ pub fn device_name() -> String {
     name_for_inode(inode)
 }
 
-fn name_for_inode(inode: u64) -> String {
+/// The WireGuard device name of the network namespace with this inode.
+pub fn name_for_inode(inode: u64) -> String {
     let mut hex = format!("{inode:x}");
     // "pwg" + 12 hex digits = 15 bytes.
     if hex.len() > 12 {

@@ -15,6 +15,7 @@ mod peers;
 mod plugin;
 
 pub use config::{EncryptionConfig, EncryptionType};
+pub use device::name_for_inode as wireguard_device_name;
 pub use dump::{DeviceDump, PeerDump};
 pub use error::WgError;
 pub use peers::{ENDPOINT_ANNOTATION, PUB_KEY_ANNOTATION};
