@@ -144,6 +144,52 @@ fn node_port_reaches_local_and_remote_backends_from_outside_the_cluster() {
         );
     }
 
+    // Flows at the backends: the local backend sees the external client itself, the remote
+    // one sees the node that SNATed the connection.
+    // Events reach the flow ring asynchronously: wait for them under load.
+    let seen = |pod: &str, src: &str| {
+        common::wait_for(Duration::from_secs(10), || {
+            sandbox
+                .flows(2000)
+                .iter()
+                .any(|f| {
+                    str_of(&f["destination"]["pod_name"]) == pod
+                        && str_of(&f["IP"]["source"]) == src
+                        && f["l4"]["TCP"]["destination_port"] == 8080
+                })
+                .then_some(())
+        })
+        .is_some()
+    };
+    assert!(
+        seen("web-1", "192.168.200.250"),
+        "no external client -> web-1 flow (local backend through node-1); flows to web-1: {:#?}",
+        sandbox
+            .flows(2000)
+            .iter()
+            .filter(|f| str_of(&f["destination"]["pod_name"]) == "web-1"
+                || str_of(&f["source"]["pod_name"]) == "web-1")
+            .map(|f| format!(
+                "{} {} {}:{} -> {}:{} {:?} reply={} {}",
+                str_of(&f["node_name"]),
+                str_of(&f["trace_observation_point"]),
+                str_of(&f["IP"]["source"]),
+                f["l4"]["TCP"]["source_port"],
+                str_of(&f["IP"]["destination"]),
+                f["l4"]["TCP"]["destination_port"],
+                f["l4"]["TCP"]["flags"],
+                f["is_reply"],
+                str_of(&f["verdict"])
+            ))
+            .take(12)
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        seen("web-2", NODE_1),
+        "no node-1 -> web-2 flow (remote backend, SNATed by node-1)"
+    );
+
+    // Checked after the flows: a restarted agent starts with an empty flow ring.
     // An agent restart replaces the program of the pinned device link; NodePort keeps working.
     let link_id = || {
         let out = std::process::Command::new("bpftool")
@@ -185,32 +231,6 @@ fn node_port_reaches_local_and_remote_backends_from_outside_the_cluster() {
         !out.status.success(),
         "port 30081 answered: {}",
         String::from_utf8_lossy(&out.stdout)
-    );
-
-    // Flows at the backends: the local backend sees the external client itself, the remote
-    // one sees the node that SNATed the connection.
-    // Events reach the flow ring asynchronously: wait for them under load.
-    let seen = |pod: &str, src: &str| {
-        common::wait_for(Duration::from_secs(10), || {
-            sandbox
-                .flows(2000)
-                .iter()
-                .any(|f| {
-                    str_of(&f["destination"]["pod_name"]) == pod
-                        && str_of(&f["IP"]["source"]) == src
-                        && f["l4"]["TCP"]["destination_port"] == 8080
-                })
-                .then_some(())
-        })
-        .is_some()
-    };
-    assert!(
-        seen("web-1", "192.168.200.250"),
-        "no external client -> web-1 flow (local backend through node-1)"
-    );
-    assert!(
-        seen("web-2", NODE_1),
-        "no node-1 -> web-2 flow (remote backend, SNATed by node-1)"
     );
 
     sandbox.down_and_check();
