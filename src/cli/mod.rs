@@ -9,6 +9,7 @@ mod policy;
 mod query;
 mod sandbox;
 mod sandbox_plain;
+mod service;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -61,6 +62,11 @@ enum Command {
     },
     /// Endpoints (pods) managed by the agents.
     Endpoint {
+        #[command(subcommand)]
+        command: ListCommand,
+    },
+    /// Services the load balancer serves (frontends and backends).
+    Service {
         #[command(subcommand)]
         command: ListCommand,
     },
@@ -187,6 +193,12 @@ fn dispatch(command: Command) -> Result<bool> {
             let targets = discover::targets(target.socket.as_deref(), target.node.as_deref())?;
             runtime()?.block_on(query::endpoints(&targets, output))?;
             Ok(true)
+        }
+        Command::Service {
+            command: ListCommand::List { output, target },
+        } => {
+            let targets = discover::targets(target.socket.as_deref(), target.node.as_deref())?;
+            runtime()?.block_on(service::list(&targets, output))
         }
         Command::Identity {
             command: ListCommand::List { output, target },

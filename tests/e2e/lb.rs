@@ -155,6 +155,35 @@ fn cluster_ip_reaches_both_backends_and_refuses_an_empty_service() {
         "both backends (local and remote) serve the service"
     );
 
+    // `porin service list` shows what each agent serves: the VIP with both backends, the
+    // empty service with none.
+    let listed = sandbox.porin_json(&["service", "list"]);
+    let frontends: Vec<&serde_json::Value> = listed
+        .as_array()
+        .expect("one document per node")
+        .iter()
+        .flat_map(|n| n["services"].as_array().into_iter().flatten())
+        .collect();
+    let served = frontends
+        .iter()
+        .find(|s| s["frontend"] == format!("{VIP}:80") && s["protocol"] == "TCP")
+        .unwrap_or_else(|| panic!("{VIP}:80 missing from porin service list: {listed}"));
+    assert_eq!(served["type"], "ClusterIP");
+    assert_eq!(
+        served["backends"].as_array().map(Vec::len),
+        Some(2),
+        "{served}"
+    );
+    let empty = frontends
+        .iter()
+        .find(|s| s["frontend"] == format!("{EMPTY_VIP}:80"))
+        .unwrap_or_else(|| panic!("{EMPTY_VIP}:80 missing from porin service list: {listed}"));
+    assert_eq!(
+        empty["backends"].as_array().map(Vec::len),
+        Some(0),
+        "{empty}"
+    );
+
     // The client talked to the service address: its flows name the VIP, not a backend.
     let flows = sandbox.flows(500);
     let to_vip = flows.iter().find(|f| {

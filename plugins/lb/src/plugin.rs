@@ -11,7 +11,7 @@ use porin_plugin_sdk::{
 use tracing::{debug, info, warn};
 
 use crate::LbConfig;
-use crate::desired::{ClusterObjects, desired_services};
+use crate::desired::{ClusterObjects, DesiredServices, desired_services};
 use crate::programmer::Programmer;
 
 /// The section name in `porin.toml`.
@@ -26,6 +26,8 @@ pub struct LbPlugin {
     config: LbConfig,
     health: Option<Health>,
     running: Option<Running>,
+    /// What was last programmed, for `porin service list`.
+    served: DesiredServices,
 }
 
 struct Running {
@@ -68,6 +70,7 @@ impl LbPlugin {
             addresses: &addresses,
         });
         let report = run.programmer.sync(&desired, &mut run.maps);
+        self.served = desired;
         debug!(
             plugin = NAME,
             generation = state.generation(),
@@ -86,7 +89,30 @@ impl LbPlugin {
     }
 }
 
+/// The programmed frontends with their backends, as `porin service list` shows them.
+fn services_json(served: &DesiredServices) -> Vec<serde_json::Value> {
+    served
+        .iter()
+        .map(|(frontend, backends)| {
+            serde_json::json!({
+                "frontend": frontend.addr.to_string(),
+                "protocol": match frontend.proto {
+                    6 => "TCP",
+                    17 => "UDP",
+                    _ => "other",
+                },
+                "type": if frontend.addr.ip().is_unspecified() { "NodePort" } else { "ClusterIP" },
+                "backends": backends.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            })
+        })
+        .collect()
+}
+
 impl Plugin for LbPlugin {
+    fn status_json(&self) -> Option<serde_json::Value> {
+        Some(serde_json::json!({ "services": services_json(&self.served) }))
+    }
+
     fn name(&self) -> &'static str {
         NAME
     }
