@@ -3,6 +3,9 @@
 //!
 //! Needs root (CAP_BPF + CAP_NET_ADMIN) and bpffs; fails with a clear message otherwise.
 
+mod common;
+
+use common::packet::{packet, parse_checked};
 use std::{
     collections::BTreeSet,
     net::{IpAddr, Ipv4Addr, SocketAddrV4},
@@ -27,96 +30,6 @@ const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 50);
 const BACKEND_A: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 9);
 const BACKEND_B: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 9);
-
-// ---- packets with real checksums ------------------------------------------------------
-
-fn sum16(data: &[u8], mut acc: u32) -> u32 {
-    for chunk in data.chunks(2) {
-        let word = u16::from_be_bytes([chunk[0], *chunk.get(1).unwrap_or(&0)]);
-        acc += u32::from(word);
-    }
-    acc
-}
-
-fn fold(mut acc: u32) -> u16 {
-    while acc > 0xffff {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    !(acc as u16)
-}
-
-fn pseudo(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, len: usize) -> u32 {
-    let mut p = Vec::new();
-    p.extend_from_slice(&src.octets());
-    p.extend_from_slice(&dst.octets());
-    p.extend_from_slice(&[0, proto]);
-    p.extend_from_slice(&(len as u16).to_be_bytes());
-    sum16(&p, 0)
-}
-
-/// Ethernet + IPv4 + L4 with valid IP and L4 checksums.
-fn packet(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, sport: u16, dport: u16, flags: u8) -> Vec<u8> {
-    let mut l4 = Vec::new();
-    l4.extend_from_slice(&sport.to_be_bytes());
-    l4.extend_from_slice(&dport.to_be_bytes());
-    let csum_at = if proto == TCP {
-        l4.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
-        16
-    } else {
-        l4.extend_from_slice(&[0, 13, 0, 0]);
-        6
-    };
-    l4.extend_from_slice(b"hello");
-    if proto == UDP {
-        let len = (l4.len() as u16).to_be_bytes();
-        l4[4..6].copy_from_slice(&len);
-    }
-    let c = fold(sum16(&l4, pseudo(src, dst, proto, l4.len())));
-    l4[csum_at..csum_at + 2].copy_from_slice(&c.to_be_bytes());
-
-    let mut ip = vec![0x45, 0];
-    ip.extend_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
-    ip.extend_from_slice(&[0, 1, 0, 0, 64, proto, 0, 0]);
-    ip.extend_from_slice(&src.octets());
-    ip.extend_from_slice(&dst.octets());
-    let c = fold(sum16(&ip, 0));
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    ip.extend_from_slice(&l4);
-
-    let mut eth = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00];
-    eth.extend_from_slice(&ip);
-    eth
-}
-
-/// What a test needs to know about an IPv4 packet, with its checksums verified.
-#[derive(Debug, PartialEq, Eq)]
-struct Parsed {
-    src: SocketAddrV4,
-    dst: SocketAddrV4,
-    proto: u8,
-}
-
-fn parse_checked(p: &[u8]) -> Parsed {
-    let ip = &p[14..34];
-    assert_eq!(fold(sum16(ip, 0)), 0, "IPv4 header checksum");
-    let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
-    let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
-    let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
-    let l4 = &p[34..14 + total];
-    let proto = ip[9];
-    let acc = if proto == 1 {
-        0
-    } else {
-        pseudo(src, dst, proto, l4.len())
-    };
-    assert_eq!(fold(sum16(l4, acc)), 0, "L4 checksum (proto {proto})");
-    let port = |at: usize| u16::from_be_bytes([l4[at], l4[at + 1]]);
-    Parsed {
-        src: SocketAddrV4::new(src, if proto == 1 { 0 } else { port(0) }),
-        dst: SocketAddrV4::new(dst, if proto == 1 { 0 } else { port(2) }),
-        proto,
-    }
-}
 
 // ---- fixture -------------------------------------------------------------------------
 

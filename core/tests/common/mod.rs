@@ -1,0 +1,5 @@
+//! Helpers shared by the BPF_PROG_TEST_RUN test files.
+
+#![allow(dead_code, reason = "each test file uses a different subset")]
+
+pub mod packet;
