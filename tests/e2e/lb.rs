@@ -16,29 +16,7 @@ const EMPTY_VIP: &str = "10.96.0.51";
 
 /// Two backends (one per node) serving their own name, a client, and two Services.
 fn manifests(www: &std::path::Path) -> String {
-    let www = www.display();
-    let backend = |name: &str, node: &str| {
-        format!(
-            r#"apiVersion: v1
-kind: Pod
-metadata:
-  name: {name}
-  namespace: shop
-  labels:
-    app: web
-spec:
-  nodeName: {node}
-  containers:
-    - name: web
-      image: ignored
-      command: ["python3", "-m", "http.server", "8080", "--bind", "0.0.0.0", "--directory", "{www}/{name}"]
-      ports:
-        - name: http
-          containerPort: 8080
----
-"#
-        )
-    };
+    let backend = |name: &str, node: &str| common::named_backend_pod(www, name, node);
     format!(
         r#"apiVersion: v1
 kind: Namespace
@@ -92,24 +70,13 @@ spec:
     )
 }
 
-/// Document roots: each backend serves a page with its own name.
-fn document_roots() -> tempfile::TempDir {
-    let www = tempfile::tempdir().expect("www dir");
-    for name in ["web-1", "web-2"] {
-        let dir = www.path().join(name);
-        std::fs::create_dir(&dir).expect("mkdir");
-        std::fs::write(dir.join("index.html"), name).expect("index.html");
-    }
-    www
-}
-
 fn curl(sandbox: &TestSandbox, url: &str, timeout_s: &str) -> std::process::Output {
     sandbox.exec("shop/client", &["curl", "-sS", "-m", timeout_s, url])
 }
 
 #[test]
 fn cluster_ip_reaches_both_backends_and_refuses_an_empty_service() {
-    let www = document_roots();
+    let www = common::document_roots(&["web-1", "web-2"]);
     let sandbox = TestSandbox::up_with(
         &[("00-shop.yaml", &manifests(www.path()))],
         Some("[plugins.lb]\nenabled = true\nsocket_lb = false\n"),
@@ -234,7 +201,7 @@ fn cluster_ip_reaches_both_backends_and_refuses_an_empty_service() {
 
 #[test]
 fn without_the_lb_plugin_the_service_address_is_not_served() {
-    let www = document_roots();
+    let www = common::document_roots(&["web-1", "web-2"]);
     let sandbox = TestSandbox::up(&[("00-shop.yaml", &manifests(www.path()))]);
 
     // The backends themselves are up (so a failure below is the missing service)...

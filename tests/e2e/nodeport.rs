@@ -17,29 +17,7 @@ const NODE_1: &str = "192.168.200.1";
 const NODE_2: &str = "192.168.200.2";
 
 fn manifests(www: &std::path::Path) -> String {
-    let www = www.display();
-    let backend = |name: &str, node: &str| {
-        format!(
-            r#"apiVersion: v1
-kind: Pod
-metadata:
-  name: {name}
-  namespace: shop
-  labels:
-    app: web
-spec:
-  nodeName: {node}
-  containers:
-    - name: web
-      image: ignored
-      command: ["python3", "-m", "http.server", "8080", "--bind", "0.0.0.0", "--directory", "{www}/{name}"]
-      ports:
-        - name: http
-          containerPort: 8080
----
-"#
-        )
-    };
+    let backend = |name: &str, node: &str| common::named_backend_pod(www, name, node);
     format!(
         r#"apiVersion: v1
 kind: Namespace
@@ -67,16 +45,6 @@ spec:
     )
 }
 
-fn document_roots() -> tempfile::TempDir {
-    let www = tempfile::tempdir().expect("www dir");
-    for name in ["web-1", "web-2"] {
-        let dir = www.path().join(name);
-        std::fs::create_dir(&dir).expect("mkdir");
-        std::fs::write(dir.join("index.html"), name).expect("index.html");
-    }
-    www
-}
-
 fn external_curl(sandbox: &TestSandbox, url: &str, timeout_s: &str) -> std::process::Output {
     sandbox.porin(&[
         "sandbox",
@@ -93,7 +61,7 @@ fn external_curl(sandbox: &TestSandbox, url: &str, timeout_s: &str) -> std::proc
 
 #[test]
 fn node_port_reaches_local_and_remote_backends_from_outside_the_cluster() {
-    let www = document_roots();
+    let www = common::document_roots(&["web-1", "web-2"]);
     let sandbox = TestSandbox::up_with(
         &[("00-shop.yaml", &manifests(www.path()))],
         Some("[plugins.lb]\nenabled = true\n"),

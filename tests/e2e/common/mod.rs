@@ -289,3 +289,40 @@ pub fn metric_value(text: &str, name: &str, parts: &[&str]) -> Option<f64> {
 pub fn manifest_path(sandbox: &TestSandbox, name: &str) -> PathBuf {
     sandbox.manifests.path().join(name)
 }
+
+/// A `shop/<name>` pod labelled `app: web` on `node`, serving its document root
+/// `<www>/<name>` on the named port `http` (8080), so every answer names its backend.
+pub fn named_backend_pod(www: &Path, name: &str, node: &str) -> String {
+    let www = www.display();
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  namespace: shop
+  labels:
+    app: web
+spec:
+  nodeName: {node}
+  containers:
+    - name: web
+      image: ignored
+      command: ["python3", "-m", "http.server", "8080", "--bind", "0.0.0.0", "--directory", "{www}/{name}"]
+      ports:
+        - name: http
+          containerPort: 8080
+---
+"#
+    )
+}
+
+/// Document roots for [`named_backend_pod`]: one directory per name whose index is the name.
+pub fn document_roots(names: &[&str]) -> tempfile::TempDir {
+    let www = tempfile::tempdir().expect("www dir");
+    for name in names {
+        let dir = www.path().join(name);
+        std::fs::create_dir(&dir).expect("mkdir");
+        std::fs::write(dir.join("index.html"), name).expect("index.html");
+    }
+    www
+}
