@@ -102,6 +102,25 @@ impl Ipcache {
         }
     }
 
+    /// Makes `wanted` exactly the prefixes `source` holds: its other prefixes go, the
+    /// wanted ones are (re)claimed where no higher-precedence source holds them. Returns
+    /// how many of `wanted` a higher source holds instead.
+    pub fn replace_source(&mut self, source: Source, wanted: &BTreeMap<IpNet, u32>) -> usize {
+        let stale: Vec<IpNet> = self
+            .entries
+            .iter()
+            .filter(|(p, e)| e.source == source && !wanted.contains_key(p))
+            .map(|(p, _)| *p)
+            .collect();
+        for prefix in stale {
+            self.entries.remove(&prefix);
+        }
+        wanted
+            .iter()
+            .filter(|(prefix, identity)| !self.upsert(**prefix, **identity, source))
+            .count()
+    }
+
     /// Exact entry for a prefix.
     pub fn get(&self, prefix: IpNet) -> Option<Entry> {
         self.entries.get(&prefix.trunc()).copied()
@@ -234,6 +253,25 @@ mod tests {
         assert_eq!(c.get(p).map(|e| e.identity), Some(300));
         assert!(c.remove(p, Source::LocalEndpoint));
         assert!(c.is_empty());
+    }
+
+    #[test]
+    fn replace_source_keeps_other_sources() {
+        let mut c = Ipcache::new();
+        c.upsert(net("10.0.0.5/32"), 300, Source::LocalEndpoint);
+        c.upsert(net("192.168.0.0/16"), 16_777_218, Source::CidrPolicy);
+        let wanted = BTreeMap::from([
+            (net("10.0.0.0/8"), 16_777_217),
+            (net("10.0.0.5/32"), 16_777_219),
+        ]);
+        assert_eq!(c.replace_source(Source::CidrPolicy, &wanted), 1);
+        assert_eq!(c.get(net("192.168.0.0/16")), None);
+        assert_eq!(c.get(net("10.0.0.5/32")).map(|e| e.identity), Some(300));
+        let id = |ip: &str| c.lookup(ip.parse().expect("ip")).map(|(_, e)| e.identity);
+        assert_eq!(id("10.1.2.3"), Some(16_777_217));
+        assert_eq!(id("10.0.0.5"), Some(300));
+        assert_eq!(c.replace_source(Source::CidrPolicy, &BTreeMap::new()), 0);
+        assert_eq!(c.len(), 1);
     }
 
     #[test]

@@ -24,6 +24,21 @@ pub struct EndpointMeta {
     pub workload: Option<(String, String)>,
 }
 
+/// A local CIDR identity a policy plugin wants in the ipcache: every address of
+/// `addr/prefix_len` that no more specific entry (a pod, a node, a longer prefix) claims
+/// carries `identity` (Cilium's local CIDR identities, scope `1 << 24`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct CidrIdentity {
+    pub addr: IpAddr,
+    pub prefix_len: u8,
+    pub identity: u32,
+}
+
+/// Writing CIDR identities into the ipcache failed; the message names the prefix and map.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("ipcache: {0}")]
+pub struct IpcacheWriteError(pub String);
+
 /// Core's services for plugins. Implemented by core; plugins never hold the
 /// loaded eBPF object themselves.
 pub trait PluginContext: Send + Sync {
@@ -58,5 +73,13 @@ pub trait PluginContext: Send + Sync {
     /// report 0.
     fn datapath_events_lost(&self) -> u64 {
         0
+    }
+
+    /// Replaces the CIDR identities this node's ipcache holds for policy with `prefixes`
+    /// (entries of pods and nodes always take precedence on the same prefix) and writes
+    /// the differences to the datapath. Contexts without a datapath accept and ignore them.
+    fn set_cidr_identities(&self, prefixes: &[CidrIdentity]) -> Result<(), IpcacheWriteError> {
+        let _ = prefixes;
+        Ok(())
     }
 }

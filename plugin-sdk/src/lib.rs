@@ -16,7 +16,7 @@ pub mod plugin;
 pub mod state;
 
 pub use config::{invalid_key, parse_section};
-pub use context::{EndpointMeta, PluginContext};
+pub use context::{CidrIdentity, EndpointMeta, IpcacheWriteError, PluginContext};
 pub use datapath::{DEFAULT_DEVICE, DatapathContribution, Switch};
 pub use error::PluginError;
 pub use flow::{DatapathEvent, Direction, EventKind, Verdict};

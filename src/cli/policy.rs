@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use porin_policy::Enforcement;
-use porin_policy::compute::{Decision, L4, Peer, trace};
+use porin_policy::compute::{Decision, L4, Peer, ResolvedAddress, resolve_address, trace};
 use porin_policy::model::{Label, Labels, NAMESPACE_LABELS, Policy, Protocol};
 use porin_policy::parse::{PolicyError, parse_file};
 
@@ -28,20 +28,23 @@ pub struct TraceArgs {
     /// Policy files (NetworkPolicy, CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy).
     #[arg(long = "policy", required = true, num_args = 1..)]
     policies: Vec<PathBuf>,
-    /// Source labels, e.g. `k8s:app=web,k8s:io.kubernetes.pod.namespace=prod` or `reserved:world`.
+    /// Source labels, e.g. `k8s:app=web,k8s:io.kubernetes.pod.namespace=prod` or `reserved:world`,
+    /// or an address outside the cluster (`1.2.3.4`, as --src-ip).
     #[arg(long)]
     src: Option<String>,
-    /// Destination labels.
+    /// Destination labels, or an address outside the cluster (`1.2.3.4`, as --dst-ip).
     #[arg(long)]
     dst: Option<String>,
     /// Destination port and protocol, e.g. `443/TCP`.
     #[arg(long)]
     dport: Option<String>,
     /// The source's address outside the cluster (implies `reserved:world` without --src).
-    #[arg(long)]
+    /// An address resolves to the identity the ipcache would give it: the longest prefix
+    /// the policies reference that contains it, or `world`.
+    #[arg(long, visible_alias = "src-ip")]
     src_cidr: Option<String>,
-    /// The destination's address outside the cluster.
-    #[arg(long)]
+    /// The destination's address outside the cluster (see --src-cidr).
+    #[arg(long, visible_alias = "dst-ip")]
     dst_cidr: Option<String>,
     /// A namespace's labels: `NS=k=v,k2=v2` (repeatable), added to pods of NS.
     #[arg(long = "namespace-labels")]
@@ -106,17 +109,28 @@ fn run_trace(args: &TraceArgs) -> Result<bool> {
         );
     }
     let ns_labels = namespace_labels(&args.namespace_labels)?;
-    let src = peer(
-        "--src",
-        args.src.as_deref(),
-        args.src_cidr.as_deref(),
+    let mut addresses = Vec::new();
+    let src = side_peer(
+        &policies,
+        Side {
+            flag: "--src",
+            name: "source",
+            labels: args.src.as_deref(),
+            cidr: args.src_cidr.as_deref(),
+        },
         &ns_labels,
+        &mut addresses,
     )?;
-    let dst = peer(
-        "--dst",
-        args.dst.as_deref(),
-        args.dst_cidr.as_deref(),
+    let dst = side_peer(
+        &policies,
+        Side {
+            flag: "--dst",
+            name: "destination",
+            labels: args.dst.as_deref(),
+            cidr: args.dst_cidr.as_deref(),
+        },
         &ns_labels,
+        &mut addresses,
     )?;
     let mut l4 = L4 {
         port: args.dport.as_deref().map(parse_dport).transpose()?,
@@ -136,11 +150,19 @@ fn run_trace(args: &TraceArgs) -> Result<bool> {
         EnforcementArg::Always => Enforcement::Always,
         EnforcementArg::Never => Enforcement::Never,
     };
-    let result = trace(&policies, enforcement, &src, &dst, &l4);
+    let mut result = trace(&policies, enforcement, &src, &dst, &l4);
+    result.addresses = addresses;
     match args.output {
         Format::Json => super::output::print_json(&result)?,
         Format::Table => {
             println!("verdict: {:?}", result.verdict);
+            for a in &result.addresses {
+                let prefix = a.prefix.map_or("world".to_owned(), |p| p.to_string());
+                println!(
+                    "{} {}: identity {} ({prefix})",
+                    a.side, a.address, a.identity
+                );
+            }
             print_side("egress (source)", &result.egress);
             print_side("ingress (destination)", &result.ingress);
         }
@@ -160,6 +182,35 @@ fn print_side(title: &str, d: &Decision) {
     for n in &d.notes {
         println!("  note: {n}");
     }
+}
+
+/// One side of the traced connection as given on the command line.
+struct Side<'a> {
+    flag: &'static str,
+    name: &'static str,
+    labels: Option<&'a str>,
+    cidr: Option<&'a str>,
+}
+
+/// The peer of one side. A bare address (in `--src`/`--dst` or `--*-cidr`) resolves
+/// through the CIDR identities of the policies, as the datapath's ipcache does.
+fn side_peer(
+    policies: &[Policy],
+    side: Side<'_>,
+    ns_labels: &BTreeMap<String, Vec<(String, String)>>,
+    addresses: &mut Vec<ResolvedAddress>,
+) -> Result<Peer> {
+    let address = match (side.labels, side.cidr) {
+        (Some(l), None) => l.parse::<std::net::IpAddr>().ok(),
+        (None, Some(c)) => c.parse::<std::net::IpAddr>().ok(),
+        _ => None,
+    };
+    if let Some(ip) = address {
+        let (peer, resolved) = resolve_address(policies, side.name, ip);
+        addresses.push(resolved);
+        return Ok(peer);
+    }
+    peer(side.flag, side.labels, side.cidr, ns_labels)
 }
 
 fn peer(

@@ -5,12 +5,22 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use porin_plugin_sdk::{ClusterState, DatapathEvent, EndpointMeta, PluginContext};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use ipnet::IpNet;
+use porin_plugin_sdk::{
+    CidrIdentity, ClusterState, DatapathEvent, EndpointMeta, IpcacheWriteError, PluginContext,
+};
 use tokio::sync::broadcast;
 
+use super::api_impl::IpcacheMap;
 use super::cluster::ClusterView;
+use super::run::lock;
 use super::state_view::SnapshotState;
+use crate::datapath::{IpCache, MAP_IPCACHE};
 use crate::identity::ReservedIdentity;
+use crate::ipcache::{Ipcache, Source};
 use crate::state::StateStore;
 
 /// What plugins get from core. Cheap to clone into tasks.
@@ -24,6 +34,8 @@ pub struct CoreContext {
     pub store: StateStore,
     /// Kernel ring buffer losses, kept current by the agent's counter poller.
     pub events_lost: Arc<AtomicU64>,
+    /// The agent's ipcache: plugins add CIDR identities through it.
+    pub ipcache: Arc<Mutex<Ipcache>>,
 }
 
 impl PluginContext for CoreContext {
@@ -74,5 +86,31 @@ impl PluginContext for CoreContext {
 
     fn datapath_events_lost(&self) -> u64 {
         self.events_lost.load(Ordering::Relaxed)
+    }
+
+    fn set_cidr_identities(&self, prefixes: &[CidrIdentity]) -> Result<(), IpcacheWriteError> {
+        let mut wanted = BTreeMap::new();
+        for p in prefixes {
+            let net = IpNet::new(p.addr, p.prefix_len).map_err(|e| {
+                IpcacheWriteError(format!("invalid prefix {}/{}: {e}", p.addr, p.prefix_len))
+            })?;
+            wanted.insert(net.trunc(), p.identity);
+        }
+        let mut ipcache = lock(&self.ipcache);
+        let shadowed = ipcache.replace_source(Source::CidrPolicy, &wanted);
+        if shadowed > 0 {
+            tracing::debug!(
+                shadowed,
+                "CIDR prefixes held by pods or nodes keep their identity"
+            );
+        }
+        let path = self.map_dir.join(MAP_IPCACHE);
+        let mut map = IpCache::open(&path)
+            .map_err(|e| IpcacheWriteError(format!("opening {}: {e}", path.display())))?;
+        ipcache.sync(&mut IpcacheMap(&mut map)).map_err(|e| {
+            ipcache.mark_unsynced();
+            IpcacheWriteError(e.to_string())
+        })?;
+        Ok(())
     }
 }

@@ -38,7 +38,7 @@ pub(crate) struct Agent {
     pub datapath: Mutex<Datapath>,
     pub endpoints: Mutex<EndpointManager>,
     pub identities: Mutex<IdentityAllocator>,
-    pub ipcache: Mutex<Ipcache>,
+    pub ipcache: Arc<Mutex<Ipcache>>,
     pub plugins: Mutex<PluginManager>,
     pub routes: Mutex<Vec<NodeRoute>>,
     /// The plugins' annotations on this node's published Node object, as last published.
@@ -137,7 +137,7 @@ pub async fn run(config_path: &Path, plugins: Vec<Box<dyn Plugin>>) -> Result<()
         datapath: Mutex::new(datapath),
         endpoints: Mutex::new(endpoints),
         identities: Mutex::new(IdentityAllocator::new()),
-        ipcache: Mutex::new(Ipcache::new()),
+        ipcache: Arc::new(Mutex::new(Ipcache::new())),
         plugins: Mutex::new(manager),
         routes: Mutex::new(Vec::new()),
         node_annotations: Mutex::new(std::collections::BTreeMap::new()),
@@ -189,6 +189,7 @@ pub async fn run(config_path: &Path, plugins: Vec<Box<dyn Plugin>>) -> Result<()
         view: agent.view.clone(),
         store: agent.store.clone(),
         events_lost: agent.metrics.kernel_events_lost(),
+        ipcache: agent.ipcache.clone(),
     });
     lock(&agent.plugins).start_all(&ctx);
     // Plugins that started may annotate the Node (e.g. the WireGuard public key).

@@ -7,11 +7,13 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::Pod;
 use porin_core::datapath::{MAP_POLICY, MAP_POLICY_EP, PolicyMaps};
 use porin_plugin_sdk::{
-    DatapathContribution, Health, Plugin, PluginContext, PluginError, StateChangeSummary, Switch,
+    CidrIdentity, DatapathContribution, Health, Plugin, PluginContext, PluginError,
+    StateChangeSummary, Switch,
 };
 use tracing::{debug, info, warn};
 
 use crate::PolicyConfig;
+use crate::compute::{CidrIdentities, referenced_prefixes};
 use crate::enforce::desired::{EndpointInput, IdentityInput, desired};
 use crate::enforce::loader::Loader;
 use crate::enforce::programmer::Programmer;
@@ -43,6 +45,8 @@ struct Running {
     maps: PolicyMaps,
     loader: Loader,
     programmer: Programmer,
+    /// Local identities of the prefixes the policies reference, kept stable across changes.
+    cidrs: CidrIdentities,
     /// Problems reported last time, so each is logged once.
     problems: Vec<String>,
 }
@@ -102,8 +106,31 @@ impl PolicyPlugin {
                 labels: labels_of(&i.labels),
             })
             .collect();
-        let wanted = desired(&loaded.policies, enforcement, &endpoints, &identities);
-        let report = run.programmer.sync(&wanted, &mut run.maps);
+        // CIDR identities go into the ipcache before the policy entries that name them.
+        run.cidrs.update(&referenced_prefixes(&loaded.policies));
+        let prefixes: Vec<CidrIdentity> = run
+            .cidrs
+            .iter()
+            .map(|(p, identity)| CidrIdentity {
+                addr: p.addr(),
+                prefix_len: p.prefix_len(),
+                identity,
+            })
+            .collect();
+        let ipcache_error = run
+            .ctx
+            .set_cidr_identities(&prefixes)
+            .err()
+            .map(|e| format!("writing {} CIDR identities: {e}", prefixes.len()));
+        let wanted = desired(
+            &loaded.policies,
+            enforcement,
+            &endpoints,
+            &identities,
+            &run.cidrs,
+        );
+        let mut report = run.programmer.sync(&wanted, &mut run.maps);
+        report.errors.extend(ipcache_error);
         debug!(
             plugin = NAME,
             generation = state.generation(),
@@ -177,6 +204,7 @@ impl Plugin for PolicyPlugin {
             maps,
             loader: Loader::default(),
             programmer,
+            cidrs: CidrIdentities::default(),
             problems: Vec::new(),
         });
         self.program();

@@ -112,6 +112,13 @@ impl TestSandbox {
         self.porin(&args)
     }
 
+    /// Run a command in the external client's namespace (outside the cluster).
+    pub fn exec_external(&self, cmd: &[&str]) -> Output {
+        let mut args = vec!["sandbox", "exec", "--external", "--"];
+        args.extend_from_slice(cmd);
+        self.porin(&args)
+    }
+
     /// Run a command in a pod until it succeeds (servers take a moment to start).
     pub fn exec_until_ok(&self, pod: &str, cmd: &[&str], timeout: Duration) -> Output {
         let deadline = Instant::now() + timeout;
@@ -325,4 +332,20 @@ pub fn document_roots(names: &[&str]) -> tempfile::TempDir {
         std::fs::write(dir.join("index.html"), name).expect("index.html");
     }
     www
+}
+
+/// A pod manifest: `namespace/name` labelled `app: <app>` on `node`, running `command`
+/// (a JSON array), or `sleep infinity`.
+pub fn pod_yaml(
+    namespace: &str,
+    name: &str,
+    app: &str,
+    node: &str,
+    command: Option<&str>,
+) -> String {
+    let command = command.unwrap_or(r#"["sleep", "infinity"]"#);
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {namespace}, labels: {{app: {app}}}}}\n\
+         spec:\n  nodeName: {node}\n  containers: [{{name: c, image: ignored, command: {command}}}]\n---\n"
+    )
 }

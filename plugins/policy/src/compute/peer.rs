@@ -60,12 +60,20 @@ impl Peer {
         (!self.is_world() || names_reserved) && selector.matches(&self.labels)
     }
 
+    /// A CIDR rule selects a CIDR identity whose prefix lies inside the rule's CIDR and
+    /// inside none of its exceptions; `world` (an address no referenced prefix holds)
+    /// only when the rule's CIDR is the zero-length prefix. Pods are never selected.
     fn in_cidr(&self, rule: &CidrRule) -> bool {
+        if self.is_pod() {
+            return false;
+        }
         match self.cidr {
-            Some(net) if !self.is_pod() => {
-                rule.cidr.contains(&net) && !rule.except.iter().any(|e| e.contains(&net))
+            Some(net) => rule.cidr.contains(&net) && !rule.except.iter().any(|e| e.contains(&net)),
+            None => {
+                self.is_world()
+                    && rule.cidr.prefix_len() == 0
+                    && !rule.except.iter().any(|e| e.prefix_len() == 0)
             }
-            _ => false,
         }
     }
 

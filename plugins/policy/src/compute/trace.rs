@@ -1,7 +1,11 @@
 //! `porin policy trace`: the source's egress and the destination's ingress.
 
+use std::net::IpAddr;
+
+use ipnet::IpNet;
 use serde::Serialize;
 
+use super::cidr::{CidrIdentities, cidr_peer, referenced_prefixes};
 use super::peer::{L4, Peer};
 use super::verdict::{Decision, Verdict, decide};
 use crate::Enforcement;
@@ -13,6 +17,39 @@ pub struct Trace {
     pub verdict: Verdict,
     pub egress: Decision,
     pub ingress: Decision,
+    /// Addresses outside the cluster and the identity the ipcache gives them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<ResolvedAddress>,
+}
+
+/// An address resolved as the datapath's ipcache would: the longest prefix the policies
+/// reference that contains it, with its local CIDR identity, or `world`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ResolvedAddress {
+    /// `source` or `destination`.
+    pub side: &'static str,
+    pub address: IpAddr,
+    pub identity: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<IpNet>,
+}
+
+/// The peer an address outside the cluster is to policy, given the policies in force:
+/// exactly what the agent writes into the ipcache and the datapath looks up.
+pub fn resolve_address(
+    policies: &[Policy],
+    side: &'static str,
+    address: IpAddr,
+) -> (Peer, ResolvedAddress) {
+    let ids = CidrIdentities::for_prefixes(&referenced_prefixes(policies));
+    let (identity, prefix) = ids.lookup(address);
+    let resolved = ResolvedAddress {
+        side,
+        address,
+        identity,
+        prefix,
+    };
+    (cidr_peer(prefix), resolved)
 }
 
 /// Evaluate a new connection from `src` to `dst`.
@@ -57,6 +94,7 @@ pub fn trace(
         verdict,
         egress,
         ingress,
+        addresses: Vec::new(),
     }
 }
 

@@ -10,7 +10,7 @@ use porin_core::datapath::abi::{
 };
 
 use crate::Enforcement;
-use crate::compute::Peer;
+use crate::compute::{CidrIdentities, Peer};
 use crate::model::{
     Direction, Entity, Labels, PeerRule, Policy, PolicyRef, Port, Protocol, Subject,
 };
@@ -89,13 +89,7 @@ fn proto_number(protocol: Protocol) -> u8 {
 pub fn datapath_problems(policy: &Policy) -> Vec<String> {
     let mut out = Vec::new();
     for rule in &policy.rules {
-        let sections = [
-            &rule.ingress,
-            &rule.egress,
-            &rule.ingress_deny,
-            &rule.egress_deny,
-        ];
-        for entry in sections.into_iter().flatten() {
+        for entry in rule.entries() {
             for pp in entry.to_ports.iter().flat_map(|p| p.ports.iter()) {
                 if let Port::Range { start, end } = pp.port
                     && u32::from(end) - u32::from(start) + 1 > MAX_RANGE_PORTS
@@ -169,12 +163,14 @@ fn insert(entries: &mut BTreeMap<PolicyKey, PolicyValue>, key: PolicyKey, value:
     }
 }
 
-/// The policy maps' contents for `endpoints` under `policies`.
+/// The policy maps' contents for `endpoints` under `policies`; peers are the cluster's
+/// `identities` and the local CIDR identities of the prefixes the policies reference.
 pub fn desired(
     policies: &[Policy],
     enforcement: Enforcement,
     endpoints: &[EndpointInput],
     identities: &[IdentityInput],
+    cidrs: &CidrIdentities,
 ) -> Desired {
     let mut out = Desired::default();
     if enforcement == Enforcement::Never {
@@ -189,6 +185,7 @@ pub fn desired(
             };
             (i.id, peer)
         })
+        .chain(cidrs.peers())
         .collect();
     for ep in endpoints {
         let selecting: Vec<(&PolicyRef, &crate::model::Rule)> = policies

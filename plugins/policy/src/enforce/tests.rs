@@ -14,7 +14,7 @@ use super::desired::{
 use super::loader::Loader;
 use super::programmer::{PolicyWriter, Programmer};
 use crate::Enforcement;
-use crate::compute::{L4, Peer, Verdict, decide};
+use crate::compute::{CidrIdentities, L4, Peer, Verdict, decide};
 use crate::model::{Direction, Labels, Policy, Protocol};
 use crate::parse::parse_file;
 
@@ -51,6 +51,17 @@ const IDENTITIES: &[(u32, &str)] = &[
     (1006, "k8s:app=web,k8s:io.kubernetes.pod.namespace=prod"),
     (1007, "k8s:app=front,k8s:io.kubernetes.pod.namespace=prod"),
 ];
+
+/// The maps for `policies` in the default mode over the fixtures, without CIDR identities.
+fn default_maps(policies: &[Policy]) -> super::desired::Desired {
+    desired(
+        policies,
+        Enforcement::Default,
+        &endpoints(),
+        &identities(),
+        &CidrIdentities::default(),
+    )
+}
 
 fn identities() -> Vec<IdentityInput> {
     IDENTITIES
@@ -148,7 +159,13 @@ fn proto_number(p: Protocol) -> u8 {
 /// For every (endpoint, peer, port) and both directions, the map-based decision equals
 /// `compute::decide` (the verdict, and 181 exactly when a deny rule matched).
 fn assert_agreement(policies: &[Policy], enforcement: Enforcement) {
-    let maps = desired(policies, enforcement, &endpoints(), &identities());
+    let maps = desired(
+        policies,
+        enforcement,
+        &endpoints(),
+        &identities(),
+        &CidrIdentities::default(),
+    );
     let mut checked = 0;
     for ep in endpoints() {
         for (peer_id, peer_labels) in IDENTITIES {
@@ -223,7 +240,7 @@ fn maps_agree_with_decide_on_mixed_policies_and_modes() {
 fn default_deny_drops_with_133_and_deny_wins_with_181() {
     let mut p = policies(SEED);
     p.extend(policies(DENY_DEV));
-    let maps = desired(&p, Enforcement::Default, &endpoints(), &identities());
+    let maps = default_maps(&p);
     let ingress = dp_direction(Direction::Ingress);
     // ops -> admin-api:8080 allowed, dev -> admin-api denied by default deny.
     assert_eq!(
@@ -238,7 +255,7 @@ fn default_deny_drops_with_133_and_deny_wins_with_181() {
     p.extend(policies(
         "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: all-ops, namespace: payments}\nspec:\n  endpointSelector: {}\n  ingress: [{fromEndpoints: [{matchLabels: {io.kubernetes.pod.namespace: ops}}]}]\n",
     ));
-    let maps = desired(&p, Enforcement::Default, &endpoints(), &identities());
+    let maps = default_maps(&p);
     assert_eq!(
         lookup(&maps, 1001, ingress, 1003, 6, 9090),
         MapVerdict::Dropped(REASON_POLICY_DENY)
@@ -255,7 +272,7 @@ fn default_deny_drops_with_133_and_deny_wins_with_181() {
 #[test]
 fn wildcards_use_zero_and_ranges_expand() {
     let p = policies(MIXED);
-    let maps = desired(&p, Enforcement::Default, &endpoints(), &identities());
+    let maps = default_maps(&p);
     let ingress = dp_direction(Direction::Ingress);
     // L4-only rule: any identity (0), any protocol (0), port 53.
     let any53 = PolicyKey {
@@ -361,7 +378,7 @@ impl PolicyWriter for FakeMaps {
 #[test]
 fn programmer_writes_only_differences_and_retries_failures() {
     let p = policies(SEED);
-    let want = desired(&p, Enforcement::Default, &endpoints(), &identities());
+    let want = default_maps(&p);
     let mut maps = FakeMaps {
         fail: true,
         ..FakeMaps::default()
@@ -378,7 +395,7 @@ fn programmer_writes_only_differences_and_retries_failures() {
     assert_eq!(prog.sync(&want, &mut maps).writes, 0);
     assert_eq!(maps.ops, 0);
     // Removing the policies removes every entry and flag.
-    let empty = desired(&[], Enforcement::Default, &endpoints(), &identities());
+    let empty = default_maps(&[]);
     prog.sync(&empty, &mut maps);
     assert!(maps.entries.is_empty() && maps.denies.is_empty());
 }

@@ -173,6 +173,18 @@ impl Rule {
         }
     }
 
+    /// Every entry of the four sections.
+    pub fn entries(&self) -> impl Iterator<Item = &PeerRule> {
+        [
+            &self.ingress,
+            &self.egress,
+            &self.ingress_deny,
+            &self.egress_deny,
+        ]
+        .into_iter()
+        .flatten()
+    }
+
     pub fn default_deny(&self, direction: Direction) -> bool {
         match direction {
             Direction::Ingress => self.default_deny.ingress,
