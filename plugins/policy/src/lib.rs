@@ -2,6 +2,7 @@
 
 pub mod compute;
 mod config;
+pub mod corpus;
 pub mod enforce;
 pub mod model;
 pub mod parse;
