@@ -1,5 +1,6 @@
 //! porin-policy: NetworkPolicy and CiliumNetworkPolicy: model, parsing, computation.
 
+pub mod bench;
 pub mod compute;
 mod config;
 pub mod corpus;

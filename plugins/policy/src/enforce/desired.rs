@@ -6,14 +6,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use porin_core::datapath::abi::{
-    Direction as DpDirection, POLICY_ALLOW, POLICY_DENY, PolicyEpKey, PolicyKey, PolicyValue,
+    Direction as DpDirection, POLICY_DENY, PolicyEpKey, PolicyKey, PolicyValue,
 };
 
+use super::engine::Engine;
 use crate::Enforcement;
-use crate::compute::{CidrIdentities, Peer};
-use crate::model::{
-    Direction, Entity, Labels, PeerRule, Policy, PolicyRef, Port, Protocol, Subject,
-};
+use crate::compute::CidrIdentities;
+use crate::model::{Direction, Labels, PeerRule, Policy, PolicyRef, Port, Protocol};
 
 /// Port ranges (`endPort`) are expanded into one entry per port, up to this many per range;
 /// a larger range makes its policy invalid for the datapath.
@@ -106,7 +105,11 @@ pub fn datapath_problems(policy: &Policy) -> Vec<String> {
 }
 
 /// (protocol, port) pairs an entry covers for `endpoint`; 0 = any.
-fn port_keys(entry: &PeerRule, direction: Direction, endpoint: &EndpointInput) -> Vec<(u8, u16)> {
+pub(super) fn port_keys(
+    entry: &PeerRule,
+    direction: Direction,
+    endpoint: &EndpointInput,
+) -> Vec<(u8, u16)> {
     if entry.to_ports.is_empty() {
         return vec![(0, 0)];
     }
@@ -139,30 +142,6 @@ fn port_keys(entry: &PeerRule, direction: Direction, endpoint: &EndpointInput) -
     out
 }
 
-/// Peer identities an entry selects; 0 = any.
-fn peer_identities(entry: &PeerRule, identities: &[(u32, Peer)]) -> Vec<u32> {
-    if entry.peers.wildcard || entry.peers.entities.contains(&Entity::All) {
-        return vec![0];
-    }
-    identities
-        .iter()
-        .filter(|(_, peer)| peer.selected_by_peers(&entry.peers))
-        .map(|(id, _)| *id)
-        .collect()
-}
-
-fn insert(entries: &mut BTreeMap<PolicyKey, PolicyValue>, key: PolicyKey, value: PolicyValue) {
-    match entries.get(&key) {
-        // Deny wins over allow; between equals the smaller id, so the result is stable.
-        Some(old)
-            if old.action > value.action
-                || (old.action == value.action && old.policy_id <= value.policy_id) => {}
-        _ => {
-            entries.insert(key, value);
-        }
-    }
-}
-
 /// The policy maps' contents for `endpoints` under `policies`; peers are the cluster's
 /// `identities` and the local CIDR identities of the prefixes the policies reference.
 pub fn desired(
@@ -172,65 +151,7 @@ pub fn desired(
     identities: &[IdentityInput],
     cidrs: &CidrIdentities,
 ) -> Desired {
-    let mut out = Desired::default();
-    if enforcement == Enforcement::Never {
-        return out;
-    }
-    let peers: Vec<(u32, Peer)> = identities
-        .iter()
-        .map(|i| {
-            let peer = Peer {
-                labels: i.labels.clone(),
-                cidr: None,
-            };
-            (i.id, peer)
-        })
-        .chain(cidrs.peers())
-        .collect();
-    for ep in endpoints {
-        let selecting: Vec<(&PolicyRef, &crate::model::Rule)> = policies
-            .iter()
-            .flat_map(|p| p.rules.iter().map(move |r| (&p.source, r)))
-            .filter(|(_, r)| matches!(&r.subject, Subject::Endpoints(s) if s.matches(&ep.labels)))
-            .collect();
-        for direction in [Direction::Ingress, Direction::Egress] {
-            let dir = dp_direction(direction);
-            if enforcement == Enforcement::Always
-                || selecting.iter().any(|(_, r)| r.default_deny(direction))
-            {
-                out.default_deny.insert(PolicyEpKey {
-                    endpoint_id: ep.id,
-                    direction: dir,
-                    pad: [0; 3],
-                });
-            }
-            for (source, rule) in &selecting {
-                for (deny, action) in [(false, POLICY_ALLOW), (true, POLICY_DENY)] {
-                    for entry in rule.section(direction, deny) {
-                        let ports = port_keys(entry, direction, ep);
-                        for identity in peer_identities(entry, &peers) {
-                            for &(proto, dport) in &ports {
-                                let key = PolicyKey {
-                                    endpoint_id: ep.id,
-                                    identity,
-                                    dport,
-                                    proto,
-                                    direction: dir,
-                                };
-                                let value = PolicyValue {
-                                    policy_id: policy_id(source),
-                                    action,
-                                    pad: [0; 3],
-                                };
-                                insert(&mut out.entries, key, value);
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-    out
+    Engine::new(policies, enforcement, endpoints, identities, cidrs).into_desired()
 }
 
 /// Decides a new connection from the maps' contents, in the datapath's lookup order:

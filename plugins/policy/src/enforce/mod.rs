@@ -3,6 +3,7 @@
 //! writer of differences (`programmer`).
 
 pub mod desired;
+pub mod engine;
 pub mod loader;
 pub mod programmer;
 

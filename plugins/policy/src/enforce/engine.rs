@@ -1,0 +1,366 @@
+//! The policy map computation, kept incremental.
+//!
+//! Like Cilium's selector cache, every peer entry of every rule resolves its selectors
+//! once against all identities (through a label index, so a `matchLabels` selector only
+//! looks at identities carrying one of its labels), and every rule knows the local
+//! endpoints it selects. The map contents are the union of (endpoint, identity, port)
+//! keys of all (rule, entry) pairs, merged by [`insert_entry`]'s precedence (deny over
+//! allow, then the smaller policy id), which does not depend on order. So:
+//!
+//! - a new identity is tested against each entry's selectors and adds keys only for the
+//!   endpoints of the rules whose entries select it;
+//! - a new policy resolves only its own entries and adds keys only for the endpoints its
+//!   rules select.
+//!
+//! Removals (an identity, a policy, a label change) recompute from scratch, which the
+//! plugin's programmer turns into differences anyway.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use porin_core::datapath::abi::{POLICY_ALLOW, POLICY_DENY, PolicyEpKey, PolicyKey, PolicyValue};
+
+use super::desired::{Desired, EndpointInput, IdentityInput, dp_direction, policy_id, port_keys};
+use crate::Enforcement;
+use crate::compute::{CidrIdentities, Peer};
+use crate::model::{Direction, Entity, Operator, PeerRule, Peers, Policy, Rule, Subject};
+
+/// One rule in force with its policy's id and the local endpoints it selects.
+struct RuleSlot {
+    policy_id: u32,
+    rule: Rule,
+    endpoints: Vec<u32>,
+}
+
+/// The identities one entry of one rule selects.
+enum Selected {
+    /// Any identity (no L3 restriction, or `all`): identity 0 in the map.
+    Any,
+    Ids(BTreeSet<u32>),
+}
+
+/// A distinct L3 peer set (entries with the same selectors share one) and the
+/// identities it selects.
+struct Selection {
+    peers: Peers,
+    selected: Selected,
+    /// Entry slots using it.
+    slots: Vec<usize>,
+}
+
+/// One entry (`ingress[i]`, `egressDeny[j]`, ...) of one rule, resolved.
+struct EntrySlot {
+    rule: usize,
+    direction: Direction,
+    deny: bool,
+    entry: PeerRule,
+    selection: usize,
+}
+
+/// Policies, identities and endpoints, and the policy maps they give.
+pub struct Engine {
+    enforcement: Enforcement,
+    rules: Vec<RuleSlot>,
+    entries: Vec<EntrySlot>,
+    selections: Vec<Selection>,
+    /// The selection of each distinct peer set, by its JSON form.
+    selection_by_peers: HashMap<String, usize>,
+    identities: BTreeMap<u32, Peer>,
+    /// (label key, value) -> identities carrying it, whatever the label's source.
+    index: HashMap<(String, String), BTreeSet<u32>>,
+    endpoints: BTreeMap<u32, EndpointInput>,
+    out: Desired,
+}
+
+/// Keeps the stronger of two values for one key: deny over allow, then the smaller
+/// policy id, so the result does not depend on the order of insertion.
+pub fn insert_entry(
+    entries: &mut BTreeMap<PolicyKey, PolicyValue>,
+    key: PolicyKey,
+    value: PolicyValue,
+) {
+    match entries.get(&key) {
+        Some(old)
+            if old.action > value.action
+                || (old.action == value.action && old.policy_id <= value.policy_id) => {}
+        _ => {
+            entries.insert(key, value);
+        }
+    }
+}
+
+impl Engine {
+    /// The full computation.
+    pub fn new(
+        policies: &[Policy],
+        enforcement: Enforcement,
+        endpoints: &[EndpointInput],
+        identities: &[IdentityInput],
+        cidrs: &CidrIdentities,
+    ) -> Self {
+        let mut engine = Self {
+            enforcement,
+            rules: Vec::new(),
+            entries: Vec::new(),
+            selections: Vec::new(),
+            selection_by_peers: HashMap::new(),
+            identities: BTreeMap::new(),
+            index: HashMap::new(),
+            endpoints: endpoints.iter().map(|e| (e.id, e.clone())).collect(),
+            out: Desired::default(),
+        };
+        let peers = identities
+            .iter()
+            .map(|i| {
+                let peer = Peer {
+                    labels: i.labels.clone(),
+                    cidr: None,
+                };
+                (i.id, peer)
+            })
+            .chain(cidrs.peers());
+        for (id, peer) in peers {
+            engine.index_identity(id, peer);
+        }
+        if enforcement == Enforcement::Always {
+            for id in engine.endpoints.keys().copied().collect::<Vec<_>>() {
+                for direction in [Direction::Ingress, Direction::Egress] {
+                    engine.out.default_deny.insert(ep_key(id, direction));
+                }
+            }
+        }
+        for policy in policies {
+            engine.add_policy(policy);
+        }
+        engine
+    }
+
+    /// The maps' contents.
+    pub fn desired(&self) -> &Desired {
+        &self.out
+    }
+
+    pub fn into_desired(self) -> Desired {
+        self.out
+    }
+
+    /// Number of map entries of one endpoint.
+    pub fn entries_of(&self, endpoint: u32) -> usize {
+        self.out
+            .entries
+            .keys()
+            .filter(|k| k.endpoint_id == endpoint)
+            .count()
+    }
+
+    fn index_identity(&mut self, id: u32, peer: Peer) {
+        for label in peer.labels.iter() {
+            self.index
+                .entry((label.key.clone(), label.value.clone()))
+                .or_default()
+                .insert(id);
+        }
+        self.identities.insert(id, peer);
+    }
+
+    /// A new identity (a new pod label set somewhere in the cluster): only the entries
+    /// that select it gain keys.
+    pub fn add_identity(&mut self, identity: &IdentityInput) {
+        let peer = Peer {
+            labels: identity.labels.clone(),
+            cidr: None,
+        };
+        self.index_identity(identity.id, peer.clone());
+        if self.enforcement == Enforcement::Never {
+            return;
+        }
+        for index in 0..self.selections.len() {
+            let selection = &mut self.selections[index];
+            let Selected::Ids(ids) = &mut selection.selected else {
+                continue;
+            };
+            if !peer.selected_by_peers(&selection.peers) {
+                continue;
+            }
+            ids.insert(identity.id);
+            for slot in selection.slots.clone() {
+                self.program_entry(slot, Some(identity.id));
+            }
+        }
+    }
+
+    /// A new policy: its rules select endpoints and resolve their own entries only.
+    pub fn add_policy(&mut self, policy: &Policy) {
+        if self.enforcement == Enforcement::Never {
+            return;
+        }
+        let id = policy_id(&policy.source);
+        for rule in &policy.rules {
+            let endpoints: Vec<u32> = self
+                .endpoints
+                .values()
+                .filter(|e| matches!(&rule.subject, Subject::Endpoints(s) if s.matches(&e.labels)))
+                .map(|e| e.id)
+                .collect();
+            for direction in [Direction::Ingress, Direction::Egress] {
+                if rule.default_deny(direction) {
+                    for ep in &endpoints {
+                        self.out.default_deny.insert(ep_key(*ep, direction));
+                    }
+                }
+            }
+            let index = self.rules.len();
+            self.rules.push(RuleSlot {
+                policy_id: id,
+                rule: rule.clone(),
+                endpoints,
+            });
+            for direction in [Direction::Ingress, Direction::Egress] {
+                for deny in [false, true] {
+                    let section = self.rules[index].rule.section(direction, deny).to_vec();
+                    for entry in section {
+                        let slot = self.entries.len();
+                        let selection = self.selection_for(&entry.peers, slot);
+                        self.entries.push(EntrySlot {
+                            rule: index,
+                            direction,
+                            deny,
+                            entry,
+                            selection,
+                        });
+                        self.program_entry(slot, None);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The shared selection of `peers`, resolved on first use, now also used by `slot`.
+    fn selection_for(&mut self, peers: &Peers, slot: usize) -> usize {
+        let key = serde_json::to_string(peers).unwrap_or_default();
+        let index = match self.selection_by_peers.get(&key) {
+            Some(index) => *index,
+            None => {
+                let selected = self.select(peers);
+                self.selections.push(Selection {
+                    peers: peers.clone(),
+                    selected,
+                    slots: Vec::new(),
+                });
+                self.selection_by_peers
+                    .insert(key, self.selections.len() - 1);
+                self.selections.len() - 1
+            }
+        };
+        self.selections[index].slots.push(slot);
+        index
+    }
+
+    /// Identities a peer set selects, looked up through the label index where a selector
+    /// has an `In` requirement, checked against the full selection logic.
+    fn select(&self, peers: &Peers) -> Selected {
+        if peers.wildcard || peers.entities.contains(&Entity::All) {
+            return Selected::Any;
+        }
+        let mut candidates: BTreeSet<u32> = BTreeSet::new();
+        let mut scan_all = !peers.entities.is_empty();
+        for selector in &peers.endpoints {
+            let narrowest = selector
+                .requirements
+                .iter()
+                .filter_map(|r| match &r.operator {
+                    Operator::In(values) => Some(
+                        values
+                            .iter()
+                            .flat_map(|v| {
+                                self.index
+                                    .get(&(r.key.clone(), v.clone()))
+                                    .into_iter()
+                                    .flatten()
+                            })
+                            .copied()
+                            .collect::<BTreeSet<u32>>(),
+                    ),
+                    _ => None,
+                })
+                .min_by_key(BTreeSet::len);
+            match narrowest {
+                Some(ids) => candidates.extend(ids),
+                None => scan_all = true,
+            }
+        }
+        if !peers.cidrs.is_empty() {
+            // CIDR rules select only CIDR identities and world, never labelled pods.
+            candidates.extend(
+                self.identities
+                    .iter()
+                    .filter(|(_, p)| p.cidr.is_some() || p.is_world())
+                    .map(|(id, _)| *id),
+            );
+        }
+        let ids = if scan_all {
+            self.identities
+                .iter()
+                .filter(|(_, p)| p.selected_by_peers(peers))
+                .map(|(id, _)| *id)
+                .collect()
+        } else {
+            candidates
+                .into_iter()
+                .filter(|id| {
+                    self.identities
+                        .get(id)
+                        .is_some_and(|p| p.selected_by_peers(peers))
+                })
+                .collect()
+        };
+        Selected::Ids(ids)
+    }
+
+    /// Writes the keys of one entry for every endpoint of its rule: for all identities it
+    /// selects, or only for `only`.
+    fn program_entry(&mut self, slot: usize, only: Option<u32>) {
+        let entry = &self.entries[slot];
+        let rule = &self.rules[entry.rule];
+        let value = PolicyValue {
+            policy_id: rule.policy_id,
+            action: if entry.deny {
+                POLICY_DENY
+            } else {
+                POLICY_ALLOW
+            },
+            pad: [0; 3],
+        };
+        let ids: Vec<u32> = match (&self.selections[entry.selection].selected, only) {
+            (_, Some(id)) => vec![id],
+            (Selected::Any, None) => vec![0],
+            (Selected::Ids(ids), None) => ids.iter().copied().collect(),
+        };
+        let dir = dp_direction(entry.direction);
+        for ep in &rule.endpoints {
+            let Some(endpoint) = self.endpoints.get(ep) else {
+                continue;
+            };
+            let ports = port_keys(&entry.entry, entry.direction, endpoint);
+            for identity in &ids {
+                for &(proto, dport) in &ports {
+                    let key = PolicyKey {
+                        endpoint_id: *ep,
+                        identity: *identity,
+                        dport,
+                        proto,
+                        direction: dir,
+                    };
+                    insert_entry(&mut self.out.entries, key, value);
+                }
+            }
+        }
+    }
+}
+
+fn ep_key(endpoint_id: u32, direction: Direction) -> PolicyEpKey {
+    PolicyEpKey {
+        endpoint_id,
+        direction: dp_direction(direction),
+        pad: [0; 3],
+    }
+}
