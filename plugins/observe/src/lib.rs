@@ -5,6 +5,8 @@
 pub mod client;
 pub mod compact;
 mod config;
+pub mod endpoints;
+pub mod entry;
 pub mod filter;
 pub mod flow;
 pub mod grpc;
@@ -22,6 +24,7 @@ pub use config::{
     DEFAULT_BUFFER_SIZE, DEFAULT_METRICS_ADDRESS, HUBBLE_SOCKET_NAME, MAX_BUFFER_SIZE,
     ObserveConfig, WasmKind, WasmModuleConfig,
 };
+pub use entry::FlowEntry;
 pub use grpc::HubbleService;
 pub use hubble_proto;
 pub use metric_spec::{CONTEXT_VALUES, LABELS_CONTEXT, METRIC_NAMES, MetricSpec, flag_options};
