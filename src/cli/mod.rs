@@ -2,11 +2,11 @@
 
 mod discover;
 mod encrypt;
-mod hubble_client;
 mod observe;
 mod output;
 mod policy;
 mod query;
+mod relay;
 mod sandbox;
 mod sandbox_plain;
 mod service;
@@ -97,6 +97,11 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// Hubble Relay: one Observer API over every agent's (listens on :4245).
+    Relay {
+        #[command(flatten)]
+        args: relay::RelayArgs,
+    },
     /// A local cluster of network namespaces (see docs/sandbox.md).
     Sandbox {
         #[command(subcommand)]
@@ -124,6 +129,7 @@ pub fn run() -> ExitCode {
         Command::Agent { config } => porin_core::config::Config::from_file(config)
             .map(|c| c.agent.log_level)
             .unwrap_or_else(|_| "info".to_string()),
+        Command::Relay { .. } => "info".to_string(),
         _ => "warn".to_string(),
     };
     init_tracing(&default_level);
@@ -223,6 +229,10 @@ fn dispatch(command: Command) -> Result<bool> {
         } => {
             let targets = discover::targets(target.socket.as_deref(), target.node.as_deref())?;
             runtime()?.block_on(encrypt::status(&targets, output))
+        }
+        Command::Relay { args } => {
+            runtime()?.block_on(relay::run(&args))?;
+            Ok(true)
         }
         Command::Sandbox { command } => sandbox::run(command),
         Command::Policy { command } => policy::run(command),

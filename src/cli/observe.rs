@@ -8,14 +8,14 @@ use clap::{Args, ValueEnum};
 use porin_observe::flow::{
     MESSAGE_TYPE_DROP, MESSAGE_TYPE_TRACE, TRACE_FROM_LXC, TRACE_TO_LXC, timestamp,
 };
-use porin_observe::format_compact;
 use porin_observe::hubble_proto::flow::{EventTypeFilter, FlowFilter, Verdict};
 use porin_observe::hubble_proto::observer::get_flows_response::ResponseTypes;
 use porin_observe::hubble_proto::observer::{GetFlowsRequest, GetFlowsResponse};
+use porin_observe::hubble_proto::relay::NodeState;
+use porin_observe::{HubbleAddress, format_compact};
 use tokio::sync::mpsc;
 
 use super::discover::AgentTarget;
-use super::hubble_client::Server;
 
 /// `-o` of `porin observe`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -178,17 +178,17 @@ fn parse_duration(text: &str) -> Result<Duration> {
 
 /// Print flows from all targets; returns when every server is done (or never with --follow).
 pub async fn observe(targets: &[AgentTarget], args: &ObserveArgs) -> Result<()> {
-    let servers: Vec<Server> = match &args.server {
-        Some(s) => vec![Server::parse(s)],
+    let servers: Vec<HubbleAddress> = match &args.server {
+        Some(s) => vec![HubbleAddress::parse(s)],
         None => targets
             .iter()
-            .map(|t| Server::Unix(t.hubble_socket.clone()))
+            .map(|t| HubbleAddress::Unix(t.hubble_socket.clone()))
             .collect(),
     };
     let request = args.request()?;
     let (tx, mut rx) = mpsc::channel::<GetFlowsResponse>(1024);
     for server in servers {
-        let mut client = server.connect().await?;
+        let mut client = server.observer().await?;
         let mut stream = client
             .get_flows(request.clone())
             .await
@@ -239,7 +239,14 @@ fn print_response(response: &GetFlowsResponse, format: ObserveFormat) -> Result<
             "EVENTS LOST: {} events lost on {}",
             lost.num_events_lost, response.node_name
         ),
-        (ObserveFormat::Compact, _) => return Ok(()),
+        (ObserveFormat::Compact, Some(ResponseTypes::NodeStatus(status))) => format!(
+            "{}: {} {}",
+            NodeState::try_from(status.state_change)
+                .map_or("UNKNOWN_NODE_STATE", |s| s.as_str_name()),
+            status.node_names.join(", "),
+            status.message
+        ),
+        (ObserveFormat::Compact, None) => return Ok(()),
     };
     match writeln!(std::io::stdout().lock(), "{line}") {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
@@ -303,22 +310,6 @@ mod tests {
                 .expect("request")
                 .whitelist
                 .is_empty()
-        );
-    }
-
-    #[test]
-    fn servers_are_sockets_or_addresses() {
-        assert_eq!(
-            Server::parse("/run/porin/hubble.sock"),
-            Server::Unix("/run/porin/hubble.sock".into())
-        );
-        assert_eq!(
-            Server::parse("unix:///x.sock"),
-            Server::Unix("/x.sock".into())
-        );
-        assert_eq!(
-            Server::parse("localhost:4245"),
-            Server::Tcp("localhost:4245".into())
         );
     }
 }

@@ -7,43 +7,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestSandbox, str_of, wait_for};
+use common::{SHOP_WEB_AND_CLIENT as PODS, TestSandbox, str_of, wait_for};
 use serde_json::Value;
-
-const PODS: &str = r#"
-apiVersion: v1
-kind: Namespace
-metadata:
-  name: shop
----
-apiVersion: v1
-kind: Pod
-metadata:
-  name: web
-  namespace: shop
-  labels:
-    app: web
-spec:
-  nodeName: node-1
-  containers:
-    - name: web
-      image: ignored
-      command: ["python3", "-m", "http.server", "8080", "--bind", "0.0.0.0"]
----
-apiVersion: v1
-kind: Pod
-metadata:
-  name: client
-  namespace: shop
-  labels:
-    app: client
-spec:
-  nodeName: node-2
-  containers:
-    - name: c
-      image: ignored
-      command: ["sleep", "infinity"]
-"#;
 
 /// `porin observe ARGS -o json`: every line a GetFlowsResponse.
 fn observe(sandbox: &TestSandbox, args: &[&str]) -> Vec<Value> {
@@ -66,18 +31,7 @@ fn observe_over_grpc_filters_on_the_server() {
     common::assert_root();
     let sandbox = TestSandbox::up(&[("10-pods.yaml", PODS)]);
     let web = str_of(&sandbox.endpoint("shop/web")["endpoint"]["ipv4"]).to_string();
-    let url = format!("http://{web}:8080/");
-    let get = "import urllib.request,sys\nurllib.request.urlopen(sys.argv[1], timeout=3).read()";
-    let out = sandbox.exec_until_ok(
-        "shop/client",
-        &["python3", "-c", get, &url],
-        Duration::from_secs(10),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::fetch_from_client(&sandbox, &web);
 
     // Flows to web, as GetFlowsResponses in protojson with proto field names.
     let responses = wait_for(Duration::from_secs(5), || {

@@ -69,32 +69,73 @@ unsafe extern "C" {
     fn clock_gettime(clock: i32, ts: *mut libc_timespec) -> i32;
 }
 
-/// Turn a datapath event into a Hubble flow, resolving both endpoints.
+/// Hubble's Endpoint of resolved metadata.
+pub fn endpoint_of(meta: EndpointMeta) -> pb::Endpoint {
+    pb::Endpoint {
+        id: meta.id,
+        identity: meta.identity,
+        namespace: meta.namespace,
+        labels: meta.labels,
+        pod_name: meta.pod_name,
+        workloads: meta
+            .workload
+            .map(|(kind, name)| pb::Workload { name, kind })
+            .into_iter()
+            .collect(),
+    }
+}
+
+/// Hubble's Endpoint of an address no endpoint owns: its identity and labels.
+pub fn identity_endpoint(identity: u32, labels: Vec<String>) -> pb::Endpoint {
+    pb::Endpoint {
+        identity,
+        labels,
+        ..pb::Endpoint::default()
+    }
+}
+
+/// One side of an event, resolved without a cache.
+fn resolve_side(ctx: &dyn Enricher, ip: IpAddr, identity: u32) -> pb::Endpoint {
+    match ctx.endpoint(ip) {
+        Some(meta) => endpoint_of(meta),
+        None => identity_endpoint(identity, ctx.identity_labels(identity).unwrap_or_default()),
+    }
+}
+
+/// Turn a datapath event into a Hubble flow, resolving both endpoints now.
 pub fn enrich(event: &DatapathEvent, clock: &Clock, ctx: &dyn Enricher) -> pb::Flow {
-    let side = |ip: IpAddr, identity: u32| -> pb::Endpoint {
-        match ctx.endpoint(ip) {
-            Some(meta) => pb::Endpoint {
-                id: meta.id,
-                identity: if identity > 2 {
-                    identity
-                } else {
-                    meta.identity
-                },
-                namespace: meta.namespace,
-                labels: meta.labels,
-                pod_name: meta.pod_name,
-                workloads: meta
-                    .workload
-                    .map(|(kind, name)| pb::Workload { name, kind })
-                    .into_iter()
-                    .collect(),
-            },
-            None => pb::Endpoint {
-                identity,
-                labels: ctx.identity_labels(identity).unwrap_or_default(),
-                ..pb::Endpoint::default()
-            },
+    assemble(
+        event,
+        clock.wall(event.ktime_ns),
+        next_seq(),
+        ctx.node_name(),
+        &resolve_side(ctx, event.src, event.src_identity),
+        &resolve_side(ctx, event.dst, event.dst_identity),
+    )
+}
+
+/// A number unique per agent process, part of each flow's uuid.
+pub fn next_seq() -> u64 {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    SEQ.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The Hubble flow of an event whose endpoints are resolved. The event's
+/// identity wins over the endpoint's when the datapath knew one (> world).
+pub fn assemble(
+    event: &DatapathEvent,
+    wall: SystemTime,
+    seq: u64,
+    node: &str,
+    source: &pb::Endpoint,
+    destination: &pb::Endpoint,
+) -> pb::Flow {
+    let side = |ep: &pb::Endpoint, identity: u32| {
+        let mut ep = ep.clone();
+        if identity > 2 {
+            ep.identity = identity;
         }
+        ep
     };
     let (direction, point, sub_type) = match event.direction {
         Direction::ToEndpoint => (
@@ -110,10 +151,9 @@ pub fn enrich(event: &DatapathEvent, clock: &Clock, ctx: &dyn Enricher) -> pb::F
     };
     let dropped = event.verdict == Verdict::Dropped || event.kind == EventKind::Drop;
     let reason = i32::from(event.drop_reason);
-    let wall = clock.wall(event.ktime_ns);
     pb::Flow {
         time: Some(timestamp(wall)),
-        uuid: flow_uuid(wall, event),
+        uuid: flow_uuid(wall, seq, event),
         verdict: if dropped {
             pb::Verdict::Dropped
         } else {
@@ -140,10 +180,10 @@ pub fn enrich(event: &DatapathEvent, clock: &Clock, ctx: &dyn Enricher) -> pb::F
             encrypted: false,
         }),
         l4: l4(event),
-        source: Some(side(event.src, event.src_identity)),
-        destination: Some(side(event.dst, event.dst_identity)),
+        source: Some(side(source, event.src_identity)),
+        destination: Some(side(destination, event.dst_identity)),
         r#type: pb::FlowType::L3L4 as i32,
-        node_name: ctx.node_name().to_string(),
+        node_name: node.to_string(),
         event_type: Some(if dropped {
             pb::CiliumEventType {
                 r#type: MESSAGE_TYPE_DROP,
@@ -238,10 +278,8 @@ pub fn system_time(t: &Timestamp) -> SystemTime {
 }
 
 /// A UUID-shaped id, unique per agent: time, a sequence number and the packet's tuple.
-fn flow_uuid(t: SystemTime, event: &DatapathEvent) -> String {
-    static SEQ: AtomicU64 = AtomicU64::new(0);
+fn flow_uuid(t: SystemTime, seq: u64, event: &DatapathEvent) -> String {
     let nanos = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as u64;
-    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
     let tuple = (u64::from(event.src_port) << 16 | u64::from(event.dst_port))
         ^ u64::from(event.endpoint_id) << 32;
     format!(

@@ -23,6 +23,7 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use crate::entry::FlowEntry;
 use crate::filter::keeps;
 use crate::flow::{system_time, timestamp};
 use crate::metrics::LostEvents;
@@ -67,15 +68,15 @@ impl HubbleService {
     }
 
     /// The stored flows a request asks for, oldest first.
-    fn backlog(&self, req: &GetFlowsRequest) -> Vec<Arc<Flow>> {
+    fn backlog(&self, req: &GetFlowsRequest) -> Vec<Arc<FlowEntry>> {
         let since = req.since.as_ref().map(system_time);
         let until = req.until.as_ref().map(system_time);
-        let kept: Vec<Arc<Flow>> = self
+        let kept: Vec<Arc<FlowEntry>> = self
             .ring
             .snapshot()
             .into_iter()
             .filter(|f| in_window(f, since, until))
-            .filter(|f| keeps(&req.whitelist, &req.blacklist, f))
+            .filter(|f| keeps(&req.whitelist, &req.blacklist, f.flow()))
             .collect();
         let n = usize::try_from(req.number).unwrap_or(usize::MAX);
         // `number` 0 means all of them, unless following (then only new ones).
@@ -95,10 +96,9 @@ impl HubbleService {
     }
 }
 
-fn in_window(flow: &Flow, since: Option<SystemTime>, until: Option<SystemTime>) -> bool {
-    let t = flow.time.as_ref().map(system_time);
-    since.is_none_or(|s| t.is_some_and(|t| t >= s))
-        && until.is_none_or(|u| t.is_some_and(|t| t <= u))
+fn in_window(flow: &FlowEntry, since: Option<SystemTime>, until: Option<SystemTime>) -> bool {
+    let t = flow.time();
+    since.is_none_or(|s| t >= s) && until.is_none_or(|u| t <= u)
 }
 
 /// A `lost_events` response. Hubble sends them to every reader, unfiltered.
@@ -112,18 +112,22 @@ fn lost_response(node: &str, time: SystemTime, event: LostEvent) -> GetFlowsResp
 
 /// The stored flows and the losses reported since the oldest of them, in time
 /// order.
-fn with_losses(node: &str, flows: &[Arc<Flow>], lost: Vec<LostRecord>) -> Vec<GetFlowsResponse> {
-    let Some(oldest) = flows.first().and_then(|f| f.time.as_ref()).map(system_time) else {
-        return flows.iter().map(|f| response(f)).collect();
+fn with_losses(
+    node: &str,
+    flows: &[Arc<FlowEntry>],
+    lost: Vec<LostRecord>,
+) -> Vec<GetFlowsResponse> {
+    let Some(oldest) = flows.first().map(|f| f.time()) else {
+        return Vec::new();
     };
     let mut lost = lost.into_iter().filter(|r| r.time >= oldest).peekable();
     let mut out = Vec::with_capacity(flows.len());
     for flow in flows {
-        let t = flow.time.as_ref().map(system_time).unwrap_or(oldest);
+        let t = flow.time();
         while let Some(r) = lost.next_if(|r| r.time <= t) {
             out.push(lost_response(node, r.time, r.event));
         }
-        out.push(response(flow));
+        out.push(response(flow.flow()));
     }
     out.extend(lost.map(|r| lost_response(node, r.time, r.event)));
     out
@@ -191,10 +195,10 @@ impl Observer for HubbleService {
                             }
                             continue;
                         }
-                        if !keeps(&req.whitelist, &req.blacklist, &flow) {
+                        if !keeps(&req.whitelist, &req.blacklist, flow.flow()) {
                             continue;
                         }
-                        response(&flow)
+                        response(flow.flow())
                     }
                     Err(RecvError::Lagged(n)) => {
                         lost.record_reader(n);
@@ -245,9 +249,11 @@ impl Observer for HubbleService {
             .ring
             .snapshot()
             .iter()
-            .flat_map(|f| [f.source.as_ref(), f.destination.as_ref()])
+            .flat_map(|f| {
+                let f = f.flow();
+                [&f.source, &f.destination].map(|ep| ep.as_ref().map(|e| e.namespace.clone()))
+            })
             .flatten()
-            .map(|ep| ep.namespace.clone())
             .filter(|ns| !ns.is_empty())
             .collect();
         Ok(Response::new(GetNamespacesResponse {

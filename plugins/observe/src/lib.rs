@@ -1,8 +1,12 @@
 //! porin-observe: Hubble flows from datapath events, the flow ring, the Hubble
-//! API (Observer and Peer over gRPC) and Hubble metrics (`hubble_*` on `:9965`).
+//! API (Observer and Peer over gRPC), Hubble Relay and Hubble metrics (`hubble_*`
+//! on `:9965`).
 
+pub mod client;
 pub mod compact;
 mod config;
+pub mod endpoints;
+pub mod entry;
 pub mod filter;
 pub mod flow;
 pub mod grpc;
@@ -10,18 +14,21 @@ mod metric_spec;
 pub mod metrics;
 pub mod pipeline;
 mod plugin;
+pub mod relay;
 pub mod ring;
 pub mod serve;
 
+pub use client::HubbleAddress;
 pub use compact::format_compact;
 pub use config::{
     DEFAULT_BUFFER_SIZE, DEFAULT_METRICS_ADDRESS, HUBBLE_SOCKET_NAME, MAX_BUFFER_SIZE,
     ObserveConfig, WasmKind, WasmModuleConfig,
 };
+pub use entry::FlowEntry;
 pub use grpc::HubbleService;
 pub use hubble_proto;
 pub use metric_spec::{CONTEXT_VALUES, LABELS_CONTEXT, METRIC_NAMES, MetricSpec, flag_options};
 pub use metrics::{HubbleMetrics, LostEvents};
 pub use plugin::ObservePlugin;
 pub use ring::FlowRing;
-pub use serve::{ServeError, bind_unix, serve_tcp};
+pub use serve::{Listener, ServeError, agent_router, bind_unix, relay_router, serve_tcp};

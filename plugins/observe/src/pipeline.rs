@@ -1,13 +1,15 @@
 //! The flow pipeline: datapath events in, flows into the ring.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hubble_proto::flow::LostEventSource;
 use porin_plugin_sdk::{DatapathEvent, EndpointMeta, PluginContext};
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::flow::{Clock, Enricher, enrich};
+use crate::endpoints::{CacheSettings, EndpointCache};
+use crate::entry::FlowEntry;
+use crate::flow::{Clock, Enricher, enrich, next_seq};
 use crate::metrics::{HubbleMetrics, LostEvents};
 use crate::ring::FlowRing;
 
@@ -25,6 +27,44 @@ impl Enricher for ContextEnricher {
     }
 }
 
+/// Turns events into ring entries: endpoints resolved through the cache, the
+/// kernel's clock turned into wall-clock time.
+#[derive(Debug)]
+pub struct Pipeline {
+    node: Arc<str>,
+    clock: Clock,
+    endpoints: EndpointCache,
+}
+
+impl Pipeline {
+    pub fn new(node: &str, settings: CacheSettings) -> Self {
+        Self {
+            node: Arc::from(node),
+            clock: Clock::now(),
+            endpoints: EndpointCache::new(settings),
+        }
+    }
+
+    /// The ring entry of one event, its endpoints resolved now.
+    pub fn entry(&mut self, event: &DatapathEvent, ctx: &dyn Enricher) -> FlowEntry {
+        let now = Instant::now();
+        let source = self
+            .endpoints
+            .resolve(event.src, event.src_identity, now, ctx);
+        let destination = self
+            .endpoints
+            .resolve(event.dst, event.dst_identity, now, ctx);
+        FlowEntry::new(
+            event.clone(),
+            self.clock.wall(event.ktime_ns),
+            next_seq(),
+            self.node.clone(),
+            source,
+            destination,
+        )
+    }
+}
+
 /// Read events until the context's event channel closes: each becomes a flow,
 /// is counted in the Hubble metrics and stored in the ring. Events the pipeline
 /// was too slow for are reported as `OBSERVER_EVENTS_QUEUE` losses, never
@@ -37,15 +77,15 @@ pub async fn run_pipeline(
 ) {
     let mut events = ctx.subscribe_events();
     let enricher = ContextEnricher(ctx);
-    let clock = Clock::now();
+    let mut pipeline = Pipeline::new(enricher.node_name(), CacheSettings::default());
     loop {
         match events.recv().await {
             Ok(event) => {
-                let flow = enrich(&event, &clock, &enricher);
+                let entry = Arc::new(pipeline.entry(&event, &enricher));
                 if let Some(m) = &metrics {
-                    m.process(&flow);
+                    m.process(entry.flow());
                 }
-                ring.push(flow);
+                ring.push_entry(entry);
             }
             Err(RecvError::Lagged(n)) => lost.record(LostEventSource::ObserverEventsQueue, n),
             Err(RecvError::Closed) => return,
@@ -87,6 +127,85 @@ pub fn flow_of(event: &DatapathEvent, enricher: &dyn Enricher) -> hubble_proto::
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::sync::Mutex;
+
+    use porin_plugin_sdk::{Direction, EventKind, Verdict};
+
+    /// Pods that can be deleted between two events.
+    struct Pods(Mutex<Option<EndpointMeta>>);
+
+    impl Enricher for Pods {
+        fn node_name(&self) -> &str {
+            "node-1"
+        }
+        fn endpoint(&self, ip: std::net::IpAddr) -> Option<EndpointMeta> {
+            let pods = self.0.lock().expect("lock");
+            pods.clone().filter(|_| ip.to_string() == "10.200.1.5")
+        }
+        fn identity_labels(&self, _identity: u32) -> Option<Vec<String>> {
+            None
+        }
+    }
+
+    fn fin_from(src: &str) -> DatapathEvent {
+        DatapathEvent {
+            ktime_ns: 5,
+            kind: EventKind::TcpFlags,
+            verdict: Verdict::Forwarded,
+            drop_reason: 0,
+            direction: Direction::FromEndpoint,
+            protocol: 6,
+            src: src.parse().expect("ip"),
+            dst: "10.200.2.9".parse().expect("ip"),
+            src_port: 40000,
+            dst_port: 80,
+            tcp_flags: 0x01,
+            icmp_type: 0,
+            icmp_code: 0,
+            ifindex: 4,
+            src_identity: 0,
+            dst_identity: 0,
+            endpoint_id: 3,
+            is_reply: false,
+            packet_len: 52,
+        }
+    }
+
+    #[test]
+    fn the_last_flows_of_a_deleted_pod_still_name_it() {
+        let pods = Pods(Mutex::new(Some(EndpointMeta {
+            id: 3,
+            namespace: "shop".to_string(),
+            pod_name: "web-7d9".to_string(),
+            identity: 4242,
+            labels: vec!["k8s:app=web".to_string()],
+            node_name: "node-1".to_string(),
+            workload: Some(("Deployment".to_string(), "web".to_string())),
+        })));
+        let mut pipeline = Pipeline::new(
+            "node-1",
+            CacheSettings {
+                refresh: Duration::ZERO,
+                ..CacheSettings::default()
+            },
+        );
+        let first = pipeline.entry(&fin_from("10.200.1.5"), &pods);
+        // The pod goes; its FIN was still queued.
+        *pods.0.lock().expect("lock") = None;
+        let last = pipeline.entry(&fin_from("10.200.1.5"), &pods);
+        for entry in [&first, &last] {
+            let src = entry.flow().source.clone().expect("source");
+            assert_eq!(
+                (src.namespace.as_str(), src.pod_name.as_str()),
+                ("shop", "web-7d9")
+            );
+            assert_eq!(src.identity, 4242);
+            assert_eq!(src.workloads[0].name, "web");
+        }
+        assert_ne!(first.flow().uuid, last.flow().uuid);
+        assert_eq!(last.flow().node_name, "node-1");
+    }
 
     #[test]
     fn kernel_totals_become_deltas() {

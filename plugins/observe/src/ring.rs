@@ -7,14 +7,16 @@ use std::sync::{Arc, Mutex};
 use hubble_proto::flow::Flow;
 use tokio::sync::broadcast;
 
+use crate::entry::FlowEntry;
+
 /// A bounded ring of Hubble flows. When full, the oldest flow goes; followers that
 /// fall behind are told how many flows they missed (never silently).
 #[derive(Debug)]
 pub struct FlowRing {
-    inner: Mutex<VecDeque<Arc<Flow>>>,
+    inner: Mutex<VecDeque<Arc<FlowEntry>>>,
     capacity: usize,
     seen: AtomicU64,
-    live: broadcast::Sender<Arc<Flow>>,
+    live: broadcast::Sender<Arc<FlowEntry>>,
 }
 
 impl FlowRing {
@@ -28,9 +30,13 @@ impl FlowRing {
         }
     }
 
-    /// Add a flow and hand it to followers.
+    /// Add a flow message and hand it to followers.
     pub fn push(&self, flow: Flow) {
-        let flow = Arc::new(flow);
+        self.push_entry(Arc::new(FlowEntry::ready(flow)));
+    }
+
+    /// Add a flow and hand it to followers.
+    pub fn push_entry(&self, flow: Arc<FlowEntry>) {
         if let Ok(mut ring) = self.inner.lock() {
             if ring.len() == self.capacity {
                 ring.pop_front();
@@ -43,7 +49,7 @@ impl FlowRing {
     }
 
     /// Every stored flow, oldest first.
-    pub fn snapshot(&self) -> Vec<Arc<Flow>> {
+    pub fn snapshot(&self) -> Vec<Arc<FlowEntry>> {
         match self.inner.lock() {
             Ok(ring) => ring.iter().cloned().collect(),
             Err(_) => Vec::new(),
@@ -51,7 +57,7 @@ impl FlowRing {
     }
 
     /// Flows from now on.
-    pub fn follow(&self) -> broadcast::Receiver<Arc<Flow>> {
+    pub fn follow(&self) -> broadcast::Receiver<Arc<FlowEntry>> {
         self.live.subscribe()
     }
 
@@ -92,7 +98,7 @@ mod tests {
         let names: Vec<_> = ring
             .snapshot()
             .iter()
-            .map(|f| f.node_name.clone())
+            .map(|f| f.flow().node_name.clone())
             .collect();
         assert_eq!(names, vec!["b", "c"]);
         assert_eq!((ring.seen(), ring.capacity()), (3, 2));

@@ -349,3 +349,56 @@ pub fn pod_yaml(
          spec:\n  nodeName: {node}\n  containers: [{{name: c, image: ignored, command: {command}}}]\n---\n"
     )
 }
+
+/// `shop/web` (python http.server on 8080) on node-1 and `shop/client` on node-2.
+pub const SHOP_WEB_AND_CLIENT: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: shop
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+  namespace: shop
+  labels:
+    app: web
+spec:
+  nodeName: node-1
+  containers:
+    - name: web
+      image: ignored
+      command: ["python3", "-m", "http.server", "8080", "--bind", "0.0.0.0"]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: client
+  namespace: shop
+  labels:
+    app: client
+spec:
+  nodeName: node-2
+  containers:
+    - name: c
+      image: ignored
+      command: ["sleep", "infinity"]
+"#;
+
+/// `GET http://WEB:8080/` from `shop/client` (of [`SHOP_WEB_AND_CLIENT`]), retried while
+/// the server starts.
+pub fn fetch_from_client(sandbox: &TestSandbox, web: &str) {
+    let url = format!("http://{web}:8080/");
+    let get = "import urllib.request,sys\nurllib.request.urlopen(sys.argv[1], timeout=3).read()";
+    let out = sandbox.exec_until_ok(
+        "shop/client",
+        &["python3", "-c", get, &url],
+        Duration::from_secs(10),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

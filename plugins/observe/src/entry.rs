@@ -1,0 +1,85 @@
+//! A flow as the ring keeps it: the decoded datapath event with its endpoints
+//! resolved (shared metadata), and the Hubble `Flow` message built from them
+//! once, the first time a reader, a metric or a filter needs it. The pipeline's
+//! cost per event stays a copy of the event and two reference counts.
+
+use std::sync::{Arc, OnceLock};
+use std::time::SystemTime;
+
+use hubble_proto::flow::{Endpoint, Flow};
+use porin_plugin_sdk::DatapathEvent;
+
+use crate::flow::{assemble, system_time};
+
+/// One flow in the ring.
+#[derive(Debug)]
+pub struct FlowEntry {
+    time: SystemTime,
+    parts: Option<Parts>,
+    flow: OnceLock<Flow>,
+}
+
+#[derive(Debug)]
+struct Parts {
+    event: DatapathEvent,
+    seq: u64,
+    node: Arc<str>,
+    source: Arc<Endpoint>,
+    destination: Arc<Endpoint>,
+}
+
+impl FlowEntry {
+    /// An event whose endpoints are resolved; the message is built later.
+    pub fn new(
+        event: DatapathEvent,
+        time: SystemTime,
+        seq: u64,
+        node: Arc<str>,
+        source: Arc<Endpoint>,
+        destination: Arc<Endpoint>,
+    ) -> Self {
+        Self {
+            time,
+            parts: Some(Parts {
+                event,
+                seq,
+                node,
+                source,
+                destination,
+            }),
+            flow: OnceLock::new(),
+        }
+    }
+
+    /// A flow that is already a message.
+    pub fn ready(flow: Flow) -> Self {
+        Self {
+            time: flow
+                .time
+                .as_ref()
+                .map_or(SystemTime::UNIX_EPOCH, system_time),
+            parts: None,
+            flow: OnceLock::from(flow),
+        }
+    }
+
+    /// When the packet was seen.
+    pub fn time(&self) -> SystemTime {
+        self.time
+    }
+
+    /// The Hubble message (built on first use).
+    pub fn flow(&self) -> &Flow {
+        self.flow.get_or_init(|| match &self.parts {
+            Some(p) => assemble(
+                &p.event,
+                self.time,
+                p.seq,
+                &p.node,
+                &p.source,
+                &p.destination,
+            ),
+            None => Flow::default(),
+        })
+    }
+}
