@@ -36,4 +36,11 @@ if ! command -v cargo >/dev/null; then
     echo "deps: cargo not found; install Rust with rustup (https://rustup.rs) first" >&2
     exit 1
 fi
+# WebAssembly guests (examples/wasm, the WASM host's tests) are built for these.
+for target in wasm32-unknown-unknown wasm32-wasip1; do
+    if ! rustup target list --installed 2>/dev/null | grep -qx "$target"; then
+        echo "deps: adding Rust target $target (rustup)"
+        rustup target add "$target"
+    fi
+done
 echo "deps: ok"
