@@ -97,6 +97,16 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// Run Porin's userspace WireGuard device (gotatun) on a TUN device in the foreground,
+    /// configured with `wg` through /var/run/wireguard/IFNAME.sock like wireguard-go;
+    /// the encryption plugin starts it.
+    Wireguard {
+        /// The TUN interface to create (at most 15 bytes).
+        interface: String,
+        /// Runtime worker threads (0: one per CPU).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+    },
     /// A local cluster of network namespaces (see docs/sandbox.md).
     Sandbox {
         #[command(subcommand)]
@@ -124,6 +134,8 @@ pub fn run() -> ExitCode {
         Command::Agent { config } => porin_core::config::Config::from_file(config)
             .map(|c| c.agent.log_level)
             .unwrap_or_else(|_| "info".to_string()),
+        // The tunnel is a long-running child of the agent; its lifecycle belongs in the log.
+        Command::Wireguard { .. } => "info".to_string(),
         _ => "warn".to_string(),
     };
     init_tracing(&default_level);
@@ -223,6 +235,12 @@ fn dispatch(command: Command) -> Result<bool> {
         } => {
             let targets = discover::targets(target.socket.as_deref(), target.node.as_deref())?;
             runtime()?.block_on(encrypt::status(&targets, output))
+        }
+        Command::Wireguard { interface, threads } => {
+            let mut options = porin_wg::TunnelOptions::new(interface);
+            options.worker_threads = threads;
+            porin_wg::run(&options)?;
+            Ok(true)
         }
         Command::Sandbox { command } => sandbox::run(command),
         Command::Policy { command } => policy::run(command),

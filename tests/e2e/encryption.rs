@@ -1,5 +1,5 @@
 //! End to end: the encryption plugin's WireGuard tunnel between two sandbox nodes
-//! (wireguard-go: this kernel has no WireGuard module).
+//! (Porin's userspace device, `porin wireguard`: this kernel has no WireGuard module).
 //!
 //! A pod on node-2 fetches a page from a pod on node-1 while tcpdump captures the
 //! underlay bridge and node-1's WireGuard device: on the underlay there is only
@@ -148,6 +148,13 @@ fn cross_node_pod_traffic_is_wireguard_on_the_underlay_and_same_node_is_not() {
             sandbox.agent_logs()
         )
     });
+    for node in ["node-1", "node-2"] {
+        assert_eq!(
+            node_status(&status, node)["implementation"],
+            "porin",
+            "Porin's own userspace device is the default: {status}"
+        );
+    }
     let key1 = str_of(&node_status(&status, "node-1")["public_key"]).to_string();
     let device1 = str_of(&node_status(&status, "node-1")["device"]).to_string();
     assert_eq!(

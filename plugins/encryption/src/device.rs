@@ -1,5 +1,5 @@
-//! The userspace WireGuard device: `wireguard-go` on a TUN device in the agent's
-//! network namespace, configured with `wg set` and `ip`.
+//! The userspace WireGuard device: Porin's own (`porin wireguard`) or `wireguard-go` on a
+//! TUN device in the agent's network namespace, configured with `wg set` and `ip`.
 //!
 //! Userspace implementations keep their control socket in `/var/run/wireguard/<dev>.sock`,
 //! shared by every network namespace, so the device name must be unique across nodes on
@@ -9,16 +9,18 @@
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::process::{Child, Command};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use ipnet::Ipv4Net;
 use tracing::{info, warn};
 
 use crate::command::run;
+use crate::config::Userspace;
 use crate::dump::{self, DeviceDump};
 use crate::error::WgError;
 use crate::peers::{self, Peer};
+use crate::userspace;
 
 /// The device's name in this network namespace (at most 15 bytes: IFNAMSIZ).
 pub fn device_name() -> String {
@@ -49,6 +51,8 @@ pub fn name_for_inode(inode: u64) -> String {
 #[derive(Debug, Clone)]
 pub struct DeviceSpec {
     pub name: String,
+    /// The implementation started when no device runs.
+    pub userspace: Userspace,
     pub private_key_path: PathBuf,
     pub listen_port: u16,
     pub mtu: u32,
@@ -60,11 +64,11 @@ pub struct DeviceSpec {
 /// The running device and what was applied to it.
 pub struct Device {
     spec: DeviceSpec,
-    /// `None` when a previous agent's wireguard-go was adopted.
+    /// `None` when a previous agent's device process was adopted.
     child: Option<Child>,
     applied: Vec<Peer>,
     routes: BTreeSet<Ipv4Net>,
-    /// How often wireguard-go was (re)started by this agent.
+    /// How often the device process was (re)started by this agent.
     pub restarts: u64,
 }
 
@@ -83,13 +87,13 @@ impl Device {
         &self.spec.name
     }
 
-    /// Make sure wireguard-go runs and the device is configured; (re)start it when it
-    /// died. A device left by a previous agent is adopted. Returns true when the device
+    /// Make sure the device process runs and the device is configured; (re)start it
+    /// when it died. A device left by a previous agent is adopted. Returns true when the device
     /// was (re)made, so every peer and route must be applied again.
     pub fn ensure(&mut self) -> Result<bool, WgError> {
         let child_died = match self.child.as_mut().map(Child::try_wait) {
             Some(Ok(Some(status))) => {
-                warn!(device = %self.spec.name, %status, "wireguard-go exited; restarting it");
+                warn!(device = %self.spec.name, %status, userspace = self.spec.userspace.as_str(), "the WireGuard device process exited; restarting it");
                 true
             }
             _ => false,
@@ -100,15 +104,11 @@ impl Device {
         self.kill_child();
         // A half-dead device (socket gone, link left) would block the new one.
         let _ = run("ip", &["link", "del", &self.spec.name], None);
-        let child = Command::new("wireguard-go")
-            .arg("-f")
-            .arg(&self.spec.name)
-            .env("WG_PROCESS_FOREGROUND", "1")
-            .spawn()
-            .map_err(|e| WgError::Command {
-                command: format!("wireguard-go -f {}", self.spec.name),
-                message: e.to_string(),
-            })?;
+        let mut command = userspace::command(self.spec.userspace, &self.spec.name)?;
+        let child = command.spawn().map_err(|e| WgError::Command {
+            command: format!("{command:?}"),
+            message: e.to_string(),
+        })?;
         self.child = Some(child);
         self.restarts += 1;
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -124,7 +124,7 @@ impl Device {
         self.configure()?;
         self.applied.clear();
         self.routes.clear();
-        info!(device = %self.spec.name, port = self.spec.listen_port, "WireGuard device up (wireguard-go)");
+        info!(device = %self.spec.name, port = self.spec.listen_port, userspace = self.spec.userspace.as_str(), "WireGuard device up");
         Ok(true)
     }
 
@@ -223,7 +223,7 @@ impl Device {
         })
     }
 
-    /// Remove the device: routes go with it, wireguard-go exits.
+    /// Remove the device: routes go with it, the device process exits.
     pub fn remove(&mut self) {
         let _ = run("ip", &["link", "del", &self.spec.name], None);
         self.kill_child();

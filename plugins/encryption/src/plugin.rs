@@ -25,10 +25,10 @@ pub const NAME: &str = "encryption";
 const WG_OVERHEAD: u32 = 80;
 /// The underlay MTU assumed when `mtu` is unset.
 const UNDERLAY_MTU: u32 = 1500;
-/// How often the supervisor checks that wireguard-go is alive.
+/// How often the supervisor checks that the device process is alive.
 const SUPERVISE_EVERY: Duration = Duration::from_secs(1);
 
-/// The encryption plugin: WireGuard between nodes with wireguard-go.
+/// The encryption plugin: WireGuard between nodes with a userspace device.
 #[derive(Default)]
 pub struct EncryptionPlugin {
     config: EncryptionConfig,
@@ -109,6 +109,7 @@ impl Plugin for EncryptionPlugin {
         let address = own_pod_cidr(&nodes, ctx.node_name()).and_then(|c| c.hosts().next());
         let mut device = Device::new(DeviceSpec {
             name: device_name(),
+            userspace: self.config.userspace,
             private_key_path: key.private_key_path.clone(),
             listen_port: self.config.listen_port,
             mtu: self.config.mtu.unwrap_or(UNDERLAY_MTU - WG_OVERHEAD),
@@ -261,7 +262,7 @@ impl Plugin for EncryptionPlugin {
         Some(json!({
             "node": running.ctx.node_name(),
             "type": "wireguard",
-            "implementation": "wireguard-go",
+            "implementation": self.config.userspace.as_str(),
             "device": shared.device.name(),
             "public_key": running.key.public_key,
             "listen_port": dump.as_ref().map_or(self.config.listen_port, |d| d.listen_port),
@@ -273,7 +274,7 @@ impl Plugin for EncryptionPlugin {
     }
 }
 
-/// Restart wireguard-go when it dies and re-apply the peers and routes it lost.
+/// Restart the device process when it dies and re-apply the peers and routes it lost.
 fn spawn_supervisor(
     shared: Arc<Mutex<Shared>>,
     stop: Arc<AtomicBool>,
