@@ -11,9 +11,13 @@ mod config;
 mod device;
 mod dump;
 mod error;
+mod kernel;
 mod keys;
+mod metrics;
 mod peers;
 mod plugin;
+mod strict;
+mod supervisor;
 mod userspace;
 
 pub use config::{EncryptionConfig, EncryptionType, Userspace};
