@@ -17,6 +17,7 @@
 #include "lib/lb.h"
 #include "lib/policy.h"
 #include "lib/nodeport.h"
+#include "lib/encrypt.h"
 
 static __always_inline int handle_pod_packet(struct __sk_buff *skb, __u8 direction)
 {
@@ -51,6 +52,14 @@ static __always_inline int handle_pod_packet(struct __sk_buff *skb, __u8 directi
 	}
 	if (CFG_ENABLE_LB && direction == PORIN_DIR_INGRESS) {
 		ret = lb_rev_nat(skb, &p);
+		if (ret < 0)
+			return send_drop(skb, &p, ret, direction);
+	}
+
+	/* Encryption strict mode: a packet to another node's pods that would not leave through
+	 * the WireGuard device is dropped, never sent in clear. */
+	if (CFG_ENCRYPTION_STRICT && direction == PORIN_DIR_EGRESS) {
+		ret = encrypt_strict_check(skb, &p, lb.active ? lb.backend_addr : 0);
 		if (ret < 0)
 			return send_drop(skb, &p, ret, direction);
 	}

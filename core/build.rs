@@ -88,6 +88,7 @@ const LAYOUT: &[(&str, &[&str])] = &[
         &["endpoint_id", "identity", "dport", "proto", "direction"],
     ),
     ("porin_policy_value", &["policy_id", "action", "pad"]),
+    ("porin_encrypt_key", &["prefixlen", "addr"]),
 ];
 
 fn main() -> Result<()> {

@@ -237,3 +237,11 @@ struct porin_policy_value {
 	__u8 action;     /* PORIN_POLICY_ALLOW or PORIN_POLICY_DENY */
 	__u8 pad[3];
 };
+
+/* Encryption strict mode (written by the encryption plugin): the pod CIDR of every other
+ * node -> the ifindex of the WireGuard device its traffic must leave through (0 while the
+ * device is down: everything to that CIDR is dropped). LPM trie key, IPv4. */
+struct porin_encrypt_key {
+	__u32 prefixlen;
+	__u32 addr; /* network byte order */
+};

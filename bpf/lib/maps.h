@@ -19,6 +19,7 @@
 #define PORIN_LB_BACKENDS_MAX_ENTRIES 262144
 #define PORIN_LB_NAT_MAX_ENTRIES 65536
 #define PORIN_POLICY_MAX_ENTRIES 65536
+#define PORIN_ENCRYPT_MAX_ENTRIES 4096
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -140,3 +141,13 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } porin_policy SEC(".maps");
+
+/* Encryption strict mode: remote pod CIDR -> WireGuard device ifindex (__u32). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, PORIN_ENCRYPT_MAX_ENTRIES);
+	__type(key, struct porin_encrypt_key);
+	__type(value, __u32);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} porin_encrypt SEC(".maps");

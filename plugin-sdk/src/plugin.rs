@@ -34,6 +34,12 @@ pub trait Plugin: Send {
     /// Parse and validate this plugin's section (all keys but `enabled`).
     fn configure(&mut self, section: &toml::Table) -> Result<(), PluginError>;
 
+    /// Register this plugin's metrics in the agent's registry, served with core's on the
+    /// agent metrics endpoint (`[agent] metrics_address`, `:9962`). Called once for an
+    /// enabled plugin, after `configure` and before `start`; the plugin keeps the handles
+    /// and updates them. Names carry the plugin's prefix (`porin_<plugin>_...`).
+    fn register_metrics(&mut self, _registry: &mut prometheus_client::registry::Registry) {}
+
     /// Load-time switches and maps this plugin needs.
     fn datapath(&self) -> DatapathContribution {
         DatapathContribution::default()

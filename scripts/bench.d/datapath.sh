@@ -12,7 +12,6 @@
 # Run through scripts/bench, which builds and sets PORIN_BIN, PORIN_BENCH_BIN,
 # BENCH_ROOT and BENCH_QUICK.
 set -euo pipefail
-porin=$PORIN_BIN
 tool=$PORIN_BENCH_BIN
 manifests=$BENCH_ROOT/bench/datapath
 
@@ -25,71 +24,22 @@ conn_concurrency=${BENCH_CONN_CONCURRENCY:-8}
 iperf_port=5201
 conn_port=7000
 topologies=(plain porin)
-
-started=$SECONDS
-work=$(mktemp -d /tmp/porin-bench-datapath.XXXXXX)
-samples=$work/samples.txt
-ok=0
-
-log() { echo "$*" >&2; }
-sbx() {  # sbx TOPOLOGY ARGS...: `porin sandbox ARGS` on that topology's sandbox
-    local topology=$1
-    shift
-    PORIN_SANDBOX_DIR=$work/$topology "$porin" sandbox "$@"
-}
-cleanup() {
-    local topology
-    for topology in "${topologies[@]}"; do
-        [[ -e $work/$topology/state.json ]] && { sbx "$topology" down >&2 || true; }
-    done
-    if [[ $ok == 1 ]]; then
-        rm -rf "$work"
-    else
-        log "bench datapath failed; logs and results kept in $work"
-    fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-ip_of() {  # ip_of TOPOLOGY POD
-    sbx "$1" status | awk -v pod="$2" '$1 == pod { print $3 }'
-}
+bench_name=datapath
+# shellcheck source=lib/sandboxes.sh
+source "$(dirname "$0")/lib/sandboxes.sh"
 
 log "== datapath: $rounds rounds, iperf3 ${iperf_s}s, connections ${conn_s}s x $conn_concurrency threads"
 log "== sandboxes (state in $work)"
 sbx plain up --plain "$manifests" >&2
 sbx porin up "$manifests" >&2
 
-declare -A server
 for topology in "${topologies[@]}"; do
-    server[$topology]=$(ip_of "$topology" bench/server)
-    [[ -n ${server[$topology]} ]] || { log "no address for bench/server in $topology"; exit 1; }
-    sbx "$topology" exec bench/server -- iperf3 -s -p $iperf_port -D \
-        --logfile "$work/iperf3-server-$topology.log"
-    sbx "$topology" exec bench/server -- "$tool" conn-server $conn_port \
-        >"$work/conn-server-$topology.log" 2>&1 &
-done
-
-# The agents route between nodes once they see each other's Node objects, and the
-# servers need a moment: wait until a short connection run gets through.
-for topology in "${topologies[@]}"; do
-    deadline=$((SECONDS + 60))
-    until sbx "$topology" exec bench/client -- "$tool" conn-client \
-        "${server[$topology]}:$conn_port" --seconds 0.5 --concurrency 1 >/dev/null 2>&1; do
-        if ((SECONDS > deadline)); then
-            log "$topology: bench/client cannot reach ${server[$topology]}:$conn_port after 60s"
-            exit 1
-        fi
-        sleep 0.5
-    done
-    log "   $topology: bench/client -> bench/server ${server[$topology]} reachable"
+    start_servers "$topology" $iperf_port $conn_port
+    wait_reachable "$topology" "${server[$topology]}:$conn_port"
 done
 
 throughput() {  # throughput TOPOLOGY ROUND: prints Gbit/s
-    local out=$work/iperf-$1-$2.json
-    sbx "$1" exec bench/client -- iperf3 -c "${server[$1]}" -p $iperf_port \
-        -t "$iperf_s" -O 1 -J >"$out" || true
-    "$tool" iperf-bps "$out" | awk '{ printf "%.4f\n", $1 / 1e9 }'
+    iperf_gbps "$1" "$2" "${server[$1]}" $iperf_port "$iperf_s"
 }
 conn_rate() {  # conn_rate TOPOLOGY ROUND: prints connections/s
     local out=$work/conn-$1-$2.json
@@ -117,6 +67,6 @@ line=$("$tool" summarize "$samples" --bench datapath --compare porin,plain \
     --set iperf_s="$iperf_s" --set conn_s="$conn_s" \
     --set conn_concurrency="$conn_concurrency" \
     --set quick="$([[ $BENCH_QUICK == 1 ]] && echo true || echo false)")
-ok=1
+finish
 log "== done in ${duration}s (sandboxes are removed on exit)"
 echo "$line"

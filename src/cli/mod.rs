@@ -102,6 +102,16 @@ enum Command {
         #[command(flatten)]
         args: relay::RelayArgs,
     },
+    /// Run Porin's userspace WireGuard device (gotatun) on a TUN device in the foreground,
+    /// configured with `wg` through /var/run/wireguard/IFNAME.sock like wireguard-go;
+    /// the encryption plugin starts it.
+    Wireguard {
+        /// The TUN interface to create (at most 15 bytes).
+        interface: String,
+        /// Runtime worker threads (0: one per CPU).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+    },
     /// A local cluster of network namespaces (see docs/sandbox.md).
     Sandbox {
         #[command(subcommand)]
@@ -130,6 +140,8 @@ pub fn run() -> ExitCode {
             .map(|c| c.agent.log_level)
             .unwrap_or_else(|_| "info".to_string()),
         Command::Relay { .. } => "info".to_string(),
+        // The tunnel is a long-running child of the agent; its lifecycle belongs in the log.
+        Command::Wireguard { .. } => "info".to_string(),
         _ => "warn".to_string(),
     };
     init_tracing(&default_level);
@@ -232,6 +244,12 @@ fn dispatch(command: Command) -> Result<bool> {
         }
         Command::Relay { args } => {
             runtime()?.block_on(relay::run(&args))?;
+            Ok(true)
+        }
+        Command::Wireguard { interface, threads } => {
+            let mut options = porin_wg::TunnelOptions::new(interface);
+            options.worker_threads = threads;
+            porin_wg::run(&options)?;
             Ok(true)
         }
         Command::Sandbox { command } => sandbox::run(command),

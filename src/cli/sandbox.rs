@@ -75,7 +75,7 @@ pub fn run(command: SandboxCommand) -> Result<bool> {
         SandboxCommand::Down => {
             let wireguard_sockets = wireguard_sockets(&state_dir);
             let report = Sandbox::down(&state_dir)?;
-            // wireguard-go's control sockets live outside the nodes' namespaces.
+            // The userspace WireGuard devices' control sockets live outside the nodes' namespaces.
             for socket in wireguard_sockets {
                 let _ = std::fs::remove_file(socket);
             }
@@ -250,7 +250,7 @@ fn wait_for_convergence(
     Ok(())
 }
 
-/// The control sockets wireguard-go would have made for the sandbox's nodes (the
+/// The control sockets the userspace WireGuard device would have made for the sandbox's nodes (the
 /// device name derives from the node namespace's inode, known only while it exists).
 fn wireguard_sockets(state_dir: &Path) -> Vec<PathBuf> {
     use std::os::unix::fs::MetadataExt;

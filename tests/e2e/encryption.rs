@@ -1,5 +1,5 @@
 //! End to end: the encryption plugin's WireGuard tunnel between two sandbox nodes
-//! (wireguard-go: this kernel has no WireGuard module).
+//! (Porin's userspace device, `porin wireguard`: this kernel has no WireGuard module).
 //!
 //! A pod on node-2 fetches a page from a pod on node-1 while tcpdump captures the
 //! underlay bridge and node-1's WireGuard device: on the underlay there is only
@@ -7,147 +7,39 @@
 //! the tunnel the page appears in clear. A same-node fetch never enters the tunnel.
 //! `porin encrypt status -o json` reports the peer with a recent handshake and bytes.
 
+//!
+//! Strict mode: node-2's route to node-1's pods is replaced by a plain underlay route;
+//! the pod's packets are then dropped by the datapath with `UNENCRYPTED_TRAFFIC` (195),
+//! counted, and never appear on the underlay; restoring the tunnel route restores
+//! traffic.
+
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use common::{TestSandbox, str_of, wait_for};
-use serde_json::Value;
-
-const CROSS_MARKER: &str = "PORIN-CROSS-NODE-MARKER-7f3a9c";
-const LOCAL_MARKER: &str = "PORIN-SAME-NODE-MARKER-41b2e8";
-const WG_PORT: u16 = 51871;
-
-fn manifests(www: &Path) -> String {
-    let www = www.display();
-    let pod = |name: &str, node: &str, command: &str| {
-        format!(
-            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: sec\n  labels:\n    app: {name}\nspec:\n  nodeName: {node}\n  containers:\n    - name: c\n      image: ignored\n      command: {command}\n---\n"
-        )
-    };
-    format!(
-        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: sec\n---\n{}{}{}",
-        pod(
-            "web",
-            "node-1",
-            &format!(
-                r#"["python3", "-m", "http.server", "8080", "--bind", "0.0.0.0", "--directory", "{www}"]"#
-            )
-        ),
-        pod("remote-client", "node-2", r#"["sleep", "infinity"]"#),
-        pod("local-client", "node-1", r#"["sleep", "infinity"]"#),
-    )
-}
-
-/// tcpdump writing every packet of `iface` in `netns` to a file until stopped.
-struct Capture {
-    child: Child,
-    file: PathBuf,
-}
-
-impl Capture {
-    fn start(netns: &str, iface: &str, file: PathBuf) -> Self {
-        let child = Command::new("ip")
-            .args([
-                "netns", "exec", netns, "tcpdump", "-i", iface, "-n", "-s", "0", "-U", "-w",
-            ])
-            .arg(&file)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start tcpdump");
-        // tcpdump creates the file once it listens.
-        assert!(
-            wait_for(Duration::from_secs(5), || file.exists().then_some(())).is_some(),
-            "tcpdump on {netns}/{iface} did not start"
-        );
-        std::thread::sleep(Duration::from_millis(300));
-        Self { child, file }
-    }
-
-    /// Stop and return the raw capture and tcpdump's decoding of it.
-    fn stop(mut self) -> (Vec<u8>, String) {
-        std::thread::sleep(Duration::from_millis(300));
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let raw = std::fs::read(&self.file).expect("read capture");
-        let out = Command::new("tcpdump")
-            .args(["-n", "-r"])
-            .arg(&self.file)
-            .output()
-            .expect("tcpdump -r");
-        (raw, String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-}
-
-fn contains(haystack: &[u8], needle: &str) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|w| w == needle.as_bytes())
-}
-
-/// The underlay namespace: the one holding the bridge.
-fn underlay_netns(state: &Value) -> String {
-    state["netns"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|n| str_of(n).to_string())
-        .find(|ns| {
-            Command::new("ip")
-                .args(["-n", ns, "link", "show", "br0"])
-                .output()
-                .is_ok_and(|o| o.status.success())
-        })
-        .expect("no underlay namespace with br0")
-}
-
-fn node_netns(state: &Value, node: &str) -> String {
-    state["nodes"]
-        .as_array()
-        .and_then(|n| n.iter().find(|n| n["name"] == node))
-        .map(|n| str_of(&n["netns"]).to_string())
-        .unwrap_or_else(|| panic!("no node {node}"))
-}
-
-fn node_status<'a>(all: &'a Value, node: &str) -> &'a Value {
-    all.as_array()
-        .and_then(|a| a.iter().find(|s| s["node"] == node))
-        .unwrap_or_else(|| panic!("no encrypt status for {node}: {all}"))
-}
+use common::wireguard::{
+    CROSS_MARKER, Capture, LOCAL_MARKER, WG_PORT, contains, fetch, fetch_until, node_netns,
+    node_status, underlay_netns, up, wait_for_peers,
+};
+use common::{metric_value, str_of, wait_for};
 
 #[test]
 fn cross_node_pod_traffic_is_wireguard_on_the_underlay_and_same_node_is_not() {
-    let www = tempfile::tempdir().expect("www");
-    std::fs::write(www.path().join("cross.txt"), CROSS_MARKER).expect("cross.txt");
-    std::fs::write(www.path().join("local.txt"), LOCAL_MARKER).expect("local.txt");
-    let sandbox = TestSandbox::up_with(
-        &[("00-sec.yaml", &manifests(www.path()))],
-        Some("[plugins.encryption]\nenabled = true\n"),
-    );
+    let (sandbox, _www) = up("[plugins.encryption]\nenabled = true\n");
     let state = sandbox.state();
     let web_ip = str_of(&sandbox.endpoint("sec/web")["endpoint"]["ipv4"]).to_string();
     assert!(!web_ip.is_empty(), "web has no address");
 
     // Both nodes publish a key and have each other as peer before traffic starts.
-    let status = wait_for(Duration::from_secs(15), || {
-        let s = sandbox.porin_json(&["encrypt", "status"]);
-        let ready = ["node-1", "node-2"].iter().all(|n| {
-            node_status(&s, n)["peers"]
-                .as_array()
-                .is_some_and(|p| p.len() == 1)
-        });
-        ready.then_some(s)
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "peers never appeared: {}\n{}",
-            sandbox.porin_json(&["encrypt", "status"]),
-            sandbox.agent_logs()
-        )
-    });
+    let status = wait_for_peers(&sandbox);
+    for node in ["node-1", "node-2"] {
+        assert_eq!(
+            node_status(&status, node)["implementation"],
+            "porin",
+            "Porin's own userspace device is the default: {status}"
+        );
+    }
     let key1 = str_of(&node_status(&status, "node-1")["public_key"]).to_string();
     let device1 = str_of(&node_status(&status, "node-1")["device"]).to_string();
     assert_eq!(
@@ -167,40 +59,13 @@ fn cross_node_pod_traffic_is_wireguard_on_the_underlay_and_same_node_is_not() {
         sandbox.state_dir.path().join("tunnel.pcap"),
     );
 
-    let cross = sandbox.exec_until_ok(
-        "sec/remote-client",
-        &[
-            "curl",
-            "-sS",
-            "-m",
-            "5",
-            &format!("http://{web_ip}:8080/cross.txt"),
-        ],
-        Duration::from_secs(20),
-    );
-    assert!(
-        String::from_utf8_lossy(&cross.stdout).contains(CROSS_MARKER),
-        "cross-node fetch failed: {} {}\n{}",
-        String::from_utf8_lossy(&cross.stdout),
-        String::from_utf8_lossy(&cross.stderr),
-        sandbox.agent_logs()
-    );
-    let local = sandbox.exec_until_ok(
-        "sec/local-client",
-        &[
-            "curl",
-            "-sS",
-            "-m",
-            "5",
-            &format!("http://{web_ip}:8080/local.txt"),
-        ],
-        Duration::from_secs(20),
-    );
-    assert!(
-        String::from_utf8_lossy(&local.stdout).contains(LOCAL_MARKER),
-        "same-node fetch failed: {}",
-        String::from_utf8_lossy(&local.stderr)
-    );
+    for (pod, page, marker) in [
+        ("sec/remote-client", "cross.txt", CROSS_MARKER),
+        ("sec/local-client", "local.txt", LOCAL_MARKER),
+    ] {
+        let url = format!("http://{web_ip}:8080/{page}");
+        fetch_until(&sandbox, pod, &url, marker, Duration::from_secs(20));
+    }
 
     let (under_raw, under_text) = underlay.stop();
     let (tunnel_raw, tunnel_text) = tunnel.stop();
@@ -258,5 +123,94 @@ fn cross_node_pod_traffic_is_wireguard_on_the_underlay_and_same_node_is_not() {
     assert!(table.status.success());
     assert!(String::from_utf8_lossy(&table.stdout).contains("node-1"));
 
+    sandbox.down_and_check();
+}
+
+#[test]
+fn strict_mode_drops_pod_traffic_that_would_leave_unencrypted() {
+    let (sandbox, _www) = up("[plugins.encryption]\nenabled = true\nstrict_mode = true\n");
+    let state = sandbox.state();
+    let web_ip = str_of(&sandbox.endpoint("sec/web")["endpoint"]["ipv4"]).to_string();
+    let status = wait_for_peers(&sandbox);
+    let node2 = node_status(&status, "node-2");
+    assert_eq!(node2["strict_mode"], true, "{status}");
+    let device2 = str_of(&node2["device"]).to_string();
+    let cidr1 = str_of(&node2["peers"][0]["allowed_ips"][0]).to_string();
+    let url = format!("http://{web_ip}:8080/cross.txt");
+
+    // Through the tunnel strict mode lets everything pass.
+    fetch_until(
+        &sandbox,
+        "sec/remote-client",
+        &url,
+        CROSS_MARKER,
+        Duration::from_secs(20),
+    );
+
+    // node-2 now routes node-1's pods in clear over the underlay (a leak strict mode
+    // exists for: a missing peer key gives the same route from core).
+    let ns2 = node_netns(&state, "node-2");
+    let route = |args: &[&str]| {
+        let out = Command::new("ip")
+            .args(["-n", &ns2, "route", "replace", &cidr1])
+            .args(args)
+            .output()
+            .expect("ip route");
+        assert!(
+            out.status.success(),
+            "ip route replace {cidr1} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    route(&["via", "192.168.200.1"]);
+    let underlay = Capture::start(
+        &underlay_netns(&state),
+        "br0",
+        sandbox.state_dir.path().join("strict-underlay.pcap"),
+    );
+    let leaked = fetch(&sandbox, "sec/remote-client", &url, 3);
+    let (raw, text) = underlay.stop();
+    assert!(
+        !leaked.status.success(),
+        "the fetch succeeded over a plain route in strict mode: {}",
+        String::from_utf8_lossy(&leaked.stdout)
+    );
+    assert!(
+        !contains(&raw, CROSS_MARKER) && !text.contains(&format!("{web_ip}.8080")),
+        "pod traffic on the underlay in clear:\n{text}"
+    );
+
+    // Dropped in the datapath, with the reason, counted.
+    let drops = wait_for(Duration::from_secs(10), || {
+        let m = sandbox.metrics("node-2");
+        metric_value(
+            &m,
+            "cilium_drop_count_total",
+            &["Traffic is unencrypted", "EGRESS"],
+        )
+        .filter(|v| *v > 0.0)
+    });
+    assert!(
+        drops.is_some(),
+        "no cilium_drop_count_total{{reason=\"Traffic is unencrypted\"}} on node-2:\n{}",
+        sandbox.metrics("node-2")
+    );
+    let flows = sandbox.flows(200);
+    assert!(
+        flows.iter().any(|f| f["verdict"] == "DROPPED"
+            && f["drop_reason"] == 195
+            && str_of(&f["IP"]["destination"]) == web_ip),
+        "no UNENCRYPTED_TRAFFIC (195) drop flow to {web_ip}: {flows:?}"
+    );
+
+    // The tunnel route back: traffic flows again.
+    route(&["dev", &device2]);
+    fetch_until(
+        &sandbox,
+        "sec/remote-client",
+        &url,
+        CROSS_MARKER,
+        Duration::from_secs(10),
+    );
     sandbox.down_and_check();
 }

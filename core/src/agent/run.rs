@@ -126,6 +126,7 @@ pub async fn run(config_path: &Path, plugins: Vec<Box<dyn Plugin>>) -> Result<()
     let (datastore, datastore_kind) = make_datastore(&agent_config).await?;
     let mut registry = Registry::default();
     let metrics = AgentMetrics::register(&mut registry, env!("CARGO_PKG_VERSION"));
+    manager.register_metrics(&mut registry);
     let registry = Arc::new(registry);
     let (events_tx, _) = broadcast::channel::<Arc<DatapathEvent>>(8192);
     let agent = Arc::new(Agent {

@@ -395,6 +395,7 @@ drop_reasons! {
     NoTunnelOrEncapsulationEndpoint = 160 => "NO_TUNNEL_OR_ENCAPSULATION_ENDPOINT",
     FailedToInsertIntoProxymap = 161 => "FAILED_TO_INSERT_INTO_PROXYMAP",
     PolicyDeny = 181 => "POLICY_DENY",
+    UnencryptedTraffic = 195 => "UNENCRYPTED_TRAFFIC",
 }
 
 /// A decoded flow event.
@@ -605,6 +606,12 @@ mod tests {
         check!(PolicyEpKey, c::PORIN_POLICY_EP_KEY_SIZE,
             endpoint_id => c::PORIN_POLICY_EP_KEY__ENDPOINT_ID,
             direction => c::PORIN_POLICY_EP_KEY__DIRECTION, pad => c::PORIN_POLICY_EP_KEY__PAD);
+        // EncryptMap's aya key: a u32 prefix length, then the address as u32 data.
+        assert_eq!(c::PORIN_ENCRYPT_KEY_SIZE, 8);
+        assert_eq!(
+            (c::PORIN_ENCRYPT_KEY__PREFIXLEN, c::PORIN_ENCRYPT_KEY__ADDR),
+            (0, 4)
+        );
         check!(PolicyEpValue, c::PORIN_POLICY_EP_VALUE_SIZE,
             default_deny => c::PORIN_POLICY_EP_VALUE__DEFAULT_DENY,
             pad => c::PORIN_POLICY_EP_VALUE__PAD);

@@ -6,6 +6,7 @@
 
 pub mod abi;
 mod attach;
+mod encrypt_maps;
 mod error;
 mod events;
 mod host;
@@ -18,6 +19,7 @@ mod sock;
 mod test_run;
 
 pub use attach::{AttachReport, LinkState};
+pub use encrypt_maps::{EncryptMap, MAP_ENCRYPT};
 pub use error::DatapathError;
 pub use events::EventReader;
 pub use host::{HOST_PROGRAM, HostDatapath, MAP_NP_NAT, MAP_NP_RNAT, host_link_pin_path};

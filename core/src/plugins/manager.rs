@@ -113,6 +113,21 @@ impl PluginManager {
         devices
     }
 
+    /// Let every enabled plugin register its metrics in the agent's registry. A plugin
+    /// that panics here is marked failed; the others go on.
+    pub fn register_metrics(&mut self, registry: &mut prometheus_client::registry::Registry) {
+        for entry in self.entries.iter_mut().filter(|e| e.enabled) {
+            let name = entry.plugin.name();
+            if let Err(panic) = catch_unwind(AssertUnwindSafe(|| {
+                entry.plugin.register_metrics(registry);
+            })) {
+                let message = format!("panicked registering metrics: {}", panic_text(&panic));
+                error!(plugin = name, %message, "plugin metrics");
+                entry.failure = Some(message);
+            }
+        }
+    }
+
     /// Start every enabled plugin; failures are recorded, never fatal.
     pub fn start_all(&mut self, ctx: &Arc<dyn PluginContext>) {
         for entry in self.entries.iter_mut().filter(|e| e.enabled && !e.started) {

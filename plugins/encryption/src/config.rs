@@ -13,6 +13,28 @@ pub enum EncryptionType {
     Wireguard,
 }
 
+/// Which userspace WireGuard implementation runs the device (this kernel has no
+/// WireGuard module).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Userspace {
+    /// Porin's own device (`porin wireguard`, gotatun): the default.
+    #[default]
+    Porin,
+    /// Debian's `wireguard-go`.
+    WireguardGo,
+}
+
+impl Userspace {
+    /// The name `porin encrypt status` shows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Porin => "porin",
+            Self::WireguardGo => "wireguard-go",
+        }
+    }
+}
+
 /// The encryption plugin's settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -28,6 +50,8 @@ pub struct EncryptionConfig {
     /// MTU of the WireGuard device, 1280 to 9000. Default: unset, derived from the
     /// underlay device's MTU minus WireGuard's 80-byte overhead.
     pub mtu: Option<u32>,
+    /// The userspace implementation: `"porin"` (default) or `"wireguard-go"`.
+    pub userspace: Userspace,
 }
 
 impl Default for EncryptionConfig {
@@ -37,6 +61,7 @@ impl Default for EncryptionConfig {
             strict_mode: false,
             listen_port: 51871,
             mtu: None,
+            userspace: Userspace::Porin,
         }
     }
 }
@@ -87,6 +112,9 @@ mod tests {
         let c = parse_str("type = \"wireguard\"\nstrict_mode = true\nmtu = 1420").expect("valid");
         assert!(c.strict_mode);
         assert_eq!(c.mtu, Some(1420));
+        assert_eq!(c.userspace, Userspace::Porin);
+        let c = parse_str("userspace = \"wireguard-go\"").expect("valid");
+        assert_eq!(c.userspace, Userspace::WireguardGo);
     }
 
     #[test]
@@ -98,6 +126,7 @@ mod tests {
             ("mtu = 100", "mtu", "`100`"),
             ("strict_mode = \"on\"", "strict_mode", "on"),
             ("port = 1", "port", "`port`"),
+            ("userspace = \"boringtun\"", "userspace", "`boringtun`"),
         ] {
             let e = parse_str(text).expect_err(text);
             assert_eq!(e.config_key(), Some(key), "{text}: {e}");

@@ -1,5 +1,5 @@
-//! The userspace WireGuard device: `wireguard-go` on a TUN device in the agent's
-//! network namespace, configured with `wg set` and `ip`.
+//! The userspace WireGuard device: Porin's own (`porin wireguard`) or `wireguard-go` on a
+//! TUN device in the agent's network namespace, configured with `wg set` and `ip`.
 //!
 //! Userspace implementations keep their control socket in `/var/run/wireguard/<dev>.sock`,
 //! shared by every network namespace, so the device name must be unique across nodes on
@@ -9,16 +9,19 @@
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::process::{Child, Command};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use ipnet::Ipv4Net;
 use tracing::{info, warn};
 
 use crate::command::run;
+use crate::config::Userspace;
 use crate::dump::{self, DeviceDump};
 use crate::error::WgError;
+use crate::kernel::KernelControl;
 use crate::peers::{self, Peer};
+use crate::userspace;
 
 /// The device's name in this network namespace (at most 15 bytes: IFNAMSIZ).
 pub fn device_name() -> String {
@@ -49,6 +52,8 @@ pub fn name_for_inode(inode: u64) -> String {
 #[derive(Debug, Clone)]
 pub struct DeviceSpec {
     pub name: String,
+    /// The implementation started when no device runs.
+    pub userspace: Userspace,
     pub private_key_path: PathBuf,
     pub listen_port: u16,
     pub mtu: u32,
@@ -60,12 +65,14 @@ pub struct DeviceSpec {
 /// The running device and what was applied to it.
 pub struct Device {
     spec: DeviceSpec,
-    /// `None` when a previous agent's wireguard-go was adopted.
+    /// `None` when a previous agent's device process was adopted.
     child: Option<Child>,
     applied: Vec<Peer>,
     routes: BTreeSet<Ipv4Net>,
-    /// How often wireguard-go was (re)started by this agent.
+    /// How often the device process was (re)started by this agent.
     pub restarts: u64,
+    /// Set when the kernel has WireGuard: the device is a kernel one, driven by netlink.
+    kernel: Option<KernelControl>,
 }
 
 impl Device {
@@ -76,6 +83,7 @@ impl Device {
             applied: Vec::new(),
             routes: BTreeSet::new(),
             restarts: 0,
+            kernel: None,
         }
     }
 
@@ -83,13 +91,38 @@ impl Device {
         &self.spec.name
     }
 
-    /// Make sure wireguard-go runs and the device is configured; (re)start it when it
-    /// died. A device left by a previous agent is adopted. Returns true when the device
+    /// Use kernel WireGuard when this kernel has it (a userspace device already running
+    /// under the name is kept). Returns whether the kernel path was taken.
+    pub fn prefer_kernel(&mut self) -> bool {
+        if self.responds() {
+            return false;
+        }
+        self.kernel = KernelControl::take(&self.spec.name);
+        if self.kernel.is_some() {
+            info!(device = %self.spec.name, "kernel WireGuard");
+        }
+        self.kernel.is_some()
+    }
+
+    /// `"kernel"`, or the userspace implementation's name.
+    pub fn implementation(&self) -> &'static str {
+        if self.kernel.is_some() {
+            "kernel"
+        } else {
+            self.spec.userspace.as_str()
+        }
+    }
+
+    /// Make sure the device process runs and the device is configured; (re)start it
+    /// when it died. A device left by a previous agent is adopted. Returns true when the device
     /// was (re)made, so every peer and route must be applied again.
     pub fn ensure(&mut self) -> Result<bool, WgError> {
+        if self.kernel.is_some() {
+            return self.ensure_kernel();
+        }
         let child_died = match self.child.as_mut().map(Child::try_wait) {
             Some(Ok(Some(status))) => {
-                warn!(device = %self.spec.name, %status, "wireguard-go exited; restarting it");
+                warn!(device = %self.spec.name, %status, userspace = self.spec.userspace.as_str(), "the WireGuard device process exited; restarting it");
                 true
             }
             _ => false,
@@ -100,15 +133,11 @@ impl Device {
         self.kill_child();
         // A half-dead device (socket gone, link left) would block the new one.
         let _ = run("ip", &["link", "del", &self.spec.name], None);
-        let child = Command::new("wireguard-go")
-            .arg("-f")
-            .arg(&self.spec.name)
-            .env("WG_PROCESS_FOREGROUND", "1")
-            .spawn()
-            .map_err(|e| WgError::Command {
-                command: format!("wireguard-go -f {}", self.spec.name),
-                message: e.to_string(),
-            })?;
+        let mut command = userspace::command(self.spec.userspace, &self.spec.name)?;
+        let child = command.spawn().map_err(|e| WgError::Command {
+            command: format!("{command:?}"),
+            message: e.to_string(),
+        })?;
         self.child = Some(child);
         self.restarts += 1;
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -124,7 +153,21 @@ impl Device {
         self.configure()?;
         self.applied.clear();
         self.routes.clear();
-        info!(device = %self.spec.name, port = self.spec.listen_port, "WireGuard device up (wireguard-go)");
+        info!(device = %self.spec.name, port = self.spec.listen_port, userspace = self.spec.userspace.as_str(), "WireGuard device up");
+        Ok(true)
+    }
+
+    /// The kernel device has no process: it only needs recreating when it was deleted.
+    fn ensure_kernel(&mut self) -> Result<bool, WgError> {
+        if KernelControl::exists(&self.spec.name) {
+            return Ok(false);
+        }
+        KernelControl::create(&self.spec.name)?;
+        self.restarts += 1;
+        self.configure()?;
+        self.applied.clear();
+        self.routes.clear();
+        info!(device = %self.spec.name, port = self.spec.listen_port, "kernel WireGuard device up");
         Ok(true)
     }
 
@@ -140,15 +183,19 @@ impl Device {
         Ok(true)
     }
 
-    fn configure(&self) -> Result<(), WgError> {
+    fn configure(&mut self) -> Result<(), WgError> {
         let name = self.spec.name.as_str();
-        let key = self.spec.private_key_path.to_string_lossy();
-        let port = self.spec.listen_port.to_string();
-        run(
-            "wg",
-            &["set", name, "private-key", &key, "listen-port", &port],
-            None,
-        )?;
+        if let Some(kernel) = self.kernel.as_mut() {
+            kernel.configure(name, &self.spec.private_key_path, self.spec.listen_port)?;
+        } else {
+            let key = self.spec.private_key_path.to_string_lossy();
+            let port = self.spec.listen_port.to_string();
+            run(
+                "wg",
+                &["set", name, "private-key", &key, "listen-port", &port],
+                None,
+            )?;
+        }
         run(
             "ip",
             &["link", "set", name, "mtu", &self.spec.mtu.to_string(), "up"],
@@ -169,30 +216,10 @@ impl Device {
     pub fn apply(&mut self, wanted: &[Peer]) -> Result<(), WgError> {
         let name = self.spec.name.clone();
         let (removed, set) = peers::diff(&self.applied, wanted);
-        for peer in removed {
-            run(
-                "wg",
-                &["set", &name, "peer", &peer.public_key, "remove"],
-                None,
-            )?;
-            info!(node = %peer.node, "WireGuard peer removed");
-        }
-        for peer in set {
-            run(
-                "wg",
-                &[
-                    "set",
-                    &name,
-                    "peer",
-                    &peer.public_key,
-                    "endpoint",
-                    &peer.endpoint.to_string(),
-                    "allowed-ips",
-                    &peer.pod_cidr.to_string(),
-                ],
-                None,
-            )?;
-            info!(node = %peer.node, endpoint = %peer.endpoint, pod_cidr = %peer.pod_cidr, "WireGuard peer set");
+        if let Some(kernel) = self.kernel.as_mut() {
+            kernel.apply(&name, &removed, &set)?;
+        } else {
+            Self::apply_with_wg(&name, &removed, &set)?;
         }
         self.applied = wanted.to_vec();
         let wanted_routes: BTreeSet<Ipv4Net> = wanted.iter().map(|p| p.pod_cidr).collect();
@@ -214,8 +241,41 @@ impl Device {
         Ok(())
     }
 
-    /// The device as `wg show <dev> dump` reports it.
-    pub fn dump(&self) -> Result<DeviceDump, WgError> {
+    /// Peers through the userspace device's control socket, with `wg set`.
+    fn apply_with_wg(name: &str, removed: &[&Peer], set: &[&Peer]) -> Result<(), WgError> {
+        for peer in removed {
+            run(
+                "wg",
+                &["set", name, "peer", &peer.public_key, "remove"],
+                None,
+            )?;
+            info!(node = %peer.node, "WireGuard peer removed");
+        }
+        for peer in set {
+            run(
+                "wg",
+                &[
+                    "set",
+                    name,
+                    "peer",
+                    &peer.public_key,
+                    "endpoint",
+                    &peer.endpoint.to_string(),
+                    "allowed-ips",
+                    &peer.pod_cidr.to_string(),
+                ],
+                None,
+            )?;
+            info!(node = %peer.node, endpoint = %peer.endpoint, pod_cidr = %peer.pod_cidr, "WireGuard peer set");
+        }
+        Ok(())
+    }
+
+    /// The device as `wg show <dev> dump` reports it (the kernel's through netlink).
+    pub fn dump(&mut self) -> Result<DeviceDump, WgError> {
+        if let Some(kernel) = self.kernel.as_mut() {
+            return kernel.dump(&self.spec.name);
+        }
         let text = run("wg", &["show", &self.spec.name, "dump"], None)?;
         dump::parse(&text).ok_or_else(|| WgError::Command {
             command: format!("wg show {} dump", self.spec.name),
@@ -223,7 +283,7 @@ impl Device {
         })
     }
 
-    /// Remove the device: routes go with it, wireguard-go exits.
+    /// Remove the device: routes go with it, the device process exits.
     pub fn remove(&mut self) {
         let _ = run("ip", &["link", "del", &self.spec.name], None);
         self.kill_child();
@@ -232,10 +292,13 @@ impl Device {
     }
 
     fn responds(&self) -> bool {
+        if self.kernel.is_some() {
+            return KernelControl::exists(&self.spec.name);
+        }
         run("wg", &["show", &self.spec.name, "public-key"], None).is_ok()
     }
 
-    fn current_peers(&self) -> Vec<Peer> {
+    fn current_peers(&mut self) -> Vec<Peer> {
         // Only keys matter for removal; adopted peers carry no node name.
         self.dump()
             .map(|d| {

@@ -20,6 +20,12 @@ pub enum WgError {
     /// A key is not 32 bytes of base64 (44 characters).
     #[error("invalid WireGuard key in {path}: {reason}")]
     BadKey { path: PathBuf, reason: String },
+    /// A datapath map (strict mode) could not be opened or written.
+    #[error("strict mode map: {0}")]
+    Datapath(String),
+    /// A generic netlink exchange with the kernel's WireGuard failed.
+    #[error("kernel WireGuard netlink {what}: {message}")]
+    Netlink { what: String, message: String },
     /// The userspace device did not come up in time.
     #[error("device {device} did not come up: {message}")]
     DeviceDown { device: String, message: String },

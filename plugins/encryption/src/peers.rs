@@ -76,6 +76,18 @@ pub fn diff<'a>(applied: &'a [Peer], wanted: &'a [Peer]) -> (Vec<&'a Peer>, Vec<
     (removed, set)
 }
 
+/// The pod CIDR of every other node, key or not: what strict mode guards.
+pub fn remote_pod_cidrs(nodes: &[Node], self_name: &str) -> Vec<Ipv4Net> {
+    let mut out: Vec<Ipv4Net> = nodes
+        .iter()
+        .filter(|n| n.metadata.name.as_deref() != Some(self_name))
+        .filter_map(pod_cidr)
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
 fn pod_cidr(node: &Node) -> Option<Ipv4Net> {
     node.spec
         .as_ref()?
@@ -170,6 +182,20 @@ mod tests {
                 &[(PUB_KEY_ANNOTATION, "junk")],
             ),
         ];
+        let remote: Vec<String> = remote_pod_cidrs(&nodes, "node-1")
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            remote,
+            [
+                "10.200.2.0/24",
+                "10.200.3.0/24",
+                "10.200.4.0/24",
+                "10.200.5.0/24"
+            ],
+            "strict mode guards every other node, with or without a key"
+        );
         let peers = wanted_peers(&nodes, "node-1", 51871);
         let summary: Vec<(&str, String, String)> = peers
             .iter()

@@ -3,20 +3,26 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
+use porin_core::datapath::MAP_ENCRYPT;
 use porin_plugin_sdk::{
     DatapathContribution, Health, Plugin, PluginContext, PluginError, StateChangeSummary, Switch,
 };
 use serde_json::json;
-use tracing::{error, info, warn};
+use tracing::info;
 
 use crate::EncryptionConfig;
 use crate::device::{Device, DeviceSpec, device_name};
 use crate::keys::{NodeKey, WgKeyTool, load_or_create};
-use crate::peers::{ENDPOINT_ANNOTATION, PUB_KEY_ANNOTATION, Peer, own_pod_cidr, wanted_peers};
+use crate::metrics::{ErrorReason, WgMetrics};
+use crate::peers::{
+    ENDPOINT_ANNOTATION, PUB_KEY_ANNOTATION, own_pod_cidr, remote_pod_cidrs, wanted_peers,
+};
+use crate::strict::StrictMode;
+use crate::supervisor::{Shared, lock, spawn_supervisor};
 
 /// The section name in `porin.toml`.
 pub const NAME: &str = "encryption";
@@ -25,15 +31,14 @@ pub const NAME: &str = "encryption";
 const WG_OVERHEAD: u32 = 80;
 /// The underlay MTU assumed when `mtu` is unset.
 const UNDERLAY_MTU: u32 = 1500;
-/// How often the supervisor checks that wireguard-go is alive.
-const SUPERVISE_EVERY: Duration = Duration::from_secs(1);
 
-/// The encryption plugin: WireGuard between nodes with wireguard-go.
+/// The encryption plugin: WireGuard between nodes with a userspace device.
 #[derive(Default)]
 pub struct EncryptionPlugin {
     config: EncryptionConfig,
     health: Option<Health>,
     runtime: Option<Running>,
+    metrics: WgMetrics,
 }
 
 /// What a started plugin holds.
@@ -43,18 +48,6 @@ struct Running {
     shared: Arc<Mutex<Shared>>,
     stop: Arc<AtomicBool>,
     supervisor: Option<JoinHandle<()>>,
-}
-
-/// State the supervisor thread and the plugin share.
-struct Shared {
-    device: Device,
-    wanted: Vec<Peer>,
-    endpoint: Option<SocketAddr>,
-    last_error: Option<String>,
-}
-
-fn lock(m: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl EncryptionPlugin {
@@ -85,6 +78,10 @@ impl Plugin for EncryptionPlugin {
         Ok(())
     }
 
+    fn register_metrics(&mut self, registry: &mut prometheus_client::registry::Registry) {
+        self.metrics.register(registry);
+    }
+
     fn datapath(&self) -> DatapathContribution {
         DatapathContribution {
             switches: vec![
@@ -97,7 +94,11 @@ impl Plugin for EncryptionPlugin {
                     value: u32::from(self.config.strict_mode),
                 },
             ],
-            maps: vec![],
+            maps: if self.config.strict_mode {
+                vec![MAP_ENCRYPT]
+            } else {
+                vec![]
+            },
             devices: vec![],
         }
     }
@@ -109,19 +110,35 @@ impl Plugin for EncryptionPlugin {
         let address = own_pod_cidr(&nodes, ctx.node_name()).and_then(|c| c.hosts().next());
         let mut device = Device::new(DeviceSpec {
             name: device_name(),
+            userspace: self.config.userspace,
             private_key_path: key.private_key_path.clone(),
             listen_port: self.config.listen_port,
             mtu: self.config.mtu.unwrap_or(UNDERLAY_MTU - WG_OVERHEAD),
             address,
         });
+        // Strict mode first: from here on nothing to another node's pods leaves in clear.
+        let strict = if self.config.strict_mode {
+            let mut strict =
+                StrictMode::open(&ctx.map_pin_path(MAP_ENCRYPT)).map_err(Self::start_err)?;
+            strict
+                .sync(&remote_pod_cidrs(&nodes, ctx.node_name()), device.name())
+                .map_err(Self::start_err)?;
+            Some(strict)
+        } else {
+            None
+        };
+        device.prefer_kernel();
         if !device.adopt().map_err(Self::start_err)? {
             device.ensure().map_err(Self::start_err)?;
         }
         let shared = Arc::new(Mutex::new(Shared {
             device,
             wanted: Vec::new(),
+            remote_cidrs: remote_pod_cidrs(&nodes, ctx.node_name()),
+            strict,
             endpoint: None,
             last_error: None,
+            metrics: self.metrics.clone(),
         }));
         let stop = Arc::new(AtomicBool::new(false));
         let supervisor = spawn_supervisor(shared.clone(), stop.clone()).map_err(Self::start_err)?;
@@ -159,7 +176,11 @@ impl Plugin for EncryptionPlugin {
         let mut shared = lock(&running.shared);
         shared.endpoint = own_ip.map(|ip| SocketAddr::new(ip, self.config.listen_port));
         shared.wanted = wanted.clone();
-        let outcome = shared.device.apply(&wanted);
+        shared.remote_cidrs = remote_pod_cidrs(&nodes, running.ctx.node_name());
+        let outcome = shared
+            .device
+            .apply(&wanted)
+            .and_then(|()| shared.sync_strict());
         match outcome {
             Ok(()) => {
                 shared.last_error = None;
@@ -167,6 +188,7 @@ impl Plugin for EncryptionPlugin {
                 Ok(())
             }
             Err(e) => {
+                shared.metrics.error(ErrorReason::Configure);
                 shared.last_error = Some(e.to_string());
                 self.health = Some(Health::Degraded(e.to_string()));
                 Err(PluginError::Reconcile {
@@ -225,7 +247,7 @@ impl Plugin for EncryptionPlugin {
 
     fn status_json(&self) -> Option<serde_json::Value> {
         let running = self.runtime.as_ref()?;
-        let shared = lock(&running.shared);
+        let mut shared = lock(&running.shared);
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -261,47 +283,15 @@ impl Plugin for EncryptionPlugin {
         Some(json!({
             "node": running.ctx.node_name(),
             "type": "wireguard",
-            "implementation": "wireguard-go",
+            "implementation": shared.device.implementation(),
             "device": shared.device.name(),
             "public_key": running.key.public_key,
             "listen_port": dump.as_ref().map_or(self.config.listen_port, |d| d.listen_port),
             "endpoint": shared.endpoint.map(|e| e.to_string()),
             "device_restarts": shared.device.restarts,
+            "strict_mode": self.config.strict_mode,
             "peers": peers,
             "error": dump_error.or_else(|| shared.last_error.clone()),
         }))
     }
-}
-
-/// Restart wireguard-go when it dies and re-apply the peers and routes it lost.
-fn spawn_supervisor(
-    shared: Arc<Mutex<Shared>>,
-    stop: Arc<AtomicBool>,
-) -> Result<JoinHandle<()>, std::io::Error> {
-    std::thread::Builder::new()
-        .name("wg-supervisor".to_string())
-        .spawn(move || {
-            while !stop.load(Ordering::SeqCst) {
-                std::thread::sleep(SUPERVISE_EVERY);
-                if stop.load(Ordering::SeqCst) {
-                    break;
-                }
-                let mut guard = lock(&shared);
-                let state = &mut *guard;
-                match state.device.ensure() {
-                    Ok(false) => {}
-                    Ok(true) => {
-                        let wanted = state.wanted.clone();
-                        if let Err(e) = state.device.apply(&wanted) {
-                            error!(error = %e, "re-applying WireGuard peers after a restart");
-                            state.last_error = Some(e.to_string());
-                        }
-                    }
-                    Err(e) => {
-                        warn!(error = %e, "WireGuard device is down; retrying");
-                        state.last_error = Some(e.to_string());
-                    }
-                }
-            }
-        })
 }

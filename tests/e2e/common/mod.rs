@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod wireguard;
+
 /// The porin binary under test.
 pub fn porin_bin() -> &'static str {
     env!("CARGO_BIN_EXE_porin")
