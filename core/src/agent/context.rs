@@ -11,6 +11,7 @@ use tokio::sync::broadcast;
 use super::cluster::ClusterView;
 use super::state_view::SnapshotState;
 use crate::identity::ReservedIdentity;
+use crate::metrics::AgentMetrics;
 use crate::state::StateStore;
 
 /// What plugins get from core. Cheap to clone into tasks.
@@ -24,6 +25,8 @@ pub struct CoreContext {
     pub store: StateStore,
     /// Kernel ring buffer losses, kept current by the agent's counter poller.
     pub events_lost: Arc<AtomicU64>,
+    /// The agent's metrics (map pressure reported by plugins).
+    pub metrics: AgentMetrics,
 }
 
 impl PluginContext for CoreContext {
@@ -74,5 +77,9 @@ impl PluginContext for CoreContext {
 
     fn datapath_events_lost(&self) -> u64 {
         self.events_lost.load(Ordering::Relaxed)
+    }
+
+    fn set_map_pressure(&self, map: &str, ratio: f64) {
+        self.metrics.set_map_pressure(map, ratio);
     }
 }

@@ -189,6 +189,7 @@ pub async fn run(config_path: &Path, plugins: Vec<Box<dyn Plugin>>) -> Result<()
         view: agent.view.clone(),
         store: agent.store.clone(),
         events_lost: agent.metrics.kernel_events_lost(),
+        metrics: agent.metrics.clone(),
     });
     lock(&agent.plugins).start_all(&ctx);
     // Plugins that started may annotate the Node (e.g. the WireGuard public key).
