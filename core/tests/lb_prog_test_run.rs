@@ -281,3 +281,72 @@ fn with_the_switch_off_services_are_not_translated() {
     let syn = packet(CLIENT, VIP, TCP, 40000, 80, SYN);
     assert_eq!(f.run(PodProgram::FromPod, &syn), (TC_ACT_OK, syn.clone()));
 }
+
+#[test]
+fn batched_writes_program_many_services_the_datapath_serves() {
+    let mut f = Fixture::new(true);
+    let n: u32 = 20_000;
+    let frontend = |i: u32| LbFrontend {
+        addr: SocketAddrV4::new(Ipv4Addr::from(u32::from(VIP) + i), 80),
+        proto: TCP,
+    };
+    f.lb.write_backends(&[
+        (1, SocketAddrV4::new(BACKEND_A, 8080)),
+        (2, SocketAddrV4::new(BACKEND_B, 8080)),
+    ])
+    .expect("backends");
+    let slots: Vec<(u32, u32, u32)> = (1..=n).map(|id| (id, 0, 1 + id % 2)).collect();
+    f.lb.write_slots(&slots).expect("slots");
+    let services: Vec<(LbFrontend, u32, u32)> = (1..=n).map(|id| (frontend(id), id, 1)).collect();
+    f.lb.write_services(&services).expect("services");
+    assert_eq!(f.lb.services().expect("read back").len(), n as usize);
+
+    // The last one and one in the middle are served, each by its own backend.
+    for id in [n, n / 2 + 1] {
+        let out = f.run(
+            PodProgram::FromPod,
+            &packet(CLIENT, *frontend(id).addr.ip(), TCP, 40000, 80, SYN),
+        );
+        let want = if id % 2 == 0 { BACKEND_A } else { BACKEND_B };
+        assert_eq!(
+            parse_checked(&out.1).dst,
+            SocketAddrV4::new(want, 8080),
+            "service {id}"
+        );
+    }
+
+    // Batched removal is idempotent: a key already gone is skipped.
+    let gone: Vec<LbFrontend> = (1..=n).map(frontend).collect();
+    f.lb.remove_services(&gone[..10]).expect("remove 10");
+    f.lb.remove_services(&gone)
+        .expect("remove all, 10 already gone");
+    assert!(f.lb.services().expect("read back").is_empty());
+}
+
+#[test]
+fn a_full_service_map_stops_the_batch_at_the_element_that_did_not_fit() {
+    let mut f = Fixture::new(true);
+    let capacity = f.lb.capacity().services;
+    let items: Vec<(LbFrontend, u32, u32)> = (0..=capacity)
+        .map(|i| {
+            let fe = LbFrontend {
+                addr: SocketAddrV4::new(Ipv4Addr::from(0x0a60_0000 + i), 80),
+                proto: TCP,
+            };
+            (fe, i + 1, 1)
+        })
+        .collect();
+    let err =
+        f.lb.write_services(&items)
+            .expect_err("one more than max_entries");
+    assert!(err.is_map_full(), "{err}");
+    let porin_core::datapath::DatapathError::MapBatch { map, done, .. } = &err else {
+        panic!("want MapBatch, got {err}");
+    };
+    assert_eq!((*map, *done), ("porin_lb_svc", capacity as usize));
+    let message = err.to_string();
+    assert!(
+        message.contains("porin_lb_svc") && message.contains("is full"),
+        "{message}"
+    );
+}

@@ -82,4 +82,8 @@ pub trait PluginContext: Send + Sync {
         let _ = prefixes;
         Ok(())
     }
+    /// Reports how full a map this plugin writes is, as a ratio of its `max_entries`
+    /// (`cilium_bpf_map_pressure{map_name}` on the agent metrics). Contexts without
+    /// metrics ignore it.
+    fn set_map_pressure(&self, _map: &str, _ratio: f64) {}
 }

@@ -51,10 +51,11 @@ fn row(node: &str, service: &Value) -> Vec<String> {
         text(&service["frontend"]).to_string(),
         text(&service["protocol"]).to_string(),
         text(&service["type"]).to_string(),
-        if backends.is_empty() {
-            "(none: refused)".to_string()
-        } else {
-            backends.join(", ")
+        match service.get("error").and_then(Value::as_str) {
+            // Not in the datapath (e.g. a full map): say so, with the reason.
+            Some(error) => format!("NOT PROGRAMMED: {error}"),
+            None if backends.is_empty() => "(none: refused)".to_string(),
+            None => backends.join(", "),
         },
     ]
 }

@@ -21,6 +21,7 @@ use super::state_view::SnapshotState;
 use crate::datapath::{IpCache, MAP_IPCACHE};
 use crate::identity::ReservedIdentity;
 use crate::ipcache::{Ipcache, Source};
+use crate::metrics::AgentMetrics;
 use crate::state::StateStore;
 
 /// What plugins get from core. Cheap to clone into tasks.
@@ -36,6 +37,8 @@ pub struct CoreContext {
     pub events_lost: Arc<AtomicU64>,
     /// The agent's ipcache: plugins add CIDR identities through it.
     pub ipcache: Arc<Mutex<Ipcache>>,
+    /// The agent's metrics (map pressure reported by plugins).
+    pub metrics: AgentMetrics,
 }
 
 impl PluginContext for CoreContext {
@@ -112,5 +115,9 @@ impl PluginContext for CoreContext {
             IpcacheWriteError(e.to_string())
         })?;
         Ok(())
+    }
+
+    fn set_map_pressure(&self, map: &str, ratio: f64) {
+        self.metrics.set_map_pressure(map, ratio);
     }
 }

@@ -191,6 +191,7 @@ pub async fn run(config_path: &Path, plugins: Vec<Box<dyn Plugin>>) -> Result<()
         store: agent.store.clone(),
         events_lost: agent.metrics.kernel_events_lost(),
         ipcache: agent.ipcache.clone(),
+        metrics: agent.metrics.clone(),
     });
     lock(&agent.plugins).start_all(&ctx);
     // Plugins that started may annotate the Node (e.g. the WireGuard public key).

@@ -57,6 +57,16 @@ pub enum DatapathError {
         #[source]
         source: Box<MapError>,
     },
+    /// A batched write stopped at element `done` (the ones before it went in).
+    #[error("map {map} (max_entries {max_entries}){full}: element {done} of the batch: {source}",
+        full = if map_full(source) { " is full" } else { "" })]
+    MapBatch {
+        map: &'static str,
+        max_entries: u32,
+        done: usize,
+        #[source]
+        source: io::Error,
+    },
     #[error("attaching {program} to {interface} ({hook}): {source}")]
     Attach {
         program: &'static str,
@@ -110,7 +120,17 @@ pub enum DatapathError {
     },
 }
 
+/// A hash map refuses a new element with E2BIG when it holds `max_entries`.
+fn map_full(error: &io::Error) -> bool {
+    matches!(error.raw_os_error(), Some(libc::E2BIG | libc::ENOSPC))
+}
+
 impl DatapathError {
+    /// Whether this is a write that failed because the map is full.
+    pub fn is_map_full(&self) -> bool {
+        matches!(self, Self::MapBatch { source, .. } if map_full(source))
+    }
+
     /// Wraps a program load error, extracting the verifier log when there is one.
     pub(crate) fn program_load(program: &'static str, source: ProgramError) -> Self {
         let verifier_log = match &source {

@@ -3,11 +3,13 @@
 //! touching the loaded object.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::AsFd;
 use std::path::Path;
 
 use aya::maps::{HashMap, MapData, MapError};
 
 use super::abi::{LbBackend, LbSlotKey, LbSvcKey, LbSvcValue};
+use super::batch::{self, BatchFailure};
 use super::error::DatapathError;
 use super::maps::open_pinned;
 
@@ -34,7 +36,22 @@ pub struct LbMaps {
     services: HashMap<MapData, LbSvcKey, LbSvcValue>,
     slots: HashMap<MapData, LbSlotKey, u32>,
     backends: HashMap<MapData, u32, LbBackend>,
+    /// The same three maps, for batched writes (aya has no batch operations).
+    raw: [MapData; 3],
+    capacity: LbCapacity,
 }
+
+/// `max_entries` of the three maps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LbCapacity {
+    pub services: u32,
+    pub slots: u32,
+    pub backends: u32,
+}
+
+const RAW_SERVICES: usize = 0;
+const RAW_SLOTS: usize = 1;
+const RAW_BACKENDS: usize = 2;
 
 fn svc_key(fe: LbFrontend) -> LbSvcKey {
     LbSvcKey {
@@ -43,6 +60,14 @@ fn svc_key(fe: LbFrontend) -> LbSvcKey {
         port: fe.addr.port(),
         proto: fe.proto,
         pad: 0,
+    }
+}
+
+fn backend_value(addr: SocketAddrV4) -> LbBackend {
+    LbBackend {
+        addr: u32::from_ne_bytes(addr.ip().octets()),
+        port: addr.port(),
+        pad: [0; 2],
     }
 }
 
@@ -64,7 +89,28 @@ impl LbMaps {
         let open = |name: &'static str| -> Result<aya::maps::Map, DatapathError> {
             open_pinned(Path::new(&pin_path(name)))
         };
+        let raw = |name: &'static str| -> Result<MapData, DatapathError> {
+            MapData::from_pin(pin_path(name)).map_err(|e| DatapathError::map(name, e))
+        };
+        let raw = [
+            raw(MAP_LB_SERVICES)?,
+            raw(MAP_LB_SLOTS)?,
+            raw(MAP_LB_BACKENDS)?,
+        ];
+        let max = |i: usize, name: &'static str| -> Result<u32, DatapathError> {
+            Ok(raw[i]
+                .info()
+                .map_err(|e| DatapathError::map(name, e))?
+                .max_entries())
+        };
+        let capacity = LbCapacity {
+            services: max(RAW_SERVICES, MAP_LB_SERVICES)?,
+            slots: max(RAW_SLOTS, MAP_LB_SLOTS)?,
+            backends: max(RAW_BACKENDS, MAP_LB_BACKENDS)?,
+        };
         Ok(Self {
+            raw,
+            capacity,
             services: HashMap::try_from(open(MAP_LB_SERVICES)?)
                 .map_err(|e| DatapathError::map(MAP_LB_SERVICES, e))?,
             slots: HashMap::try_from(open(MAP_LB_SLOTS)?)
@@ -72,6 +118,108 @@ impl LbMaps {
             backends: HashMap::try_from(open(MAP_LB_BACKENDS)?)
                 .map_err(|e| DatapathError::map(MAP_LB_BACKENDS, e))?,
         })
+    }
+
+    /// `max_entries` of the service, slot and backend maps.
+    pub fn capacity(&self) -> LbCapacity {
+        self.capacity
+    }
+
+    /// Creates or updates frontends: (frontend, service id, backend count), in one
+    /// batch. On failure nothing after the failed element was written; the error says
+    /// which element (`DatapathError::MapBatch::done`).
+    pub fn write_services(
+        &mut self,
+        items: &[(LbFrontend, u32, u32)],
+    ) -> Result<(), DatapathError> {
+        let keys: Vec<LbSvcKey> = items.iter().map(|(fe, _, _)| svc_key(*fe)).collect();
+        let values: Vec<LbSvcValue> = items
+            .iter()
+            .map(|(_, service_id, backend_count)| LbSvcValue {
+                service_id: *service_id,
+                backend_count: *backend_count,
+                flags: 0,
+            })
+            .collect();
+        self.batch_update(RAW_SERVICES, MAP_LB_SERVICES, &keys, &values)
+    }
+
+    /// Points slots at backends: (service id, slot, backend id), in one batch.
+    pub fn write_slots(&mut self, items: &[(u32, u32, u32)]) -> Result<(), DatapathError> {
+        let keys: Vec<LbSlotKey> = items
+            .iter()
+            .map(|(service_id, slot, _)| LbSlotKey {
+                service_id: *service_id,
+                slot: *slot,
+            })
+            .collect();
+        let values: Vec<u32> = items.iter().map(|(_, _, backend)| *backend).collect();
+        self.batch_update(RAW_SLOTS, MAP_LB_SLOTS, &keys, &values)
+    }
+
+    /// Creates or updates backends: (id, address), in one batch.
+    pub fn write_backends(&mut self, items: &[(u32, SocketAddrV4)]) -> Result<(), DatapathError> {
+        let keys: Vec<u32> = items.iter().map(|(id, _)| *id).collect();
+        let values: Vec<LbBackend> = items.iter().map(|(_, a)| backend_value(*a)).collect();
+        self.batch_update(RAW_BACKENDS, MAP_LB_BACKENDS, &keys, &values)
+    }
+
+    /// Removes frontends (missing ones are skipped).
+    pub fn remove_services(&mut self, items: &[LbFrontend]) -> Result<(), DatapathError> {
+        let keys: Vec<LbSvcKey> = items.iter().map(|fe| svc_key(*fe)).collect();
+        self.batch_delete(RAW_SERVICES, MAP_LB_SERVICES, &keys)
+    }
+
+    /// Removes slots: (service id, slot).
+    pub fn remove_slots(&mut self, items: &[(u32, u32)]) -> Result<(), DatapathError> {
+        let keys: Vec<LbSlotKey> = items
+            .iter()
+            .map(|(service_id, slot)| LbSlotKey {
+                service_id: *service_id,
+                slot: *slot,
+            })
+            .collect();
+        self.batch_delete(RAW_SLOTS, MAP_LB_SLOTS, &keys)
+    }
+
+    /// Removes backends by id.
+    pub fn remove_backends(&mut self, ids: &[u32]) -> Result<(), DatapathError> {
+        self.batch_delete(RAW_BACKENDS, MAP_LB_BACKENDS, ids)
+    }
+
+    fn batch_update<K: aya::Pod, V: aya::Pod>(
+        &self,
+        raw: usize,
+        map: &'static str,
+        keys: &[K],
+        values: &[V],
+    ) -> Result<(), DatapathError> {
+        batch::update(self.raw[raw].fd().as_fd(), keys, values)
+            .map_err(|failure| self.batch_error(raw, map, failure))
+    }
+
+    fn batch_delete<K: aya::Pod>(
+        &self,
+        raw: usize,
+        map: &'static str,
+        keys: &[K],
+    ) -> Result<(), DatapathError> {
+        batch::delete(self.raw[raw].fd().as_fd(), keys)
+            .map_err(|failure| self.batch_error(raw, map, failure))
+    }
+
+    fn batch_error(&self, raw: usize, map: &'static str, failure: BatchFailure) -> DatapathError {
+        let max_entries = match raw {
+            RAW_SERVICES => self.capacity.services,
+            RAW_SLOTS => self.capacity.slots,
+            _ => self.capacity.backends,
+        };
+        DatapathError::MapBatch {
+            map,
+            max_entries,
+            done: failure.done,
+            source: failure.error,
+        }
     }
 
     /// Creates or updates a frontend.
@@ -118,13 +266,8 @@ impl LbMaps {
 
     /// Creates or updates a backend.
     pub fn upsert_backend(&mut self, id: u32, addr: SocketAddrV4) -> Result<(), DatapathError> {
-        let value = LbBackend {
-            addr: u32::from_ne_bytes(addr.ip().octets()),
-            port: addr.port(),
-            pad: [0; 2],
-        };
         self.backends
-            .insert(id, value, 0)
+            .insert(id, backend_value(addr), 0)
             .map_err(|e| DatapathError::map(MAP_LB_BACKENDS, e))
     }
 

@@ -118,6 +118,12 @@ pub struct AgentMetrics {
     last_totals: Arc<Mutex<Totals>>,
     /// Kernel total of events lost to a full ring buffer, for the observe plugin.
     kernel_events_lost: Arc<AtomicU64>,
+    map_pressure: Family<MapLabels, Gauge<f64, AtomicU64>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct MapLabels {
+    map_name: String,
 }
 
 impl AgentMetrics {
@@ -133,7 +139,13 @@ impl AgentMetrics {
             drop_bytes: Family::default(),
             last_totals: Default::default(),
             kernel_events_lost: Default::default(),
+            map_pressure: Family::default(),
         };
+        registry.register(
+            "cilium_bpf_map_pressure",
+            "Fill percentage of map, tagged by map name",
+            metrics.map_pressure.clone(),
+        );
         registry.register(
             "cilium_endpoint_state",
             "Count of all endpoints, tagged by different endpoint states",
@@ -184,6 +196,15 @@ impl AgentMetrics {
                 endpoint_state: state.as_str().to_string(),
             })
             .set(count);
+    }
+
+    /// How full a map is: entries / max_entries (Cilium reports the same ratio).
+    pub fn set_map_pressure(&self, map: &str, ratio: f64) {
+        self.map_pressure
+            .get_or_create(&MapLabels {
+                map_name: map.to_string(),
+            })
+            .set(ratio);
     }
 
     pub fn set_controllers_failing(&self, count: i64) {
@@ -270,6 +291,7 @@ mod tests {
             sample(133, 2, 2, 120),
         ]);
         m.update_datapath_counters(&[sample(0, 1, 20, 2000), sample(133, 2, 3, 180)]);
+        m.set_map_pressure("porin_lb_svc", 0.25);
         let text = scrape(&registry);
         for line in [
             "cilium_endpoint_state{endpoint_state=\"ready\"} 3",
@@ -281,6 +303,7 @@ mod tests {
             "cilium_drop_bytes_total{reason=\"Policy denied\",direction=\"EGRESS\"} 180",
             "porin_build_info{version=\"0.1.0\"} 1",
             "# TYPE cilium_drop_count counter",
+            "cilium_bpf_map_pressure{map_name=\"porin_lb_svc\"} 0.25",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

@@ -45,6 +45,22 @@ pub struct ClusterObjects<'a> {
 /// The desired frontends and backends.
 pub fn desired_services(objects: &ClusterObjects<'_>) -> DesiredServices {
     let pod_ips = pod_ipv4s(objects);
+    // Indexed once: looking slices up per service would be O(services x slices).
+    let mut slices_by_service: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
+    for slice in objects.slices {
+        if let Some(service) = slice
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(SERVICE_NAME_LABEL))
+        {
+            let namespace = slice.metadata.namespace.as_deref().unwrap_or("default");
+            slices_by_service
+                .entry((namespace, service.as_str()))
+                .or_default()
+                .push(slice);
+        }
+    }
     let mut out = DesiredServices::new();
     for svc in objects.services {
         let Some(spec) = &svc.spec else { continue };
@@ -67,18 +83,9 @@ pub fn desired_services(objects: &ClusterObjects<'_>) -> DesiredServices {
         let Some(name) = svc.metadata.name.as_deref() else {
             continue;
         };
-        let slices: Vec<&EndpointSlice> = objects
-            .slices
-            .iter()
-            .filter(|s| {
-                s.metadata.namespace.as_deref().unwrap_or("default") == namespace
-                    && s.metadata
-                        .labels
-                        .as_ref()
-                        .and_then(|l| l.get(SERVICE_NAME_LABEL))
-                        .is_some_and(|n| n == name)
-            })
-            .collect();
+        let slices: &[&EndpointSlice] = slices_by_service
+            .get(&(namespace, name))
+            .map_or(&[], Vec::as_slice);
         for port in spec.ports.iter().flatten() {
             let Some((proto, proto_name)) = protocol(port) else {
                 continue;
@@ -87,7 +94,7 @@ pub fn desired_services(objects: &ClusterObjects<'_>) -> DesiredServices {
                 continue;
             };
             let mut backends = if !slices.is_empty() {
-                from_slices(&slices, port, proto_name)
+                from_slices(slices, port, proto_name)
             } else {
                 from_selected_pods(objects.pods, &pod_ips, svc, namespace, port)
             };

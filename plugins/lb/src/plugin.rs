@@ -2,8 +2,11 @@
 //! relevant state change program them from the cluster's Services and EndpointSlices.
 
 use std::sync::Arc;
+use std::time::Instant;
 
-use porin_core::datapath::LbMaps;
+use std::collections::BTreeMap;
+
+use porin_core::datapath::{LbFrontend, LbMaps, MAP_LB_BACKENDS, MAP_LB_SERVICES, MAP_LB_SLOTS};
 use porin_plugin_sdk::{
     DEFAULT_DEVICE, DatapathContribution, Health, Plugin, PluginContext, PluginError,
     StateChangeSummary, Switch,
@@ -28,6 +31,8 @@ pub struct LbPlugin {
     running: Option<Running>,
     /// What was last programmed, for `porin service list`.
     served: DesiredServices,
+    /// Frontends the last sync could not program, with the reason.
+    failed: BTreeMap<LbFrontend, String>,
 }
 
 struct Running {
@@ -56,6 +61,7 @@ impl LbPlugin {
         let Some(run) = self.running.as_mut() else {
             return;
         };
+        let started = Instant::now();
         let state = run.ctx.state();
         let (services, slices, pods, addresses) = (
             state.services(),
@@ -69,15 +75,38 @@ impl LbPlugin {
             pods: &pods,
             addresses: &addresses,
         });
+        let computed = Instant::now();
         let report = run.programmer.sync(&desired, &mut run.maps);
+        let done = Instant::now();
         self.served = desired;
-        debug!(
-            plugin = NAME,
-            generation = state.generation(),
-            frontends = run.programmer.service_count(),
-            writes = report.writes,
-            "services programmed"
+        self.failed = report.failed.clone();
+        report_pressure(run);
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+        let (desired_ms, write_ms, total_ms) = (
+            ms(computed - started),
+            ms(done - computed),
+            ms(done - started),
         );
+        if report.writes > 0 || !report.errors.is_empty() {
+            // What `scripts/bench lb` reads: how long programming took at this size.
+            info!(
+                plugin = NAME,
+                generation = state.generation(),
+                frontends = run.programmer.service_count(),
+                writes = report.writes,
+                desired_ms,
+                write_ms,
+                total_ms,
+                "services programmed"
+            );
+        } else {
+            debug!(
+                plugin = NAME,
+                generation = state.generation(),
+                total_ms,
+                "services unchanged"
+            );
+        }
         self.health = Some(if report.errors.is_empty() {
             Health::Ok
         } else {
@@ -89,12 +118,31 @@ impl LbPlugin {
     }
 }
 
-/// The programmed frontends with their backends, as `porin service list` shows them.
-fn services_json(served: &DesiredServices) -> Vec<serde_json::Value> {
+/// `cilium_bpf_map_pressure` of the three maps the plugin writes, from its mirror (no
+/// map walk: counting 100,000 entries through syscalls would cost more than the sync).
+fn report_pressure(run: &Running) {
+    let capacity = run.maps.capacity();
+    let (services, slots, backends) = run.programmer.entry_counts();
+    for (map, used, max) in [
+        (MAP_LB_SERVICES, services, capacity.services),
+        (MAP_LB_SLOTS, slots, capacity.slots),
+        (MAP_LB_BACKENDS, backends, capacity.backends),
+    ] {
+        run.ctx
+            .set_map_pressure(map, used as f64 / f64::from(max.max(1)));
+    }
+}
+
+/// The programmed frontends with their backends, as `porin service list` shows them; a
+/// frontend that could not be programmed carries the reason in `error`.
+fn services_json(
+    served: &DesiredServices,
+    failed: &BTreeMap<LbFrontend, String>,
+) -> Vec<serde_json::Value> {
     served
         .iter()
         .map(|(frontend, backends)| {
-            serde_json::json!({
+            let mut entry = serde_json::json!({
                 "frontend": frontend.addr.to_string(),
                 "protocol": match frontend.proto {
                     6 => "TCP",
@@ -103,14 +151,18 @@ fn services_json(served: &DesiredServices) -> Vec<serde_json::Value> {
                 },
                 "type": if frontend.addr.ip().is_unspecified() { "NodePort" } else { "ClusterIP" },
                 "backends": backends.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            })
+            });
+            if let Some(error) = failed.get(frontend) {
+                entry["error"] = serde_json::Value::from(error.as_str());
+            }
+            entry
         })
         .collect()
 }
 
 impl Plugin for LbPlugin {
     fn status_json(&self) -> Option<serde_json::Value> {
-        Some(serde_json::json!({ "services": services_json(&self.served) }))
+        Some(serde_json::json!({ "services": services_json(&self.served, &self.failed) }))
     }
 
     fn name(&self) -> &'static str {

@@ -3,53 +3,63 @@
 //! The programmer mirrors what it wrote. A change to one service touches only that
 //! service's entries, in an order that never leaves a window without backends: new
 //! backends first, then slots, then the service's backend count; when a service shrinks,
-//! its count goes down before the extra slots are removed.
+//! its count goes down before the extra slots are removed, and backends go last, once
+//! no slot points at them. Each of these steps is one batched write per map
+//! (`BPF_MAP_UPDATE_BATCH`), so programming 100,000 services costs a few dozen
+//! syscalls, not half a million.
+//!
+//! A write the kernel refuses (typically a full map) stops its batch at that element:
+//! the services before it are programmed, the one that failed and the rest keep their
+//! last good state, and the error names the map and the first service that did not fit.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddrV4;
 
 use porin_core::datapath::{DatapathError, LbFrontend, LbMaps};
 
 use crate::desired::DesiredServices;
 
-/// The writes the programmer needs; [`LbMaps`] in the agent, a fake in tests.
+/// The batched writes the programmer needs; [`LbMaps`] in the agent, a fake in tests.
+/// A failed batch reports how many elements went in before the failure
+/// ([`DatapathError::MapBatch`]'s `done`); any other error means none did.
 pub trait ServiceMaps {
-    fn upsert_service(&mut self, fe: LbFrontend, id: u32, count: u32) -> Result<(), DatapathError>;
-    fn remove_service(&mut self, fe: LbFrontend) -> Result<(), DatapathError>;
-    fn set_slot(
-        &mut self,
-        service_id: u32,
-        slot: u32,
-        backend_id: u32,
-    ) -> Result<(), DatapathError>;
-    fn remove_slot(&mut self, service_id: u32, slot: u32) -> Result<(), DatapathError>;
-    fn upsert_backend(&mut self, id: u32, addr: SocketAddrV4) -> Result<(), DatapathError>;
-    fn remove_backend(&mut self, id: u32) -> Result<(), DatapathError>;
+    /// (frontend, service id, backend count).
+    fn write_services(&mut self, items: &[(LbFrontend, u32, u32)]) -> Result<(), DatapathError>;
+    fn remove_services(&mut self, items: &[LbFrontend]) -> Result<(), DatapathError>;
+    /// (service id, slot, backend id).
+    fn write_slots(&mut self, items: &[(u32, u32, u32)]) -> Result<(), DatapathError>;
+    /// (service id, slot).
+    fn remove_slots(&mut self, items: &[(u32, u32)]) -> Result<(), DatapathError>;
+    fn write_backends(&mut self, items: &[(u32, SocketAddrV4)]) -> Result<(), DatapathError>;
+    fn remove_backends(&mut self, ids: &[u32]) -> Result<(), DatapathError>;
 }
 
 impl ServiceMaps for LbMaps {
-    fn upsert_service(&mut self, fe: LbFrontend, id: u32, count: u32) -> Result<(), DatapathError> {
-        LbMaps::upsert_service(self, fe, id, count)
+    fn write_services(&mut self, items: &[(LbFrontend, u32, u32)]) -> Result<(), DatapathError> {
+        LbMaps::write_services(self, items)
     }
-    fn remove_service(&mut self, fe: LbFrontend) -> Result<(), DatapathError> {
-        LbMaps::remove_service(self, fe)
+    fn remove_services(&mut self, items: &[LbFrontend]) -> Result<(), DatapathError> {
+        LbMaps::remove_services(self, items)
     }
-    fn set_slot(
-        &mut self,
-        service_id: u32,
-        slot: u32,
-        backend_id: u32,
-    ) -> Result<(), DatapathError> {
-        LbMaps::set_slot(self, service_id, slot, backend_id)
+    fn write_slots(&mut self, items: &[(u32, u32, u32)]) -> Result<(), DatapathError> {
+        LbMaps::write_slots(self, items)
     }
-    fn remove_slot(&mut self, service_id: u32, slot: u32) -> Result<(), DatapathError> {
-        LbMaps::remove_slot(self, service_id, slot)
+    fn remove_slots(&mut self, items: &[(u32, u32)]) -> Result<(), DatapathError> {
+        LbMaps::remove_slots(self, items)
     }
-    fn upsert_backend(&mut self, id: u32, addr: SocketAddrV4) -> Result<(), DatapathError> {
-        LbMaps::upsert_backend(self, id, addr)
+    fn write_backends(&mut self, items: &[(u32, SocketAddrV4)]) -> Result<(), DatapathError> {
+        LbMaps::write_backends(self, items)
     }
-    fn remove_backend(&mut self, id: u32) -> Result<(), DatapathError> {
-        LbMaps::remove_backend(self, id)
+    fn remove_backends(&mut self, ids: &[u32]) -> Result<(), DatapathError> {
+        LbMaps::remove_backends(self, ids)
+    }
+}
+
+/// How many elements of a failed batch went in.
+fn written_before(error: &DatapathError) -> usize {
+    match error {
+        DatapathError::MapBatch { done, .. } => *done,
+        _ => 0,
     }
 }
 
@@ -66,34 +76,61 @@ struct Programmed {
     dirty: bool,
 }
 
-/// Lowest free id from 1: ids stay small and a live object keeps its id.
+/// Lowest free id from 1: ids stay small and a live object keeps its id. O(log n).
 #[derive(Debug, Default)]
-struct Ids(BTreeSet<u32>);
+struct Ids {
+    /// Every id up to `high` is taken except those in `free`.
+    high: u32,
+    free: BTreeSet<u32>,
+}
 
 impl Ids {
     fn take(&mut self) -> u32 {
-        let mut id = 1;
-        for used in &self.0 {
-            if *used != id {
-                break;
-            }
-            id += 1;
+        if let Some(id) = self.free.pop_first() {
+            return id;
         }
-        self.0.insert(id);
-        id
+        self.high += 1;
+        self.high
     }
+
     fn release(&mut self, id: u32) {
-        self.0.remove(&id);
+        if id == 0 || id > self.high {
+            return;
+        }
+        self.free.insert(id);
+        // Keep `high` tight so `free` only holds real gaps.
+        while self.high > 0 && self.free.remove(&self.high) {
+            self.high -= 1;
+        }
+    }
+
+    /// Ids found in the maps (a restarted agent's adoption).
+    fn adopt(ids: impl IntoIterator<Item = u32>) -> Self {
+        let used: BTreeSet<u32> = ids.into_iter().filter(|id| *id != 0).collect();
+        let high = used.last().copied().unwrap_or(0);
+        let free = (1..high).filter(|id| !used.contains(id)).collect();
+        Self { high, free }
     }
 }
 
 /// What one sync did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct SyncReport {
-    /// Map writes and removals issued.
+    /// Map elements written and removed.
     pub writes: usize,
-    /// Failures, each naming the map operation and the service.
+    /// Failures, each naming the map and the service.
     pub errors: Vec<String>,
+    /// Frontends that could not be programmed, with the reason (shown by
+    /// `porin service list`); they keep their last good state and are retried.
+    pub failed: BTreeMap<LbFrontend, String>,
+}
+
+/// One service whose entries change in this sync.
+struct Change {
+    fe: LbFrontend,
+    id: u32,
+    wanted: Vec<u32>,
+    old: Option<Programmed>,
 }
 
 /// The mirror of the LB maps and the id allocators.
@@ -101,6 +138,8 @@ pub struct SyncReport {
 pub struct Programmer {
     services: BTreeMap<LbFrontend, Programmed>,
     backends: BTreeMap<SocketAddrV4, u32>,
+    /// How many slots point at each backend id (a backend goes when this reaches 0).
+    backend_refs: HashMap<u32, usize>,
     service_ids: Ids,
     backend_ids: Ids,
 }
@@ -113,9 +152,12 @@ impl Programmer {
         slots: Vec<(u32, u32, u32)>,
         backends: Vec<(u32, SocketAddrV4)>,
     ) -> Self {
-        let mut p = Self::default();
+        let mut p = Self {
+            backend_ids: Ids::adopt(backends.iter().map(|(id, _)| *id)),
+            service_ids: Ids::adopt(services.iter().map(|(_, id, _)| *id)),
+            ..Self::default()
+        };
         for (id, addr) in backends {
-            p.backend_ids.0.insert(id);
             p.backends.insert(addr, id);
         }
         let mut by_service: BTreeMap<u32, BTreeMap<u32, u32>> = BTreeMap::new();
@@ -123,13 +165,12 @@ impl Programmer {
             by_service.entry(service).or_default().insert(slot, backend);
         }
         for (fe, id, count) in services {
-            p.service_ids.0.insert(id);
             let found = by_service.remove(&id).unwrap_or_default();
             let len = found.keys().next_back().map_or(0, |s| s + 1).max(count);
             let slots = (0..len)
                 .map(|s| found.get(&s).copied().unwrap_or(UNKNOWN))
                 .collect();
-            p.services.insert(
+            p.set(
                 fe,
                 Programmed {
                     id,
@@ -144,155 +185,338 @@ impl Programmer {
     /// Brings the maps to `desired`, writing only differences.
     pub fn sync(&mut self, desired: &DesiredServices, maps: &mut impl ServiceMaps) -> SyncReport {
         let mut report = SyncReport::default();
-        for (fe, backends) in desired {
-            self.sync_service(*fe, backends, maps, &mut report);
-        }
+        let mut released = BTreeSet::new();
+        // Services that are gone go first: they make room for new ones in full maps.
         let gone: Vec<LbFrontend> = self
             .services
             .keys()
             .filter(|fe| !desired.contains_key(fe))
             .copied()
             .collect();
-        for fe in gone {
-            self.remove_service(fe, maps, &mut report);
-        }
-        self.remove_unused_backends(maps, &mut report);
+        let gone_slots = self.remove_services(&gone, maps, &mut report, &mut released);
+        self.remove_slots(&gone_slots, maps, &mut report);
+        let (changes, new_backends) = self.plan(desired);
+        let changes = self.write_backends(changes, &new_backends, maps, &mut report);
+        let changes = self.write_slots(changes, maps, &mut report);
+        let shrunk = self.write_services(changes, maps, &mut report, &mut released);
+        self.remove_slots(&shrunk, maps, &mut report);
+        released.extend(new_backends.iter().map(|(id, _)| *id));
+        self.remove_unused_backends(&released, maps, &mut report);
         report
     }
 
-    fn sync_service(
+    /// The services whose entries differ, and the backends to create (with new ids).
+    fn plan(&mut self, desired: &DesiredServices) -> (Vec<Change>, Vec<(u32, SocketAddrV4)>) {
+        let mut changes = Vec::new();
+        let mut new_backends = Vec::new();
+        for (fe, addrs) in desired {
+            let mut wanted = Vec::with_capacity(addrs.len());
+            for addr in addrs {
+                let id = match self.backends.get(addr) {
+                    Some(id) => *id,
+                    None => {
+                        let id = self.backend_ids.take();
+                        self.backends.insert(*addr, id);
+                        new_backends.push((id, *addr));
+                        id
+                    }
+                };
+                wanted.push(id);
+            }
+            let old = self.services.get(fe);
+            if old.is_some_and(|p| !p.dirty && p.slots == wanted) {
+                continue;
+            }
+            let id = old.map_or_else(|| self.service_ids.take(), |p| p.id);
+            changes.push(Change {
+                fe: *fe,
+                id,
+                wanted,
+                old: old.cloned(),
+            });
+        }
+        (changes, new_backends)
+    }
+
+    /// New backends first. Services that need a backend that could not be written keep
+    /// their last good state.
+    fn write_backends(
         &mut self,
-        fe: LbFrontend,
-        backends: &[SocketAddrV4],
+        changes: Vec<Change>,
+        new_backends: &[(u32, SocketAddrV4)],
         maps: &mut impl ServiceMaps,
         report: &mut SyncReport,
-    ) {
-        let mut wanted = Vec::with_capacity(backends.len());
-        for addr in backends {
-            let id = match self.backends.get(addr) {
-                Some(id) => *id,
-                None => {
-                    let id = self.backend_ids.take();
-                    report.writes += 1;
-                    if let Err(e) = maps.upsert_backend(id, *addr) {
-                        self.backend_ids.release(id);
-                        report
-                            .errors
-                            .push(format!("backend {addr} of service {}: {e}", show(fe)));
-                        return; // the service keeps its last good backends
-                    }
-                    self.backends.insert(*addr, id);
-                    id
-                }
-            };
-            wanted.push(id);
+    ) -> Vec<Change> {
+        if new_backends.is_empty() {
+            return changes;
         }
-
-        let current = match self.services.get(&fe) {
-            Some(p) => p.clone(),
-            None => Programmed {
-                id: self.service_ids.take(),
-                slots: Vec::new(),
-                dirty: true,
-            },
+        let Err(e) = maps.write_backends(new_backends) else {
+            report.writes += new_backends.len();
+            return changes;
         };
-        if !current.dirty && current.slots == wanted {
-            return;
+        let done = written_before(&e).min(new_backends.len());
+        report.writes += done;
+        let failed: BTreeMap<u32, SocketAddrV4> = new_backends[done..].iter().copied().collect();
+        for (id, addr) in &failed {
+            self.backends.remove(addr);
+            self.backend_ids.release(*id);
         }
-        let id = current.id;
-        let result = (|| -> Result<usize, DatapathError> {
-            let mut writes = 0;
-            for (slot, backend) in wanted.iter().enumerate() {
-                if current.slots.get(slot) != Some(backend) {
-                    maps.set_slot(id, slot as u32, *backend)?;
-                    writes += 1;
+        let (blocked, ok): (Vec<Change>, Vec<Change>) = changes
+            .into_iter()
+            .partition(|c| c.wanted.iter().any(|id| failed.contains_key(id)));
+        for c in &blocked {
+            let addr = c.wanted.iter().find_map(|id| failed.get(id));
+            let message = match addr {
+                Some(addr) => format!("backend {addr} was not written: {e}"),
+                None => e.to_string(),
+            };
+            self.fail(c, message, report);
+        }
+        ok
+    }
+
+    /// Slots of the changed services. A service whose slots failed keeps its frontend
+    /// as it was (its slots are now unknown and rewritten next time).
+    fn write_slots(
+        &mut self,
+        changes: Vec<Change>,
+        maps: &mut impl ServiceMaps,
+        report: &mut SyncReport,
+    ) -> Vec<Change> {
+        let mut items = Vec::new();
+        let mut owner = Vec::new();
+        for (index, c) in changes.iter().enumerate() {
+            let old = c.old.as_ref().map_or(&[][..], |p| &p.slots[..]);
+            for (slot, backend) in c.wanted.iter().enumerate() {
+                if old.get(slot) != Some(backend) {
+                    items.push((c.id, slot as u32, *backend));
+                    owner.push(index);
                 }
             }
-            maps.upsert_service(fe, id, wanted.len() as u32)?;
-            writes += 1;
-            for slot in wanted.len()..current.slots.len() {
-                maps.remove_slot(id, slot as u32)?;
-                writes += 1;
-            }
-            Ok(writes)
-        })();
-        match result {
-            Ok(writes) => {
-                report.writes += writes;
-                self.services.insert(
-                    fe,
+        }
+        if items.is_empty() {
+            return changes;
+        }
+        let Err(e) = maps.write_slots(&items) else {
+            report.writes += items.len();
+            return changes;
+        };
+        let done = written_before(&e);
+        report.writes += done;
+        // Services up to the one owning the failed element are fine.
+        let first_failed = owner.get(done).copied().unwrap_or(0);
+        let mut changes = changes;
+        let failed = changes.split_off(first_failed);
+        for c in &failed {
+            let len = c
+                .wanted
+                .len()
+                .max(c.old.as_ref().map_or(0, |p| p.slots.len()));
+            self.fail(c, format!("writing its backend slots: {e}"), report);
+            if let Some(p) = self.services.get(&c.fe).cloned() {
+                self.set(
+                    c.fe,
                     Programmed {
-                        id,
-                        slots: wanted,
-                        dirty: false,
-                    },
-                );
-            }
-            Err(e) => {
-                report.errors.push(format!("service {}: {e}", show(fe)));
-                // Unknown state: every slot that may exist is rewritten or removed next time.
-                let len = wanted.len().max(current.slots.len());
-                self.services.insert(
-                    fe,
-                    Programmed {
-                        id,
                         slots: vec![UNKNOWN; len],
                         dirty: true,
+                        ..p
                     },
                 );
             }
         }
+        changes
     }
 
-    fn remove_service(
+    /// The frontends (id and backend count), once their slots exist. Returns the slots
+    /// that shrunk services no longer use.
+    fn write_services(
         &mut self,
-        fe: LbFrontend,
+        changes: Vec<Change>,
+        maps: &mut impl ServiceMaps,
+        report: &mut SyncReport,
+        released: &mut BTreeSet<u32>,
+    ) -> Vec<(u32, u32)> {
+        let items: Vec<(LbFrontend, u32, u32)> = changes
+            .iter()
+            .map(|c| (c.fe, c.id, c.wanted.len() as u32))
+            .collect();
+        if items.is_empty() {
+            return Vec::new();
+        }
+        let done = match maps.write_services(&items) {
+            Ok(()) => items.len(),
+            Err(e) => {
+                let done = written_before(&e).min(items.len());
+                let rest = changes.len() - done;
+                if let Some(c) = changes.get(done) {
+                    let more = if rest > 1 {
+                        format!(" (and {} more services)", rest - 1)
+                    } else {
+                        String::new()
+                    };
+                    report
+                        .errors
+                        .push(format!("service {} did not fit{more}: {e}", show(c.fe)));
+                }
+                for c in &changes[done..] {
+                    report.failed.insert(c.fe, e.to_string());
+                    // The slots went in; the frontend entry is retried next time.
+                    let old_len = c.old.as_ref().map_or(0, |p| p.slots.len());
+                    let mut slots = c.wanted.clone();
+                    slots.resize(slots.len().max(old_len), UNKNOWN);
+                    self.set(
+                        c.fe,
+                        Programmed {
+                            id: c.id,
+                            slots,
+                            dirty: true,
+                        },
+                    );
+                }
+                done
+            }
+        };
+        report.writes += done;
+        let mut shrunk = Vec::new();
+        for c in changes.into_iter().take(done) {
+            let old_len = c.old.as_ref().map_or(0, |p| p.slots.len());
+            shrunk.extend((c.wanted.len()..old_len).map(|slot| (c.id, slot as u32)));
+            if let Some(old) = &c.old {
+                released.extend(old.slots.iter().copied());
+            }
+            self.set(
+                c.fe,
+                Programmed {
+                    id: c.id,
+                    slots: c.wanted,
+                    dirty: false,
+                },
+            );
+        }
+        shrunk
+    }
+
+    /// Frontends that are gone; returns their slots (removed next: from now on no packet
+    /// reads them).
+    fn remove_services(
+        &mut self,
+        gone: &[LbFrontend],
+        maps: &mut impl ServiceMaps,
+        report: &mut SyncReport,
+        released: &mut BTreeSet<u32>,
+    ) -> Vec<(u32, u32)> {
+        if gone.is_empty() {
+            return Vec::new();
+        }
+        let done = match maps.remove_services(gone) {
+            Ok(()) => gone.len(),
+            Err(e) => {
+                let done = written_before(&e).min(gone.len());
+                if let Some(fe) = gone.get(done) {
+                    report
+                        .errors
+                        .push(format!("removing service {}: {e}", show(*fe)));
+                }
+                done
+            }
+        };
+        report.writes += done;
+        let mut stale = Vec::new();
+        for fe in &gone[..done] {
+            if let Some(p) = self.unset(*fe) {
+                stale.extend((0..p.slots.len()).map(|slot| (p.id, slot as u32)));
+                released.extend(p.slots.iter().copied());
+                self.service_ids.release(p.id);
+            }
+        }
+        stale
+    }
+
+    fn remove_slots(
+        &mut self,
+        stale: &[(u32, u32)],
         maps: &mut impl ServiceMaps,
         report: &mut SyncReport,
     ) {
-        let Some(p) = self.services.get(&fe).cloned() else {
+        if stale.is_empty() {
             return;
-        };
-        // The frontend goes first: from then on no packet reads the slots.
-        let result = (|| -> Result<usize, DatapathError> {
-            maps.remove_service(fe)?;
-            for slot in 0..p.slots.len() {
-                maps.remove_slot(p.id, slot as u32)?;
-            }
-            Ok(1 + p.slots.len())
-        })();
-        match result {
-            Ok(writes) => {
-                report.writes += writes;
-                self.services.remove(&fe);
-                self.service_ids.release(p.id);
-            }
-            Err(e) => report
-                .errors
-                .push(format!("removing service {}: {e}", show(fe))),
+        }
+        match maps.remove_slots(stale) {
+            Ok(()) => report.writes += stale.len(),
+            // Harmless leftovers: beyond the backend count nothing reads them, and a new
+            // service taking the id overwrites them.
+            Err(e) => report.errors.push(format!("removing stale slots: {e}")),
         }
     }
 
-    fn remove_unused_backends(&mut self, maps: &mut impl ServiceMaps, report: &mut SyncReport) {
-        let used: BTreeSet<u32> = self
-            .services
-            .values()
-            .flat_map(|p| p.slots.iter().copied())
+    /// Backends no slot points at any more, among `candidates`.
+    fn remove_unused_backends(
+        &mut self,
+        candidates: &BTreeSet<u32>,
+        maps: &mut impl ServiceMaps,
+        report: &mut SyncReport,
+    ) {
+        let unused: Vec<u32> = candidates
+            .iter()
+            .filter(|id| **id != UNKNOWN && self.backend_refs.get(id).copied().unwrap_or(0) == 0)
+            .copied()
             .collect();
-        let unused: Vec<(SocketAddrV4, u32)> = self
+        let unused_set: BTreeSet<u32> = unused.iter().copied().collect();
+        let unused_addrs: Vec<SocketAddrV4> = self
             .backends
             .iter()
-            .filter(|(_, id)| !used.contains(id))
-            .map(|(a, id)| (*a, *id))
+            .filter(|(_, id)| unused_set.contains(id))
+            .map(|(addr, _)| *addr)
             .collect();
-        for (addr, id) in unused {
-            report.writes += 1;
-            match maps.remove_backend(id) {
-                Ok(()) => {
+        if unused.is_empty() {
+            return;
+        }
+        match maps.remove_backends(&unused) {
+            Ok(()) => {
+                report.writes += unused.len();
+                for addr in unused_addrs {
                     self.backends.remove(&addr);
+                }
+                for id in unused {
+                    self.backend_refs.remove(&id);
                     self.backend_ids.release(id);
                 }
-                Err(e) => report.errors.push(format!("removing backend {addr}: {e}")),
+            }
+            Err(e) => report.errors.push(format!("removing unused backends: {e}")),
+        }
+    }
+
+    /// Records a failed change; a service that never made it releases its new id.
+    fn fail(&mut self, c: &Change, message: String, report: &mut SyncReport) {
+        report
+            .errors
+            .push(format!("service {}: {message}", show(c.fe)));
+        report.failed.insert(c.fe, message);
+        if c.old.is_none() && !self.services.contains_key(&c.fe) {
+            self.service_ids.release(c.id);
+        }
+    }
+
+    /// Mirrors `p` for `fe`, keeping the backend reference counts.
+    fn set(&mut self, fe: LbFrontend, p: Programmed) {
+        for id in p.slots.iter().filter(|id| **id != UNKNOWN) {
+            *self.backend_refs.entry(*id).or_default() += 1;
+        }
+        if let Some(old) = self.services.insert(fe, p) {
+            self.release_refs(&old);
+        }
+    }
+
+    fn unset(&mut self, fe: LbFrontend) -> Option<Programmed> {
+        let old = self.services.remove(&fe)?;
+        self.release_refs(&old);
+        Some(old)
+    }
+
+    fn release_refs(&mut self, p: &Programmed) {
+        for id in p.slots.iter().filter(|id| **id != UNKNOWN) {
+            if let Some(n) = self.backend_refs.get_mut(id) {
+                *n = n.saturating_sub(1);
             }
         }
     }
@@ -300,6 +524,12 @@ impl Programmer {
     /// Number of frontends programmed.
     pub fn service_count(&self) -> usize {
         self.services.len()
+    }
+
+    /// Entries the mirror holds: (frontends, slots, backends), for map pressure.
+    pub fn entry_counts(&self) -> (usize, usize, usize) {
+        let slots = self.services.values().map(|p| p.slots.len()).sum();
+        (self.services.len(), slots, self.backends.len())
     }
 }
 
@@ -326,55 +556,78 @@ mod tests {
         backends: BTreeMap<u32, SocketAddrV4>,
         ops: Vec<String>,
         fail_slots: bool,
+        /// max_entries of the service map (None: unlimited).
+        service_capacity: Option<usize>,
     }
 
-    fn fail(map: &str) -> DatapathError {
-        DatapathError::MapMissing {
-            map: if map == "slots" {
-                "porin_lb_slots"
-            } else {
-                "porin_lb_svc"
-            },
+    fn full(map: &'static str, done: usize) -> DatapathError {
+        DatapathError::MapBatch {
+            map,
+            max_entries: 2,
+            done,
+            source: std::io::Error::from_raw_os_error(libc_e2big()),
         }
+    }
+
+    /// E2BIG, what a full hash map answers.
+    fn libc_e2big() -> i32 {
+        7
     }
 
     impl ServiceMaps for FakeMaps {
-        fn upsert_service(
+        fn write_services(
             &mut self,
-            fe: LbFrontend,
-            id: u32,
-            count: u32,
+            items: &[(LbFrontend, u32, u32)],
         ) -> Result<(), DatapathError> {
-            self.ops.push(format!("svc {id}={count}"));
-            self.services.insert(fe, (id, count));
-            Ok(())
-        }
-        fn remove_service(&mut self, fe: LbFrontend) -> Result<(), DatapathError> {
-            self.ops.push("svc-".into());
-            self.services.remove(&fe);
-            Ok(())
-        }
-        fn set_slot(&mut self, s: u32, slot: u32, b: u32) -> Result<(), DatapathError> {
-            if self.fail_slots {
-                return Err(fail("slots"));
+            for (done, (fe, id, count)) in items.iter().enumerate() {
+                let fits = self.services.contains_key(fe)
+                    || self
+                        .service_capacity
+                        .is_none_or(|cap| self.services.len() < cap);
+                if !fits {
+                    return Err(full("porin_lb_svc", done));
+                }
+                self.ops.push(format!("svc {id}={count}"));
+                self.services.insert(*fe, (*id, *count));
             }
-            self.ops.push(format!("slot {s}.{slot}={b}"));
-            self.slots.insert((s, slot), b);
             Ok(())
         }
-        fn remove_slot(&mut self, s: u32, slot: u32) -> Result<(), DatapathError> {
-            self.ops.push(format!("slot {s}.{slot}-"));
-            self.slots.remove(&(s, slot));
+        fn remove_services(&mut self, items: &[LbFrontend]) -> Result<(), DatapathError> {
+            for fe in items {
+                self.ops.push("svc-".into());
+                self.services.remove(fe);
+            }
             Ok(())
         }
-        fn upsert_backend(&mut self, id: u32, addr: SocketAddrV4) -> Result<(), DatapathError> {
-            self.ops.push(format!("be {id}={addr}"));
-            self.backends.insert(id, addr);
+        fn write_slots(&mut self, items: &[(u32, u32, u32)]) -> Result<(), DatapathError> {
+            if self.fail_slots && !items.is_empty() {
+                return Err(full("porin_lb_slots", 0));
+            }
+            for (s, slot, b) in items {
+                self.ops.push(format!("slot {s}.{slot}={b}"));
+                self.slots.insert((*s, *slot), *b);
+            }
             Ok(())
         }
-        fn remove_backend(&mut self, id: u32) -> Result<(), DatapathError> {
-            self.ops.push(format!("be {id}-"));
-            self.backends.remove(&id);
+        fn remove_slots(&mut self, items: &[(u32, u32)]) -> Result<(), DatapathError> {
+            for (s, slot) in items {
+                self.ops.push(format!("slot {s}.{slot}-"));
+                self.slots.remove(&(*s, *slot));
+            }
+            Ok(())
+        }
+        fn write_backends(&mut self, items: &[(u32, SocketAddrV4)]) -> Result<(), DatapathError> {
+            for (id, addr) in items {
+                self.ops.push(format!("be {id}={addr}"));
+                self.backends.insert(*id, *addr);
+            }
+            Ok(())
+        }
+        fn remove_backends(&mut self, ids: &[u32]) -> Result<(), DatapathError> {
+            for id in ids {
+                self.ops.push(format!("be {id}-"));
+                self.backends.remove(id);
+            }
             Ok(())
         }
     }
@@ -499,9 +752,71 @@ mod tests {
             "{:?}",
             r.errors
         );
+        assert!(r.failed.contains_key(&fe(80)), "{:?}", r.failed);
         maps.fail_slots = false;
         let r = p.sync(&desired(&[(80, &[1])]), &mut maps);
         assert!(r.errors.is_empty());
         assert_eq!(maps.resolve(fe(80)), vec![sa(1)]);
+    }
+
+    #[test]
+    fn a_full_service_map_names_the_service_that_did_not_fit() {
+        let mut maps = FakeMaps {
+            service_capacity: Some(2),
+            ..FakeMaps::default()
+        };
+        let mut p = Programmer::default();
+        let r = p.sync(&desired(&[(80, &[1]), (81, &[1]), (82, &[2])]), &mut maps);
+        assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
+        assert!(
+            r.errors[0].contains("service 10.96.0.50:82/TCP did not fit")
+                && r.errors[0].contains("porin_lb_svc")
+                && r.errors[0].contains("is full"),
+            "{:?}",
+            r.errors
+        );
+        assert_eq!(r.failed.keys().copied().collect::<Vec<_>>(), vec![fe(82)]);
+        assert_eq!(maps.resolve(fe(80)), vec![sa(1)], "the others are served");
+        assert_eq!(maps.resolve(fe(81)), vec![sa(1)]);
+
+        // Room again (another service went): the one that did not fit is programmed.
+        let r = p.sync(&desired(&[(80, &[1]), (82, &[2])]), &mut maps);
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        assert_eq!(maps.resolve(fe(82)), vec![sa(2)]);
+    }
+
+    #[test]
+    fn ids_stay_lowest_free_and_cheap() {
+        let mut ids = Ids::default();
+        assert_eq!((ids.take(), ids.take(), ids.take()), (1, 2, 3));
+        ids.release(2);
+        assert_eq!(ids.take(), 2, "the lowest free id is reused");
+        ids.release(3);
+        assert_eq!(ids.take(), 3);
+        let adopted = Ids::adopt([1, 4]);
+        assert_eq!(adopted.free.iter().copied().collect::<Vec<_>>(), vec![2, 3]);
+        let mut many = Ids::default();
+        for _ in 0..200_000 {
+            many.take();
+        }
+        assert_eq!(many.take(), 200_001);
+    }
+
+    #[test]
+    fn one_change_among_many_writes_only_its_entries() {
+        let mut maps = FakeMaps::default();
+        let mut p = Programmer::default();
+        let many: Vec<(u16, &[u8])> = (1000..3000)
+            .map(|port| (port, &[1u8, 2, 3, 4][..]))
+            .collect();
+        let r = p.sync(&desired(&many), &mut maps);
+        assert!(r.errors.is_empty());
+        assert_eq!(r.writes, 4 + 2000 * 4 + 2000);
+        maps.ops.clear();
+        let mut changed = many.clone();
+        changed[1500] = (changed[1500].0, &[1, 2, 3]);
+        let r = p.sync(&desired(&changed), &mut maps);
+        // The count goes down, then the extra slot goes; the backend stays (others use it).
+        assert_eq!(maps.ops, vec!["svc 1501=3", "slot 1501.3-"], "{r:?}");
     }
 }

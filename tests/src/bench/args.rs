@@ -10,6 +10,8 @@ use super::BenchError;
 pub const USAGE: &str = "usage:
   porin-bench conn-server PORT [--threads N]
   porin-bench conn-client ADDR:PORT [--seconds S] [--concurrency C] [--payload BYTES]
+  porin-bench accept-server PORT [--threads N]
+  porin-bench connect-client ADDR:PORT [--seconds S] [--threads T] [--inflight K]
   porin-bench iperf-bps FILE
   porin-bench summarize FILE --bench NAME [--compare A,B] [--ratio NAME=METRIC]... [--set KEY=JSON]...";
 
@@ -24,6 +26,16 @@ pub enum Command {
         duration: Duration,
         concurrency: usize,
         payload: usize,
+    },
+    /// Accept connections on `port` with `threads` threads and close them at once.
+    AcceptServer { port: u16, threads: usize },
+    /// Keep `inflight` nonblocking connects to `addr` outstanding on each of `threads`
+    /// threads for `duration`; report the rate and connect latency.
+    ConnectClient {
+        addr: SocketAddr,
+        duration: Duration,
+        threads: usize,
+        inflight: usize,
     },
     /// Print the received bits per second of an `iperf3 -J` result.
     IperfBps { path: PathBuf },
@@ -50,17 +62,15 @@ pub fn parse(args: &[String]) -> Result<Command, BenchError> {
     let mut rest = Args::new(rest);
     let command = match sub.as_str() {
         "conn-server" => {
-            let port = number(&rest.positional("PORT")?, "PORT")?;
-            let mut threads = 32;
-            while let Some(flag) = rest.flag()? {
-                match flag.as_str() {
-                    "--threads" => threads = number(&rest.value(&flag)?, &flag)?,
-                    _ => return Err(unknown(&flag)),
-                }
-            }
+            let (port, threads) = server(&mut rest, 32)?;
             Command::ConnServer { port, threads }
         }
+        "accept-server" => {
+            let (port, threads) = server(&mut rest, 2)?;
+            Command::AcceptServer { port, threads }
+        }
         "conn-client" => conn_client(&mut rest)?,
+        "connect-client" => connect_client(&mut rest)?,
         "iperf-bps" => Command::IperfBps {
             path: rest.positional("FILE")?.into(),
         },
@@ -69,7 +79,10 @@ pub fn parse(args: &[String]) -> Result<Command, BenchError> {
     };
     rest.finish()?;
     match &command {
-        Command::ConnServer { threads: 0, .. } => Err(usage("--threads must be at least 1")),
+        Command::ConnServer { threads: 0, .. }
+        | Command::AcceptServer { threads: 0, .. }
+        | Command::ConnectClient { threads: 0, .. } => Err(usage("--threads must be at least 1")),
+        Command::ConnectClient { inflight: 0, .. } => Err(usage("--inflight must be at least 1")),
         Command::ConnClient { concurrency: 0, .. } => {
             Err(usage("--concurrency must be at least 1"))
         }
@@ -78,11 +91,55 @@ pub fn parse(args: &[String]) -> Result<Command, BenchError> {
     }
 }
 
-fn conn_client(rest: &mut Args) -> Result<Command, BenchError> {
+/// `PORT [--threads N]`.
+fn server(rest: &mut Args, default_threads: usize) -> Result<(u16, usize), BenchError> {
+    let port = number(&rest.positional("PORT")?, "PORT")?;
+    let mut threads = default_threads;
+    while let Some(flag) = rest.flag()? {
+        match flag.as_str() {
+            "--threads" => threads = number(&rest.value(&flag)?, &flag)?,
+            _ => return Err(unknown(&flag)),
+        }
+    }
+    Ok((port, threads))
+}
+
+fn address(rest: &mut Args) -> Result<SocketAddr, BenchError> {
     let addr = rest.positional("ADDR:PORT")?;
-    let addr: SocketAddr = addr
-        .parse()
-        .map_err(|_| usage(&format!("{addr:?} is not an ADDR:PORT")))?;
+    addr.parse()
+        .map_err(|_| usage(&format!("{addr:?} is not an ADDR:PORT")))
+}
+
+fn duration(seconds: f64) -> Result<Duration, BenchError> {
+    Duration::try_from_secs_f64(seconds)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| usage("--seconds must be a positive number"))
+}
+
+fn connect_client(rest: &mut Args) -> Result<Command, BenchError> {
+    let addr = address(rest)?;
+    let mut seconds: f64 = 10.0;
+    let mut threads = 1;
+    let mut inflight = 32;
+    while let Some(flag) = rest.flag()? {
+        match flag.as_str() {
+            "--seconds" => seconds = number(&rest.value(&flag)?, &flag)?,
+            "--threads" => threads = number(&rest.value(&flag)?, &flag)?,
+            "--inflight" => inflight = number(&rest.value(&flag)?, &flag)?,
+            _ => return Err(unknown(&flag)),
+        }
+    }
+    Ok(Command::ConnectClient {
+        addr,
+        duration: duration(seconds)?,
+        threads,
+        inflight,
+    })
+}
+
+fn conn_client(rest: &mut Args) -> Result<Command, BenchError> {
+    let addr = address(rest)?;
     let mut seconds: f64 = 10.0;
     let mut concurrency = 8;
     let mut payload = 16;
@@ -94,13 +151,9 @@ fn conn_client(rest: &mut Args) -> Result<Command, BenchError> {
             _ => return Err(unknown(&flag)),
         }
     }
-    let duration = Duration::try_from_secs_f64(seconds)
-        .ok()
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| usage("--seconds must be a positive number"))?;
     Ok(Command::ConnClient {
         addr,
-        duration,
+        duration: duration(seconds)?,
         concurrency,
         payload,
     })
@@ -227,6 +280,37 @@ mod tests {
         assert_eq!(duration, Duration::from_millis(2500));
         assert_eq!(concurrency, 4);
         assert_eq!(payload, 16);
+    }
+
+    #[test]
+    fn connect_client_and_accept_server() {
+        assert_eq!(
+            parse_str("connect-client 10.100.0.1:80 --seconds 2 --threads 2 --inflight 64")
+                .expect("parses"),
+            Command::ConnectClient {
+                addr: "10.100.0.1:80".parse().expect("addr"),
+                duration: Duration::from_secs(2),
+                threads: 2,
+                inflight: 64,
+            }
+        );
+        assert_eq!(
+            parse_str("accept-server 7000").expect("parses"),
+            Command::AcceptServer {
+                port: 7000,
+                threads: 2
+            }
+        );
+        for line in [
+            "connect-client 10.0.0.1:1 --inflight 0",
+            "connect-client 10.0.0.1:1 --threads 0",
+            "accept-server 7000 --threads 0",
+        ] {
+            assert!(
+                matches!(parse_str(line), Err(BenchError::Usage(_))),
+                "{line}"
+            );
+        }
     }
 
     #[test]

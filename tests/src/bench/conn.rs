@@ -31,28 +31,10 @@ pub struct ConnReport {
     pub concurrency: usize,
 }
 
-/// Serves forever: `threads` threads accept on `0.0.0.0:port` (std sets
-/// SO_REUSEADDR) and echo one request per connection.
+/// Serves forever: `threads` threads accept on `0.0.0.0:port` and echo one request
+/// per connection.
 pub fn serve(port: u16, threads: usize) -> Result<(), BenchError> {
-    let listener = TcpListener::bind(("0.0.0.0", port)).map_err(|source| BenchError::Io {
-        op: "listen on",
-        target: format!("0.0.0.0:{port}"),
-        source,
-    })?;
-    eprintln!("conn-server: listening on 0.0.0.0:{port} with {threads} threads");
-    let mut handles = Vec::new();
-    for _ in 0..threads {
-        let listener = listener.try_clone().map_err(|source| BenchError::Io {
-            op: "clone",
-            target: "listener".to_owned(),
-            source,
-        })?;
-        handles.push(std::thread::spawn(move || accept_loop(&listener)));
-    }
-    for handle in handles {
-        let _ = handle.join();
-    }
-    Ok(())
+    super::connect::serve_threads("conn-server", port, threads, accept_loop)
 }
 
 fn accept_loop(listener: &TcpListener) {
@@ -142,39 +124,13 @@ fn one_connection(addr: SocketAddr, request: &[u8], reply: &mut [u8]) -> std::io
     let mut stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(IO_TIMEOUT))?;
-    set_linger_zero(&stream)?;
+    super::connect::set_linger_zero(stream.as_raw_fd())?;
     stream.write_all(request)?;
     stream.read_exact(reply)?;
     if reply != request {
         return Err(std::io::Error::other("the server echoed something else"));
     }
     Ok(())
-}
-
-/// SO_LINGER {on, 0}: close() sends a reset and leaves no TIME_WAIT socket.
-fn set_linger_zero(stream: &TcpStream) -> std::io::Result<()> {
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    let len = libc::socklen_t::try_from(std::mem::size_of::<libc::linger>())
-        .map_err(std::io::Error::other)?;
-    // SAFETY: a valid socket descriptor owned by `stream`, and a pointer to a
-    // `linger` that lives across the call with its exact size.
-    let rc = unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            std::ptr::from_ref(&linger).cast(),
-            len,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
 }
 
 #[cfg(test)]

@@ -2,12 +2,16 @@
 //!
 //! - [`conn`]: a TCP connection-rate server and client (connect, send a few
 //!   bytes, read them back, close), meant to run inside two pods.
+//! - [`connect`]: the connection-rate generator of the `lb` benchmark: many
+//!   nonblocking connects in flight, a reset right after the handshake, connect
+//!   latency percentiles; and a server that accepts and closes.
 //! - [`report`]: reading iperf3's JSON and turning per-run samples into the
 //!   one line of JSON a benchmark ends with.
 //! - [`args`]: the command line of the `porin-bench` binary.
 
 pub mod args;
 pub mod conn;
+pub mod connect;
 pub mod report;
 
 use std::path::PathBuf;

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use porin_testbed::bench::args::{self, Command};
-use porin_testbed::bench::{BenchError, conn, report};
+use porin_testbed::bench::{BenchError, conn, connect, report};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -21,20 +21,19 @@ fn main() -> ExitCode {
 fn run(command: Command) -> Result<(), BenchError> {
     match command {
         Command::ConnServer { port, threads } => conn::serve(port, threads),
+        Command::AcceptServer { port, threads } => connect::serve(port, threads),
+        Command::ConnectClient {
+            addr,
+            duration,
+            threads,
+            inflight,
+        } => print_json(&connect::run_client(addr, duration, threads, inflight)?),
         Command::ConnClient {
             addr,
             duration,
             concurrency,
             payload,
-        } => {
-            let result = conn::run_client(addr, duration, concurrency, payload)?;
-            let line = serde_json::to_string(&result).map_err(|e| BenchError::Parse {
-                path: "conn-client report".into(),
-                message: e.to_string(),
-            })?;
-            println!("{line}");
-            Ok(())
-        }
+        } => print_json(&conn::run_client(addr, duration, concurrency, payload)?),
         Command::IperfBps { path } => {
             let bps = report::iperf_bps(&path, &read(&path)?)?;
             println!("{bps}");
@@ -46,6 +45,15 @@ fn run(command: Command) -> Result<(), BenchError> {
             Ok(())
         }
     }
+}
+
+fn print_json(report: &impl serde::Serialize) -> Result<(), BenchError> {
+    let line = serde_json::to_string(report).map_err(|e| BenchError::Parse {
+        path: "client report".into(),
+        message: e.to_string(),
+    })?;
+    println!("{line}");
+    Ok(())
 }
 
 fn read(path: &Path) -> Result<String, BenchError> {
