@@ -134,10 +134,14 @@ fn with_losses(
 }
 
 fn response(flow: &Flow) -> GetFlowsResponse {
+    flow_response(flow.clone())
+}
+
+fn flow_response(flow: Flow) -> GetFlowsResponse {
     GetFlowsResponse {
         node_name: flow.node_name.clone(),
         time: flow.time,
-        response_types: Some(ResponseTypes::Flow(flow.clone())),
+        response_types: Some(ResponseTypes::Flow(flow)),
     }
 }
 
@@ -195,10 +199,11 @@ impl Observer for HubbleService {
                             }
                             continue;
                         }
-                        if !keeps(&req.whitelist, &req.blacklist, flow.flow()) {
+                        let filtered = !req.whitelist.is_empty() || !req.blacklist.is_empty();
+                        if filtered && !keeps(&req.whitelist, &req.blacklist, flow.flow()) {
                             continue;
                         }
-                        response(flow.flow())
+                        flow_response(flow.to_flow())
                     }
                     Err(RecvError::Lagged(n)) => {
                         lost.record_reader(n);
