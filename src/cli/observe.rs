@@ -8,7 +8,9 @@ use clap::{Args, ValueEnum};
 use porin_observe::flow::{
     MESSAGE_TYPE_DROP, MESSAGE_TYPE_TRACE, TRACE_FROM_LXC, TRACE_TO_LXC, timestamp,
 };
-use porin_observe::hubble_proto::flow::{EventTypeFilter, FlowFilter, Verdict};
+use porin_observe::hubble_proto::flow::{
+    EventTypeFilter, FlowFilter, IpVersion, TrafficDirection, Verdict,
+};
 use porin_observe::hubble_proto::observer::get_flows_response::ResponseTypes;
 use porin_observe::hubble_proto::observer::{GetFlowsRequest, GetFlowsResponse};
 use porin_observe::hubble_proto::relay::NodeState;
@@ -58,6 +60,57 @@ pub struct ObserveArgs {
     /// Only flows from or to this port.
     #[arg(long)]
     pub port: Option<u16>,
+    /// Only flows from this port.
+    #[arg(long)]
+    pub from_port: Option<u16>,
+    /// Only flows to this port.
+    #[arg(long)]
+    pub to_port: Option<u16>,
+    /// Only flows from this namespace.
+    #[arg(long)]
+    pub from_namespace: Option<String>,
+    /// Only flows to this namespace.
+    #[arg(long)]
+    pub to_namespace: Option<String>,
+    /// Only flows from or to this IP address or CIDR.
+    #[arg(long)]
+    pub ip: Option<String>,
+    /// Only flows from this IP address or CIDR.
+    #[arg(long)]
+    pub from_ip: Option<String>,
+    /// Only flows to this IP address or CIDR.
+    #[arg(long)]
+    pub to_ip: Option<String>,
+    /// Only flows from or to endpoints with these labels (`k8s:app=web,tier`).
+    #[arg(short = 'l', long)]
+    pub label: Option<String>,
+    /// Only flows from endpoints with these labels.
+    #[arg(long)]
+    pub from_label: Option<String>,
+    /// Only flows to endpoints with these labels.
+    #[arg(long)]
+    pub to_label: Option<String>,
+    /// Only flows from or to this security identity.
+    #[arg(long)]
+    pub identity: Option<u32>,
+    /// Only flows from this security identity.
+    #[arg(long)]
+    pub from_identity: Option<u32>,
+    /// Only flows to this security identity.
+    #[arg(long)]
+    pub to_identity: Option<u32>,
+    /// Only flows seen on this node (`*` matches any run of characters).
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// Only flows in this direction (ingress, egress).
+    #[arg(long)]
+    pub traffic_direction: Option<String>,
+    /// Only flows of this IP version (4 or 6, also v4, v6).
+    #[arg(long)]
+    pub ip_version: Option<String>,
+    /// Only the flow with this uuid.
+    #[arg(long)]
+    pub uuid: Option<String>,
     /// Only these events: `drop`, `trace`, `trace:to-endpoint`, `trace:from-endpoint`.
     #[arg(short = 't', long = "type")]
     pub event_type: Option<String>,
@@ -96,14 +149,29 @@ impl ObserveArgs {
         })
     }
 
-    /// Flags about both sides (`--namespace`, `--pod`, `--port`) make two filters,
-    /// one per side, OR'ed; the rest go into both.
+    /// Flags about both sides (`--namespace`, `--pod`, `--ip`, `--label`, `--port`,
+    /// `--identity`) make two filters, one per side, OR'ed (Hubble's left and right
+    /// filters); every other flag goes into both.
     fn whitelist(&self) -> Result<Vec<FlowFilter>> {
         let mut base = FlowFilter::default();
         if let Some(v) = &self.verdict {
             let verdict = Verdict::from_str_name(&v.to_ascii_uppercase())
                 .with_context(|| format!("--verdict: unknown verdict `{v}`"))?;
             base.verdict.push(verdict as i32);
+        }
+        if let Some(d) = &self.traffic_direction {
+            let direction = TrafficDirection::from_str_name(&d.to_ascii_uppercase())
+                .filter(|d| *d != TrafficDirection::Unknown)
+                .with_context(|| format!("--traffic-direction: `{d}` is not ingress or egress"))?;
+            base.traffic_direction.push(direction as i32);
+        }
+        if let Some(v) = &self.ip_version {
+            let version = match v.trim_start_matches(['v', 'V']) {
+                "4" => IpVersion::IPv4,
+                "6" => IpVersion::IPv6,
+                _ => bail!("--ip-version: `{v}` is not 4 or 6"),
+            };
+            base.ip_version.push(version as i32);
         }
         if let Some(p) = &self.protocol {
             base.protocol.push(p.to_ascii_lowercase());
@@ -113,28 +181,64 @@ impl ObserveArgs {
         }
         base.source_pod.extend(self.from_pod.clone());
         base.destination_pod.extend(self.to_pod.clone());
+        base.source_pod
+            .extend(self.from_namespace.as_ref().map(|n| format!("{n}/")));
+        base.destination_pod
+            .extend(self.to_namespace.as_ref().map(|n| format!("{n}/")));
+        base.source_ip.extend(self.from_ip.clone());
+        base.destination_ip.extend(self.to_ip.clone());
+        base.source_label.extend(self.from_label.clone());
+        base.destination_label.extend(self.to_label.clone());
+        base.source_port
+            .extend(self.from_port.map(|p| p.to_string()));
+        base.destination_port
+            .extend(self.to_port.map(|p| p.to_string()));
+        base.source_identity.extend(self.from_identity);
+        base.destination_identity.extend(self.to_identity);
+        base.node_name.extend(self.node_name.clone());
+        base.uuid.extend(self.uuid.clone());
+
         let pod = match (&self.namespace, &self.pod) {
             (Some(ns), Some(p)) if !p.contains('/') => Some(format!("{ns}/{p}")),
             (_, Some(p)) => Some(p.clone()),
             (Some(ns), None) => Some(format!("{ns}/")),
             (None, None) => None,
         };
-        if pod.is_none() && self.port.is_none() {
-            return Ok(if base == FlowFilter::default() {
-                vec![]
-            } else {
-                vec![base]
-            });
+        let mut left = base.clone();
+        let mut right = base;
+        let mut either = false;
+        let mut side = |l: &mut Vec<String>, r: &mut Vec<String>, value: Option<String>| {
+            if let Some(v) = value {
+                l.push(v.clone());
+                r.push(v);
+                either = true;
+            }
+        };
+        side(&mut left.source_pod, &mut right.destination_pod, pod);
+        side(
+            &mut left.source_ip,
+            &mut right.destination_ip,
+            self.ip.clone(),
+        );
+        side(
+            &mut left.source_label,
+            &mut right.destination_label,
+            self.label.clone(),
+        );
+        let port = self.port.map(|p| p.to_string());
+        side(&mut left.source_port, &mut right.destination_port, port);
+        if let Some(id) = self.identity {
+            left.source_identity.push(id);
+            right.destination_identity.push(id);
+            either = true;
         }
-        let mut src = base.clone();
-        let mut dst = base;
-        src.source_pod.extend(pod.clone());
-        dst.destination_pod.extend(pod);
-        if let Some(port) = self.port {
-            src.source_port.push(port.to_string());
-            dst.destination_port.push(port.to_string());
+        if either {
+            Ok(vec![left, right])
+        } else if left == FlowFilter::default() {
+            Ok(vec![])
+        } else {
+            Ok(vec![left])
         }
-        Ok(vec![src, dst])
     }
 }
 
@@ -253,6 +357,9 @@ fn print_response(response: &GetFlowsResponse, format: ObserveFormat) -> Result<
         other => Ok(other?),
     }
 }
+
+#[cfg(test)]
+mod filter_table;
 
 #[cfg(test)]
 mod tests {

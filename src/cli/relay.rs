@@ -86,6 +86,6 @@ pub async fn run(args: &RelayArgs) -> Result<()> {
         writeln!(out, "relay listening on {}", listener.local_address())?;
         out.flush()?;
     }
-    listener.serve(relay_router(relay)).await?;
+    listener.serve(relay_router(relay)?).await?;
     Ok(())
 }

@@ -64,6 +64,31 @@ fn observe_over_grpc_filters_on_the_server() {
     assert_eq!(syn["IP"]["destination"], web.as_str());
     assert!(syn["uuid"].as_str().is_some_and(|u| u.len() == 36), "{syn}");
 
+    // Label, port and IP flags on live flows (the full table of flags runs over
+    // recorded flows: src/cli/observe/filter_table.rs).
+    let client_ip = str_of(&sandbox.endpoint("shop/client")["endpoint"]["ipv4"]).to_string();
+    let labelled = observe(
+        &sandbox,
+        &[
+            "--from-label",
+            "k8s:app=client",
+            "--to-port",
+            "8080",
+            "--from-ip",
+            &client_ip,
+        ],
+    );
+    assert!(
+        !labelled.is_empty(),
+        "no flows for --from-label k8s:app=client"
+    );
+    for r in &labelled {
+        let f = &r["flow"];
+        assert_eq!(f["source"]["pod_name"], "client", "{r}");
+        assert_eq!(f["l4"]["TCP"]["destination_port"], 8080, "{r}");
+        assert_eq!(f["IP"]["source"], client_ip.as_str(), "{r}");
+    }
+
     // A malformed packet is dropped; --verdict DROPPED returns only drops.
     let send_truncated = format!(
         "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)\ns.sendto(b'\\x30\\x39\\x15', ('{web}', 0))"

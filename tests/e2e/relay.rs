@@ -247,5 +247,39 @@ fn relay_merges_nodes_and_survives_an_agent_restart() {
     assert_eq!(up["unavailable_nodes"], serde_json::json!([]), "{up}");
     drop(follow);
     drop(relay);
+
+    // A relay told only node-1's Peer service finds node-2 through it (every
+    // agent publishes its Hubble address on its Node).
+    let node1 = sandbox.state_dir.path().join("nodes/node-1/hubble.sock");
+    let peer_service = format!("unix://{}", node1.display());
+    let relay = Running::spawn(
+        &sandbox,
+        &[
+            "relay",
+            "--listen-address",
+            "127.0.0.1:0",
+            "--peer-service",
+            &peer_service,
+        ],
+    );
+    let first = relay.until(Duration::from_secs(10), |l| {
+        l.starts_with("relay listening on ")
+    });
+    let address = first
+        .last()
+        .and_then(|l| l.strip_prefix("relay listening on "))
+        .expect("address")
+        .to_string();
+    let found = wait_for(Duration::from_secs(15), || {
+        let seen = python_client(&address);
+        (seen["num_connected_nodes"] == 2).then_some(seen)
+    })
+    .unwrap_or_else(|| panic!("Peer service: {}", python_client(&address)));
+    assert_eq!(
+        found["nodes"],
+        serde_json::json!(["node-1", "node-2"]),
+        "{found}"
+    );
+    drop(relay);
     sandbox.down_and_check();
 }

@@ -348,7 +348,7 @@ pub(crate) fn node_object(
 }
 
 /// The datapath's decoded event in the plugins' terms.
-pub(crate) fn to_sdk_event(e: &datapath::abi::FlowEvent) -> DatapathEvent {
+pub fn to_sdk_event(e: &datapath::abi::FlowEvent) -> DatapathEvent {
     let unspecified = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
     DatapathEvent {
         ktime_ns: e.ktime_ns,

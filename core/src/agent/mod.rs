@@ -14,6 +14,7 @@ mod error;
 mod run;
 mod state_view;
 
+pub use api_impl::to_sdk_event;
 pub use endpoints::{EndpointManager, EndpointRecord};
 pub use error::AgentError;
-pub use run::run;
+pub use run::{EVENT_CHANNEL_CAPACITY, run};

@@ -61,6 +61,10 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// writes, so they are on only when a plugin (observe) asks for them.
 const CORE_SWITCH_DEFAULTS: &[(&str, u32)] = &[("CFG_EMIT_EVENTS", 0)];
 
+/// Datapath events that may wait for the slowest plugin before it starts losing
+/// them (it is told how many it lost).
+pub const EVENT_CHANNEL_CAPACITY: usize = 8192;
+
 /// Run the agent until SIGINT or SIGTERM.
 pub async fn run(config_path: &Path, plugins: Vec<Box<dyn Plugin>>) -> Result<(), AgentError> {
     let started = Instant::now();
@@ -128,7 +132,7 @@ pub async fn run(config_path: &Path, plugins: Vec<Box<dyn Plugin>>) -> Result<()
     let metrics = AgentMetrics::register(&mut registry, env!("CARGO_PKG_VERSION"));
     manager.register_metrics(&mut registry);
     let registry = Arc::new(registry);
-    let (events_tx, _) = broadcast::channel::<Arc<DatapathEvent>>(8192);
+    let (events_tx, _) = broadcast::channel::<Arc<DatapathEvent>>(EVENT_CHANNEL_CAPACITY);
     let agent = Arc::new(Agent {
         config: agent_config.clone(),
         started,

@@ -68,9 +68,23 @@ impl FlowEntry {
         self.time
     }
 
-    /// The Hubble message (built on first use).
+    /// The Hubble message (built on first use, then kept for other readers).
     pub fn flow(&self) -> &Flow {
-        self.flow.get_or_init(|| match &self.parts {
+        self.flow.get_or_init(|| self.build())
+    }
+
+    /// The Hubble message as an owned value: a copy of the kept one, or built
+    /// now without keeping it (a follower without filters needs it once, and a
+    /// copy costs as much as building it).
+    pub fn to_flow(&self) -> Flow {
+        match self.flow.get() {
+            Some(f) => f.clone(),
+            None => self.build(),
+        }
+    }
+
+    fn build(&self) -> Flow {
+        match &self.parts {
             Some(p) => assemble(
                 &p.event,
                 self.time,
@@ -80,6 +94,6 @@ impl FlowEntry {
                 &p.destination,
             ),
             None => Flow::default(),
-        })
+        }
     }
 }

@@ -20,14 +20,15 @@ pub fn matches(filter: &FlowFilter, flow: &Flow) -> bool {
         .as_ref()
         .map(|ip| (ip.source.as_str(), ip.destination.as_str()))
         .unwrap_or(("", ""));
-    let src = flow.source.clone().unwrap_or_default();
-    let dst = flow.destination.clone().unwrap_or_default();
+    let none = Endpoint::default();
+    let src = flow.source.as_ref().unwrap_or(&none);
+    let dst = flow.destination.as_ref().unwrap_or(&none);
     let (proto, sport, dport) = l4(flow);
     any(&filter.uuid, |u| *u == flow.uuid)
         && any(&filter.source_ip, |p| ip_matches(p, src_ip))
         && any(&filter.destination_ip, |p| ip_matches(p, dst_ip))
-        && any(&filter.source_pod, |p| pod_matches(p, &src))
-        && any(&filter.destination_pod, |p| pod_matches(p, &dst))
+        && any(&filter.source_pod, |p| pod_matches(p, src))
+        && any(&filter.destination_pod, |p| pod_matches(p, dst))
         && any(&filter.source_label, |s| labels_match(s, &src.labels))
         && any(&filter.destination_label, |s| labels_match(s, &dst.labels))
         && any(&filter.source_identity, |i| *i == src.identity)

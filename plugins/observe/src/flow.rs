@@ -282,14 +282,26 @@ fn flow_uuid(t: SystemTime, seq: u64, event: &DatapathEvent) -> String {
     let nanos = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as u64;
     let tuple = (u64::from(event.src_port) << 16 | u64::from(event.dst_port))
         ^ u64::from(event.endpoint_id) << 32;
-    format!(
-        "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
-        nanos >> 32,
-        (nanos >> 16) & 0xffff,
-        nanos & 0xfff,
-        seq & 0xfff,
-        (seq >> 12 ^ tuple) & 0xffff_ffff_ffff
-    )
+    // 8-4-4-4-12 hex digits, version 4 and variant 8 nibbles fixed; written by
+    // hand because `format!` is a large part of building a flow.
+    let groups: [(u64, usize); 5] = [
+        (nanos >> 32, 8),
+        ((nanos >> 16) & 0xffff, 4),
+        (0x4000 | (nanos & 0xfff), 4),
+        (0x8000 | (seq & 0xfff), 4),
+        ((seq >> 12 ^ tuple) & 0xffff_ffff_ffff, 12),
+    ];
+    let mut out = String::with_capacity(36);
+    for (i, (value, digits)) in groups.into_iter().enumerate() {
+        if i > 0 {
+            out.push('-');
+        }
+        for d in (0..digits).rev() {
+            let nibble = ((value >> (d * 4)) & 0xf) as usize;
+            out.push(char::from(b"0123456789abcdef"[nibble]));
+        }
+    }
+    out
 }
 
 /// Format a wall-clock time as RFC 3339 in UTC with nanoseconds.
@@ -348,6 +360,24 @@ mod tests {
         let f = tcp_flags(0x12);
         assert!(f.syn && f.ack && !f.fin && !f.rst);
         assert_eq!(tcp_flags(0), pb::TcpFlags::default());
+    }
+
+    #[test]
+    fn uuids_are_version_4_shaped() {
+        let e = event(Verdict::Forwarded, Direction::FromEndpoint);
+        let t = UNIX_EPOCH + Duration::new(1_795_000_000, 123_456_789);
+        let id = flow_uuid(t, 0x12345, &e);
+        let nanos = 1_795_000_000_123_456_789u64;
+        let tuple = (40000u64 << 16 | 443) ^ 7u64 << 32;
+        let expected = format!(
+            "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+            nanos >> 32,
+            (nanos >> 16) & 0xffff,
+            nanos & 0xfff,
+            0x345,
+            (0x12 ^ tuple) & 0xffff_ffff_ffff
+        );
+        assert_eq!(id, expected);
     }
 
     #[test]

@@ -1,10 +1,10 @@
 //! The Hubble API on the agent: Observer (GetFlows, GetNodes, GetNamespaces,
 //! ServerStatus) and Peer (Notify), served from the flow ring.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use hubble_proto::UInt32Value;
 use hubble_proto::flow::{Flow, LostEvent, LostEventSource};
@@ -28,6 +28,7 @@ use crate::filter::keeps;
 use crate::flow::{system_time, timestamp};
 use crate::metrics::LostEvents;
 use crate::metrics::lost::LostRecord;
+use crate::peer_source::PeerSource;
 use crate::ring::FlowRing;
 
 /// Reported as `version` by ServerStatus and GetNodes.
@@ -36,7 +37,7 @@ pub const VERSION: &str = concat!("porin ", env!("CARGO_PKG_VERSION"));
 type Streamed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 /// The Hubble services of one agent.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct HubbleService {
     ring: Arc<FlowRing>,
     node: String,
@@ -44,7 +45,17 @@ pub struct HubbleService {
     address: String,
     started: Instant,
     lost: Arc<LostEvents>,
+    /// The other agents the Peer service announces (none: this node only).
+    peers: Option<PeerSource>,
 }
+
+impl std::fmt::Debug for PeerSourceDebug<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "cluster" } else { "self" })
+    }
+}
+
+struct PeerSourceDebug<'a>(&'a Option<PeerSource>);
 
 impl HubbleService {
     pub fn new(ring: Arc<FlowRing>, node: impl Into<String>, address: impl Into<String>) -> Self {
@@ -54,7 +65,15 @@ impl HubbleService {
             address: address.into(),
             started: Instant::now(),
             lost: Arc::new(LostEvents::new()),
+            peers: None,
         }
+    }
+
+    /// Announce the agents `peers` lists with the Peer service (followed every
+    /// [`PEER_POLL`]), not only this one.
+    pub fn with_peers(mut self, peers: PeerSource) -> Self {
+        self.peers = Some(peers);
+        self
     }
 
     /// Report and count lost events through `lost` (shared with the pipeline).
@@ -134,11 +153,57 @@ fn with_losses(
 }
 
 fn response(flow: &Flow) -> GetFlowsResponse {
+    flow_response(flow.clone())
+}
+
+fn flow_response(flow: Flow) -> GetFlowsResponse {
     GetFlowsResponse {
         node_name: flow.node_name.clone(),
         time: flow.time,
-        response_types: Some(ResponseTypes::Flow(flow.clone())),
+        response_types: Some(ResponseTypes::Flow(flow)),
     }
+}
+
+impl std::fmt::Debug for HubbleService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubbleService")
+            .field("node", &self.node)
+            .field("address", &self.address)
+            .field("peers", &PeerSourceDebug(&self.peers))
+            .finish_non_exhaustive()
+    }
+}
+
+/// How often the Peer service looks for agents that came or went.
+pub const PEER_POLL: Duration = Duration::from_secs(1);
+
+/// The notifications that turn the agents `before` into `now`.
+fn peer_changes(
+    before: &BTreeMap<String, String>,
+    now: &BTreeMap<String, String>,
+) -> Vec<ChangeNotification> {
+    let note = |name: &str, address: &str, kind: ChangeNotificationType| ChangeNotification {
+        name: name.to_string(),
+        address: address.to_string(),
+        r#type: kind as i32,
+        tls: None,
+    };
+    let mut out = Vec::new();
+    for (name, address) in now {
+        match before.get(name) {
+            None => out.push(note(name, address, ChangeNotificationType::PeerAdded)),
+            Some(old) if old != address => {
+                out.push(note(name, address, ChangeNotificationType::PeerUpdated));
+            }
+            Some(_) => {}
+        }
+    }
+    for (name, address) in before {
+        if !now.contains_key(name) {
+            out.push(note(name, address, ChangeNotificationType::PeerDeleted));
+        }
+    }
+    out
 }
 
 #[tonic::async_trait]
@@ -195,10 +260,11 @@ impl Observer for HubbleService {
                             }
                             continue;
                         }
-                        if !keeps(&req.whitelist, &req.blacklist, flow.flow()) {
+                        let filtered = !req.whitelist.is_empty() || !req.blacklist.is_empty();
+                        if filtered && !keeps(&req.whitelist, &req.blacklist, flow.flow()) {
                             continue;
                         }
-                        response(flow.flow())
+                        flow_response(flow.to_flow())
                     }
                     Err(RecvError::Lagged(n)) => {
                         lost.record_reader(n);
@@ -289,21 +355,37 @@ impl Observer for HubbleService {
 impl Peer for HubbleService {
     type NotifyStream = Streamed<ChangeNotification>;
 
-    /// This node as PEER_ADDED, then the stream stays open (a single agent knows
-    /// no other peers; a node list source comes with the relay).
+    /// Every agent as PEER_ADDED (this one at least), then additions, address
+    /// changes and removals as they happen.
     async fn notify(
         &self,
         _request: Request<NotifyRequest>,
     ) -> Result<Response<Self::NotifyStream>, Status> {
-        use tokio_stream::StreamExt;
-        let me = ChangeNotification {
-            name: self.node.clone(),
-            address: self.address.clone(),
-            r#type: ChangeNotificationType::PeerAdded as i32,
-            tls: None,
+        let me = (self.node.clone(), self.address.clone());
+        let source = self.peers.clone();
+        let list = move || {
+            let mut all = source.as_ref().map(|s| s()).unwrap_or_default();
+            all.insert(me.0.clone(), me.1.clone());
+            all
         };
-        let stream = tokio_stream::once(Ok(me)).chain(tokio_stream::pending());
-        Ok(Response::new(Box::pin(stream)))
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(async move {
+            let mut known = BTreeMap::new();
+            loop {
+                let now = list();
+                for change in peer_changes(&known, &now) {
+                    if tx.send(Ok(change)).await.is_err() {
+                        return;
+                    }
+                }
+                known = now;
+                tokio::select! {
+                    _ = tokio::time::sleep(PEER_POLL) => {}
+                    _ = tx.closed() => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
 
@@ -328,6 +410,51 @@ mod tests {
             Some(ResponseTypes::LostEvents(l)) => Some((l.source, l.num_events_lost)),
             _ => None,
         }
+    }
+
+    #[test]
+    fn peers_that_come_change_and_go_are_announced() {
+        let map = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(n, a)| (n.to_string(), a.to_string()))
+                .collect()
+        };
+        let kinds = |changes: Vec<ChangeNotification>| -> Vec<(String, i32)> {
+            changes.into_iter().map(|c| (c.name, c.r#type)).collect()
+        };
+        let before = map(&[("node-1", "unix:///a"), ("node-2", "unix:///b")]);
+        let now = map(&[
+            ("node-1", "unix:///a"),
+            ("node-2", "unix:///c"),
+            ("node-3", "x:1"),
+        ]);
+        assert_eq!(
+            kinds(peer_changes(&before, &now)),
+            vec![
+                (
+                    "node-2".to_string(),
+                    ChangeNotificationType::PeerUpdated as i32
+                ),
+                (
+                    "node-3".to_string(),
+                    ChangeNotificationType::PeerAdded as i32
+                ),
+            ]
+        );
+        assert_eq!(
+            kinds(peer_changes(&now, &map(&[("node-1", "unix:///a")]))),
+            vec![
+                (
+                    "node-2".to_string(),
+                    ChangeNotificationType::PeerDeleted as i32
+                ),
+                (
+                    "node-3".to_string(),
+                    ChangeNotificationType::PeerDeleted as i32
+                ),
+            ]
+        );
     }
 
     #[tokio::test]

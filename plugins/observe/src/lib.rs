@@ -12,6 +12,7 @@ pub mod flow;
 pub mod grpc;
 mod metric_spec;
 pub mod metrics;
+pub mod peer_source;
 pub mod pipeline;
 mod plugin;
 pub mod relay;

@@ -1,5 +1,6 @@
 //! The observability plugin's lifecycle.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use porin_plugin_sdk::{DatapathContribution, Health, Plugin, PluginContext, PluginError, Switch};
@@ -9,6 +10,7 @@ use tracing::{error, info};
 use crate::ObserveConfig;
 use crate::grpc::HubbleService;
 use crate::metrics::{HubbleMetrics, LostEvents, serve_metrics};
+use crate::peer_source::{HUBBLE_ADDRESS_ANNOTATION, cluster_peers};
 use crate::pipeline::{poll_kernel_losses, run_pipeline};
 use crate::ring::FlowRing;
 use crate::serve::{bind_unix, serve_tcp};
@@ -26,6 +28,8 @@ pub struct ObservePlugin {
     ring: Option<Arc<FlowRing>>,
     lost: Arc<LostEvents>,
     tasks: Vec<JoinHandle<()>>,
+    /// Where this agent's Hubble API is reached, once started.
+    address: Option<String>,
 }
 
 impl ObservePlugin {
@@ -104,8 +108,9 @@ impl Plugin for ObservePlugin {
             Some(a) => a.clone(),
             None => format!("unix://{}", socket.display()),
         };
-        let service = HubbleService::new(ring.clone(), ctx.node_name(), address)
-            .with_lost_events(self.lost.clone());
+        let service = HubbleService::new(ring.clone(), ctx.node_name(), address.clone())
+            .with_lost_events(self.lost.clone())
+            .with_peers(cluster_peers(ctx.clone()));
         let metrics = self.start_metrics(&runtime)?;
         // Bind in start() so a bad socket path fails the plugin, not a log line.
         let serving = {
@@ -133,6 +138,7 @@ impl Plugin for ObservePlugin {
             }));
         }
         self.ring = Some(ring);
+        self.address = Some(address);
         info!(plugin = NAME, "started");
         self.health = Some(Health::Ok);
         Ok(())
@@ -143,9 +149,18 @@ impl Plugin for ObservePlugin {
             task.abort();
         }
         self.ring = None;
+        self.address = None;
         info!(plugin = NAME, "stopped");
         self.health = Some(Health::Stopped);
         Ok(())
+    }
+
+    /// Where this node's Hubble API listens, for other agents' Peer services.
+    fn node_annotations(&self) -> BTreeMap<String, String> {
+        self.address
+            .iter()
+            .map(|a| (HUBBLE_ADDRESS_ANNOTATION.to_string(), a.clone()))
+            .collect()
     }
 
     fn health(&self) -> Health {

@@ -31,6 +31,8 @@ pub enum ServeError {
         address: String,
         source: std::io::Error,
     },
+    #[error("building the gRPC reflection service from the Hubble descriptors: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
     #[error("serving the Hubble API on {on}: {source}")]
     Transport {
         on: String,
@@ -140,7 +142,7 @@ pub fn bind_unix(
     service: HubbleService,
 ) -> Result<impl Future<Output = Result<(), ServeError>> + use<>, ServeError> {
     let listener = Listener::bind_unix(path)?;
-    Ok(listener.serve(agent_router(service)))
+    Ok(listener.serve(agent_router(service)?))
 }
 
 /// Serve the agent's API on `[host]:port` (`:4244` means every address).
@@ -148,18 +150,32 @@ pub async fn serve_tcp(address: &str, service: HubbleService) -> Result<(), Serv
     let addr = tcp_address(address)?;
     Listener::bind(&addr.to_string())
         .await?
-        .serve(agent_router(service))
+        .serve(agent_router(service)?)
         .await
 }
 
-/// The agent's services: Observer and Peer.
-pub fn agent_router(service: HubbleService) -> Router {
-    Server::builder()
-        .add_service(ObserverServer::new(service.clone()))
-        .add_service(PeerServer::new(service))
+/// The agent's services: Observer, Peer and server reflection.
+pub fn agent_router(service: HubbleService) -> Result<Router, ServeError> {
+    with_reflection(
+        Server::builder()
+            .add_service(ObserverServer::new(service.clone()))
+            .add_service(PeerServer::new(service)),
+    )
 }
 
-/// The relay's service: Observer.
-pub fn relay_router(relay: RelayService) -> Router {
-    Server::builder().add_service(ObserverServer::new(relay))
+/// The relay's services: Observer and server reflection.
+pub fn relay_router(relay: RelayService) -> Result<Router, ServeError> {
+    with_reflection(Server::builder().add_service(ObserverServer::new(relay)))
+}
+
+/// gRPC server reflection, `grpc.reflection.v1` and `v1alpha` (grpcurl and
+/// older clients ask the latter), describing the Hubble protos.
+fn with_reflection(router: Router) -> Result<Router, ServeError> {
+    let v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(hubble_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(hubble_proto::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    Ok(router.add_service(v1).add_service(v1alpha))
 }
