@@ -42,8 +42,10 @@ bench=policy
 source "$BENCH_ROOT/scripts/bench-sandboxes.sh"
 
 log "== build porin-policy-bench (release)"
-(cd "$BENCH_ROOT" && ${CARGO:-cargo} build --release --locked -p porin-policy \
-    --bin porin-policy-bench) >&2
+# With the packages scripts/bench built, so features unify the same way and only the
+# binary is new.
+(cd "$BENCH_ROOT" && ${CARGO:-cargo} build --release --locked -p porin -p porin-testbed \
+    -p porin-policy --bin porin --bin porin-bench --bin porin-policy-bench) >&2
 
 log "== computation: $identities identities, $rules rules, 100 local endpoints"
 compute=$("$policy_tool" --identities "$identities" --rules "$rules")

@@ -14,7 +14,8 @@ use tracing::{debug, info, warn};
 
 use crate::PolicyConfig;
 use crate::compute::{CidrIdentities, referenced_prefixes};
-use crate::enforce::desired::{EndpointInput, IdentityInput, desired};
+use crate::enforce::desired::{EndpointInput, IdentityInput};
+use crate::enforce::incremental::{Incremental, Inputs};
 use crate::enforce::loader::Loader;
 use crate::enforce::programmer::Programmer;
 use crate::model::Labels;
@@ -47,6 +48,8 @@ struct Running {
     programmer: Programmer,
     /// Local identities of the prefixes the policies reference, kept stable across changes.
     cidrs: CidrIdentities,
+    /// The computation, applied incrementally when only identities or policies were added.
+    engine: Incremental,
     /// Problems reported last time, so each is logged once.
     problems: Vec<String>,
 }
@@ -122,20 +125,23 @@ impl PolicyPlugin {
             .set_cidr_identities(&prefixes)
             .err()
             .map(|e| format!("writing {} CIDR identities: {e}", prefixes.len()));
-        let wanted = desired(
-            &loaded.policies,
+        let endpoint_count = endpoints.len();
+        let policy_count = loaded.policies.len();
+        let (step, wanted) = run.engine.update(Inputs {
+            policies: loaded.policies,
             enforcement,
-            &endpoints,
-            &identities,
-            &run.cidrs,
-        );
-        let mut report = run.programmer.sync(&wanted, &mut run.maps);
+            endpoints,
+            identities,
+            cidrs: run.cidrs.clone(),
+        });
+        let mut report = run.programmer.sync(wanted, &mut run.maps);
         report.errors.extend(ipcache_error);
         debug!(
             plugin = NAME,
             generation = state.generation(),
-            policies = loaded.policies.len(),
-            endpoints = endpoints.len(),
+            policies = policy_count,
+            endpoints = endpoint_count,
+            step = ?step,
             entries = run.programmer.entry_count(),
             writes = report.writes,
             "policy maps programmed"
@@ -205,6 +211,7 @@ impl Plugin for PolicyPlugin {
             loader: Loader::default(),
             programmer,
             cidrs: CidrIdentities::default(),
+            engine: Incremental::default(),
             problems: Vec::new(),
         });
         self.program();

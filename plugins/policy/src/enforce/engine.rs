@@ -15,6 +15,7 @@
 //! Removals (an identity, a policy, a label change) recompute from scratch, which the
 //! plugin's programmer turns into differences anyway.
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use porin_core::datapath::abi::{POLICY_ALLOW, POLICY_DENY, PolicyEpKey, PolicyKey, PolicyValue};
@@ -78,12 +79,18 @@ pub fn insert_entry(
     key: PolicyKey,
     value: PolicyValue,
 ) {
-    match entries.get(&key) {
-        Some(old)
-            if old.action > value.action
-                || (old.action == value.action && old.policy_id <= value.policy_id) => {}
-        _ => {
-            entries.insert(key, value);
+    // One tree walk per key: the computation inserts about a million of them at scale.
+    match entries.entry(key) {
+        Entry::Vacant(slot) => {
+            slot.insert(value);
+        }
+        Entry::Occupied(mut slot) => {
+            let old = slot.get();
+            if old.action < value.action
+                || (old.action == value.action && old.policy_id > value.policy_id)
+            {
+                slot.insert(value);
+            }
         }
     }
 }

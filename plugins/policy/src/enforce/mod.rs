@@ -4,6 +4,7 @@
 
 pub mod desired;
 pub mod engine;
+pub mod incremental;
 pub mod loader;
 pub mod programmer;
 
