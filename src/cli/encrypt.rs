@@ -2,12 +2,12 @@
 
 use anyhow::Result;
 use clap::Subcommand;
-use porin_core::api::AgentClient;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::Target;
 use super::discover::AgentTarget;
 use super::output::{Format, print_json, print_table};
+use super::plugin_status::{collect, text};
 
 #[derive(Debug, Subcommand)]
 pub enum EncryptCommand {
@@ -23,33 +23,12 @@ pub enum EncryptCommand {
 /// One document per node (`/v1/plugins/encryption/status`); an agent without the plugin
 /// running appears with an `error`. Exits non-zero when any agent has none.
 pub async fn status(targets: &[AgentTarget], format: Format) -> Result<bool> {
-    let mut all = Vec::new();
-    let mut ok = true;
-    for t in targets {
-        match AgentClient::new(&t.socket)
-            .plugin_status("encryption")
-            .await
-        {
-            Ok(status) => all.push(status),
-            Err(e) => {
-                ok = false;
-                all.push(json!({"node": t.node, "error": e.to_string()}));
-            }
-        }
-    }
+    let (all, ok) = collect(targets, "encryption").await;
     match format {
         Format::Json => print_json(&all)?,
         Format::Table => print_status(&all),
     }
     Ok(ok)
-}
-
-fn text(v: &Value) -> String {
-    match v {
-        Value::Null => "-".to_string(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
 }
 
 fn print_status(all: &[Value]) {

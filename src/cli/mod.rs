@@ -4,7 +4,9 @@ mod discover;
 mod encrypt;
 mod observe;
 mod output;
+mod plugin_status;
 mod policy;
+mod policy_get;
 mod query;
 mod relay;
 mod sandbox;
@@ -253,6 +255,12 @@ fn dispatch(command: Command) -> Result<bool> {
             Ok(true)
         }
         Command::Sandbox { command } => sandbox::run(command),
+        Command::Policy {
+            command: policy::PolicyCommand::Get { output, target },
+        } => {
+            let targets = discover::targets(target.socket.as_deref(), target.node.as_deref())?;
+            runtime()?.block_on(policy_get::get(&targets, output))
+        }
         Command::Policy { command } => policy::run(command),
     }
 }

@@ -1,4 +1,5 @@
-//! `porin policy validate` and `porin policy trace`: offline, no agent.
+//! `porin policy validate` and `porin policy trace`: offline, no agent (`porin policy get`
+//! asks the agents: policy_get.rs).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -10,10 +11,18 @@ use porin_policy::compute::{Decision, L4, Peer, ResolvedAddress, resolve_address
 use porin_policy::model::{Label, Labels, NAMESPACE_LABELS, Policy, Protocol};
 use porin_policy::parse::{PolicyError, parse_file};
 
+use super::Target;
 use super::output::Format;
 
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
+    /// The policies each agent enforces, its policy revision and every invalid policy.
+    Get {
+        #[arg(short = 'o', long, value_enum, default_value_t)]
+        output: Format,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Check policy files; print every problem with file, document and field.
     Validate {
         #[arg(required = true)]
@@ -70,6 +79,8 @@ pub fn run(command: PolicyCommand) -> Result<bool> {
     match command {
         PolicyCommand::Validate { files } => validate(&files),
         PolicyCommand::Trace(args) => run_trace(&args),
+        // Queries an agent: dispatched with a runtime by the caller.
+        PolicyCommand::Get { .. } => bail!("`porin policy get` needs the agent API"),
     }
 }
 

@@ -158,6 +158,14 @@ fn policy_drop(sandbox: &TestSandbox, from_ns: &str, reason: &str) -> Value {
     .unwrap_or_else(|| panic!("no {reason} drop from {from_ns}: {:#?}", drops(sandbox)))
 }
 
+/// `porin policy get -o json` for one node.
+fn policy_get(sandbox: &TestSandbox, node: &str) -> Value {
+    let all = sandbox.porin_json(&["policy", "get", "--node", node]);
+    assert_eq!(all.as_array().map(Vec::len), Some(1), "{all}");
+    assert_eq!(all[0]["node"], node, "{all}");
+    all[0].clone()
+}
+
 #[test]
 fn policy_is_enforced_reconciled_and_survives_a_broken_file() {
     let sandbox = TestSandbox::up_with(
@@ -190,6 +198,20 @@ fn policy_is_enforced_reconciled_and_survives_a_broken_file() {
     assert_eq!(drop["destination"]["namespace"], "payments", "{drop}");
     assert_eq!(drop["traffic_direction"], "INGRESS", "{drop}");
 
+    // `porin policy get` names the policy in force on each node.
+    let in_force = policy_get(&sandbox, "node-1");
+    let first_revision = in_force["revision"].as_u64().expect("revision");
+    assert!(first_revision >= 1, "{in_force}");
+    assert_eq!(
+        in_force["policies"][0]["name"], "admin-api-access",
+        "{in_force}"
+    );
+    assert_eq!(
+        in_force["policies"][0]["kind"], "CiliumNetworkPolicy",
+        "{in_force}"
+    );
+    assert_eq!(in_force["errors"], serde_json::json!([]), "{in_force}");
+
     // An ingressDeny overrides the allow.
     std::fs::write(manifest_path(&sandbox, "60-deny.yaml"), DENY).expect("write deny");
     expect_reach(&sandbox, "ops/ops-toolbox", &url, false, "ingressDeny wins");
@@ -211,6 +233,22 @@ fn policy_is_enforced_reconciled_and_survives_a_broken_file() {
     assert!(
         get(&sandbox, "ops/ops-toolbox", &url),
         "last good version: ops allowed"
+    );
+    // ... and `porin policy get` shows it still in force, with the problem.
+    let broken = policy_get(&sandbox, "node-1");
+    assert!(
+        broken["revision"].as_u64() > Some(first_revision),
+        "{broken}"
+    );
+    assert!(
+        broken["policies"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|p| p["name"] == "admin-api-access")),
+        "{broken}"
+    );
+    assert!(
+        broken["errors"].to_string().contains("fromEndpointz"),
+        "{broken}"
     );
     assert!(
         !get(&sandbox, "dev/dev-toolbox", &url),

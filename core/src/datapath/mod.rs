@@ -6,8 +6,8 @@
 
 pub mod abi;
 mod attach;
-mod encrypt_maps;
 mod batch;
+mod encrypt_maps;
 mod error;
 mod events;
 mod host;

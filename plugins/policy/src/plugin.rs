@@ -19,6 +19,7 @@ use crate::enforce::incremental::{Incremental, Inputs};
 use crate::enforce::loader::Loader;
 use crate::enforce::programmer::Programmer;
 use crate::model::Labels;
+use crate::status::PolicyStatus;
 
 /// The section name in `porin.toml`.
 pub const NAME: &str = "policy";
@@ -39,6 +40,7 @@ pub struct PolicyPlugin {
     config: PolicyConfig,
     health: Option<Health>,
     running: Option<Running>,
+    status: PolicyStatus,
 }
 
 struct Running {
@@ -127,6 +129,7 @@ impl PolicyPlugin {
             .map(|e| format!("writing {} CIDR identities: {e}", prefixes.len()));
         let endpoint_count = endpoints.len();
         let policy_count = loaded.policies.len();
+        let in_force = PolicyStatus::in_force(&loaded.policies);
         let (step, wanted) = run.engine.update(Inputs {
             policies: loaded.policies,
             enforcement,
@@ -157,6 +160,12 @@ impl PolicyPlugin {
         }
         let mut problems = loaded.problems;
         problems.extend(report.errors);
+        self.status.record(
+            in_force,
+            problems.clone(),
+            endpoint_count,
+            run.programmer.entry_count(),
+        );
         self.health = Some(if problems.is_empty() {
             Health::Ok
         } else {
@@ -236,5 +245,12 @@ impl Plugin for PolicyPlugin {
 
     fn health(&self) -> Health {
         self.health.clone().unwrap_or(Health::Starting)
+    }
+
+    fn status_json(&self) -> Option<serde_json::Value> {
+        let mut status = self.status.clone();
+        status.enforcement = self.config.enforcement;
+        status.policy_audit_mode = self.config.policy_audit_mode;
+        serde_json::to_value(status).ok()
     }
 }
