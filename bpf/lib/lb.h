@@ -88,14 +88,23 @@ static __always_inline int lb_select(const struct pkt_info *p, struct lb_xlate *
 	x->vport = p->dport;
 	ct_key_from(&ckey, p, 0);
 
-	/* Affinity first: keep the connection's backend while it still exists unchanged. */
+	/*
+	 * A translated connection keeps its backend:
+	 * - an established TCP connection (not a SYN) always does, even when the backend
+	 *   has left the service meanwhile: existing connections finish where they are,
+	 *   as with kube-proxy's conntrack entries;
+	 * - a new TCP connection reusing the tuple, or UDP, only while that backend still
+	 *   exists unchanged (a removed backend is not chosen again).
+	 */
 	nat = bpf_map_lookup_elem(&porin_lb_nat, &ckey);
 	if (nat) {
+		int established = p->l4_proto == IPPROTO_TCP && !(p->tcp_flags & TCP_FLAG_SYN);
+
 		backend_id = nat->id;
 		be = bpf_map_lookup_elem(&porin_lb_backends, &backend_id);
-		if (be && be->addr == nat->addr && be->port == nat->port) {
-			x->backend_addr = be->addr;
-			x->backend_port = be->port;
+		if (established || (be && be->addr == nat->addr && be->port == nat->port)) {
+			x->backend_addr = nat->addr;
+			x->backend_port = nat->port;
 			x->active = 1;
 			return 0;
 		}

@@ -222,13 +222,44 @@ fn a_connection_keeps_its_backend_and_new_ones_spread() {
     .expect("service");
     f.lb.remove_slot(7, 1).expect("slot");
     f.lb.remove_backend(1).expect("backend");
+    // New connections (a SYN, even one reusing an old tuple) only reach what is left.
     for sport in [41000, 43000, 43001] {
         let out = f.run(
             PodProgram::FromPod,
-            &packet(CLIENT, VIP, TCP, sport, 80, ACK),
+            &packet(CLIENT, VIP, TCP, sport, 80, SYN),
         );
         assert_eq!(*parse_checked(&out.1).dst.ip(), BACKEND_B);
     }
+}
+
+#[test]
+fn an_established_connection_finishes_on_a_backend_that_left_the_service() {
+    let mut f = Fixture::new(true);
+    f.service(VIP, 80, TCP, &[BACKEND_A]);
+    let syn = packet(CLIENT, VIP, TCP, 44000, 80, SYN);
+    assert_eq!(
+        parse_checked(&f.run(PodProgram::FromPod, &syn).1).dst,
+        SocketAddrV4::new(BACKEND_A, 8080)
+    );
+
+    // A replaces B in the service (slot 0 now points at a new backend id 2).
+    f.lb.upsert_backend(2, SocketAddrV4::new(BACKEND_B, 8080))
+        .expect("backend");
+    f.lb.set_slot(7, 0, 2).expect("slot");
+    f.lb.remove_backend(1).expect("backend");
+
+    let ack = packet(CLIENT, VIP, TCP, 44000, 80, ACK);
+    assert_eq!(
+        parse_checked(&f.run(PodProgram::FromPod, &ack).1).dst,
+        SocketAddrV4::new(BACKEND_A, 8080),
+        "the established connection stays on its backend"
+    );
+    let new = packet(CLIENT, VIP, TCP, 44001, 80, SYN);
+    assert_eq!(
+        parse_checked(&f.run(PodProgram::FromPod, &new).1).dst,
+        SocketAddrV4::new(BACKEND_B, 8080),
+        "a new connection only reaches the current backend"
+    );
 }
 
 #[test]

@@ -21,5 +21,5 @@ pub use datapath::{DEFAULT_DEVICE, DatapathContribution, Switch};
 pub use error::PluginError;
 pub use flow::{DatapathEvent, Direction, EventKind, Verdict};
 pub use health::Health;
-pub use plugin::{Plugin, StateChangeSummary};
-pub use state::{ClusterState, IdentityInfo, LocalEndpoint, PodAddress};
+pub use plugin::{ChangedObject, Plugin, StateChangeSummary};
+pub use state::{ClusterState, IdentityInfo, LocalEndpoint, PodAddress, slice_belongs_to};

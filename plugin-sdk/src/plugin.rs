@@ -12,6 +12,18 @@ use crate::{DatapathContribution, Health, PluginContext, PluginError};
 pub struct StateChangeSummary {
     /// Kinds that changed, e.g. "Pod", "Service", "CiliumNetworkPolicy".
     pub kinds: Vec<String>,
+    /// The objects that changed, when core knows them all. Empty while `kinds` is not
+    /// means "unknown" (e.g. the change feed lagged): a plugin then resyncs in full.
+    pub objects: Vec<ChangedObject>,
+}
+
+/// One object that changed (added, modified or deleted).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ChangedObject {
+    pub kind: String,
+    /// None for cluster-scoped kinds.
+    pub namespace: Option<String>,
+    pub name: String,
 }
 
 impl StateChangeSummary {

@@ -46,6 +46,30 @@ pub trait ClusterState: Send + Sync {
     /// Every EndpointSlice (`discovery.k8s.io/v1`).
     fn endpoint_slices(&self) -> Vec<EndpointSlice>;
 
+    /// One Service by namespace and name (for incremental work: no full copy).
+    fn service(&self, namespace: &str, name: &str) -> Option<Service> {
+        self.services().into_iter().find(|s| {
+            s.metadata.namespace.as_deref().unwrap_or("default") == namespace
+                && s.metadata.name.as_deref() == Some(name)
+        })
+    }
+
+    /// One EndpointSlice by namespace and name.
+    fn endpoint_slice(&self, namespace: &str, name: &str) -> Option<EndpointSlice> {
+        self.endpoint_slices().into_iter().find(|s| {
+            s.metadata.namespace.as_deref().unwrap_or("default") == namespace
+                && s.metadata.name.as_deref() == Some(name)
+        })
+    }
+
+    /// The EndpointSlices of one Service (label `kubernetes.io/service-name`).
+    fn endpoint_slices_of(&self, namespace: &str, service: &str) -> Vec<EndpointSlice> {
+        self.endpoint_slices()
+            .into_iter()
+            .filter(|s| slice_belongs_to(s, namespace, service))
+            .collect()
+    }
+
     /// Every Pod.
     fn pods(&self) -> Vec<Pod>;
 
@@ -100,4 +124,15 @@ impl ClusterState for EmptyState {
     fn pod_addresses(&self) -> Vec<PodAddress> {
         Vec::new()
     }
+}
+
+/// Whether an EndpointSlice belongs to the Service `namespace/service`.
+pub fn slice_belongs_to(slice: &EndpointSlice, namespace: &str, service: &str) -> bool {
+    slice.metadata.namespace.as_deref().unwrap_or("default") == namespace
+        && slice
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("kubernetes.io/service-name"))
+            .is_some_and(|n| n == service)
 }

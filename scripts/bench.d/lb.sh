@@ -19,7 +19,8 @@
 # backends. Inputs come from lb_rules.py (see there for the rule structure).
 # Run through scripts/bench, which builds and sets PORIN_BIN, PORIN_BENCH_BIN,
 # BENCH_ROOT and BENCH_QUICK. Environment overrides: BENCH_LB_SIZES="10 1000",
-# BENCH_LB_ROUNDS, BENCH_LB_SECONDS, BENCH_LB_THREADS, BENCH_LB_INFLIGHT.
+# BENCH_LB_ROUNDS, BENCH_LB_SECONDS, BENCH_LB_THREADS, BENCH_LB_INFLIGHT,
+# BENCH_LB_TOPOLOGIES="socket perpacket" (a subset; absent ones report null).
 set -euo pipefail
 porin=$PORIN_BIN
 tool=$PORIN_BENCH_BIN
@@ -38,7 +39,7 @@ program_timeout=300
 backends=4
 conn_port=7000
 svc_port=80
-topologies=(socket perpacket iptables nftables)
+read -r -a topologies <<<"${BENCH_LB_TOPOLOGIES:-socket perpacket iptables nftables}"
 
 started=$SECONDS
 work=$(mktemp -d /tmp/porin-bench-lb.XXXXXX)

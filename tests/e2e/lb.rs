@@ -16,28 +16,8 @@ const EMPTY_VIP: &str = "10.96.0.51";
 
 /// Two backends (one per node) serving their own name, a client, and two Services.
 fn manifests(www: &std::path::Path) -> String {
-    let backend = |name: &str, node: &str| common::named_backend_pod(www, name, node);
     format!(
-        r#"apiVersion: v1
-kind: Namespace
-metadata:
-  name: shop
----
-{web1}{web2}apiVersion: v1
-kind: Pod
-metadata:
-  name: client
-  namespace: shop
-  labels:
-    app: client
-spec:
-  nodeName: node-1
-  containers:
-    - name: c
-      image: ignored
-      command: ["sleep", "infinity"]
----
-apiVersion: v1
+        r#"{cast}apiVersion: v1
 kind: Service
 metadata:
   name: web
@@ -65,8 +45,7 @@ spec:
     - port: 80
       targetPort: 8080
 "#,
-        web1 = backend("web-1", "node-1"),
-        web2 = backend("web-2", "node-2"),
+        cast = common::shop_with_web_backends(www),
     )
 }
 

@@ -208,6 +208,7 @@ impl AgentApi for Agent {
         }
         self.reconcile(&porin_plugin_sdk::StateChangeSummary {
             kinds: vec!["CiliumEndpoint".to_string()],
+            ..Default::default()
         });
         let endpoints = lock(&self.endpoints);
         Ok(endpoints
@@ -256,6 +257,7 @@ impl AgentApi for Agent {
         info!(endpoint = %key, "endpoint deleted");
         self.reconcile(&porin_plugin_sdk::StateChangeSummary {
             kinds: vec!["CiliumEndpoint".to_string()],
+            ..Default::default()
         });
         Ok(())
     }

@@ -221,18 +221,27 @@ pub async fn run(config_path: &Path, plugins: Vec<Box<dyn Plugin>>) -> Result<()
             _ = terminate.recv() => break,
             change = changes.recv() => {
                 let mut kinds = BTreeSet::new();
+                // The changed objects, unless the feed lagged (then plugins resync in full).
+                let mut objects = Some(BTreeSet::new());
                 match change {
-                    Ok(c) => { kinds.insert(c.key.kind.as_str().to_string()); }
-                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Ok(c) => note_change(&c.key, &mut kinds, &mut objects),
+                    Err(broadcast::error::RecvError::Lagged(_)) => objects = None,
                     Err(broadcast::error::RecvError::Closed) => break,
                 }
                 // Coalesce a burst of changes into one reconcile.
                 tokio::time::sleep(Duration::from_millis(20)).await;
-                while let Ok(c) = changes.try_recv() {
-                    kinds.insert(c.key.kind.as_str().to_string());
+                loop {
+                    match changes.try_recv() {
+                        Ok(c) => note_change(&c.key, &mut kinds, &mut objects),
+                        Err(broadcast::error::TryRecvError::Lagged(_)) => objects = None,
+                        Err(_) => break,
+                    }
                 }
                 let agent = agent.clone();
-                let summary = StateChangeSummary { kinds: kinds.into_iter().collect() };
+                let summary = StateChangeSummary {
+                    kinds: kinds.into_iter().collect(),
+                    objects: objects.unwrap_or_default().into_iter().collect(),
+                };
                 let _ = tokio::task::spawn_blocking(move || agent.reconcile(&summary)).await;
             }
         }
@@ -241,6 +250,22 @@ pub async fn run(config_path: &Path, plugins: Vec<Box<dyn Plugin>>) -> Result<()
     shutdown.cancel();
     lock(&agent.plugins).stop_all();
     Ok(())
+}
+
+/// Adds one change to the summary being coalesced.
+fn note_change(
+    key: &crate::state::ObjectKey,
+    kinds: &mut BTreeSet<String>,
+    objects: &mut Option<BTreeSet<porin_plugin_sdk::ChangedObject>>,
+) {
+    kinds.insert(key.kind.as_str().to_string());
+    if let Some(objects) = objects {
+        objects.insert(porin_plugin_sdk::ChangedObject {
+            kind: key.kind.as_str().to_string(),
+            namespace: key.namespace.clone(),
+            name: key.name.clone(),
+        });
+    }
 }
 
 fn switch_on(switches: &std::collections::BTreeMap<String, u32>, name: &str) -> bool {

@@ -108,6 +108,22 @@ impl ClusterState for SnapshotState {
         self.snapshot.endpoint_slices().cloned().collect()
     }
 
+    fn service(&self, namespace: &str, name: &str) -> Option<Service> {
+        self.snapshot.service(namespace, name).cloned()
+    }
+
+    fn endpoint_slice(&self, namespace: &str, name: &str) -> Option<EndpointSlice> {
+        self.snapshot.endpoint_slice(namespace, name).cloned()
+    }
+
+    fn endpoint_slices_of(&self, namespace: &str, service: &str) -> Vec<EndpointSlice> {
+        self.snapshot
+            .endpoint_slices()
+            .filter(|s| porin_plugin_sdk::slice_belongs_to(s, namespace, service))
+            .cloned()
+            .collect()
+    }
+
     fn pods(&self) -> Vec<Pod> {
         self.snapshot.pods().cloned().collect()
     }

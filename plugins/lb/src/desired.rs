@@ -42,9 +42,23 @@ pub struct ClusterObjects<'a> {
     pub addresses: &'a [PodAddress],
 }
 
+/// The frontends of one Service with their backends.
+pub type ServiceFrontends = Vec<(LbFrontend, Vec<SocketAddrV4>)>;
+
+/// A Service's namespace and name.
+pub type ServiceKey = (String, String);
+
 /// The desired frontends and backends.
 pub fn desired_services(objects: &ClusterObjects<'_>) -> DesiredServices {
-    let pod_ips = pod_ipv4s(objects);
+    desired_by_service(objects)
+        .into_values()
+        .flatten()
+        .collect()
+}
+
+/// The desired frontends and backends of every Service, by Service.
+pub fn desired_by_service(objects: &ClusterObjects<'_>) -> BTreeMap<ServiceKey, ServiceFrontends> {
+    let pod_ips = pod_ipv4s(objects.addresses, objects.pods);
     // Indexed once: looking slices up per service would be O(services x slices).
     let mut slices_by_service: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
     for slice in objects.slices {
@@ -61,68 +75,95 @@ pub fn desired_services(objects: &ClusterObjects<'_>) -> DesiredServices {
                 .push(slice);
         }
     }
-    let mut out = DesiredServices::new();
+    let mut out = BTreeMap::new();
     for svc in objects.services {
-        let Some(spec) = &svc.spec else { continue };
-        if !matches!(
-            spec.type_.as_deref(),
-            None | Some("ClusterIP" | "NodePort" | "LoadBalancer")
-        ) {
-            continue;
-        }
-        // "None" (headless) and "" do not parse: ignored, as kube-proxy does.
-        let Some(vip) = spec
-            .cluster_ip
-            .as_deref()
-            .and_then(|ip| ip.parse::<Ipv4Addr>().ok())
-        else {
+        let Some(key) = service_key(svc) else {
             continue;
         };
-        let node_port_type = matches!(spec.type_.as_deref(), Some("NodePort" | "LoadBalancer"));
-        let namespace = svc.metadata.namespace.as_deref().unwrap_or("default");
-        let Some(name) = svc.metadata.name.as_deref() else {
+        let slices = slices_by_service
+            .get(&(key.0.as_str(), key.1.as_str()))
+            .map_or(&[][..], Vec::as_slice);
+        let frontends = service_frontends(svc, slices, objects.pods, &pod_ips);
+        out.insert(key, frontends);
+    }
+    out
+}
+
+/// `(namespace, name)` of a Service (None without a name).
+pub fn service_key(svc: &Service) -> Option<ServiceKey> {
+    let name = svc.metadata.name.clone()?;
+    let namespace = svc
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".to_owned());
+    Some((namespace, name))
+}
+
+/// The frontends of one Service, from its EndpointSlices or (with none) the pods its
+/// selector picks (`pod_ips`: see [`pod_ipv4s`]).
+pub fn service_frontends(
+    svc: &Service,
+    slices: &[&EndpointSlice],
+    pods: &[Pod],
+    pod_ips: &PodIps,
+) -> ServiceFrontends {
+    let mut out = Vec::new();
+    let Some(spec) = &svc.spec else {
+        return out;
+    };
+    if !matches!(
+        spec.type_.as_deref(),
+        None | Some("ClusterIP" | "NodePort" | "LoadBalancer")
+    ) {
+        return Vec::new();
+    }
+    // "None" (headless) and "" do not parse: ignored, as kube-proxy does.
+    let Some(vip) = spec
+        .cluster_ip
+        .as_deref()
+        .and_then(|ip| ip.parse::<Ipv4Addr>().ok())
+    else {
+        return Vec::new();
+    };
+    let node_port_type = matches!(spec.type_.as_deref(), Some("NodePort" | "LoadBalancer"));
+    let namespace = svc.metadata.namespace.as_deref().unwrap_or("default");
+    for port in spec.ports.iter().flatten() {
+        let Some((proto, proto_name)) = protocol(port) else {
             continue;
         };
-        let slices: &[&EndpointSlice] = slices_by_service
-            .get(&(namespace, name))
-            .map_or(&[], Vec::as_slice);
-        for port in spec.ports.iter().flatten() {
-            let Some((proto, proto_name)) = protocol(port) else {
-                continue;
-            };
-            let Ok(vport) = u16::try_from(port.port) else {
-                continue;
-            };
-            let mut backends = if !slices.is_empty() {
-                from_slices(slices, port, proto_name)
-            } else {
-                from_selected_pods(objects.pods, &pod_ips, svc, namespace, port)
-            };
-            backends.sort();
-            backends.dedup();
-            // NodePort: the same backends behind {0.0.0.0 (every node address), nodePort}.
-            if let Some(node_port) = port
-                .node_port
-                .filter(|_| node_port_type)
-                .and_then(|p| u16::try_from(p).ok())
-                .filter(|p| *p != 0)
-            {
-                out.insert(
-                    LbFrontend {
-                        addr: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, node_port),
-                        proto,
-                    },
-                    backends.clone(),
-                );
-            }
-            out.insert(
+        let Ok(vport) = u16::try_from(port.port) else {
+            continue;
+        };
+        let mut backends = if !slices.is_empty() {
+            from_slices(slices, port, proto_name)
+        } else {
+            from_selected_pods(pods, pod_ips, svc, namespace, port)
+        };
+        backends.sort();
+        backends.dedup();
+        // NodePort: the same backends behind {0.0.0.0 (every node address), nodePort}.
+        if let Some(node_port) = port
+            .node_port
+            .filter(|_| node_port_type)
+            .and_then(|p| u16::try_from(p).ok())
+            .filter(|p| *p != 0)
+        {
+            out.push((
                 LbFrontend {
-                    addr: SocketAddrV4::new(vip, vport),
+                    addr: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, node_port),
                     proto,
                 },
-                backends,
-            );
+                backends.clone(),
+            ));
         }
+        out.push((
+            LbFrontend {
+                addr: SocketAddrV4::new(vip, vport),
+                proto,
+            },
+            backends,
+        ));
     }
     out
 }
@@ -176,18 +217,21 @@ fn from_slices(slices: &[&EndpointSlice], port: &ServicePort, proto: &str) -> Ve
     if ready.is_empty() { terminating } else { ready }
 }
 
+/// IPv4 addresses of each pod, by (namespace, name).
+pub type PodIps = HashMap<(String, String), BTreeSet<Ipv4Addr>>;
+
 /// Pod IPv4 addresses: what core knows (local endpoints, other nodes' CiliumEndpoints),
 /// then `status.podIP` from the API server.
-fn pod_ipv4s(objects: &ClusterObjects<'_>) -> HashMap<(String, String), BTreeSet<Ipv4Addr>> {
-    let mut out: HashMap<(String, String), BTreeSet<Ipv4Addr>> = HashMap::new();
-    for a in objects.addresses {
+pub fn pod_ipv4s(addresses: &[PodAddress], pods: &[Pod]) -> PodIps {
+    let mut out = PodIps::new();
+    for a in addresses {
         if let IpAddr::V4(ip) = a.ip {
             out.entry((a.namespace.clone(), a.pod_name.clone()))
                 .or_default()
                 .insert(ip);
         }
     }
-    for pod in objects.pods {
+    for pod in pods {
         let ip = pod
             .status
             .as_ref()
@@ -206,7 +250,7 @@ fn pod_ipv4s(objects: &ClusterObjects<'_>) -> HashMap<(String, String), BTreeSet
 
 fn from_selected_pods(
     pods: &[Pod],
-    pod_ips: &HashMap<(String, String), BTreeSet<Ipv4Addr>>,
+    pod_ips: &PodIps,
     svc: &Service,
     namespace: &str,
     port: &ServicePort,

@@ -4,18 +4,24 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use porin_core::datapath::{LbFrontend, LbMaps, MAP_LB_BACKENDS, MAP_LB_SERVICES, MAP_LB_SLOTS};
 use porin_plugin_sdk::{
-    DEFAULT_DEVICE, DatapathContribution, Health, Plugin, PluginContext, PluginError,
-    StateChangeSummary, Switch,
+    ChangedObject, DEFAULT_DEVICE, DatapathContribution, Health, Plugin, PluginContext,
+    PluginError, StateChangeSummary, Switch,
 };
 use tracing::{debug, info, warn};
 
 use crate::LbConfig;
-use crate::desired::{ClusterObjects, DesiredServices, desired_services};
-use crate::programmer::Programmer;
+use crate::desired::{
+    ClusterObjects, DesiredServices, PodIps, SERVICE_NAME_LABEL, ServiceKey, desired_by_service,
+    pod_ipv4s, service_frontends,
+};
+use crate::programmer::{Programmer, SyncReport};
 
 /// The section name in `porin.toml`.
 pub const NAME: &str = "lb";
@@ -39,6 +45,19 @@ struct Running {
     ctx: Arc<dyn PluginContext>,
     maps: LbMaps,
     programmer: Programmer,
+    /// The frontends of each Service as last computed: an update recomputes only the
+    /// Services it touches.
+    by_service: HashMap<ServiceKey, Vec<LbFrontend>>,
+    /// The Service each EndpointSlice (namespace, name) belonged to when last seen, so
+    /// a deleted slice still finds its Service.
+    slice_owner: HashMap<ServiceKey, String>,
+}
+
+/// How long the parts of one programming pass took.
+struct Timings {
+    started: Instant,
+    computed: Instant,
+    done: Instant,
 }
 
 impl LbPlugin {
@@ -55,8 +74,8 @@ impl LbPlugin {
         self.config.kube_proxy_replacement && self.config.nodeport
     }
 
-    /// Programs the maps from the current state. Failures degrade health and are retried
-    /// on the next change; they never stop the agent.
+    /// Programs the maps from the whole current state. Failures degrade health and are
+    /// retried on the next change; they never stop the agent.
     fn program(&mut self) {
         let Some(run) = self.running.as_mut() else {
             return;
@@ -69,29 +88,138 @@ impl LbPlugin {
             state.pods(),
             state.pod_addresses(),
         );
-        let desired = desired_services(&ClusterObjects {
+        let by_service = desired_by_service(&ClusterObjects {
             services: &services,
             slices: &slices,
             pods: &pods,
             addresses: &addresses,
         });
+        run.slice_owner = slices
+            .iter()
+            .filter_map(|s| {
+                let owner = s.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
+                Some((slice_key(s)?, owner.clone()))
+            })
+            .collect();
+        run.by_service = by_service
+            .iter()
+            .map(|(key, frontends)| (key.clone(), frontends.iter().map(|(fe, _)| *fe).collect()))
+            .collect();
+        let desired: DesiredServices = by_service.into_values().flatten().collect();
         let computed = Instant::now();
         let report = run.programmer.sync(&desired, &mut run.maps);
         let done = Instant::now();
         self.served = desired;
-        self.failed = report.failed.clone();
+        let timings = Timings {
+            started,
+            computed,
+            done,
+        };
+        self.finish(&report, &timings, state.generation(), None);
+    }
+
+    /// Programs only the Services the changed objects belong to.
+    fn program_changed(&mut self, objects: &[ChangedObject]) {
+        let Some(run) = self.running.as_mut() else {
+            return;
+        };
+        let started = Instant::now();
+        let state = run.ctx.state();
+        let mut touched: BTreeSet<ServiceKey> = BTreeSet::new();
+        for o in objects {
+            let key = (
+                o.namespace.clone().unwrap_or_else(|| "default".to_owned()),
+                o.name.clone(),
+            );
+            match o.kind.as_str() {
+                "Service" => {
+                    touched.insert(key);
+                }
+                "EndpointSlice" => {
+                    if let Some(owner) = run.slice_owner.remove(&key) {
+                        touched.insert((key.0.clone(), owner));
+                    }
+                    let now = state.endpoint_slice(&key.0, &key.1);
+                    if let Some(owner) = now
+                        .as_ref()
+                        .and_then(|s| s.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL).cloned())
+                    {
+                        touched.insert((key.0.clone(), owner.clone()));
+                        run.slice_owner.insert(key, owner);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut scope = BTreeSet::new();
+        // Pods are only read for a Service without slices (the selector stand-in).
+        let mut pods: Option<(Vec<Pod>, PodIps)> = None;
+        for key in touched {
+            for fe in run.by_service.remove(&key).unwrap_or_default() {
+                self.served.remove(&fe);
+                scope.insert(fe);
+            }
+            let Some(svc) = state.service(&key.0, &key.1) else {
+                continue;
+            };
+            let slices = state.endpoint_slices_of(&key.0, &key.1);
+            let slice_refs: Vec<&EndpointSlice> = slices.iter().collect();
+            let (pod_list, pod_ips) = pods.get_or_insert_with(|| {
+                let list = state.pods();
+                let ips = pod_ipv4s(&state.pod_addresses(), &list);
+                (list, ips)
+            });
+            let frontends = service_frontends(&svc, &slice_refs, pod_list, pod_ips);
+            let mut fes = Vec::with_capacity(frontends.len());
+            for (fe, backends) in frontends {
+                scope.insert(fe);
+                fes.push(fe);
+                self.served.insert(fe, backends);
+            }
+            run.by_service.insert(key, fes);
+        }
+        let computed = Instant::now();
+        let report = run
+            .programmer
+            .sync_scope(&self.served, &scope, &mut run.maps);
+        let done = Instant::now();
+        let timings = Timings {
+            started,
+            computed,
+            done,
+        };
+        self.finish(&report, &timings, state.generation(), Some(&scope));
+    }
+
+    /// Health, failed frontends, map pressure and the log line of a programming pass.
+    /// `scope`: the frontends this pass looked at (None: all of them).
+    fn finish(
+        &mut self,
+        report: &SyncReport,
+        t: &Timings,
+        generation: u64,
+        scope: Option<&BTreeSet<LbFrontend>>,
+    ) {
+        let Some(run) = self.running.as_ref() else {
+            return;
+        };
+        match scope {
+            None => self.failed.clear(),
+            Some(scope) => self.failed.retain(|fe, _| !scope.contains(fe)),
+        }
+        self.failed.extend(report.failed.clone());
         report_pressure(run);
         let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
         let (desired_ms, write_ms, total_ms) = (
-            ms(computed - started),
-            ms(done - computed),
-            ms(done - started),
+            ms(t.computed - t.started),
+            ms(t.done - t.computed),
+            ms(t.done - t.started),
         );
         if report.writes > 0 || !report.errors.is_empty() {
             // What `scripts/bench lb` reads: how long programming took at this size.
             info!(
                 plugin = NAME,
-                generation = state.generation(),
+                generation,
                 frontends = run.programmer.service_count(),
                 writes = report.writes,
                 desired_ms,
@@ -100,22 +228,36 @@ impl LbPlugin {
                 "services programmed"
             );
         } else {
-            debug!(
-                plugin = NAME,
-                generation = state.generation(),
-                total_ms,
-                "services unchanged"
-            );
+            debug!(plugin = NAME, generation, total_ms, "services unchanged");
         }
-        self.health = Some(if report.errors.is_empty() {
+        self.health = Some(if report.errors.is_empty() && self.failed.is_empty() {
             Health::Ok
         } else {
             for e in &report.errors {
                 warn!(plugin = NAME, error = %e, "programming a service; retrying on the next change");
             }
-            Health::Degraded(report.errors.join("; "))
+            let mut problems = report.errors.clone();
+            if problems.is_empty() {
+                problems = self
+                    .failed
+                    .iter()
+                    .map(|(fe, e)| format!("{}: {e}", fe.addr))
+                    .collect();
+            }
+            Health::Degraded(problems.join("; "))
         });
     }
+}
+
+/// (namespace, name) of an EndpointSlice.
+fn slice_key(slice: &EndpointSlice) -> Option<ServiceKey> {
+    let name = slice.metadata.name.clone()?;
+    let namespace = slice
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".to_owned());
+    Some((namespace, name))
 }
 
 /// `cilium_bpf_map_pressure` of the three maps the plugin writes, from its mirror (no
@@ -230,6 +372,8 @@ impl Plugin for LbPlugin {
             ctx,
             maps,
             programmer,
+            by_service: HashMap::new(),
+            slice_owner: HashMap::new(),
         });
         self.program();
         info!(plugin = NAME, "started");
@@ -237,7 +381,20 @@ impl Plugin for LbPlugin {
     }
 
     fn reconcile(&mut self, change: &StateChangeSummary) -> Result<(), PluginError> {
-        if change.kinds.is_empty() || WATCHED_KINDS.iter().any(|k| change.touches(k)) {
+        if !change.kinds.is_empty() && !WATCHED_KINDS.iter().any(|k| change.touches(k)) {
+            return Ok(());
+        }
+        // Services and slices that changed are known: only they are recomputed. Pods and
+        // CiliumEndpoints (the selector stand-in, pod addresses) or an unknown change
+        // (the feed lagged) recompute everything.
+        let incremental = !change.objects.is_empty()
+            && change.objects.iter().all(|o| {
+                matches!(o.kind.as_str(), "Service" | "EndpointSlice")
+                    || !WATCHED_KINDS.contains(&o.kind.as_str())
+            });
+        if incremental {
+            self.program_changed(&change.objects);
+        } else {
             self.program();
         }
         Ok(())

@@ -184,18 +184,49 @@ impl Programmer {
 
     /// Brings the maps to `desired`, writing only differences.
     pub fn sync(&mut self, desired: &DesiredServices, maps: &mut impl ServiceMaps) -> SyncReport {
-        let mut report = SyncReport::default();
-        let mut released = BTreeSet::new();
-        // Services that are gone go first: they make room for new ones in full maps.
         let gone: Vec<LbFrontend> = self
             .services
             .keys()
             .filter(|fe| !desired.contains_key(fe))
             .copied()
             .collect();
-        let gone_slots = self.remove_services(&gone, maps, &mut report, &mut released);
+        let wanted: Vec<(LbFrontend, &[SocketAddrV4])> =
+            desired.iter().map(|(fe, b)| (*fe, b.as_slice())).collect();
+        self.apply(&wanted, &gone, maps)
+    }
+
+    /// Like [`Self::sync`] for the frontends in `scope` only (those of the objects that
+    /// changed): the cost of an update does not grow with the number of services.
+    pub fn sync_scope(
+        &mut self,
+        desired: &DesiredServices,
+        scope: &BTreeSet<LbFrontend>,
+        maps: &mut impl ServiceMaps,
+    ) -> SyncReport {
+        let gone: Vec<LbFrontend> = scope
+            .iter()
+            .filter(|fe| !desired.contains_key(fe) && self.services.contains_key(fe))
+            .copied()
+            .collect();
+        let wanted: Vec<(LbFrontend, &[SocketAddrV4])> = scope
+            .iter()
+            .filter_map(|fe| desired.get(fe).map(|b| (*fe, b.as_slice())))
+            .collect();
+        self.apply(&wanted, &gone, maps)
+    }
+
+    fn apply(
+        &mut self,
+        wanted: &[(LbFrontend, &[SocketAddrV4])],
+        gone: &[LbFrontend],
+        maps: &mut impl ServiceMaps,
+    ) -> SyncReport {
+        let mut report = SyncReport::default();
+        let mut released = BTreeSet::new();
+        // Services that are gone go first: they make room for new ones in full maps.
+        let gone_slots = self.remove_services(gone, maps, &mut report, &mut released);
         self.remove_slots(&gone_slots, maps, &mut report);
-        let (changes, new_backends) = self.plan(desired);
+        let (changes, new_backends) = self.plan(wanted);
         let changes = self.write_backends(changes, &new_backends, maps, &mut report);
         let changes = self.write_slots(changes, maps, &mut report);
         let shrunk = self.write_services(changes, maps, &mut report, &mut released);
@@ -206,12 +237,16 @@ impl Programmer {
     }
 
     /// The services whose entries differ, and the backends to create (with new ids).
-    fn plan(&mut self, desired: &DesiredServices) -> (Vec<Change>, Vec<(u32, SocketAddrV4)>) {
+    fn plan(
+        &mut self,
+        wanted: &[(LbFrontend, &[SocketAddrV4])],
+    ) -> (Vec<Change>, Vec<(u32, SocketAddrV4)>) {
         let mut changes = Vec::new();
         let mut new_backends = Vec::new();
-        for (fe, addrs) in desired {
+        for (fe, addrs) in wanted {
+            let fe = *fe;
             let mut wanted = Vec::with_capacity(addrs.len());
-            for addr in addrs {
+            for addr in *addrs {
                 let id = match self.backends.get(addr) {
                     Some(id) => *id,
                     None => {
@@ -223,13 +258,13 @@ impl Programmer {
                 };
                 wanted.push(id);
             }
-            let old = self.services.get(fe);
+            let old = self.services.get(&fe);
             if old.is_some_and(|p| !p.dirty && p.slots == wanted) {
                 continue;
             }
             let id = old.map_or_else(|| self.service_ids.take(), |p| p.id);
             changes.push(Change {
-                fe: *fe,
+                fe,
                 id,
                 wanted,
                 old: old.cloned(),
@@ -818,5 +853,29 @@ mod tests {
         let r = p.sync(&desired(&changed), &mut maps);
         // The count goes down, then the extra slot goes; the backend stays (others use it).
         assert_eq!(maps.ops, vec!["svc 1501=3", "slot 1501.3-"], "{r:?}");
+    }
+
+    #[test]
+    fn a_scoped_sync_touches_only_its_frontends() {
+        let mut maps = FakeMaps::default();
+        let mut p = Programmer::default();
+        p.sync(
+            &desired(&[(80, &[1, 2]), (81, &[2]), (82, &[3])]),
+            &mut maps,
+        );
+        maps.ops.clear();
+        // 80 shrinks, 82 goes; 81 changed too but is out of scope, so it is not looked at.
+        let now = desired(&[(80, &[1]), (81, &[1])]);
+        let scope = BTreeSet::from([fe(80), fe(82)]);
+        let r = p.sync_scope(&now, &scope, &mut maps);
+        assert!(r.errors.is_empty(), "{r:?}");
+        assert_eq!(maps.resolve(fe(80)), vec![sa(1)]);
+        assert!(!maps.services.contains_key(&fe(82)));
+        assert_eq!(maps.resolve(fe(81)), vec![sa(2)], "out of scope: untouched");
+        assert_eq!(
+            maps.ops,
+            vec!["svc-", "slot 3.0-", "svc 1=1", "slot 1.1-", "be 3-"],
+            "{r:?}"
+        );
     }
 }

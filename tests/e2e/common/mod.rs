@@ -336,6 +336,35 @@ pub fn document_roots(names: &[&str]) -> tempfile::TempDir {
     www
 }
 
+/// Namespace `shop` with [`named_backend_pod`]s `web-1` (node-1) and `web-2` (node-2)
+/// and a `shop/client` pod on node-1: the LB tests' cast, before their Services.
+pub fn shop_with_web_backends(www: &Path) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Namespace
+metadata:
+  name: shop
+---
+{web1}{web2}apiVersion: v1
+kind: Pod
+metadata:
+  name: client
+  namespace: shop
+  labels:
+    app: client
+spec:
+  nodeName: node-1
+  containers:
+    - name: c
+      image: ignored
+      command: ["sleep", "infinity"]
+---
+"#,
+        web1 = named_backend_pod(www, "web-1", "node-1"),
+        web2 = named_backend_pod(www, "web-2", "node-2"),
+    )
+}
+
 /// A pod manifest: `namespace/name` labelled `app: <app>` on `node`, running `command`
 /// (a JSON array), or `sleep infinity`.
 pub fn pod_yaml(
