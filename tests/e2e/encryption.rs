@@ -5,7 +5,8 @@
 //! underlay bridge and node-1's WireGuard device: on the underlay there is only
 //! WireGuard UDP between the node addresses and the page's marker never appears; inside
 //! the tunnel the page appears in clear. A same-node fetch never enters the tunnel.
-//! `porin encrypt status -o json` reports the peer with a recent handshake and bytes.
+//! `porin encrypt status -o json` reports the peer with a recent handshake and bytes, and
+//! the agent's metrics endpoint the `porin_wireguard_*` metrics.
 
 //!
 //! Resilience: node-1's agent killed and restarted (its device adopted), node-1's key
@@ -131,6 +132,32 @@ fn cross_node_pod_traffic_is_wireguard_on_the_underlay_and_same_node_is_not() {
     let table = sandbox.porin(&["encrypt", "status", "--node", "node-2"]);
     assert!(table.status.success());
     assert!(String::from_utf8_lossy(&table.stdout).contains("node-1"));
+
+    // The plugin's metrics on the agent endpoint, fed by the supervisor every second.
+    let metrics = wait_for(Duration::from_secs(5), || {
+        let m = sandbox.metrics("node-2");
+        let handshakes = metric_value(&m, "porin_wireguard_handshakes_total", &["node-1"]);
+        let received = metric_value(&m, "porin_wireguard_received_bytes_total", &["node-1"]);
+        (handshakes >= Some(1.0) && received > Some(0.0)).then_some(m)
+    });
+    let metrics = metrics.unwrap_or_else(|| {
+        panic!(
+            "no porin_wireguard_* metrics on node-2:\n{}",
+            sandbox.metrics("node-2")
+        )
+    });
+    assert_eq!(
+        metric_value(&metrics, "porin_wireguard_peers", &[]),
+        Some(1.0)
+    );
+    assert!(
+        metric_value(
+            &metrics,
+            "porin_wireguard_latest_handshake_age_seconds",
+            &["node-1"]
+        )
+        .is_some_and(|age| age < 120.0)
+    );
 
     sandbox.down_and_check();
 }
