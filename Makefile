@@ -1,12 +1,13 @@
 # Porin: the two commands a new user needs are `sudo make demo` and `sudo make test`.
 # Both install what they need first (`make deps`, idempotent).
+# gcc + libc6-dev: aws-lc-sys (the AEAD of Porin's WireGuard device) builds its C with cc.
 
 SHELL := /bin/bash
 CARGO ?= cargo
 PORIN := target/release/porin
 DEBIAN_PACKAGES := clang-19 llvm-19 lld-19 bpftool iproute2 iptables nftables curl \
 	python3 protobuf-compiler dnsmasq-base iperf3 socat procps netcat-openbsd bind9-dnsutils iputils-ping libelf-dev prometheus \
-	wireguard-go wireguard-tools tcpdump
+	wireguard-go wireguard-tools tcpdump gcc libc6-dev
 
 .PHONY: deps build demo test lint bench clean-sandbox
 

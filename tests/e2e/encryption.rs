@@ -5,8 +5,13 @@
 //! underlay bridge and node-1's WireGuard device: on the underlay there is only
 //! WireGuard UDP between the node addresses and the page's marker never appears; inside
 //! the tunnel the page appears in clear. A same-node fetch never enters the tunnel.
-//! `porin encrypt status -o json` reports the peer with a recent handshake and bytes.
+//! `porin encrypt status -o json` reports the peer with a recent handshake and bytes, and
+//! the agent's metrics endpoint the `porin_wireguard_*` metrics.
 
+//!
+//! Resilience: node-1's agent killed and restarted (its device adopted), node-1's key
+//! rotated, node-1's Node withdrawn and published again: each time a pod on node-2
+//! reaches node-1's pod again within `RESUME` (WireGuard's handshake retry is 5 s).
 //!
 //! Strict mode: node-2's route to node-1's pods is replaced by a plain underlay route;
 //! the pod's packets are then dropped by the datapath with `UNENCRYPTED_TRAFFIC` (195),
@@ -15,14 +20,19 @@
 
 mod common;
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::wireguard::{
-    CROSS_MARKER, Capture, LOCAL_MARKER, WG_PORT, contains, fetch, fetch_until, node_netns,
+    self, CROSS_MARKER, Capture, LOCAL_MARKER, WG_PORT, contains, fetch, fetch_until, node_netns,
     node_status, underlay_netns, up, wait_for_peers,
 };
-use common::{metric_value, str_of, wait_for};
+use common::{TestSandbox, metric_value, str_of, wait_for};
+
+/// How soon traffic must flow again after a disruption: one WireGuard handshake retry
+/// (REKEY_TIMEOUT, 5 s) plus the agents' reaction (datastore poll, 1 s supervisor).
+const RESUME: Duration = Duration::from_secs(10);
 
 #[test]
 fn cross_node_pod_traffic_is_wireguard_on_the_underlay_and_same_node_is_not() {
@@ -123,6 +133,32 @@ fn cross_node_pod_traffic_is_wireguard_on_the_underlay_and_same_node_is_not() {
     assert!(table.status.success());
     assert!(String::from_utf8_lossy(&table.stdout).contains("node-1"));
 
+    // The plugin's metrics on the agent endpoint, fed by the supervisor every second.
+    let metrics = wait_for(Duration::from_secs(5), || {
+        let m = sandbox.metrics("node-2");
+        let handshakes = metric_value(&m, "porin_wireguard_handshakes_total", &["node-1"]);
+        let received = metric_value(&m, "porin_wireguard_received_bytes_total", &["node-1"]);
+        (handshakes >= Some(1.0) && received > Some(0.0)).then_some(m)
+    });
+    let metrics = metrics.unwrap_or_else(|| {
+        panic!(
+            "no porin_wireguard_* metrics on node-2:\n{}",
+            sandbox.metrics("node-2")
+        )
+    });
+    assert_eq!(
+        metric_value(&metrics, "porin_wireguard_peers", &[]),
+        Some(1.0)
+    );
+    assert!(
+        metric_value(
+            &metrics,
+            "porin_wireguard_latest_handshake_age_seconds",
+            &["node-1"]
+        )
+        .is_some_and(|age| age < 120.0)
+    );
+
     sandbox.down_and_check();
 }
 
@@ -139,13 +175,7 @@ fn strict_mode_drops_pod_traffic_that_would_leave_unencrypted() {
     let url = format!("http://{web_ip}:8080/cross.txt");
 
     // Through the tunnel strict mode lets everything pass.
-    fetch_until(
-        &sandbox,
-        "sec/remote-client",
-        &url,
-        CROSS_MARKER,
-        Duration::from_secs(20),
-    );
+    cross_fetch(&sandbox, &url, Duration::from_secs(20));
 
     // node-2 now routes node-1's pods in clear over the underlay (a leak strict mode
     // exists for: a missing peer key gives the same route from core).
@@ -205,12 +235,117 @@ fn strict_mode_drops_pod_traffic_that_would_leave_unencrypted() {
 
     // The tunnel route back: traffic flows again.
     route(&["dev", &device2]);
-    fetch_until(
-        &sandbox,
-        "sec/remote-client",
-        &url,
-        CROSS_MARKER,
-        Duration::from_secs(10),
+    cross_fetch(&sandbox, &url, Duration::from_secs(10));
+    sandbox.down_and_check();
+}
+
+/// The file under `dir` named `name` whose path mentions `part`.
+fn find_file(dir: &Path, name: &str, part: &str) -> Option<PathBuf> {
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            if let Some(found) = find_file(&path, name, part) {
+                return Some(found);
+            }
+        } else if path.file_name().is_some_and(|n| n == name)
+            && path.to_string_lossy().contains(part)
+        {
+            return Some(path);
+        }
+    }
+    None
+}
+
+/// node-2's pod fetches node-1's page until it works (`timeout` at most).
+fn cross_fetch(sandbox: &TestSandbox, url: &str, timeout: Duration) {
+    fetch_until(sandbox, "sec/remote-client", url, CROSS_MARKER, timeout);
+}
+
+/// Fetch from node-2 until it works; the time it took.
+fn resumes(sandbox: &TestSandbox, url: &str, what: &str) -> Duration {
+    let started = Instant::now();
+    cross_fetch(sandbox, url, RESUME);
+    let took = started.elapsed();
+    eprintln!("traffic resumed {took:?} after {what}");
+    took
+}
+
+fn restart_agent(sandbox: &TestSandbox, node: &str) {
+    let out = sandbox.porin(&["sandbox", "restart-agent", node, "--kill"]);
+    assert!(
+        out.status.success(),
+        "restart-agent {node}: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn traffic_resumes_after_agent_restart_key_rotation_and_node_return() {
+    let (sandbox, _www) = up("[plugins.encryption]\nenabled = true\n");
+    let web_ip = str_of(&sandbox.endpoint("sec/web")["endpoint"]["ipv4"]).to_string();
+    let url = format!("http://{web_ip}:8080/cross.txt");
+    let before = wait_for_peers(&sandbox);
+    cross_fetch(&sandbox, &url, Duration::from_secs(20));
+    let old_key = str_of(&node_status(&before, "node-1")["public_key"]).to_string();
+
+    // 1. node-1's agent killed: the new agent adopts the running device, same key.
+    restart_agent(&sandbox, "node-1");
+    resumes(&sandbox, &url, "an agent restart");
+    let status = wait_for_peers(&sandbox);
+    assert_eq!(
+        str_of(&node_status(&status, "node-1")["public_key"]),
+        old_key
+    );
+
+    // 2. node-1's key rotated (its key file removed, agent restarted): node-2 drops the old
+    //    key and takes the new one without a restart of its own.
+    let key_file = find_file(sandbox.state_dir.path(), "wireguard-private.key", "node-1")
+        .expect("node-1's key file");
+    std::fs::remove_file(&key_file).expect("remove the key");
+    restart_agent(&sandbox, "node-1");
+    let rotated = wait_for(RESUME, || {
+        let s = wireguard::status(&sandbox);
+        let new_key = str_of(&node_status(&s, "node-1")["public_key"]).to_string();
+        let seen = str_of(&node_status(&s, "node-2")["peers"][0]["public_key"]) == new_key;
+        (new_key != old_key && seen).then_some(new_key)
+    });
+    assert!(
+        rotated.is_some(),
+        "node-2 never took node-1's new key: {}",
+        wireguard::status(&sandbox)
+    );
+    resumes(&sandbox, &url, "a key rotation");
+
+    // 3. node-1's Node withdrawn (its published objects leave the shared runtime
+    //    directory): node-2 removes the peer and its route; published again: back.
+    let published = sandbox.state_dir.path().join("cluster/node-1.yaml");
+    let aside = sandbox.state_dir.path().join("node-1.yaml.aside");
+    // node-1's agent is alive and may publish again (it rewrites its file when one of its
+    // objects changes): keep it withdrawn until node-2 has let go.
+    let gone = wait_for(RESUME, || {
+        if published.exists() {
+            std::fs::rename(&published, &aside).expect("withdraw node-1");
+        }
+        let s = wireguard::status(&sandbox);
+        node_status(&s, "node-2")["peers"]
+            .as_array()
+            .is_some_and(Vec::is_empty)
+            .then_some(())
+    });
+    assert!(gone.is_some(), "node-2 kept node-1 as a peer after it left");
+    // No tunnel route to a node that left (the node's default route may still reach it).
+    let ns2 = node_netns(&sandbox.state(), "node-2");
+    let device2 = str_of(&node_status(&status, "node-2")["device"]).to_string();
+    let routes = Command::new("ip")
+        .args(["-n", &ns2, "route", "show", "dev", &device2])
+        .output()
+        .expect("ip route");
+    assert!(
+        routes.stdout.is_empty(),
+        "node-2 still routes through its tunnel to a node that left: {}",
+        String::from_utf8_lossy(&routes.stdout)
+    );
+    std::fs::rename(&aside, &published).expect("publish node-1 again");
+    resumes(&sandbox, &url, "the node's return");
     sandbox.down_and_check();
 }

@@ -55,6 +55,8 @@ pub struct DeviceSpec {
     /// The implementation started when no device runs.
     pub userspace: Userspace,
     pub private_key_path: PathBuf,
+    /// The key's public half: an adopted device that already has it keeps its sessions.
+    pub public_key: String,
     pub listen_port: u16,
     pub mtu: u32,
     /// This node's address on the device (its pod CIDR's router address), so traffic the
@@ -177,24 +179,67 @@ impl Device {
             return Ok(false);
         }
         info!(device = %self.spec.name, "reusing the running WireGuard device");
-        self.configure()?;
+        // Setting a key resets every session (gotatun does so even for the same key), and
+        // rebinding the port a running gotatun listens on fails (EADDRINUSE): only a
+        // rotated key or a changed port is written, so traffic goes on.
+        let current = self.dump()?;
+        let (key, port) = (
+            current.public_key != self.spec.public_key,
+            current.listen_port != self.spec.listen_port,
+        );
+        if (key || port) && self.kernel.is_none() {
+            // gotatun cannot take a new key or port while running (it rebinds its socket
+            // on a port it still holds): a fresh device with the new key instead; the
+            // rotation needs new handshakes anyway.
+            info!(device = %self.spec.name, "key or port changed: replacing the device");
+            self.replace_userspace();
+            return Ok(false);
+        }
+        self.configure_with(key, port)?;
         // Unknown peers on the adopted device are removed by the next apply.
         self.applied = self.current_peers();
         Ok(true)
     }
 
+    /// Delete the link (the device process exits) and wait until its control socket is
+    /// gone, so the next device can bind its port and socket.
+    fn replace_userspace(&mut self) {
+        let _ = run("ip", &["link", "del", &self.spec.name], None);
+        let socket = PathBuf::from(format!("/var/run/wireguard/{}.sock", self.spec.name));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while socket.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if socket.exists() {
+            warn!(socket = %socket.display(), "the old device kept its socket; removing it");
+            let _ = std::fs::remove_file(&socket);
+        }
+    }
+
     fn configure(&mut self) -> Result<(), WgError> {
+        self.configure_with(true, true)
+    }
+
+    /// The private key and the listen port (each only when asked), MTU, link up, address.
+    fn configure_with(&mut self, key: bool, port: bool) -> Result<(), WgError> {
         let name = self.spec.name.as_str();
         if let Some(kernel) = self.kernel.as_mut() {
-            kernel.configure(name, &self.spec.private_key_path, self.spec.listen_port)?;
+            if key || port {
+                kernel.configure(name, &self.spec.private_key_path, self.spec.listen_port)?;
+            }
         } else {
-            let key = self.spec.private_key_path.to_string_lossy();
-            let port = self.spec.listen_port.to_string();
-            run(
-                "wg",
-                &["set", name, "private-key", &key, "listen-port", &port],
-                None,
-            )?;
+            let key_path = self.spec.private_key_path.to_string_lossy();
+            let port_text = self.spec.listen_port.to_string();
+            let mut args = vec!["set", name];
+            if key {
+                args.extend(["private-key", &key_path]);
+            }
+            if port {
+                args.extend(["listen-port", &port_text]);
+            }
+            if args.len() > 2 {
+                run("wg", &args, None)?;
+            }
         }
         run(
             "ip",

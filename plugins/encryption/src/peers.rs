@@ -72,7 +72,15 @@ pub fn diff<'a>(applied: &'a [Peer], wanted: &'a [Peer]) -> (Vec<&'a Peer>, Vec<
                 .any(|w| w.public_key == a.public_key && w.pod_cidr == a.pod_cidr)
         })
         .collect();
-    let set = wanted.iter().filter(|w| !applied.contains(w)).collect();
+    // The node name is only a label (adopted peers have none): re-setting an unchanged
+    // peer would be a needless write.
+    let same = |a: &Peer, w: &Peer| {
+        (&a.public_key, a.endpoint, a.pod_cidr) == (&w.public_key, w.endpoint, w.pod_cidr)
+    };
+    let set = wanted
+        .iter()
+        .filter(|w| !applied.iter().any(|a| same(a, w)))
+        .collect();
     (removed, set)
 }
 

@@ -112,6 +112,7 @@ impl Plugin for EncryptionPlugin {
             name: device_name(),
             userspace: self.config.userspace,
             private_key_path: key.private_key_path.clone(),
+            public_key: key.public_key.clone(),
             listen_port: self.config.listen_port,
             mtu: self.config.mtu.unwrap_or(UNDERLAY_MTU - WG_OVERHEAD),
             address,

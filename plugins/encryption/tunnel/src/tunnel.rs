@@ -54,14 +54,22 @@ pub fn run(options: &TunnelOptions) -> Result<(), TunnelError> {
         .enable_all()
         .build()
         .map_err(TunnelError::Runtime)?;
-    let outcome = runtime.block_on(serve(options));
-    // The socket is ours only if we got as far as making it; a name check failure
-    // returned above without touching a socket another device may own.
-    let _ = std::fs::remove_file(socket_path(&options.interface));
+    let mut socket_inode = None;
+    let outcome = runtime.block_on(serve(options, &mut socket_inode));
+    // Only the socket this process made: a successor may have its own there already.
+    let path = socket_path(&options.interface);
+    if socket_inode.is_some() && inode(&path) == socket_inode {
+        let _ = std::fs::remove_file(&path);
+    }
     outcome
 }
 
-async fn serve(options: &TunnelOptions) -> Result<(), TunnelError> {
+fn inode(path: &std::path::Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| m.ino())
+}
+
+async fn serve(options: &TunnelOptions, socket_inode: &mut Option<u64>) -> Result<(), TunnelError> {
     let mut terminate = signal(SignalKind::terminate()).map_err(|source| TunnelError::Signal {
         signal: "SIGTERM",
         source,
@@ -70,7 +78,9 @@ async fn serve(options: &TunnelOptions) -> Result<(), TunnelError> {
         signal: "SIGINT",
         source,
     })?;
-    let mut device = start(options).await?;
+    let started = start(options).await;
+    *socket_inode = inode(&socket_path(&options.interface));
+    let mut device = started?;
     info!(interface = %options.interface, socket = %socket_path(&options.interface).display(), "WireGuard device up (gotatun)");
     tokio::select! {
         () = device.wait() => warn!(interface = %options.interface, "the TUN device failed; stopping"),
