@@ -18,7 +18,7 @@ fn unknown_benchmark_lists_the_known_ones() {
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("known benchmarks: agent datapath lb"),
+        stderr.contains("known benchmarks: agent datapath lb wasm"),
         "{stderr}"
     );
     assert!(out.stdout.is_empty());

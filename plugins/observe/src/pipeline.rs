@@ -3,9 +3,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use hubble_proto::flow::LostEventSource;
+use hubble_proto::flow::{Flow, LostEventSource};
 use porin_plugin_sdk::{DatapathEvent, EndpointMeta, PluginContext};
-use tokio::sync::broadcast::error::RecvError;
+use porin_wasm::WasmModules;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use crate::flow::{Clock, Enricher, enrich};
 use crate::metrics::{HubbleMetrics, LostEvents};
@@ -25,31 +26,75 @@ impl Enricher for ContextEnricher {
     }
 }
 
+/// Most flows handed to WASM modules at once: what is already queued when the
+/// pipeline wakes up, so an idle pipeline adds no latency and a busy one
+/// calls modules once per batch.
+pub const MAX_BATCH: usize = porin_wasm::encode::MAX_BATCH;
+
 /// Read events until the context's event channel closes: each becomes a flow,
-/// is counted in the Hubble metrics and stored in the ring. Events the pipeline
-/// was too slow for are reported as `OBSERVER_EVENTS_QUEUE` losses, never
-/// dropped silently.
+/// goes through the WASM filters, is counted in the Hubble metrics (with the
+/// labellers' labels) and stored in the ring. Events the pipeline was too slow
+/// for are reported as `OBSERVER_EVENTS_QUEUE` losses, never dropped silently.
 pub async fn run_pipeline(
     ctx: Arc<dyn PluginContext>,
     ring: Arc<FlowRing>,
     lost: Arc<LostEvents>,
     metrics: Option<Arc<HubbleMetrics>>,
+    wasm: Option<Arc<WasmModules>>,
 ) {
     let mut events = ctx.subscribe_events();
     let enricher = ContextEnricher(ctx);
     let clock = Clock::now();
     loop {
-        match events.recv().await {
-            Ok(event) => {
-                let flow = enrich(&event, &clock, &enricher);
-                if let Some(m) = &metrics {
-                    m.process(&flow);
-                }
-                ring.push(flow);
+        let first = match events.recv().await {
+            Ok(event) => event,
+            Err(RecvError::Lagged(n)) => {
+                lost.record(LostEventSource::ObserverEventsQueue, n);
+                continue;
             }
-            Err(RecvError::Lagged(n)) => lost.record(LostEventSource::ObserverEventsQueue, n),
             Err(RecvError::Closed) => return,
+        };
+        let mut batch = vec![enrich(&first, &clock, &enricher)];
+        while batch.len() < MAX_BATCH {
+            match events.try_recv() {
+                Ok(event) => batch.push(enrich(&event, &clock, &enricher)),
+                Err(TryRecvError::Lagged(n)) => {
+                    lost.record(LostEventSource::ObserverEventsQueue, n)
+                }
+                Err(_) => break,
+            }
         }
+        process(batch, &ring, metrics.as_deref(), wasm.as_deref());
+    }
+}
+
+/// The stage after decoding: WASM filters, metrics (with labels), ring.
+pub fn process(
+    flows: Vec<Flow>,
+    ring: &FlowRing,
+    metrics: Option<&HubbleMetrics>,
+    wasm: Option<&WasmModules>,
+) {
+    let kept: Vec<Flow> = match wasm {
+        Some(w) if !w.is_empty() => {
+            let keep = w.filter(&flows);
+            flows
+                .into_iter()
+                .zip(keep)
+                .filter_map(|(f, k)| k.then_some(f))
+                .collect()
+        }
+        _ => flows,
+    };
+    let labels = match (wasm, metrics) {
+        (Some(w), Some(_)) if w.has_labellers() => w.labels(&kept),
+        _ => Vec::new(),
+    };
+    for (i, flow) in kept.into_iter().enumerate() {
+        if let Some(m) = metrics {
+            m.process_labelled(&flow, labels.get(i).map(Vec::as_slice).unwrap_or_default());
+        }
+        ring.push(flow);
     }
 }
 
