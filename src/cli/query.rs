@@ -122,6 +122,44 @@ fn print_status_table(all: &[NodeStatus]) {
     }
 }
 
+/// The observe plugin's WASM modules: name and state text (`running (...)`,
+/// `quarantined: trap: ...`), and their status as JSON.
+async fn wasm_modules(client: &AgentClient) -> (Vec<(String, String)>, serde_json::Value) {
+    let Ok(status) = client.plugin_status("observe").await else {
+        return (Vec::new(), serde_json::Value::Null);
+    };
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+    let rows = status["wasm"]
+        .as_array()
+        .map(|modules| {
+            modules
+                .iter()
+                .map(|m| {
+                    let mut state = text(&m["state"]);
+                    if let Some(reason) = m["reason"].as_str() {
+                        state = format!("{state}: {reason}: {}", text(&m["message"]));
+                    } else {
+                        state = format!(
+                            "{state} ({} {}, {} flows)",
+                            text(&m["kind"]),
+                            m["fail"]
+                                .as_str()
+                                .map(|f| format!("fail {f}"))
+                                .unwrap_or_default(),
+                            m["flows"]
+                        );
+                    }
+                    if let Some(e) = m["last_reload_error"].as_str() {
+                        state = format!("{state}; last reload refused: {e}");
+                    }
+                    (text(&m["name"]), state)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    (rows, status["wasm"].clone())
+}
+
 fn health_text(enabled: bool, health: &porin_plugin_sdk::Health) -> String {
     use porin_plugin_sdk::Health;
     if !enabled {
@@ -203,14 +241,23 @@ pub async fn plugins(targets: &[AgentTarget], format: Format) -> Result<bool> {
     let mut json = Vec::new();
     let mut healthy = true;
     for t in targets {
-        for p in AgentClient::new(&t.socket).plugins().await? {
+        let client = AgentClient::new(&t.socket);
+        for p in client.plugins().await? {
             healthy &= !p.enabled || p.health.is_ok();
             rows.push(vec![
                 t.node.clone(),
                 p.name.clone(),
                 health_text(p.enabled, &p.health),
             ]);
-            json.push(serde_json::json!({ "node": t.node, "plugin": p }));
+            let mut entry = serde_json::json!({ "node": t.node, "plugin": p });
+            if p.name == "observe" && p.enabled {
+                let (modules, raw) = wasm_modules(&client).await;
+                for (name, state) in modules {
+                    rows.push(vec![t.node.clone(), format!("observe/wasm/{name}"), state]);
+                }
+                entry["wasm"] = raw;
+            }
+            json.push(entry);
         }
     }
     match format {

@@ -21,6 +21,7 @@ pub mod sandbox;
 pub mod state;
 pub mod sweep;
 pub mod topology;
+pub mod wasm_guests;
 
 pub use cgroup::Cgroup;
 pub use link::Ip;

@@ -23,7 +23,15 @@ fn unknown_benchmark_lists_the_known_ones() {
         .unwrap_or_default()
         .split_whitespace()
         .collect::<Vec<_>>();
-    for name in ["agent", "datapath", "flows", "lb", "policy", "wireguard"] {
+    for name in [
+        "agent",
+        "datapath",
+        "flows",
+        "lb",
+        "policy",
+        "wasm",
+        "wireguard",
+    ] {
         assert!(known.contains(&name), "{name} missing from: {stderr}");
     }
     assert!(out.stdout.is_empty());

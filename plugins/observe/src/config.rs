@@ -12,24 +12,7 @@ use crate::plugin::NAME;
 /// Hubble socket file name inside the agent's `run_dir`.
 pub const HUBBLE_SOCKET_NAME: &str = "hubble.sock";
 
-/// What a WASM module does on the flow pipeline.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum WasmKind {
-    /// Decides which flows are kept and exported.
-    Filter,
-    /// Adds labels to Hubble metrics.
-    Labeller,
-}
-
-/// A `[[plugins.observe.wasm]]` entry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WasmModuleConfig {
-    pub name: String,
-    pub path: PathBuf,
-    pub kind: WasmKind,
-}
+pub use porin_wasm::{WasmKind, WasmModuleConfig};
 
 /// The section as written.
 #[derive(Debug, Clone, Deserialize)]
@@ -123,6 +106,8 @@ impl ObserveConfig {
                     format!("`{}` is used by another module", m.name),
                 ));
             }
+            m.validate()
+                .map_err(|(key, message)| invalid(&format!("wasm[{i}].{key}"), message))?;
         }
         if let Some(addr) = &raw.listen_address {
             let port = addr.rsplit_once(':').map(|(_, p)| p.parse::<u16>());
@@ -207,11 +192,40 @@ metrics_address = ":9000"
 name = "drop-health-checks"
 path = "/etc/porin/filters/drop_health.wasm"
 kind = "filter"
+config = "8080"
+[[wasm]]
+name = "teams"
+path = "/etc/porin/filters/teams.wasm"
+kind = "labeller"
+fail = "closed"
+wasi = ["stdio", "clocks"]
+memory_mib = 32
+deadline_ms = 5
+max_label_values = 50
 "#,
         )
         .expect("valid");
         assert_eq!(c.metrics.len(), 3);
         assert_eq!(c.wasm[0].kind, WasmKind::Filter);
+        assert_eq!(c.wasm[0].config, "8080");
+        assert_eq!(
+            c.wasm[0].deadline_ms,
+            porin_wasm::config::DEFAULT_DEADLINE_MS
+        );
+        let teams = &c.wasm[1];
+        assert_eq!(teams.kind, WasmKind::Labeller);
+        assert_eq!(teams.fail, porin_wasm::FailMode::Closed);
+        assert_eq!(
+            teams.wasi,
+            vec![
+                porin_wasm::WasiCapability::Stdio,
+                porin_wasm::WasiCapability::Clocks
+            ]
+        );
+        assert_eq!(
+            (teams.memory_mib, teams.deadline_ms, teams.max_label_values),
+            (32, 5, 50)
+        );
         assert_eq!(c.listen_address.as_deref(), Some(":4244"));
         assert_eq!(c.metrics_address.to_string(), "0.0.0.0:9000");
     }
@@ -234,6 +248,26 @@ kind = "filter"
                 "[[wasm]]\nname = \"a\"\npath = \"/a\"\nkind = \"filter\"\nsize = 1",
                 "wasm[0].size",
                 "`size`",
+            ),
+            (
+                "[[wasm]]\nname = \"a\"\npath = \"/a\"\nkind = \"filter\"\nfail = \"ajar\"",
+                "wasm[0].fail",
+                "`ajar`",
+            ),
+            (
+                "[[wasm]]\nname = \"a\"\npath = \"/a\"\nkind = \"filter\"\nwasi = [\"files\"]",
+                "wasm[0].wasi[0]",
+                "`files`",
+            ),
+            (
+                "[[wasm]]\nname = \"a\"\npath = \"/a\"\nkind = \"filter\"\ndeadline_ms = 0",
+                "wasm[0].deadline_ms",
+                "`0`",
+            ),
+            (
+                "[[wasm]]\nname = \"a b\"\npath = \"/a\"\nkind = \"filter\"",
+                "wasm[0].name",
+                "`a b`",
             ),
             ("buffer = 1", "buffer", "`buffer`"),
         ] {

@@ -3,9 +3,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hubble_proto::flow::LostEventSource;
+use hubble_proto::flow::{Flow, LostEventSource};
 use porin_plugin_sdk::{DatapathEvent, EndpointMeta, PluginContext};
-use tokio::sync::broadcast::error::RecvError;
+use porin_wasm::WasmModules;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use crate::endpoints::{CacheSettings, EndpointCache};
 use crate::entry::FlowEntry;
@@ -65,31 +66,86 @@ impl Pipeline {
     }
 }
 
+/// Most flows handed to WASM modules at once: what is already queued when the
+/// pipeline wakes up, so an idle pipeline adds no latency and a busy one
+/// calls modules once per batch.
+pub const MAX_BATCH: usize = porin_wasm::encode::MAX_BATCH;
+
 /// Read events until the context's event channel closes: each becomes a flow,
-/// is counted in the Hubble metrics and stored in the ring. Events the pipeline
-/// was too slow for are reported as `OBSERVER_EVENTS_QUEUE` losses, never
-/// dropped silently.
+/// goes through the WASM filters, is counted in the Hubble metrics (with the
+/// labellers' labels) and stored in the ring. Events the pipeline was too slow
+/// for are reported as `OBSERVER_EVENTS_QUEUE` losses, never dropped silently.
 pub async fn run_pipeline(
     ctx: Arc<dyn PluginContext>,
     ring: Arc<FlowRing>,
     lost: Arc<LostEvents>,
     metrics: Option<Arc<HubbleMetrics>>,
+    wasm: Option<Arc<WasmModules>>,
 ) {
     let mut events = ctx.subscribe_events();
     let enricher = ContextEnricher(ctx);
     let mut pipeline = Pipeline::new(enricher.node_name(), CacheSettings::default());
     loop {
-        match events.recv().await {
-            Ok(event) => {
-                let entry = Arc::new(pipeline.entry(&event, &enricher));
-                if let Some(m) = &metrics {
-                    m.process(entry.flow());
-                }
-                ring.push_entry(entry);
+        let first = match events.recv().await {
+            Ok(event) => event,
+            Err(RecvError::Lagged(n)) => {
+                lost.record(LostEventSource::ObserverEventsQueue, n);
+                continue;
             }
-            Err(RecvError::Lagged(n)) => lost.record(LostEventSource::ObserverEventsQueue, n),
             Err(RecvError::Closed) => return,
+        };
+        let mut batch = vec![pipeline.entry(&first, &enricher)];
+        while batch.len() < MAX_BATCH {
+            match events.try_recv() {
+                Ok(event) => batch.push(pipeline.entry(&event, &enricher)),
+                Err(TryRecvError::Lagged(n)) => {
+                    lost.record(LostEventSource::ObserverEventsQueue, n)
+                }
+                Err(_) => break,
+            }
         }
+        process(batch, &ring, metrics.as_deref(), wasm.as_deref());
+    }
+}
+
+/// The stage after decoding: WASM filters, metrics (with the labellers' labels), ring.
+/// Without modules the Hubble message of an entry is built only when something reads
+/// it; modules read every flow, so with them each message is built here.
+pub fn process(
+    entries: Vec<FlowEntry>,
+    ring: &FlowRing,
+    metrics: Option<&HubbleMetrics>,
+    wasm: Option<&WasmModules>,
+) {
+    let Some(wasm) = wasm.filter(|w| !w.is_empty()) else {
+        for entry in entries {
+            if let Some(m) = metrics {
+                m.process(entry.flow());
+            }
+            ring.push_entry(Arc::new(entry));
+        }
+        return;
+    };
+    let flows: Vec<Flow> = entries.iter().map(|e| e.flow().clone()).collect();
+    let keep = wasm.filter(&flows);
+    let (kept_entries, kept_flows): (Vec<FlowEntry>, Vec<Flow>) = entries
+        .into_iter()
+        .zip(flows)
+        .zip(keep)
+        .filter_map(|(pair, k)| k.then_some(pair))
+        .unzip();
+    let labels = match metrics {
+        Some(_) if wasm.has_labellers() => wasm.labels(&kept_flows),
+        _ => Vec::new(),
+    };
+    for (i, entry) in kept_entries.into_iter().enumerate() {
+        if let Some(m) = metrics {
+            m.process_labelled(
+                entry.flow(),
+                labels.get(i).map(Vec::as_slice).unwrap_or_default(),
+            );
+        }
+        ring.push_entry(Arc::new(entry));
     }
 }
 

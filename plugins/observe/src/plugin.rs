@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use porin_plugin_sdk::{DatapathContribution, Health, Plugin, PluginContext, PluginError, Switch};
+use porin_wasm::{DEFAULT_WATCH_INTERVAL, WasmMetrics, WasmModules, Watcher};
 use tokio::task::JoinHandle;
 use tracing::{error, info};
 
@@ -30,6 +31,8 @@ pub struct ObservePlugin {
     tasks: Vec<JoinHandle<()>>,
     /// Where this agent's Hubble API is reached, once started.
     address: Option<String>,
+    wasm: Option<Arc<WasmModules>>,
+    wasm_watcher: Option<Watcher>,
 }
 
 impl ObservePlugin {
@@ -44,18 +47,21 @@ impl ObservePlugin {
 }
 
 impl ObservePlugin {
-    /// Register the configured Hubble metrics and serve them, when any are
-    /// configured (as Cilium does: no `metrics`, no `:9965`).
+    /// Register the configured Hubble metrics (and the WASM modules' own) and
+    /// serve them, when any are configured (as Cilium does: no `metrics`, no
+    /// `:9965`).
     fn start_metrics(
         &mut self,
         runtime: &tokio::runtime::Handle,
+        wasm_metrics: &mut WasmMetrics,
     ) -> Result<Option<Arc<HubbleMetrics>>, PluginError> {
-        if self.config.metrics.is_empty() {
+        if self.config.metrics.is_empty() && self.config.wasm.is_empty() {
             return Ok(None);
         }
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = HubbleMetrics::register(&self.config.metrics, &mut registry)
             .map_err(|e| start_error(e.to_string()))?;
+        *wasm_metrics = WasmMetrics::register(&mut registry);
         self.lost.register(&mut registry);
         let addr = self.config.metrics_address;
         let serving = {
@@ -68,6 +74,48 @@ impl ObservePlugin {
             }
         }));
         Ok(Some(Arc::new(metrics)))
+    }
+}
+
+impl ObservePlugin {
+    /// Load the `[[plugins.observe.wasm]]` modules and watch their files. A
+    /// module that does not load is reported (health, status, metric), not
+    /// fatal.
+    fn start_wasm(
+        &mut self,
+        metrics: WasmMetrics,
+    ) -> Result<Option<Arc<WasmModules>>, PluginError> {
+        if self.config.wasm.is_empty() {
+            return Ok(None);
+        }
+        let modules = WasmModules::load(&self.config.wasm, Arc::new(metrics))
+            .map_err(|e| start_error(format!("WebAssembly engine: {e}")))?;
+        let modules = Arc::new(modules);
+        let watcher = Watcher::spawn(modules.clone(), DEFAULT_WATCH_INTERVAL)
+            .map_err(|e| start_error(format!("cannot watch WebAssembly modules: {e}")))?;
+        self.wasm_watcher = Some(watcher);
+        self.wasm = Some(modules.clone());
+        Ok(Some(modules))
+    }
+
+    /// Why the plugin is degraded by its WASM modules, if it is.
+    fn wasm_problems(&self) -> Option<String> {
+        let problems: Vec<String> = self
+            .wasm
+            .as_ref()?
+            .status()
+            .into_iter()
+            .filter(|s| s.state != "running")
+            .map(|s| {
+                format!(
+                    "wasm module `{}` {}: {}",
+                    s.name,
+                    s.state,
+                    s.reason.unwrap_or_default()
+                )
+            })
+            .collect();
+        (!problems.is_empty()).then(|| problems.join("; "))
     }
 }
 
@@ -111,7 +159,9 @@ impl Plugin for ObservePlugin {
         let service = HubbleService::new(ring.clone(), ctx.node_name(), address.clone())
             .with_lost_events(self.lost.clone())
             .with_peers(cluster_peers(ctx.clone()));
-        let metrics = self.start_metrics(&runtime)?;
+        let mut wasm_metrics = WasmMetrics::default();
+        let metrics = self.start_metrics(&runtime, &mut wasm_metrics)?;
+        let wasm = self.start_wasm(wasm_metrics)?;
         // Bind in start() so a bad socket path fails the plugin, not a log line.
         let serving = {
             let _guard = runtime.enter();
@@ -122,6 +172,7 @@ impl Plugin for ObservePlugin {
             ring.clone(),
             self.lost.clone(),
             metrics,
+            wasm,
         )));
         self.tasks
             .push(runtime.spawn(poll_kernel_losses(ctx.clone(), self.lost.clone())));
@@ -148,6 +199,8 @@ impl Plugin for ObservePlugin {
         for task in self.tasks.drain(..) {
             task.abort();
         }
+        self.wasm_watcher = None;
+        self.wasm = None;
         self.ring = None;
         self.address = None;
         info!(plugin = NAME, "stopped");
@@ -164,6 +217,14 @@ impl Plugin for ObservePlugin {
     }
 
     fn health(&self) -> Health {
-        self.health.clone().unwrap_or(Health::Starting)
+        match (self.health.clone(), self.wasm_problems()) {
+            (Some(Health::Ok), Some(problem)) => Health::Degraded(problem),
+            (health, _) => health.unwrap_or(Health::Starting),
+        }
+    }
+
+    fn status_json(&self) -> Option<serde_json::Value> {
+        let modules = self.wasm.as_ref().map(|w| w.status()).unwrap_or_default();
+        Some(serde_json::json!({ "wasm": modules }))
     }
 }

@@ -35,7 +35,7 @@ impl Handler for TcpHandler {
         "hubble_tcp_flags"
     }
 
-    fn process(&self, flow: &Flow) {
+    fn process_with(&self, flow: &Flow, extra: &[(String, String)]) {
         if !forwarded(flow) {
             return;
         }
@@ -56,6 +56,7 @@ impl Handler for TcpHandler {
                 &[("flag", flag.to_string()), ("family", family.to_string())],
                 &self.ctx,
                 flow,
+                extra,
             );
             self.flags.get_or_create(&labels).inc();
         }
@@ -86,7 +87,7 @@ impl Handler for PortHandler {
         "hubble_port_distribution"
     }
 
-    fn process(&self, flow: &Flow) {
+    fn process_with(&self, flow: &Flow, extra: &[(String, String)]) {
         if !forwarded(flow) || flow.is_reply.as_ref().is_some_and(|r| r.value) {
             return;
         }
@@ -104,6 +105,7 @@ impl Handler for PortHandler {
             ],
             &self.ctx,
             flow,
+            extra,
         );
         self.ports.get_or_create(&labels).inc();
     }
@@ -128,7 +130,7 @@ impl Handler for IcmpHandler {
         "hubble_icmp"
     }
 
-    fn process(&self, flow: &Flow) {
+    fn process_with(&self, flow: &Flow, extra: &[(String, String)]) {
         let (family, name) = match l4(flow) {
             Some(Protocol::IcmPv4(i)) => ("IPv4", icmpv4_type(i.r#type)),
             Some(Protocol::IcmPv6(i)) => ("IPv6", icmpv6_type(i.r#type)),
@@ -138,6 +140,7 @@ impl Handler for IcmpHandler {
             &[("family", family.to_string()), ("type", name)],
             &self.ctx,
             flow,
+            extra,
         );
         self.messages.get_or_create(&labels).inc();
     }

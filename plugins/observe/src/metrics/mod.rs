@@ -32,7 +32,12 @@ pub type Labels = Vec<(String, String)>;
 pub trait Handler: Send + Sync {
     /// The metric's name as registered.
     fn name(&self) -> &'static str;
-    fn process(&self, flow: &Flow);
+    /// Count `flow`; `extra` are labels added by WASM labellers, appended to
+    /// every series.
+    fn process_with(&self, flow: &Flow, extra: &[(String, String)]);
+    fn process(&self, flow: &Flow) {
+        self.process_with(flow, &[]);
+    }
 }
 
 /// A `metrics` list that cannot be served.
@@ -112,19 +117,30 @@ impl HubbleMetrics {
 
     /// Count one flow in every enabled metric.
     pub fn process(&self, flow: &Flow) {
+        self.process_labelled(flow, &[]);
+    }
+
+    /// Count one flow with the labels WASM labellers gave it.
+    pub fn process_labelled(&self, flow: &Flow, extra: &[(String, String)]) {
         for h in &self.handlers {
-            h.process(flow);
+            h.process_with(flow, extra);
         }
     }
 }
 
-/// `labels` followed by the context labels of `flow`.
-fn with_context(fixed: &[(&str, String)], ctx: &ContextOptions, flow: &Flow) -> Labels {
+/// `labels` followed by the context labels of `flow` and the labellers' `extra`.
+fn with_context(
+    fixed: &[(&str, String)],
+    ctx: &ContextOptions,
+    flow: &Flow,
+    extra: &[(String, String)],
+) -> Labels {
     let mut labels: Labels = fixed
         .iter()
         .map(|(k, v)| ((*k).to_string(), v.clone()))
         .collect();
     labels.extend(ctx.values(flow));
+    labels.extend_from_slice(extra);
     labels
 }
 

@@ -36,7 +36,7 @@ impl Handler for FlowHandler {
         "hubble_flows_processed"
     }
 
-    fn process(&self, flow: &Flow) {
+    fn process_with(&self, flow: &Flow, extra: &[(String, String)]) {
         let (kind, subtype) = type_and_subtype(flow);
         let labels = with_context(
             &[
@@ -47,6 +47,7 @@ impl Handler for FlowHandler {
             ],
             &self.ctx,
             flow,
+            extra,
         );
         self.flows.get_or_create(&labels).inc();
     }
@@ -112,7 +113,7 @@ impl Handler for DropHandler {
         "hubble_drop"
     }
 
-    fn process(&self, flow: &Flow) {
+    fn process_with(&self, flow: &Flow, extra: &[(String, String)]) {
         if flow.verdict != pb::Verdict::Dropped as i32 {
             return;
         }
@@ -125,6 +126,7 @@ impl Handler for DropHandler {
             ],
             &self.ctx,
             flow,
+            extra,
         );
         self.drops.get_or_create(&labels).inc();
     }
@@ -165,7 +167,7 @@ impl Handler for WorldHandler {
         "hubble_flows_to_world"
     }
 
-    fn process(&self, flow: &Flow) {
+    fn process_with(&self, flow: &Flow, extra: &[(String, String)]) {
         let to_world = flow
             .destination
             .as_ref()
@@ -203,7 +205,7 @@ impl Handler for WorldHandler {
             };
             fixed.push(("port", port.to_string()));
         }
-        let labels = with_context(&fixed, &self.ctx, flow);
+        let labels = with_context(&fixed, &self.ctx, flow, extra);
         self.flows.get_or_create(&labels).inc();
     }
 }

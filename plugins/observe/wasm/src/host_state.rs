@@ -1,6 +1,8 @@
 //! What a module's `Store` holds: its limits, the labels it declared, the
 //! values of the batch being labelled, and what went wrong inside a host call.
 
+use std::time::Duration;
+
 use wasmtime::ResourceLimiter;
 
 use crate::error::Reason;
@@ -55,6 +57,9 @@ pub struct HostState {
     pub violation: Option<(Reason, String)>,
     /// The module's last error-level log line (explains a refused `init`).
     pub last_error_log: Option<String>,
+    /// CPU time a call may use, and the thread's CPU time when it started.
+    pub deadline: Duration,
+    pub call_started: Duration,
 }
 
 impl HostState {
@@ -70,7 +75,20 @@ impl HostState {
             values: Vec::new(),
             violation: None,
             last_error_log: None,
+            deadline: Duration::ZERO,
+            call_started: Duration::ZERO,
         }
+    }
+
+    /// At each epoch tick past the deadline: stop the call when it has used
+    /// its CPU time, otherwise check again when the rest could be used up.
+    pub fn on_epoch(&self) -> wasmtime::UpdateDeadline {
+        let used = crate::cpu::thread_cpu_time().saturating_sub(self.call_started);
+        if used >= self.deadline {
+            return wasmtime::UpdateDeadline::Interrupt;
+        }
+        let left = (self.deadline - used).as_millis() as u64;
+        wasmtime::UpdateDeadline::Continue(left.max(1))
     }
 
     /// Fail the current call with a contract violation.

@@ -1,6 +1,8 @@
 //! One loaded module: compiled, checked against the contract, instantiated
 //! with its own `Store`, initialised; and the calls that hand it batches.
 
+use std::time::Duration;
+
 use hubble_proto::flow::Flow;
 use porin_wasm_abi as abi;
 use wasmtime::{
@@ -9,6 +11,7 @@ use wasmtime::{
 };
 
 use crate::config::{WasmKind, WasmModuleConfig};
+use crate::cpu::thread_cpu_time;
 use crate::encode;
 use crate::error::{CallError, Reason};
 use crate::host_state::HostState;
@@ -160,9 +163,11 @@ impl Instance {
         let memory_bytes = config.memory_mib as usize * 1024 * 1024;
         let mut store = Store::new(engine, HostState::new(&config.name, memory_bytes));
         store.limiter(|s| &mut s.limiter);
-        store.epoch_deadline_trap();
+        store.data_mut().deadline = Duration::from_millis(u64::from(config.deadline_ms));
+        store.epoch_deadline_callback(|ctx| Ok(ctx.data().on_epoch()));
         let deadline_ticks = u64::from(config.deadline_ms) + 1;
         store.set_epoch_deadline(deadline_ticks);
+        store.data_mut().call_started = thread_cpu_time();
         let instance = pre
             .instantiate(&mut store)
             .map_err(|e| classify(&mut store, e, config.deadline_ms))?;
@@ -272,6 +277,7 @@ impl Instance {
         f: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
         self.store.set_epoch_deadline(self.deadline_ticks);
+        self.store.data_mut().call_started = thread_cpu_time();
         f(&mut self.store).map_err(|e| classify(&mut self.store, e, self.deadline_ms).into())
     }
 
@@ -378,7 +384,7 @@ fn classify(store: &mut Store<HostState>, e: wasmtime::Error, deadline_ms: u32) 
     if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
         return refuse(
             Reason::Deadline,
-            format!("ran past its deadline of {deadline_ms} ms"),
+            format!("ran past its deadline of {deadline_ms} ms of CPU time"),
         );
     }
     refuse(Reason::Trap, one_line(&e))

@@ -7,6 +7,7 @@
 
 pub mod cardinality;
 pub mod config;
+pub mod cpu;
 pub mod encode;
 pub mod engine;
 pub mod error;

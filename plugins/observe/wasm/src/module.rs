@@ -12,6 +12,7 @@ use wasmtime::Engine;
 
 use crate::cardinality::Cardinality;
 use crate::config::{FailMode, WasmKind, WasmModuleConfig};
+use crate::cpu::thread_cpu_time;
 use crate::error::{CallError, LoadError, Reason};
 use crate::instance::{Instance, compile};
 use crate::metrics::WasmMetrics;
@@ -207,8 +208,8 @@ impl WasmModule {
         slot.down = Some((e.reason, e.message));
     }
 
-    fn account(&self, flows: usize, started: Instant) {
-        let took = started.elapsed();
+    fn account(&self, flows: usize, started: Duration) {
+        let took = thread_cpu_time().saturating_sub(started);
         self.flows.fetch_add(flows as u64, Ordering::Relaxed);
         self.cpu_ns
             .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
@@ -221,7 +222,7 @@ impl WasmModule {
         let mut slot = self.lock();
         let before = keep.len();
         if let Some(instance) = slot.instance.as_mut() {
-            let started = Instant::now();
+            let started = thread_cpu_time();
             let result = instance.filter(flows, keep);
             self.account(flows.len(), started);
             match result {
@@ -253,7 +254,7 @@ impl WasmModule {
         let mut capped = 0u64;
         let result = match slot.instance.as_mut() {
             Some(instance) => {
-                let started = Instant::now();
+                let started = thread_cpu_time();
                 let cardinality = &mut slot.cardinality;
                 let r = instance.label(flows, |flow, label, value| {
                     let (admitted, over) = cardinality.admit(label, value);

@@ -146,7 +146,11 @@ fn an_infinite_loop_overruns_its_deadline_and_is_quarantined() {
         "{:?}",
         started.elapsed()
     );
-    case.assert_down("quarantined", Reason::Deadline, "deadline of 50 ms");
+    case.assert_down(
+        "quarantined",
+        Reason::Deadline,
+        "deadline of 50 ms of CPU time",
+    );
     case.assert_pipeline_runs();
 }
 

@@ -4,64 +4,17 @@
 #![allow(dead_code, reason = "each test binary uses part of the helpers")]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
 
 use hubble_proto::flow::{self as pb, layer4::Protocol};
 
-pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../..")
-}
-
-fn guest_target_dir() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target"));
-    target.join("wasm-guests")
-}
-
-fn run(cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// The example crates of `examples/wasm`, built once; the path of `crate_name`.
+/// The Rust example `crate_name` of `examples/wasm`, built for wasm32.
 pub fn rust_example(crate_name: &str) -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    let dir = BUILT.get_or_init(|| {
-        let target = guest_target_dir();
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-        run(Command::new(cargo)
-            .args(["build", "--release", "--locked", "--offline"])
-            .args(["--target", "wasm32-unknown-unknown", "--manifest-path"])
-            .arg(repo_root().join("examples/wasm/Cargo.toml"))
-            .arg("--target-dir")
-            .arg(&target));
-        target.join("wasm32-unknown-unknown/release")
-    });
-    let path = dir.join(format!("{}.wasm", crate_name.replace('-', "_")));
-    assert!(path.exists(), "{} was not built", path.display());
-    path
+    porin_testbed::wasm_guests::rust_example(crate_name).unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// `examples/wasm/c/<name>.c` built with clang-19 for wasm32.
+/// The C example `examples/wasm/c/<name>.c`, built with clang-19.
 pub fn c_example(name: &str) -> PathBuf {
-    let out_dir = guest_target_dir().join("c");
-    std::fs::create_dir_all(&out_dir).expect("guest dir");
-    let out = out_dir.join(format!("{name}.wasm"));
-    let root = repo_root();
-    run(Command::new("clang-19")
-        .args(["--target=wasm32", "-O2", "-nostdlib", "-Wall", "-Werror"])
-        .arg("-I")
-        .arg(root.join("plugin-sdk/wasm-guest/c"))
-        .args(["-Wl,--no-entry", "-o"])
-        .arg(&out)
-        .arg(root.join(format!("examples/wasm/c/{name}.c"))));
-    out
+    porin_testbed::wasm_guests::c_example(name).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Write `text` (WAT or bytes) as `<dir>/<name>.wasm`.
