@@ -29,7 +29,13 @@ pub async fn measure(rate: u64, duration: Duration) -> Result<serde_json::Value>
     let ctx = Arc::new(BenchContext::new(dir.clone()));
     let ring = Arc::new(FlowRing::new(DEFAULT_BUFFER_SIZE as usize));
     let lost = Arc::new(LostEvents::new());
-    let pipeline = tokio::spawn(run_pipeline(ctx.clone(), ring.clone(), lost.clone(), None));
+    let pipeline = tokio::spawn(run_pipeline(
+        ctx.clone(),
+        ring.clone(),
+        lost.clone(),
+        None,
+        None,
+    ));
 
     let socket = dir.join("hubble.sock");
     let service = HubbleService::new(

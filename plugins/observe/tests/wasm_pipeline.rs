@@ -60,7 +60,7 @@ fn filters_decide_what_is_stored_and_labellers_label_the_metrics() {
         Some(&metrics),
         Some(&modules),
     );
-    let stored: Vec<_> = ring.snapshot().iter().map(|f| f.verdict).collect();
+    let stored: Vec<_> = ring.snapshot().iter().map(|f| f.flow().verdict).collect();
     assert_eq!(stored, vec![Verdict::Dropped as i32; 2]);
     let text = scrape(&registry);
     let labelled =
