@@ -514,6 +514,9 @@ impl Agent {
         let remote = cluster::remote_endpoints(&snapshot, |ip| local_ips.contains(&ip));
         let routes = cluster::node_routes(&snapshot, &self.config.node_name);
         {
+            // Same lock order as above (datapath before ipcache): reconciles run from the
+            // API and from the datastore watch at once, and the reverse order deadlocks.
+            let datapath = lock(&self.datapath);
             let mut ipcache = lock(&self.ipcache);
             let wanted: BTreeSet<IpNet> = remote
                 .iter()
@@ -542,7 +545,6 @@ impl Agent {
             {
                 ipcache.upsert(ip, ReservedIdentity::Host.id(), Source::Node);
             }
-            let datapath = lock(&self.datapath);
             match datapath.ipcache() {
                 Ok(mut sink) => {
                     if let Err(e) = ipcache.sync(&mut super::api_impl::IpcacheMap(&mut sink)) {
