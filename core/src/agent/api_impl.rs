@@ -381,6 +381,7 @@ pub fn to_sdk_event(e: &datapath::abi::FlowEvent) -> DatapathEvent {
         dst_identity: e.dst_identity,
         endpoint_id: e.endpoint_id,
         is_reply: e.is_reply,
+        encrypted: e.encrypted,
         packet_len: e.pkt_len,
     }
 }
