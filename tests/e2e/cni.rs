@@ -276,61 +276,93 @@ fn an_agent_that_is_down_means_try_again_later() {
 }
 
 /// CNI ADD latency over 100 pods, as a runtime sees it (plugin process start to
-/// result), then DEL. Not part of CI; docs/benchmarks.md has the command:
+/// result), then DEL; the same for the reference `bridge` plugin with `host-local`
+/// IPAM (containernetworking-plugins) in the same run. Both plugins run inside the
+/// sandbox node's namespace, where the peer makes its bridge. Not part of CI;
+/// docs/benchmarks.md has the command:
 /// `cargo test --test e2e_cni -- --ignored --nocapture cni_add_latency`.
 #[test]
 #[ignore = "measurement, run by hand (docs/benchmarks.md)"]
 fn cni_add_latency_over_100_pods() {
     const PODS: usize = 100;
+    const BRIDGE: &str = "/usr/lib/cni/bridge";
+    assert!(
+        Path::new(BRIDGE).exists(),
+        "{BRIDGE} missing: install containernetworking-plugins (make deps)"
+    );
     let sandbox = TestSandbox::up_with_nodes(&[], None, 1);
-    let (socket, _) = node(&sandbox, "node-1");
-    let conf = net_conf("1.0.0", &socket);
+    let (socket, node_netns) = node(&sandbox, "node-1");
+    let ipam_dir = tempfile::tempdir().expect("host-local dir");
     let id = unique_id();
-    let namespaces: Vec<NetNs> = (0..PODS)
-        .map(|i| NetNs::create(&format!("porin-cnib-{id}-{i}")).expect("netns"))
-        .collect();
-    let calls: Vec<CniCall> = namespaces
-        .iter()
-        .enumerate()
-        .map(|(i, ns)| {
-            CniCall::for_pod(
-                "ADD",
-                &format!("c{i}"),
-                &ns.path().display().to_string(),
-                "bench",
-                &format!("pod-{i}"),
-            )
-        })
-        .collect();
-    let mut add_ms = Vec::with_capacity(PODS);
-    for call in &calls {
-        let started = std::time::Instant::now();
-        call.run(&conf).ok("ADD");
-        add_ms.push(started.elapsed().as_secs_f64() * 1000.0);
-    }
-    let mut del_ms = Vec::with_capacity(PODS);
-    for call in &calls {
-        let started = std::time::Instant::now();
-        call.with("DEL").run(&conf).ok("DEL");
-        del_ms.push(started.elapsed().as_secs_f64() * 1000.0);
+    let porin_conf = net_conf("1.0.0", &socket);
+    let bridge_conf = json!({
+        "cniVersion": "1.0.0",
+        "name": "peer",
+        "type": "bridge",
+        "bridge": format!("cnib{id}"),
+        "isGateway": true,
+        "ipam": {"type": "host-local", "subnet": "10.251.0.0/24", "dataDir": ipam_dir.path()},
+    });
+    let porin_cni = cni_support::cni_bin();
+    let mut results = serde_json::Map::new();
+    results.insert("bench".to_string(), json!("cni_add"));
+    results.insert("pods".to_string(), json!(PODS));
+    for (name, program, conf) in [
+        ("porin", porin_cni, &porin_conf),
+        ("bridge", BRIDGE, &bridge_conf),
+    ] {
+        let namespaces: Vec<NetNs> = (0..PODS)
+            .map(|i| NetNs::create(&format!("porin-cnib-{id}-{name}-{i}")).expect("netns"))
+            .collect();
+        let calls: Vec<CniCall> = namespaces
+            .iter()
+            .enumerate()
+            .map(|(i, ns)| {
+                let path = ns.path().display().to_string();
+                CniCall::for_pod("ADD", &format!("c{i}"), &path, "bench", &format!("pod-{i}"))
+            })
+            .collect();
+        let mut add_ms = Vec::with_capacity(PODS);
+        for call in &calls {
+            let started = std::time::Instant::now();
+            call.run_program(program, Some(&node_netns), conf)
+                .ok(&format!("{name} ADD"));
+            add_ms.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+        let mut del_ms = Vec::with_capacity(PODS);
+        for call in &calls {
+            let started = std::time::Instant::now();
+            call.with("DEL")
+                .run_program(program, Some(&node_netns), conf)
+                .ok(&format!("{name} DEL"));
+            del_ms.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+        results.insert(
+            format!("{name}_add_p50_ms"),
+            json!(percentile(&mut add_ms, 0.50)),
+        );
+        results.insert(
+            format!("{name}_add_p99_ms"),
+            json!(percentile(&mut add_ms, 0.99)),
+        );
+        results.insert(
+            format!("{name}_del_p50_ms"),
+            json!(percentile(&mut del_ms, 0.50)),
+        );
+        results.insert(
+            format!("{name}_del_p99_ms"),
+            json!(percentile(&mut del_ms, 0.99)),
+        );
     }
     assert!(endpoints(&sandbox, &socket).is_empty());
-    let pct = |v: &mut Vec<f64>, p: f64| {
-        v.sort_by(f64::total_cmp);
-        let i = ((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1;
-        (v[i] * 10.0).round() / 10.0
-    };
-    println!(
-        "{}",
-        json!({
-            "bench": "cni_add",
-            "pods": PODS,
-            "add_p50_ms": pct(&mut add_ms, 0.50),
-            "add_p99_ms": pct(&mut add_ms, 0.99),
-            "del_p50_ms": pct(&mut del_ms, 0.50),
-            "del_p99_ms": pct(&mut del_ms, 0.99),
-        })
-    );
-    drop(namespaces);
+    println!("{}", Value::Object(results));
     sandbox.down_and_check();
+}
+
+/// The `p` quantile of `values` in ms, rounded to 0.1.
+fn percentile(values: &mut [f64], p: f64) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let rank = (values.len() as f64 * p).ceil() as usize;
+    let i = rank.clamp(1, values.len()) - 1;
+    (values[i] * 10.0).round() / 10.0
 }

@@ -96,14 +96,21 @@ impl CniCall {
 
     /// Run the plugin with `conf` on stdin.
     pub fn run(&self, conf: &Value) -> CniAnswer {
-        run_raw(
+        self.run_program(cni_bin(), None, conf)
+    }
+
+    /// Run another CNI plugin (a peer) the same way, in `netns` when given.
+    pub fn run_program(&self, program: &str, netns: Option<&str>, conf: &Value) -> CniAnswer {
+        run_plugin(
+            program,
+            netns,
             &[
                 ("CNI_COMMAND", self.command),
                 ("CNI_CONTAINERID", &self.container_id),
                 ("CNI_NETNS", &self.netns),
                 ("CNI_IFNAME", &self.ifname),
                 ("CNI_ARGS", &self.args),
-                ("CNI_PATH", "/opt/cni/bin"),
+                ("CNI_PATH", "/usr/lib/cni"),
             ],
             conf.to_string().as_bytes(),
         )
@@ -112,7 +119,25 @@ impl CniCall {
 
 /// Run the plugin with exactly these variables and this stdin.
 pub fn run_raw(vars: &[(&str, &str)], stdin: &[u8]) -> CniAnswer {
-    let mut cmd = Command::new(cni_bin());
+    run_plugin(cni_bin(), None, vars, stdin)
+}
+
+/// Run the CNI plugin `program` (inside the network namespace at `netns`, when
+/// given, as a runtime in that namespace would) with these variables and stdin.
+pub fn run_plugin(
+    program: &str,
+    netns: Option<&str>,
+    vars: &[(&str, &str)],
+    stdin: &[u8],
+) -> CniAnswer {
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = Command::new("nsenter");
+            c.arg(format!("--net={ns}")).arg(program);
+            c
+        }
+        None => Command::new(program),
+    };
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .stdin(Stdio::piped())
