@@ -29,6 +29,14 @@ fn endpoint_of<'a>(list: &'a [Value], pod: &str) -> Option<&'a Value> {
 fn add_check_del_sequences_are_idempotent_and_leave_nothing_behind() {
     let sandbox = TestSandbox::up_with_nodes(&[], None, 1);
     let (socket, node_netns) = node(&sandbox, "node-1");
+    // The Pod object kubelet's runtime names in CNI_ARGS gives the endpoint its
+    // labels (written after `sandbox up`, which would otherwise start the pod itself).
+    std::fs::write(
+        common::manifest_path(&sandbox, "10-web.yaml"),
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: web, namespace: shop, labels: {app: web}}\n\
+         spec: {nodeName: node-1, containers: [{name: c, image: busybox}]}\n",
+    )
+    .expect("pod manifest");
     let conf = net_conf("1.1.0", &socket);
     let id = unique_id();
     let ns_a = NetNs::create(&format!("porin-cni-{id}-a")).expect("netns a");
@@ -71,6 +79,17 @@ fn add_check_del_sequences_are_idempotent_and_leave_nothing_behind() {
     assert_eq!(
         endpoint_of(&list, "web").map(|e| e["container_id"].clone()),
         Some(json!("ctr-a"))
+    );
+
+    let labelled = common::wait_for(std::time::Duration::from_secs(10), || {
+        endpoint_of(&endpoints(&sandbox, &socket), "web")
+            .filter(|e| e["state"] == "ready" && e["labels"].to_string().contains("k8s:app=web"))
+            .cloned()
+    });
+    assert!(
+        labelled.is_some(),
+        "shop/web never got its Pod's labels: {:?}",
+        endpoints(&sandbox, &socket)
     );
 
     // CHECK with the ADD result passes; with another address it names the difference.
@@ -160,11 +179,19 @@ fn add_check_del_sequences_are_idempotent_and_leave_nothing_behind() {
         "DEL left {host_if} on the node:\n{node_links}"
     );
 
-    // Addresses went back to the pool: 3 pods re-added get 3 addresses again.
-    for round in 0..3 {
+    // ADD and DEL again, with results in older spec versions.
+    for (round, version) in ["0.3.1", "0.4.0", "1.0.0"].into_iter().enumerate() {
+        let old_conf = net_conf(version, &socket);
         let call = CniCall::for_pod("ADD", &format!("r{round}"), &path_a, "shop", "web");
-        call.run(&conf).ok("ADD in a round");
-        call.with("DEL").run(&conf).ok("DEL in a round");
+        let r = call.run(&old_conf).ok("ADD in a round").expect("result");
+        assert_eq!(r["cniVersion"], version, "{r}");
+        let ip_version = if version.starts_with("0.") {
+            json!("4")
+        } else {
+            Value::Null
+        };
+        assert_eq!(r["ips"][0]["version"], ip_version, "{r}");
+        call.with("DEL").run(&old_conf).ok("DEL in a round");
     }
     assert!(endpoints(&sandbox, &socket).is_empty());
 
