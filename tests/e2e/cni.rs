@@ -195,6 +195,47 @@ fn add_check_del_sequences_are_idempotent_and_leave_nothing_behind() {
     }
     assert!(endpoints(&sandbox, &socket).is_empty());
 
+    // A runtime starting many sandboxes at once: concurrent ADDs get distinct
+    // addresses, concurrent DELs leave nothing.
+    let spare: Vec<NetNs> = (0..8)
+        .map(|i| NetNs::create(&format!("porin-cni-{id}-p{i}")).expect("netns"))
+        .collect();
+    let calls: Vec<CniCall> = spare
+        .iter()
+        .enumerate()
+        .map(|(i, ns)| {
+            CniCall::for_pod(
+                "ADD",
+                &format!("p{i}"),
+                &ns.path().display().to_string(),
+                "shop",
+                &format!("par-{i}"),
+            )
+        })
+        .collect();
+    let addresses: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = calls
+            .iter()
+            .map(|call| s.spawn(|| call.run(&conf).ok("concurrent ADD").expect("result")))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| str_of(&h.join().expect("ADD thread")["ips"][0]["address"]).to_string())
+            .collect()
+    });
+    let distinct: std::collections::BTreeSet<&String> = addresses.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        calls.len(),
+        "concurrent ADDs shared addresses: {addresses:?}"
+    );
+    std::thread::scope(|s| {
+        for call in &calls {
+            s.spawn(|| call.with("DEL").run(&conf).ok("concurrent DEL"));
+        }
+    });
+    assert!(endpoints(&sandbox, &socket).is_empty());
+
     // STATUS: the agent is ready.
     run_raw(&[("CNI_COMMAND", "STATUS")], conf.to_string().as_bytes()).ok("STATUS");
     sandbox.down_and_check();
