@@ -12,7 +12,7 @@ use porin_observe::hubble_proto::flow::{
 use porin_observe::hubble_proto::observer::get_flows_response::ResponseTypes;
 use porin_observe::hubble_proto::observer::{GetFlowsRequest, GetFlowsResponse};
 use porin_observe::hubble_proto::relay::NodeState;
-use porin_observe::{HubbleAddress, format_compact};
+use porin_observe::{ClientTls, HubbleAddress, format_compact};
 use time_flag::parse_time;
 use tokio::sync::mpsc;
 
@@ -132,6 +132,22 @@ pub struct ObserveArgs {
     /// A Hubble API to read instead of the discovered agents': a unix socket or host:port.
     #[arg(long)]
     pub server: Option<String>,
+    /// Talk TLS to --server (host:port).
+    #[arg(long)]
+    pub tls: bool,
+    /// CA certificates (PEM) the server's certificate must chain to (repeatable, or
+    /// comma-separated; default: none, so give the CA of a private PKI).
+    #[arg(long, value_delimiter = ',', requires = "tls")]
+    pub tls_ca_cert_files: Vec<std::path::PathBuf>,
+    /// Client certificate (PEM) for servers that require one.
+    #[arg(long, requires_all = ["tls", "tls_client_key_file"])]
+    pub tls_client_cert_file: Option<std::path::PathBuf>,
+    /// The key of --tls-client-cert-file (PEM).
+    #[arg(long, requires_all = ["tls", "tls_client_cert_file"])]
+    pub tls_client_key_file: Option<std::path::PathBuf>,
+    /// The name expected in the server's certificate (default: the host dialled).
+    #[arg(long, requires = "tls")]
+    pub tls_server_name: Option<String>,
 }
 
 impl ObserveArgs {
@@ -314,9 +330,15 @@ pub async fn observe(targets: &[AgentTarget], args: &ObserveArgs) -> Result<()> 
             .collect(),
     };
     let request = args.request()?;
+    let tls = args.tls.then(|| ClientTls {
+        ca_files: args.tls_ca_cert_files.clone(),
+        cert_file: args.tls_client_cert_file.clone(),
+        key_file: args.tls_client_key_file.clone(),
+        server_name: args.tls_server_name.clone(),
+    });
     let (tx, mut rx) = mpsc::channel::<GetFlowsResponse>(1024);
     for server in servers {
-        let mut client = server.observer().await?;
+        let mut client = server.observer_with(tls.as_ref()).await?;
         let mut stream = client
             .get_flows(request.clone())
             .await

@@ -1,6 +1,7 @@
 //! `porin relay`: Hubble Relay over the agents' Hubble APIs.
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -8,7 +9,7 @@ use clap::Args;
 use porin_observe::relay::{
     DEFAULT_RELAY_ADDRESS, PeerSet, RelayService, SortOptions, follow_peer_service,
 };
-use porin_observe::{HubbleAddress, Listener, relay_router};
+use porin_observe::{ClientTls, HubbleAddress, Listener, ServerTls, relay_router};
 
 use super::discover;
 
@@ -34,6 +35,49 @@ pub struct RelayArgs {
     /// A flow waits at most this long in the reorder window (ms).
     #[arg(long, default_value_t = 1000)]
     pub sort_buffer_drain_timeout_ms: u64,
+    /// Serve TLS with this certificate (PEM); needs --tls-relay-server-key-file.
+    #[arg(long, requires = "tls_relay_server_key_file")]
+    pub tls_relay_server_cert_file: Option<PathBuf>,
+    /// The key of --tls-relay-server-cert-file (PEM).
+    #[arg(long, requires = "tls_relay_server_cert_file")]
+    pub tls_relay_server_key_file: Option<PathBuf>,
+    /// Require client certificates signed by these CAs (PEM; repeatable, or comma-separated).
+    #[arg(long, value_delimiter = ',', requires = "tls_relay_server_cert_file")]
+    pub tls_relay_client_ca_files: Vec<PathBuf>,
+    /// Reach agents on TCP over TLS, trusting these CAs (PEM; repeatable, or comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub tls_hubble_server_ca_files: Vec<PathBuf>,
+    /// Client certificate (PEM) presented to agents that require one.
+    #[arg(long, requires = "tls_hubble_client_key_file")]
+    pub tls_hubble_client_cert_file: Option<PathBuf>,
+    /// The key of --tls-hubble-client-cert-file (PEM).
+    #[arg(long, requires = "tls_hubble_client_cert_file")]
+    pub tls_hubble_client_key_file: Option<PathBuf>,
+    /// The name expected in agents' certificates (default: the host dialled).
+    #[arg(long)]
+    pub tls_hubble_server_name: Option<String>,
+}
+
+impl RelayArgs {
+    /// TLS of the relay's own listener.
+    fn server_tls(&self) -> Option<ServerTls> {
+        Some(ServerTls {
+            cert_file: self.tls_relay_server_cert_file.clone()?,
+            key_file: self.tls_relay_server_key_file.clone()?,
+            client_ca_files: self.tls_relay_client_ca_files.clone(),
+        })
+    }
+
+    /// TLS towards the agents: on when a CA or a client certificate is given.
+    fn hubble_tls(&self) -> Option<ClientTls> {
+        let tls = ClientTls {
+            ca_files: self.tls_hubble_server_ca_files.clone(),
+            cert_file: self.tls_hubble_client_cert_file.clone(),
+            key_file: self.tls_hubble_client_key_file.clone(),
+            server_name: self.tls_hubble_server_name.clone(),
+        };
+        (tls != ClientTls::default()).then_some(tls)
+    }
 }
 
 /// Agents named on the command line, else the sandbox's nodes (or the local agent).
@@ -60,7 +104,12 @@ fn static_peers(args: &RelayArgs) -> Result<Vec<(String, HubbleAddress)>> {
 /// Run the relay until killed.
 pub async fn run(args: &RelayArgs) -> Result<()> {
     let probe = Duration::from_millis(args.probe_interval_ms.max(10));
-    let peers = PeerSet::new(probe);
+    let hubble_tls = args.hubble_tls();
+    if let Some(tls) = &hubble_tls {
+        // Check the files now: a typo fails the command, not every connection later.
+        tls.config().context("porin relay --tls-hubble-*")?;
+    }
+    let peers = PeerSet::with_tls(probe, hubble_tls);
     for (name, address) in static_peers(args)? {
         peers.add(&name, address);
     }
@@ -86,6 +135,8 @@ pub async fn run(args: &RelayArgs) -> Result<()> {
         writeln!(out, "relay listening on {}", listener.local_address())?;
         out.flush()?;
     }
-    listener.serve(relay_router(relay)?).await?;
+    let router = relay_router(relay, args.server_tls().as_ref())
+        .context("porin relay --tls-relay-server-*")?;
+    listener.serve(router).await?;
     Ok(())
 }

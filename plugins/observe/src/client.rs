@@ -9,6 +9,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 
+use crate::tls::{ClientTls, TlsError};
+
 /// Where a Hubble server listens.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum HubbleAddress {
@@ -18,11 +20,19 @@ pub enum HubbleAddress {
 
 /// Why a Hubble server could not be reached.
 #[derive(Debug, thiserror::Error)]
-#[error("connecting to the Hubble API at {address}: {source}")]
-pub struct ConnectError {
-    pub address: HubbleAddress,
-    #[source]
-    pub source: tonic::transport::Error,
+pub enum ConnectError {
+    #[error("connecting to the Hubble API at {address}: {source}")]
+    Transport {
+        address: HubbleAddress,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    #[error("connecting to the Hubble API at {address}: {source}")]
+    Tls {
+        address: HubbleAddress,
+        #[source]
+        source: TlsError,
+    },
 }
 
 impl HubbleAddress {
@@ -42,7 +52,13 @@ impl HubbleAddress {
 
     /// A channel to the server, connected now.
     pub async fn channel(&self) -> Result<Channel, ConnectError> {
-        let err = |source| ConnectError {
+        self.channel_with(None).await
+    }
+
+    /// A channel to the server, connected now; over TLS when `tls` is given and the
+    /// server is on TCP (unix sockets are plaintext).
+    pub async fn channel_with(&self, tls: Option<&ClientTls>) -> Result<Channel, ConnectError> {
+        let err = |source| ConnectError::Transport {
             address: self.clone(),
             source,
         };
@@ -60,22 +76,53 @@ impl HubbleAddress {
                     .await
                     .map_err(err)
             }
-            HubbleAddress::Tcp(addr) => Endpoint::from_shared(format!("http://{addr}"))
-                .map_err(err)?
-                .connect()
-                .await
-                .map_err(err),
+            HubbleAddress::Tcp(addr) => {
+                let Some(tls) = tls else {
+                    return Endpoint::from_shared(format!("http://{addr}"))
+                        .map_err(err)?
+                        .connect()
+                        .await
+                        .map_err(err);
+                };
+                let config = tls.config().map_err(|source| ConnectError::Tls {
+                    address: self.clone(),
+                    source,
+                })?;
+                Endpoint::from_shared(format!("https://{addr}"))
+                    .map_err(err)?
+                    .tls_config(config)
+                    .map_err(err)?
+                    .connect()
+                    .await
+                    .map_err(err)
+            }
         }
     }
 
     /// An Observer client, connected now.
     pub async fn observer(&self) -> Result<ObserverClient<Channel>, ConnectError> {
-        Ok(ObserverClient::new(self.channel().await?))
+        self.observer_with(None).await
+    }
+
+    /// An Observer client, connected now (over TLS when `tls` is given).
+    pub async fn observer_with(
+        &self,
+        tls: Option<&ClientTls>,
+    ) -> Result<ObserverClient<Channel>, ConnectError> {
+        Ok(ObserverClient::new(self.channel_with(tls).await?))
     }
 
     /// A Peer client, connected now.
     pub async fn peer(&self) -> Result<PeerClient<Channel>, ConnectError> {
-        Ok(PeerClient::new(self.channel().await?))
+        self.peer_with(None).await
+    }
+
+    /// A Peer client, connected now (over TLS when `tls` is given).
+    pub async fn peer_with(
+        &self,
+        tls: Option<&ClientTls>,
+    ) -> Result<PeerClient<Channel>, ConnectError> {
+        Ok(PeerClient::new(self.channel_with(tls).await?))
     }
 }
 

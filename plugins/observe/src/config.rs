@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::MetricSpec;
 use crate::plugin::NAME;
+use crate::tls::ServerTls;
 
 /// Hubble socket file name inside the agent's `run_dir`.
 pub const HUBBLE_SOCKET_NAME: &str = "hubble.sock";
@@ -23,6 +24,7 @@ struct RawObserveConfig {
     wasm: Vec<WasmModuleConfig>,
     socket_path: Option<PathBuf>,
     listen_address: Option<String>,
+    tls: Option<ServerTls>,
     metrics_address: String,
 }
 
@@ -34,6 +36,7 @@ impl Default for RawObserveConfig {
             wasm: Vec::new(),
             socket_path: None,
             listen_address: None,
+            tls: None,
             metrics_address: DEFAULT_METRICS_ADDRESS.to_string(),
         }
     }
@@ -62,6 +65,9 @@ pub struct ObserveConfig {
     pub socket_path: Option<PathBuf>,
     /// Also serve the Hubble API on TCP, e.g. `":4244"`. Default: unset.
     pub listen_address: Option<String>,
+    /// TLS on `listen_address` (`[plugins.observe.tls]`: `cert_file`, `key_file`,
+    /// `client_ca_files` for mutual TLS). Default: plaintext.
+    pub tls: Option<ServerTls>,
     /// Where `/metrics` is served when `metrics` is not empty; `":9965"` means
     /// every address. Default: `0.0.0.0:9965`.
     pub metrics_address: SocketAddr,
@@ -75,6 +81,7 @@ impl Default for ObserveConfig {
             wasm: Vec::new(),
             socket_path: None,
             listen_address: None,
+            tls: None,
             metrics_address: SocketAddr::from(([0, 0, 0, 0], 9965)),
         }
     }
@@ -118,6 +125,16 @@ impl ObserveConfig {
                 ));
             }
         }
+        if let Some(tls) = &raw.tls {
+            if raw.listen_address.is_none() {
+                return Err(invalid(
+                    "tls",
+                    "TLS applies to the TCP listener: set `listen_address` too".to_string(),
+                ));
+            }
+            // Read the files now: a bad path fails the configuration, not the listener.
+            tls.config().map_err(|e| invalid("tls", e.to_string()))?;
+        }
         let metrics_address = socket_addr(&raw.metrics_address).ok_or_else(|| {
             invalid(
                 "metrics_address",
@@ -131,6 +148,7 @@ impl ObserveConfig {
             wasm: raw.wasm,
             socket_path: raw.socket_path,
             listen_address: raw.listen_address,
+            tls: raw.tls,
         })
     }
 
@@ -239,6 +257,16 @@ max_label_values = 50
             ("metrics = [\"dns:foo=1\"]", "metrics[0]", "`foo`"),
             ("listen_address = \"4244\"", "listen_address", "`4244`"),
             ("metrics_address = \"9965\"", "metrics_address", "`9965`"),
+            (
+                "[tls]\ncert_file = \"/a.pem\"\nkey_file = \"/a.key\"",
+                "tls",
+                "`listen_address`",
+            ),
+            (
+                "listen_address = \":4244\"\n[tls]\ncert_file = \"/no/such.pem\"\nkey_file = \"/a.key\"",
+                "tls",
+                "/no/such.pem",
+            ),
             (
                 "[[wasm]]\nname = \"a\"\npath = \"/a\"\nkind = \"filtre\"",
                 "wasm[0].kind",

@@ -18,6 +18,7 @@ mod plugin;
 pub mod relay;
 pub mod ring;
 pub mod serve;
+pub mod tls;
 
 pub use client::HubbleAddress;
 pub use compact::format_compact;
@@ -33,3 +34,4 @@ pub use metrics::{HubbleMetrics, LostEvents};
 pub use plugin::ObservePlugin;
 pub use ring::FlowRing;
 pub use serve::{Listener, ServeError, agent_router, bind_unix, relay_router, serve_tcp};
+pub use tls::{ClientTls, ServerTls, TlsError};

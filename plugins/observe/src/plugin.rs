@@ -182,8 +182,9 @@ impl Plugin for ObservePlugin {
             }
         }));
         if let Some(listen) = self.config.listen_address.clone() {
+            let tls = self.config.tls.clone();
             self.tasks.push(runtime.spawn(async move {
-                if let Err(e) = serve_tcp(&listen, service).await {
+                if let Err(e) = serve_tcp(&listen, service, tls.as_ref()).await {
                     error!(plugin = NAME, error = %e, "Hubble API on TCP stopped");
                 }
             }));

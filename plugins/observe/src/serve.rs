@@ -15,6 +15,7 @@ use tracing::info;
 
 use crate::grpc::HubbleService;
 use crate::relay::RelayService;
+use crate::tls::{ServerTls, TlsError};
 
 /// Why the Hubble API could not be served.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +34,10 @@ pub enum ServeError {
     },
     #[error("building the gRPC reflection service from the Hubble descriptors: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("configuring TLS for the Hubble API: {source}")]
+    TlsConfig { source: tonic::transport::Error },
     #[error("serving the Hubble API on {on}: {source}")]
     Transport {
         on: String,
@@ -142,30 +147,44 @@ pub fn bind_unix(
     service: HubbleService,
 ) -> Result<impl Future<Output = Result<(), ServeError>> + use<>, ServeError> {
     let listener = Listener::bind_unix(path)?;
-    Ok(listener.serve(agent_router(service)?))
+    Ok(listener.serve(agent_router(service, None)?))
 }
 
-/// Serve the agent's API on `[host]:port` (`:4244` means every address).
-pub async fn serve_tcp(address: &str, service: HubbleService) -> Result<(), ServeError> {
+/// Serve the agent's API on `[host]:port` (`:4244` means every address), with TLS when
+/// `tls` is given.
+pub async fn serve_tcp(
+    address: &str,
+    service: HubbleService,
+    tls: Option<&ServerTls>,
+) -> Result<(), ServeError> {
     let addr = tcp_address(address)?;
-    Listener::bind(&addr.to_string())
-        .await?
-        .serve(agent_router(service)?)
-        .await
+    let router = agent_router(service, tls)?;
+    Listener::bind(&addr.to_string()).await?.serve(router).await
 }
 
 /// The agent's services: Observer, Peer and server reflection.
-pub fn agent_router(service: HubbleService) -> Result<Router, ServeError> {
+pub fn agent_router(service: HubbleService, tls: Option<&ServerTls>) -> Result<Router, ServeError> {
     with_reflection(
-        Server::builder()
+        builder(tls)?
             .add_service(ObserverServer::new(service.clone()))
             .add_service(PeerServer::new(service)),
     )
 }
 
 /// The relay's services: Observer and server reflection.
-pub fn relay_router(relay: RelayService) -> Result<Router, ServeError> {
-    with_reflection(Server::builder().add_service(ObserverServer::new(relay)))
+pub fn relay_router(relay: RelayService, tls: Option<&ServerTls>) -> Result<Router, ServeError> {
+    with_reflection(builder(tls)?.add_service(ObserverServer::new(relay)))
+}
+
+/// A server builder, with TLS when `tls` is given.
+fn builder(tls: Option<&ServerTls>) -> Result<Server, ServeError> {
+    let builder = Server::builder();
+    match tls {
+        None => Ok(builder),
+        Some(tls) => builder
+            .tls_config(tls.config()?)
+            .map_err(|source| ServeError::TlsConfig { source }),
+    }
 }
 
 /// gRPC server reflection, `grpc.reflection.v1` and `v1alpha` (grpcurl and

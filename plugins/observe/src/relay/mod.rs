@@ -26,7 +26,7 @@ pub const DEFAULT_RELAY_ADDRESS: &str = ":4245";
 /// dropped.
 pub async fn follow_peer_service(peers: Arc<PeerSet>, address: HubbleAddress, retry: Duration) {
     loop {
-        match address.peer().await {
+        match address.peer_with(peers.tls()).await {
             Ok(mut client) => match client.notify(NotifyRequest {}).await {
                 Ok(stream) => {
                     let mut stream = stream.into_inner();

@@ -17,6 +17,7 @@ use tonic::transport::Channel;
 use tracing::{info, warn};
 
 use crate::client::HubbleAddress;
+use crate::tls::ClientTls;
 
 /// A connected agent's Observer.
 pub type AgentClient = ObserverClient<Channel>;
@@ -44,6 +45,8 @@ pub struct PeerSet {
     peers: Mutex<BTreeMap<String, Peer>>,
     changes: broadcast::Sender<PeerChange>,
     probe_interval: Duration,
+    /// TLS towards agents on TCP (none: plaintext).
+    tls: Option<ClientTls>,
 }
 
 #[derive(Debug)]
@@ -63,11 +66,22 @@ impl Drop for Peer {
 
 impl PeerSet {
     pub fn new(probe_interval: Duration) -> Arc<Self> {
+        Self::with_tls(probe_interval, None)
+    }
+
+    /// A set whose connections to agents on TCP use `tls`.
+    pub fn with_tls(probe_interval: Duration, tls: Option<ClientTls>) -> Arc<Self> {
         Arc::new(Self {
             peers: Mutex::new(BTreeMap::new()),
             changes: broadcast::channel(256).0,
             probe_interval,
+            tls,
         })
+    }
+
+    /// The TLS settings towards agents.
+    pub fn tls(&self) -> Option<&ClientTls> {
+        self.tls.as_ref()
     }
 
     fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Peer>> {
@@ -213,7 +227,7 @@ async fn probe(
         let interval = peers.probe_interval;
         let checked = match client.take() {
             Some(c) => check(c, interval).await,
-            None => match address.observer().await {
+            None => match address.observer_with(peers.tls()).await {
                 Ok(c) => check(c, interval).await,
                 Err(e) => Err(e.to_string()),
             },
