@@ -421,10 +421,19 @@ impl Agent {
             return;
         };
         let annotations = lock(&self.node_annotations).clone();
+        let cilium_node = crate::state::CiliumNode::for_agent(
+            &self.config.node_name,
+            pod_cidr,
+            node_ip,
+            annotations.clone(),
+        );
         let node =
             super::api_impl::node_object(&self.config.node_name, pod_cidr, node_ip, annotations);
         if let Err(e) = self.datastore.publish(node).await {
             warn!(error = %e, "publishing this node");
+        }
+        if let Err(e) = self.datastore.publish(cilium_node.into()).await {
+            warn!(error = %e, "publishing this node's CiliumNode");
         }
     }
 
