@@ -221,7 +221,16 @@ enabled = true
     let mut served = 0;
     while started.elapsed() < SYNC_TIMEOUT {
         if let Ok(status) = client.plugin_status("lb").await {
-            served = status["services"].as_array().map_or(0, Vec::len);
+            // Served: in the maps with both backends and no programming error.
+            served = status["services"].as_array().map_or(0, |services| {
+                services
+                    .iter()
+                    .filter(|s| {
+                        s.get("error").is_none()
+                            && s["backends"].as_array().is_some_and(|b| b.len() == 2)
+                    })
+                    .count()
+            });
             if served >= SERVICE_COUNT {
                 break;
             }
