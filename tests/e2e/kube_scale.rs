@@ -135,6 +135,15 @@ impl Drop for Agent {
     }
 }
 
+/// The agent's bpffs pin directory, removed even when the test fails.
+struct PinDir(String);
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
 }
@@ -165,6 +174,7 @@ async fn agent_memory_with_1000_pods_and_10000_services() {
         ),
     );
     let pin_root = format!("/sys/fs/bpf/{name}");
+    let _pins = PinDir(pin_root.clone());
     let run_dir = dir.path().join("run");
     let config = dir.path().join("porin.toml");
     write(
@@ -265,5 +275,4 @@ enabled = true
 
     drop(agent);
     stop_server.cancel();
-    let _ = std::fs::remove_dir_all(&pin_root);
 }
