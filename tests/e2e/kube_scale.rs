@@ -224,6 +224,18 @@ enabled = true
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let empty_rss_mib = status_kib(pid, "VmRSS:") / 1024;
+    // The agent wrote its own CiliumNode (and only its own objects).
+    let own = api
+        .get("/apis/cilium.io/v2/ciliumnodes", "", "scale-node")
+        .expect("the agent publishes its CiliumNode");
+    assert_eq!(own["spec"]["ipam"]["podCIDRs"][0], "10.250.0.0/24", "{own}");
+    assert_eq!(own["spec"]["addresses"][0]["ip"], "127.0.0.1", "{own}");
+    let written: Vec<String> = api.state().collections.keys().cloned().collect();
+    assert_eq!(
+        written,
+        ["/api/v1/nodes", "/apis/cilium.io/v2/ciliumnodes"],
+        "an agent with no pods writes its Node and CiliumNode only"
+    );
 
     // The whole cluster arrives through the watch.
     let started = Instant::now();
