@@ -87,6 +87,8 @@ static __always_inline int handle_pod_packet(struct __sk_buff *skb, __u8 directi
 
 	metrics_update(PORIN_REASON_FORWARDED, direction, skb->len);
 	ev.is_reply = ct.is_reply;
+	if (CFG_ENABLE_WIREGUARD && (ct.created || ct.new_flags))
+		ev.flags = encrypt_flow_flags(skb, &p, direction, lb.active ? lb.backend_addr : 0);
 	if (ct.created) {
 		ev.type = PORIN_EVENT_NEW_CONN;
 		emit_event(skb, &p, &ev);

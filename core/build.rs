@@ -47,6 +47,7 @@ const LAYOUT: &[(&str, &[&str])] = &[
             "icmp_type",
             "icmp_code",
             "is_reply",
+            "flags",
             "pad",
             "sport",
             "dport",

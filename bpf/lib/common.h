@@ -30,6 +30,9 @@
 #define PORIN_EVENT_TCP_FLAGS 2 /* SYN/FIN/RST seen for the first time in a direction */
 #define PORIN_EVENT_DROP 3      /* every drop */
 
+/* Flags of a flow event. */
+#define PORIN_EVENT_F_ENCRYPTED 0x01 /* the packet crossed (or is routed into) the WireGuard tunnel */
+
 /* Reserved identities (Cilium's numbering). */
 #define PORIN_IDENTITY_WORLD 2
 
@@ -79,7 +82,8 @@ struct porin_flow_event {
 	__u8 icmp_type;
 	__u8 icmp_code;
 	__u8 is_reply;
-	__u8 pad[2];
+	__u8 flags; /* PORIN_EVENT_F_* */
+	__u8 pad;
 	__u16 sport; /* host byte order */
 	__u16 dport;
 	__u32 ifindex;
@@ -238,9 +242,9 @@ struct porin_policy_value {
 	__u8 pad[3];
 };
 
-/* Encryption strict mode (written by the encryption plugin): the pod CIDR of every other
- * node -> the ifindex of the WireGuard device its traffic must leave through (0 while the
- * device is down: everything to that CIDR is dropped). LPM trie key, IPv4. */
+/* Encryption tunnel map (written by the encryption plugin): the pod CIDR of every other
+ * node -> the ifindex of the WireGuard device its traffic leaves through (0 while the
+ * device is down: in strict mode everything to that CIDR is dropped). LPM trie key, IPv4. */
 struct porin_encrypt_key {
 	__u32 prefixlen;
 	__u32 addr; /* network byte order */

@@ -23,7 +23,8 @@ volatile const __u32 CFG_ENABLE_POLICY = 0;
 /*
  * Switches of plugins whose datapath parts land later. They are defined now so
  * every plugin's contribution loads today; the code they gate comes with the
- * plugin (load balancing, policy audit). CFG_ENCRYPTION_STRICT gates lib/encrypt.h.
+ * plugin (load balancing, policy audit). CFG_ENABLE_WIREGUARD (flows marked encrypted) and
+ * CFG_ENCRYPTION_STRICT (drops) gate lib/encrypt.h.
  */
 volatile const __u32 CFG_ENABLE_LB = 0;
 volatile const __u32 CFG_ENABLE_SOCKET_LB = 0;

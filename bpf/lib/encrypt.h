@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * Encryption strict mode (CFG_ENCRYPTION_STRICT, encryption plugin): a pod's packet to
+ * Encryption in the pod program (encryption plugin). Flows that crossed the tunnel are
+ * marked encrypted (CFG_ENABLE_WIREGUARD). Strict mode (CFG_ENCRYPTION_STRICT): a pod's packet to
  * another node's pod CIDR must leave this node through the WireGuard device. The plugin
  * keeps every other node's pod CIDR in porin_encrypt with the device's ifindex; the
  * program asks the FIB where the packet would go (as the kernel will route it after the
@@ -20,28 +21,27 @@
 
 #define ENCRYPT_AF_INET 2
 
-/* 0, or DROP_UNENCRYPTED. `dst_override` (network order) replaces the destination when
- * load balancing already chose a backend. */
-static __always_inline int encrypt_strict_check(struct __sk_buff *skb, const struct pkt_info *p,
-						__u32 dst_override)
+/* Where a packet of a local pod to `dst` (network order) is routed: ENCRYPT_NOT_REMOTE when
+ * dst is not another node's pod, ENCRYPT_VIA_TUNNEL when the FIB sends it into the
+ * WireGuard device, ENCRYPT_IN_CLEAR otherwise (no peer key: core's plain underlay route;
+ * the device down; a route added by hand). */
+#define ENCRYPT_NOT_REMOTE 0
+#define ENCRYPT_VIA_TUNNEL 1
+#define ENCRYPT_IN_CLEAR 2
+
+static __always_inline int encrypt_route_of(struct __sk_buff *skb, const struct pkt_info *p,
+					    __u32 dst)
 {
-	struct porin_encrypt_key key = { .prefixlen = 32 };
+	struct porin_encrypt_key key = { .prefixlen = 32, .addr = dst };
 	struct bpf_fib_lookup fib = {};
 	__u32 *tunnel_ifindex;
-	__u32 src, dst;
+	__u32 src;
 	long rc;
 
-	if (p->family != PORIN_FAMILY_IPV4)
-		return 0;
-	__builtin_memcpy(&src, p->saddr, 4);
-	__builtin_memcpy(&dst, p->daddr, 4);
-	if (dst_override)
-		dst = dst_override;
-	key.addr = dst;
 	tunnel_ifindex = bpf_map_lookup_elem(&porin_encrypt, &key);
 	if (!tunnel_ifindex)
-		return 0; /* not another node's pod: not ours to judge */
-
+		return ENCRYPT_NOT_REMOTE;
+	__builtin_memcpy(&src, p->saddr, 4);
 	fib.family = ENCRYPT_AF_INET;
 	fib.l4_protocol = p->l4_proto;
 	fib.ifindex = skb->ifindex;
@@ -49,6 +49,53 @@ static __always_inline int encrypt_strict_check(struct __sk_buff *skb, const str
 	fib.ipv4_dst = dst;
 	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_SKIP_NEIGH);
 	if (rc == BPF_FIB_LKUP_RET_SUCCESS && *tunnel_ifindex && fib.ifindex == *tunnel_ifindex)
+		return ENCRYPT_VIA_TUNNEL;
+	return ENCRYPT_IN_CLEAR;
+}
+
+/* The destination of a pod's packet, network order: `dst_override` (the backend load
+ * balancing chose) or the packet's own. */
+static __always_inline __u32 encrypt_dst_of(const struct pkt_info *p, __u32 dst_override)
+{
+	__u32 dst;
+
+	if (dst_override)
+		return dst_override;
+	__builtin_memcpy(&dst, p->daddr, 4);
+	return dst;
+}
+
+/* 0, or DROP_UNENCRYPTED. `dst_override` (network order) replaces the destination when
+ * load balancing already chose a backend. */
+static __always_inline int encrypt_strict_check(struct __sk_buff *skb, const struct pkt_info *p,
+						__u32 dst_override)
+{
+	if (p->family != PORIN_FAMILY_IPV4)
 		return 0;
-	return DROP_UNENCRYPTED;
+	if (encrypt_route_of(skb, p, encrypt_dst_of(p, dst_override)) == ENCRYPT_IN_CLEAR)
+		return DROP_UNENCRYPTED;
+	return 0;
+}
+
+/* PORIN_EVENT_F_ENCRYPTED when the packet crossed the tunnel: leaving a local pod, it is
+ * routed into the WireGuard device; entering one, it came from another node's pod CIDR
+ * through that device (the device wrote it, so the packet arrived encrypted). */
+static __always_inline __u8 encrypt_flow_flags(struct __sk_buff *skb, const struct pkt_info *p,
+					       __u8 direction, __u32 dst_override)
+{
+	struct porin_encrypt_key key = { .prefixlen = 32 };
+	__u32 *tunnel_ifindex;
+
+	if (p->family != PORIN_FAMILY_IPV4)
+		return 0;
+	if (direction == PORIN_DIR_EGRESS)
+		return encrypt_route_of(skb, p, encrypt_dst_of(p, dst_override)) ==
+				       ENCRYPT_VIA_TUNNEL
+			       ? PORIN_EVENT_F_ENCRYPTED
+			       : 0;
+	__builtin_memcpy(&key.addr, p->saddr, 4);
+	tunnel_ifindex = bpf_map_lookup_elem(&porin_encrypt, &key);
+	if (tunnel_ifindex && *tunnel_ifindex && skb->ingress_ifindex == *tunnel_ifindex)
+		return PORIN_EVENT_F_ENCRYPTED;
+	return 0;
 }

@@ -21,6 +21,7 @@ struct event_ctx {
 	__u8 drop_reason;
 	__u8 direction;
 	__u8 is_reply;
+	__u8 flags; /* PORIN_EVENT_F_* */
 };
 
 static __always_inline void emit_event(struct __sk_buff *skb, const struct pkt_info *p,
@@ -47,8 +48,8 @@ static __always_inline void emit_event(struct __sk_buff *skb, const struct pkt_i
 	ev->icmp_type = p->icmp_type;
 	ev->icmp_code = p->icmp_code;
 	ev->is_reply = ctx->is_reply;
-	ev->pad[0] = 0;
-	ev->pad[1] = 0;
+	ev->flags = ctx->flags;
+	ev->pad = 0;
 	ev->sport = p->sport;
 	ev->dport = p->dport;
 	ev->ifindex = skb->ifindex;

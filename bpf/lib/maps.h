@@ -142,7 +142,7 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } porin_policy SEC(".maps");
 
-/* Encryption strict mode: remote pod CIDR -> WireGuard device ifindex (__u32). */
+/* Encryption tunnel map: remote pod CIDR -> WireGuard device ifindex (__u32). */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(max_entries, PORIN_ENCRYPT_MAX_ENTRIES);

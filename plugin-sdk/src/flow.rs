@@ -65,5 +65,8 @@ pub struct DatapathEvent {
     /// Endpoint id of the pod the program is attached to.
     pub endpoint_id: u32,
     pub is_reply: bool,
+    /// The packet crossed the WireGuard tunnel between nodes (Hubble's `IP.encrypted`).
+    #[serde(default)]
+    pub encrypted: bool,
     pub packet_len: u32,
 }

@@ -138,7 +138,8 @@ enum ListCommand {
 
 /// Parse the command line, run the command, map the outcome to an exit code.
 pub fn run() -> ExitCode {
-    let cli = Cli::parse();
+    // `porin observe --not FLAG` is positional; folded into a hidden flag before parsing.
+    let cli = Cli::parse_from(observe::negate::fold_not(std::env::args_os()));
     let default_level = match &cli.command {
         // The agent's log level comes from its configuration; a configuration that
         // does not parse is reported by the agent itself.

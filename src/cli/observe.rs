@@ -1,13 +1,11 @@
 //! `porin observe`: flows from every agent's Hubble API, in Hubble's formats.
 //! Filtering happens on the server: the flags become `FlowFilter`s.
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, ValueEnum};
-use porin_observe::flow::{
-    MESSAGE_TYPE_DROP, MESSAGE_TYPE_TRACE, TRACE_FROM_LXC, TRACE_TO_LXC, timestamp,
-};
+use clap::{Args, Parser, ValueEnum};
+use porin_observe::flow::{MESSAGE_TYPE_DROP, MESSAGE_TYPE_TRACE, TRACE_FROM_LXC, TRACE_TO_LXC};
 use porin_observe::hubble_proto::flow::{
     EventTypeFilter, FlowFilter, IpVersion, TrafficDirection, Verdict,
 };
@@ -15,6 +13,7 @@ use porin_observe::hubble_proto::observer::get_flows_response::ResponseTypes;
 use porin_observe::hubble_proto::observer::{GetFlowsRequest, GetFlowsResponse};
 use porin_observe::hubble_proto::relay::NodeState;
 use porin_observe::{HubbleAddress, format_compact};
+use time_flag::parse_time;
 use tokio::sync::mpsc;
 
 use super::discover::AgentTarget;
@@ -36,9 +35,22 @@ pub struct ObserveArgs {
     /// Keep printing new flows.
     #[arg(short = 'f', long)]
     pub follow: bool,
-    /// Flows since this long ago (`30s`, `5m`, `2h`, `1d`).
+    /// Show the first N flows of each node's buffer (not with --last or --follow).
+    #[arg(long, conflicts_with_all = ["last", "follow"])]
+    pub first: Option<u64>,
+    /// Flows since this time: a duration ago (`30s`, `5m`, `2h`, `1d`) or RFC 3339.
     #[arg(long)]
     pub since: Option<String>,
+    /// Flows until this time: a duration ago (`30s`, `5m`, `2h`, `1d`) or RFC 3339.
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Exclude, rather than select, the flows the next filter flag matches
+    /// (`--not --namespace kube-system`); may be repeated.
+    #[arg(long = "not")]
+    pub not: bool,
+    /// The filter flags `--not` applies to (the command line is rewritten into these).
+    #[arg(long = "not-filter", hide = true)]
+    pub not_filter: Vec<String>,
     /// Only flows from or to this namespace.
     #[arg(short = 'n', long)]
     pub namespace: Option<String>,
@@ -125,28 +137,50 @@ pub struct ObserveArgs {
 impl ObserveArgs {
     /// The request the flags stand for.
     pub fn request(&self) -> Result<GetFlowsRequest> {
+        let now = SystemTime::now();
         let since = match &self.since {
-            Some(s) => Some(timestamp(
-                SystemTime::now()
-                    .checked_sub(parse_duration(s)?)
-                    .context("--since reaches before 1970")?,
-            )),
+            Some(s) => Some(parse_time("--since", s, now)?),
             None => None,
         };
-        let number = match (self.last, self.follow, since.is_some()) {
+        let until = match &self.until {
+            Some(u) => Some(parse_time("--until", u, now)?),
+            None => None,
+        };
+        if self.first.is_some() && (self.last.is_some() || self.follow) {
+            bail!("--first cannot be combined with --last or --follow");
+        }
+        let number = match (self.first.or(self.last), self.follow, since.is_some()) {
             (Some(n), _, _) => n,
             (None, true, _) | (None, _, true) => 0,
             (None, false, false) => 20,
         };
         Ok(GetFlowsRequest {
             number,
-            first: false,
+            first: self.first.is_some(),
             follow: self.follow,
-            blacklist: Vec::new(),
+            blacklist: self.blacklist()?,
             whitelist: self.whitelist()?,
             since,
-            until: None,
+            until,
         })
+    }
+
+    /// The filters of the flags after `--not`, all together (their fields AND'ed).
+    fn blacklist(&self) -> Result<Vec<FlowFilter>> {
+        if self.not_filter.is_empty() {
+            return Ok(Vec::new());
+        }
+        let line = negate::negated_command_line(&self.not_filter).map_err(anyhow::Error::msg)?;
+        let negated = NegatedFlags::try_parse_from(&line)
+            .map_err(|e| anyhow::anyhow!("--not {}: {}", self.not_filter.join(" "), e.kind()))?;
+        let filters = negated.args.whitelist()?;
+        if filters.is_empty() {
+            bail!(
+                "--not {}: not a filter flag (--not applies to --namespace, --pod, --verdict, ...)",
+                self.not_filter.join(" ")
+            );
+        }
+        Ok(filters)
     }
 
     /// Flags about both sides (`--namespace`, `--pod`, `--ip`, `--label`, `--port`,
@@ -262,22 +296,12 @@ fn event_type(text: &str) -> Result<EventTypeFilter> {
     })
 }
 
-fn parse_duration(text: &str) -> Result<Duration> {
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (n, unit) = text.split_at(split);
-    let n: u64 = n
-        .parse()
-        .with_context(|| format!("--since: `{text}` is not like 30s, 5m, 2h"))?;
-    let secs = match unit {
-        "s" | "" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
-        _ => bail!("--since: unknown unit in `{text}` (s, m, h, d)"),
-    };
-    Ok(Duration::from_secs(secs))
+/// The flags after `--not`, parsed on their own.
+#[derive(Debug, Parser)]
+#[command(name = "observe")]
+struct NegatedFlags {
+    #[command(flatten)]
+    args: ObserveArgs,
 }
 
 /// Print flows from all targets; returns when every server is done (or never with --follow).
@@ -360,6 +384,8 @@ fn print_response(response: &GetFlowsResponse, format: ObserveFormat) -> Result<
 
 #[cfg(test)]
 mod filter_table;
+pub mod negate;
+mod time_flag;
 
 #[cfg(test)]
 mod tests {

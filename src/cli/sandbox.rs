@@ -456,6 +456,7 @@ impl AgentControl for SandboxAgents {
             pod: pod.name.clone(),
             netns: pod_netns.display().to_string(),
             ifname: "eth0".to_string(),
+            container_id: None,
         };
         let info = self.runtime.block_on(client.add_endpoint(&request))?;
         Ok(info.ipv4)

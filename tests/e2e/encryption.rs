@@ -6,7 +6,8 @@
 //! WireGuard UDP between the node addresses and the page's marker never appears; inside
 //! the tunnel the page appears in clear. A same-node fetch never enters the tunnel.
 //! `porin encrypt status -o json` reports the peer with a recent handshake and bytes, and
-//! the agent's metrics endpoint the `porin_wireguard_*` metrics.
+//! the agent's metrics endpoint the `porin_wireguard_*` metrics. The cross-node flows are
+//! marked encrypted on both nodes, the same-node ones are not.
 
 //!
 //! Resilience: node-1's agent killed and restarted (its device adopted), node-1's key
@@ -112,6 +113,35 @@ fn cross_node_pod_traffic_is_wireguard_on_the_underlay_and_same_node_is_not() {
     assert!(
         !contains(&tunnel_raw, LOCAL_MARKER),
         "same-node traffic was tunnelled:\n{tunnel_text}"
+    );
+
+    // Flows: the cross-node connection is marked encrypted where it leaves node-2 and where
+    // it enters node-1 (Hubble's `IP.encrypted`); the same-node one is not.
+    let remote_ip = str_of(&sandbox.endpoint("sec/remote-client")["endpoint"]["ipv4"]).to_string();
+    let local_ip = str_of(&sandbox.endpoint("sec/local-client")["endpoint"]["ipv4"]).to_string();
+    let between = |f: &serde_json::Value, client: &str| {
+        str_of(&f["IP"]["source"]) == client && str_of(&f["IP"]["destination"]) == web_ip
+    };
+    let flows = wait_for(Duration::from_secs(10), || {
+        let flows = sandbox.flows(2000);
+        let encrypted_on = |node: &str| {
+            flows.iter().any(|f| {
+                f["node_name"] == node && between(f, &remote_ip) && f["IP"]["encrypted"] == true
+            })
+        };
+        (encrypted_on("node-1") && encrypted_on("node-2")).then_some(flows)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "cross-node flows not marked encrypted on both nodes: {:#?}",
+            sandbox.flows(2000)
+        )
+    });
+    let local: Vec<_> = flows.iter().filter(|f| between(f, &local_ip)).collect();
+    assert!(!local.is_empty(), "no same-node flow: {flows:#?}");
+    assert!(
+        local.iter().all(|f| f["IP"]["encrypted"] != true),
+        "same-node flow marked encrypted: {local:#?}"
     );
 
     // Status: node-2's peer node-1 with a recent handshake and bytes both ways.

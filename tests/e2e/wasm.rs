@@ -2,8 +2,8 @@
 //! `examples/wasm` (built by the test) changes what `porin observe` and the
 //! Hubble metrics show: the health-check filter hides a pod's health port, the
 //! team labeller adds `source_team`/`destination_team` to `hubble_*`, the C
-//! filter (hot-reloaded in place of the first one) keeps only drops, a broken
-//! replacement keeps it running, and the sampler (after a config change and
+//! filter (hot-reloaded in place of the first one) and its Rust twin (reloaded
+//! after it) keep only drops, a broken replacement keeps the last good one running, and the sampler (after a config change and
 //! an agent restart) keeps one forwarded flow in three.
 
 mod common;
@@ -106,6 +106,11 @@ fn to_port(flows: &[Value], port: u64) -> usize {
             f["l4"]["TCP"]["destination_port"] == port || f["l4"]["TCP"]["source_port"] == port
         })
         .count()
+}
+
+/// How many of `flows` are drops.
+fn dropped(flows: &[Value]) -> usize {
+    flows.iter().filter(|f| f["verdict"] == "DROPPED").count()
 }
 
 /// The observe plugin's WASM module `name` on node-1, from `porin plugins list -o json`.
@@ -235,7 +240,30 @@ fn examples_change_what_observe_and_metrics_show() {
         "forwarded flows after the reload are filtered out"
     );
 
-    // A broken replacement is refused; the C filter keeps running.
+    // Its Rust twin (the same filter written with the Rust SDK) replaces it: a new drop
+    // is shown, forwarded flows still are not.
+    let drops_before = dropped(&node1_flows(&sandbox));
+    replace(
+        &filter,
+        &std::fs::read(rust_example("keep-drops-dns-errors").expect("build")).expect("read"),
+    );
+    wait_for(Duration::from_secs(10), || {
+        (module(&sandbox, "filter")["reloads"] == 2).then_some(())
+    })
+    .expect("the agent reloaded the Rust filter");
+    curl(&sandbox, &web, 8080);
+    send_truncated(&sandbox, &web);
+    wait_for(Duration::from_secs(10), || {
+        (dropped(&node1_flows(&sandbox)) > drops_before).then_some(())
+    })
+    .expect("the Rust filter shows the new drop");
+    assert_eq!(
+        to_port(&node1_flows(&sandbox), 8080),
+        before,
+        "the Rust filter filters forwarded flows out"
+    );
+
+    // A broken replacement is refused; the Rust filter keeps running.
     replace(&filter, b"this is not WebAssembly");
     let refused = wait_for(Duration::from_secs(10), || {
         let m = module(&sandbox, "filter");

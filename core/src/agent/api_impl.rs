@@ -115,8 +115,16 @@ impl AgentApi for Agent {
         validate(&request)?;
         let key = format!("{}/{}", request.namespace, request.pod);
         let mut endpoints = lock(&self.endpoints);
-        if let Some(existing) = endpoints.get(&request.namespace, &request.pod) {
+        if let Some(existing) = endpoints.get_mut(&request.namespace, &request.pod) {
             if existing.netns == request.netns && links::link_exists(&existing.host_ifname) {
+                if request.container_id.is_some() && existing.container_id != request.container_id {
+                    existing.container_id.clone_from(&request.container_id);
+                    let info = existing.info();
+                    if let Err(e) = endpoints.persist() {
+                        warn!(error = %e, "writing the endpoint record");
+                    }
+                    return Ok(info);
+                }
                 return Ok(existing.info());
             }
             // The pod got a new namespace (sandbox restarted it): start over.
@@ -192,6 +200,7 @@ impl AgentApi for Agent {
             identity,
             labels: label_strings,
             state,
+            container_id: request.container_id.clone(),
         };
         endpoints.insert(record.clone());
         if let Err(e) = endpoints.persist() {
@@ -216,10 +225,25 @@ impl AgentApi for Agent {
             .map_or_else(|| record.info(), EndpointRecord::info))
     }
 
-    fn delete_endpoint(&self, namespace: &str, pod: &str) -> Result<(), ApiError> {
+    fn delete_endpoint(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container_id: Option<&str>,
+    ) -> Result<(), ApiError> {
         let key = format!("{namespace}/{pod}");
         let record = {
             let mut endpoints = lock(&self.endpoints);
+            let owner = endpoints
+                .get(namespace, pod)
+                .and_then(|e| e.container_id.as_deref());
+            if let (Some(asked), Some(own)) = (container_id, owner)
+                && own != asked
+            {
+                // A DEL for an older sandbox of the pod: the current one stays.
+                info!(endpoint = %key, container = asked, owner = own, "endpoint belongs to another container; nothing to delete");
+                return Ok(());
+            }
             let Some(mut record) = endpoints.remove(namespace, pod) else {
                 // DEL of an unknown endpoint succeeds, as CNI requires.
                 return Ok(());
@@ -382,6 +406,7 @@ pub fn to_sdk_event(e: &datapath::abi::FlowEvent) -> DatapathEvent {
         dst_identity: e.dst_identity,
         endpoint_id: e.endpoint_id,
         is_reply: e.is_reply,
+        encrypted: e.encrypted,
         packet_len: e.pkt_len,
     }
 }

@@ -28,6 +28,9 @@ pub struct EndpointRecord {
     pub identity: u32,
     pub labels: Vec<String>,
     pub state: EndpointState,
+    /// CNI_CONTAINERID of the sandbox the endpoint was made for (CNI-made endpoints).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
 }
 
 impl EndpointRecord {
@@ -44,6 +47,7 @@ impl EndpointRecord {
             labels: self.labels.clone(),
             state: self.state,
             netns: self.netns.clone(),
+            container_id: self.container_id.clone(),
         }
     }
 }
@@ -214,6 +218,7 @@ mod tests {
             identity: 300,
             labels: vec![],
             state: EndpointState::Ready,
+            container_id: None,
         }
     }
 

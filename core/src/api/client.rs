@@ -73,6 +73,20 @@ impl AgentClient {
             .map(|_| ())
     }
 
+    /// Delete a pod's endpoint only if it was made for `container_id` (CNI DEL).
+    pub async fn delete_container_endpoint(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container_id: &str,
+    ) -> Result<(), ApiError> {
+        let query = url_query_value(container_id);
+        let uri = format!("/v1/endpoints/{namespace}/{pod}?container_id={query}");
+        self.raw(Method::DELETE, &uri, None::<&()>)
+            .await
+            .map(|_| ())
+    }
+
     async fn call<T: DeserializeOwned, B: Serialize>(
         &self,
         method: Method,
@@ -152,4 +166,18 @@ impl AgentClient {
             .await
             .map_err(|_| http_err(format!("no answer within {:?}", self.timeout)))?
     }
+}
+
+/// Percent-encode a query value (container ids are `[A-Za-z0-9_.-]` by the CNI spec,
+/// but a malformed one must still make a valid URI).
+fn url_query_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }

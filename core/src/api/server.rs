@@ -4,7 +4,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use axum::extract::{Path as UrlPath, State};
+use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
@@ -13,8 +13,8 @@ use tokio::net::UnixListener;
 use tracing::{info, warn};
 
 use super::{
-    AddEndpointRequest, ApiError, EndpointInfo, ErrorBody, IdentityInfo, PluginStatus,
-    StatusResponse,
+    AddEndpointRequest, ApiError, DeleteEndpointQuery, EndpointInfo, ErrorBody, IdentityInfo,
+    PluginStatus, StatusResponse,
 };
 
 /// What the agent exposes through its API. Implemented by the agent; the server
@@ -28,7 +28,13 @@ pub trait AgentApi: Send + Sync + 'static {
     /// A running plugin's own status document (`None`: not running or nothing to report).
     fn plugin_status(&self, name: &str) -> Option<serde_json::Value>;
     fn add_endpoint(&self, request: AddEndpointRequest) -> Result<EndpointInfo, ApiError>;
-    fn delete_endpoint(&self, namespace: &str, pod: &str) -> Result<(), ApiError>;
+    /// Delete a pod's endpoint; with `container_id`, only if it was made for that container.
+    fn delete_endpoint(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container_id: Option<&str>,
+    ) -> Result<(), ApiError>;
 }
 
 type Api = Arc<dyn AgentApi>;
@@ -109,8 +115,12 @@ async fn add_endpoint(State(api): State<Api>, Json(request): Json<AddEndpointReq
 async fn delete_endpoint(
     State(api): State<Api>,
     UrlPath((namespace, pod)): UrlPath<(String, String)>,
+    Query(query): Query<DeleteEndpointQuery>,
 ) -> Response {
-    let result = tokio::task::spawn_blocking(move || api.delete_endpoint(&namespace, &pod)).await;
+    let result = tokio::task::spawn_blocking(move || {
+        api.delete_endpoint(&namespace, &pod, query.container_id.as_deref())
+    })
+    .await;
     match result {
         Ok(Ok(())) => StatusCode::NO_CONTENT.into_response(),
         Ok(Err(e)) => error_response(&e),

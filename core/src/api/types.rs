@@ -95,6 +95,9 @@ pub struct EndpointInfo {
     pub state: EndpointState,
     /// The pod's network namespace.
     pub netns: String,
+    /// The container runtime's id of the pod sandbox, when a CNI plugin made the endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
 }
 
 /// `POST /v1/endpoints`: what a CNI ADD asks for.
@@ -107,6 +110,19 @@ pub struct AddEndpointRequest {
     /// Interface name inside the pod.
     #[serde(default = "default_pod_ifname")]
     pub ifname: String,
+    /// The container runtime's id of the pod sandbox (CNI_CONTAINERID), recorded so a
+    /// later DEL or GC of another sandbox of the same pod leaves this one alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
+}
+
+/// Query of `DELETE /v1/endpoints/{namespace}/{pod}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DeleteEndpointQuery {
+    /// Delete only when the endpoint belongs to this container (CNI DEL of an old
+    /// sandbox must not remove the pod's new one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
 }
 
 fn default_pod_ifname() -> String {

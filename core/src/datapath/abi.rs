@@ -17,6 +17,8 @@ pub const IDENTITY_WORLD: u32 = 2;
 pub const REASON_FORWARDED: u8 = 0;
 /// Metrics reason counting events lost because the ring buffer was full.
 pub const REASON_EVENT_LOST: u8 = 1;
+/// Flow event flag: the packet crossed the WireGuard tunnel (`PORIN_EVENT_F_ENCRYPTED`).
+pub const EVENT_FLAG_ENCRYPTED: u8 = 0x01;
 
 /// `struct porin_ct_key`. Ports are in host byte order.
 #[repr(C)]
@@ -57,7 +59,9 @@ pub struct RawFlowEvent {
     pub icmp_type: u8,
     pub icmp_code: u8,
     pub is_reply: u8,
-    pub pad: [u8; 2],
+    /// `PORIN_EVENT_F_*`.
+    pub flags: u8,
+    pub pad: u8,
     pub sport: u16,
     pub dport: u16,
     pub ifindex: u32,
@@ -424,6 +428,8 @@ pub struct FlowEvent {
     /// Local endpoint id from the endpoints map, 0 when unknown.
     pub endpoint_id: u32,
     pub is_reply: bool,
+    /// The packet crossed the WireGuard tunnel (`PORIN_EVENT_F_ENCRYPTED`).
+    pub encrypted: bool,
     pub pkt_len: u32,
     pub node_id: u32,
 }
@@ -501,6 +507,7 @@ impl TryFrom<&RawFlowEvent> for FlowEvent {
             dst_identity: raw.dst_identity,
             endpoint_id: raw.endpoint_id,
             is_reply: raw.is_reply != 0,
+            encrypted: raw.flags & EVENT_FLAG_ENCRYPTED != 0,
             pkt_len: raw.pkt_len,
             node_id: raw.node_id,
         })
@@ -555,7 +562,8 @@ mod tests {
             tcp_flags => c::PORIN_FLOW_EVENT__TCP_FLAGS,
             icmp_type => c::PORIN_FLOW_EVENT__ICMP_TYPE,
             icmp_code => c::PORIN_FLOW_EVENT__ICMP_CODE,
-            is_reply => c::PORIN_FLOW_EVENT__IS_REPLY, pad => c::PORIN_FLOW_EVENT__PAD,
+            is_reply => c::PORIN_FLOW_EVENT__IS_REPLY, flags => c::PORIN_FLOW_EVENT__FLAGS,
+            pad => c::PORIN_FLOW_EVENT__PAD,
             sport => c::PORIN_FLOW_EVENT__SPORT, dport => c::PORIN_FLOW_EVENT__DPORT,
             ifindex => c::PORIN_FLOW_EVENT__IFINDEX,
             src_identity => c::PORIN_FLOW_EVENT__SRC_IDENTITY,

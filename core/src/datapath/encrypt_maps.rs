@@ -1,4 +1,4 @@
-//! Typed handle on the encryption strict-mode map (`bpf/lib/maps.h`, `porin_encrypt`), for
+//! Typed handle on the encryption tunnel map (`bpf/lib/maps.h`, `porin_encrypt`), for
 //! the encryption plugin: every other node's pod CIDR -> the ifindex of the WireGuard
 //! device its pods' traffic must leave through (`bpf/lib/encrypt.h`). Opened from the pin.
 

@@ -20,8 +20,8 @@ pub enum WgError {
     /// A key is not 32 bytes of base64 (44 characters).
     #[error("invalid WireGuard key in {path}: {reason}")]
     BadKey { path: PathBuf, reason: String },
-    /// A datapath map (strict mode) could not be opened or written.
-    #[error("strict mode map: {0}")]
+    /// The tunnel map (`porin_encrypt`) could not be opened or written.
+    #[error("tunnel map porin_encrypt: {0}")]
     Datapath(String),
     /// A generic netlink exchange with the kernel's WireGuard failed.
     #[error("kernel WireGuard netlink {what}: {message}")]

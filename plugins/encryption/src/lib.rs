@@ -16,8 +16,8 @@ mod keys;
 mod metrics;
 mod peers;
 mod plugin;
-mod strict;
 mod supervisor;
+mod tunnel_map;
 mod userspace;
 
 pub use config::{EncryptionConfig, EncryptionType, Userspace};

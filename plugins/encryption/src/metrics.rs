@@ -20,8 +20,8 @@ pub enum ErrorReason {
     DeviceDown,
     /// Peers or routes could not be applied.
     Configure,
-    /// The strict-mode datapath map could not be written.
-    StrictMap,
+    /// The datapath map of remote pod CIDRs -> WireGuard device could not be written.
+    TunnelMap,
     /// `wg show dump` failed or could not be parsed.
     Status,
 }
@@ -31,7 +31,7 @@ impl ErrorReason {
         match self {
             Self::DeviceDown => "device_down",
             Self::Configure => "configure",
-            Self::StrictMap => "strict_map",
+            Self::TunnelMap => "tunnel_map",
             Self::Status => "status",
         }
     }
@@ -98,7 +98,7 @@ impl WgMetrics {
         );
         registry.register(
             "porin_wireguard_errors",
-            "Encryption plugin errors by reason (device_down, configure, strict_map, status)",
+            "Encryption plugin errors by reason (device_down, configure, tunnel_map, status)",
             self.errors.clone(),
         );
         registry.register(

@@ -21,8 +21,8 @@ use crate::metrics::{ErrorReason, WgMetrics};
 use crate::peers::{
     ENDPOINT_ANNOTATION, PUB_KEY_ANNOTATION, own_pod_cidr, remote_pod_cidrs, wanted_peers,
 };
-use crate::strict::StrictMode;
 use crate::supervisor::{Shared, lock, spawn_supervisor};
+use crate::tunnel_map::TunnelMap;
 
 /// The section name in `porin.toml`.
 pub const NAME: &str = "encryption";
@@ -94,11 +94,7 @@ impl Plugin for EncryptionPlugin {
                     value: u32::from(self.config.strict_mode),
                 },
             ],
-            maps: if self.config.strict_mode {
-                vec![MAP_ENCRYPT]
-            } else {
-                vec![]
-            },
+            maps: vec![MAP_ENCRYPT],
             devices: vec![],
         }
     }
@@ -117,17 +113,13 @@ impl Plugin for EncryptionPlugin {
             mtu: self.config.mtu.unwrap_or(UNDERLAY_MTU - WG_OVERHEAD),
             address,
         });
-        // Strict mode first: from here on nothing to another node's pods leaves in clear.
-        let strict = if self.config.strict_mode {
-            let mut strict =
-                StrictMode::open(&ctx.map_pin_path(MAP_ENCRYPT)).map_err(Self::start_err)?;
-            strict
-                .sync(&remote_pod_cidrs(&nodes, ctx.node_name()), device.name())
-                .map_err(Self::start_err)?;
-            Some(strict)
-        } else {
-            None
-        };
+        // The tunnel map first: in strict mode, from here on nothing to another node's pods
+        // leaves in clear.
+        let mut tunnel_map =
+            TunnelMap::open(&ctx.map_pin_path(MAP_ENCRYPT)).map_err(Self::start_err)?;
+        tunnel_map
+            .sync(&remote_pod_cidrs(&nodes, ctx.node_name()), device.name())
+            .map_err(Self::start_err)?;
         device.prefer_kernel();
         if !device.adopt().map_err(Self::start_err)? {
             device.ensure().map_err(Self::start_err)?;
@@ -136,7 +128,7 @@ impl Plugin for EncryptionPlugin {
             device,
             wanted: Vec::new(),
             remote_cidrs: remote_pod_cidrs(&nodes, ctx.node_name()),
-            strict,
+            tunnel_map,
             endpoint: None,
             last_error: None,
             metrics: self.metrics.clone(),
@@ -181,7 +173,7 @@ impl Plugin for EncryptionPlugin {
         let outcome = shared
             .device
             .apply(&wanted)
-            .and_then(|()| shared.sync_strict());
+            .and_then(|()| shared.sync_tunnel_map());
         match outcome {
             Ok(()) => {
                 shared.last_error = None;

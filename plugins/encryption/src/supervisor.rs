@@ -1,5 +1,5 @@
 //! The state the plugin and its supervisor thread share, and the supervisor: every second
-//! it restarts a dead device process and re-applies what it lost, points strict mode at
+//! it restarts a dead device process and re-applies what it lost, points the tunnel map at
 //! the device as it is, and feeds the metrics from the device's dump.
 
 use std::net::SocketAddr;
@@ -14,7 +14,7 @@ use tracing::{error, warn};
 use crate::device::Device;
 use crate::metrics::{ErrorReason, WgMetrics};
 use crate::peers::Peer;
-use crate::strict::StrictMode;
+use crate::tunnel_map::TunnelMap;
 
 /// How often the supervisor checks that the device process is alive.
 const SUPERVISE_EVERY: Duration = Duration::from_secs(1);
@@ -25,21 +25,19 @@ pub struct Shared {
     pub wanted: Vec<Peer>,
     /// Every other node's pod CIDR (strict mode guards them all).
     pub remote_cidrs: Vec<Ipv4Net>,
-    /// With `strict_mode`: the datapath map of what must leave through the device.
-    pub strict: Option<StrictMode>,
+    /// The datapath map of what leaves through the device (flows marked encrypted;
+    /// strict mode drops what would not).
+    pub tunnel_map: TunnelMap,
     pub endpoint: Option<SocketAddr>,
     pub last_error: Option<String>,
     pub metrics: WgMetrics,
 }
 
 impl Shared {
-    /// Point strict mode at the device as it is now (its ifindex changes when it is
-    /// remade; 0 while it is gone, which drops everything to remote pods).
-    pub fn sync_strict(&mut self) -> Result<(), crate::WgError> {
-        match self.strict.as_mut() {
-            Some(strict) => strict.sync(&self.remote_cidrs, self.device.name()),
-            None => Ok(()),
-        }
+    /// Point the tunnel map at the device as it is now (its ifindex changes when it is
+    /// remade; 0 while it is gone, which in strict mode drops everything to remote pods).
+    pub fn sync_tunnel_map(&mut self) -> Result<(), crate::WgError> {
+        self.tunnel_map.sync(&self.remote_cidrs, self.device.name())
     }
 }
 
@@ -47,14 +45,14 @@ pub fn lock(m: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// One supervisor pass: restart a dead device and re-apply what it lost, point strict mode
+/// One supervisor pass: restart a dead device and re-apply what it lost, point the tunnel map
 /// at the device as it is, and feed the metrics from its dump.
 fn supervise_once(state: &mut Shared) {
     let ensured = state.device.ensure();
     // Before re-applying routes: the remade device has a new ifindex.
-    if let Err(e) = state.sync_strict() {
-        error!(error = %e, "updating the strict mode map");
-        state.metrics.error(ErrorReason::StrictMap);
+    if let Err(e) = state.sync_tunnel_map() {
+        error!(error = %e, "updating the tunnel map");
+        state.metrics.error(ErrorReason::TunnelMap);
         state.last_error = Some(e.to_string());
     }
     match ensured {

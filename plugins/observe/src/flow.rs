@@ -177,7 +177,7 @@ pub fn assemble(
             } else {
                 pb::IpVersion::IPv6
             } as i32,
-            encrypted: false,
+            encrypted: event.encrypted,
         }),
         l4: l4(event),
         source: Some(side(source, event.src_identity)),
@@ -427,6 +427,7 @@ mod tests {
             dst_identity: 2,
             endpoint_id: 7,
             is_reply: false,
+            encrypted: false,
             packet_len: 60,
         }
     }

@@ -224,6 +224,7 @@ mod tests {
             dst_identity: 0,
             endpoint_id: 3,
             is_reply: false,
+            encrypted: false,
             packet_len: 52,
         }
     }

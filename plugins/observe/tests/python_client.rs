@@ -62,6 +62,7 @@ fn event(src: &str, dst: &str, verdict: Verdict) -> DatapathEvent {
         dst_identity: 0,
         endpoint_id: 1,
         is_reply: false,
+        encrypted: false,
         packet_len: 60,
     }
 }

@@ -6,6 +6,7 @@
 //! row must keep some flows and drop others, so a filter that ignores its flag
 //! fails. `--last` and `--since` run through the agent's GetFlows.
 
+use clap::Parser;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -91,6 +92,19 @@ fn rows(flows: &[Flow]) -> Vec<Row> {
     let pg2 = postgres_ip.clone();
     let pg3 = postgres_ip.clone();
     vec![
+        (
+            "--not --namespace ops",
+            args(|a| a.not_filter = vec!["--namespace=ops".into()]),
+            Box::new(|f| src(f).0 != "ops" && dst(f).0 != "ops"),
+        ),
+        (
+            "--from-namespace payments --not --to-port 5432",
+            args(|a| {
+                a.from_namespace = Some("payments".into());
+                a.not_filter = vec!["--to-port=5432".into()];
+            }),
+            Box::new(|f| src(f).0 == "payments" && ports(f).1 != 5432),
+        ),
         (
             "--namespace ops",
             args(|a| a.namespace = Some("ops".into())),
@@ -327,6 +341,66 @@ fn every_flag_keeps_exactly_its_flows() {
     }
 }
 
+/// The command line as a user types it: `--not` folded before clap parses it.
+#[test]
+fn not_on_the_command_line_negates_the_next_flag() {
+    let parse = |line: &[&str]| {
+        let folded = super::negate::fold_not(line.iter().map(std::ffi::OsString::from));
+        super::NegatedFlags::try_parse_from(folded)
+            .map(|n| n.args)
+            .map_err(|e| e.to_string())
+    };
+    let typed = parse(&[
+        "observe",
+        "--from-namespace",
+        "payments",
+        "--not",
+        "--to-port",
+        "5432",
+    ])
+    .expect("parses");
+    let built = args(|a| {
+        a.from_namespace = Some("payments".into());
+        a.not_filter = vec!["--to-port=5432".into()];
+    });
+    assert_eq!(
+        typed.request().expect("request"),
+        built.request().expect("request")
+    );
+    let both = parse(&[
+        "observe",
+        "--not",
+        "-n",
+        "ops",
+        "--not",
+        "--verdict=DROPPED",
+    ])
+    .expect("parses")
+    .request()
+    .expect("request");
+    assert!(both.whitelist.is_empty());
+    // One filter per side of --namespace, each also excluding drops (fields AND'ed).
+    assert_eq!(both.blacklist.len(), 2, "{:?}", both.blacklist);
+    assert!(both.blacklist.iter().all(|f| f.verdict == vec![2]));
+    for (line, part) in [
+        (
+            &["observe", "--not"][..],
+            "--not must be followed by a filter flag",
+        ),
+        (&["observe", "--not", "--follow"][..], "not a filter flag"),
+        (
+            &["observe", "--not", "--planet", "mars"][..],
+            "--not --planet=mars",
+        ),
+    ] {
+        let e = match parse(line) {
+            Ok(a) => a.request().map(|_| ()).expect_err(part).to_string(),
+            Err(e) => e,
+        };
+        assert!(e.contains(part), "{line:?}: {e}");
+    }
+}
+
 #[test]
 fn bad_flag_values_name_the_flag() {
     for (args, flag) in [
@@ -382,4 +456,33 @@ async fn last_and_since_select_the_newest() {
     // 10m30s ago: the flows of the last ten minutes, and the one at exactly now.
     assert_eq!(count(args(|a| a.since = Some("630s".into()))).await, 11);
     assert_eq!(count(args(|a| a.since = Some("1d".into()))).await, n);
+    // --until 630s: everything older than 10m30s; with --since 1230s (20m30s), the ten
+    // of minutes 11 to 20.
+    assert_eq!(count(args(|a| a.until = Some("630s".into()))).await, n - 11);
+    let window = args(|a| {
+        a.since = Some("1230s".into());
+        a.until = Some("630s".into());
+    });
+    assert_eq!(count(window).await, 10);
+    // --first 5: the oldest five, oldest first.
+    let first = args(|a| a.first = Some(5));
+    assert_eq!(count(first).await, 5);
+    let oldest = service
+        .get_flows(tonic::Request::new(
+            args(|a| a.first = Some(1)).request().expect("request"),
+        ))
+        .await
+        .expect("GetFlows")
+        .into_inner();
+    let oldest = {
+        use tokio_stream::StreamExt;
+        oldest.collect::<Vec<_>>().await
+    };
+    let age = |r: &Result<GetFlowsResponse, tonic::Status>| {
+        r.as_ref().ok().and_then(|r| r.time).map(|t| t.seconds)
+    };
+    assert_eq!(
+        age(&oldest[0]),
+        Some(timestamp(now - Duration::from_secs(60 * (n - 1) as u64)).seconds)
+    );
 }

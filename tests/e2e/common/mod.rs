@@ -32,6 +32,11 @@ impl TestSandbox {
     /// Like [`TestSandbox::up`], with `agent_config` appended to every node's porin.toml
     /// (`porin sandbox up --agent-config`), e.g. to enable a plugin.
     pub fn up_with(files: &[(&str, &str)], agent_config: Option<&str>) -> Self {
+        Self::up_with_nodes(files, agent_config, 2)
+    }
+
+    /// Like [`TestSandbox::up_with`], with `nodes` nodes (`porin sandbox up --nodes`).
+    pub fn up_with_nodes(files: &[(&str, &str)], agent_config: Option<&str>, nodes: usize) -> Self {
         assert_root();
         let state_dir = tempfile::Builder::new()
             .prefix("porin-e2e-")
@@ -47,7 +52,13 @@ impl TestSandbox {
             up: false,
         };
         let dir = sandbox.manifests.path().display().to_string();
-        let mut args = vec!["sandbox".to_string(), "up".to_string(), dir];
+        let mut args = vec![
+            "sandbox".to_string(),
+            "up".to_string(),
+            dir,
+            "--nodes".to_string(),
+            nodes.to_string(),
+        ];
         if let Some(text) = agent_config {
             let path = sandbox.state_dir.path().join("extra-agent-config.toml");
             std::fs::write(&path, text).expect("write agent config");

@@ -80,6 +80,7 @@ pub fn events(n: usize) -> Vec<DatapathEvent> {
                 dst_identity: 10_001,
                 endpoint_id: 1,
                 is_reply: false,
+                encrypted: false,
                 packet_len: 60,
             }
         })

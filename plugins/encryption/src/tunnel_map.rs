@@ -1,7 +1,8 @@
-//! Strict mode: the datapath drops pod traffic to another node's pods that would not leave
-//! through the WireGuard device (`bpf/lib/encrypt.h`, drop reason 195
-//! `UNENCRYPTED_TRAFFIC`). The plugin keeps `porin_encrypt` = every other node's pod CIDR
-//! -> the device's ifindex, rewritten whenever nodes change or the device is remade.
+//! The datapath's view of the tunnel: `porin_encrypt` = every other node's pod CIDR -> the
+//! WireGuard device's ifindex, rewritten whenever nodes change or the device is remade.
+//! The datapath (`bpf/lib/encrypt.h`) marks flows that crossed the device as encrypted
+//! (Hubble's `IP.encrypted`) and, in strict mode, drops pod traffic to another node's pods
+//! that would not leave through it (drop reason 195 `UNENCRYPTED_TRAFFIC`).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -11,12 +12,12 @@ use porin_core::datapath::EncryptMap;
 
 use crate::error::WgError;
 
-/// The strict-mode map and what was last written to it.
-pub struct StrictMode {
+/// The tunnel map.
+pub struct TunnelMap {
     map: EncryptMap,
 }
 
-impl StrictMode {
+impl TunnelMap {
     /// Opens the pinned `porin_encrypt`.
     pub fn open(pin: &Path) -> Result<Self, WgError> {
         let map = EncryptMap::open(pin).map_err(|e| WgError::Datapath(e.to_string()))?;
