@@ -204,6 +204,7 @@ fn endpoint(name: &str, ip: &str) -> CiliumEndpoint {
                 }],
             }),
             state: Some("ready".into()),
+            policy: None,
         }),
     }
 }

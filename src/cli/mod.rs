@@ -119,6 +119,10 @@ enum Command {
         #[command(subcommand)]
         command: sandbox::SandboxCommand,
     },
+    /// Print the CustomResourceDefinitions Porin uses (CiliumNode, CiliumEndpoint,
+    /// CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy) as YAML, generated from
+    /// the Rust types; `deploy/crds/porin-crds.yaml` is this output.
+    Crds,
 }
 
 #[derive(Debug, Subcommand)]
@@ -256,6 +260,10 @@ fn dispatch(command: Command) -> Result<bool> {
             Ok(true)
         }
         Command::Sandbox { command } => sandbox::run(command),
+        Command::Crds => {
+            print!("{}", porin_core::state::crds::to_yaml()?);
+            Ok(true)
+        }
         Command::Policy {
             command: policy::PolicyCommand::Get { output, target },
         } => {

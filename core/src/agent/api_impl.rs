@@ -340,6 +340,7 @@ pub(crate) fn cilium_endpoint(config: &AgentConfig, record: &EndpointRecord) -> 
                 }],
             }),
             state: Some(record.state.as_str().to_string()),
+            policy: None,
         }),
     })
 }

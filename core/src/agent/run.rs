@@ -421,10 +421,19 @@ impl Agent {
             return;
         };
         let annotations = lock(&self.node_annotations).clone();
+        let cilium_node = crate::state::CiliumNode::for_agent(
+            &self.config.node_name,
+            pod_cidr,
+            node_ip,
+            annotations.clone(),
+        );
         let node =
             super::api_impl::node_object(&self.config.node_name, pod_cidr, node_ip, annotations);
         if let Err(e) = self.datastore.publish(node).await {
             warn!(error = %e, "publishing this node");
+        }
+        if let Err(e) = self.datastore.publish(cilium_node.into()).await {
+            warn!(error = %e, "publishing this node's CiliumNode");
         }
     }
 
@@ -574,6 +583,13 @@ impl Agent {
         if self.refresh_node_annotations() {
             let annotations = lock(&self.node_annotations).clone();
             if let (Some(node_ip), Some(pod_cidr)) = (self.config.node_ip, self.config.pod_cidr) {
+                // The CiliumNode carries the same annotations (the WireGuard key).
+                let cilium_node = crate::state::CiliumNode::for_agent(
+                    &self.config.node_name,
+                    pod_cidr,
+                    node_ip,
+                    annotations.clone(),
+                );
                 let node = super::api_impl::node_object(
                     &self.config.node_name,
                     pod_cidr,
@@ -584,6 +600,9 @@ impl Agent {
                 self.runtime.spawn(async move {
                     if let Err(e) = datastore.publish(node).await {
                         warn!(error = %e, "republishing this node");
+                    }
+                    if let Err(e) = datastore.publish(cilium_node.into()).await {
+                        warn!(error = %e, "republishing this node's CiliumNode");
                     }
                 });
             }

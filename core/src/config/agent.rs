@@ -48,7 +48,7 @@ pub(crate) struct RawAgent {
 /// The agent's settings with every default applied.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AgentConfig {
-    /// This node's name. Default: the machine's hostname.
+    /// This node's name. Default: `$PORIN_NODE_NAME`, else the machine's hostname.
     pub node_name: String,
     /// `"kubernetes"` (default) or `"local"`.
     pub datastore: Datastore,
@@ -87,6 +87,8 @@ pub struct AgentConfig {
     pub log_level: String,
 }
 
+/// Environment variable naming the node when `node_name` is not set.
+pub const NODE_NAME_ENV: &str = "PORIN_NODE_NAME";
 /// Default agent API socket name inside `run_dir`.
 pub const API_SOCKET_NAME: &str = "agent.sock";
 /// Default metrics listener.
@@ -145,7 +147,12 @@ impl AgentConfig {
 }
 
 /// The machine's hostname, for the default `node_name`.
+/// The default node name: `PORIN_NODE_NAME` (the Helm chart sets it from the
+/// pod's `spec.nodeName`, which can differ from the hostname), else the hostname.
 pub(crate) fn hostname() -> String {
+    if let Some(name) = std::env::var(NODE_NAME_ENV).ok().filter(|s| !s.is_empty()) {
+        return name;
+    }
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|s| s.trim().to_string())

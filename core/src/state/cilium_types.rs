@@ -2,14 +2,18 @@
 //!
 //! The policy kinds keep their spec untyped (`serde_json::Value`): the policy
 //! plugin owns their schema. CiliumEndpoint is typed because the core reads it
-//! to learn remote pods' IPs and identities.
+//! to learn remote pods' IPs and identities. The policy kinds carry a typed
+//! `status` with conditions: an agent that cannot parse a policy says so there.
 
 use std::borrow::Cow;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::{ClusterResourceScope, NamespaceResourceScope};
+use schemars::JsonSchema;
 use serde::ser::SerializeStruct;
 use serde::{Deserialize, Serialize, Serializer};
+
+use super::cilium_node::CiliumNode;
 
 /// API group of the Cilium custom resources.
 pub const CILIUM_GROUP: &str = "cilium.io";
@@ -27,6 +31,8 @@ pub struct CiliumNetworkPolicy {
     pub spec: Option<serde_json::Value>,
     #[serde(default)]
     pub specs: Option<Vec<serde_json::Value>>,
+    #[serde(default)]
+    pub status: Option<PolicyStatus>,
 }
 
 /// `cilium.io/v2` CiliumClusterwideNetworkPolicy (cluster scoped).
@@ -38,6 +44,8 @@ pub struct CiliumClusterwideNetworkPolicy {
     pub spec: Option<serde_json::Value>,
     #[serde(default)]
     pub specs: Option<Vec<serde_json::Value>>,
+    #[serde(default)]
+    pub status: Option<PolicyStatus>,
 }
 
 /// `cilium.io/v2` CiliumEndpoint (namespaced, named like its pod).
@@ -49,8 +57,42 @@ pub struct CiliumEndpoint {
     pub status: Option<CiliumEndpointStatus>,
 }
 
+/// Status of a policy object: conditions, one per problem kind.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PolicyStatus {
+    /// A map keyed by `type` for server-side apply: setting one condition
+    /// leaves the others alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<PolicyCondition>,
+}
+
+/// Condition type set on a policy object: `True` when the spec parsed,
+/// `False` (with the parse error as message) when it did not (Cilium's name).
+pub const POLICY_CONDITION_VALID: &str = "Valid";
+
+/// One condition of a policy object, shaped like Kubernetes' `Condition`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyCondition {
+    /// The condition's type, e.g. [`POLICY_CONDITION_VALID`].
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    /// RFC 3339 time the status last changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<String>,
+    /// One CamelCase word, e.g. `ParseError`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// What is wrong, naming the field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
 /// Status of a [`CiliumEndpoint`]: what other agents need to reach the pod.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CiliumEndpointStatus {
     /// Endpoint id, local to the node that owns the endpoint.
@@ -63,10 +105,33 @@ pub struct CiliumEndpointStatus {
     /// Endpoint state, e.g. `ready`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
+    /// Whether policy is enforced on the endpoint, per direction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<EndpointPolicy>,
+}
+
+/// Policy enforcement of an endpoint (Cilium's `status.policy`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct EndpointPolicy {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<EndpointPolicyDirection>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<EndpointPolicyDirection>,
+}
+
+/// Policy enforcement in one direction.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct EndpointPolicyDirection {
+    /// True when some policy selects the endpoint in this direction (or
+    /// enforcement is `always`).
+    pub enforcing: bool,
+    /// `enforcing` or `non-enforcing`, for `kubectl get` columns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
 }
 
 /// Security identity of an endpoint.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct EndpointIdentity {
     pub id: i64,
     /// Labels in Cilium's `source:key=value` form.
@@ -75,7 +140,7 @@ pub struct EndpointIdentity {
 }
 
 /// Where an endpoint lives and which addresses it has.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct EndpointNetworking {
     /// IP of the node hosting the endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -85,7 +150,7 @@ pub struct EndpointNetworking {
 }
 
 /// One IPv4/IPv6 address pair of an endpoint.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct AddressPair {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipv4: Option<String>,
@@ -145,19 +210,25 @@ cilium_resource!(
     CiliumNetworkPolicy,
     NamespaceResourceScope,
     "ciliumnetworkpolicies",
-    [spec, specs]
+    [spec, specs, status]
 );
 cilium_resource!(
     CiliumClusterwideNetworkPolicy,
     ClusterResourceScope,
     "ciliumclusterwidenetworkpolicies",
-    [spec, specs]
+    [spec, specs, status]
 );
 cilium_resource!(
     CiliumEndpoint,
     NamespaceResourceScope,
     "ciliumendpoints",
     [status]
+);
+cilium_resource!(
+    CiliumNode,
+    ClusterResourceScope,
+    "ciliumnodes",
+    [spec, status]
 );
 
 #[cfg(test)]

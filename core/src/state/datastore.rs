@@ -13,7 +13,7 @@ use super::store::StateStore;
 /// A source of cluster state (a manifest directory, the API server).
 ///
 /// Every agent reads everything; each writes only its own node's objects:
-/// its `Node` and the `CiliumEndpoint`s of its pods, so other agents learn
+/// its `Node`, its `CiliumNode` and the `CiliumEndpoint`s of its pods, so other agents learn
 /// this node's pod IPs and identities.
 pub trait Datastore: Send + Sync + 'static {
     /// Short name for logs and `porin status` (`local`, `kubernetes`).
@@ -60,7 +60,7 @@ pub enum DatastoreError {
     #[error("connecting to the API server: {0}")]
     Client(#[source] Box<kube::Error>),
     #[error(
-        "node {node} cannot publish {key}: a node publishes only its own Node and CiliumEndpoints"
+        "node {node} cannot publish {key}: a node publishes only its own Node, CiliumNode and CiliumEndpoints"
     )]
     NotOwned { node: String, key: ObjectKey },
     #[error("cannot publish {key}: the local datastore has no runtime directory")]
@@ -69,11 +69,11 @@ pub enum DatastoreError {
     Task(#[from] tokio::task::JoinError),
 }
 
-/// Checks that `node` may publish `key`: its own Node, or any CiliumEndpoint
+/// Checks that `node` may publish `key`: its own Node or CiliumNode, or any CiliumEndpoint
 /// (the caller creates those only for pods it hosts).
 pub fn check_owned(node: &str, key: &ObjectKey) -> Result<(), DatastoreError> {
     match key.kind {
-        Kind::Node if key.name == node => Ok(()),
+        Kind::Node | Kind::CiliumNode if key.name == node => Ok(()),
         Kind::CiliumEndpoint if key.namespace.is_some() && !key.name.is_empty() => Ok(()),
         _ => Err(DatastoreError::NotOwned {
             node: node.to_owned(),

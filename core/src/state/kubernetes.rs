@@ -14,7 +14,7 @@ use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event, watcher};
 use kube::{Client, Resource};
@@ -23,10 +23,17 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::cilium_types::{CiliumClusterwideNetworkPolicy, CiliumEndpoint, CiliumNetworkPolicy};
+use super::cilium_node::CiliumNode;
+use super::cilium_types::{
+    CiliumClusterwideNetworkPolicy, CiliumEndpoint, CiliumNetworkPolicy, PolicyCondition,
+    PolicyStatus,
+};
 use super::datastore::{Datastore, DatastoreError, check_owned};
 use super::objects::{Kind, Object, ObjectKey};
 use super::store::{Issue, Severity, StateStore};
+
+/// How often a failing watch checks whether the API server answers again.
+const RECOVERY_PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Field manager of the agent's server-side applies.
 pub const FIELD_MANAGER: &str = "porin-agent";
@@ -112,7 +119,8 @@ impl Datastore for KubernetesDatastore {
                 NetworkPolicy => NetworkPolicy,
                 CiliumNetworkPolicy => CiliumNetworkPolicy,
                 CiliumClusterwideNetworkPolicy => CiliumClusterwideNetworkPolicy,
-                CiliumEndpoint => CiliumEndpoint
+                CiliumEndpoint => CiliumEndpoint,
+                CiliumNode => CiliumNode
             );
             while let Some(done) = tasks.join_next().await {
                 done?;
@@ -133,6 +141,19 @@ impl Datastore for KubernetesDatastore {
                     api.patch(&key.name, &params, &Patch::Apply(for_apply(&**cep)))
                         .await
                         .map_err(|e| Self::kube_error(&key, "server-side apply", e))?;
+                }
+                Object::CiliumNode(node) => {
+                    let api: Api<CiliumNode> = Api::all(self.client.clone());
+                    let applied = for_apply(&**node);
+                    api.patch(&key.name, &params, &Patch::Apply(&applied))
+                        .await
+                        .map_err(|e| Self::kube_error(&key, "server-side apply", e))?;
+                    // `status` is a subresource: the main apply does not write it.
+                    if applied.status.is_some() {
+                        api.patch_status(&key.name, &params, &Patch::Apply(&applied))
+                            .await
+                            .map_err(|e| Self::kube_error(&key, "status apply", e))?;
+                    }
                 }
                 Object::Node(node) => {
                     let api: Api<Node> = Api::all(self.client.clone());
@@ -156,12 +177,20 @@ impl Datastore for KubernetesDatastore {
         Box::pin(async move {
             check_owned(&self.node_name, &key)?;
             // Nodes belong to the kubelet: withdrawing one leaves it in place.
-            let (Kind::CiliumEndpoint, Some(namespace)) = (key.kind, key.namespace.as_deref())
-            else {
-                return Ok(());
+            let deleted = match (key.kind, key.namespace.as_deref()) {
+                (Kind::CiliumEndpoint, Some(namespace)) => {
+                    Api::<CiliumEndpoint>::namespaced(self.client.clone(), namespace)
+                        .delete(&key.name, &DeleteParams::default())
+                        .await
+                        .map(|_| ())
+                }
+                (Kind::CiliumNode, _) => Api::<CiliumNode>::all(self.client.clone())
+                    .delete(&key.name, &DeleteParams::default())
+                    .await
+                    .map(|_| ()),
+                _ => return Ok(()),
             };
-            let api: Api<CiliumEndpoint> = Api::namespaced(self.client.clone(), namespace);
-            match api.delete(&key.name, &DeleteParams::default()).await {
+            match deleted {
                 Ok(_) => {
                     debug!(%key, "withdrawn");
                     Ok(())
@@ -170,6 +199,61 @@ impl Datastore for KubernetesDatastore {
                 Err(e) => Err(Self::kube_error(&key, "delete", e)),
             }
         })
+    }
+}
+
+impl KubernetesDatastore {
+    /// Sets one condition in the `status` of a CiliumNetworkPolicy or
+    /// CiliumClusterwideNetworkPolicy (server-side apply of the status
+    /// subresource; conditions are a map keyed by type, so this replaces only
+    /// `condition.kind`). Every agent parses the same spec, so agents agree.
+    pub async fn set_policy_condition(
+        &self,
+        key: &ObjectKey,
+        condition: PolicyCondition,
+    ) -> Result<(), DatastoreError> {
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let status = Some(PolicyStatus {
+            conditions: vec![condition],
+        });
+        let mut meta = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            name: Some(key.name.clone()),
+            ..Default::default()
+        };
+        let result = match (key.kind, key.namespace.as_deref()) {
+            (Kind::CiliumNetworkPolicy, Some(namespace)) => {
+                meta.namespace = Some(namespace.to_owned());
+                let patch = CiliumNetworkPolicy {
+                    metadata: meta,
+                    status,
+                    ..Default::default()
+                };
+                Api::<CiliumNetworkPolicy>::namespaced(self.client.clone(), namespace)
+                    .patch_status(&key.name, &params, &Patch::Apply(&patch))
+                    .await
+                    .map(|_| ())
+            }
+            (Kind::CiliumClusterwideNetworkPolicy, _) => {
+                let patch = CiliumClusterwideNetworkPolicy {
+                    metadata: meta,
+                    status,
+                    ..Default::default()
+                };
+                Api::<CiliumClusterwideNetworkPolicy>::all(self.client.clone())
+                    .patch_status(&key.name, &params, &Patch::Apply(&patch))
+                    .await
+                    .map(|_| ())
+            }
+            _ => {
+                return Err(DatastoreError::NotOwned {
+                    node: self.node_name.clone(),
+                    key: key.clone(),
+                });
+            }
+        };
+        result.map_err(|e| Self::kube_error(key, "status apply", e))?;
+        debug!(%key, "policy condition set");
+        Ok(())
     }
 }
 
@@ -182,13 +266,27 @@ where
     Object: From<K>,
 {
     let source = source_id(kind);
+    let probe_api = api.clone();
     let mut events = pin!(watcher(api, watcher::Config::default()).default_backoff());
     let mut listing: Vec<Object> = Vec::new();
     let mut failing = false;
+    // A re-established watch yields nothing until the kind changes, so while
+    // failing a cheap probe (list, limit 1) tells when the API server answers
+    // again and the reported issue can go.
+    let mut probe = tokio::time::interval(RECOVERY_PROBE_INTERVAL);
+    probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let event = tokio::select! {
             _ = shutdown.cancelled() => return,
             event = events.next() => event,
+            _ = probe.tick(), if failing => {
+                if probe_api.list(&ListParams::default().limit(1)).await.is_ok() {
+                    info!(%kind, "API server answers again");
+                    failing = false;
+                    store.set_issues(&source, Vec::new());
+                }
+                continue;
+            }
         };
         let event = match event {
             Some(Ok(event)) => event,

@@ -3,9 +3,12 @@
 //! Datastores (`local` manifest directories, the `kubernetes` API server)
 //! feed a [`StateStore`]; the rest of the agent reads [`Snapshot`]s and
 //! subscribes to [`StateChange`]s. Every agent reads all objects but
-//! publishes only its own node's (its Node, its pods' CiliumEndpoints).
+//! publishes only its own node's (its Node and CiliumNode, its pods'
+//! CiliumEndpoints, its entries in policy status).
 
+pub mod cilium_node;
 pub mod cilium_types;
+pub mod crds;
 pub mod datastore;
 pub mod file_watch;
 pub mod kubernetes;
@@ -15,6 +18,7 @@ pub mod objects;
 pub mod snapshot;
 pub mod store;
 
+pub use cilium_node::CiliumNode;
 pub use cilium_types::{CiliumClusterwideNetworkPolicy, CiliumEndpoint, CiliumNetworkPolicy};
 pub use datastore::{Datastore, DatastoreError};
 

@@ -9,6 +9,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Serialize, Serializer};
 
+use super::cilium_node::CiliumNode;
 use super::cilium_types::{CiliumClusterwideNetworkPolicy, CiliumEndpoint, CiliumNetworkPolicy};
 
 /// Error of decoding one document into a typed object, with the field path.
@@ -130,6 +131,7 @@ kinds! {
     CiliumNetworkPolicy: CiliumNetworkPolicy, "cilium.io/v2", namespaced = true;
     CiliumClusterwideNetworkPolicy: CiliumClusterwideNetworkPolicy, "cilium.io/v2", namespaced = false;
     CiliumEndpoint: CiliumEndpoint, "cilium.io/v2", namespaced = true;
+    CiliumNode: CiliumNode, "cilium.io/v2", namespaced = false;
 }
 
 impl fmt::Display for Kind {

@@ -7,6 +7,7 @@ use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 
+use super::cilium_node::CiliumNode;
 use super::cilium_types::{CiliumClusterwideNetworkPolicy, CiliumEndpoint, CiliumNetworkPolicy};
 use super::objects::{Kind, Object, ObjectKey};
 
@@ -56,6 +57,7 @@ accessors! {
     CiliumNetworkPolicy: CiliumNetworkPolicy, cilium_network_policies, cilium_network_policy(namespace, name);
     CiliumClusterwideNetworkPolicy: CiliumClusterwideNetworkPolicy, clusterwide_policies, clusterwide_policy(name);
     CiliumEndpoint: CiliumEndpoint, cilium_endpoints, cilium_endpoint(namespace, name);
+    CiliumNode: CiliumNode, cilium_nodes, cilium_node(name);
 }
 
 impl Snapshot {
