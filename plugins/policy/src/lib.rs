@@ -8,6 +8,7 @@ pub mod enforce;
 pub mod model;
 pub mod parse;
 mod plugin;
+pub mod proxy;
 pub mod status;
 
 pub use config::{Enforcement, PolicyConfig};

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
-use porin_core::datapath::{MAP_POLICY, MAP_POLICY_EP, PolicyMaps};
+use porin_core::datapath::{MAP_POLICY, MAP_POLICY_EP, MAP_PROXY_REDIR, PolicyMaps};
 use porin_plugin_sdk::{
     CidrIdentity, DatapathContribution, Health, Plugin, PluginContext, PluginError,
     StateChangeSummary, Switch,
@@ -196,7 +196,7 @@ impl Plugin for PolicyPlugin {
                     value: u32::from(self.config.policy_audit_mode),
                 },
             ],
-            maps: vec![MAP_POLICY, MAP_POLICY_EP],
+            maps: vec![MAP_POLICY, MAP_POLICY_EP, MAP_PROXY_REDIR],
             devices: vec![],
         }
     }

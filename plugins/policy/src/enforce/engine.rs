@@ -335,7 +335,8 @@ impl Engine {
             } else {
                 POLICY_ALLOW
             },
-            pad: [0; 3],
+            pad: 0,
+            proxy_port: 0,
         };
         let ids: Vec<u32> = match (&self.selections[entry.selection].selected, only) {
             (_, Some(id)) => vec![id],
