@@ -16,6 +16,12 @@
  * Only the packet that opens a connection is decided (it writes the entry); later packets
  * of the same client tuple to the same destination follow the entry. Egress, IPv4, TCP
  * and UDP.
+ *
+ * Fallback while no proxy listens (the agent, which runs the proxies, is restarting):
+ * before each DNAT the program looks the proxy's socket up in the node's namespace
+ * (bpf_sk_lookup_tcp/udp). Without one the packet goes to its original destination,
+ * which the L3/L4 part of the same allow entry permits: lookups keep working, without
+ * name filtering and without learning new FQDN addresses until the proxy is back.
  */
 #pragma once
 
@@ -81,8 +87,30 @@ static __always_inline int proxy_record(const struct pkt_info *p, const struct l
 	return 0;
 }
 
+/* Whether a proxy socket for {CFG_NODE_IPV4, proxy_port} exists in the node's namespace. */
+static __always_inline int proxy_listening(struct __sk_buff *skb, const struct pkt_info *p,
+					   __u32 saddr, __u16 proxy_port)
+{
+	struct bpf_sock_tuple tuple = {};
+	struct bpf_sock *sk;
+
+	tuple.ipv4.saddr = saddr;
+	tuple.ipv4.sport = bpf_htons(p->sport);
+	tuple.ipv4.daddr = CFG_NODE_IPV4;
+	tuple.ipv4.dport = bpf_htons(proxy_port);
+	if (p->l4_proto == IPPROTO_TCP)
+		sk = bpf_sk_lookup_tcp(skb, &tuple, sizeof(tuple.ipv4), BPF_F_CURRENT_NETNS, 0);
+	else
+		sk = bpf_sk_lookup_udp(skb, &tuple, sizeof(tuple.ipv4), BPF_F_CURRENT_NETNS, 0);
+	if (!sk)
+		return 0;
+	bpf_sk_release(sk);
+	return 1;
+}
+
 /* Egress: DNATs a packet of a redirected connection to the node's proxy. Returns 1 when
- * redirected, 0 when not, or a negative drop reason. */
+ * redirected, 0 when not (no redirection, or no proxy listening: fallback), or a negative
+ * drop reason. */
 static __always_inline int proxy_redirect(struct __sk_buff *skb, struct pkt_info *p,
 					  const struct lb_xlate *lb)
 {
@@ -102,6 +130,8 @@ static __always_inline int proxy_redirect(struct __sk_buff *skb, struct pkt_info
 		return 0;
 	proxy_effective_dst(p, lb, &daddr, &dport);
 	if (v->orig_daddr != daddr || v->orig_dport != dport)
+		return 0;
+	if (!proxy_listening(skb, p, saddr, v->proxy_port))
 		return 0;
 	__builtin_memcpy(&wire_daddr, p->daddr, 4);
 	ret = lb_rewrite(skb, p, 0, wire_daddr, CFG_NODE_IPV4, p->dport, v->proxy_port);

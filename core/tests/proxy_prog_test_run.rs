@@ -27,13 +27,14 @@ const ACK: u8 = 0x10;
 
 const POD: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 const DNS: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
-const NODE: Ipv4Addr = Ipv4Addr::new(192, 168, 50, 1);
+/// The node IP: loopback, so that the test's own sockets stand for the proxies (the program
+/// looks the proxy's socket up in the namespace BPF_PROG_TEST_RUN runs in).
+const NODE: Ipv4Addr = Ipv4Addr::LOCALHOST;
 const EP_POD: u32 = 11;
 const EP_DNS: u32 = 12;
 const ID_POD: u32 = 1001;
 const ID_DNS: u32 = 1002;
 const EGRESS: u8 = 2;
-const PROXY_PORT: u16 = 10053;
 
 /// Ethernet + IPv4 + TCP/UDP; returns the frame and the L4 offset.
 fn packet(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, sport: u16, dport: u16, flags: u8) -> Vec<u8> {
@@ -159,8 +160,10 @@ impl Drop for Fixture {
 
 #[test]
 fn udp_query_is_steered_to_the_proxy_and_its_reply_comes_from_the_original_server() {
+    let proxy = std::net::UdpSocket::bind((NODE, 0)).expect("proxy socket");
+    let proxy_port = proxy.local_addr().expect("proxy port").port();
     let mut f = Fixture::new();
-    f.allow(UDP, 53, PROXY_PORT);
+    f.allow(UDP, 53, proxy_port);
     let query = packet(POD, DNS, UDP, 40000, 53, 0);
     let (ret, out) = f.run(PodProgram::FromPod, &query);
     assert_eq!(ret, TC_ACT_OK);
@@ -168,7 +171,7 @@ fn udp_query_is_steered_to_the_proxy_and_its_reply_comes_from_the_original_serve
         endpoints_of(&out),
         (
             SocketAddrV4::new(POD, 40000),
-            SocketAddrV4::new(NODE, PROXY_PORT)
+            SocketAddrV4::new(NODE, proxy_port)
         ),
         "the query goes to the node's proxy"
     );
@@ -180,36 +183,43 @@ fn udp_query_is_steered_to_the_proxy_and_its_reply_comes_from_the_original_serve
     assert_eq!(r.original_destination, SocketAddrV4::new(DNS, 53));
     assert_eq!(
         (r.proxy_port, r.endpoint_id, r.destination_identity),
-        (PROXY_PORT, EP_POD, ID_DNS)
+        (proxy_port, EP_POD, ID_DNS)
     );
     // A second query on the same socket (conntrack entry exists) follows the redirection.
     let (_, out) = f.run(PodProgram::FromPod, &query);
-    assert_eq!(endpoints_of(&out).1, SocketAddrV4::new(NODE, PROXY_PORT));
+    assert_eq!(endpoints_of(&out).1, SocketAddrV4::new(NODE, proxy_port));
     // The proxy's answer (node IP:proxy port -> pod) enters the pod from the server.
-    let answer = packet(NODE, POD, UDP, PROXY_PORT, 40000, 0);
+    let answer = packet(NODE, POD, UDP, proxy_port, 40000, 0);
     let (ret, out) = f.run(PodProgram::ToPod, &answer);
     assert_eq!(ret, TC_ACT_OK);
     assert_eq!(
         endpoints_of(&out),
         (SocketAddrV4::new(DNS, 53), SocketAddrV4::new(POD, 40000))
     );
+    // The proxy is gone (agent restarting): queries go to the server itself.
+    drop(proxy);
+    let (ret, out) = f.run(PodProgram::FromPod, &query);
+    assert_eq!(ret, TC_ACT_OK);
+    assert_eq!(out, query, "without a proxy the query goes out unchanged");
 }
 
 #[test]
 fn tcp_connection_is_steered_whole_and_plain_allows_are_untouched() {
+    let proxy = std::net::TcpListener::bind((NODE, 0)).expect("proxy socket");
+    let proxy_port = proxy.local_addr().expect("proxy port").port();
     let mut f = Fixture::new();
-    f.allow(TCP, 53, PROXY_PORT);
+    f.allow(TCP, 53, proxy_port);
     f.allow(TCP, 80, 0);
     let syn = packet(POD, DNS, TCP, 40001, 53, SYN);
     let (ret, out) = f.run(PodProgram::FromPod, &syn);
     assert_eq!(ret, TC_ACT_OK);
-    assert_eq!(endpoints_of(&out).1, SocketAddrV4::new(NODE, PROXY_PORT));
-    let synack = packet(NODE, POD, TCP, PROXY_PORT, 40001, SYN | ACK);
+    assert_eq!(endpoints_of(&out).1, SocketAddrV4::new(NODE, proxy_port));
+    let synack = packet(NODE, POD, TCP, proxy_port, 40001, SYN | ACK);
     let (_, out) = f.run(PodProgram::ToPod, &synack);
     assert_eq!(endpoints_of(&out).0, SocketAddrV4::new(DNS, 53));
     let ack = packet(POD, DNS, TCP, 40001, 53, ACK);
     let (_, out) = f.run(PodProgram::FromPod, &ack);
-    assert_eq!(endpoints_of(&out).1, SocketAddrV4::new(NODE, PROXY_PORT));
+    assert_eq!(endpoints_of(&out).1, SocketAddrV4::new(NODE, proxy_port));
     // Port 80 is allowed without a proxy: not rewritten, nothing recorded.
     let web = packet(POD, DNS, TCP, 40002, 80, SYN);
     let (ret, out) = f.run(PodProgram::FromPod, &web);
