@@ -39,6 +39,27 @@ pub struct CoreContext {
     pub ipcache: Arc<Mutex<Ipcache>>,
     /// The agent's metrics (map pressure reported by plugins).
     pub metrics: AgentMetrics,
+    /// `[agent] node_ip`.
+    pub node_ip: Option<IpAddr>,
+}
+
+impl CoreContext {
+    /// Applies `change` to the ipcache and writes the differences to the datapath.
+    fn change_ipcache(
+        &self,
+        change: impl FnOnce(&mut crate::ipcache::Ipcache),
+    ) -> Result<(), IpcacheWriteError> {
+        let mut ipcache = lock(&self.ipcache);
+        change(&mut ipcache);
+        let path = self.map_dir.join(MAP_IPCACHE);
+        let mut map = IpCache::open(&path)
+            .map_err(|e| IpcacheWriteError(format!("opening {}: {e}", path.display())))?;
+        ipcache.sync(&mut IpcacheMap(&mut map)).map_err(|e| {
+            ipcache.mark_unsynced();
+            IpcacheWriteError(e.to_string())
+        })?;
+        Ok(())
+    }
 }
 
 impl PluginContext for CoreContext {
@@ -115,6 +136,36 @@ impl PluginContext for CoreContext {
             IpcacheWriteError(e.to_string())
         })?;
         Ok(())
+    }
+
+    fn node_ip(&self) -> Option<IpAddr> {
+        self.node_ip
+    }
+
+    fn upsert_fqdn_addresses(&self, entries: &[CidrIdentity]) -> Result<(), IpcacheWriteError> {
+        let mut nets = Vec::with_capacity(entries.len());
+        for e in entries {
+            let net = IpNet::new(e.addr, e.prefix_len).map_err(|err| {
+                IpcacheWriteError(format!(
+                    "invalid address {}/{}: {err}",
+                    e.addr, e.prefix_len
+                ))
+            })?;
+            nets.push((net, e.identity));
+        }
+        self.change_ipcache(|ipcache| {
+            for (net, identity) in nets {
+                ipcache.upsert(net, identity, Source::Fqdn);
+            }
+        })
+    }
+
+    fn remove_fqdn_addresses(&self, addrs: &[IpAddr]) -> Result<(), IpcacheWriteError> {
+        self.change_ipcache(|ipcache| {
+            for addr in addrs {
+                ipcache.remove(IpNet::from(*addr), Source::Fqdn);
+            }
+        })
     }
 
     fn set_map_pressure(&self, map: &str, ratio: f64) {

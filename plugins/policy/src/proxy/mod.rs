@@ -117,3 +117,7 @@ impl Transport {
         }
     }
 }
+
+mod ports;
+
+pub use ports::{DEFAULT_DNS_PROXY_PORT, DEFAULT_HTTP_PROXY_PORT, ProxyPorts};
