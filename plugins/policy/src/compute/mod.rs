@@ -10,7 +10,7 @@ pub use cidr::{
     referenced_prefixes,
 };
 pub use peer::{L4, Peer};
-pub use trace::{ResolvedAddress, Trace, resolve_address, trace};
+pub use trace::{ResolvedAddress, ResolvedName, Trace, resolve_address, resolve_fqdn, trace};
 pub use verdict::{Decision, RuleMatch, Verdict, decide};
 
 #[cfg(test)]
