@@ -120,22 +120,15 @@ impl PluginContext for CoreContext {
             })?;
             wanted.insert(net.trunc(), p.identity);
         }
-        let mut ipcache = lock(&self.ipcache);
-        let shadowed = ipcache.replace_source(Source::CidrPolicy, &wanted);
-        if shadowed > 0 {
-            tracing::debug!(
-                shadowed,
-                "CIDR prefixes held by pods or nodes keep their identity"
-            );
-        }
-        let path = self.map_dir.join(MAP_IPCACHE);
-        let mut map = IpCache::open(&path)
-            .map_err(|e| IpcacheWriteError(format!("opening {}: {e}", path.display())))?;
-        ipcache.sync(&mut IpcacheMap(&mut map)).map_err(|e| {
-            ipcache.mark_unsynced();
-            IpcacheWriteError(e.to_string())
-        })?;
-        Ok(())
+        self.change_ipcache(|ipcache| {
+            let shadowed = ipcache.replace_source(Source::CidrPolicy, &wanted);
+            if shadowed > 0 {
+                tracing::debug!(
+                    shadowed,
+                    "CIDR prefixes held by pods or nodes keep their identity"
+                );
+            }
+        })
     }
 
     fn node_ip(&self) -> Option<IpAddr> {
