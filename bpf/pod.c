@@ -16,6 +16,7 @@
 #include "lib/drop.h"
 #include "lib/lb.h"
 #include "lib/policy.h"
+#include "lib/proxy.h"
 #include "lib/nodeport.h"
 #include "lib/encrypt.h"
 
@@ -26,6 +27,7 @@ static __always_inline int handle_pod_packet(struct __sk_buff *skb, __u8 directi
 	struct lb_xlate lb = {};
 	struct policy_tuple pol = {};
 	__u16 ct_scope = 0;
+	__u16 proxy_port = 0;
 	struct event_ctx ev = {
 		.verdict = PORIN_VERDICT_FORWARDED,
 		.direction = direction,
@@ -47,6 +49,13 @@ static __always_inline int handle_pod_packet(struct __sk_buff *skb, __u8 directi
 			notify_drop(skb, &p, ret, direction);
 			return lb_reject(skb);
 		}
+		if (ret < 0)
+			return send_drop(skb, &p, ret, direction);
+	}
+	/* A reply of the node's proxy: its source becomes the original destination again,
+	 * before load balancing's reverse translation (which may turn it into the VIP). */
+	if (CFG_ENABLE_POLICY && direction == PORIN_DIR_INGRESS) {
+		ret = proxy_rev_nat(skb, &p);
 		if (ret < 0)
 			return send_drop(skb, &p, ret, direction);
 	}
@@ -78,7 +87,9 @@ static __always_inline int handle_pod_packet(struct __sk_buff *skb, __u8 directi
 	/* Only the packet that opens a connection is decided: replies and established
 	 * connections pass. A refused connection leaves no conntrack entry behind. */
 	if (CFG_ENABLE_POLICY && ct.created && pol.endpoint_id) {
-		ret = policy_decide(&pol);
+		ret = policy_decide(&pol, &proxy_port);
+		if (ret >= 0 && direction == PORIN_DIR_EGRESS)
+			ret = proxy_record(&p, &lb, &pol, proxy_port);
 		if (ret < 0) {
 			ct_delete(&p, ct_scope);
 			return send_drop(skb, &p, ret, direction);
@@ -95,6 +106,14 @@ static __always_inline int handle_pod_packet(struct __sk_buff *skb, __u8 directi
 	} else if (ct.new_flags) {
 		ev.type = PORIN_EVENT_TCP_FLAGS;
 		emit_event(skb, &p, &ev);
+	}
+	/* Redirected to the node's proxy (instead of the backend, if any): DNAT to the proxy. */
+	if (CFG_ENABLE_POLICY && direction == PORIN_DIR_EGRESS) {
+		ret = proxy_redirect(skb, &p, &lb);
+		if (ret < 0)
+			return send_drop(skb, &p, ret, direction);
+		if (ret > 0)
+			return TC_ACT_OK;
 	}
 	/* DNAT last: conntrack and events above saw what the client sent (client -> VIP). */
 	if (lb.active) {

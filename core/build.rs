@@ -88,7 +88,24 @@ const LAYOUT: &[(&str, &[&str])] = &[
         "porin_policy_key",
         &["endpoint_id", "identity", "dport", "proto", "direction"],
     ),
-    ("porin_policy_value", &["policy_id", "action", "pad"]),
+    (
+        "porin_policy_value",
+        &["policy_id", "action", "pad", "proxy_port"],
+    ),
+    (
+        "porin_proxy_key",
+        &["client_addr", "client_port", "proto", "pad"],
+    ),
+    (
+        "porin_proxy_value",
+        &[
+            "orig_daddr",
+            "orig_dport",
+            "proxy_port",
+            "endpoint_id",
+            "dst_identity",
+        ],
+    ),
     ("porin_encrypt_key", &["prefixlen", "addr"]),
 ];
 

@@ -34,6 +34,13 @@ static long (*bpf_l3_csum_replace)(void *skb, __u32 offset, __u64 from, __u64 to
 static long (*bpf_l4_csum_replace)(void *skb, __u32 offset, __u64 from, __u64 to,
 				   __u64 flags) = (void *)11;
 static long (*bpf_redirect)(__u32 ifindex, __u64 flags) = (void *)23;
+static struct bpf_sock *(*bpf_sk_lookup_tcp)(void *ctx, struct bpf_sock_tuple *tuple,
+					     __u32 tuple_size, __u64 netns,
+					     __u64 flags) = (void *)84;
+static struct bpf_sock *(*bpf_sk_lookup_udp)(void *ctx, struct bpf_sock_tuple *tuple,
+					     __u32 tuple_size, __u64 netns,
+					     __u64 flags) = (void *)85;
+static long (*bpf_sk_release)(void *sock) = (void *)86;
 static long (*bpf_skb_load_bytes)(const void *skb, __u32 offset, void *to,
 				  __u32 len) = (void *)26;
 static __s64 (*bpf_csum_diff)(__be32 *from, __u32 from_size, __be32 *to, __u32 to_size,

@@ -237,9 +237,34 @@ struct porin_policy_key {
 #define PORIN_POLICY_DENY 2
 
 struct porin_policy_value {
-	__u32 policy_id; /* short id of the policy that wrote the entry (flows, debugging) */
-	__u8 action;     /* PORIN_POLICY_ALLOW or PORIN_POLICY_DENY */
-	__u8 pad[3];
+	__u32 policy_id;   /* short id of the policy that wrote the entry (flows, debugging) */
+	__u8 action;       /* PORIN_POLICY_ALLOW or PORIN_POLICY_DENY */
+	__u8 pad;
+	__u16 proxy_port;  /* ALLOW only: != 0 steers the connection to the node's proxy on
+			    * this port (DNS or HTTP rules), host byte order */
+};
+
+/*
+ * Proxy redirection (bpf/lib/proxy.h). A connection whose verdict carries a proxy port is
+ * DNATed to {CFG_NODE_IPV4, proxy port}; its original destination is kept here, keyed by
+ * the client's side of the tuple (what the proxy sees as its peer). The proxy reads the
+ * entry to learn where the client was going (plugins/policy/src/proxy), and the pod
+ * program uses it to give the proxy's replies the original destination as their source.
+ * IPv4 only; addresses in network byte order, ports in host byte order.
+ */
+struct porin_proxy_key {
+	__u32 client_addr;
+	__u16 client_port;
+	__u8 proto; /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 pad;
+};
+
+struct porin_proxy_value {
+	__u32 orig_daddr;   /* where the client sent it (after load balancing) */
+	__u16 orig_dport;
+	__u16 proxy_port;
+	__u32 endpoint_id;  /* the client's local endpoint */
+	__u32 dst_identity; /* identity of the original destination */
 };
 
 /* Encryption tunnel map (written by the encryption plugin): the pod CIDR of every other

@@ -16,4 +16,6 @@
 #define DROP_WRITE_ERROR -141      /* ERROR_WRITING_TO_PACKET */
 #define DROP_CSUM_L3 -153          /* ERROR_WHILE_CORRECTING_L3_CHECKSUM */
 #define DROP_CSUM_L4 -154          /* ERROR_WHILE_CORRECTING_L4_CHECKSUM */
+#define DROP_PROXYMAP -161         /* FAILED_TO_INSERT_INTO_PROXYMAP */
+#define DROP_PROXY_UNSUPPORTED -180 /* proxy redirection not supported for protocol */
 #define DROP_UNENCRYPTED -195      /* UNENCRYPTED_TRAFFIC: strict mode, would leave in clear */

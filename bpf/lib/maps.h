@@ -20,6 +20,7 @@
 #define PORIN_LB_NAT_MAX_ENTRIES 65536
 #define PORIN_POLICY_MAX_ENTRIES 65536
 #define PORIN_ENCRYPT_MAX_ENTRIES 4096
+#define PORIN_PROXY_MAX_ENTRIES 65536
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -141,6 +142,16 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } porin_policy SEC(".maps");
+
+/* Proxy redirection: client side of a redirected connection -> its original destination
+ * (bpf/lib/proxy.h). LRU: entries of finished connections age out. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, PORIN_PROXY_MAX_ENTRIES);
+	__type(key, struct porin_proxy_key);
+	__type(value, struct porin_proxy_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} porin_proxy_redir SEC(".maps");
 
 /* Encryption tunnel map: remote pod CIDR -> WireGuard device ifindex (__u32). */
 struct {

@@ -11,6 +11,9 @@
  *   specificity; otherwise any ALLOW entry passes; otherwise the endpoint's
  *   default-deny flag (porin_policy_ep) decides (POLICY_DENIED, 133).
  * - Addresses that are not local endpoints (no porin_endpoints entry) are not policed.
+ * - An ALLOW entry may carry a proxy port (DNS or HTTP rules): the connection is allowed
+ *   and steered to the node's proxy (lib/proxy.h). The most specific such entry wins
+ *   (the lookup order below goes from the most to the least specific key).
  */
 #pragma once
 
@@ -71,8 +74,9 @@ static __always_inline int policy_tuple_of(const struct pkt_info *p, __u8 direct
 	return 1;
 }
 
-/* Returns 0 (allowed) or DROP_POLICY / DROP_POLICY_DENY. */
-static __always_inline int policy_decide(const struct policy_tuple *t)
+/* Returns 0 (allowed) or DROP_POLICY / DROP_POLICY_DENY; `*proxy_port` gets the proxy port
+ * of the most specific ALLOW entry that has one (0: no redirection). */
+static __always_inline int policy_decide(const struct policy_tuple *t, __u16 *proxy_port)
 {
 	struct porin_policy_ep_key ekey = { .endpoint_id = t->endpoint_id,
 					    .direction = t->direction };
@@ -82,6 +86,7 @@ static __always_inline int policy_decide(const struct policy_tuple *t)
 	int allowed = 0;
 	int i;
 
+	*proxy_port = 0;
 #pragma unroll
 	for (i = 0; i < 8; i++) {
 		key.identity = (i & 1) ? 0 : t->peer_identity;
@@ -92,6 +97,8 @@ static __always_inline int policy_decide(const struct policy_tuple *t)
 			continue;
 		if (v->action == PORIN_POLICY_DENY)
 			return DROP_POLICY_DENY;
+		if (!*proxy_port)
+			*proxy_port = v->proxy_port;
 		allowed = 1;
 	}
 	if (allowed)

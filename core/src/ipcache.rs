@@ -16,8 +16,10 @@ use tracing::debug;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Source {
-    /// A CIDR selected by a policy (`toCIDR`, FQDN results).
+    /// A CIDR selected by a policy (`toCIDR`).
     CidrPolicy,
+    /// An address an allowed DNS answer gave for a `toFQDNs` selector (/32 or /128).
+    Fqdn,
     /// A pod on another node.
     RemoteEndpoint,
     /// A node's address.

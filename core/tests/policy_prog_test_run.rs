@@ -147,7 +147,8 @@ impl Fixture {
         let value = PolicyValue {
             policy_id: 42,
             action,
-            pad: [0; 3],
+            pad: 0,
+            proxy_port: 0,
         };
         self.policy.upsert(key, value).expect("policy entry");
     }

@@ -82,6 +82,25 @@ pub trait PluginContext: Send + Sync {
         let _ = prefixes;
         Ok(())
     }
+    /// This node's IP (`[agent] node_ip`), where node proxies listen; `None` if unset.
+    fn node_ip(&self) -> Option<IpAddr> {
+        None
+    }
+
+    /// Adds or refreshes addresses learned from DNS answers: each `addr` (prefix_len 32 or
+    /// 128) gets `identity` in the ipcache, unless a pod or node holds it; written to the
+    /// datapath before this returns. Contexts without a datapath ignore them.
+    fn upsert_fqdn_addresses(&self, entries: &[CidrIdentity]) -> Result<(), IpcacheWriteError> {
+        let _ = entries;
+        Ok(())
+    }
+
+    /// Removes addresses learned from DNS answers (expired, or over a cap).
+    fn remove_fqdn_addresses(&self, addrs: &[IpAddr]) -> Result<(), IpcacheWriteError> {
+        let _ = addrs;
+        Ok(())
+    }
+
     /// Reports how full a map this plugin writes is, as a ratio of its `max_entries`
     /// (`cilium_bpf_map_pressure{map_name}` on the agent metrics). Contexts without
     /// metrics ignore it.

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use porin_policy::Enforcement;
-use porin_policy::compute::{Decision, L4, Peer, ResolvedAddress, resolve_address, trace};
+use porin_policy::compute::{
+    Decision, L4, Peer, ResolvedAddress, resolve_address, resolve_fqdn, trace,
+};
 use porin_policy::model::{Label, Labels, NAMESPACE_LABELS, Policy, Protocol};
 use porin_policy::parse::{PolicyError, parse_file};
 
@@ -55,6 +57,10 @@ pub struct TraceArgs {
     /// The destination's address outside the cluster (see --src-cidr).
     #[arg(long, visible_alias = "dst-ip")]
     dst_cidr: Option<String>,
+    /// The destination is an address of this DNS name, as the DNS proxy learns it: the
+    /// identity of the first `toFQDNs` selector matching the name, or `world`.
+    #[arg(long, conflicts_with_all = ["dst", "dst_cidr"])]
+    dst_fqdn: Option<String>,
     /// A namespace's labels: `NS=k=v,k2=v2` (repeatable), added to pods of NS.
     #[arg(long = "namespace-labels")]
     namespace_labels: Vec<String>,
@@ -132,17 +138,26 @@ fn run_trace(args: &TraceArgs) -> Result<bool> {
         &ns_labels,
         &mut addresses,
     )?;
-    let dst = side_peer(
-        &policies,
-        Side {
-            flag: "--dst",
-            name: "destination",
-            labels: args.dst.as_deref(),
-            cidr: args.dst_cidr.as_deref(),
-        },
-        &ns_labels,
-        &mut addresses,
-    )?;
+    let (dst, dst_fqdn) = match &args.dst_fqdn {
+        Some(name) => {
+            let (peer, resolved) = resolve_fqdn(&policies, name);
+            (peer, Some(resolved))
+        }
+        None => (
+            side_peer(
+                &policies,
+                Side {
+                    flag: "--dst",
+                    name: "destination",
+                    labels: args.dst.as_deref(),
+                    cidr: args.dst_cidr.as_deref(),
+                },
+                &ns_labels,
+                &mut addresses,
+            )?,
+            None,
+        ),
+    };
     let mut l4 = L4 {
         port: args.dport.as_deref().map(parse_dport).transpose()?,
         named_ports: BTreeMap::new(),
@@ -163,10 +178,17 @@ fn run_trace(args: &TraceArgs) -> Result<bool> {
     };
     let mut result = trace(&policies, enforcement, &src, &dst, &l4);
     result.addresses = addresses;
+    result.dst_fqdn = dst_fqdn;
     match args.output {
         Format::Json => super::output::print_json(&result)?,
         Format::Table => {
             println!("verdict: {:?}", result.verdict);
+            if let Some(f) = &result.dst_fqdn {
+                match &f.selector {
+                    Some(s) => println!("destination {}: identity {} ({s:?})", f.name, f.identity),
+                    None => println!("destination {}: no toFQDNs selector, world", f.name),
+                }
+            }
             for a in &result.addresses {
                 let prefix = a.prefix.map_or("world".to_owned(), |p| p.to_string());
                 println!(

@@ -39,6 +39,27 @@ pub struct CoreContext {
     pub ipcache: Arc<Mutex<Ipcache>>,
     /// The agent's metrics (map pressure reported by plugins).
     pub metrics: AgentMetrics,
+    /// `[agent] node_ip`.
+    pub node_ip: Option<IpAddr>,
+}
+
+impl CoreContext {
+    /// Applies `change` to the ipcache and writes the differences to the datapath.
+    fn change_ipcache(
+        &self,
+        change: impl FnOnce(&mut crate::ipcache::Ipcache),
+    ) -> Result<(), IpcacheWriteError> {
+        let mut ipcache = lock(&self.ipcache);
+        change(&mut ipcache);
+        let path = self.map_dir.join(MAP_IPCACHE);
+        let mut map = IpCache::open(&path)
+            .map_err(|e| IpcacheWriteError(format!("opening {}: {e}", path.display())))?;
+        ipcache.sync(&mut IpcacheMap(&mut map)).map_err(|e| {
+            ipcache.mark_unsynced();
+            IpcacheWriteError(e.to_string())
+        })?;
+        Ok(())
+    }
 }
 
 impl PluginContext for CoreContext {
@@ -99,22 +120,45 @@ impl PluginContext for CoreContext {
             })?;
             wanted.insert(net.trunc(), p.identity);
         }
-        let mut ipcache = lock(&self.ipcache);
-        let shadowed = ipcache.replace_source(Source::CidrPolicy, &wanted);
-        if shadowed > 0 {
-            tracing::debug!(
-                shadowed,
-                "CIDR prefixes held by pods or nodes keep their identity"
-            );
+        self.change_ipcache(|ipcache| {
+            let shadowed = ipcache.replace_source(Source::CidrPolicy, &wanted);
+            if shadowed > 0 {
+                tracing::debug!(
+                    shadowed,
+                    "CIDR prefixes held by pods or nodes keep their identity"
+                );
+            }
+        })
+    }
+
+    fn node_ip(&self) -> Option<IpAddr> {
+        self.node_ip
+    }
+
+    fn upsert_fqdn_addresses(&self, entries: &[CidrIdentity]) -> Result<(), IpcacheWriteError> {
+        let mut nets = Vec::with_capacity(entries.len());
+        for e in entries {
+            let net = IpNet::new(e.addr, e.prefix_len).map_err(|err| {
+                IpcacheWriteError(format!(
+                    "invalid address {}/{}: {err}",
+                    e.addr, e.prefix_len
+                ))
+            })?;
+            nets.push((net, e.identity));
         }
-        let path = self.map_dir.join(MAP_IPCACHE);
-        let mut map = IpCache::open(&path)
-            .map_err(|e| IpcacheWriteError(format!("opening {}: {e}", path.display())))?;
-        ipcache.sync(&mut IpcacheMap(&mut map)).map_err(|e| {
-            ipcache.mark_unsynced();
-            IpcacheWriteError(e.to_string())
-        })?;
-        Ok(())
+        self.change_ipcache(|ipcache| {
+            for (net, identity) in nets {
+                ipcache.upsert(net, identity, Source::Fqdn);
+            }
+        })
+    }
+
+    fn remove_fqdn_addresses(&self, addrs: &[IpAddr]) -> Result<(), IpcacheWriteError> {
+        self.change_ipcache(|ipcache| {
+            for addr in addrs {
+                ipcache.remove(IpNet::from(*addr), Source::Fqdn);
+            }
+        })
     }
 
     fn set_map_pressure(&self, map: &str, ratio: f64) {

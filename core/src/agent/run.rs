@@ -196,6 +196,7 @@ pub async fn run(config_path: &Path, plugins: Vec<Box<dyn Plugin>>) -> Result<()
         events_lost: agent.metrics.kernel_events_lost(),
         ipcache: agent.ipcache.clone(),
         metrics: agent.metrics.clone(),
+        node_ip: agent_config.node_ip,
     });
     lock(&agent.plugins).start_all(&ctx);
     // Plugins that started may annotate the Node (e.g. the WireGuard public key).

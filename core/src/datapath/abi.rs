@@ -235,12 +235,39 @@ pub const POLICY_DENY: u8 = 2;
 pub struct PolicyValue {
     pub policy_id: u32,
     pub action: u8,
-    pub pad: [u8; 3],
+    pub pad: u8,
+    /// ALLOW only: non-zero steers the connection to the node's proxy on this port.
+    pub proxy_port: u16,
+}
+
+/// `struct porin_proxy_key`: the client side of a connection redirected to a proxy
+/// (address in network byte order, port in host order).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ProxyKey {
+    pub client_addr: u32,
+    pub client_port: u16,
+    pub proto: u8,
+    pub pad: u8,
+}
+
+/// `struct porin_proxy_value`: where a redirected connection was going.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ProxyValue {
+    /// Network byte order.
+    pub orig_daddr: u32,
+    pub orig_dport: u16,
+    pub proxy_port: u16,
+    pub endpoint_id: u32,
+    pub dst_identity: u32,
 }
 
 // SAFETY: all of these are #[repr(C)] plain data with explicit padding fields, so every bit
 // pattern is valid and there are no implicit padding bytes.
 unsafe impl aya::Pod for CtKey {}
+unsafe impl aya::Pod for ProxyKey {}
+unsafe impl aya::Pod for ProxyValue {}
 unsafe impl aya::Pod for CtEntry {}
 unsafe impl aya::Pod for RawFlowEvent {}
 unsafe impl aya::Pod for MetricsKey {}
@@ -629,7 +656,18 @@ mod tests {
             proto => c::PORIN_POLICY_KEY__PROTO, direction => c::PORIN_POLICY_KEY__DIRECTION);
         check!(PolicyValue, c::PORIN_POLICY_VALUE_SIZE,
             policy_id => c::PORIN_POLICY_VALUE__POLICY_ID,
-            action => c::PORIN_POLICY_VALUE__ACTION, pad => c::PORIN_POLICY_VALUE__PAD);
+            action => c::PORIN_POLICY_VALUE__ACTION, pad => c::PORIN_POLICY_VALUE__PAD,
+            proxy_port => c::PORIN_POLICY_VALUE__PROXY_PORT);
+        check!(ProxyKey, c::PORIN_PROXY_KEY_SIZE,
+            client_addr => c::PORIN_PROXY_KEY__CLIENT_ADDR,
+            client_port => c::PORIN_PROXY_KEY__CLIENT_PORT,
+            proto => c::PORIN_PROXY_KEY__PROTO, pad => c::PORIN_PROXY_KEY__PAD);
+        check!(ProxyValue, c::PORIN_PROXY_VALUE_SIZE,
+            orig_daddr => c::PORIN_PROXY_VALUE__ORIG_DADDR,
+            orig_dport => c::PORIN_PROXY_VALUE__ORIG_DPORT,
+            proxy_port => c::PORIN_PROXY_VALUE__PROXY_PORT,
+            endpoint_id => c::PORIN_PROXY_VALUE__ENDPOINT_ID,
+            dst_identity => c::PORIN_PROXY_VALUE__DST_IDENTITY);
     }
 
     #[test]

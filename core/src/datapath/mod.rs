@@ -16,6 +16,7 @@ mod loader;
 mod maps;
 mod pins;
 mod policy_maps;
+mod proxy_maps;
 mod sock;
 mod test_run;
 
@@ -35,5 +36,6 @@ pub use maps::{
 };
 pub use pins::{BPFFS_ROOT, ensure_bpffs, node_pin_dir, remove_node_pins};
 pub use policy_maps::{MAP_POLICY, MAP_POLICY_EP, PolicyMaps};
+pub use proxy_maps::{MAP_PROXY_REDIR, ProxyRedirect, ProxyRedirects};
 pub use sock::{MAP_LB_SKNAT, SocketLb, cgroup2_root, socket_link_pin_path};
 pub use test_run::{TestRunOutput, test_run};

@@ -19,13 +19,58 @@ pub enum Enforcement {
 }
 
 /// The policy plugin's settings.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PolicyConfig {
     /// `"default"` (default), `"always"` or `"never"`.
     pub enforcement: Enforcement,
     /// Report what would be denied (verdict AUDIT) but forward it. Default: false.
     pub policy_audit_mode: bool,
+    /// Port of the node's DNS proxy (on `[agent] node_ip`). Default 10053.
+    pub dns_proxy_port: u16,
+    /// Port of the node's HTTP proxy, where `rules.http` ports are steered. Default 10080.
+    pub http_proxy_port: u16,
+    /// Addresses kept per DNS name (Cilium's default, 50).
+    pub fqdn_max_ips_per_name: usize,
+    /// Addresses kept per endpoint. Default 1000.
+    pub fqdn_max_ips_per_endpoint: usize,
+    /// Shortest time, in seconds, a learned address stays (answers with a shorter TTL are
+    /// raised to it). Default 3600.
+    pub fqdn_min_ttl_seconds: u64,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        let limits = crate::fqdn::FqdnLimits::default();
+        Self {
+            enforcement: Enforcement::default(),
+            policy_audit_mode: false,
+            dns_proxy_port: crate::proxy::DEFAULT_DNS_PROXY_PORT,
+            http_proxy_port: crate::proxy::DEFAULT_HTTP_PROXY_PORT,
+            fqdn_max_ips_per_name: limits.max_ips_per_name,
+            fqdn_max_ips_per_endpoint: limits.max_ips_per_endpoint,
+            fqdn_min_ttl_seconds: limits.min_ttl.as_secs(),
+        }
+    }
+}
+
+impl PolicyConfig {
+    /// The proxy ports policy entries carry.
+    pub fn proxy_ports(&self) -> crate::proxy::ProxyPorts {
+        crate::proxy::ProxyPorts {
+            dns: self.dns_proxy_port,
+            http: self.http_proxy_port,
+        }
+    }
+
+    /// The FQDN cache's limits.
+    pub fn fqdn_limits(&self) -> crate::fqdn::FqdnLimits {
+        crate::fqdn::FqdnLimits {
+            max_ips_per_name: self.fqdn_max_ips_per_name,
+            max_ips_per_endpoint: self.fqdn_max_ips_per_endpoint,
+            min_ttl: std::time::Duration::from_secs(self.fqdn_min_ttl_seconds),
+        }
+    }
 }
 
 impl PolicyConfig {

@@ -4,10 +4,13 @@ pub mod bench;
 pub mod compute;
 mod config;
 pub mod corpus;
+pub mod dns;
 pub mod enforce;
+pub mod fqdn;
 pub mod model;
 pub mod parse;
 mod plugin;
+pub mod proxy;
 pub mod status;
 
 pub use config::{Enforcement, PolicyConfig};

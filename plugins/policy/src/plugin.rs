@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
-use porin_core::datapath::{MAP_POLICY, MAP_POLICY_EP, PolicyMaps};
+use porin_core::datapath::{MAP_POLICY, MAP_POLICY_EP, MAP_PROXY_REDIR, PolicyMaps};
 use porin_plugin_sdk::{
     CidrIdentity, DatapathContribution, Health, Plugin, PluginContext, PluginError,
     StateChangeSummary, Switch,
@@ -13,7 +13,9 @@ use porin_plugin_sdk::{
 use tracing::{debug, info, warn};
 
 use crate::PolicyConfig;
-use crate::compute::{CidrIdentities, referenced_prefixes};
+use crate::compute::{CidrIdentities, referenced_fqdns, referenced_prefixes};
+use crate::dns::run::DnsProxy;
+use crate::dns::{DnsPolicy, DnsView, NamePattern};
 use crate::enforce::desired::{EndpointInput, IdentityInput};
 use crate::enforce::incremental::{Incremental, Inputs};
 use crate::enforce::loader::Loader;
@@ -54,6 +56,8 @@ struct Running {
     engine: Incremental,
     /// Problems reported last time, so each is logged once.
     problems: Vec<String>,
+    /// The node's DNS proxy, or why it is not running.
+    dns: Result<DnsProxy, String>,
 }
 
 fn labels_of(labels: &[String]) -> Labels {
@@ -113,6 +117,19 @@ impl PolicyPlugin {
             .collect();
         // CIDR identities go into the ipcache before the policy entries that name them.
         run.cidrs.update(&referenced_prefixes(&loaded.policies));
+        run.cidrs.update_fqdns(&referenced_fqdns(&loaded.policies));
+        let dns_policy = DnsPolicy::compute(&loaded.policies, &endpoints);
+        let dns_problems: Vec<String> = dns_policy.errors.iter().map(ToString::to_string).collect();
+        if let Ok(dns) = &run.dns {
+            dns.set_view(DnsView {
+                selectors: run
+                    .cidrs
+                    .fqdns()
+                    .map(|(s, id)| (NamePattern::from_selector(s), id))
+                    .collect(),
+                policy: dns_policy,
+            });
+        }
         let prefixes: Vec<CidrIdentity> = run
             .cidrs
             .iter()
@@ -136,6 +153,7 @@ impl PolicyPlugin {
             endpoints,
             identities,
             cidrs: run.cidrs.clone(),
+            proxies: self.config.proxy_ports(),
         });
         let mut report = run.programmer.sync(wanted, &mut run.maps);
         report.errors.extend(ipcache_error);
@@ -159,7 +177,11 @@ impl PolicyPlugin {
             warn!(plugin = NAME, error = %e, "programming the policy maps; retrying on the next change");
         }
         let mut problems = loaded.problems;
+        problems.extend(dns_problems);
         problems.extend(report.errors);
+        if let Err(e) = &run.dns {
+            problems.push(format!("DNS proxy: {e}"));
+        }
         self.status.record(
             in_force,
             problems.clone(),
@@ -196,7 +218,7 @@ impl Plugin for PolicyPlugin {
                     value: u32::from(self.config.policy_audit_mode),
                 },
             ],
-            maps: vec![MAP_POLICY, MAP_POLICY_EP],
+            maps: vec![MAP_POLICY, MAP_POLICY_EP, MAP_PROXY_REDIR],
             devices: vec![],
         }
     }
@@ -214,7 +236,17 @@ impl Plugin for PolicyPlugin {
                 Programmer::default()
             }
         };
+        let dns = DnsProxy::start(
+            ctx.clone(),
+            self.config.dns_proxy_port,
+            self.config.fqdn_limits(),
+        )
+        .map_err(|e| {
+            warn!(plugin = NAME, error = %e, "DNS proxy not started: DNS rules are not enforced on this node (redirected queries go to their server)");
+            e.to_string()
+        });
         self.running = Some(Running {
+            dns,
             ctx,
             maps,
             loader: Loader::default(),
@@ -251,6 +283,18 @@ impl Plugin for PolicyPlugin {
         let mut status = self.status.clone();
         status.enforcement = self.config.enforcement;
         status.policy_audit_mode = self.config.policy_audit_mode;
-        serde_json::to_value(status).ok()
+        let mut value = serde_json::to_value(status).ok()?;
+        if let (Some(run), Some(obj)) = (self.running.as_ref(), value.as_object_mut()) {
+            let dns = match &run.dns {
+                Ok(dns) => serde_json::json!({
+                    "address": dns.addr.to_string(),
+                    "counters": dns.shared().counters.snapshot(),
+                    "learned_addresses": dns.shared().cache.lock().map(|c| c.len()).unwrap_or(0),
+                }),
+                Err(e) => serde_json::json!({ "error": e }),
+            };
+            obj.insert("dns_proxy".into(), dns);
+        }
+        Some(value)
     }
 }

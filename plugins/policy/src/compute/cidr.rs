@@ -11,6 +11,12 @@
 //! Pods and nodes keep their own identities inside a referenced prefix: core gives their
 //! /32 entries precedence, so CIDR rules never select cluster endpoints (Cilium's
 //! default `policy-cidr-match-mode`).
+//!
+//! The same local scope holds one identity per `toFQDNs` selector (from
+//! [`FQDN_IDENTITY_BASE`] on): the DNS proxy enters every address an allowed answer gives
+//! for a selected name into the ipcache as a /32 with that identity, so the policy
+//! entries, computed once per selector, never change when names resolve. Such a peer
+//! carries `reserved:world` and `fqdn:<selector>` labels, like Cilium's FQDN identities.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -18,17 +24,23 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use super::peer::Peer;
-use crate::model::{Label, Labels, Policy};
+use crate::model::{FqdnSelector, Label, Labels, Policy};
 
 /// The first local (node-scoped) identity, Cilium's `IdentityScopeLocal`.
 pub const LOCAL_IDENTITY_SCOPE: u32 = 1 << 24;
 /// Cilium's reserved `world` identity.
 pub const WORLD_IDENTITY: u32 = 2;
 
-/// Prefixes referenced by policies and their local identities.
+/// The first identity of `toFQDNs` selectors (CIDR identities stay below it).
+pub const FQDN_IDENTITY_BASE: u32 = LOCAL_IDENTITY_SCOPE | 0x0080_0000;
+/// The label source of FQDN selector identities.
+pub const FQDN_LABEL_SOURCE: &str = "fqdn";
+
+/// Prefixes and FQDN selectors referenced by policies and their local identities.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CidrIdentities {
     by_prefix: BTreeMap<IpNet, u32>,
+    by_fqdn: BTreeMap<FqdnSelector, u32>,
 }
 
 /// Every prefix the policies reference (rules and exceptions), host bits cleared,
@@ -72,6 +84,26 @@ impl CidrIdentities {
         }
     }
 
+    /// Keeps the identities of selectors still referenced and numbers new ones with the
+    /// lowest free FQDN identities.
+    pub fn update_fqdns(&mut self, selectors: &BTreeSet<FqdnSelector>) {
+        self.by_fqdn.retain(|s, _| selectors.contains(s));
+        let used: BTreeSet<u32> = self.by_fqdn.values().copied().collect();
+        let mut free = (FQDN_IDENTITY_BASE + 1..).filter(|id| !used.contains(id));
+        for s in selectors {
+            if !self.by_fqdn.contains_key(s)
+                && let Some(id) = free.next()
+            {
+                self.by_fqdn.insert(s.clone(), id);
+            }
+        }
+    }
+
+    /// The FQDN selectors and their identities.
+    pub fn fqdns(&self) -> impl Iterator<Item = (&FqdnSelector, u32)> + '_ {
+        self.by_fqdn.iter().map(|(s, id)| (s, *id))
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (IpNet, u32)> + '_ {
         self.by_prefix.iter().map(|(p, id)| (*p, *id))
     }
@@ -98,7 +130,34 @@ impl CidrIdentities {
     pub fn peers(&self) -> impl Iterator<Item = (u32, Peer)> + '_ {
         self.iter()
             .map(|(prefix, id)| (id, cidr_peer(Some(prefix))))
+            .chain(self.fqdns().map(|(s, id)| (id, fqdn_peer(s))))
     }
+}
+
+/// Every `toFQDNs` selector the policies reference.
+pub fn referenced_fqdns(policies: &[Policy]) -> BTreeSet<FqdnSelector> {
+    policies
+        .iter()
+        .flat_map(|p| p.rules.iter())
+        .flat_map(|r| r.entries())
+        .flat_map(|e| e.peers.fqdns.iter().cloned())
+        .collect()
+}
+
+/// The label an FQDN selector's identity carries.
+pub fn fqdn_label(selector: &FqdnSelector) -> Label {
+    let key = match selector {
+        FqdnSelector::MatchName(n) => format!("matchName={n}"),
+        FqdnSelector::MatchPattern(p) => format!("matchPattern={p}"),
+    };
+    Label::new(FQDN_LABEL_SOURCE, &key, "")
+}
+
+/// The peer of an FQDN selector's identity: `reserved:world` and `fqdn:<selector>`.
+pub fn fqdn_peer(selector: &FqdnSelector) -> Peer {
+    let mut peer = cidr_peer(None);
+    peer.labels.insert(fqdn_label(selector));
+    peer
 }
 
 /// A peer outside the cluster: `reserved:world` and, for a CIDR identity, its prefix.

@@ -5,9 +5,12 @@ mod peer;
 mod trace;
 mod verdict;
 
-pub use cidr::{CidrIdentities, cidr_peer, referenced_prefixes};
+pub use cidr::{
+    CidrIdentities, FQDN_IDENTITY_BASE, cidr_peer, fqdn_label, fqdn_peer, referenced_fqdns,
+    referenced_prefixes,
+};
 pub use peer::{L4, Peer};
-pub use trace::{ResolvedAddress, Trace, resolve_address, trace};
+pub use trace::{ResolvedAddress, ResolvedName, Trace, resolve_address, resolve_fqdn, trace};
 pub use verdict::{Decision, RuleMatch, Verdict, decide};
 
 #[cfg(test)]

@@ -83,6 +83,17 @@ impl Peer {
             || peers.endpoints.iter().any(|s| self.selected_by(s))
             || peers.entities.iter().any(|e| self.entity(*e))
             || peers.cidrs.iter().any(|c| self.in_cidr(c))
+            || peers
+                .fqdns
+                .iter()
+                .any(|f| self.labels.iter().any(|l| *l == super::cidr::fqdn_label(f)))
+    }
+
+    /// An FQDN selector's identity (the DNS proxy puts resolved addresses under it).
+    pub fn is_fqdn(&self) -> bool {
+        self.labels
+            .iter()
+            .any(|l| l.source == super::cidr::FQDN_LABEL_SOURCE)
     }
 }
 

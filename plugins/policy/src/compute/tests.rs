@@ -370,6 +370,20 @@ fn seed_article_traces() {
         t.egress.notes
     );
 
+    // --dst-fqdn: a name a toFQDNs selector matches is allowed on 443, another is not.
+    let (bucket, resolved) = super::resolve_fqdn(&all, "Bucket.S3.us-east-1.amazonaws.com.");
+    assert!(resolved.selector.is_some(), "{resolved:?}");
+    let t = trace(&all, Enforcement::Default, &pod(API), &bucket, &tcp(443));
+    assert_eq!(t.verdict, Verdict::Allowed, "{t:?}");
+    assert_eq!(t.egress.matched[0].rule, "spec.egress[1]");
+    let (apex, resolved) = super::resolve_fqdn(&all, "s3.us-east-1.amazonaws.com");
+    assert_eq!(
+        resolved.selector, None,
+        "the wildcard does not match the apex"
+    );
+    let t = trace(&all, Enforcement::Default, &pod(API), &apex, &tcp(443));
+    assert_eq!(t.verdict, Verdict::Denied);
+
     let kube_dns = pod("k8s:k8s-app=kube-dns,k8s:io.kubernetes.pod.namespace=kube-system");
     let udp53 = L4 {
         port: Some((53, Protocol::Udp)),

@@ -5,11 +5,12 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::Serialize;
 
-use super::cidr::{CidrIdentities, cidr_peer, referenced_prefixes};
+use super::cidr::{CidrIdentities, cidr_peer, fqdn_peer, referenced_fqdns, referenced_prefixes};
 use super::peer::{L4, Peer};
 use super::verdict::{Decision, Verdict, decide};
 use crate::Enforcement;
-use crate::model::{Direction, Policy};
+use crate::dns::NamePattern;
+use crate::model::{Direction, FqdnSelector, Policy};
 
 /// Both sides of a new connection and the overall verdict.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -20,6 +21,48 @@ pub struct Trace {
     /// Addresses outside the cluster and the identity the ipcache gives them.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub addresses: Vec<ResolvedAddress>,
+    /// `--dst-fqdn`: the name and the `toFQDNs` selector whose identity its addresses get.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dst_fqdn: Option<ResolvedName>,
+}
+
+/// A DNS name resolved as the DNS proxy would: the first `toFQDNs` selector of the policies
+/// (in the order the agent numbers them) that matches it, or none (`world`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ResolvedName {
+    pub name: String,
+    pub identity: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub selector: Option<FqdnSelector>,
+}
+
+/// The peer that the addresses of `name` are to policy once the DNS proxy learned them
+/// from an allowed answer: an FQDN selector's identity, or `world` if no selector matches.
+pub fn resolve_fqdn(policies: &[Policy], name: &str) -> (Peer, ResolvedName) {
+    let mut ids = CidrIdentities::default();
+    ids.update_fqdns(&referenced_fqdns(policies));
+    let found = ids
+        .fqdns()
+        .find(|(s, _)| NamePattern::from_selector(s).matches(name))
+        .map(|(s, id)| (s.clone(), id));
+    match found {
+        Some((selector, identity)) => (
+            fqdn_peer(&selector),
+            ResolvedName {
+                name: name.to_owned(),
+                identity,
+                selector: Some(selector),
+            },
+        ),
+        None => (
+            cidr_peer(None),
+            ResolvedName {
+                name: name.to_owned(),
+                identity: super::cidr::WORLD_IDENTITY,
+                selector: None,
+            },
+        ),
+    }
 }
 
 /// An address resolved as the datapath's ipcache would: the longest prefix the policies
@@ -95,6 +138,7 @@ pub fn trace(
         egress,
         ingress,
         addresses: Vec::new(),
+        dst_fqdn: None,
     }
 }
 

@@ -154,9 +154,9 @@ fn unevaluated(
             if l4.matching(&entry.to_ports).is_none() {
                 continue;
             }
-            if !entry.peers.fqdns.is_empty() && peer.is_world() {
+            if !entry.peers.fqdns.is_empty() && peer.is_world() && !peer.is_fqdn() {
                 notes.push(format!(
-                    "{policy} {} allows toFQDNs on this port: needs FQDN policy (DNS names are not evaluated offline)",
+                    "{policy} {} allows toFQDNs on this port: needs FQDN policy: the destination's DNS name decides (trace it with --dst-fqdn NAME)",
                     entry.path
                 ));
             }

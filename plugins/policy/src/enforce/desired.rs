@@ -13,6 +13,7 @@ use super::engine::Engine;
 use crate::Enforcement;
 use crate::compute::CidrIdentities;
 use crate::model::{Direction, Labels, PeerRule, Policy, PolicyRef, Port, Protocol};
+use crate::proxy::ProxyPorts;
 
 /// Port ranges (`endPort`) are expanded into one entry per port, up to this many per range;
 /// a larger range makes its policy invalid for the datapath.
@@ -104,28 +105,31 @@ pub fn datapath_problems(policy: &Policy) -> Vec<String> {
     out
 }
 
-/// (protocol, port) pairs an entry covers for `endpoint`; 0 = any.
+/// (protocol, port, proxy port) triples an entry covers for `endpoint`; 0 = any (proxy:
+/// none).
 pub(super) fn port_keys(
     entry: &PeerRule,
     direction: Direction,
     endpoint: &EndpointInput,
-) -> Vec<(u8, u16)> {
+    proxies: &ProxyPorts,
+) -> Vec<(u8, u16, u16)> {
     if entry.to_ports.is_empty() {
-        return vec![(0, 0)];
+        return vec![(0, 0, 0)];
     }
     let mut out = Vec::new();
     for rule in &entry.to_ports {
+        let proxy = proxies.for_port_rule(rule);
         if rule.ports.is_empty() {
-            out.push((0, 0));
+            out.push((0, 0, proxy));
         }
         for pp in &rule.ports {
             let proto = proto_number(pp.protocol);
             match &pp.port {
-                Port::Any => out.push((proto, 0)),
+                Port::Any => out.push((proto, 0, proxy)),
                 Port::Range { start, end } => {
                     let len = u32::from(*end).saturating_sub(u32::from(*start)) + 1;
                     if len <= MAX_RANGE_PORTS {
-                        out.extend((*start..=*end).map(|p| (proto, p)));
+                        out.extend((*start..=*end).map(|p| (proto, p, proxy)));
                     }
                 }
                 // Named ports resolve against the destination: the endpoint itself at ingress.
@@ -133,7 +137,7 @@ pub(super) fn port_keys(
                     if direction == Direction::Ingress
                         && let Some(port) = endpoint.named_ports.get(name)
                     {
-                        out.push((proto, *port));
+                        out.push((proto, *port, proxy));
                     }
                 }
             }

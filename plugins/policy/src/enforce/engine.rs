@@ -24,6 +24,7 @@ use super::desired::{Desired, EndpointInput, IdentityInput, dp_direction, policy
 use crate::Enforcement;
 use crate::compute::{CidrIdentities, Peer};
 use crate::model::{Direction, Entity, Operator, PeerRule, Peers, Policy, Rule, Subject};
+use crate::proxy::ProxyPorts;
 
 /// One rule in force with its policy's id and the local endpoints it selects.
 struct RuleSlot {
@@ -60,6 +61,8 @@ struct EntrySlot {
 /// Policies, identities and endpoints, and the policy maps they give.
 pub struct Engine {
     enforcement: Enforcement,
+    /// The proxy ports allow entries with L7 rules carry.
+    proxies: ProxyPorts,
     rules: Vec<RuleSlot>,
     entries: Vec<EntrySlot>,
     selections: Vec<Selection>,
@@ -72,8 +75,9 @@ pub struct Engine {
     out: Desired,
 }
 
-/// Keeps the stronger of two values for one key: deny over allow, then the smaller
-/// policy id, so the result does not depend on the order of insertion.
+/// Keeps the stronger of two values for one key: deny over allow, then an allow that
+/// goes through a proxy (its L7 rules must see the traffic, e.g. to learn DNS names),
+/// then the smaller policy id, so the result does not depend on the order of insertion.
 pub fn insert_entry(
     entries: &mut BTreeMap<PolicyKey, PolicyValue>,
     key: PolicyKey,
@@ -86,9 +90,9 @@ pub fn insert_entry(
         }
         Entry::Occupied(mut slot) => {
             let old = slot.get();
-            if old.action < value.action
-                || (old.action == value.action && old.policy_id > value.policy_id)
-            {
+            let rank =
+                |v: &PolicyValue| (v.action, v.proxy_port != 0, std::cmp::Reverse(v.policy_id));
+            if rank(old) < rank(&value) {
                 slot.insert(value);
             }
         }
@@ -96,7 +100,7 @@ pub fn insert_entry(
 }
 
 impl Engine {
-    /// The full computation.
+    /// The full computation, with the default proxy ports.
     pub fn new(
         policies: &[Policy],
         enforcement: Enforcement,
@@ -104,8 +108,28 @@ impl Engine {
         identities: &[IdentityInput],
         cidrs: &CidrIdentities,
     ) -> Self {
+        Self::with_proxies(
+            policies,
+            enforcement,
+            endpoints,
+            identities,
+            cidrs,
+            ProxyPorts::default(),
+        )
+    }
+
+    /// The full computation.
+    pub fn with_proxies(
+        policies: &[Policy],
+        enforcement: Enforcement,
+        endpoints: &[EndpointInput],
+        identities: &[IdentityInput],
+        cidrs: &CidrIdentities,
+        proxies: ProxyPorts,
+    ) -> Self {
         let mut engine = Self {
             enforcement,
+            proxies,
             rules: Vec::new(),
             entries: Vec::new(),
             selections: Vec::new(),
@@ -304,6 +328,15 @@ impl Engine {
                     .map(|(id, _)| *id),
             );
         }
+        if !peers.fqdns.is_empty() {
+            // toFQDNs selects only FQDN selector identities.
+            candidates.extend(
+                self.identities
+                    .iter()
+                    .filter(|(_, p)| p.is_fqdn())
+                    .map(|(id, _)| *id),
+            );
+        }
         let ids = if scan_all {
             self.identities
                 .iter()
@@ -328,14 +361,15 @@ impl Engine {
     fn program_entry(&mut self, slot: usize, only: Option<u32>) {
         let entry = &self.entries[slot];
         let rule = &self.rules[entry.rule];
-        let value = PolicyValue {
+        let value = |proxy_port: u16| PolicyValue {
             policy_id: rule.policy_id,
             action: if entry.deny {
                 POLICY_DENY
             } else {
                 POLICY_ALLOW
             },
-            pad: [0; 3],
+            pad: 0,
+            proxy_port: if entry.deny { 0 } else { proxy_port },
         };
         let ids: Vec<u32> = match (&self.selections[entry.selection].selected, only) {
             (_, Some(id)) => vec![id],
@@ -347,9 +381,9 @@ impl Engine {
             let Some(endpoint) = self.endpoints.get(ep) else {
                 continue;
             };
-            let ports = port_keys(&entry.entry, entry.direction, endpoint);
+            let ports = port_keys(&entry.entry, entry.direction, endpoint, &self.proxies);
             for identity in &ids {
-                for &(proto, dport) in &ports {
+                for &(proto, dport, proxy) in &ports {
                     let key = PolicyKey {
                         endpoint_id: *ep,
                         identity: *identity,
@@ -357,7 +391,7 @@ impl Engine {
                         proto,
                         direction: dir,
                     };
-                    insert_entry(&mut self.out.entries, key, value);
+                    insert_entry(&mut self.out.entries, key, value(proxy));
                 }
             }
         }

@@ -12,6 +12,7 @@ use super::engine::Engine;
 use crate::Enforcement;
 use crate::compute::CidrIdentities;
 use crate::model::Policy;
+use crate::proxy::ProxyPorts;
 
 /// Everything the policy maps are computed from.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,6 +22,7 @@ pub struct Inputs {
     pub endpoints: Vec<EndpointInput>,
     pub identities: Vec<IdentityInput>,
     pub cidrs: CidrIdentities,
+    pub proxies: ProxyPorts,
 }
 
 /// How the last update was done.
@@ -67,7 +69,8 @@ impl Incremental {
             Some((old, mut engine)) => {
                 let same_base = old.enforcement == inputs.enforcement
                     && old.endpoints == inputs.endpoints
-                    && old.cidrs == inputs.cidrs;
+                    && old.cidrs == inputs.cidrs
+                    && old.proxies == inputs.proxies;
                 let identities = additions(&old.identities, &inputs.identities, |i| i.id);
                 let policies = additions(&old.policies, &inputs.policies, |p| p.source.to_string());
                 match (same_base, identities, policies) {
@@ -105,12 +108,13 @@ impl Incremental {
     }
 
     fn full(&mut self, inputs: Inputs) {
-        let engine = Engine::new(
+        let engine = Engine::with_proxies(
             &inputs.policies,
             inputs.enforcement,
             &inputs.endpoints,
             &inputs.identities,
             &inputs.cidrs,
+            inputs.proxies,
         );
         self.last = Some((inputs, engine));
     }
@@ -153,6 +157,7 @@ mod tests {
             }],
             identities: ids.to_vec(),
             cidrs: CidrIdentities::default(),
+            proxies: ProxyPorts::default(),
         }
     }
 

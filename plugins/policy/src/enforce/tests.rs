@@ -399,3 +399,54 @@ fn programmer_writes_only_differences_and_retries_failures() {
     prog.sync(&empty, &mut maps);
     assert!(maps.entries.is_empty() && maps.denies.is_empty());
 }
+
+/// The seed's payments-egress: the DNS entry carries the DNS proxy's port, the toFQDNs entry allows 443/TCP to each selector's identity without
+/// a proxy, and the DNS proxy lets payments-api resolve every name (`matchPattern: "*"`).
+#[test]
+fn payments_egress_steers_dns_to_the_proxy_and_allows_fqdn_identities() {
+    use crate::compute::{FQDN_IDENTITY_BASE, referenced_fqdns};
+    use crate::dns::DnsPolicy;
+    use crate::proxy::DEFAULT_DNS_PROXY_PORT;
+
+    let pols = policies(include_str!(
+        "../../../../examples/policies/payments-egress.yaml"
+    ));
+    let mut ids = identities();
+    ids.push(IdentityInput {
+        id: 1010,
+        labels: labels("k8s:k8s-app=kube-dns,k8s:io.kubernetes.pod.namespace=kube-system"),
+    });
+    let mut local = CidrIdentities::default();
+    local.update_fqdns(&referenced_fqdns(&pols));
+    let fqdn_ids: Vec<u32> = local.fqdns().map(|(_, id)| id).collect();
+    assert_eq!(
+        fqdn_ids,
+        vec![FQDN_IDENTITY_BASE + 1, FQDN_IDENTITY_BASE + 2]
+    );
+    let maps = desired(&pols, Enforcement::Default, &endpoints(), &ids, &local);
+    let egress = dp_direction(Direction::Egress);
+    let value = |identity: u32, proto: u8, dport: u16| {
+        maps.entries.get(&PolicyKey {
+            endpoint_id: 1002,
+            identity,
+            dport,
+            proto,
+            direction: egress,
+        })
+    };
+    // `protocol: ANY` is one key with protocol 0, which UDP and TCP both match.
+    let v = value(1010, 0, 53).expect("DNS entry");
+    assert_eq!(v.proxy_port, DEFAULT_DNS_PROXY_PORT);
+    for id in fqdn_ids {
+        let v = value(id, 6, 443).expect("toFQDNs entry");
+        assert_eq!(v.proxy_port, 0);
+    }
+    // World (an address no answer taught) is not allowed on 443.
+    assert!(value(2, 6, 443).is_none());
+    let dns = DnsPolicy::compute(&pols, &endpoints());
+    assert!(dns.allows(1002, "anything.example.com"));
+    assert!(
+        !dns.allows(1001, "anything.example.com"),
+        "no DNS rules: not redirected"
+    );
+}

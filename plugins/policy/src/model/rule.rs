@@ -108,7 +108,7 @@ pub struct Peers {
 }
 
 /// `matchName` or `matchPattern`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub enum FqdnSelector {
     MatchName(String),

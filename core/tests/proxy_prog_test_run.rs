@@ -1,0 +1,238 @@
+//! BPF_PROG_TEST_RUN tests of proxy redirection in `bpf/pod.c` (`bpf/lib/proxy.h`): an
+//! allow entry with a proxy port DNATs the connection to {node IP, proxy port} and records
+//! the original destination in `porin_proxy_redir`; later packets follow; the proxy's
+//! replies get the original destination back as their source; an allow entry without a
+//! proxy port leaves the packet alone.
+//!
+//! Needs root (CAP_BPF + CAP_NET_ADMIN) and bpffs; fails with a clear message otherwise.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddrV4},
+    path::PathBuf,
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use porin_core::datapath::{
+    Datapath, DatapathConfig, EndpointInfo, MAP_PROXY_REDIR, PodProgram, PolicyMaps,
+    ProxyRedirects,
+    abi::{POLICY_ALLOW, PolicyEpKey, PolicyKey, PolicyValue},
+    remove_node_pins, test_run,
+};
+
+const TC_ACT_OK: u32 = 0;
+const TCP: u8 = 6;
+const UDP: u8 = 17;
+const SYN: u8 = 0x02;
+const ACK: u8 = 0x10;
+
+const POD: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+const DNS: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+/// The node IP: loopback, so that the test's own sockets stand for the proxies (the program
+/// looks the proxy's socket up in the namespace BPF_PROG_TEST_RUN runs in).
+const NODE: Ipv4Addr = Ipv4Addr::LOCALHOST;
+const EP_POD: u32 = 11;
+const EP_DNS: u32 = 12;
+const ID_POD: u32 = 1001;
+const ID_DNS: u32 = 1002;
+const EGRESS: u8 = 2;
+
+/// Ethernet + IPv4 + TCP/UDP; returns the frame and the L4 offset.
+fn packet(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, sport: u16, dport: u16, flags: u8) -> Vec<u8> {
+    let mut l4 = Vec::new();
+    l4.extend_from_slice(&sport.to_be_bytes());
+    l4.extend_from_slice(&dport.to_be_bytes());
+    if proto == TCP {
+        l4.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+    } else {
+        l4.extend_from_slice(&[0, 13, 0, 0]);
+    }
+    l4.extend_from_slice(b"hello");
+    let mut ip = vec![0x45, 0];
+    ip.extend_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
+    ip.extend_from_slice(&[0, 1, 0, 0, 64, proto, 0, 0]);
+    ip.extend_from_slice(&src.octets());
+    ip.extend_from_slice(&dst.octets());
+    ip.extend_from_slice(&l4);
+    let mut eth = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00];
+    eth.extend_from_slice(&ip);
+    eth
+}
+
+/// (source, destination) of a frame built by `packet` (or rewritten by the program).
+fn endpoints_of(frame: &[u8]) -> (SocketAddrV4, SocketAddrV4) {
+    let ip = |o: usize| Ipv4Addr::new(frame[o], frame[o + 1], frame[o + 2], frame[o + 3]);
+    let port = |o: usize| u16::from_be_bytes([frame[o], frame[o + 1]]);
+    (
+        SocketAddrV4::new(ip(26), port(34)),
+        SocketAddrV4::new(ip(30), port(36)),
+    )
+}
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+struct Fixture {
+    dp: Datapath,
+    policy: PolicyMaps,
+    pin_root: PathBuf,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "proxy BPF_PROG_TEST_RUN tests must run as root (they load eBPF programs)"
+        );
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let pin_root = PathBuf::from(format!(
+            "/sys/fs/bpf/porin-proxytest-{}-{n}",
+            std::process::id()
+        ));
+        let config = DatapathConfig {
+            node_name: "node-1".into(),
+            pin_root: pin_root.clone(),
+            switches: vec![
+                ("CFG_ENABLE_POLICY".into(), 1),
+                ("CFG_NODE_IPV4".into(), u32::from_ne_bytes(NODE.octets())),
+            ],
+        };
+        let dp = Datapath::load(&config).unwrap_or_else(|e| panic!("loading the datapath: {e}"));
+        let mut endpoints = dp.endpoints().expect("endpoints map");
+        let mut ipcache = dp.ipcache().expect("ipcache");
+        for (addr, id, identity) in [(POD, EP_POD, ID_POD), (DNS, EP_DNS, ID_DNS)] {
+            let info = EndpointInfo {
+                endpoint_id: id,
+                ifindex: 100 + id,
+                identity,
+            };
+            endpoints.upsert(IpAddr::V4(addr), info).expect("endpoint");
+            ipcache
+                .upsert(IpAddr::V4(addr).into(), identity, 0)
+                .expect("ipcache");
+        }
+        let mut policy = PolicyMaps::open(|name| dp.map_pin_path(name)).expect("policy maps");
+        let ep = PolicyEpKey {
+            endpoint_id: EP_POD,
+            direction: EGRESS,
+            pad: [0; 3],
+        };
+        policy.set_default_deny(ep, true).expect("default deny");
+        Self {
+            dp,
+            policy,
+            pin_root,
+        }
+    }
+
+    fn allow(&mut self, proto: u8, dport: u16, proxy_port: u16) {
+        let key = PolicyKey {
+            endpoint_id: EP_POD,
+            identity: ID_DNS,
+            dport,
+            proto,
+            direction: EGRESS,
+        };
+        let value = PolicyValue {
+            policy_id: 7,
+            action: POLICY_ALLOW,
+            pad: 0,
+            proxy_port,
+        };
+        self.policy.upsert(key, value).expect("policy entry");
+    }
+
+    fn run(&self, program: PodProgram, packet: &[u8]) -> (u32, Vec<u8>) {
+        let fd = self.dp.program_fd(program).expect("program fd");
+        let out = test_run(fd, packet).expect("BPF_PROG_TEST_RUN");
+        (out.retval, out.packet)
+    }
+
+    fn redirects(&self) -> ProxyRedirects {
+        ProxyRedirects::open(&self.dp.map_pin_path(MAP_PROXY_REDIR)).expect("redirect map")
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = remove_node_pins(&self.pin_root, "node-1");
+        let _ = std::fs::remove_dir_all(&self.pin_root);
+    }
+}
+
+#[test]
+fn udp_query_is_steered_to_the_proxy_and_its_reply_comes_from_the_original_server() {
+    let proxy = std::net::UdpSocket::bind((NODE, 0)).expect("proxy socket");
+    let proxy_port = proxy.local_addr().expect("proxy port").port();
+    let mut f = Fixture::new();
+    f.allow(UDP, 53, proxy_port);
+    let query = packet(POD, DNS, UDP, 40000, 53, 0);
+    let (ret, out) = f.run(PodProgram::FromPod, &query);
+    assert_eq!(ret, TC_ACT_OK);
+    assert_eq!(
+        endpoints_of(&out),
+        (
+            SocketAddrV4::new(POD, 40000),
+            SocketAddrV4::new(NODE, proxy_port)
+        ),
+        "the query goes to the node's proxy"
+    );
+    let r = f
+        .redirects()
+        .get(SocketAddrV4::new(POD, 40000), UDP)
+        .expect("map read")
+        .expect("the original destination is recorded");
+    assert_eq!(r.original_destination, SocketAddrV4::new(DNS, 53));
+    assert_eq!(
+        (r.proxy_port, r.endpoint_id, r.destination_identity),
+        (proxy_port, EP_POD, ID_DNS)
+    );
+    // A second query on the same socket (conntrack entry exists) follows the redirection.
+    let (_, out) = f.run(PodProgram::FromPod, &query);
+    assert_eq!(endpoints_of(&out).1, SocketAddrV4::new(NODE, proxy_port));
+    // The proxy's answer (node IP:proxy port -> pod) enters the pod from the server.
+    let answer = packet(NODE, POD, UDP, proxy_port, 40000, 0);
+    let (ret, out) = f.run(PodProgram::ToPod, &answer);
+    assert_eq!(ret, TC_ACT_OK);
+    assert_eq!(
+        endpoints_of(&out),
+        (SocketAddrV4::new(DNS, 53), SocketAddrV4::new(POD, 40000))
+    );
+    // The proxy is gone (agent restarting): queries go to the server itself.
+    drop(proxy);
+    let (ret, out) = f.run(PodProgram::FromPod, &query);
+    assert_eq!(ret, TC_ACT_OK);
+    assert_eq!(out, query, "without a proxy the query goes out unchanged");
+}
+
+#[test]
+fn tcp_connection_is_steered_whole_and_plain_allows_are_untouched() {
+    let proxy = std::net::TcpListener::bind((NODE, 0)).expect("proxy socket");
+    let proxy_port = proxy.local_addr().expect("proxy port").port();
+    let mut f = Fixture::new();
+    f.allow(TCP, 53, proxy_port);
+    f.allow(TCP, 80, 0);
+    let syn = packet(POD, DNS, TCP, 40001, 53, SYN);
+    let (ret, out) = f.run(PodProgram::FromPod, &syn);
+    assert_eq!(ret, TC_ACT_OK);
+    assert_eq!(endpoints_of(&out).1, SocketAddrV4::new(NODE, proxy_port));
+    let synack = packet(NODE, POD, TCP, proxy_port, 40001, SYN | ACK);
+    let (_, out) = f.run(PodProgram::ToPod, &synack);
+    assert_eq!(endpoints_of(&out).0, SocketAddrV4::new(DNS, 53));
+    let ack = packet(POD, DNS, TCP, 40001, 53, ACK);
+    let (_, out) = f.run(PodProgram::FromPod, &ack);
+    assert_eq!(endpoints_of(&out).1, SocketAddrV4::new(NODE, proxy_port));
+    // Port 80 is allowed without a proxy: not rewritten, nothing recorded.
+    let web = packet(POD, DNS, TCP, 40002, 80, SYN);
+    let (ret, out) = f.run(PodProgram::FromPod, &web);
+    assert_eq!(ret, TC_ACT_OK);
+    assert_eq!(out, web);
+    assert!(
+        f.redirects()
+            .get(SocketAddrV4::new(POD, 40002), TCP)
+            .expect("map read")
+            .is_none()
+    );
+    // A packet from the node that is no proxy reply is left alone.
+    let other = packet(NODE, POD, TCP, 9999, 40001, ACK);
+    let (_, out) = f.run(PodProgram::ToPod, &other);
+    assert_eq!(out, other);
+}

@@ -1,0 +1,17 @@
+//! The transparent DNS proxy: endpoints whose egress policy has `rules.dns` have their
+//! DNS (UDP and TCP 53) steered here by the datapath (`bpf/lib/proxy.h`). Queries for
+//! names the rules allow go to the server the pod asked; the others get REFUSED. Answers
+//! are parsed (CNAME chains included) and their addresses enter the ipcache under the
+//! identities of the `toFQDNs` selectors they match before the pod sees them.
+
+pub mod message;
+pub mod pattern;
+pub mod rules;
+pub mod run;
+pub mod server;
+pub mod state;
+
+pub use message::Rejection;
+pub use pattern::NamePattern;
+pub use rules::DnsPolicy;
+pub use state::{DnsCounters, DnsShared, DnsView};
