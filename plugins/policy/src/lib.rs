@@ -5,6 +5,7 @@ pub mod compute;
 mod config;
 pub mod corpus;
 pub mod enforce;
+pub mod l7;
 pub mod model;
 pub mod parse;
 mod plugin;

@@ -20,6 +20,9 @@ pub struct Trace {
     /// Addresses outside the cluster and the identity the ipcache gives them.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub addresses: Vec<ResolvedAddress>,
+    /// The HTTP request through the L7 proxy, when one was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http: Option<super::HttpTrace>,
 }
 
 /// An address resolved as the datapath's ipcache would: the longest prefix the policies
@@ -95,6 +98,7 @@ pub fn trace(
         egress,
         ingress,
         addresses: Vec::new(),
+        http: None,
     }
 }
 
