@@ -11,5 +11,5 @@ pub mod parse;
 mod plugin;
 pub mod status;
 
-pub use config::{Enforcement, PolicyConfig};
+pub use config::{Enforcement, L7ProxyConfig, PolicyConfig};
 pub use plugin::PolicyPlugin;

@@ -153,7 +153,6 @@ async fn admin_api_access_through_the_proxy() {
         sink: records.clone(),
     }
     .start("127.0.0.1:0".parse().expect("addr"))
-    .await
     .expect("proxy");
 
     // monitoring: GET /metrics passes, several times on one keep-alive connection.

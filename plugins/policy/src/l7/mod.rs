@@ -19,7 +19,10 @@ mod proxy;
 mod record;
 
 pub use error::L7ProxyError;
-pub use original_dst::{FixedDestination, OriginalDestination, OriginalDestinationError};
+pub use original_dst::{
+    FixedDestination, LocalAddressDestination, OriginalDestination, OriginalDestinationError,
+    PodDestination,
+};
 pub use peers::{ContextPeers, PeerResolver, ResolvedPeer, StaticPeers};
 pub use policy_set::{PolicySet, SharedPolicies};
 pub use proxy::{ACCESS_DENIED_BODY, L7Proxy, RunningProxy};

@@ -63,14 +63,14 @@ struct Shared {
 }
 
 impl L7Proxy {
-    /// Listen on `addr` and serve until the returned handle is dropped.
-    pub async fn start(self, addr: SocketAddr) -> Result<RunningProxy, L7ProxyError> {
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| L7ProxyError::Bind { addr, source })?;
-        let addr = listener
-            .local_addr()
-            .map_err(|source| L7ProxyError::Bind { addr, source })?;
+    /// Listen on `addr` and serve until the returned handle is dropped. Must
+    /// be called inside a tokio runtime.
+    pub fn start(self, addr: SocketAddr) -> Result<RunningProxy, L7ProxyError> {
+        let bind = |source| L7ProxyError::Bind { addr, source };
+        let std_listener = std::net::TcpListener::bind(addr).map_err(bind)?;
+        std_listener.set_nonblocking(true).map_err(bind)?;
+        let listener = TcpListener::from_std(std_listener).map_err(bind)?;
+        let addr = listener.local_addr().map_err(bind)?;
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         let client = Client::builder(TokioExecutor::new())
