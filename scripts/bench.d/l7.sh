@@ -14,7 +14,9 @@ set -euo pipefail
 root=$BENCH_ROOT
 cargo=${CARGO:-cargo}
 echo "== build porin-l7-bench (release)" >&2
-(cd "$root" && "$cargo" build --release --locked -p porin-policy --bin porin-l7-bench) >&2
+# With the packages scripts/bench just built, so features unify and nothing rebuilds.
+(cd "$root" && "$cargo" build --release --locked -p porin -p porin-testbed -p porin-policy \
+    --bin porin-l7-bench) >&2
 tool=$(dirname "$PORIN_BIN")/porin-l7-bench
 command -v wrk >/dev/null || { echo "bench l7: wrk is required (make deps)" >&2; exit 1; }
 
