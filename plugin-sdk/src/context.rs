@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
-use crate::{ClusterState, DatapathEvent};
+use crate::{ClusterState, DatapathEvent, L7Record};
 
 /// What a plugin may know about an endpoint (a pod on this or another node).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,4 +105,13 @@ pub trait PluginContext: Send + Sync {
     /// (`cilium_bpf_map_pressure{map_name}` on the agent metrics). Contexts without
     /// metrics ignore it.
     fn set_map_pressure(&self, _map: &str, _ratio: f64) {}
+
+    /// Hands an L7 record (the policy plugin's HTTP proxy) to the flow pipeline.
+    /// Contexts without a pipeline ignore it.
+    fn publish_l7(&self, _record: L7Record) {}
+
+    /// L7 records as the proxy publishes them; `None` in contexts without them.
+    fn subscribe_l7(&self) -> Option<broadcast::Receiver<Arc<L7Record>>> {
+        None
+    }
 }

@@ -12,6 +12,7 @@ pub mod datapath;
 pub mod error;
 pub mod flow;
 pub mod health;
+pub mod l7;
 pub mod plugin;
 pub mod state;
 
@@ -21,5 +22,6 @@ pub use datapath::{DEFAULT_DEVICE, DatapathContribution, Switch};
 pub use error::PluginError;
 pub use flow::{DatapathEvent, Direction, EventKind, Verdict};
 pub use health::Health;
+pub use l7::{L7Kind, L7Record};
 pub use plugin::{ChangedObject, Plugin, StateChangeSummary};
 pub use state::{ClusterState, IdentityInfo, LocalEndpoint, PodAddress, slice_belongs_to};

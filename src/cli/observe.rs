@@ -12,6 +12,7 @@ use porin_observe::hubble_proto::flow::{
 use porin_observe::hubble_proto::observer::get_flows_response::ResponseTypes;
 use porin_observe::hubble_proto::observer::{GetFlowsRequest, GetFlowsResponse};
 use porin_observe::hubble_proto::relay::NodeState;
+use porin_observe::l7_flow::MESSAGE_TYPE_ACCESS_LOG;
 use porin_observe::{ClientTls, HubbleAddress, format_compact};
 use time_flag::parse_time;
 use tokio::sync::mpsc;
@@ -123,7 +124,7 @@ pub struct ObserveArgs {
     /// Only the flow with this uuid.
     #[arg(long)]
     pub uuid: Option<String>,
-    /// Only these events: `drop`, `trace`, `trace:to-endpoint`, `trace:from-endpoint`.
+    /// Only these events: `drop`, `trace`, `trace:to-endpoint`, `trace:from-endpoint`, `l7`.
     #[arg(short = 't', long = "type")]
     pub event_type: Option<String>,
     /// Output format.
@@ -297,7 +298,8 @@ fn event_type(text: &str) -> Result<EventTypeFilter> {
     let r#type = match kind {
         "drop" => MESSAGE_TYPE_DROP,
         "trace" => MESSAGE_TYPE_TRACE,
-        other => bail!("--type: unknown event type `{other}` (drop, trace)"),
+        "l7" => MESSAGE_TYPE_ACCESS_LOG,
+        other => bail!("--type: unknown event type `{other}` (drop, trace, l7)"),
     };
     let sub_type = match (kind, sub) {
         (_, "") => None,

@@ -8,9 +8,10 @@ use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use porin_policy::Enforcement;
 use porin_policy::compute::{
-    Decision, L4, Peer, ResolvedAddress, resolve_address, resolve_fqdn, trace,
+    ConnectionFilter, Decision, L4, Peer, ResolvedAddress, Verdict, resolve_address, resolve_fqdn,
+    trace,
 };
-use porin_policy::model::{Label, Labels, NAMESPACE_LABELS, Policy, Protocol};
+use porin_policy::model::{HttpRequest, Label, Labels, NAMESPACE_LABELS, Policy, Protocol};
 use porin_policy::parse::{PolicyError, parse_file};
 
 use super::Target;
@@ -31,7 +32,7 @@ pub enum PolicyCommand {
         files: Vec<PathBuf>,
     },
     /// Decide a connection offline: the source's egress and the destination's ingress.
-    Trace(TraceArgs),
+    Trace(Box<TraceArgs>),
 }
 
 #[derive(Debug, clap::Args)]
@@ -67,6 +68,19 @@ pub struct TraceArgs {
     /// A named port of the destination: `http=8080` (repeatable).
     #[arg(long = "dst-named-port")]
     named_ports: Vec<String>,
+    /// An HTTP request on the connection, judged by the L7 rules as the proxy
+    /// would (with --http-path).
+    #[arg(long, requires = "http_path")]
+    http_method: Option<String>,
+    /// The request's path and query, e.g. `/metrics` (with --http-method).
+    #[arg(long, requires = "http_method")]
+    http_path: Option<String>,
+    /// The request's Host header.
+    #[arg(long, requires = "http_method")]
+    http_host: Option<String>,
+    /// A request header `Name: value` (repeatable).
+    #[arg(long = "http-header", requires = "http_method")]
+    http_headers: Vec<String>,
     /// Policy enforcement mode, as `[plugins.policy] enforcement`.
     #[arg(long, value_enum, default_value = "default")]
     enforcement: EnforcementArg,
@@ -179,6 +193,13 @@ fn run_trace(args: &TraceArgs) -> Result<bool> {
     let mut result = trace(&policies, enforcement, &src, &dst, &l4);
     result.addresses = addresses;
     result.dst_fqdn = dst_fqdn;
+    if let Some(request) = http_request(args)? {
+        let http = ConnectionFilter::new(&policies, enforcement, &src, &dst, &l4).trace(&request);
+        if http.verdict == Verdict::Denied {
+            result.verdict = Verdict::Denied;
+        }
+        result.http = Some(http);
+    }
     match args.output {
         Format::Json => super::output::print_json(&result)?,
         Format::Table => {
@@ -198,6 +219,11 @@ fn run_trace(args: &TraceArgs) -> Result<bool> {
             }
             print_side("egress (source)", &result.egress);
             print_side("ingress (destination)", &result.ingress);
+            if let Some(h) = &result.http {
+                println!("http {} {}: {:?}", h.method, h.path, h.verdict);
+                println!("  egress: {:?} - {}", h.egress.verdict, h.egress.reason);
+                println!("  ingress: {:?} - {}", h.ingress.verdict, h.ingress.reason);
+            }
         }
     }
     Ok(true)
@@ -215,6 +241,29 @@ fn print_side(title: &str, d: &Decision) {
     for n in &d.notes {
         println!("  note: {n}");
     }
+}
+
+/// The request of `--http-method`/`--http-path`/`--http-host`/`--http-header`.
+fn http_request(args: &TraceArgs) -> Result<Option<HttpRequest>> {
+    let (Some(method), Some(path)) = (&args.http_method, &args.http_path) else {
+        return Ok(None);
+    };
+    let mut headers = Vec::new();
+    for h in &args.http_headers {
+        let (name, value) = h
+            .split_once(':')
+            .context(format!("--http-header {h:?}: expected \"Name: value\""))?;
+        headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+    }
+    if let Some(host) = &args.http_host {
+        headers.push(("host".to_owned(), host.clone()));
+    }
+    Ok(Some(HttpRequest {
+        method: method.clone(),
+        path: path.clone(),
+        host: args.http_host.clone(),
+        headers,
+    }))
 }
 
 /// One side of the traced connection as given on the command line.

@@ -27,6 +27,7 @@ fn unknown_benchmark_lists_the_known_ones() {
         "agent",
         "datapath",
         "flows",
+        "l7",
         "lb",
         "policy",
         "wasm",

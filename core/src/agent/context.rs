@@ -10,7 +10,8 @@ use std::sync::Mutex;
 
 use ipnet::IpNet;
 use porin_plugin_sdk::{
-    CidrIdentity, ClusterState, DatapathEvent, EndpointMeta, IpcacheWriteError, PluginContext,
+    CidrIdentity, ClusterState, DatapathEvent, EndpointMeta, IpcacheWriteError, L7Record,
+    PluginContext,
 };
 use tokio::sync::broadcast;
 
@@ -24,6 +25,9 @@ use crate::ipcache::{Ipcache, Source};
 use crate::metrics::AgentMetrics;
 use crate::state::StateStore;
 
+/// L7 records the pipeline may fall behind by before they are counted lost.
+pub const L7_QUEUE: usize = 16_384;
+
 /// What plugins get from core. Cheap to clone into tasks.
 pub struct CoreContext {
     pub node_name: String,
@@ -31,6 +35,8 @@ pub struct CoreContext {
     pub run_dir: PathBuf,
     pub map_dir: PathBuf,
     pub events: broadcast::Sender<Arc<DatapathEvent>>,
+    /// L7 records from the policy plugin's proxy to the flow pipeline.
+    pub l7: broadcast::Sender<Arc<L7Record>>,
     pub view: Arc<RwLock<ClusterView>>,
     pub store: StateStore,
     /// Kernel ring buffer losses, kept current by the agent's counter poller.
@@ -81,6 +87,15 @@ impl PluginContext for CoreContext {
 
     fn subscribe_events(&self) -> broadcast::Receiver<Arc<DatapathEvent>> {
         self.events.subscribe()
+    }
+
+    fn publish_l7(&self, record: L7Record) {
+        // No subscriber (observe disabled) is not an error.
+        let _ = self.l7.send(Arc::new(record));
+    }
+
+    fn subscribe_l7(&self) -> Option<broadcast::Receiver<Arc<L7Record>>> {
+        Some(self.l7.subscribe())
     }
 
     fn resolve_endpoint(&self, ip: IpAddr) -> Option<EndpointMeta> {

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::cluster::{self, ClusterView, NodeRoute};
-use super::context::CoreContext;
+use super::context::{CoreContext, L7_QUEUE};
 use super::endpoints::EndpointManager;
 use super::error::AgentError;
 use crate::api::{EndpointState, serve_api};
@@ -191,6 +191,7 @@ pub async fn run(config_path: &Path, plugins: Vec<Box<dyn Plugin>>) -> Result<()
         run_dir: agent_config.run_dir.clone(),
         map_dir,
         events: events_tx,
+        l7: broadcast::channel(L7_QUEUE).0,
         view: agent.view.clone(),
         store: agent.store.clone(),
         events_lost: agent.metrics.kernel_events_lost(),

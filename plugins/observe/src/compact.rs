@@ -47,7 +47,9 @@ pub fn format_compact(flow: &Flow) -> String {
     let verdict_name = Verdict::try_from(flow.verdict)
         .map(|v| v.as_str_name())
         .unwrap_or("UNKNOWN");
-    let verdict = if flow.verdict == Verdict::Dropped as i32 {
+    let http = http_summary(flow);
+    let proto = http.clone().unwrap_or(proto);
+    let verdict = if flow.verdict == Verdict::Dropped as i32 && http.is_none() {
         let reason = DropReason::try_from(flow.drop_reason_desc)
             .map(|r| r.as_str_name())
             .unwrap_or("DROP_REASON_UNKNOWN");
@@ -82,8 +84,38 @@ pub fn format_compact(flow: &Flow) -> String {
     )
 }
 
+/// Hubble's L7 summary: `HTTP/1.1 GET http://h/p`, or for a response
+/// `HTTP/1.1 403 2ms (POST http://h/p)`.
+fn http_summary(flow: &Flow) -> Option<String> {
+    use hubble_proto::flow::{L7FlowType, layer7::Record};
+    let l7 = flow.l7.as_ref()?;
+    let Some(Record::Http(h)) = l7.record.as_ref() else {
+        return None;
+    };
+    Some(if l7.r#type == L7FlowType::Response as i32 {
+        format!(
+            "{} {} {}ms ({} {})",
+            h.protocol,
+            h.code,
+            l7.latency_ns / 1_000_000,
+            h.method,
+            h.url
+        )
+    } else {
+        format!("{} {} {}", h.protocol, h.method, h.url)
+    })
+}
+
 /// Hubble's word for the event: `to-endpoint`, `from-endpoint`, `drop`, ...
 pub fn event_name(flow: &Flow) -> &'static str {
+    use hubble_proto::flow::L7FlowType;
+    if let Some(l7) = flow.l7.as_ref() {
+        return if l7.r#type == L7FlowType::Response as i32 {
+            "http-response"
+        } else {
+            "http-request"
+        };
+    }
     match flow.event_type.as_ref().map(|e| (e.r#type, e.sub_type)) {
         Some((MESSAGE_TYPE_DROP, _)) => "drop",
         Some((MESSAGE_TYPE_TRACE, TRACE_TO_LXC)) => "to-endpoint",
@@ -208,6 +240,31 @@ mod tests {
         assert!(line.contains("-> 10.200.2.7:53 (ID:5678) drop"), "{line}");
         assert!(
             line.contains("DROPPED (CT_TRUNCATED_OR_INVALID_HEADER)"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn http_flows_read_like_hubble() {
+        use hubble_proto::flow::{Http, L7FlowType, Layer7, layer7::Record};
+        let mut f = sample();
+        f.verdict = Verdict::Dropped as i32;
+        f.l7 = Some(Layer7 {
+            r#type: L7FlowType::Response as i32,
+            latency_ns: 3_000_000,
+            record: Some(Record::Http(Http {
+                code: 403,
+                method: "POST".into(),
+                url: "http://admin:8080/metrics".into(),
+                protocol: "HTTP/1.1".into(),
+                headers: vec![],
+            })),
+        });
+        let line = format_compact(&f);
+        assert!(
+            line.ends_with(
+                "http-response DROPPED (HTTP/1.1 403 3ms (POST http://admin:8080/metrics))"
+            ),
             "{line}"
         );
     }

@@ -10,6 +10,7 @@ pub mod entry;
 pub mod filter;
 pub mod flow;
 pub mod grpc;
+pub mod l7_flow;
 mod metric_spec;
 pub mod metrics;
 pub mod peer_source;

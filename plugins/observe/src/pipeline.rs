@@ -4,13 +4,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hubble_proto::flow::{Flow, LostEventSource};
-use porin_plugin_sdk::{DatapathEvent, EndpointMeta, PluginContext};
+use porin_plugin_sdk::{DatapathEvent, EndpointMeta, L7Record, PluginContext};
 use porin_wasm::WasmModules;
+use tokio::sync::broadcast::Receiver;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use crate::endpoints::{CacheSettings, EndpointCache};
 use crate::entry::FlowEntry;
 use crate::flow::{Clock, Enricher, enrich, next_seq};
+use crate::l7_flow::l7_flow;
 use crate::metrics::{HubbleMetrics, LostEvents};
 use crate::ring::FlowRing;
 
@@ -44,6 +46,18 @@ impl Pipeline {
             clock: Clock::now(),
             endpoints: EndpointCache::new(settings),
         }
+    }
+
+    /// The ring entry of one L7 record of the proxy, its endpoints resolved now.
+    pub fn l7_entry(&mut self, record: &L7Record, ctx: &dyn Enricher) -> FlowEntry {
+        let now = Instant::now();
+        let client = self
+            .endpoints
+            .resolve(record.src.ip(), record.src_identity, now, ctx);
+        let server = self
+            .endpoints
+            .resolve(record.dst.ip(), record.dst_identity, now, ctx);
+        FlowEntry::ready(l7_flow(record, &self.node, &client, &server))
     }
 
     /// The ring entry of one event, its endpoints resolved now.
@@ -83,10 +97,28 @@ pub async fn run_pipeline(
     wasm: Option<Arc<WasmModules>>,
 ) {
     let mut events = ctx.subscribe_events();
+    let mut l7 = ctx.subscribe_l7();
     let enricher = ContextEnricher(ctx);
     let mut pipeline = Pipeline::new(enricher.node_name(), CacheSettings::default());
     loop {
-        let first = match events.recv().await {
+        let first = tokio::select! {
+            event = events.recv() => event,
+            Some(record) = next_l7(&mut l7, &lost) => {
+                let mut batch = vec![pipeline.l7_entry(&record, &enricher)];
+                while batch.len() < MAX_BATCH {
+                    match l7.as_mut().map(Receiver::try_recv) {
+                        Some(Ok(record)) => batch.push(pipeline.l7_entry(&record, &enricher)),
+                        Some(Err(TryRecvError::Lagged(n))) => {
+                            lost.record(LostEventSource::ObserverEventsQueue, n)
+                        }
+                        _ => break,
+                    }
+                }
+                process(batch, &ring, metrics.as_deref(), wasm.as_deref());
+                continue;
+            }
+        };
+        let first = match first {
             Ok(event) => event,
             Err(RecvError::Lagged(n)) => {
                 lost.record(LostEventSource::ObserverEventsQueue, n);
@@ -105,6 +137,24 @@ pub async fn run_pipeline(
             }
         }
         process(batch, &ring, metrics.as_deref(), wasm.as_deref());
+    }
+}
+
+/// The next L7 record; pending forever without a channel or once it closed,
+/// and records the pipeline fell behind on are counted as lost.
+async fn next_l7(
+    l7: &mut Option<Receiver<Arc<L7Record>>>,
+    lost: &LostEvents,
+) -> Option<Arc<L7Record>> {
+    loop {
+        let Some(rx) = l7.as_mut() else {
+            return std::future::pending().await;
+        };
+        match rx.recv().await {
+            Ok(record) => return Some(record),
+            Err(RecvError::Lagged(n)) => lost.record(LostEventSource::ObserverEventsQueue, n),
+            Err(RecvError::Closed) => *l7 = None,
+        }
     }
 }
 

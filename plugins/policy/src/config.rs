@@ -37,6 +37,8 @@ pub struct PolicyConfig {
     /// Shortest time, in seconds, a learned address stays (answers with a shorter TTL are
     /// raised to it). Default 3600.
     pub fqdn_min_ttl_seconds: u64,
+    /// The per-node L7 HTTP proxy for `rules.http`; off when absent.
+    pub l7_proxy: Option<L7ProxyConfig>,
 }
 
 impl Default for PolicyConfig {
@@ -50,6 +52,7 @@ impl Default for PolicyConfig {
             fqdn_max_ips_per_name: limits.max_ips_per_name,
             fqdn_max_ips_per_endpoint: limits.max_ips_per_endpoint,
             fqdn_min_ttl_seconds: limits.min_ttl.as_secs(),
+            l7_proxy: None,
         }
     }
 }
@@ -71,6 +74,24 @@ impl PolicyConfig {
             min_ttl: std::time::Duration::from_secs(self.fqdn_min_ttl_seconds),
         }
     }
+}
+
+/// `[plugins.policy.l7_proxy]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct L7ProxyConfig {
+    /// Where the proxy listens in the node's network namespace.
+    #[serde(default = "default_l7_listen")]
+    pub listen: std::net::SocketAddr,
+    /// `NAMESPACE/POD:PORT`: send every connection there instead of its
+    /// original destination (steering for tests while the datapath redirect
+    /// is not wired). Absent: the connection's local address is its original
+    /// destination (the datapath assigns it to the proxy unchanged).
+    pub static_destination: Option<String>,
+}
+
+fn default_l7_listen() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([0, 0, 0, 0], 15080))
 }
 
 impl PolicyConfig {
@@ -98,6 +119,14 @@ mod tests {
         let c = parse_str("enforcement = \"always\"\npolicy_audit_mode = true").expect("valid");
         assert_eq!(c.enforcement, Enforcement::Always);
         assert!(c.policy_audit_mode);
+        let c =
+            parse_str("[l7_proxy]\nstatic_destination = \"payments/admin:8080\"").expect("valid");
+        let proxy = c.l7_proxy.expect("proxy");
+        assert_eq!(proxy.listen.port(), 15080);
+        assert_eq!(
+            proxy.static_destination.as_deref(),
+            Some("payments/admin:8080")
+        );
     }
 
     #[test]
@@ -109,5 +138,7 @@ mod tests {
         assert_eq!(e.config_key(), Some("policy_audit_mode"));
         let e = parse_str("enforce = \"always\"").expect_err("invalid");
         assert_eq!(e.config_key(), Some("enforce"));
+        let e = parse_str("[l7_proxy]\nlisten = \"nowhere\"").expect_err("invalid");
+        assert!(e.to_string().contains("listen"), "{e}");
     }
 }

@@ -7,11 +7,12 @@ pub mod corpus;
 pub mod dns;
 pub mod enforce;
 pub mod fqdn;
+pub mod l7;
 pub mod model;
 pub mod parse;
 mod plugin;
 pub mod proxy;
 pub mod status;
 
-pub use config::{Enforcement, PolicyConfig};
+pub use config::{Enforcement, L7ProxyConfig, PolicyConfig};
 pub use plugin::PolicyPlugin;

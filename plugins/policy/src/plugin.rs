@@ -12,7 +12,6 @@ use porin_plugin_sdk::{
 };
 use tracing::{debug, info, warn};
 
-use crate::PolicyConfig;
 use crate::compute::{CidrIdentities, referenced_fqdns, referenced_prefixes};
 use crate::dns::run::DnsProxy;
 use crate::dns::{DnsPolicy, DnsView, NamePattern};
@@ -20,8 +19,13 @@ use crate::enforce::desired::{EndpointInput, IdentityInput};
 use crate::enforce::incremental::{Incremental, Inputs};
 use crate::enforce::loader::Loader;
 use crate::enforce::programmer::Programmer;
+use crate::l7::{
+    ContextPeers, L7Proxy, LocalAddressDestination, OriginalDestination, PodDestination, PolicySet,
+    RunningProxy, SharedPolicies,
+};
 use crate::model::Labels;
 use crate::status::PolicyStatus;
+use crate::{L7ProxyConfig, PolicyConfig};
 
 /// The section name in `porin.toml`.
 pub const NAME: &str = "policy";
@@ -58,6 +62,9 @@ struct Running {
     problems: Vec<String>,
     /// The node's DNS proxy, or why it is not running.
     dns: Result<DnsProxy, String>,
+    /// The policies the L7 proxy judges by, and the proxy (when configured).
+    l7_policies: Arc<SharedPolicies>,
+    l7_proxy: Option<RunningProxy>,
 }
 
 fn labels_of(labels: &[String]) -> Labels {
@@ -76,6 +83,40 @@ fn named_ports(pods: &[Pod], namespace: &str, name: &str) -> BTreeMap<String, u1
         .flat_map(|c| c.ports.iter().flatten())
         .filter_map(|port| Some((port.name.clone()?, u16::try_from(port.container_port).ok()?)))
         .collect()
+}
+
+/// Start the node's L7 proxy: peers resolved through the agent, records to the
+/// flow pipeline.
+fn startl7_proxy(
+    config: &L7ProxyConfig,
+    ctx: &Arc<dyn PluginContext>,
+    policies: Arc<SharedPolicies>,
+) -> Result<RunningProxy, PluginError> {
+    let start_error = |message: String| PluginError::Start {
+        plugin: NAME.to_string(),
+        message,
+    };
+    let original: Arc<dyn OriginalDestination> = match &config.static_destination {
+        Some(text) => Arc::new(PodDestination::parse(ctx.clone(), text).ok_or_else(|| {
+            start_error(format!(
+                "l7_proxy.static_destination {text:?}: expected NAMESPACE/POD:PORT"
+            ))
+        })?),
+        None => Arc::new(LocalAddressDestination),
+    };
+    let runtime = tokio::runtime::Handle::try_current()
+        .map_err(|e| start_error(format!("no async runtime for the L7 proxy: {e}")))?;
+    let _guard = runtime.enter();
+    let proxy = L7Proxy {
+        policies,
+        peers: Arc::new(ContextPeers(ctx.clone())),
+        original,
+        sink: Arc::new(ctx.clone()),
+    }
+    .start(config.listen)
+    .map_err(|e| start_error(e.to_string()))?;
+    info!(plugin = NAME, address = %proxy.addr, "L7 proxy listening");
+    Ok(proxy)
 }
 
 impl PolicyPlugin {
@@ -147,6 +188,12 @@ impl PolicyPlugin {
         let endpoint_count = endpoints.len();
         let policy_count = loaded.policies.len();
         let in_force = PolicyStatus::in_force(&loaded.policies);
+        if run.l7_proxy.is_some() {
+            run.l7_policies.replace(PolicySet {
+                policies: loaded.policies.clone(),
+                enforcement,
+            });
+        }
         let (step, wanted) = run.engine.update(Inputs {
             policies: loaded.policies,
             enforcement,
@@ -245,8 +292,15 @@ impl Plugin for PolicyPlugin {
             warn!(plugin = NAME, error = %e, "DNS proxy not started: DNS rules are not enforced on this node (redirected queries go to their server)");
             e.to_string()
         });
+        let l7_policies = Arc::new(SharedPolicies::default());
+        let l7_proxy = match &self.config.l7_proxy {
+            Some(config) => Some(startl7_proxy(config, &ctx, l7_policies.clone())?),
+            None => None,
+        };
         self.running = Some(Running {
             dns,
+            l7_policies,
+            l7_proxy,
             ctx,
             maps,
             loader: Loader::default(),

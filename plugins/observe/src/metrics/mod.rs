@@ -8,6 +8,7 @@
 //! series are `Vec<(String, String)>` label sets.
 
 mod context;
+mod http;
 mod l4;
 mod l7;
 pub mod lost;
@@ -96,7 +97,13 @@ impl HubbleMetrics {
                 "tcp" => Box::new(l4::TcpHandler::register(registry, ctx)),
                 "port-distribution" => Box::new(l4::PortHandler::register(registry, ctx)),
                 "icmp" => Box::new(l4::IcmpHandler::register(registry, ctx)),
-                // No L7 or policy verdict events exist yet: the metrics are
+                "http" | "httpV2" => {
+                    let h = http::HttpHandler::register(registry, spec, ctx);
+                    names.extend(h.names());
+                    handlers.push(Box::new(h));
+                    continue;
+                }
+                // No DNS or policy verdict events exist yet: the metrics are
                 // registered with their names and help, without series.
                 _ => {
                     names.extend(l7::register(registry, spec));
@@ -294,16 +301,21 @@ mod tests {
                 "{name} missing:\n{text}"
             );
         }
-        // L7 metrics are registered under Cilium's names, without series.
+        // DNS metrics are registered under Cilium's names, without series;
+        // HTTP ones have series once L7 flows come.
         for name in [
             "hubble_dns_queries",
             "hubble_dns_responses",
             "hubble_dns_response_types",
+        ] {
+            assert!(m.names().contains(&name), "{name} not in {:?}", m.names());
+            assert!(!text.contains(name), "{name} has series:\n{text}");
+        }
+        for name in [
             "hubble_http_requests",
             "hubble_http_request_duration_seconds",
         ] {
             assert!(m.names().contains(&name), "{name} not in {:?}", m.names());
-            assert!(!text.contains(name), "{name} has series:\n{text}");
         }
         assert!(m.names().contains(&"hubble_icmp"));
         assert_eq!(m.names().len(), 11);

@@ -24,6 +24,9 @@ pub struct Trace {
     /// `--dst-fqdn`: the name and the `toFQDNs` selector whose identity its addresses get.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dst_fqdn: Option<ResolvedName>,
+    /// The HTTP request through the L7 proxy, when one was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http: Option<super::HttpTrace>,
 }
 
 /// A DNS name resolved as the DNS proxy would: the first `toFQDNs` selector of the policies
@@ -139,6 +142,7 @@ pub fn trace(
         ingress,
         addresses: Vec::new(),
         dst_fqdn: None,
+        http: None,
     }
 }
 

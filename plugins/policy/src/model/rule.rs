@@ -115,10 +115,10 @@ pub enum FqdnSelector {
     MatchPattern(String),
 }
 
-/// L7 rules attached to ports, kept for the FQDN/L7 issue.
+/// L7 rules attached to ports: `http` is enforced by the L7 proxy (`crate::l7`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct L7Rules {
-    pub http: Vec<serde_json::Value>,
+    pub http: Vec<super::HttpRule>,
     pub dns: Vec<serde_json::Value>,
 }
 

@@ -3,6 +3,7 @@
 
 mod cilium;
 mod error;
+mod http;
 mod knp;
 mod ports;
 mod selector;

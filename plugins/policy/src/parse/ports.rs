@@ -39,10 +39,7 @@ fn l7_rules(cx: &mut Cx, v: &Value, path: &str) -> L7Rules {
         return out;
     };
     if let Some(http) = map.get("http") {
-        out.http = cx
-            .list(http, &join(path, "http"))
-            .unwrap_or_default()
-            .to_vec();
+        out.http = super::http::http_rules(cx, http, &join(path, "http"));
     }
     if let Some(dns) = map.get("dns") {
         out.dns = cx
