@@ -12,6 +12,7 @@ pub mod datapath;
 pub mod error;
 pub mod flow;
 pub mod health;
+pub mod native;
 pub mod plugin;
 pub mod state;
 
