@@ -62,7 +62,13 @@ pub(crate) struct DatapathExtras {
     pub shape: DatapathShape,
     pub host: Option<HostDatapath>,
     pub socket_lb: Option<SocketLb>,
+    /// Pod programs of recent shapes, verified and ready to swap back in: turning a
+    /// plugin on again after turning it off costs link updates only, no verification.
+    pub pod_cache: Vec<(Vec<(String, u32)>, Datapath)>,
 }
+
+/// Program sets kept in [`DatapathExtras::pod_cache`].
+const POD_CACHE_SIZE: usize = 4;
 
 impl Agent {
     /// Turns plugin `name` on or off and applies its datapath contribution.
@@ -80,19 +86,26 @@ impl Agent {
             .plugin_ctx
             .get()
             .ok_or_else(|| toggle_error("the agent is still starting".to_string()))?;
+        let mut datapath_ms = 0.0;
+        let mut reload = || -> Result<bool, AgentError> {
+            let at = Instant::now();
+            let reloaded = self.apply_datapath_shape()?;
+            datapath_ms = at.elapsed().as_secs_f64() * 1000.0;
+            Ok(reloaded)
+        };
         let (changed, datapath_reloaded) = if enabled {
             // The plugin fills its maps first, then the programs switch its feature on.
             let section = lock(&self.plugin_sections).get(name).cloned();
             let changed = lock(&self.plugins)
                 .enable(name, section.as_ref(), ctx)
                 .map_err(toggle_error)?;
-            (changed, changed && self.apply_datapath_shape()?)
+            (changed, changed && reload()?)
         } else {
             // The programs drop the feature first, then the plugin stops and clears up.
             let was_on = lock(&self.plugins)
                 .mark_disabled(name)
                 .map_err(toggle_error)?;
-            let reloaded = was_on && self.apply_datapath_shape()?;
+            let reloaded = was_on && reload()?;
             let changed = lock(&self.plugins).disable(name).map_err(toggle_error)?;
             (changed, reloaded)
         };
@@ -102,6 +115,7 @@ impl Agent {
             changed,
             datapath_reloaded,
             elapsed_ms: started.elapsed().as_secs_f64() * 1000.0,
+            datapath_ms,
         };
         info!(
             plugin = name,
@@ -109,6 +123,7 @@ impl Agent {
             changed,
             datapath_reloaded,
             elapsed_ms = report.elapsed_ms,
+            datapath_ms,
             "plugin toggled"
         );
         Ok(report)
@@ -116,39 +131,81 @@ impl Agent {
 
     /// Reloads the programs when the enabled plugins want other switches, devices or
     /// socket load balancing. Returns whether anything was reloaded.
+    ///
+    /// The pod programs and the node device program are loaded (verified) at the same
+    /// time, without holding the agent's locks; the locks are taken only to swap the new
+    /// pod programs into the endpoints' links.
     pub(crate) fn apply_datapath_shape(&self) -> Result<bool, AgentError> {
         let wanted = DatapathShape::of(&lock(&self.plugins), &self.config);
         let mut extras = lock(&self.datapath_extras);
         if extras.shape == wanted {
             return Ok(false);
         }
-        let endpoints = lock(&self.endpoints);
-        let mut datapath = lock(&self.datapath);
-        if extras.shape.switches != wanted.switches {
-            let mut fresh = Datapath::load(&DatapathConfig {
-                node_name: self.config.node_name.clone(),
-                pin_root: self.config.pin_root.clone(),
-                switches: wanted.switches.clone(),
-            })?;
+        let switches_changed = extras.shape.switches != wanted.switches;
+        let host_changed = switches_changed || extras.shape.devices != wanted.devices;
+        let node_dir = lock(&self.datapath).node_pin_dir().to_path_buf();
+        if host_changed {
+            // Its links are pinned: the new load replaces the old programs in them.
+            extras.host = None;
+        }
+        let cached = if switches_changed {
+            extras
+                .pod_cache
+                .iter()
+                .position(|(switches, _)| *switches == wanted.switches)
+                .map(|i| extras.pod_cache.swap_remove(i).1)
+        } else {
+            None
+        };
+        let load_pod = switches_changed && cached.is_none();
+        let (pod, host) = std::thread::scope(|s| {
+            let pod = s.spawn(|| {
+                load_pod
+                    .then(|| {
+                        Datapath::load(&DatapathConfig {
+                            node_name: self.config.node_name.clone(),
+                            pin_root: self.config.pin_root.clone(),
+                            switches: wanted.switches.clone(),
+                        })
+                    })
+                    .transpose()
+            });
+            let host = host_changed.then(|| {
+                super::devices::attach_host_devices(
+                    &node_dir,
+                    &wanted.switches,
+                    &wanted.devices,
+                    self.config.node_ip,
+                )
+            });
+            (pod.join(), host)
+        });
+        let pod = pod.map_err(|_| AgentError::Toggle {
+            plugin: "datapath".to_string(),
+            message: "loading the programs panicked".to_string(),
+        })?;
+        if let Some(mut fresh) = pod?.or(cached) {
+            let endpoints = lock(&self.endpoints);
+            // A cached set may hold links of endpoints deleted since.
+            let current: std::collections::BTreeSet<&str> =
+                endpoints.iter().map(|r| r.host_ifname.as_str()).collect();
+            fresh
+                .links
+                .retain(|ifname, _| current.contains(ifname.as_str()));
             for record in endpoints.iter() {
                 if let Err(e) = fresh.attach_endpoint(&record.host_ifname) {
                     error!(endpoint = %record.host_ifname, error = %e, "swapping the new programs in");
                 }
             }
-            *datapath = fresh;
+            let old = std::mem::replace(&mut *lock(&self.datapath), fresh);
+            let old_switches = extras.shape.switches.clone();
+            extras.pod_cache.push((old_switches, old));
+            if extras.pod_cache.len() > POD_CACHE_SIZE {
+                extras.pod_cache.remove(0);
+            }
         }
-        let node_dir = datapath.node_pin_dir().to_path_buf();
-        drop(datapath);
-        drop(endpoints);
-        if extras.shape.switches != wanted.switches || extras.shape.devices != wanted.devices {
-            // Dropping the old one first: its links are pinned, the new load replaces them.
-            extras.host = None;
-            extras.host = super::devices::attach_host_devices(
-                &node_dir,
-                &wanted.switches,
-                &wanted.devices,
-                self.config.node_ip,
-            )?;
+        if let Some(host) = host {
+            extras.host = host?;
         }
         if extras.shape.socket_lb != wanted.socket_lb {
             extras.socket_lb = None;

@@ -61,6 +61,9 @@ pub struct PluginToggle {
     pub datapath_reloaded: bool,
     /// From the request to the change being in effect, in milliseconds.
     pub elapsed_ms: f64,
+    /// Of which reloading and swapping the programs.
+    #[serde(default)]
+    pub datapath_ms: f64,
 }
 
 /// The lifecycle states of an endpoint, as Cilium names them.
