@@ -145,6 +145,7 @@ pub async fn run(config_path: &Path, plugins: Vec<Box<dyn Plugin>>) -> Result<()
             host,
             socket_lb,
             pod_cache: Vec::new(),
+            host_cache: Vec::new(),
         }),
         routes: Mutex::new(Vec::new()),
         node_annotations: Mutex::new(std::collections::BTreeMap::new()),

@@ -65,10 +65,34 @@ pub(crate) struct DatapathExtras {
     /// Pod programs of recent shapes, verified and ready to swap back in: turning a
     /// plugin on again after turning it off costs link updates only, no verification.
     pub pod_cache: Vec<(Vec<(String, u32)>, Datapath)>,
+    /// The same for the node device program.
+    pub host_cache: Vec<(Vec<(String, u32)>, HostDatapath)>,
 }
 
-/// Program sets kept in [`DatapathExtras::pod_cache`].
-const POD_CACHE_SIZE: usize = 4;
+/// Program sets kept in each cache of [`DatapathExtras`].
+const CACHE_SIZE: usize = 4;
+
+/// The key of a node device program in the cache: its switches and devices.
+fn host_key(shape: &DatapathShape) -> Vec<(String, u32)> {
+    let mut key = shape.switches.clone();
+    key.extend(shape.devices.iter().map(|d| (format!("device {d}"), 0)));
+    key
+}
+
+/// Takes the program set loaded for `switches` out of `cache`.
+fn take<T>(cache: &mut Vec<(Vec<(String, u32)>, T)>, switches: &[(String, u32)]) -> Option<T> {
+    let i = cache.iter().position(|(s, _)| s == switches)?;
+    Some(cache.swap_remove(i).1)
+}
+
+/// Keeps a program set for `switches`, forgetting the oldest beyond [`CACHE_SIZE`].
+fn keep<T>(cache: &mut Vec<(Vec<(String, u32)>, T)>, switches: Vec<(String, u32)>, set: T) {
+    cache.retain(|(s, _)| *s != switches);
+    cache.push((switches, set));
+    if cache.len() > CACHE_SIZE {
+        cache.remove(0);
+    }
+}
 
 impl Agent {
     /// Turns plugin `name` on or off and applies its datapath contribution.
@@ -144,16 +168,29 @@ impl Agent {
         let switches_changed = extras.shape.switches != wanted.switches;
         let host_changed = switches_changed || extras.shape.devices != wanted.devices;
         let node_dir = lock(&self.datapath).node_pin_dir().to_path_buf();
-        if host_changed {
-            // Its links are pinned: the new load replaces the old programs in them.
-            extras.host = None;
+        let devices_changed = extras.shape.devices != wanted.devices;
+        if host_changed
+            && let Some(old) = extras.host.take()
+            && !devices_changed
+        {
+            // Its links are pinned: the new program replaces it in them. Kept for later,
+            // only while the devices are the same: the links it holds stay attached.
+            // (With other devices it is dropped here, and with it the links of devices
+            // no longer wanted.)
+            let key = host_key(&extras.shape);
+            keep(&mut extras.host_cache, key, old);
         }
+        if devices_changed {
+            // Cached programs hold links of the old devices.
+            extras.host_cache.clear();
+        }
+        let cached_host = if host_changed {
+            take(&mut extras.host_cache, &host_key(&wanted))
+        } else {
+            None
+        };
         let cached = if switches_changed {
-            extras
-                .pod_cache
-                .iter()
-                .position(|(switches, _)| *switches == wanted.switches)
-                .map(|i| extras.pod_cache.swap_remove(i).1)
+            take(&mut extras.pod_cache, &wanted.switches)
         } else {
             None
         };
@@ -171,11 +208,12 @@ impl Agent {
                     .transpose()
             });
             let host = host_changed.then(|| {
-                super::devices::attach_host_devices(
+                super::devices::attach_host_devices_with(
                     &node_dir,
                     &wanted.switches,
                     &wanted.devices,
                     self.config.node_ip,
+                    cached_host,
                 )
             });
             (pod.join(), host)
@@ -199,10 +237,7 @@ impl Agent {
             }
             let old = std::mem::replace(&mut *lock(&self.datapath), fresh);
             let old_switches = extras.shape.switches.clone();
-            extras.pod_cache.push((old_switches, old));
-            if extras.pod_cache.len() > POD_CACHE_SIZE {
-                extras.pod_cache.remove(0);
-            }
+            keep(&mut extras.pod_cache, old_switches, old);
         }
         if let Some(host) = host {
             extras.host = host?;
