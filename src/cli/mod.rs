@@ -236,6 +236,17 @@ fn dispatch(command: Command) -> Result<bool> {
         }
         Command::Plugins {
             command:
+                plugins_toggle::PluginsCommand::Status {
+                    name,
+                    output: _,
+                    target,
+                },
+        } => {
+            let targets = discover::targets(target.socket.as_deref(), target.node.as_deref())?;
+            runtime()?.block_on(plugins_toggle::status(&targets, &name))
+        }
+        Command::Plugins {
+            command:
                 plugins_toggle::PluginsCommand::Enable {
                     name,
                     output,

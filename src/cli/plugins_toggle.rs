@@ -18,6 +18,17 @@ pub(super) enum PluginsCommand {
         #[command(flatten)]
         target: Target,
     },
+    /// A running plugin's own status document, per node, as JSON (for a native plugin:
+    /// its path, ABI version, own status and metrics).
+    Status {
+        /// The plugin.
+        name: String,
+        /// Accepted for symmetry: the document is JSON either way.
+        #[arg(short = 'o', long, value_enum, default_value_t)]
+        output: Format,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Turn a plugin on: its programs, maps and tasks come back from the current state.
     Enable {
         /// The plugin (`lb`, `policy`, `encryption`, `observe`, or a native plugin's name).
@@ -37,6 +48,17 @@ pub(super) enum PluginsCommand {
         #[command(flatten)]
         target: Target,
     },
+}
+
+/// `porin plugins status NAME`: one JSON document per node; fails when any agent does
+/// not run the plugin.
+pub(super) async fn status(targets: &[AgentTarget], name: &str) -> Result<bool> {
+    if targets.is_empty() {
+        bail!("no agents to ask");
+    }
+    let (all, ok) = super::plugin_status::collect(targets, name).await;
+    print_json(&all)?;
+    Ok(ok)
 }
 
 /// Toggles `name` on every target. Fails when any agent refused.

@@ -126,6 +126,20 @@ path = "{panicking}"
             .any(|f| f["source"]["pod"] == "client" && f["source"]["namespace"] == "shop")
     );
 
+    // Its metrics and status come through the ABI.
+    let status = sandbox.porin_json(&["plugins", "status", "flow-exporter", "--node", "node-1"]);
+    let node1 = &status[0];
+    assert_eq!(
+        node1["abi_version"],
+        porin_plugin_sdk::native::ABI_VERSION,
+        "{node1}"
+    );
+    assert!(node1["plugin"]["written"].as_u64() > Some(0), "{node1}");
+    assert!(
+        str_of(&node1["metrics"]).contains("porin_flow_exporter_flows_written_total"),
+        "{node1}"
+    );
+
     // A Pod change makes the buggy plugin panic: caught, disabled, reported.
     // A Pod for another node: a Pod change the agents see, with nothing to wire.
     let late = pod_yaml("shop", "late", "late", "node-elsewhere", None);
