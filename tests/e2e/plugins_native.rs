@@ -140,6 +140,15 @@ path = "{panicking}"
         "{node1}"
     );
 
+    // ... and its metrics are served with the agent's on :9962.
+    let metrics = sandbox.metrics("node-1");
+    assert!(
+        metrics.contains("porin_flow_exporter_flows_written_total")
+            && metrics.contains("cilium_endpoint_state")
+            && metrics.trim_end().ends_with("# EOF"),
+        "{metrics}"
+    );
+
     // A Pod change makes the buggy plugin panic: caught, disabled, reported.
     // A Pod for another node: a Pod change the agents see, with nothing to wire.
     let late = pod_yaml("shop", "late", "late", "node-elsewhere", None);

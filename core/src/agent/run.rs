@@ -174,8 +174,18 @@ pub async fn run(config_path: &Path, plugins: Vec<Box<dyn Plugin>>) -> Result<()
     });
     let registry = agent.registry.clone();
     let metrics_address = agent_config.metrics_address;
+    // Native plugins' own registries are read through the ABI at every scrape.
+    let weak = Arc::downgrade(&agent);
+    let native_metrics: crate::metrics::ExtraMetrics = Arc::new(move || {
+        weak.upgrade()
+            .map(|agent| lock(&agent.plugins).native_metrics_text())
+            .unwrap_or_default()
+    });
     tokio::spawn(async move {
-        if let Err(e) = crate::metrics::serve_metrics(metrics_address, registry).await {
+        if let Err(e) =
+            crate::metrics::serve_metrics_with(metrics_address, registry, Some(native_metrics))
+                .await
+        {
             error!(error = %e, address = %metrics_address, "metrics server stopped");
         }
     });

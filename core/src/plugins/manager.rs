@@ -264,6 +264,21 @@ impl PluginManager {
         Ok(true)
     }
 
+    /// The metrics of running native plugins (their own registries, read through the
+    /// ABI), in the OpenMetrics text format without `# EOF`.
+    pub fn native_metrics_text(&self) -> String {
+        self.entries
+            .iter()
+            .filter(|e| e.started && e.native.is_some())
+            .filter_map(|e| {
+                catch_unwind(AssertUnwindSafe(|| e.plugin.status_json()))
+                    .ok()
+                    .flatten()
+            })
+            .filter_map(|status| status.get("metrics")?.as_str().map(str::to_string))
+            .collect()
+    }
+
     /// Whether plugin `name` is enabled; `None` for an unknown name.
     pub fn is_enabled(&self, name: &str) -> Option<bool> {
         self.entries
