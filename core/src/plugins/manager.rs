@@ -560,4 +560,49 @@ mod tests {
         );
         assert!(errors.iter().any(|e| e.config_key() == Some("sise")));
     }
+
+    #[test]
+    fn runtime_toggles_stop_start_and_move_switches() {
+        let mut m = manager();
+        m.configure(&sections(&["good"])).expect("valid config");
+        let ctx: Arc<dyn PluginContext> = Arc::new(NoContext(broadcast::channel(1).0));
+        m.start_all(&ctx);
+        assert_eq!(m.switches().len(), 1);
+
+        // Off: switches leave first, then the plugin stops.
+        assert_eq!(m.mark_disabled("good"), Ok(true));
+        assert!(m.switches().is_empty());
+        assert_eq!(m.statuses()[0].health, Health::Stopped);
+        assert_eq!(m.disable("good"), Ok(true));
+        assert_eq!(m.disable("good"), Ok(false), "already off");
+        assert_eq!(m.is_enabled("good"), Some(false));
+
+        // On again, from its section: started, switch back.
+        let section = PluginSection::default();
+        assert_eq!(m.enable("good", Some(&section), &ctx), Ok(true));
+        assert_eq!(
+            m.enable("good", Some(&section), &ctx),
+            Ok(false),
+            "already on"
+        );
+        assert_eq!(m.statuses()[0].health, Health::Ok);
+        assert_eq!(m.switches().len(), 1);
+
+        // A bad section keeps it off; a failing start is recorded, not fatal.
+        let mut bad = toml::Table::new();
+        bad.insert("sise".to_string(), toml::Value::Integer(1));
+        let bad = PluginSection {
+            enabled: true,
+            settings: bad,
+        };
+        let err = m.enable("off", Some(&bad), &ctx).expect_err("bad section");
+        assert!(err.contains("sise"), "{err}");
+        assert_eq!(m.is_enabled("off"), Some(false));
+        assert_eq!(m.enable("bad", None, &ctx), Ok(true));
+        assert!(matches!(&m.statuses()[1].health, Health::Failed(msg) if msg.contains("no luck")));
+        assert!(
+            m.enable("nope", None, &ctx)
+                .is_err_and(|e| e.contains("unknown plugin `nope`"))
+        );
+    }
 }
