@@ -13,6 +13,7 @@ pub mod error;
 pub mod flow;
 pub mod health;
 pub mod l7;
+pub mod native;
 pub mod plugin;
 pub mod state;
 

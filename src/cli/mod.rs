@@ -5,6 +5,7 @@ mod encrypt;
 mod observe;
 mod output;
 mod plugin_status;
+mod plugins_toggle;
 mod policy;
 mod policy_get;
 mod query;
@@ -77,10 +78,10 @@ enum Command {
         #[command(subcommand)]
         command: ListCommand,
     },
-    /// Plugins and their health.
+    /// Plugins: list them with their health, turn them on or off at runtime.
     Plugins {
         #[command(subcommand)]
-        command: ListCommand,
+        command: plugins_toggle::PluginsCommand,
     },
     /// Network policies, offline: validate files, trace a connection.
     Policy {
@@ -233,10 +234,43 @@ fn dispatch(command: Command) -> Result<bool> {
             Ok(true)
         }
         Command::Plugins {
-            command: ListCommand::List { output, target },
+            command: plugins_toggle::PluginsCommand::List { output, target },
         } => {
             let targets = discover::targets(target.socket.as_deref(), target.node.as_deref())?;
             runtime()?.block_on(query::plugins(&targets, output))
+        }
+        Command::Plugins {
+            command:
+                plugins_toggle::PluginsCommand::Status {
+                    name,
+                    output: _,
+                    target,
+                },
+        } => {
+            let targets = discover::targets(target.socket.as_deref(), target.node.as_deref())?;
+            runtime()?.block_on(plugins_toggle::status(&targets, &name))
+        }
+        Command::Plugins {
+            command:
+                plugins_toggle::PluginsCommand::Enable {
+                    name,
+                    output,
+                    target,
+                },
+        } => {
+            let targets = discover::targets(target.socket.as_deref(), target.node.as_deref())?;
+            runtime()?.block_on(plugins_toggle::toggle(&targets, &name, true, output))
+        }
+        Command::Plugins {
+            command:
+                plugins_toggle::PluginsCommand::Disable {
+                    name,
+                    output,
+                    target,
+                },
+        } => {
+            let targets = discover::targets(target.socket.as_deref(), target.node.as_deref())?;
+            runtime()?.block_on(plugins_toggle::toggle(&targets, &name, false, output))
         }
         Command::Observe { args, target } => {
             let targets = discover::targets(target.socket.as_deref(), target.node.as_deref())?;

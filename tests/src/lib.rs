@@ -13,6 +13,7 @@ pub mod icmp;
 pub mod link;
 pub mod manifests;
 pub mod names;
+pub mod native_plugins;
 pub mod netns;
 pub mod placement;
 pub mod pod;

@@ -29,6 +29,17 @@ use crate::state::cilium_types::{
 };
 
 impl AgentApi for Agent {
+    fn set_plugin_enabled(
+        &self,
+        name: &str,
+        enabled: bool,
+    ) -> Result<crate::api::PluginToggle, ApiError> {
+        Agent::set_plugin_enabled(self, name, enabled).map_err(|e| match e {
+            super::error::AgentError::Toggle { .. } => ApiError::BadRequest(e.to_string()),
+            other => ApiError::Internal(other.to_string()),
+        })
+    }
+
     fn status(&self) -> StatusResponse {
         let plugins = lock(&self.plugins).statuses();
         let datapath = lock(&self.datapath);

@@ -18,6 +18,18 @@ pub(crate) fn attach_host_devices(
     wanted: &[String],
     node_ip: Option<IpAddr>,
 ) -> Result<Option<HostDatapath>, AgentError> {
+    attach_host_devices_with(node_dir, switches, wanted, node_ip, None)
+}
+
+/// Like [`attach_host_devices`], with a program already loaded for `switches` (kept by a
+/// runtime toggle), so nothing is verified again.
+pub(crate) fn attach_host_devices_with(
+    node_dir: &Path,
+    switches: &[(String, u32)],
+    wanted: &[String],
+    node_ip: Option<IpAddr>,
+    preloaded: Option<HostDatapath>,
+) -> Result<Option<HostDatapath>, AgentError> {
     let mut devices = Vec::new();
     for device in wanted {
         if device != DEFAULT_DEVICE {
@@ -38,7 +50,10 @@ pub(crate) fn attach_host_devices(
     if devices.is_empty() {
         return Ok(None);
     }
-    let mut host = HostDatapath::load(node_dir, switches)?;
+    let mut host = match preloaded {
+        Some(host) => host,
+        None => HostDatapath::load(node_dir, switches)?,
+    };
     for device in &devices {
         let state = host.attach(device)?;
         info!(device, ?state, "node device program attached");

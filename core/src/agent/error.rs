@@ -31,6 +31,8 @@ pub enum AgentError {
     NoPodCidr,
     #[error("IPAM: {0}")]
     Ipam(#[from] crate::ipam::IpamError),
+    #[error("plugin {plugin}: {message}")]
+    Toggle { plugin: String, message: String },
     #[error("agent API: {0}")]
     Api(#[from] crate::api::ApiError),
 }

@@ -11,8 +11,10 @@ mod context;
 mod devices;
 mod endpoints;
 mod error;
+mod reload;
 mod run;
 mod state_view;
+mod toggle;
 
 pub use api_impl::to_sdk_event;
 pub use endpoints::{EndpointManager, EndpointRecord};

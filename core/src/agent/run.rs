@@ -40,6 +40,15 @@ pub(crate) struct Agent {
     pub identities: Mutex<IdentityAllocator>,
     pub ipcache: Arc<Mutex<Ipcache>>,
     pub plugins: Mutex<PluginManager>,
+    /// The configuration file, read again on reload.
+    pub config_path: std::path::PathBuf,
+    /// The plugin sections last applied (used to turn a plugin on again).
+    pub plugin_sections:
+        Mutex<std::collections::BTreeMap<&'static str, crate::config::PluginSection>>,
+    /// The context plugins started with; set once plugins start.
+    pub plugin_ctx: std::sync::OnceLock<Arc<dyn PluginContext>>,
+    /// Node device program and socket LB, following the enabled plugins.
+    pub datapath_extras: Mutex<super::toggle::DatapathExtras>,
     pub routes: Mutex<Vec<NodeRoute>>,
     /// The plugins' annotations on this node's published Node object, as last published.
     pub node_annotations: Mutex<std::collections::BTreeMap<String, String>>,
@@ -57,10 +66,6 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Load-time switches whose defaults core sets: flow events cost ring-buffer
-/// writes, so they are on only when a plugin (observe) asks for them.
-const CORE_SWITCH_DEFAULTS: &[(&str, u32)] = &[("CFG_EMIT_EVENTS", 0)];
-
 /// Datapath events that may wait for the slowest plugin before it starts losing
 /// them (it is told how many it lost).
 pub const EVENT_CHANNEL_CAPACITY: usize = 8192;
@@ -75,6 +80,9 @@ pub async fn run(config_path: &Path, plugins: Vec<Box<dyn Plugin>>) -> Result<()
             errors.iter().map(|e| config.plugin_error(e)).collect(),
         ));
     }
+    for entry in config.native.iter().filter(|n| n.enabled) {
+        manager.add_native(entry);
+    }
     let agent_config = config.agent.clone();
     info!(node = %agent_config.node_name, config = %config_path.display(), "starting agent");
     for (what, dir) in [
@@ -88,35 +96,20 @@ pub async fn run(config_path: &Path, plugins: Vec<Box<dyn Plugin>>) -> Result<()
         })?;
     }
 
-    // 1. The datapath, reusing pinned maps.
-    // Switches core owns default to off; enabled plugins turn theirs on.
-    let mut switches: std::collections::BTreeMap<String, u32> = CORE_SWITCH_DEFAULTS
-        .iter()
-        .map(|(n, v)| ((*n).to_string(), *v))
-        .collect();
-    for s in manager.switches() {
-        switches.insert(s.name.to_string(), s.value);
-    }
-    // Wildcard NodePort frontends answer on the node IP (network byte order in memory).
-    if let Some(IpAddr::V4(ip)) = agent_config.node_ip {
-        switches.insert("CFG_NODE_IPV4".to_string(), u32::from_ne_bytes(ip.octets()));
-    }
-    let host_devices = manager.devices();
-    let socket_lb_on =
-        switch_on(&switches, "CFG_ENABLE_LB") && switch_on(&switches, "CFG_ENABLE_SOCKET_LB");
-    let switches: Vec<(String, u32)> = switches.into_iter().collect();
+    // 1. The datapath, reusing pinned maps, with the switches of the enabled plugins.
+    let shape = super::toggle::DatapathShape::of(&manager, &agent_config);
     let datapath = Datapath::load(&DatapathConfig {
         node_name: agent_config.node_name.clone(),
         pin_root: agent_config.pin_root.clone(),
-        switches: switches.clone(),
+        switches: shape.switches.clone(),
     })?;
     let map_dir = datapath.node_pin_dir().join("maps");
-    // Held until the agent stops; the links stay pinned after that.
-    let _socket_lb = socket_lb(&agent_config, datapath.node_pin_dir(), socket_lb_on)?;
-    let _host = super::devices::attach_host_devices(
+    // Held until the agent stops (or a toggle replaces them); the links stay pinned after.
+    let socket_lb = socket_lb(&agent_config, datapath.node_pin_dir(), shape.socket_lb)?;
+    let host = super::devices::attach_host_devices(
         datapath.node_pin_dir(),
-        &switches,
-        &host_devices,
+        &shape.switches,
+        &shape.devices,
         agent_config.node_ip,
     )?;
     let events_reader = datapath.event_reader()?;
@@ -144,6 +137,16 @@ pub async fn run(config_path: &Path, plugins: Vec<Box<dyn Plugin>>) -> Result<()
         identities: Mutex::new(IdentityAllocator::new()),
         ipcache: Arc::new(Mutex::new(Ipcache::new())),
         plugins: Mutex::new(manager),
+        config_path: config_path.to_path_buf(),
+        plugin_sections: Mutex::new(config.plugins.clone()),
+        plugin_ctx: std::sync::OnceLock::new(),
+        datapath_extras: Mutex::new(super::toggle::DatapathExtras {
+            shape,
+            host,
+            socket_lb,
+            pod_cache: Vec::new(),
+            host_cache: Vec::new(),
+        }),
         routes: Mutex::new(Vec::new()),
         node_annotations: Mutex::new(std::collections::BTreeMap::new()),
         view: Arc::new(RwLock::new(ClusterView::default())),
@@ -171,8 +174,18 @@ pub async fn run(config_path: &Path, plugins: Vec<Box<dyn Plugin>>) -> Result<()
     });
     let registry = agent.registry.clone();
     let metrics_address = agent_config.metrics_address;
+    // Native plugins' own registries are read through the ABI at every scrape.
+    let weak = Arc::downgrade(&agent);
+    let native_metrics: crate::metrics::ExtraMetrics = Arc::new(move || {
+        weak.upgrade()
+            .map(|agent| lock(&agent.plugins).native_metrics_text())
+            .unwrap_or_default()
+    });
     tokio::spawn(async move {
-        if let Err(e) = crate::metrics::serve_metrics(metrics_address, registry).await {
+        if let Err(e) =
+            crate::metrics::serve_metrics_with(metrics_address, registry, Some(native_metrics))
+                .await
+        {
             error!(error = %e, address = %metrics_address, "metrics server stopped");
         }
     });
@@ -200,6 +213,8 @@ pub async fn run(config_path: &Path, plugins: Vec<Box<dyn Plugin>>) -> Result<()
         node_ip: agent_config.node_ip,
     });
     lock(&agent.plugins).start_all(&ctx);
+    let _ = agent.plugin_ctx.set(ctx);
+    super::reload::spawn_reloader(agent.clone(), shutdown.clone());
     // Plugins that started may annotate the Node (e.g. the WireGuard public key).
     if agent.refresh_node_annotations() {
         agent.publish_node().await;
@@ -270,14 +285,10 @@ fn note_change(
     }
 }
 
-fn switch_on(switches: &std::collections::BTreeMap<String, u32>, name: &str) -> bool {
-    switches.get(name).is_some_and(|v| *v != 0)
-}
-
 /// Socket-level load balancing on the node's cgroup when the lb plugin asks for it
 /// (`kube_proxy_replacement` and `socket_lb`); otherwise the links a previous agent pinned
 /// are removed, so every service packet goes through the per-packet DNAT.
-fn socket_lb(
+pub(crate) fn socket_lb(
     config: &AgentConfig,
     node_dir: &Path,
     on: bool,

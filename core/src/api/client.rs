@@ -13,7 +13,7 @@ use tokio::net::UnixStream;
 
 use super::{
     AddEndpointRequest, ApiError, EndpointInfo, ErrorBody, IdentityInfo, PluginStatus,
-    StatusResponse,
+    PluginToggle, StatusResponse,
 };
 
 /// A client of one agent's API socket.
@@ -56,6 +56,17 @@ impl AgentClient {
     pub async fn plugin_status(&self, name: &str) -> Result<serde_json::Value, ApiError> {
         let uri = format!("/v1/plugins/{name}/status");
         self.call(Method::GET, &uri, None::<&()>).await
+    }
+
+    /// Turns plugin `name` on or off (`/v1/plugins/<name>/enable|disable`).
+    pub async fn set_plugin_enabled(
+        &self,
+        name: &str,
+        enabled: bool,
+    ) -> Result<PluginToggle, ApiError> {
+        let action = if enabled { "enable" } else { "disable" };
+        let uri = format!("/v1/plugins/{name}/{action}");
+        self.call(Method::POST, &uri, None::<&()>).await
     }
 
     pub async fn add_endpoint(

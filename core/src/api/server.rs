@@ -7,14 +7,14 @@ use std::sync::Arc;
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use tokio::net::UnixListener;
 use tracing::{info, warn};
 
 use super::{
     AddEndpointRequest, ApiError, DeleteEndpointQuery, EndpointInfo, ErrorBody, IdentityInfo,
-    PluginStatus, StatusResponse,
+    PluginStatus, PluginToggle, StatusResponse,
 };
 
 /// What the agent exposes through its API. Implemented by the agent; the server
@@ -35,6 +35,8 @@ pub trait AgentApi: Send + Sync + 'static {
         pod: &str,
         container_id: Option<&str>,
     ) -> Result<(), ApiError>;
+    /// Turns a plugin on or off without restarting the agent.
+    fn set_plugin_enabled(&self, name: &str, enabled: bool) -> Result<PluginToggle, ApiError>;
 }
 
 type Api = Arc<dyn AgentApi>;
@@ -68,6 +70,8 @@ fn router(api: Api) -> Router {
         .route("/v1/identities", get(identities))
         .route("/v1/plugins", get(plugins))
         .route("/v1/plugins/{name}/status", get(plugin_status))
+        .route("/v1/plugins/{name}/enable", post(enable_plugin))
+        .route("/v1/plugins/{name}/disable", post(disable_plugin))
         .with_state(api)
 }
 
@@ -100,6 +104,23 @@ async fn plugin_status(State(api): State<Api>, UrlPath(name): UrlPath<String>) -
             "plugin {name} is not running or reports no status"
         ))),
         Err(join) => error_response(&ApiError::Internal(format!("status task failed: {join}"))),
+    }
+}
+
+async fn enable_plugin(State(api): State<Api>, UrlPath(name): UrlPath<String>) -> Response {
+    toggle_plugin(api, name, true).await
+}
+
+async fn disable_plugin(State(api): State<Api>, UrlPath(name): UrlPath<String>) -> Response {
+    toggle_plugin(api, name, false).await
+}
+
+async fn toggle_plugin(api: Api, name: String, enabled: bool) -> Response {
+    // Loading programs and stopping plugins block: keep them off the runtime.
+    match tokio::task::spawn_blocking(move || api.set_plugin_enabled(&name, enabled)).await {
+        Ok(Ok(report)) => Json(report).into_response(),
+        Ok(Err(e)) => error_response(&e),
+        Err(join) => error_response(&ApiError::Internal(format!("plugin task failed: {join}"))),
     }
 }
 

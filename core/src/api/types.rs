@@ -50,6 +50,22 @@ pub struct PluginStatus {
     pub health: Health,
 }
 
+/// The answer to `POST /v1/plugins/<name>/enable|disable` (`porin plugins enable|disable`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PluginToggle {
+    pub plugin: String,
+    pub enabled: bool,
+    /// False when the plugin already was in the asked state.
+    pub changed: bool,
+    /// Whether the programs were reloaded with new load-time switches.
+    pub datapath_reloaded: bool,
+    /// From the request to the change being in effect, in milliseconds.
+    pub elapsed_ms: f64,
+    /// Of which reloading and swapping the programs.
+    #[serde(default)]
+    pub datapath_ms: f64,
+}
+
 /// The lifecycle states of an endpoint, as Cilium names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

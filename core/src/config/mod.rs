@@ -49,11 +49,21 @@ pub struct PluginSection {
 }
 
 /// A `[[plugins.native]]` entry.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NativePluginConfig {
     /// Path of the shared object.
     pub path: PathBuf,
+    /// Whether to run it (default `true`); `false` keeps the entry without loading it.
+    #[serde(default = "enabled_by_default")]
+    pub enabled: bool,
+    /// `[plugins.native.settings]`: handed to the plugin's `configure`.
+    #[serde(default)]
+    pub settings: toml::Table,
+}
+
+fn enabled_by_default() -> bool {
+    true
 }
 
 #[derive(Debug, Default, Deserialize)]

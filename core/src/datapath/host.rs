@@ -93,6 +93,9 @@ impl HostDatapath {
     /// Attaches to tcx ingress of `ifname`, replacing the program of a link a previous agent
     /// pinned there.
     pub fn attach(&mut self, ifname: &str) -> Result<LinkState, DatapathError> {
+        // Attaching again (a program set kept by the agent and swapped back in) replaces
+        // the link held for `ifname`; the pinned link itself stays attached.
+        self.links.retain(|(device, _)| device != ifname);
         let path = host_link_pin_path(&self.node_dir, ifname);
         if path.exists() {
             match self.replace_pinned(&path, ifname) {

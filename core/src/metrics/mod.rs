@@ -16,7 +16,10 @@ use prometheus_client::registry::Registry;
 use crate::datapath::abi::REASON_EVENT_LOST;
 
 pub use drop_reasons::drop_reason_text;
-pub use server::{MetricsError, OPENMETRICS_CONTENT_TYPE, metrics_router, serve_metrics};
+pub use server::{
+    ExtraMetrics, MetricsError, OPENMETRICS_CONTENT_TYPE, metrics_router, metrics_router_with,
+    serve_metrics, serve_metrics_with,
+};
 
 /// Endpoint lifecycle states, with Cilium's label values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -3,21 +3,25 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 use porin_plugin_sdk::{Health, Plugin, PluginContext, PluginError, StateChangeSummary, Switch};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::api::PluginStatus;
 
+use crate::config::NativePluginConfig;
 pub use crate::config::PluginSection;
 
 struct Entry {
     plugin: Box<dyn Plugin>,
+    /// For a native plugin: where it was loaded from and its settings, to load it again
+    /// after a runtime disable unloaded it.
+    native: Option<NativePluginConfig>,
     enabled: bool,
     started: bool,
     /// Set when a lifecycle call failed; wins over the plugin's own health.
     failure: Option<String>,
 }
 
-/// All plugins of this agent, built-in and (later) native.
+/// All plugins of this agent, built-in and native.
 pub struct PluginManager {
     entries: Vec<Entry>,
 }
@@ -30,12 +34,25 @@ impl PluginManager {
                 .into_iter()
                 .map(|plugin| Entry {
                     plugin,
+                    native: None,
                     enabled: false,
                     started: false,
                     failure: None,
                 })
                 .collect(),
         }
+    }
+
+    /// Loads and configures a `[[plugins.native]]` entry and adds it, enabled (a failed
+    /// load is listed as a failed plugin).
+    pub fn add_native(&mut self, config: &NativePluginConfig) {
+        self.entries.push(Entry {
+            plugin: super::native::load_configured(config),
+            native: Some(config.clone()),
+            enabled: true,
+            started: false,
+            failure: None,
+        });
     }
 
     /// Names of the registered plugins.
@@ -174,6 +191,127 @@ impl PluginManager {
         }
     }
 
+    /// Turns plugin `name` off at runtime: stops it (its tasks end) and, for a native
+    /// plugin, unloads its object. Returns false when it was already off.
+    pub fn disable(&mut self, name: &str) -> Result<bool, String> {
+        let entry = self.entry_mut(name)?;
+        if !entry.enabled && !entry.started {
+            return Ok(false);
+        }
+        if entry.started {
+            let outcome = catch_unwind(AssertUnwindSafe(|| entry.plugin.stop()));
+            if let Err(message) = flatten(outcome) {
+                warn!(plugin = name, %message, "plugin failed to stop cleanly");
+            }
+            entry.started = false;
+        }
+        entry.enabled = false;
+        entry.failure = None;
+        if let Some(config) = &entry.native {
+            // Dropping the plugin destroys it and unloads its object.
+            entry.plugin = Box::new(super::native::Unloadable::disabled(
+                entry.plugin.name(),
+                &config.path,
+            ));
+        }
+        info!(plugin = name, "plugin disabled");
+        Ok(true)
+    }
+
+    /// Takes plugin `name` out of the datapath contributions ([`Self::switches`],
+    /// [`Self::devices`]) while it keeps running, so the programs can drop its feature
+    /// before [`Self::disable`] stops it. Returns whether it was enabled.
+    pub fn mark_disabled(&mut self, name: &str) -> Result<bool, String> {
+        let entry = self.entry_mut(name)?;
+        Ok(std::mem::replace(&mut entry.enabled, false))
+    }
+
+    /// Turns plugin `name` on at runtime: configures it with `section` (built-in plugins)
+    /// or loads its object again (native ones) and starts it from the current state. A
+    /// configuration error leaves it off and is returned; a start failure is recorded in
+    /// its health like at agent start. Returns false when it was already on.
+    pub fn enable(
+        &mut self,
+        name: &str,
+        section: Option<&PluginSection>,
+        ctx: &Arc<dyn PluginContext>,
+    ) -> Result<bool, String> {
+        let entry = self.entry_mut(name)?;
+        if entry.enabled {
+            return Ok(false);
+        }
+        if let Some(config) = &entry.native {
+            entry.plugin = super::native::load_configured(config);
+        } else {
+            let empty = PluginSection::default();
+            let settings = &section.unwrap_or(&empty).settings;
+            let outcome = catch_unwind(AssertUnwindSafe(|| entry.plugin.configure(settings)));
+            flatten(outcome)?;
+        }
+        entry.enabled = true;
+        entry.failure = None;
+        let outcome = catch_unwind(AssertUnwindSafe(|| entry.plugin.start(ctx.clone())));
+        match flatten(outcome) {
+            Ok(()) => {
+                entry.started = true;
+                info!(plugin = name, "plugin enabled");
+            }
+            Err(message) => {
+                error!(plugin = name, %message, "plugin failed to start");
+                entry.failure = Some(message);
+            }
+        }
+        Ok(true)
+    }
+
+    /// The metrics of running native plugins (their own registries, read through the
+    /// ABI), in the OpenMetrics text format without `# EOF`.
+    pub fn native_metrics_text(&self) -> String {
+        self.entries
+            .iter()
+            .filter(|e| e.started && e.native.is_some())
+            .filter_map(|e| {
+                catch_unwind(AssertUnwindSafe(|| e.plugin.status_json()))
+                    .ok()
+                    .flatten()
+            })
+            .filter_map(|status| status.get("metrics")?.as_str().map(str::to_string))
+            .collect()
+    }
+
+    /// Whether plugin `name` is enabled; `None` for an unknown name.
+    pub fn is_enabled(&self, name: &str) -> Option<bool> {
+        self.entries
+            .iter()
+            .find(|e| e.plugin.name() == name)
+            .map(|e| e.enabled)
+    }
+
+    /// The `[[plugins.native]]` entries this manager holds (loaded or not).
+    pub fn native_configs(&self) -> Vec<(&'static str, NativePluginConfig)> {
+        self.entries
+            .iter()
+            .filter_map(|e| e.native.clone().map(|n| (e.plugin.name(), n)))
+            .collect()
+    }
+
+    /// Replaces the `[[plugins.native]]` entry behind plugin `name` (used on its next load).
+    pub fn update_native(&mut self, name: &str, config: NativePluginConfig) {
+        if let Ok(entry) = self.entry_mut(name)
+            && entry.native.is_some()
+        {
+            entry.native = Some(config);
+        }
+    }
+
+    fn entry_mut(&mut self, name: &str) -> Result<&mut Entry, String> {
+        let known = self.names().join(", ");
+        self.entries
+            .iter_mut()
+            .find(|e| e.plugin.name() == name)
+            .ok_or_else(|| format!("unknown plugin `{name}` (known: {known})"))
+    }
+
     /// Node annotations of every running plugin, merged (a later plugin wins a clash).
     pub fn node_annotations(&self) -> BTreeMap<String, String> {
         let mut out = BTreeMap::new();
@@ -244,13 +382,7 @@ fn flatten(outcome: std::thread::Result<Result<(), PluginError>>) -> Result<(), 
 }
 
 fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
-    if let Some(s) = panic.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "unknown panic".to_string()
-    }
+    porin_plugin_sdk::native::guest::panic_text(&**panic)
 }
 
 #[cfg(test)]
@@ -427,5 +559,50 @@ mod tests {
                 .any(|e| e.to_string().contains("plugins.nope: unknown plugin"))
         );
         assert!(errors.iter().any(|e| e.config_key() == Some("sise")));
+    }
+
+    #[test]
+    fn runtime_toggles_stop_start_and_move_switches() {
+        let mut m = manager();
+        m.configure(&sections(&["good"])).expect("valid config");
+        let ctx: Arc<dyn PluginContext> = Arc::new(NoContext(broadcast::channel(1).0));
+        m.start_all(&ctx);
+        assert_eq!(m.switches().len(), 1);
+
+        // Off: switches leave first, then the plugin stops.
+        assert_eq!(m.mark_disabled("good"), Ok(true));
+        assert!(m.switches().is_empty());
+        assert_eq!(m.statuses()[0].health, Health::Stopped);
+        assert_eq!(m.disable("good"), Ok(true));
+        assert_eq!(m.disable("good"), Ok(false), "already off");
+        assert_eq!(m.is_enabled("good"), Some(false));
+
+        // On again, from its section: started, switch back.
+        let section = PluginSection::default();
+        assert_eq!(m.enable("good", Some(&section), &ctx), Ok(true));
+        assert_eq!(
+            m.enable("good", Some(&section), &ctx),
+            Ok(false),
+            "already on"
+        );
+        assert_eq!(m.statuses()[0].health, Health::Ok);
+        assert_eq!(m.switches().len(), 1);
+
+        // A bad section keeps it off; a failing start is recorded, not fatal.
+        let mut bad = toml::Table::new();
+        bad.insert("sise".to_string(), toml::Value::Integer(1));
+        let bad = PluginSection {
+            enabled: true,
+            settings: bad,
+        };
+        let err = m.enable("off", Some(&bad), &ctx).expect_err("bad section");
+        assert!(err.contains("sise"), "{err}");
+        assert_eq!(m.is_enabled("off"), Some(false));
+        assert_eq!(m.enable("bad", None, &ctx), Ok(true));
+        assert!(matches!(&m.statuses()[1].health, Health::Failed(msg) if msg.contains("no luck")));
+        assert!(
+            m.enable("nope", None, &ctx)
+                .is_err_and(|e| e.contains("unknown plugin `nope`"))
+        );
     }
 }

@@ -3,5 +3,6 @@
 //! agent and the other plugins go on.
 
 mod manager;
+pub mod native;
 
 pub use manager::{PluginManager, PluginSection};
