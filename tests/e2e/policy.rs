@@ -235,7 +235,15 @@ fn policy_is_enforced_reconciled_and_survives_a_broken_file() {
         "last good version: ops allowed"
     );
     // ... and `porin policy get` shows it still in force, with the problem.
-    let broken = policy_get(&sandbox, "node-1");
+    // (The log line above may be node-2's: wait for node-1's own report.)
+    let broken = wait_for(Duration::from_secs(10), || {
+        let b = policy_get(&sandbox, "node-1");
+        b["errors"]
+            .to_string()
+            .contains("fromEndpointz")
+            .then_some(b)
+    })
+    .unwrap_or_else(|| policy_get(&sandbox, "node-1"));
     assert!(
         broken["revision"].as_u64() > Some(first_revision),
         "{broken}"

@@ -80,18 +80,15 @@ impl PolicyConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct L7ProxyConfig {
-    /// Where the proxy listens in the node's network namespace.
-    #[serde(default = "default_l7_listen")]
-    pub listen: std::net::SocketAddr,
-    /// `NAMESPACE/POD:PORT`: send every connection there instead of its
-    /// original destination (steering for tests while the datapath redirect
-    /// is not wired). Absent: the connection's local address is its original
-    /// destination (the datapath assigns it to the proxy unchanged).
+    /// Where the proxy listens in the node's network namespace. Default: the node's IP
+    /// (`[agent] node_ip`) on `http_proxy_port`, where the datapath redirects `rules.http`
+    /// ports.
+    pub listen: Option<std::net::SocketAddr>,
+    /// `NAMESPACE/POD:PORT`: send every connection there instead of its original
+    /// destination (clients pointed at the proxy explicitly, e.g. for ingress rules,
+    /// which the datapath does not redirect yet). Absent: the original destination the
+    /// datapath recorded when it redirected the connection.
     pub static_destination: Option<String>,
-}
-
-fn default_l7_listen() -> std::net::SocketAddr {
-    std::net::SocketAddr::from(([0, 0, 0, 0], 15080))
 }
 
 impl PolicyConfig {
@@ -122,7 +119,7 @@ mod tests {
         let c =
             parse_str("[l7_proxy]\nstatic_destination = \"payments/admin:8080\"").expect("valid");
         let proxy = c.l7_proxy.expect("proxy");
-        assert_eq!(proxy.listen.port(), 15080);
+        assert_eq!(proxy.listen, None, "the node IP on http_proxy_port");
         assert_eq!(
             proxy.static_destination.as_deref(),
             Some("payments/admin:8080")

@@ -20,10 +20,11 @@ use crate::enforce::incremental::{Incremental, Inputs};
 use crate::enforce::loader::Loader;
 use crate::enforce::programmer::Programmer;
 use crate::l7::{
-    ContextPeers, L7Proxy, LocalAddressDestination, OriginalDestination, PodDestination, PolicySet,
-    RunningProxy, SharedPolicies,
+    ContextPeers, L7Proxy, OriginalDestination, PodDestination, PolicySet, RunningProxy,
+    SharedPolicies,
 };
 use crate::model::Labels;
+use crate::proxy::OriginalDestinations;
 use crate::status::PolicyStatus;
 use crate::{L7ProxyConfig, PolicyConfig};
 
@@ -89,6 +90,7 @@ fn named_ports(pods: &[Pod], namespace: &str, name: &str) -> BTreeMap<String, u1
 /// flow pipeline.
 fn startl7_proxy(
     config: &L7ProxyConfig,
+    http_proxy_port: u16,
     ctx: &Arc<dyn PluginContext>,
     policies: Arc<SharedPolicies>,
 ) -> Result<RunningProxy, PluginError> {
@@ -102,8 +104,20 @@ fn startl7_proxy(
                 "l7_proxy.static_destination {text:?}: expected NAMESPACE/POD:PORT"
             ))
         })?),
-        None => Arc::new(LocalAddressDestination),
+        None => Arc::new(
+            OriginalDestinations::open(&ctx.map_pin_path(MAP_PROXY_REDIR)).map_err(|e| {
+                start_error(format!("L7 proxy: the datapath's redirect records: {e}"))
+            })?,
+        ),
     };
+    // Where the datapath redirects `rules.http` ports: the node's IP on the HTTP proxy port.
+    let listen = config.listen.unwrap_or_else(|| {
+        std::net::SocketAddr::new(
+            ctx.node_ip()
+                .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0])),
+            http_proxy_port,
+        )
+    });
     let runtime = tokio::runtime::Handle::try_current()
         .map_err(|e| start_error(format!("no async runtime for the L7 proxy: {e}")))?;
     let _guard = runtime.enter();
@@ -113,7 +127,7 @@ fn startl7_proxy(
         original,
         sink: Arc::new(ctx.clone()),
     }
-    .start(config.listen)
+    .start(listen)
     .map_err(|e| start_error(e.to_string()))?;
     info!(plugin = NAME, address = %proxy.addr, "L7 proxy listening");
     Ok(proxy)
@@ -294,7 +308,12 @@ impl Plugin for PolicyPlugin {
         });
         let l7_policies = Arc::new(SharedPolicies::default());
         let l7_proxy = match &self.config.l7_proxy {
-            Some(config) => Some(startl7_proxy(config, &ctx, l7_policies.clone())?),
+            Some(config) => Some(startl7_proxy(
+                config,
+                self.config.http_proxy_port,
+                &ctx,
+                l7_policies.clone(),
+            )?),
             None => None,
         };
         self.running = Some(Running {

@@ -112,3 +112,20 @@ impl OriginalDestination for PodDestination {
             })
     }
 }
+
+/// The datapath's record: the pod program redirected the connection to the proxy
+/// (`bpf/lib/proxy.h`, DNAT to the node's HTTP proxy port) and kept its original
+/// destination in `porin_proxy_redir`, keyed by the client's address and port.
+impl OriginalDestination for crate::proxy::OriginalDestinations {
+    fn original_destination(
+        &self,
+        stream: &TcpStream,
+    ) -> Result<SocketAddr, OriginalDestinationError> {
+        let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
+        self.tcp(stream).map_err(|e| OriginalDestinationError {
+            peer: stream.peer_addr().unwrap_or(unknown),
+            local: stream.local_addr().unwrap_or(unknown),
+            reason: e.to_string(),
+        })
+    }
+}
