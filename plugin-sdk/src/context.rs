@@ -87,6 +87,11 @@ pub trait PluginContext: Send + Sync {
         None
     }
 
+    /// Whether every policy object in the cluster state parsed (all of them, each time the
+    /// plugin loads them). Core writes each outcome as the object's `Valid` status
+    /// condition where the datastore has statuses (Kubernetes), only when it changed.
+    fn report_policy_validity(&self, _all: &[crate::PolicyValidity]) {}
+
     /// Adds or refreshes addresses learned from DNS answers: each `addr` (prefix_len 32 or
     /// 128) gets `identity` in the ipcache, unless a pod or node holds it; written to the
     /// datapath before this returns. Contexts without a datapath ignore them.

@@ -15,6 +15,7 @@ pub mod health;
 pub mod l7;
 pub mod native;
 pub mod plugin;
+pub mod policy_validity;
 pub mod state;
 
 pub use config::{invalid_key, parse_section};
@@ -25,4 +26,5 @@ pub use flow::{DatapathEvent, Direction, EventKind, Verdict};
 pub use health::Health;
 pub use l7::{L7Kind, L7Record};
 pub use plugin::{ChangedObject, Plugin, StateChangeSummary};
+pub use policy_validity::PolicyValidity;
 pub use state::{ClusterState, IdentityInfo, LocalEndpoint, PodAddress, slice_belongs_to};

@@ -11,18 +11,13 @@
 
 #[path = "../../core/tests/kube_api/mod.rs"]
 mod kube_api;
+mod kube_support;
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use porin_core::api::AgentClient;
-use porin_testbed::netns::NetNs;
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 
-use kube_api::{FakeApi, NAMESPACES, PODS, Server};
+use kube_api::{FakeApi, NAMESPACES, PODS};
 
 const POD_COUNT: usize = 1_000;
 const SERVICE_COUNT: usize = 10_000;
@@ -89,33 +84,6 @@ fn populate(api: &FakeApi, notify: bool) {
     }
 }
 
-/// Serves `api` from a thread inside `netns`; returns the port and a stop token.
-fn serve_in(netns: &NetNs, api: FakeApi) -> (u16, CancellationToken) {
-    let (tx, rx) = mpsc::channel();
-    let stop = CancellationToken::new();
-    let stopped = stop.clone();
-    let path = netns.path().to_owned();
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).expect("netns file");
-        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        runtime.block_on(async move {
-            let server = Server::start(api.clone(), 0).await;
-            tx.send(server.port).expect("send port");
-            stopped.cancelled().await;
-            server.stop(&api);
-        });
-    });
-    (
-        rx.recv_timeout(Duration::from_secs(10))
-            .expect("server port"),
-        stop,
-    )
-}
-
 fn status_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
     status
@@ -126,102 +94,12 @@ fn status_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"))
 }
 
-struct Agent(Child);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The agent's bpffs pin directory, removed even when the test fails.
-struct PinDir(String);
-
-impl Drop for PinDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn write(path: &Path, text: &str) {
-    std::fs::write(path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_memory_with_1000_pods_and_10000_services() {
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "this test needs root (CI runs as root)"
-    );
-    let name = format!("porin-scale-{}", std::process::id());
-    let netns = NetNs::create(&name).expect("netns");
-    netns.ip(&["link", "set", "lo", "up"]).expect("lo up");
-
     let api = FakeApi::default();
-    let (port, stop_server) = serve_in(&netns, api.clone());
-
-    let dir = tempfile::Builder::new()
-        .prefix("porin-scale-")
-        .tempdir()
-        .expect("tempdir");
-    let kubeconfig = dir.path().join("kubeconfig");
-    write(
-        &kubeconfig,
-        &format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster: {{server: \"http://127.0.0.1:{port}\"}}\n\
-             users:\n- name: fake\n  user: {{}}\ncontexts:\n- name: fake\n  context: {{cluster: fake, user: fake}}\ncurrent-context: fake\n"
-        ),
-    );
-    let pin_root = format!("/sys/fs/bpf/{name}");
-    let _pins = PinDir(pin_root.clone());
-    let run_dir = dir.path().join("run");
-    let config = dir.path().join("porin.toml");
-    write(
-        &config,
-        &format!(
-            r#"[agent]
-node_name = "scale-node"
-datastore = "kubernetes"
-run_dir = "{run}"
-state_dir = "{state}"
-pin_root = "{pin_root}"
-metrics_address = "127.0.0.1:19962"
-pod_cidr = "10.250.0.0/24"
-node_ip = "127.0.0.1"
-
-[plugins.lb]
-enabled = true
-socket_lb = false
-nodeport = false
-
-[plugins.policy]
-enabled = true
-
-[plugins.observe]
-enabled = true
-"#,
-            run = run_dir.display(),
-            state = dir.path().join("state").display(),
-        ),
-    );
-    let log = std::fs::File::create(dir.path().join("agent.log")).expect("log");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_porin"));
-    command
-        .args(["agent", "--config"])
-        .arg(&config)
-        .env("KUBECONFIG", &kubeconfig)
-        .stdout(Stdio::null())
-        .stderr(log);
-    let started = Instant::now();
-    let agent = Agent(netns.spawn(command).expect("spawn agent"));
-    let pid = agent.0.id();
-
-    let client = AgentClient::new(run_dir.join("agent.sock"));
-    while client.plugin_status("lb").await.is_err() {
-        assert!(started.elapsed() < SYNC_TIMEOUT, "the agent never answered");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let running = kube_support::start("porin-scale", "scale-node", api.clone()).await;
+    let pid = running.agent.0.id();
+    let client = &running.client;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let empty_rss_mib = status_kib(pid, "VmRSS:") / 1024;
     // The agent wrote its own CiliumNode (and only its own objects).
@@ -260,7 +138,7 @@ enabled = true
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let sync_s = started.elapsed().as_secs_f64();
-    let log_text = std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default();
+    let log_text = running.log();
     assert!(
         served >= SERVICE_COUNT,
         "the agent served {served} of {SERVICE_COUNT} services after {sync_s:.0} s; log:\n{}",
@@ -285,6 +163,5 @@ enabled = true
         "agent RSS {rss_mib} MiB with {SERVICE_COUNT} services"
     );
 
-    drop(agent);
-    stop_server.cancel();
+    drop(running);
 }

@@ -17,6 +17,7 @@ use tokio::sync::broadcast;
 
 use super::api_impl::IpcacheMap;
 use super::cluster::ClusterView;
+use super::policy_status::PolicyConditions;
 use super::run::lock;
 use super::state_view::SnapshotState;
 use crate::datapath::{IpCache, MAP_IPCACHE};
@@ -47,6 +48,8 @@ pub struct CoreContext {
     pub metrics: AgentMetrics,
     /// `[agent] node_ip`.
     pub node_ip: Option<IpAddr>,
+    /// Policy objects' `Valid` conditions, written through the datastore.
+    pub policy_conditions: PolicyConditions,
 }
 
 impl CoreContext {
@@ -144,6 +147,10 @@ impl PluginContext for CoreContext {
                 );
             }
         })
+    }
+
+    fn report_policy_validity(&self, all: &[porin_plugin_sdk::PolicyValidity]) {
+        self.policy_conditions.report(all);
     }
 
     fn node_ip(&self) -> Option<IpAddr> {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
+use super::cilium_types::PolicyCondition;
 use super::objects::{Kind, Object, ObjectKey};
 use super::store::StateStore;
 
@@ -33,6 +34,17 @@ pub trait Datastore: Send + Sync + 'static {
     /// Withdraws an object this node published. Withdrawing an unknown
     /// object is not an error.
     fn withdraw(&self, key: ObjectKey) -> BoxFuture<'_, Result<(), DatastoreError>>;
+
+    /// Sets one status condition of a policy object (not this node's: every agent parses
+    /// the same spec, so agents agree). Datastores without statuses (a manifest
+    /// directory) ignore it.
+    fn write_policy_condition(
+        &self,
+        _key: ObjectKey,
+        _condition: PolicyCondition,
+    ) -> BoxFuture<'_, Result<(), DatastoreError>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// Failures of datastores.

@@ -173,6 +173,14 @@ impl Datastore for KubernetesDatastore {
         })
     }
 
+    fn write_policy_condition(
+        &self,
+        key: ObjectKey,
+        condition: PolicyCondition,
+    ) -> BoxFuture<'_, Result<(), DatastoreError>> {
+        Box::pin(async move { self.set_policy_condition(&key, condition).await })
+    }
+
     fn withdraw(&self, key: ObjectKey) -> BoxFuture<'_, Result<(), DatastoreError>> {
         Box::pin(async move {
             check_owned(&self.node_name, &key)?;

@@ -152,6 +152,7 @@ impl PolicyPlugin {
         };
         let state = run.ctx.state();
         let loaded = run.loader.load(&state.policy_documents());
+        run.ctx.report_policy_validity(&loaded.validity);
         let pods = state.pods();
         let endpoints: Vec<EndpointInput> = state
             .local_endpoints()

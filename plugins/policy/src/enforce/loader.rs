@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use porin_plugin_sdk::PolicyValidity;
 use serde_json::Value;
 
 use super::desired::datapath_problems;
@@ -24,10 +25,12 @@ pub struct Loaded {
     pub policies: Vec<Policy>,
     /// One message per problem, naming object and field.
     pub problems: Vec<String>,
+    /// Every object and whether it parsed (its problems), for its status condition.
+    pub validity: Vec<PolicyValidity>,
 }
 
-/// `Kind namespace/name` of a document, its identity across versions.
-fn object_name(doc: &Value) -> String {
+/// Kind, namespace and name of a document.
+fn object_key(doc: &Value) -> (String, String, String) {
     let field = |path: &[&str]| {
         path.iter()
             .try_fold(doc, |v, k| v.get(k))
@@ -35,11 +38,16 @@ fn object_name(doc: &Value) -> String {
             .unwrap_or_default()
             .to_owned()
     };
-    let (kind, ns, name) = (
+    (
         field(&["kind"]),
         field(&["metadata", "namespace"]),
         field(&["metadata", "name"]),
-    );
+    )
+}
+
+/// `Kind namespace/name` of a document, its identity across versions.
+fn object_name(doc: &Value) -> String {
+    let (kind, ns, name) = object_key(doc);
     if ns.is_empty() {
         format!("{kind} {name}")
     } else {
@@ -72,6 +80,13 @@ impl Loader {
                 } else {
                     Err(problems)
                 }
+            });
+            let (kind, namespace, object) = object_key(doc);
+            out.validity.push(PolicyValidity {
+                kind,
+                namespace: (!namespace.is_empty()).then_some(namespace),
+                name: object,
+                problems: checked.as_ref().err().cloned().unwrap_or_default(),
             });
             match checked {
                 Ok(policy) => {
