@@ -26,6 +26,7 @@ fn unknown_benchmark_lists_the_known_ones() {
     for name in [
         "agent",
         "datapath",
+        "dns",
         "flows",
         "l7",
         "lb",
