@@ -178,7 +178,7 @@ pub async fn run(config_path: &Path, plugins: Vec<Box<dyn Plugin>>) -> Result<()
     let weak = Arc::downgrade(&agent);
     let native_metrics: crate::metrics::ExtraMetrics = Arc::new(move || {
         weak.upgrade()
-            .map(|agent| lock(&agent.plugins).native_metrics_text())
+            .map(|agent| lock(&agent.plugins).extra_metrics_text())
             .unwrap_or_default()
     });
     tokio::spawn(async move {

@@ -19,6 +19,12 @@ struct Entry {
     started: bool,
     /// Set when a lifecycle call failed; wins over the plugin's own health.
     failure: Option<String>,
+    /// Whether the plugin registered its metrics (in the agent's registry at start, or in
+    /// `late_metrics` when it was first enabled at runtime).
+    metrics_registered: bool,
+    /// The metrics of a built-in plugin first enabled at runtime (the agent's registry is
+    /// frozen once served), appended to every scrape.
+    late_metrics: Option<prometheus_client::registry::Registry>,
 }
 
 /// All plugins of this agent, built-in and native.
@@ -38,6 +44,8 @@ impl PluginManager {
                     enabled: false,
                     started: false,
                     failure: None,
+                    metrics_registered: false,
+                    late_metrics: None,
                 })
                 .collect(),
         }
@@ -52,6 +60,8 @@ impl PluginManager {
             enabled: true,
             started: false,
             failure: None,
+            metrics_registered: false,
+            late_metrics: None,
         });
     }
 
@@ -135,6 +145,7 @@ impl PluginManager {
     pub fn register_metrics(&mut self, registry: &mut prometheus_client::registry::Registry) {
         for entry in self.entries.iter_mut().filter(|e| e.enabled) {
             let name = entry.plugin.name();
+            entry.metrics_registered = true;
             if let Err(panic) = catch_unwind(AssertUnwindSafe(|| {
                 entry.plugin.register_metrics(registry);
             })) {
@@ -247,6 +258,19 @@ impl PluginManager {
             let settings = &section.unwrap_or(&empty).settings;
             let outcome = catch_unwind(AssertUnwindSafe(|| entry.plugin.configure(settings)));
             flatten(outcome)?;
+            if !entry.metrics_registered {
+                let mut registry = prometheus_client::registry::Registry::default();
+                let outcome = catch_unwind(AssertUnwindSafe(|| {
+                    entry.plugin.register_metrics(&mut registry);
+                }));
+                if let Err(panic) = outcome {
+                    let message = format!("panicked registering metrics: {}", panic_text(&panic));
+                    error!(plugin = name, %message, "plugin metrics");
+                } else {
+                    entry.late_metrics = Some(registry);
+                }
+                entry.metrics_registered = true;
+            }
         }
         entry.enabled = true;
         entry.failure = None;
@@ -264,10 +288,12 @@ impl PluginManager {
         Ok(true)
     }
 
-    /// The metrics of running native plugins (their own registries, read through the
-    /// ABI), in the OpenMetrics text format without `# EOF`.
-    pub fn native_metrics_text(&self) -> String {
-        self.entries
+    /// Metrics outside the agent's registry, in the OpenMetrics text format without
+    /// `# EOF`: those of running native plugins (their own registries, read through the
+    /// ABI) and of built-in plugins first enabled at runtime.
+    pub fn extra_metrics_text(&self) -> String {
+        let native: String = self
+            .entries
             .iter()
             .filter(|e| e.started && e.native.is_some())
             .filter_map(|e| {
@@ -276,7 +302,18 @@ impl PluginManager {
                     .flatten()
             })
             .filter_map(|status| status.get("metrics")?.as_str().map(str::to_string))
-            .collect()
+            .collect();
+        let late = self
+            .entries
+            .iter()
+            .filter(|e| e.started)
+            .filter_map(|e| e.late_metrics.as_ref())
+            .filter_map(|registry| {
+                let mut text = String::new();
+                prometheus_client::encoding::text::encode(&mut text, registry).ok()?;
+                Some(text.replace("# EOF\n", ""))
+            });
+        std::iter::once(native).chain(late).collect()
     }
 
     /// Whether plugin `name` is enabled; `None` for an unknown name.
@@ -415,6 +452,11 @@ mod tests {
                 }),
                 None => Ok(()),
             }
+        }
+        fn register_metrics(&mut self, registry: &mut prometheus_client::registry::Registry) {
+            let counter = prometheus_client::metrics::counter::Counter::<u64>::default();
+            counter.inc();
+            registry.register("porin_fake_starts", "Fake plugin metric", counter);
         }
         fn datapath(&self) -> DatapathContribution {
             DatapathContribution {
@@ -603,6 +645,35 @@ mod tests {
         assert!(
             m.enable("nope", None, &ctx)
                 .is_err_and(|e| e.contains("unknown plugin `nope`"))
+        );
+    }
+
+    #[test]
+    fn a_plugin_first_enabled_at_runtime_serves_its_metrics() {
+        let mut m = manager();
+        m.configure(&sections(&["bad"])).expect("valid config");
+        let mut registry = prometheus_client::registry::Registry::default();
+        m.register_metrics(&mut registry);
+        let ctx: Arc<dyn PluginContext> = Arc::new(NoContext(broadcast::channel(1).0));
+        m.start_all(&ctx);
+        assert!(
+            !m.extra_metrics_text().contains("porin_fake_starts"),
+            "good is off: no metrics yet"
+        );
+        assert_eq!(m.enable("good", None, &ctx), Ok(true));
+        let text = m.extra_metrics_text();
+        assert!(text.contains("porin_fake_starts_total 1"), "{text}");
+        assert!(!text.contains("# EOF"), "{text}");
+        // Off again: not served; on again: the same registry, not registered twice.
+        assert_eq!(m.mark_disabled("good"), Ok(true));
+        assert_eq!(m.disable("good"), Ok(true));
+        assert!(!m.extra_metrics_text().contains("porin_fake_starts"));
+        assert_eq!(m.enable("good", None, &ctx), Ok(true));
+        assert_eq!(
+            m.extra_metrics_text()
+                .matches("# TYPE porin_fake_starts")
+                .count(),
+            1
         );
     }
 }
