@@ -20,8 +20,7 @@ mod record;
 
 pub use error::L7ProxyError;
 pub use original_dst::{
-    FixedDestination, LocalAddressDestination, OriginalDestination, OriginalDestinationError,
-    PodDestination,
+    FixedDestination, OriginalDestination, OriginalDestinationError, PodDestination,
 };
 pub use peers::{ContextPeers, PeerResolver, ResolvedPeer, StaticPeers};
 pub use policy_set::{PolicySet, SharedPolicies};

@@ -40,27 +40,6 @@ impl OriginalDestination for FixedDestination {
     }
 }
 
-/// The connection's local address is where the client was going: the
-/// datapath assigned the connection to the proxy's socket without rewriting
-/// the destination (TPROXY-style, as Cilium does).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct LocalAddressDestination;
-
-impl OriginalDestination for LocalAddressDestination {
-    fn original_destination(
-        &self,
-        stream: &TcpStream,
-    ) -> Result<SocketAddr, OriginalDestinationError> {
-        stream.local_addr().map_err(|e| OriginalDestinationError {
-            peer: stream
-                .peer_addr()
-                .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0))),
-            local: SocketAddr::from(([0, 0, 0, 0], 0)),
-            reason: e.to_string(),
-        })
-    }
-}
-
 /// Every connection goes to one pod's port, looked up by name when the
 /// connection comes (`static_destination = "NAMESPACE/POD:PORT"`): steering
 /// for tests while no datapath redirect exists.
