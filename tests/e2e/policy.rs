@@ -158,6 +158,38 @@ fn policy_drop(sandbox: &TestSandbox, from_ns: &str, reason: &str) -> Value {
     .unwrap_or_else(|| panic!("no {reason} drop from {from_ns}: {:#?}", drops(sandbox)))
 }
 
+/// The object of `kind` named `name` among what `node` published (the local datastore's
+/// `<runtime dir>/<node>.yaml`, what Kubernetes would hold as CRD objects).
+fn published(sandbox: &TestSandbox, node: &str, kind: &str, name: &str) -> Option<Value> {
+    let path = sandbox
+        .state_dir
+        .path()
+        .join(format!("cluster/{node}.yaml"));
+    let text = std::fs::read_to_string(path).ok()?;
+    serde_yaml::Deserializer::from_str(&text)
+        .filter_map(|doc| serde::Deserialize::deserialize(doc).ok())
+        .map(|v: serde_yaml::Value| serde_json::to_value(v).unwrap_or_default())
+        .find(|v| v["kind"] == kind && v["metadata"]["name"] == name)
+}
+
+/// Waits until `check` holds for a published object; panics with what was published.
+fn wait_published(
+    sandbox: &TestSandbox,
+    (node, kind, name): (&str, &str, &str),
+    check: impl Fn(&Value) -> bool,
+    what: &str,
+) -> Value {
+    wait_for(Duration::from_secs(10), || {
+        published(sandbox, node, kind, name).filter(|v| check(v))
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "{what}: {node} published {kind} {name} as {:#?}",
+            published(sandbox, node, kind, name)
+        )
+    })
+}
+
 /// `porin policy get -o json` for one node.
 fn policy_get(sandbox: &TestSandbox, node: &str) -> Value {
     let all = sandbox.porin_json(&["policy", "get", "--node", node]);
@@ -197,6 +229,33 @@ fn policy_is_enforced_reconciled_and_survives_a_broken_file() {
     assert_eq!(drop["source"]["pod_name"], "dev-toolbox", "{drop}");
     assert_eq!(drop["destination"]["namespace"], "payments", "{drop}");
     assert_eq!(drop["traffic_direction"], "INGRESS", "{drop}");
+
+    // The CiliumEndpoints say where policy is enforced (Cilium's status.policy, read
+    // from the datapath's flags): the admin API at ingress only, the toolbox nowhere.
+    let enforcing = |v: &Value, dir: &str| v["status"]["policy"][dir]["enforcing"].as_bool();
+    let admin = wait_published(
+        &sandbox,
+        ("node-2", "CiliumEndpoint", "payments-admin-api"),
+        |v| enforcing(v, "ingress") == Some(true),
+        "admin API enforcing at ingress",
+    );
+    assert_eq!(enforcing(&admin, "egress"), Some(false), "{admin}");
+    assert_eq!(
+        admin["status"]["policy"]["ingress"]["state"], "enforcing",
+        "{admin}"
+    );
+    wait_published(
+        &sandbox,
+        ("node-1", "CiliumEndpoint", "ops-toolbox"),
+        |v| enforcing(v, "ingress") == Some(false) && enforcing(v, "egress") == Some(false),
+        "toolbox not enforcing",
+    );
+    wait_published(
+        &sandbox,
+        ("node-2", "CiliumNode", "node-2"),
+        |v| v["status"]["agent"]["state"] == "Ok",
+        "healthy agent",
+    );
 
     // `porin policy get` names the policy in force on each node.
     let in_force = policy_get(&sandbox, "node-1");
@@ -257,6 +316,18 @@ fn policy_is_enforced_reconciled_and_survives_a_broken_file() {
     assert!(
         broken["errors"].to_string().contains("fromEndpointz"),
         "{broken}"
+    );
+    // The CiliumNode shows the agent degraded, naming the plugin and the field.
+    let node = wait_published(
+        &sandbox,
+        ("node-1", "CiliumNode", "node-1"),
+        |v| v["status"]["agent"]["state"] == "Degraded",
+        "degraded agent",
+    );
+    let message = node["status"]["agent"]["message"].to_string();
+    assert!(
+        message.contains("plugin policy") && message.contains("fromEndpointz"),
+        "{node}"
     );
     assert!(
         !get(&sandbox, "dev/dev-toolbox", &url),

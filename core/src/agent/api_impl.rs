@@ -26,6 +26,7 @@ use crate::ipcache::{IpcacheSink, SinkError, Source};
 use crate::state::Object;
 use crate::state::cilium_types::{
     AddressPair, CiliumEndpoint, CiliumEndpointStatus, EndpointIdentity, EndpointNetworking,
+    EndpointPolicy,
 };
 
 impl AgentApi for Agent {
@@ -222,7 +223,9 @@ impl AgentApi for Agent {
             lock(&self.ipcache).upsert(prefix, identity, Source::LocalEndpoint);
         }
         info!(endpoint = %key, %ip, id, identity, "endpoint created");
-        let cep = cilium_endpoint(&self.config, &record);
+        // Its policy state is published by the status publisher's next round.
+        lock(&self.endpoint_policy).remove(&id);
+        let cep = cilium_endpoint(&self.config, &record, None);
         if let Err(e) = self.runtime.block_on(self.datastore.publish(cep)) {
             warn!(endpoint = %key, error = %e, "publishing the CiliumEndpoint");
         }
@@ -285,7 +288,7 @@ impl AgentApi for Agent {
         if let Ok(prefix) = IpNet::new(IpAddr::V4(record.ipv4), 32) {
             lock(&self.ipcache).remove(prefix, Source::LocalEndpoint);
         }
-        let cep_key = cilium_endpoint(&self.config, &record).key();
+        let cep_key = cilium_endpoint(&self.config, &record, None).key();
         if let Err(e) = self.runtime.block_on(self.datastore.withdraw(cep_key)) {
             warn!(endpoint = %key, error = %e, "withdrawing the CiliumEndpoint");
         }
@@ -327,7 +330,11 @@ fn validate(request: &AddEndpointRequest) -> Result<(), ApiError> {
 }
 
 /// The CiliumEndpoint this node publishes for one of its pods.
-pub(crate) fn cilium_endpoint(config: &AgentConfig, record: &EndpointRecord) -> Object {
+pub(crate) fn cilium_endpoint(
+    config: &AgentConfig,
+    record: &EndpointRecord,
+    policy: Option<EndpointPolicy>,
+) -> Object {
     let mut labels = BTreeMap::new();
     labels.insert(NODE_LABEL.to_string(), config.node_name.clone());
     Object::from(CiliumEndpoint {
@@ -351,7 +358,7 @@ pub(crate) fn cilium_endpoint(config: &AgentConfig, record: &EndpointRecord) -> 
                 }],
             }),
             state: Some(record.state.as_str().to_string()),
-            policy: None,
+            policy,
         }),
     })
 }

@@ -52,6 +52,10 @@ pub(crate) struct Agent {
     pub routes: Mutex<Vec<NodeRoute>>,
     /// The plugins' annotations on this node's published Node object, as last published.
     pub node_annotations: Mutex<std::collections::BTreeMap<String, String>>,
+    /// Policy enforcement (ingress, egress) last published per local endpoint id.
+    pub endpoint_policy: Mutex<super::node_status::Enforcement>,
+    /// The agent's health as last published in the CiliumNode's `status.agent`.
+    pub node_health: Mutex<Option<crate::state::cilium_node::AgentHealth>>,
     pub view: Arc<RwLock<ClusterView>>,
     pub metrics: AgentMetrics,
     pub registry: Arc<Registry>,
@@ -149,6 +153,8 @@ pub async fn run(config_path: &Path, plugins: Vec<Box<dyn Plugin>>) -> Result<()
         }),
         routes: Mutex::new(Vec::new()),
         node_annotations: Mutex::new(std::collections::BTreeMap::new()),
+        endpoint_policy: Mutex::new(super::node_status::Enforcement::new()),
+        node_health: Mutex::new(None),
         view: Arc::new(RwLock::new(ClusterView::default())),
         metrics,
         registry,
@@ -193,6 +199,7 @@ pub async fn run(config_path: &Path, plugins: Vec<Box<dyn Plugin>>) -> Result<()
     // 5. Datapath events and counters.
     spawn_event_reader(events_reader, events_tx.clone());
     spawn_counter_poller(agent.clone(), shutdown.clone());
+    super::node_status::spawn_status_publisher(agent.clone(), shutdown.clone());
 
     // 6. Node object, first reconcile, plugins.
     agent.publish_node().await;
@@ -435,20 +442,33 @@ impl Agent {
             return;
         };
         let annotations = lock(&self.node_annotations).clone();
-        let cilium_node = crate::state::CiliumNode::for_agent(
-            &self.config.node_name,
-            pod_cidr,
-            node_ip,
-            annotations.clone(),
-        );
         let node =
             super::api_impl::node_object(&self.config.node_name, pod_cidr, node_ip, annotations);
         if let Err(e) = self.datastore.publish(node).await {
             warn!(error = %e, "publishing this node");
         }
-        if let Err(e) = self.datastore.publish(cilium_node.into()).await {
+        if let Some(cilium_node) = self.cilium_node()
+            && let Err(e) = self.datastore.publish(cilium_node.into()).await
+        {
             warn!(error = %e, "publishing this node's CiliumNode");
         }
+    }
+
+    /// The CiliumNode this node publishes: underlay address, pod CIDR, the plugins'
+    /// annotations and the agent's health as last seen; `None` without node_ip or pod CIDR.
+    pub(crate) fn cilium_node(&self) -> Option<crate::state::CiliumNode> {
+        let (node_ip, pod_cidr) = (self.config.node_ip?, self.config.pod_cidr?);
+        let annotations = lock(&self.node_annotations).clone();
+        let mut node = crate::state::CiliumNode::for_agent(
+            &self.config.node_name,
+            pod_cidr,
+            node_ip,
+            annotations,
+        );
+        node.status = lock(&self.node_health)
+            .clone()
+            .map(|agent| crate::state::cilium_node::CiliumNodeStatus { agent: Some(agent) });
+        Some(node)
     }
 
     /// Take the running plugins' Node annotations; true when they changed since the
@@ -585,7 +605,10 @@ impl Agent {
         self.update_endpoint_gauges();
 
         for record in republish {
-            let cep = super::api_impl::cilium_endpoint(&self.config, &record);
+            let policy = lock(&self.endpoint_policy)
+                .get(&record.id)
+                .map(|&(ingress, egress)| super::node_status::endpoint_policy(ingress, egress));
+            let cep = super::api_impl::cilium_endpoint(&self.config, &record, policy);
             let datastore = self.datastore.clone();
             self.runtime.spawn(async move {
                 if let Err(e) = datastore.publish(cep).await {
@@ -598,12 +621,7 @@ impl Agent {
             let annotations = lock(&self.node_annotations).clone();
             if let (Some(node_ip), Some(pod_cidr)) = (self.config.node_ip, self.config.pod_cidr) {
                 // The CiliumNode carries the same annotations (the WireGuard key).
-                let cilium_node = crate::state::CiliumNode::for_agent(
-                    &self.config.node_name,
-                    pod_cidr,
-                    node_ip,
-                    annotations.clone(),
-                );
+                let cilium_node = self.cilium_node();
                 let node = super::api_impl::node_object(
                     &self.config.node_name,
                     pod_cidr,
@@ -615,7 +633,9 @@ impl Agent {
                     if let Err(e) = datastore.publish(node).await {
                         warn!(error = %e, "republishing this node");
                     }
-                    if let Err(e) = datastore.publish(cilium_node.into()).await {
+                    if let Some(cilium_node) = cilium_node
+                        && let Err(e) = datastore.publish(cilium_node.into()).await
+                    {
                         warn!(error = %e, "republishing this node's CiliumNode");
                     }
                 });

@@ -71,8 +71,15 @@ pub struct Engine {
     identities: BTreeMap<u32, Peer>,
     /// (label key, value) -> identities carrying it, whatever the label's source.
     index: HashMap<(String, String), BTreeSet<u32>>,
+    /// CIDR identities and world: the only candidates of CIDR rules.
+    cidr_peers: BTreeSet<u32>,
+    /// FQDN selector identities: the only candidates of `toFQDNs` rules.
+    fqdn_peers: BTreeSet<u32>,
     endpoints: BTreeMap<u32, EndpointInput>,
     out: Desired,
+    /// During the full computation, keys are collected here and merged once at the end
+    /// (a sort and a bulk build instead of about a million tree insertions).
+    pending: Option<Pending>,
 }
 
 /// Keeps the stronger of two values for one key: deny over allow, then an allow that
@@ -89,12 +96,72 @@ pub fn insert_entry(
             slot.insert(value);
         }
         Entry::Occupied(mut slot) => {
-            let old = slot.get();
-            let rank =
-                |v: &PolicyValue| (v.action, v.proxy_port != 0, std::cmp::Reverse(v.policy_id));
-            if rank(old) < rank(&value) {
+            if rank(slot.get()) < rank(&value) {
                 slot.insert(value);
             }
+        }
+    }
+}
+
+/// The precedence [`insert_entry`] keeps the greatest of.
+fn rank(v: &PolicyValue) -> (u8, bool, std::cmp::Reverse<u32>) {
+    (v.action, v.proxy_port != 0, std::cmp::Reverse(v.policy_id))
+}
+
+/// Keys collected during the full computation, per endpoint, each as one integer.
+type Pending = BTreeMap<u32, Vec<(u64, PolicyValue)>>;
+
+/// The rest of a key after its endpoint, as one integer in the field order of
+/// `PolicyKey`'s derived `Ord`: sorting by it is one comparison instead of four.
+fn packed(k: &PolicyKey) -> u64 {
+    (u64::from(k.identity) << 32)
+        | (u64::from(k.dport) << 16)
+        | (u64::from(k.proto) << 8)
+        | u64::from(k.direction)
+}
+
+fn unpacked(endpoint_id: u32, packed: u64) -> PolicyKey {
+    PolicyKey {
+        endpoint_id,
+        identity: (packed >> 32) as u32,
+        dport: (packed >> 16) as u16,
+        proto: (packed >> 8) as u8,
+        direction: packed as u8,
+    }
+}
+
+/// Merges collected keys into `entries` with [`insert_entry`]'s precedence: each
+/// endpoint's keys sorted, the strongest value of each run of equal keys kept, then
+/// built in bulk when `entries` is empty (the full computation's case).
+fn merge_pending(entries: &mut BTreeMap<PolicyKey, PolicyValue>, pending: Pending) {
+    let total = pending.values().map(Vec::len).sum();
+    let mut merged: Vec<(PolicyKey, PolicyValue)> = Vec::with_capacity(total);
+    for (endpoint_id, mut keys) in pending {
+        keys.sort_unstable_by_key(|(key, _)| *key);
+        let mut last: Option<(u64, PolicyValue)> = None;
+        for (key, value) in keys {
+            match &mut last {
+                Some((k, kept)) if *k == key => {
+                    if rank(kept) < rank(&value) {
+                        *kept = value;
+                    }
+                }
+                _ => {
+                    if let Some((k, v)) = last.replace((key, value)) {
+                        merged.push((unpacked(endpoint_id, k), v));
+                    }
+                }
+            }
+        }
+        if let Some((k, v)) = last {
+            merged.push((unpacked(endpoint_id, k), v));
+        }
+    }
+    if entries.is_empty() {
+        *entries = merged.into_iter().collect();
+    } else {
+        for (key, value) in merged {
+            insert_entry(entries, key, value);
         }
     }
 }
@@ -136,8 +203,11 @@ impl Engine {
             selection_by_peers: HashMap::new(),
             identities: BTreeMap::new(),
             index: HashMap::new(),
+            cidr_peers: BTreeSet::new(),
+            fqdn_peers: BTreeSet::new(),
             endpoints: endpoints.iter().map(|e| (e.id, e.clone())).collect(),
             out: Desired::default(),
+            pending: Some(Pending::new()),
         };
         let peers = identities
             .iter()
@@ -161,6 +231,9 @@ impl Engine {
         }
         for policy in policies {
             engine.add_policy(policy);
+        }
+        if let Some(pending) = engine.pending.take() {
+            merge_pending(&mut engine.out.entries, pending);
         }
         engine
     }
@@ -189,6 +262,12 @@ impl Engine {
                 .entry((label.key.clone(), label.value.clone()))
                 .or_default()
                 .insert(id);
+        }
+        if peer.cidr.is_some() || peer.is_world() {
+            self.cidr_peers.insert(id);
+        }
+        if peer.is_fqdn() {
+            self.fqdn_peers.insert(id);
         }
         self.identities.insert(id, peer);
     }
@@ -321,21 +400,11 @@ impl Engine {
         }
         if !peers.cidrs.is_empty() {
             // CIDR rules select only CIDR identities and world, never labelled pods.
-            candidates.extend(
-                self.identities
-                    .iter()
-                    .filter(|(_, p)| p.cidr.is_some() || p.is_world())
-                    .map(|(id, _)| *id),
-            );
+            candidates.extend(&self.cidr_peers);
         }
         if !peers.fqdns.is_empty() {
             // toFQDNs selects only FQDN selector identities.
-            candidates.extend(
-                self.identities
-                    .iter()
-                    .filter(|(_, p)| p.is_fqdn())
-                    .map(|(id, _)| *id),
-            );
+            candidates.extend(&self.fqdn_peers);
         }
         let ids = if scan_all {
             self.identities
@@ -382,16 +451,27 @@ impl Engine {
                 continue;
             };
             let ports = port_keys(&entry.entry, entry.direction, endpoint, &self.proxies);
-            for identity in &ids {
-                for &(proto, dport, proxy) in &ports {
+            let keys = ids.iter().flat_map(|&identity| {
+                ports.iter().map(move |&(proto, dport, proxy)| {
                     let key = PolicyKey {
                         endpoint_id: *ep,
-                        identity: *identity,
+                        identity,
                         dport,
                         proto,
                         direction: dir,
                     };
-                    insert_entry(&mut self.out.entries, key, value(proxy));
+                    (key, proxy)
+                })
+            });
+            match &mut self.pending {
+                Some(pending) => {
+                    let collected = pending.entry(*ep).or_default();
+                    collected.extend(keys.map(|(key, proxy)| (packed(&key), value(proxy))));
+                }
+                None => {
+                    for (key, proxy) in keys {
+                        insert_entry(&mut self.out.entries, key, value(proxy));
+                    }
                 }
             }
         }
