@@ -26,6 +26,7 @@ struct RawObserveConfig {
     listen_address: Option<String>,
     tls: Option<ServerTls>,
     metrics_address: String,
+    deleted_pod_metrics_after_s: u64,
 }
 
 impl Default for RawObserveConfig {
@@ -38,9 +39,13 @@ impl Default for RawObserveConfig {
             listen_address: None,
             tls: None,
             metrics_address: DEFAULT_METRICS_ADDRESS.to_string(),
+            deleted_pod_metrics_after_s: DEFAULT_DELETED_POD_METRICS_AFTER_S,
         }
     }
 }
+
+/// Seconds a deleted pod's metric series stay (Cilium removes them after a minute).
+pub const DEFAULT_DELETED_POD_METRICS_AFTER_S: u64 = 60;
 
 /// Where Hubble metrics are served by default (Cilium's port).
 pub const DEFAULT_METRICS_ADDRESS: &str = "0.0.0.0:9965";
@@ -71,6 +76,10 @@ pub struct ObserveConfig {
     /// Where `/metrics` is served when `metrics` is not empty; `":9965"` means
     /// every address. Default: `0.0.0.0:9965`.
     pub metrics_address: SocketAddr,
+    /// Series of metrics whose labels name a pod (`pod`, `pod-name`, `ip` contexts,
+    /// `source_pod`/`source_ip`-style `labelsContext`) are removed this many seconds
+    /// after the pod is deleted; 1 to 86400. Default: 60.
+    pub deleted_pod_metrics_after_s: u64,
 }
 
 impl Default for ObserveConfig {
@@ -83,6 +92,7 @@ impl Default for ObserveConfig {
             listen_address: None,
             tls: None,
             metrics_address: SocketAddr::from(([0, 0, 0, 0], 9965)),
+            deleted_pod_metrics_after_s: DEFAULT_DELETED_POD_METRICS_AFTER_S,
         }
     }
 }
@@ -141,8 +151,16 @@ impl ObserveConfig {
                 format!("`{}` is not `[host]:port`", raw.metrics_address),
             )
         })?;
+        let after = raw.deleted_pod_metrics_after_s;
+        if !(1..=86_400).contains(&after) {
+            return Err(invalid(
+                "deleted_pod_metrics_after_s",
+                format!("`{after}` must be between 1 and 86400 seconds"),
+            ));
+        }
         Ok(Self {
             metrics_address,
+            deleted_pod_metrics_after_s: after,
             buffer_size: size,
             metrics,
             wasm: raw.wasm,

@@ -1,15 +1,17 @@
 //! The observability plugin's lifecycle.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use porin_plugin_sdk::{DatapathContribution, Health, Plugin, PluginContext, PluginError, Switch};
 use porin_wasm::{DEFAULT_WATCH_INTERVAL, WasmMetrics, WasmModules, Watcher};
 use tokio::task::JoinHandle;
-use tracing::{error, info};
+use tracing::{debug, error, info};
 
 use crate::ObserveConfig;
 use crate::grpc::HubbleService;
+use crate::metrics::pod_series::{PodKey, PodSeries};
 use crate::metrics::{HubbleMetrics, LostEvents, serve_metrics};
 use crate::peer_source::{HUBBLE_ADDRESS_ANNOTATION, cluster_peers};
 use crate::pipeline::{poll_kernel_losses, run_pipeline};
@@ -119,6 +121,39 @@ impl ObservePlugin {
     }
 }
 
+/// Removes the metric series of pods gone for `after`, looking every few seconds at the
+/// pods the cluster state has (Pods and the addresses of pods on every node).
+async fn sweep_pod_series(ctx: Arc<dyn PluginContext>, series: PodSeries, after: Duration) {
+    let mut tick = tokio::time::interval(
+        (after / 6).clamp(Duration::from_millis(500), Duration::from_secs(10)),
+    );
+    loop {
+        tick.tick().await;
+        if series.pods().is_empty() {
+            continue;
+        }
+        let state = ctx.state();
+        let mut existing: HashSet<PodKey> = state
+            .pod_addresses()
+            .into_iter()
+            .map(|p| (p.namespace, p.pod_name))
+            .collect();
+        existing.extend(
+            state
+                .pods()
+                .into_iter()
+                .filter_map(|p| Some((p.metadata.namespace?, p.metadata.name?))),
+        );
+        let removed = series.sweep_after(&existing, Instant::now(), after);
+        if removed > 0 {
+            debug!(
+                plugin = NAME,
+                removed, "metric series of deleted pods removed"
+            );
+        }
+    }
+}
+
 fn start_error(message: String) -> PluginError {
     PluginError::Start {
         plugin: NAME.to_string(),
@@ -161,6 +196,11 @@ impl Plugin for ObservePlugin {
             .with_peers(cluster_peers(ctx.clone()));
         let mut wasm_metrics = WasmMetrics::default();
         let metrics = self.start_metrics(&runtime, &mut wasm_metrics)?;
+        if let Some(m) = &metrics {
+            let after = Duration::from_secs(self.config.deleted_pod_metrics_after_s);
+            self.tasks
+                .push(runtime.spawn(sweep_pod_series(ctx.clone(), m.pod_series(), after)));
+        }
         let wasm = self.start_wasm(wasm_metrics)?;
         // Bind in start() so a bad socket path fails the plugin, not a log line.
         let serving = {

@@ -3,11 +3,14 @@
 
 use hubble_proto::flow::{Endpoint, Flow, TrafficDirection};
 
+use prometheus_client::metrics::family::{Family, MetricConstructor};
+
 use super::Labels;
+use super::pod_series::{PodKey, PodSeries};
 use crate::MetricSpec;
 
 /// The context options of one metric.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct ContextOptions {
     /// Alternatives for the `source` label, the first non-empty one wins.
     source: Vec<String>,
@@ -15,15 +18,65 @@ pub struct ContextOptions {
     destination: Vec<String>,
     /// Extra labels named as in `labelsContext` (`source_namespace`, ...).
     labels: Vec<String>,
+    /// Whether the labels name the source (destination) pod: its series go with it.
+    names_source_pod: bool,
+    names_destination_pod: bool,
+    /// Where series naming pods are recorded, to be removed with their pods.
+    series: PodSeries,
 }
+
+/// Context kinds and `labelsContext` fields whose values belong to one pod.
+const POD_CONTEXTS: [&str; 3] = ["pod", "pod-name", "ip"];
+const POD_LABEL_FIELDS: [&str; 2] = ["pod", "ip"];
 
 impl ContextOptions {
     pub fn from_spec(spec: &MetricSpec) -> Self {
+        let names_pod = |kinds: &[String], prefix: &str| {
+            kinds.iter().any(|k| POD_CONTEXTS.contains(&k.as_str()))
+                || spec.labels_context.iter().any(|l| {
+                    l.strip_prefix(prefix)
+                        .is_some_and(|f| POD_LABEL_FIELDS.contains(&f))
+                })
+        };
         Self {
             source: spec.source_context.clone(),
             destination: spec.destination_context.clone(),
             labels: spec.labels_context.clone(),
+            names_source_pod: names_pod(&spec.source_context, "source_"),
+            names_destination_pod: names_pod(&spec.destination_context, "destination_"),
+            series: PodSeries::default(),
         }
+    }
+
+    /// The same options, recording pod series in `series` (shared by all metrics).
+    pub fn with_series(mut self, series: PodSeries) -> Self {
+        self.series = series;
+        self
+    }
+
+    /// Series of `family` that name a pod are removed some time after the pod.
+    pub fn watch<M, C>(&self, family: &Family<Labels, M, C>)
+    where
+        M: Send + Sync + 'static,
+        C: MetricConstructor<M> + Clone + Send + Sync + 'static,
+    {
+        self.series.watch(family);
+    }
+
+    /// Records the pods `labels` (computed from `flow`) name.
+    pub fn record(&self, flow: &Flow, labels: &Labels) {
+        let pod = |named: bool, ep: Option<&Endpoint>| {
+            ep.filter(|e| named && !e.pod_name.is_empty())
+                .map(|e| (e.namespace.clone(), e.pod_name.clone()))
+        };
+        let pods: Vec<PodKey> = [
+            pod(self.names_source_pod, flow.source.as_ref()),
+            pod(self.names_destination_pod, flow.destination.as_ref()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        self.series.record(&pods, labels);
     }
 
     /// The context labels of `flow`, in a fixed order: `source`, `destination`,

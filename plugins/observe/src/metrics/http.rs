@@ -58,6 +58,8 @@ impl HttpHandler {
             });
             registry.register(REQUESTS, requests_help, r.clone());
             registry.register(DURATION, duration_help, d.clone());
+            ctx.watch(&r);
+            ctx.watch(&d);
             (Requests::Exemplars(r), Durations::Exemplars(d))
         } else {
             let r = Family::<Labels, Counter>::default();
@@ -66,6 +68,8 @@ impl HttpHandler {
             });
             registry.register(REQUESTS, requests_help, r.clone());
             registry.register(DURATION, duration_help, d.clone());
+            ctx.watch(&r);
+            ctx.watch(&d);
             (Requests::Plain(r), Durations::Plain(d))
         };
         let v2 = spec.name == "httpV2";
@@ -76,6 +80,7 @@ impl HttpHandler {
                 "Count of HTTP responses",
                 f.clone(),
             );
+            ctx.watch(&f);
             f
         });
         Self {

@@ -26,6 +26,7 @@ impl TcpHandler {
     pub fn register(registry: &mut Registry, ctx: ContextOptions) -> Self {
         let flags = Family::default();
         registry.register("hubble_tcp_flags", "TCP flag occurrences", flags.clone());
+        ctx.watch(&flags);
         Self { flags, ctx }
     }
 }
@@ -78,6 +79,7 @@ impl PortHandler {
             "Numbers of packets distributed by destination port",
             ports.clone(),
         );
+        ctx.watch(&ports);
         Self { ports, ctx }
     }
 }
@@ -121,6 +123,7 @@ impl IcmpHandler {
     pub fn register(registry: &mut Registry, ctx: ContextOptions) -> Self {
         let messages = Family::default();
         registry.register("hubble_icmp", "Number of ICMP messages", messages.clone());
+        ctx.watch(&messages);
         Self { messages, ctx }
     }
 }

@@ -12,6 +12,7 @@ mod http;
 mod l4;
 mod l7;
 pub mod lost;
+pub mod pod_series;
 mod server;
 mod verdicts;
 
@@ -55,6 +56,8 @@ pub struct HubbleMetrics {
     handlers: Vec<Box<dyn Handler>>,
     /// Every registered metric name (counters without `_total`).
     names: Vec<&'static str>,
+    /// Series naming pods, removed a minute after their pods.
+    series: pod_series::PodSeries,
 }
 
 impl std::fmt::Debug for HubbleMetrics {
@@ -72,6 +75,7 @@ impl HubbleMetrics {
         registry: &mut Registry,
     ) -> Result<Self, MetricsConfigError> {
         let mut handlers: Vec<Box<dyn Handler>> = Vec::new();
+        let series = pod_series::PodSeries::default();
         let mut names = Vec::new();
         for (i, spec) in specs.iter().enumerate() {
             if specs[..i].iter().any(|s| s.name == spec.name) {
@@ -87,7 +91,7 @@ impl HubbleMetrics {
                     "exemplars are only attached to http metrics; option ignored"
                 );
             }
-            let ctx = ContextOptions::from_spec(spec);
+            let ctx = ContextOptions::from_spec(spec).with_series(series.clone());
             let handler: Box<dyn Handler> = match spec.name.as_str() {
                 "flow" => Box::new(verdicts::FlowHandler::register(registry, ctx)),
                 "drop" => Box::new(verdicts::DropHandler::register(registry, ctx)),
@@ -113,13 +117,22 @@ impl HubbleMetrics {
             names.push(handler.name());
             handlers.push(handler);
         }
-        Ok(Self { handlers, names })
+        Ok(Self {
+            handlers,
+            names,
+            series,
+        })
     }
 
     /// The registered metric names (counters without their `_total` suffix).
     /// Metrics without series yet are not in the exposition at all.
     pub fn names(&self) -> &[&'static str] {
         &self.names
+    }
+
+    /// The series that name pods (the plugin sweeps them against the pods that exist).
+    pub fn pod_series(&self) -> pod_series::PodSeries {
+        self.series.clone()
     }
 
     /// Count one flow in every enabled metric.
@@ -148,6 +161,7 @@ fn with_context(
         .collect();
     labels.extend(ctx.values(flow));
     labels.extend_from_slice(extra);
+    ctx.record(flow, &labels);
     labels
 }
 

@@ -27,6 +27,7 @@ impl FlowHandler {
             "Total number of flows processed",
             flows.clone(),
         );
+        ctx.watch(&flows);
         Self { flows, ctx }
     }
 }
@@ -104,6 +105,7 @@ impl DropHandler {
     pub fn register(registry: &mut Registry, ctx: ContextOptions) -> Self {
         let drops = Family::default();
         registry.register("hubble_drop", "Number of drops", drops.clone());
+        ctx.watch(&drops);
         Self { drops, ctx }
     }
 }
@@ -152,6 +154,7 @@ impl WorldHandler {
             flows.clone(),
         );
         let has = |f: &str| flags.iter().any(|x| x == f);
+        ctx.watch(&flows);
         Self {
             flows,
             ctx,
