@@ -13,8 +13,9 @@ use super::sandbox_deploy::TestSandbox;
 use super::scenarios::TRAFFIC_WAIT;
 use super::traffic::{self, HttpResult, Origin};
 use super::workloads::{
-    ALLOWED_NAME, ALLOWED_WORLD_IP, CROSS_NODE_MARKER, ECHO_PORT, NODE_PORT, OUTSIDE_NAME,
-    REFUSED_NAME, REFUSED_WORLD_IP, SERVICE_IP, SERVICE_PORT, WORLD_PORT,
+    ALLOWED_NAME, ALLOWED_WORLD_IP, CROSS_NODE_MARKER, ECHO_PORT, NODE_PORT_LOCAL,
+    NODE_PORT_REMOTE, OUTSIDE_NAME, REFUSED_NAME, REFUSED_WORLD_IP, SERVICE_IP, SERVICE_PORT,
+    WORLD_PORT,
 };
 
 /// What the checks work with.
@@ -208,27 +209,50 @@ pub fn pod_to_cluster_ip(ctx: &Ctx<'_>) -> Check {
     )
 }
 
-pub fn node_port_from_outside(ctx: &Ctx<'_>) -> Check {
-    let node = match ctx.sandbox.node_ip("node-1") {
-        Ok(ip) => ip.to_string(),
-        Err(e) => return Check::fail("-", format!("{e:#}")),
+/// From the external client through node-1's address to the NodePort of a Service whose
+/// one backend is `backend`.
+fn node_port(ctx: &Ctx<'_>, node_port: u16, backend: &str, how: &str) -> Check {
+    let (node, echo) = match (ctx.sandbox.node_ip("node-1"), pod_ip(ctx, backend)) {
+        (Ok(n), Ok(e)) => (n.to_string(), e),
+        (Err(e), _) => return Check::fail("-", format!("{e:#}")),
+        (_, Err(c)) => return c,
     };
+    let mut hint = format!("{backend} is reached {how}");
+    if let Some(lb) = lb_hint(ctx) {
+        hint = format!("{hint}; {lb}");
+    }
     run_http(
         ctx,
         HttpScenario {
             origin: Origin::External,
-            url: format!("http://{node}:{NODE_PORT}/"),
+            url: format!("http://{node}:{node_port}/"),
             want: Want::Status(200),
             flow: FlowExpectation {
                 source_prefix: Some("192.168.200.".to_string()),
+                destination_ip: Some(echo),
                 destination_port: Some(ECHO_PORT),
                 verdict: Some(Verdict::Forwarded),
                 ..FlowExpectation::default()
             },
             source_ip: "192.168.200.250".to_string(),
-            hint: lb_hint(ctx),
+            hint: Some(hint),
         },
     )
+}
+
+pub fn node_port_local_backend(ctx: &Ctx<'_>) -> Check {
+    node_port(ctx, NODE_PORT_LOCAL, "echo-same-node", "by DNAT on node-1")
+}
+
+pub fn node_port_remote_backend(ctx: &Ctx<'_>) -> Check {
+    let how = if ctx.enabled.contains("encryption") {
+        "by DNAT and SNAT on node-1, then across to node-2; the encryption plugin is on: \
+         node-1 routes node-2's pods into the WireGuard tunnel, which the NodePort program \
+         (bpf/lib/nodeport.h) does not use for remote backends"
+    } else {
+        "by DNAT and SNAT on node-1, then across to node-2"
+    };
+    node_port(ctx, NODE_PORT_REMOTE, "echo-other-node", how)
 }
 
 pub fn policy_egress_allow(ctx: &Ctx<'_>) -> Check {

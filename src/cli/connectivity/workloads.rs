@@ -8,10 +8,13 @@ use std::path::Path;
 pub const NAMESPACE: &str = "porin-connectivity-test";
 /// Port the echo servers listen on.
 pub const ECHO_PORT: u16 = 8080;
-/// The echo Service's ClusterIP, port and NodePort.
+/// The echo Service's ClusterIP and port (both echo servers are its backends).
 pub const SERVICE_IP: &str = "10.96.0.99";
 pub const SERVICE_PORT: u16 = 80;
-pub const NODE_PORT: u16 = 31099;
+/// NodePorts of the Services whose one backend is on node-1 (local to the node the
+/// external client addresses) or on node-2 (remote).
+pub const NODE_PORT_LOCAL: u16 = 31097;
+pub const NODE_PORT_REMOTE: u16 = 31098;
 /// Names the test's DNS server answers, and the "world" addresses they point to
 /// (stand-ins outside the cluster, on the underlay).
 pub const ALLOWED_NAME: &str = "allowed.connectivity.test";
@@ -60,7 +63,8 @@ pub fn write_document_roots(www: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The namespace, the pods and the echo Service (ClusterIP + NodePort).
+/// The namespace, the pods, the echo Service (ClusterIP) and a NodePort Service per
+/// echo server.
 pub fn base_manifests(www: &Path) -> String {
     let mut out = format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {NAMESPACE}\n---\n");
     for (name, node, app, command) in pods(www) {
@@ -81,7 +85,6 @@ metadata:
   name: echo
   namespace: {NAMESPACE}
 spec:
-  type: NodePort
   clusterIP: {SERVICE_IP}
   selector:
     app: echo
@@ -89,9 +92,36 @@ spec:
     - name: http
       port: {SERVICE_PORT}
       targetPort: {ECHO_PORT}
-      nodePort: {NODE_PORT}
+---
 "#
     ));
+    // One NodePort Service per echo server, so a request through node-1 reaches a
+    // known backend: a local one, or a remote one (DNAT + SNAT through the node).
+    for (side, ip, node_port) in [
+        ("same-node", "10.96.0.97", NODE_PORT_LOCAL),
+        ("other-node", "10.96.0.98", NODE_PORT_REMOTE),
+    ] {
+        out.push_str(&format!(
+            r#"apiVersion: v1
+kind: Service
+metadata:
+  name: echo-{side}
+  namespace: {NAMESPACE}
+spec:
+  type: NodePort
+  clusterIP: {ip}
+  selector:
+    app: echo
+    side: {side}
+  ports:
+    - name: http
+      port: {SERVICE_PORT}
+      targetPort: {ECHO_PORT}
+      nodePort: {node_port}
+---
+"#
+        ));
+    }
     out
 }
 
