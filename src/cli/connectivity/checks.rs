@@ -93,6 +93,7 @@ fn run_http(ctx: &Ctx<'_>, s: HttpScenario<'_>) -> Check {
             since,
             &s.source_ip,
             &destination,
+            s.flow.destination_port,
         ));
         let mut message = format!("GET {}: {observed}", s.url);
         match drops.first() {
@@ -389,6 +390,7 @@ fn dns_failure(ctx: &Ctx<'_>, since: SystemTime, client: &str, dns: &str, what: 
         since,
         client,
         dns,
+        Some(53),
     ));
     match drops.first() {
         Some(drop) => format!(

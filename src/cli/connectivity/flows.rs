@@ -174,16 +174,19 @@ pub async fn expect(
     }
 }
 
-/// The drops of `source` → `destination` since `since` (what explains a failure).
+/// The drops of `source` → `destination` (to `port`, when given) since `since`: what
+/// explains a failure.
 pub async fn drops_between(
     targets: &[AgentTarget],
     since: SystemTime,
     source: &str,
     destination: &str,
+    port: Option<u16>,
 ) -> Vec<Flow> {
     let expected = FlowExpectation {
         source_ip: Some(source.to_string()),
         destination_ip: Some(destination.to_string()),
+        destination_port: port,
         verdict: Some(Verdict::Dropped),
         ..FlowExpectation::default()
     };

@@ -112,7 +112,61 @@ impl TestSandbox {
             }
         }
         sandbox.world = Some(sandbox.start_world()?);
+        sandbox.wait_ready()?;
         Ok(sandbox)
+    }
+
+    /// Waits until the servers are up, each asked from inside its own namespace (so no
+    /// policy, the user's extra ones included, is in the way): the echo servers, the DNS
+    /// server and the world stand-in. A scenario then fails for what it tests, not for a
+    /// server still starting.
+    fn wait_ready(&self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let echo = format!("http://127.0.0.1:{}/", workloads::ECHO_PORT);
+        let world = format!("http://127.0.0.1:{WORLD_PORT}/");
+        let curl = |url: &str| {
+            vec!["curl", "-sf", "-o", "/dev/null", "-m", "1"]
+                .into_iter()
+                .map(str::to_string)
+                .chain([url.to_string()])
+                .collect::<Vec<String>>()
+        };
+        let dig: Vec<String> = ["dig", "+short", "+time=1", "+tries=1", "@127.0.0.1"]
+            .into_iter()
+            .chain([workloads::ALLOWED_NAME])
+            .map(str::to_string)
+            .collect();
+        let checks: [(&str, Option<&str>, Vec<String>); 4] = [
+            ("echo-same-node", Some("echo-same-node"), curl(&echo)),
+            ("echo-other-node", Some("echo-other-node"), curl(&echo)),
+            ("dns", Some("dns"), dig),
+            ("the world stand-in", None, curl(&world)),
+        ];
+        for (what, pod, command) in &checks {
+            let args: Vec<&str> = command.iter().map(String::as_str).collect();
+            loop {
+                let out = match pod {
+                    Some(pod) => self.exec(pod, &args)?,
+                    None => self.exec_external(&args)?,
+                };
+                let answered = if *what == "dns" {
+                    String::from_utf8_lossy(&out.stdout).contains(ALLOWED_WORLD_IP)
+                } else {
+                    out.status.success()
+                };
+                if answered {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!(
+                        "{what} is not serving after 20s; logs in {}",
+                        self.state_dir.join("logs").display()
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+        Ok(())
     }
 
     /// The pod's IPv4 address.
@@ -239,10 +293,14 @@ impl TestSandbox {
             "0.0.0.0",
             "--directory",
         ])
-        .arg(self.state_dir.join("www").join("echo-other-node"));
+        .arg(self.state_dir.join("www").join("world"));
         let netns = self.netns_path("-external")?;
         let log = self.state_dir.join("logs").join("world.log");
-        Ok(Process::spawn(cmd, Some(&netns), None, &log)?)
+        let process = Process::spawn(cmd, Some(&netns), None, &log)?;
+        // Recorded like the pods, so `down` after a crash stops it too.
+        porin_testbed::state::StateFile::open_or_create(&Sandbox::state_file(&self.state_dir))?
+            .record_pid(process.pid(), "connectivity test world server")?;
+        Ok(process)
     }
 
     /// Brings the sandbox down; returns the cleanup problems.

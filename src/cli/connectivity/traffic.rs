@@ -93,10 +93,10 @@ impl DnsResult {
     }
 }
 
-/// `dig @server name` from a pod (UDP, 1 s, 2 tries).
+/// `dig @server name` from a pod (UDP, 2 s, 2 tries).
 pub fn dig(sandbox: &TestSandbox, pod: &str, server: &str, name: &str) -> Result<DnsResult> {
     let at = format!("@{server}");
-    let out = sandbox.exec(pod, &["dig", &at, name, "+time=1", "+tries=2"])?;
+    let out = sandbox.exec(pod, &["dig", &at, name, "+time=2", "+tries=2"])?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let status = text
         .lines()

@@ -50,7 +50,8 @@ pub fn pods(www: &Path) -> Vec<(&'static str, &'static str, &'static str, String
 }
 
 /// Writes each echo server's document root: its own name as index, an allowed and a
-/// private page for the L7 scenarios, the cross-node marker for the encryption one.
+/// private page for the L7 scenarios, the cross-node marker for the encryption one;
+/// and the world stand-in's (`world`).
 pub fn write_document_roots(www: &Path) -> std::io::Result<()> {
     for name in ["echo-same-node", "echo-other-node"] {
         let dir = www.join(name);
@@ -60,6 +61,9 @@ pub fn write_document_roots(www: &Path) -> std::io::Result<()> {
         std::fs::write(dir.join("private.txt"), "private\n")?;
         std::fs::write(dir.join("marker.txt"), CROSS_NODE_MARKER)?;
     }
+    let world = www.join("world");
+    std::fs::create_dir_all(&world)?;
+    std::fs::write(world.join("index.html"), "world")?;
     Ok(())
 }
 
