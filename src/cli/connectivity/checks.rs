@@ -157,30 +157,86 @@ fn dropped(source: &str, destination: &str, reason: DropReason) -> FlowExpectati
     }
 }
 
-fn pod_to_pod(ctx: &Ctx<'_>, server: &str) -> Check {
-    let (client, echo) = match (pod_ip(ctx, "client"), pod_ip(ctx, server)) {
+/// What Porin must report for an exchange between two pods.
+#[derive(Clone, Copy)]
+enum Reported {
+    Forwarded,
+    Dropped(DropReason),
+    /// An L7 HTTP flow of the request's path with this verdict.
+    L7(Verdict),
+}
+
+/// `GET /path` from one test pod to an echo server.
+struct PodExchange<'a> {
+    from: &'a str,
+    to: &'a str,
+    path: &'a str,
+    want: Want,
+    reported: Reported,
+    /// The flow must come from this node (where the deciding program runs).
+    node: Option<&'a str>,
+    hint: Option<&'a str>,
+}
+
+fn pod_exchange(ctx: &Ctx<'_>, x: &PodExchange<'_>) -> Check {
+    let (client, echo) = match (pod_ip(ctx, x.from), pod_ip(ctx, x.to)) {
         (Ok(c), Ok(e)) => (c, e),
         (Err(c), _) | (_, Err(c)) => return c,
     };
+    let mut flow = match x.reported {
+        Reported::Forwarded => forwarded(&client, Some(&echo), ECHO_PORT),
+        Reported::Dropped(reason) => dropped(&client, &echo, reason),
+        Reported::L7(verdict) => FlowExpectation {
+            http_url: Some(format!("/{}", x.path)),
+            verdict: Some(verdict),
+            ..FlowExpectation::default()
+        },
+    };
+    flow.node = x.node.map(str::to_string);
     run_http(
         ctx,
         HttpScenario {
-            origin: Origin::Pod("client"),
-            url: echo_url(&echo, ""),
-            want: Want::Status(200),
-            flow: forwarded(&client, Some(&echo), ECHO_PORT),
+            origin: Origin::Pod(x.from),
+            url: echo_url(&echo, x.path),
+            want: x.want,
+            flow,
             source_ip: client,
-            hint: None,
+            hint: x.hint.map(str::to_string),
         },
     )
 }
 
+/// A plain exchange: no node constraint, no hint.
+fn exchange<'a>(from: &'a str, to: &'a str, want: Want, reported: Reported) -> PodExchange<'a> {
+    PodExchange {
+        from,
+        to,
+        path: "",
+        want,
+        reported,
+        node: None,
+        hint: None,
+    }
+}
+
 pub fn pod_to_pod_same_node(ctx: &Ctx<'_>) -> Check {
-    pod_to_pod(ctx, "echo-same-node")
+    let x = exchange(
+        "client",
+        "echo-same-node",
+        Want::Status(200),
+        Reported::Forwarded,
+    );
+    pod_exchange(ctx, &x)
 }
 
 pub fn pod_to_pod_other_node(ctx: &Ctx<'_>) -> Check {
-    pod_to_pod(ctx, "echo-other-node")
+    let x = exchange(
+        "client",
+        "echo-other-node",
+        Want::Status(200),
+        Reported::Forwarded,
+    );
+    pod_exchange(ctx, &x)
 }
 
 /// What a Service failure points at when the lb plugin is off.
@@ -257,115 +313,78 @@ pub fn node_port_remote_backend(ctx: &Ctx<'_>) -> Check {
 }
 
 pub fn policy_egress_allow(ctx: &Ctx<'_>) -> Check {
-    let (client, echo) = match (pod_ip(ctx, "client"), pod_ip(ctx, "echo-other-node")) {
-        (Ok(c), Ok(e)) => (c, e),
-        (Err(c), _) | (_, Err(c)) => return c,
+    let x = PodExchange {
+        node: Some("node-1"),
+        hint: Some("policy cct-client-egress allows this"),
+        ..exchange(
+            "client",
+            "echo-other-node",
+            Want::Status(200),
+            Reported::Forwarded,
+        )
     };
-    let mut flow = forwarded(&client, Some(&echo), ECHO_PORT);
-    flow.node = Some("node-1".to_string());
-    run_http(
-        ctx,
-        HttpScenario {
-            origin: Origin::Pod("client"),
-            url: echo_url(&echo, ""),
-            want: Want::Status(200),
-            flow,
-            source_ip: client,
-            hint: Some("policy cct-client-egress allows this".to_string()),
-        },
-    )
+    pod_exchange(ctx, &x)
 }
 
 pub fn policy_egress_deny(ctx: &Ctx<'_>) -> Check {
-    let (client, echo) = match (pod_ip(ctx, "client"), pod_ip(ctx, "echo-same-node")) {
-        (Ok(c), Ok(e)) => (c, e),
-        (Err(c), _) | (_, Err(c)) => return c,
+    let denied = Reported::Dropped(DropReason::PolicyDenied);
+    let x = PodExchange {
+        hint: Some("policy cct-client-egress allows only the other node's echo"),
+        ..exchange("client", "echo-same-node", Want::NoAnswer, denied)
     };
-    run_http(
-        ctx,
-        HttpScenario {
-            origin: Origin::Pod("client"),
-            url: echo_url(&echo, ""),
-            want: Want::NoAnswer,
-            flow: dropped(&client, &echo, DropReason::PolicyDenied),
-            source_ip: client,
-            hint: Some("policy cct-client-egress allows only the other node's echo".to_string()),
-        },
-    )
+    pod_exchange(ctx, &x)
 }
 
 pub fn policy_ingress_allow(ctx: &Ctx<'_>) -> Check {
-    let (client, echo) = match (pod_ip(ctx, "client"), pod_ip(ctx, "echo-other-node")) {
-        (Ok(c), Ok(e)) => (c, e),
-        (Err(c), _) | (_, Err(c)) => return c,
+    let x = PodExchange {
+        node: Some("node-2"),
+        hint: Some("policy cct-echo-ingress allows the client"),
+        ..exchange(
+            "client",
+            "echo-other-node",
+            Want::Status(200),
+            Reported::Forwarded,
+        )
     };
-    let mut flow = forwarded(&client, Some(&echo), ECHO_PORT);
-    flow.node = Some("node-2".to_string());
-    run_http(
-        ctx,
-        HttpScenario {
-            origin: Origin::Pod("client"),
-            url: echo_url(&echo, ""),
-            want: Want::Status(200),
-            flow,
-            source_ip: client,
-            hint: Some("policy cct-echo-ingress allows the client".to_string()),
-        },
-    )
+    pod_exchange(ctx, &x)
 }
 
 pub fn policy_ingress_deny(ctx: &Ctx<'_>) -> Check {
-    let (client, echo) = match (pod_ip(ctx, "client-other"), pod_ip(ctx, "echo-other-node")) {
-        (Ok(c), Ok(e)) => (c, e),
-        (Err(c), _) | (_, Err(c)) => return c,
+    let denied = Reported::Dropped(DropReason::PolicyDenied);
+    let x = PodExchange {
+        node: Some("node-2"),
+        hint: Some("policy cct-echo-ingress admits only the client"),
+        ..exchange("client-other", "echo-other-node", Want::NoAnswer, denied)
     };
-    let mut flow = dropped(&client, &echo, DropReason::PolicyDenied);
-    flow.node = Some("node-2".to_string());
-    run_http(
-        ctx,
-        HttpScenario {
-            origin: Origin::Pod("client-other"),
-            url: echo_url(&echo, ""),
-            want: Want::NoAnswer,
-            flow,
-            source_ip: client,
-            hint: Some("policy cct-echo-ingress admits only the client".to_string()),
-        },
-    )
+    pod_exchange(ctx, &x)
 }
 
 pub fn policy_deny_overrides_allow(ctx: &Ctx<'_>) -> Check {
-    let ips = ["client", "client-other", "echo-same-node"].map(|p| pod_ip(ctx, p));
-    let [Ok(client), Ok(other), Ok(echo)] = ips else {
-        return Check::fail("-", "the test pods have no addresses");
-    };
     // The allow rule works for a pod the deny rule does not name...
-    let allowed = run_http(
-        ctx,
-        HttpScenario {
-            origin: Origin::Pod("client-other"),
-            url: echo_url(&echo, ""),
-            want: Want::Status(200),
-            flow: forwarded(&other, Some(&echo), ECHO_PORT),
-            source_ip: other,
-            hint: Some("policy cct-deny-client allows every pod in".to_string()),
-        },
-    );
+    let allowed = PodExchange {
+        hint: Some("policy cct-deny-client allows every pod in"),
+        ..exchange(
+            "client-other",
+            "echo-same-node",
+            Want::Status(200),
+            Reported::Forwarded,
+        )
+    };
+    let allowed = pod_exchange(ctx, &allowed);
     if allowed.result.is_err() {
         return allowed;
     }
     // ...and the deny rule wins over it for the client.
-    run_http(
-        ctx,
-        HttpScenario {
-            origin: Origin::Pod("client"),
-            url: echo_url(&echo, ""),
-            want: Want::NoAnswer,
-            flow: dropped(&client, &echo, DropReason::PolicyDeny),
-            source_ip: client,
-            hint: Some("policy cct-deny-client denies the client".to_string()),
-        },
-    )
+    let denied = PodExchange {
+        hint: Some("policy cct-deny-client denies the client"),
+        ..exchange(
+            "client",
+            "echo-same-node",
+            Want::NoAnswer,
+            Reported::Dropped(DropReason::PolicyDeny),
+        )
+    };
+    pod_exchange(ctx, &denied)
 }
 
 /// The DNS proxies' counter `name`, summed over the nodes.
@@ -531,29 +550,20 @@ pub fn fqdn_refused_name(ctx: &Ctx<'_>) -> Check {
 }
 
 fn l7(ctx: &Ctx<'_>, path: &str, want: u16, verdict: Verdict) -> Check {
-    let (client, echo) = match (pod_ip(ctx, "client"), pod_ip(ctx, "echo-other-node")) {
-        (Ok(c), Ok(e)) => (c, e),
-        (Err(c), _) | (_, Err(c)) => return c,
+    let x = PodExchange {
+        path,
+        hint: Some(
+            "policy cct-client-http allows GET /allowed.* through the L7 proxy \
+             ([plugins.policy.l7_proxy])",
+        ),
+        ..exchange(
+            "client",
+            "echo-other-node",
+            Want::Status(want),
+            Reported::L7(verdict),
+        )
     };
-    run_http(
-        ctx,
-        HttpScenario {
-            origin: Origin::Pod("client"),
-            url: echo_url(&echo, path),
-            want: Want::Status(want),
-            flow: FlowExpectation {
-                http_url: Some(format!("/{path}")),
-                verdict: Some(verdict),
-                ..FlowExpectation::default()
-            },
-            source_ip: client,
-            hint: Some(
-                "policy cct-client-http allows GET /allowed.* through the L7 proxy \
-                 ([plugins.policy.l7_proxy])"
-                    .to_string(),
-            ),
-        },
-    )
+    pod_exchange(ctx, &x)
 }
 
 pub fn l7_allowed(ctx: &Ctx<'_>) -> Check {
