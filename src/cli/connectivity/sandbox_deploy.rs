@@ -24,6 +24,9 @@ use crate::cli::sandbox::{SandboxAgents, agent_config, wait_for_convergence, wir
 /// Every plugin on: what the suite runs against unless `--agent-config` says otherwise.
 pub const DEFAULT_PLUGINS: &str = "[plugins.lb]\nenabled = true\n\n[plugins.policy]\nenabled = true\n\n[plugins.policy.l7_proxy]\n\n[plugins.encryption]\nenabled = true\n";
 
+/// The test sandbox's state directory is `/var/run/porin/<prefix><pid of the run>`.
+const STATE_DIR_PREFIX: &str = "connectivity-test-";
+
 /// Settings of the test sandbox.
 pub struct SandboxSettings {
     /// porin.toml plugin sections for every agent (default: [`DEFAULT_PLUGINS`]).
@@ -52,7 +55,8 @@ impl TestSandbox {
         let base = Path::new(DEFAULT_SANDBOX_DIR)
             .parent()
             .unwrap_or(Path::new("/var/run/porin"));
-        let state_dir = base.join(format!("connectivity-test-{}", std::process::id()));
+        remove_abandoned(base);
+        let state_dir = base.join(format!("{STATE_DIR_PREFIX}{}", std::process::id()));
         let manifests = state_dir.join("manifests");
         let www = state_dir.join("www");
         std::fs::create_dir_all(&manifests)
@@ -335,6 +339,37 @@ impl Drop for TestSandbox {
         for problem in self.teardown() {
             tracing::warn!(%problem, "cleaning up the connectivity test sandbox");
         }
+    }
+}
+
+/// Brings down the sandboxes of earlier runs that were interrupted (their process is
+/// gone), so an interrupted run leaves nothing behind for long.
+fn remove_abandoned(base: &Path) {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(STATE_DIR_PREFIX)
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let dir = entry.path();
+        tracing::info!(dir = %dir.display(), "removing the sandbox of an interrupted connectivity test");
+        let sockets = wireguard_sockets(&dir);
+        if let Err(e) = Sandbox::down(&dir) {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot remove an abandoned test sandbox");
+            continue;
+        }
+        for socket in sockets {
+            let _ = std::fs::remove_file(socket);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
 
