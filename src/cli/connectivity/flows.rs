@@ -216,3 +216,102 @@ pub fn summarize(flows: &[Flow], address: &str) -> String {
         related.join(" | ")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use porin_observe::hubble_proto::flow::{Http, Ip, Layer4, Layer7, Tcp};
+
+    use super::*;
+
+    fn tcp_flow(src: &str, dst: &str, port: u32, verdict: Verdict, reason: DropReason) -> Flow {
+        Flow {
+            ip: Some(Ip {
+                source: src.to_string(),
+                destination: dst.to_string(),
+                ..Ip::default()
+            }),
+            l4: Some(Layer4 {
+                protocol: Some(layer4::Protocol::Tcp(Tcp {
+                    destination_port: port,
+                    ..Tcp::default()
+                })),
+            }),
+            verdict: verdict as i32,
+            drop_reason_desc: reason as i32,
+            node_name: "node-2".to_string(),
+            ..Flow::default()
+        }
+    }
+
+    #[test]
+    fn a_drop_matches_only_with_its_reason_port_and_node() {
+        let drop = tcp_flow(
+            "10.0.0.1",
+            "10.0.0.2",
+            8080,
+            Verdict::Dropped,
+            DropReason::PolicyDeny,
+        );
+        let mut want = FlowExpectation {
+            source_ip: Some("10.0.0.1".into()),
+            destination_ip: Some("10.0.0.2".into()),
+            destination_port: Some(8080),
+            verdict: Some(Verdict::Dropped),
+            drop_reason: Some(DropReason::PolicyDeny),
+            node: Some("node-2".into()),
+            ..FlowExpectation::default()
+        };
+        assert!(want.matches(&drop));
+        assert_eq!(want.describe(), "DROPPED (POLICY_DENY) on node-2");
+        want.drop_reason = Some(DropReason::PolicyDenied);
+        assert!(!want.matches(&drop), "another reason");
+        want.drop_reason = Some(DropReason::PolicyDeny);
+        want.destination_port = Some(53);
+        assert!(!want.matches(&drop), "another port");
+        want.destination_port = Some(8080);
+        want.node = Some("node-1".into());
+        assert!(!want.matches(&drop), "another node");
+    }
+
+    #[test]
+    fn l7_expectations_need_an_http_record_with_the_path() {
+        let mut flow = tcp_flow("a", "b", 8080, Verdict::Dropped, DropReason::Unknown);
+        let want = FlowExpectation {
+            http_url: Some("/private.txt".into()),
+            verdict: Some(Verdict::Dropped),
+            ..FlowExpectation::default()
+        };
+        assert!(!want.matches(&flow), "an L3/L4 drop is not the L7 one");
+        flow.l7 = Some(Layer7 {
+            record: Some(layer7::Record::Http(Http {
+                code: 403,
+                url: "http://10.0.0.2:8080/private.txt".into(),
+                ..Http::default()
+            })),
+            ..Layer7::default()
+        });
+        assert!(want.matches(&flow));
+    }
+
+    #[test]
+    fn summaries_list_the_flows_of_an_address() {
+        let flows = vec![
+            tcp_flow(
+                "10.0.0.1",
+                "10.0.0.2",
+                80,
+                Verdict::Forwarded,
+                DropReason::Unknown,
+            ),
+            tcp_flow(
+                "10.0.0.3",
+                "10.0.0.4",
+                80,
+                Verdict::Forwarded,
+                DropReason::Unknown,
+            ),
+        ];
+        assert_eq!(summarize(&flows, "10.0.0.9"), "none");
+        assert_eq!(summarize(&flows, "10.0.0.2").split(" | ").count(), 1);
+    }
+}
