@@ -65,6 +65,17 @@ pub fn run(command: ConnectivityCommand) -> Result<bool> {
             path.display()
         );
     }
+    if !scenarios::catalogue()
+        .iter()
+        .any(|s| scenarios::selected(s.name, &args.test))
+    {
+        let names: Vec<&str> = scenarios::catalogue().iter().map(|s| s.name).collect();
+        bail!(
+            "--test {}: no scenario matches (scenarios: {})",
+            args.test.join(","),
+            names.join(", ")
+        );
+    }
     let plugins = match &args.agent_config {
         Some(path) => std::fs::read_to_string(path)
             .with_context(|| format!("reading --agent-config {}", path.display()))?,
@@ -88,6 +99,11 @@ pub fn run(command: ConnectivityCommand) -> Result<bool> {
     let sandbox = TestSandbox::up(&SandboxSettings {
         plugins,
         extra_manifests: args.extra_manifests.clone(),
+    })
+    .with_context(|| match &args.agent_config {
+        // Its lines are appended to each node's porin.toml, which the agent names.
+        Some(path) => format!("with --agent-config {}", path.display()),
+        None => "with every plugin on".to_string(),
     })?;
     let deploy_ms = elapsed_ms(started);
     let nodes = runtime.block_on(node_info(&sandbox));
@@ -127,9 +143,6 @@ pub fn run(command: ConnectivityCommand) -> Result<bool> {
         scenarios: results?,
     };
     report.tally();
-    if report.scenarios.is_empty() {
-        bail!("--test {}: no scenario matches", args.test.join(","));
-    }
     match args.output {
         Format::Json => print_json(&report)?,
         Format::Table => report::print_summary(&report),
@@ -183,9 +196,7 @@ fn enabled_everywhere(nodes: &[NodeInfo]) -> BTreeSet<String> {
                 .collect()
         })
         .collect();
-    let mut all = per_node.first().cloned().unwrap_or_default();
-    for set in &per_node[1.min(per_node.len())..] {
-        all = all.intersection(set).cloned().collect();
-    }
-    all
+    let mut sets = per_node.into_iter();
+    let first = sets.next().unwrap_or_default();
+    sets.fold(first, |all, set| all.intersection(&set).cloned().collect())
 }
