@@ -1,5 +1,6 @@
 //! The `porin` command line.
 
+mod connectivity;
 mod discover;
 mod encrypt;
 mod observe;
@@ -119,6 +120,11 @@ enum Command {
     Sandbox {
         #[command(subcommand)]
         command: sandbox::SandboxCommand,
+    },
+    /// End-to-end checks of an installation (`porin connectivity test`).
+    Connectivity {
+        #[command(subcommand)]
+        command: connectivity::ConnectivityCommand,
     },
     /// Print the CustomResourceDefinitions Porin uses (CiliumNode, CiliumEndpoint,
     /// CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy) as YAML, generated from
@@ -294,6 +300,7 @@ fn dispatch(command: Command) -> Result<bool> {
             Ok(true)
         }
         Command::Sandbox { command } => sandbox::run(command),
+        Command::Connectivity { command } => connectivity::run(command),
         Command::Crds => {
             print!("{}", porin_core::state::crds::to_yaml()?);
             Ok(true)

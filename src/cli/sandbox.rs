@@ -218,7 +218,7 @@ fn up(
 
 /// Wait until every agent resolves every pod of the sandbox, so the first
 /// connection a user makes is already attributed to the right identities.
-fn wait_for_convergence(
+pub(super) fn wait_for_convergence(
     control: &SandboxAgents,
     summary: &porin_testbed::sandbox::SandboxSummary,
 ) -> Result<()> {
@@ -252,7 +252,7 @@ fn wait_for_convergence(
 
 /// The control sockets the userspace WireGuard device would have made for the sandbox's nodes (the
 /// device name derives from the node namespace's inode, known only while it exists).
-fn wireguard_sockets(state_dir: &Path) -> Vec<PathBuf> {
+pub(super) fn wireguard_sockets(state_dir: &Path) -> Vec<PathBuf> {
     use std::os::unix::fs::MetadataExt;
     let Ok(state) = Sandbox::status(state_dir) else {
         return Vec::new();
@@ -356,7 +356,7 @@ fn is_zombie(pid: i32) -> bool {
 /// The porin.toml of a sandbox node: local datastore over the user's manifests,
 /// a runtime directory shared by the sandbox's agents, every plugin that works
 /// on this machine enabled.
-fn agent_config(node: &NodeSpec, runtime_dir: &Path, extra: &str) -> String {
+pub(super) fn agent_config(node: &NodeSpec, runtime_dir: &Path, extra: &str) -> String {
     format!(
         r#"# Written by `porin sandbox up` for {name}.
 [agent]
@@ -392,13 +392,13 @@ enabled = true
 }
 
 /// Starts real agents (this binary) and talks to them through their API.
-struct SandboxAgents {
+pub(super) struct SandboxAgents {
     exe: PathBuf,
     runtime: tokio::runtime::Runtime,
 }
 
 impl SandboxAgents {
-    fn new() -> Result<Self> {
+    pub(super) fn new() -> Result<Self> {
         Ok(Self {
             exe: std::env::current_exe().context("finding the porin binary")?,
             runtime: tokio::runtime::Builder::new_current_thread()
@@ -464,7 +464,7 @@ impl AgentControl for SandboxAgents {
 }
 
 /// Fail early with a clear message when not root.
-fn require_root() -> Result<()> {
+pub(super) fn require_root() -> Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!("the sandbox makes network namespaces and loads eBPF programs: run it as root");
