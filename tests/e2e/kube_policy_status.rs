@@ -1,7 +1,8 @@
 //! A real agent (`porin agent`, datastore = "kubernetes") against the fake list/watch
 //! API server writes each CiliumNetworkPolicy's and CiliumClusterwideNetworkPolicy's
 //! `Valid` status condition (through the status subresource): `False` with the field at
-//! fault when the spec does not parse, `True` once it is fixed, as Cilium does.
+//! fault when the spec does not parse, `True` once it is fixed, as Cilium does; and its
+//! CiliumNode's `status.agent` says the agent is degraded by them.
 
 #[path = "../../core/tests/kube_api/mod.rs"]
 mod kube_api;
@@ -15,6 +16,7 @@ use kube_api::{FakeApi, NAMESPACES};
 
 const CNPS: &str = "/apis/cilium.io/v2/ciliumnetworkpolicies";
 const CCNPS: &str = "/apis/cilium.io/v2/ciliumclusterwidenetworkpolicies";
+const CILIUM_NODES: &str = "/apis/cilium.io/v2/ciliumnodes";
 
 fn cnp(name: &str, ingress: Value) -> Value {
     json!({"apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy",
@@ -94,6 +96,28 @@ async fn policy_parse_errors_become_status_conditions() {
             .is_some_and(|m| m.contains("99999")),
         "{cluster}"
     );
+
+    // The node's CiliumNode reports the agent degraded by the broken policies, through
+    // the status subresource, naming the plugin and the fields.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let node = loop {
+        let node = api.get(CILIUM_NODES, "", "status-node");
+        let agent = node.as_ref().map(|n| n["status"]["agent"].clone());
+        if let Some(agent) = agent.filter(|a| a["state"] == "Degraded") {
+            break agent;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no Degraded agent status: {node:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let message = node["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("plugin policy") && message.contains("fromEndpointz"),
+        "{node}"
+    );
+    assert!(node["lastUpdated"].is_string(), "{node}");
 
     // Fixed through the watch: the condition turns True.
     api.upsert(CNPS, cnp("broken", good_rule), true);
