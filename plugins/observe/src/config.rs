@@ -26,6 +26,15 @@ struct RawObserveConfig {
     listen_address: Option<String>,
     tls: Option<ServerTls>,
     metrics_address: String,
+    ui: Option<UiSection>,
+}
+
+/// `[plugins.observe.ui]`: the Flow UI served by the agent itself (docs/ui.md).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UiSection {
+    /// Where the page is served: `[host]:port`, `:port` for every address.
+    pub listen: String,
 }
 
 impl Default for RawObserveConfig {
@@ -38,6 +47,7 @@ impl Default for RawObserveConfig {
             listen_address: None,
             tls: None,
             metrics_address: DEFAULT_METRICS_ADDRESS.to_string(),
+            ui: None,
         }
     }
 }
@@ -71,6 +81,9 @@ pub struct ObserveConfig {
     /// Where `/metrics` is served when `metrics` is not empty; `":9965"` means
     /// every address. Default: `0.0.0.0:9965`.
     pub metrics_address: SocketAddr,
+    /// `[plugins.observe.ui] listen`: serve the Flow UI over this agent's flows.
+    /// Default: off (the relay's `--ui` serves the whole cluster).
+    pub ui: Option<UiSection>,
 }
 
 impl Default for ObserveConfig {
@@ -83,6 +96,7 @@ impl Default for ObserveConfig {
             listen_address: None,
             tls: None,
             metrics_address: SocketAddr::from(([0, 0, 0, 0], 9965)),
+            ui: None,
         }
     }
 }
@@ -141,8 +155,17 @@ impl ObserveConfig {
                 format!("`{}` is not `[host]:port`", raw.metrics_address),
             )
         })?;
+        if let Some(ui) = &raw.ui
+            && socket_addr(&ui.listen).is_none()
+        {
+            return Err(invalid(
+                "ui.listen",
+                format!("`{}` is not `[host]:port`", ui.listen),
+            ));
+        }
         Ok(Self {
             metrics_address,
+            ui: raw.ui,
             buffer_size: size,
             metrics,
             wasm: raw.wasm,
@@ -246,6 +269,8 @@ max_label_values = 50
         );
         assert_eq!(c.listen_address.as_deref(), Some(":4244"));
         assert_eq!(c.metrics_address.to_string(), "0.0.0.0:9000");
+        let ui = parse_str("[ui]\nlisten = \":12000\"").expect("valid");
+        assert_eq!(ui.ui.map(|u| u.listen).as_deref(), Some(":12000"));
     }
 
     #[test]
@@ -257,6 +282,8 @@ max_label_values = 50
             ("metrics = [\"dns:foo=1\"]", "metrics[0]", "`foo`"),
             ("listen_address = \"4244\"", "listen_address", "`4244`"),
             ("metrics_address = \"9965\"", "metrics_address", "`9965`"),
+            ("[ui]\nlisten = \"12000\"", "ui.listen", "`12000`"),
+            ("[ui]\nlisten = \":12000\"\nport = 1", "ui.port", "`port`"),
             (
                 "[tls]\ncert_file = \"/a.pem\"\nkey_file = \"/a.key\"",
                 "tls",
