@@ -13,10 +13,12 @@ use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use hubble_proto::observer::GetNamespacesRequest;
+use hubble_proto::observer::observer_client::ObserverClient;
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
 use tracing::info;
 
 use super::assets;
@@ -163,14 +165,19 @@ fn error(status: StatusCode, message: String) -> Response {
     (status, Json(serde_json::json!({ "error": message }))).into_response()
 }
 
+/// A client of the upstream Observer API, or why there is none.
+async fn observer(config: &UiConfig) -> Result<ObserverClient<Channel>, String> {
+    config
+        .upstream
+        .observer_with(config.tls.as_ref())
+        .await
+        .map_err(|e| e.to_string())
+}
+
 /// `GET /api/namespaces`: the upstream's GetNamespaces, as names.
 async fn namespaces(State(config): Shared) -> Response {
     let answer = async {
-        let mut client = config
-            .upstream
-            .observer_with(config.tls.as_ref())
-            .await
-            .map_err(|e| e.to_string())?;
+        let mut client = observer(&config).await?;
         client
             .get_namespaces(GetNamespacesRequest {})
             .await
@@ -219,11 +226,7 @@ async fn stream(State(config): Shared, Query(query): Query<StreamQuery>) -> Resp
         );
     }
     let flows = async {
-        let mut client = config
-            .upstream
-            .observer_with(config.tls.as_ref())
-            .await
-            .map_err(|e| e.to_string())?;
+        let mut client = observer(&config).await?;
         client
             .get_flows(request(&query.namespace, config.history))
             .await

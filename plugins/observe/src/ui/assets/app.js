@@ -421,8 +421,7 @@ function showSelection(fresh) {
     ['from', e.source], ['to', e.target], ['port', e.port ? `${e.port}/${e.protocol}` : e.protocol],
     ['verdict', e.verdict], ['forwarded', e.forwarded], ['dropped', e.dropped],
     ['flows/s', e.rate], ['drop reason', e.drop_reason || '-'],
-    ['denied by (datapath)', e.denied_by.length ? e.denied_by.join(', ') : '-'],
-  ]);
+  ].concat(e.denied_by.length ? [['denied by (datapath)', e.denied_by.join(', ')]] : []));
   dl.classList.add('facts');
   if (!fresh && box) { box.replaceWith(dl); return; }
   const hint = el('div', { id: 'policy-hint' });
