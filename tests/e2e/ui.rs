@@ -6,8 +6,9 @@
 //!   workloads and connections; a connection from ops-toolbox to postgres becomes
 //!   a dropped edge within 2 s of the drop in the datapath; clicking it shows the
 //!   policy trace (default deny at postgres' ingress); the table filters by edge,
-//!   node and verdict; pause holds the page still. Screenshots go to
-//!   target/test-artifacts/ui/.
+//!   node and verdict; pause holds the page still; a bad namespace is refused by
+//!   name; each agent's own UI (`[plugins.observe.ui] listen`) serves the page, the
+//!   namespaces and the stream. Screenshots go to target/test-artifacts/ui/.
 //! - The scale case: a synthetic Observer with 200 workloads at 2,000 flows/s
 //!   behind the relay; the page's frame time, memory and flow-to-screen time are
 //!   reported (docs/ui.md).
@@ -16,6 +17,7 @@ mod common;
 mod ui_support;
 
 use std::path::Path;
+use std::process::Command;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -41,6 +43,10 @@ spec:
       toPorts:
         - ports: [{port: "5432", protocol: TCP}]
 "#;
+
+/// Policy on, and every agent serving the UI over its own flows (in its node's namespace).
+const AGENT_CONFIG: &str =
+    "[plugins.policy]\nenabled = true\n[plugins.observe.ui]\nlisten = \"127.0.0.1:12000\"\n";
 
 fn quickstart_files() -> Vec<(String, String)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart");
@@ -76,6 +82,15 @@ fn exec_line(sandbox: &TestSandbox, pod: &str, cmd: &[&str]) -> Vec<String> {
     line
 }
 
+/// The sandbox's record of one node.
+fn node(sandbox: &TestSandbox, name: &str) -> Value {
+    sandbox.state()["nodes"]
+        .as_array()
+        .and_then(|n| n.iter().find(|n| n["name"] == name))
+        .unwrap_or_else(|| panic!("no node {name}"))
+        .clone()
+}
+
 fn rows_all(rows: &Value, f: impl Fn(&Value) -> bool) -> bool {
     rows.as_array()
         .is_some_and(|r| !r.is_empty() && r.iter().all(f))
@@ -91,7 +106,7 @@ fn quickstart_map_dropped_edge_policy_hint_and_filters() {
         .iter()
         .map(|(n, t)| (n.as_str(), t.as_str()))
         .collect();
-    let sandbox = TestSandbox::up_with(&files, Some("[plugins.policy]\nenabled = true\n"));
+    let sandbox = TestSandbox::up_with(&files, Some(AGENT_CONFIG));
     let admin = format!(
         "http://{}:8080/",
         ip(&sandbox, "payments/payments-admin-api")
@@ -224,7 +239,46 @@ fn quickstart_map_dropped_edge_policy_hint_and_filters() {
         );
         println!("screenshot: {path}");
     }
+    // Bad input is named.
+    let bad = Command::new("curl")
+        .args([
+            "-s",
+            &format!("{}api/stream?namespace=Bad/ns", relay.ui_url),
+        ])
+        .output()
+        .expect("curl");
+    let bad = String::from_utf8_lossy(&bad.stdout);
+    assert!(
+        bad.contains("\\\"Bad/ns\\\" is not a Kubernetes namespace name"),
+        "{bad}"
+    );
     drop(relay);
+
+    // `[plugins.observe.ui] listen` on node-2's agent: the same page over its own flows.
+    let agent_ui = |path: &str| {
+        let out = Command::new("nsenter")
+            .arg(format!(
+                "--net=/run/netns/{}",
+                str_of(&node(&sandbox, "node-2")["netns"])
+            ))
+            .args([
+                "curl",
+                "-sN",
+                "-m",
+                "2",
+                &format!("http://127.0.0.1:12000{path}"),
+            ])
+            .output()
+            .expect("curl in node-2");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(agent_ui("/").contains("Porin <span>Flow UI</span>"));
+    assert!(agent_ui("/api/namespaces").contains("\"payments\""));
+    let stream = agent_ui("/api/stream?namespace=payments");
+    assert!(
+        stream.contains("event: map") && stream.contains("payments/postgres"),
+        "{stream}"
+    );
     sandbox.down_and_check();
 }
 
