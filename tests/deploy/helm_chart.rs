@@ -233,7 +233,23 @@ fn seed_values_render_a_loadable_config_and_the_right_objects() {
     );
     assert!(find(&objects, "Service", "hubble-relay").is_some());
     assert!(find(&objects, "Service", "hubble-peer").is_some());
-    assert!(find(&objects, "Deployment", "hubble-ui").is_some());
+    // hubble.ui.enabled: the relay serves the Flow UI behind the Service hubble-ui.
+    let ui_at = args.iter().position(|a| *a == "--ui").expect("--ui");
+    assert_eq!(args[ui_at + 1], "0.0.0.0:12000", "{args:?}");
+    let ports = &relay["spec"]["template"]["spec"]["containers"][0]["ports"];
+    assert!(
+        ports.as_sequence().is_some_and(|p| p
+            .iter()
+            .any(|p| p["name"] == "http" && p["containerPort"] == 12000)),
+        "{ports:?}"
+    );
+    let ui = find(&objects, "Service", "hubble-ui").expect("hubble-ui Service");
+    assert_eq!(
+        ui["spec"]["selector"]["app.kubernetes.io/name"],
+        "hubble-relay"
+    );
+    assert_eq!(ui["spec"]["ports"][0]["targetPort"], "http");
+    assert!(find(&objects, "Deployment", "hubble-ui").is_none());
 
     // prometheus.serviceMonitor.enabled: agent and Hubble metrics.
     let agent_monitor = find(&objects, "ServiceMonitor", "porin-agent").expect("agent monitor");
@@ -278,6 +294,28 @@ fn defaults_render_without_optional_objects() {
     let config =
         porin_core::config::Config::parse(&porin_toml(&objects), "porin.toml").expect("load");
     assert!(!config.plugin("encryption").expect("encryption").enabled);
+}
+
+#[test]
+fn hubble_ui_with_cilium_images() {
+    let mut values = seed_values();
+    values["hubble"]["ui"]["useCiliumImages"] = Value::Bool(true);
+    let rendered = render(&chart(), Some(values), "kube-system").expect("render");
+    let objects = objects(&rendered);
+    assert!(find(&objects, "Deployment", "hubble-ui").is_some());
+    let ui = find(&objects, "Service", "hubble-ui").expect("hubble-ui Service");
+    assert_eq!(
+        ui["spec"]["selector"]["app.kubernetes.io/name"],
+        "hubble-ui"
+    );
+    let relay = find(&objects, "Deployment", "hubble-relay").expect("relay Deployment");
+    let command = &relay["spec"]["template"]["spec"]["containers"][0]["command"];
+    assert!(
+        !command
+            .as_sequence()
+            .is_some_and(|c| c.iter().any(|a| a == "--ui")),
+        "{command:?}"
+    );
 }
 
 #[test]

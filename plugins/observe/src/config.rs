@@ -27,6 +27,15 @@ struct RawObserveConfig {
     tls: Option<ServerTls>,
     metrics_address: String,
     deleted_pod_metrics_after_s: u64,
+    ui: Option<UiSection>,
+}
+
+/// `[plugins.observe.ui]`: the Flow UI served by the agent itself (docs/ui.md).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UiSection {
+    /// Where the page is served: `[host]:port`, `:port` for every address.
+    pub listen: String,
 }
 
 impl Default for RawObserveConfig {
@@ -40,6 +49,7 @@ impl Default for RawObserveConfig {
             tls: None,
             metrics_address: DEFAULT_METRICS_ADDRESS.to_string(),
             deleted_pod_metrics_after_s: DEFAULT_DELETED_POD_METRICS_AFTER_S,
+            ui: None,
         }
     }
 }
@@ -80,6 +90,9 @@ pub struct ObserveConfig {
     /// `source_pod`/`source_ip`-style `labelsContext`) are removed this many seconds
     /// after the pod is deleted; 1 to 86400. Default: 60.
     pub deleted_pod_metrics_after_s: u64,
+    /// `[plugins.observe.ui] listen`: serve the Flow UI over this agent's flows.
+    /// Default: off (the relay's `--ui` serves the whole cluster).
+    pub ui: Option<UiSection>,
 }
 
 impl Default for ObserveConfig {
@@ -93,6 +106,7 @@ impl Default for ObserveConfig {
             tls: None,
             metrics_address: SocketAddr::from(([0, 0, 0, 0], 9965)),
             deleted_pod_metrics_after_s: DEFAULT_DELETED_POD_METRICS_AFTER_S,
+            ui: None,
         }
     }
 }
@@ -158,9 +172,18 @@ impl ObserveConfig {
                 format!("`{after}` must be between 1 and 86400 seconds"),
             ));
         }
+        if let Some(ui) = &raw.ui
+            && socket_addr(&ui.listen).is_none()
+        {
+            return Err(invalid(
+                "ui.listen",
+                format!("`{}` is not `[host]:port`", ui.listen),
+            ));
+        }
         Ok(Self {
             metrics_address,
             deleted_pod_metrics_after_s: after,
+            ui: raw.ui,
             buffer_size: size,
             metrics,
             wasm: raw.wasm,
@@ -264,6 +287,8 @@ max_label_values = 50
         );
         assert_eq!(c.listen_address.as_deref(), Some(":4244"));
         assert_eq!(c.metrics_address.to_string(), "0.0.0.0:9000");
+        let ui = parse_str("[ui]\nlisten = \":12000\"").expect("valid");
+        assert_eq!(ui.ui.map(|u| u.listen).as_deref(), Some(":12000"));
     }
 
     #[test]
@@ -275,6 +300,8 @@ max_label_values = 50
             ("metrics = [\"dns:foo=1\"]", "metrics[0]", "`foo`"),
             ("listen_address = \"4244\"", "listen_address", "`4244`"),
             ("metrics_address = \"9965\"", "metrics_address", "`9965`"),
+            ("[ui]\nlisten = \"12000\"", "ui.listen", "`12000`"),
+            ("[ui]\nlisten = \":12000\"\nport = 1", "ui.port", "`port`"),
             (
                 "[tls]\ncert_file = \"/a.pem\"\nkey_file = \"/a.key\"",
                 "tls",

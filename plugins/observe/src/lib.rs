@@ -20,12 +20,13 @@ pub mod relay;
 pub mod ring;
 pub mod serve;
 pub mod tls;
+pub mod ui;
 
 pub use client::HubbleAddress;
 pub use compact::format_compact;
 pub use config::{
     DEFAULT_BUFFER_SIZE, DEFAULT_METRICS_ADDRESS, HUBBLE_SOCKET_NAME, MAX_BUFFER_SIZE,
-    ObserveConfig, WasmKind, WasmModuleConfig,
+    ObserveConfig, UiSection, WasmKind, WasmModuleConfig,
 };
 pub use entry::FlowEntry;
 pub use grpc::HubbleService;

@@ -10,6 +10,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, error, info};
 
 use crate::ObserveConfig;
+use crate::client::HubbleAddress;
 use crate::grpc::HubbleService;
 use crate::metrics::pod_series::{PodKey, PodSeries};
 use crate::metrics::{HubbleMetrics, LostEvents, serve_metrics};
@@ -17,6 +18,7 @@ use crate::peer_source::{HUBBLE_ADDRESS_ANNOTATION, cluster_peers};
 use crate::pipeline::{poll_kernel_losses, run_pipeline};
 use crate::ring::FlowRing;
 use crate::serve::{bind_unix, serve_tcp};
+use crate::ui::{NoPolicyHints, UiConfig, UiListener};
 
 /// The section name in `porin.toml`.
 pub const NAME: &str = "observe";
@@ -226,6 +228,21 @@ impl Plugin for ObservePlugin {
             self.tasks.push(runtime.spawn(async move {
                 if let Err(e) = serve_tcp(&listen, service, tls.as_ref()).await {
                     error!(plugin = NAME, error = %e, "Hubble API on TCP stopped");
+                }
+            }));
+        }
+        if let Some(ui) = &self.config.ui {
+            let listener = UiListener::bind_std(&ui.listen)
+                .and_then(|l| {
+                    let _guard = runtime.enter();
+                    l.into_tokio()
+                })
+                .map_err(|e| start_error(format!("[plugins.observe.ui] listen: {e}")))?;
+            let config =
+                UiConfig::new(HubbleAddress::Unix(socket.clone()), Arc::new(NoPolicyHints));
+            self.tasks.push(runtime.spawn(async move {
+                if let Err(e) = listener.serve(config).await {
+                    error!(plugin = NAME, error = %e, "Flow UI stopped");
                 }
             }));
         }
