@@ -5,11 +5,11 @@
 //! neighbour entry is pinned to the MAC of the node-side veth. The node routes the
 //! pod's /32 to the node-side veth, where Porin's programs are attached.
 //!
-//! Interfaces are made with iproute2 (`ip`), whose errors name the failed command.
+//! Interfaces are made with iproute2 (`ip -batch`), whose errors name the failed line.
 
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use thiserror::Error;
 
@@ -58,6 +58,10 @@ pub fn host_ifname(namespace: &str, pod: &str) -> String {
 
 /// Create the veth pair, move one end into `netns` as `pod_ifname` with `ip`/32,
 /// and route `ip` to the node-side end. Idempotent: an existing pair is replaced.
+///
+/// Three `ip -batch` runs do it (node side, pod side, node side again), and the rest
+/// (sysctls, index and MAC) goes through the kernel directly: a pod's interface costs
+/// three processes, not fifteen.
 pub fn create_pod_link(
     host: &str,
     netns: &Path,
@@ -67,13 +71,17 @@ pub fn create_pod_link(
     if !netns.exists() {
         return Err(LinkError::NoNetns(netns.display().to_string()));
     }
-    let netns_arg = netns.display().to_string();
-    if link_exists(host) {
-        ip(&["link", "del", host])?;
-    }
     let peer = format!("tmp{}", &host[3..]);
-    ip(&["link", "add", host, "type", "veth", "peer", "name", &peer])?;
-    let result = wire_pod_side(host, &peer, &netns_arg, pod_ifname, addr);
+    let mut made = String::new();
+    if link_exists(host) {
+        made.push_str(&format!("link del {host}\n"));
+    }
+    made.push_str(&format!(
+        "link add {host} type veth peer name {peer}\nlink set {peer} netns {}\n",
+        netns_name_or_path(&netns.display().to_string())
+    ));
+    ip_batch(None, &made)?;
+    let result = wire_pod_side(host, &peer, netns, pod_ifname, addr);
     if result.is_err() {
         // Leave nothing half made behind.
         let _ = ip(&["link", "del", host]);
@@ -84,59 +92,37 @@ pub fn create_pod_link(
 fn wire_pod_side(
     host: &str,
     peer: &str,
-    netns: &str,
+    netns: &Path,
     pod_ifname: &str,
     addr: Ipv4Addr,
 ) -> Result<HostLink, LinkError> {
-    let pid_free_netns = netns_name_or_path(netns);
-    ip(&["link", "set", peer, "netns", &pid_free_netns])?;
     write_host_sysctls(host)?;
     // Pods are IPv4-only for now: no link-local addresses, DAD or MLD chatter.
-    run(
-        "nsenter",
-        &[
-            format!("--net={netns}"),
-            "sysctl".to_string(),
-            "-qw".to_string(),
-            format!("net.ipv6.conf.{peer}.disable_ipv6=1"),
-        ],
+    write_sysctl_in_netns(
+        netns,
+        format!("/proc/sys/net/ipv6/conf/{peer}/disable_ipv6"),
+        "1",
     )?;
-    ip(&["link", "set", host, "up"])?;
     let link = inspect(host)?;
-
     let cidr = format!("{addr}/32");
-    let gateway = POD_GATEWAY.to_string();
-    in_netns(netns, &["link", "set", peer, "name", pod_ifname])?;
-    in_netns(netns, &["link", "set", "lo", "up"])?;
-    in_netns(netns, &["addr", "replace", &cidr, "dev", pod_ifname])?;
-    in_netns(netns, &["link", "set", pod_ifname, "up"])?;
-    in_netns(
-        netns,
-        &[
-            "neigh",
-            "replace",
-            &gateway,
-            "lladdr",
-            &link.mac,
-            "dev",
-            pod_ifname,
-            "nud",
-            "permanent",
-        ],
+    let gateway = POD_GATEWAY;
+    let mac = &link.mac;
+    ip_batch(
+        Some(netns),
+        &format!(
+            "link set {peer} name {pod_ifname}\n\
+             link set lo up\n\
+             addr replace {cidr} dev {pod_ifname}\n\
+             link set {pod_ifname} up\n\
+             neigh replace {gateway} lladdr {mac} dev {pod_ifname} nud permanent\n\
+             route replace {gateway} dev {pod_ifname} scope link\n\
+             route replace default via {gateway} dev {pod_ifname}\n"
+        ),
     )?;
-    in_netns(
-        netns,
-        &[
-            "route", "replace", &gateway, "dev", pod_ifname, "scope", "link",
-        ],
+    ip_batch(
+        None,
+        &format!("link set {host} up\nroute replace {cidr} dev {host} scope link\n"),
     )?;
-    in_netns(
-        netns,
-        &[
-            "route", "replace", "default", "via", &gateway, "dev", pod_ifname,
-        ],
-    )?;
-    ip(&["route", "replace", &cidr, "dev", host, "scope", "link"])?;
     Ok(link)
 }
 
@@ -150,49 +136,50 @@ pub fn delete_pod_link(host: &str) -> Result<(), LinkError> {
 
 /// Whether `ifname` exists in this network namespace.
 pub fn link_exists(ifname: &str) -> bool {
-    Command::new("ip")
-        .args(["link", "show", "dev", ifname])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
+    nix::net::if_::if_nametoindex(ifname).is_ok()
 }
 
-/// Index and MAC of a link in this network namespace.
+/// Index and MAC of a link in this network namespace (asked of the kernel, not of
+/// `/sys`, which shows the namespace it was mounted in).
 pub fn inspect(ifname: &str) -> Result<HostLink, LinkError> {
-    let out = ip(&["-j", "link", "show", "dev", ifname])?;
-    let parsed: serde_json::Value = serde_json::from_str(&out).map_err(|e| LinkError::Inspect {
-        what: "link",
+    let failed = |what: &'static str, message: String| LinkError::Inspect {
+        what,
         ifname: ifname.to_string(),
-        message: e.to_string(),
-    })?;
-    let entry = parsed.get(0).ok_or_else(|| LinkError::Inspect {
-        what: "link",
-        ifname: ifname.to_string(),
-        message: "empty answer".to_string(),
-    })?;
-    let ifindex = entry
-        .get("ifindex")
-        .and_then(serde_json::Value::as_u64)
-        .and_then(|i| u32::try_from(i).ok())
-        .ok_or_else(|| LinkError::Inspect {
-            what: "ifindex",
-            ifname: ifname.to_string(),
-            message: out.clone(),
-        })?;
-    let mac = entry
-        .get("address")
-        .and_then(serde_json::Value::as_str)
-        .ok_or_else(|| LinkError::Inspect {
-            what: "MAC address",
-            ifname: ifname.to_string(),
-            message: out.clone(),
-        })?
-        .to_string();
+        message,
+    };
+    let ifindex =
+        nix::net::if_::if_nametoindex(ifname).map_err(|e| failed("ifindex", e.to_string()))?;
+    let addrs = nix::ifaddrs::getifaddrs().map_err(|e| failed("MAC address", e.to_string()))?;
+    let mac = addrs
+        .filter(|a| a.interface_name == ifname)
+        .find_map(|a| a.address?.as_link_addr()?.addr())
+        .ok_or_else(|| failed("MAC address", "no link-layer address".to_string()))?;
+    let mac = mac
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":");
     Ok(HostLink {
         ifname: ifname.to_string(),
         ifindex,
         mac,
     })
+}
+
+/// Writes a sysctl of another network namespace: from a short-lived thread that joins
+/// it (`/proc/sys/net` follows the calling thread's namespace), so no process is spawned.
+fn write_sysctl_in_netns(netns: &Path, path: String, value: &'static str) -> Result<(), LinkError> {
+    let netns = netns.to_owned();
+    let command = format!("write {value} to {path} in {}", netns.display());
+    let written = std::thread::spawn(move || -> Result<(), String> {
+        let ns = std::fs::File::open(&netns).map_err(|e| e.to_string())?;
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(|e| format!("setns: {e}"))?;
+        std::fs::write(&path, value).map_err(|e| e.to_string())
+    })
+    .join()
+    .unwrap_or_else(|_| Err("the thread panicked".to_string()));
+    written.map_err(|stderr| LinkError::Command { command, stderr })
 }
 
 /// The node-side veth must not answer for addresses it does not own and must
@@ -223,10 +210,21 @@ fn netns_name_or_path(netns: &str) -> String {
     netns.to_string()
 }
 
-fn in_netns(netns: &str, args: &[&str]) -> Result<String, LinkError> {
-    let mut full = vec!["--net=".to_string() + netns, "ip".to_string()];
-    full.extend(args.iter().map(|a| (*a).to_string()));
-    run("nsenter", &full)
+/// Runs `commands` (one per line) with `ip -batch -`, in `netns` when given (through
+/// `nsenter`, which keeps this process' `/sys` out of it). The first failing line stops
+/// the batch; its error names the line.
+fn ip_batch(netns: Option<&Path>, commands: &str) -> Result<String, LinkError> {
+    let mut args: Vec<String> = Vec::new();
+    let program = match netns {
+        Some(ns) => {
+            args.push(format!("--net={}", ns.display()));
+            args.push("ip".to_string());
+            "nsenter"
+        }
+        None => "ip",
+    };
+    args.extend(["-batch".to_string(), "-".to_string()]);
+    run_with_input(program, &args, commands)
 }
 
 fn ip(args: &[&str]) -> Result<String, LinkError> {
@@ -235,14 +233,31 @@ fn ip(args: &[&str]) -> Result<String, LinkError> {
 }
 
 fn run(program: &str, args: &[String]) -> Result<String, LinkError> {
-    let command = format!("{program} {}", args.join(" "));
-    let out = Command::new(program)
+    run_with_input(program, args, "")
+}
+
+fn run_with_input(program: &str, args: &[String], input: &str) -> Result<String, LinkError> {
+    use std::io::Write;
+    let command = if input.is_empty() {
+        format!("{program} {}", args.join(" "))
+    } else {
+        format!("{program} {} <<< {:?}", args.join(" "), input.trim_end())
+    };
+    let spawn_error = |source| LinkError::Spawn {
+        command: command.clone(),
+        source,
+    };
+    let mut child = Command::new(program)
         .args(args)
-        .output()
-        .map_err(|source| LinkError::Spawn {
-            command: command.clone(),
-            source,
-        })?;
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(spawn_error)?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(input.as_bytes()).map_err(spawn_error)?;
+    }
+    let out = child.wait_with_output().map_err(spawn_error)?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
