@@ -159,20 +159,12 @@ static __always_inline int np_select(struct __sk_buff *skb, const struct pkt_inf
 	struct porin_lb_backend *be;
 	__u32 backend_id;
 
-	if (svc->backend_count == 0)
-		return DROP_NO_SERVICE;
 	{
-		struct porin_lb_slot_key slot = {
-			.service_id = svc->service_id,
-			.slot = bpf_get_prandom_u32() % svc->backend_count,
-		};
-		__u32 *id = bpf_map_lookup_elem(&porin_lb_slots, &slot);
+		__u32 client;
 
-		if (!id)
-			return DROP_NO_SERVICE;
-		backend_id = *id;
+		__builtin_memcpy(&client, p->saddr, 4);
+		be = lb_pick_backend(svc, client, 0, &backend_id);
 	}
-	be = bpf_map_lookup_elem(&porin_lb_backends, &backend_id);
 	if (!be)
 		return DROP_NO_SERVICE;
 

@@ -12,6 +12,9 @@
 //!   the slice port with the service port's name gives the backend port (this is how a
 //!   named `targetPort` resolves); ready endpoints, or terminating-but-serving ones only
 //!   when no endpoint is ready.
+//! - `sessionAffinity: ClientIP` binds a client to its backend for
+//!   `sessionAffinityConfig.clientIP.timeoutSeconds` (default: `[plugins.lb]
+//!   session_affinity_timeout`), on every frontend of the Service.
 //! - With no EndpointSlice at all and a selector, backends are the selected pods whose
 //!   address core knows. The sandbox has no EndpointSlice controller: this is its stand-in
 //!   (a real cluster always has slices for services with selectors).
@@ -25,8 +28,17 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use porin_core::datapath::LbFrontend;
 use porin_plugin_sdk::PodAddress;
 
-/// Frontend -> its backends, sorted and without duplicates (empty: refuse connections).
-pub type DesiredServices = BTreeMap<LbFrontend, Vec<SocketAddrV4>>;
+/// What one frontend serves.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FrontendSpec {
+    /// Sorted and without duplicates (empty: refuse connections).
+    pub backends: Vec<SocketAddrV4>,
+    /// `sessionAffinity: ClientIP`: its timeout in seconds.
+    pub affinity_timeout: Option<u32>,
+}
+
+/// Frontend -> what it serves.
+pub type DesiredServices = BTreeMap<LbFrontend, FrontendSpec>;
 
 /// The label tying an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -40,10 +52,12 @@ pub struct ClusterObjects<'a> {
     pub slices: &'a [EndpointSlice],
     pub pods: &'a [Pod],
     pub addresses: &'a [PodAddress],
+    /// Session affinity timeout of a Service that does not set one, in seconds.
+    pub affinity_timeout: u32,
 }
 
 /// The frontends of one Service with their backends.
-pub type ServiceFrontends = Vec<(LbFrontend, Vec<SocketAddrV4>)>;
+pub type ServiceFrontends = Vec<(LbFrontend, FrontendSpec)>;
 
 /// A Service's namespace and name.
 pub type ServiceKey = (String, String);
@@ -83,7 +97,13 @@ pub fn desired_by_service(objects: &ClusterObjects<'_>) -> BTreeMap<ServiceKey, 
         let slices = slices_by_service
             .get(&(key.0.as_str(), key.1.as_str()))
             .map_or(&[][..], Vec::as_slice);
-        let frontends = service_frontends(svc, slices, objects.pods, &pod_ips);
+        let frontends = service_frontends(
+            svc,
+            slices,
+            objects.pods,
+            &pod_ips,
+            objects.affinity_timeout,
+        );
         out.insert(key, frontends);
     }
     out
@@ -101,12 +121,14 @@ pub fn service_key(svc: &Service) -> Option<ServiceKey> {
 }
 
 /// The frontends of one Service, from its EndpointSlices or (with none) the pods its
-/// selector picks (`pod_ips`: see [`pod_ipv4s`]).
+/// selector picks (`pod_ips`: see [`pod_ipv4s`]). `affinity_timeout`: the default timeout
+/// of `sessionAffinity: ClientIP`.
 pub fn service_frontends(
     svc: &Service,
     slices: &[&EndpointSlice],
     pods: &[Pod],
     pod_ips: &PodIps,
+    affinity_timeout: u32,
 ) -> ServiceFrontends {
     let mut out = Vec::new();
     let Some(spec) = &svc.spec else {
@@ -127,6 +149,15 @@ pub fn service_frontends(
         return Vec::new();
     };
     let node_port_type = matches!(spec.type_.as_deref(), Some("NodePort" | "LoadBalancer"));
+    let affinity = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
+        spec.session_affinity_config
+            .as_ref()
+            .and_then(|c| c.client_ip.as_ref())
+            .and_then(|c| c.timeout_seconds)
+            .and_then(|t| u32::try_from(t).ok())
+            .filter(|t| *t > 0)
+            .unwrap_or(affinity_timeout)
+    });
     let namespace = svc.metadata.namespace.as_deref().unwrap_or("default");
     for port in spec.ports.iter().flatten() {
         let Some((proto, proto_name)) = protocol(port) else {
@@ -142,6 +173,10 @@ pub fn service_frontends(
         };
         backends.sort();
         backends.dedup();
+        let backends = FrontendSpec {
+            backends,
+            affinity_timeout: affinity,
+        };
         // NodePort: the same backends behind {0.0.0.0 (every node address), nodePort}.
         if let Some(node_port) = port
             .node_port
@@ -346,6 +381,7 @@ mod tests {
             slices: &slices,
             pods: &pods,
             addresses,
+            affinity_timeout: 10800,
         })
     }
 
@@ -377,11 +413,11 @@ endpoints:
         let d = compute(&[WEB], &[SLICE], &[], &[]);
         assert_eq!(d.len(), 2);
         assert_eq!(
-            d[&fe("10.96.0.50", 80, 6)],
+            d[&fe("10.96.0.50", 80, 6)].backends,
             vec![sa("10.200.1.5:8080"), sa("10.200.2.5:8080")]
         );
         assert_eq!(
-            d[&fe("10.96.0.50", 53, 17)],
+            d[&fe("10.96.0.50", 53, 17)].backends,
             vec![sa("10.200.1.5:5353"), sa("10.200.2.5:5353")]
         );
     }
@@ -398,7 +434,10 @@ endpoints:
 - {addresses: [10.200.2.7], conditions: {ready: false}}
 ";
         let d = compute(&[WEB], &[slice], &[], &[]);
-        assert_eq!(d[&fe("10.96.0.50", 80, 6)], vec![sa("10.200.2.6:8080")]);
+        assert_eq!(
+            d[&fe("10.96.0.50", 80, 6)].backends,
+            vec![sa("10.200.2.6:8080")]
+        );
     }
 
     #[test]
@@ -415,7 +454,7 @@ metadata: {name: web-1, namespace: shop, labels: {app: web}}
 status: {podIP: 10.200.1.9}
 ";
         let d = compute(&[WEB], &[slice], &[pod], &[]);
-        assert_eq!(d[&fe("10.96.0.50", 80, 6)], vec![]);
+        assert_eq!(d[&fe("10.96.0.50", 80, 6)].backends, vec![]);
     }
 
     #[test]
@@ -450,7 +489,7 @@ spec: {type: NodePort, clusterIP: 10.96.0.60, ports: [{port: 81, nodePort: 30081
             ]
         );
         // No slice in shop, no pods: no backends (not the other namespace's).
-        assert!(d.values().all(Vec::is_empty));
+        assert!(d.values().all(|f| f.backends.is_empty()));
     }
 
     #[test]
@@ -487,12 +526,12 @@ status: {{phase: {phase}}}
         let refs: Vec<&str> = pods.iter().map(String::as_str).collect();
         let d = compute(&[WEB], &[], &refs, &addresses);
         assert_eq!(
-            d[&fe("10.96.0.50", 80, 6)],
+            d[&fe("10.96.0.50", 80, 6)].backends,
             vec![sa("10.200.1.3:8080"), sa("10.200.2.3:8080")],
             "named targetPort resolved through the container port"
         );
         assert_eq!(
-            d[&fe("10.96.0.50", 53, 17)],
+            d[&fe("10.96.0.50", 53, 17)].backends,
             vec![sa("10.200.1.3:5353"), sa("10.200.2.3:5353")]
         );
     }
@@ -509,8 +548,8 @@ spec:
 ";
         let d = compute(&[np], &[SLICE], &[], &[]);
         let want = vec![sa("10.200.1.5:8080"), sa("10.200.2.5:8080")];
-        assert_eq!(d[&fe("0.0.0.0", 30080, 6)], want);
-        assert_eq!(d[&fe("10.96.0.50", 80, 6)], want);
+        assert_eq!(d[&fe("0.0.0.0", 30080, 6)].backends, want);
+        assert_eq!(d[&fe("10.96.0.50", 80, 6)].backends, want);
         // A ClusterIP service with a stray nodePort gets no NodePort frontend.
         let d = compute(
             &[&np.replace("type: NodePort", "type: ClusterIP")],
@@ -519,5 +558,34 @@ spec:
             &[],
         );
         assert!(!d.contains_key(&fe("0.0.0.0", 30080, 6)), "{d:?}");
+    }
+
+    #[test]
+    fn client_ip_affinity_with_its_timeout_or_the_default() {
+        let with = |extra: &str| {
+            WEB.replace(
+                "  selector: {app: web}\n",
+                &format!("  selector: {{app: web}}\n{extra}"),
+            )
+        };
+        let d = compute(
+            &[&with("  sessionAffinity: ClientIP\n")],
+            &[SLICE],
+            &[],
+            &[],
+        );
+        assert_eq!(d[&fe("10.96.0.50", 80, 6)].affinity_timeout, Some(10800));
+        assert_eq!(d[&fe("10.96.0.50", 53, 17)].affinity_timeout, Some(10800));
+        let d = compute(
+            &[&with(
+                "  sessionAffinity: ClientIP\n  sessionAffinityConfig: {clientIP: {timeoutSeconds: 30}}\n",
+            )],
+            &[SLICE],
+            &[],
+            &[],
+        );
+        assert_eq!(d[&fe("10.96.0.50", 80, 6)].affinity_timeout, Some(30));
+        let d = compute(&[&with("  sessionAffinity: None\n")], &[SLICE], &[], &[]);
+        assert_eq!(d[&fe("10.96.0.50", 80, 6)].affinity_timeout, None);
     }
 }

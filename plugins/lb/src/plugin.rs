@@ -1,10 +1,9 @@
 //! The load-balancing plugin's lifecycle: open the LB maps, and on start and on every
 //! relevant state change program them from the cluster's Services and EndpointSlices.
 
-use std::sync::Arc;
-use std::time::Instant;
-
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -17,6 +16,7 @@ use porin_plugin_sdk::{
 use tracing::{debug, info, warn};
 
 use crate::LbConfig;
+use crate::cpu_time::thread_cpu_time;
 use crate::desired::{
     ClusterObjects, DesiredServices, PodIps, SERVICE_NAME_LABEL, ServiceKey, desired_by_service,
     pod_ipv4s, service_frontends,
@@ -28,6 +28,10 @@ pub const NAME: &str = "lb";
 
 /// Kinds whose changes can change services or their backends.
 const WATCHED_KINDS: [&str; 4] = ["Service", "EndpointSlice", "Pod", "CiliumEndpoint"];
+
+/// A change touching more objects than this is programmed as a full pass: looking each
+/// touched Service's slices up one by one costs more than one indexed pass over all.
+const INCREMENTAL_MAX_OBJECTS: usize = 1000;
 
 /// The lb plugin.
 #[derive(Default)]
@@ -53,11 +57,36 @@ struct Running {
     slice_owner: HashMap<ServiceKey, String>,
 }
 
-/// How long the parts of one programming pass took.
+/// How long the parts of one programming pass took, in wall and thread CPU time.
 struct Timings {
     started: Instant,
     computed: Instant,
     done: Instant,
+    cpu: Duration,
+}
+
+/// Wall and CPU clocks at the start of a pass.
+struct Clock {
+    wall: Instant,
+    cpu: Duration,
+}
+
+impl Clock {
+    fn start() -> Self {
+        Self {
+            wall: Instant::now(),
+            cpu: thread_cpu_time(),
+        }
+    }
+
+    fn finish(self, computed: Instant) -> Timings {
+        Timings {
+            started: self.wall,
+            computed,
+            done: Instant::now(),
+            cpu: thread_cpu_time().saturating_sub(self.cpu),
+        }
+    }
 }
 
 impl LbPlugin {
@@ -80,7 +109,7 @@ impl LbPlugin {
         let Some(run) = self.running.as_mut() else {
             return;
         };
-        let started = Instant::now();
+        let clock = Clock::start();
         let state = run.ctx.state();
         let (services, slices, pods, addresses) = (
             state.services(),
@@ -93,6 +122,7 @@ impl LbPlugin {
             slices: &slices,
             pods: &pods,
             addresses: &addresses,
+            affinity_timeout: affinity_default(&self.config),
         });
         run.slice_owner = slices
             .iter()
@@ -108,13 +138,8 @@ impl LbPlugin {
         let desired: DesiredServices = by_service.into_values().flatten().collect();
         let computed = Instant::now();
         let report = run.programmer.sync(&desired, &mut run.maps);
-        let done = Instant::now();
         self.served = desired;
-        let timings = Timings {
-            started,
-            computed,
-            done,
-        };
+        let timings = clock.finish(computed);
         self.finish(&report, &timings, state.generation(), None);
     }
 
@@ -123,7 +148,7 @@ impl LbPlugin {
         let Some(run) = self.running.as_mut() else {
             return;
         };
-        let started = Instant::now();
+        let clock = Clock::start();
         let state = run.ctx.state();
         let mut touched: BTreeSet<ServiceKey> = BTreeSet::new();
         for o in objects {
@@ -169,7 +194,13 @@ impl LbPlugin {
                 let ips = pod_ipv4s(&state.pod_addresses(), &list);
                 (list, ips)
             });
-            let frontends = service_frontends(&svc, &slice_refs, pod_list, pod_ips);
+            let frontends = service_frontends(
+                &svc,
+                &slice_refs,
+                pod_list,
+                pod_ips,
+                affinity_default(&self.config),
+            );
             let mut fes = Vec::with_capacity(frontends.len());
             for (fe, backends) in frontends {
                 scope.insert(fe);
@@ -182,12 +213,7 @@ impl LbPlugin {
         let report = run
             .programmer
             .sync_scope(&self.served, &scope, &mut run.maps);
-        let done = Instant::now();
-        let timings = Timings {
-            started,
-            computed,
-            done,
-        };
+        let timings = clock.finish(computed);
         self.finish(&report, &timings, state.generation(), Some(&scope));
     }
 
@@ -210,10 +236,11 @@ impl LbPlugin {
         self.failed.extend(report.failed.clone());
         report_pressure(run);
         let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
-        let (desired_ms, write_ms, total_ms) = (
+        let (desired_ms, write_ms, total_ms, cpu_ms) = (
             ms(t.computed - t.started),
             ms(t.done - t.computed),
             ms(t.done - t.started),
+            ms(t.cpu),
         );
         if report.writes > 0 || !report.errors.is_empty() {
             // What `scripts/bench lb` reads: how long programming took at this size.
@@ -225,6 +252,7 @@ impl LbPlugin {
                 desired_ms,
                 write_ms,
                 total_ms,
+                cpu_ms,
                 "services programmed"
             );
         } else {
@@ -247,6 +275,11 @@ impl LbPlugin {
             Health::Degraded(problems.join("; "))
         });
     }
+}
+
+/// `session_affinity_timeout` (validated: 1 to 86400) as the datapath stores it.
+fn affinity_default(config: &LbConfig) -> u32 {
+    u32::try_from(config.session_affinity_timeout).unwrap_or(86_400)
 }
 
 /// (namespace, name) of an EndpointSlice.
@@ -283,7 +316,7 @@ fn services_json(
 ) -> Vec<serde_json::Value> {
     served
         .iter()
-        .map(|(frontend, backends)| {
+        .map(|(frontend, spec)| {
             let mut entry = serde_json::json!({
                 "frontend": frontend.addr.to_string(),
                 "protocol": match frontend.proto {
@@ -292,7 +325,11 @@ fn services_json(
                     _ => "other",
                 },
                 "type": if frontend.addr.ip().is_unspecified() { "NodePort" } else { "ClusterIP" },
-                "backends": backends.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "backends": spec.backends.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "affinity": match spec.affinity_timeout {
+                    Some(timeout) => serde_json::json!({ "type": "ClientIP", "timeout_seconds": timeout }),
+                    None => serde_json::json!({ "type": "None" }),
+                },
             });
             if let Some(error) = failed.get(frontend) {
                 entry["error"] = serde_json::Value::from(error.as_str());
@@ -361,7 +398,7 @@ impl Plugin for LbPlugin {
             message: format!("opening the LB maps: {e}"),
         })?;
         // Adopt what a previous agent programmed, so ids stay stable across restarts.
-        let programmer = match (maps.services(), maps.slots(), maps.backends()) {
+        let programmer = match (maps.service_values(), maps.slots(), maps.backends()) {
             (Ok(services), Ok(slots), Ok(backends)) => Programmer::adopt(services, slots, backends),
             (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
                 warn!(plugin = NAME, error = %e, "reading the LB maps; reprogramming from scratch");
@@ -388,6 +425,7 @@ impl Plugin for LbPlugin {
         // CiliumEndpoints (the selector stand-in, pod addresses) or an unknown change
         // (the feed lagged) recompute everything.
         let incremental = !change.objects.is_empty()
+            && change.objects.len() <= INCREMENTAL_MAX_OBJECTS
             && change.objects.iter().all(|o| {
                 matches!(o.kind.as_str(), "Service" | "EndpointSlice")
                     || !WATCHED_KINDS.contains(&o.kind.as_str())

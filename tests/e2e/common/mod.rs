@@ -428,6 +428,14 @@ spec:
       command: ["sleep", "infinity"]
 "#;
 
+/// The body of `curl URL` from `pod` (one new connection), or None if it failed.
+pub fn curl_body(sandbox: &TestSandbox, pod: &str, url: &str) -> Option<String> {
+    let out = sandbox.exec(pod, &["curl", "-s", "-m", "2", url]);
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
 /// `GET http://WEB:8080/` from `shop/client` (of [`SHOP_WEB_AND_CLIENT`]), retried while
 /// the server starts.
 pub fn fetch_from_client(sandbox: &TestSandbox, web: &str) {
