@@ -7,7 +7,11 @@
 //! - Every TCP or UDP port is its own frontend.
 //! - NodePort and LoadBalancer services also get a NodePort frontend per `nodePort`:
 //!   `0.0.0.0:nodePort` (every address of the node), same backends as the ClusterIP.
-//!   `externalTrafficPolicy: Local` is not honoured yet (all backends, with SNAT).
+//! - `externalTrafficPolicy: Local`: the NodePort frontend only has this node's backends
+//!   (the datapath DNATs to a local backend without SNAT, so the backend sees the client's
+//!   address; with none, the packet is dropped). `internalTrafficPolicy: Local`: the same for
+//!   the ClusterIP frontend (with none, connections are refused). Local means an address of
+//!   one of this node's endpoints ([`ClusterObjects::local_ips`]).
 //! - Backends come from the service's EndpointSlices (label `kubernetes.io/service-name`):
 //!   the slice port with the service port's name gives the backend port (this is how a
 //!   named `targetPort` resolves); ready endpoints, or terminating-but-serving ones only
@@ -52,6 +56,16 @@ pub struct ClusterObjects<'a> {
     pub slices: &'a [EndpointSlice],
     pub pods: &'a [Pod],
     pub addresses: &'a [PodAddress],
+    /// What this node adds: its local addresses and defaults.
+    pub node: NodeView<'a>,
+}
+
+/// What the computation needs to know about this node.
+#[derive(Clone, Copy)]
+pub struct NodeView<'a> {
+    /// The IPv4 addresses of this node's endpoints (`Local` traffic policies keep only
+    /// backends among them).
+    pub local_ips: &'a BTreeSet<Ipv4Addr>,
     /// Session affinity timeout of a Service that does not set one, in seconds.
     pub affinity_timeout: u32,
 }
@@ -97,13 +111,7 @@ pub fn desired_by_service(objects: &ClusterObjects<'_>) -> BTreeMap<ServiceKey, 
         let slices = slices_by_service
             .get(&(key.0.as_str(), key.1.as_str()))
             .map_or(&[][..], Vec::as_slice);
-        let frontends = service_frontends(
-            svc,
-            slices,
-            objects.pods,
-            &pod_ips,
-            objects.affinity_timeout,
-        );
+        let frontends = service_frontends(svc, slices, objects.pods, &pod_ips, objects.node);
         out.insert(key, frontends);
     }
     out
@@ -121,14 +129,13 @@ pub fn service_key(svc: &Service) -> Option<ServiceKey> {
 }
 
 /// The frontends of one Service, from its EndpointSlices or (with none) the pods its
-/// selector picks (`pod_ips`: see [`pod_ipv4s`]). `affinity_timeout`: the default timeout
-/// of `sessionAffinity: ClientIP`.
+/// selector picks (`pod_ips`: see [`pod_ipv4s`]).
 pub fn service_frontends(
     svc: &Service,
     slices: &[&EndpointSlice],
     pods: &[Pod],
     pod_ips: &PodIps,
-    affinity_timeout: u32,
+    node: NodeView<'_>,
 ) -> ServiceFrontends {
     let mut out = Vec::new();
     let Some(spec) = &svc.spec else {
@@ -156,8 +163,19 @@ pub fn service_frontends(
             .and_then(|c| c.timeout_seconds)
             .and_then(|t| u32::try_from(t).ok())
             .filter(|t| *t > 0)
-            .unwrap_or(affinity_timeout)
+            .unwrap_or(node.affinity_timeout)
     });
+    let external_local = spec.external_traffic_policy.as_deref() == Some("Local");
+    let internal_local = spec.internal_traffic_policy.as_deref() == Some("Local");
+    let local_only = |all: &FrontendSpec| FrontendSpec {
+        backends: all
+            .backends
+            .iter()
+            .filter(|b| node.local_ips.contains(b.ip()))
+            .copied()
+            .collect(),
+        ..all.clone()
+    };
     let namespace = svc.metadata.namespace.as_deref().unwrap_or("default");
     for port in spec.ports.iter().flatten() {
         let Some((proto, proto_name)) = protocol(port) else {
@@ -189,7 +207,11 @@ pub fn service_frontends(
                     addr: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, node_port),
                     proto,
                 },
-                backends.clone(),
+                if external_local {
+                    local_only(&backends)
+                } else {
+                    backends.clone()
+                },
             ));
         }
         out.push((
@@ -197,7 +219,11 @@ pub fn service_frontends(
                 addr: SocketAddrV4::new(vip, vport),
                 proto,
             },
-            backends,
+            if internal_local {
+                local_only(&backends)
+            } else {
+                backends
+            },
         ));
     }
     out
@@ -381,7 +407,10 @@ mod tests {
             slices: &slices,
             pods: &pods,
             addresses,
-            affinity_timeout: 10800,
+            node: NodeView {
+                local_ips: &BTreeSet::from([Ipv4Addr::new(10, 200, 1, 5)]),
+                affinity_timeout: 10800,
+            },
         })
     }
 
@@ -587,5 +616,66 @@ spec:
         assert_eq!(d[&fe("10.96.0.50", 80, 6)].affinity_timeout, Some(30));
         let d = compute(&[&with("  sessionAffinity: None\n")], &[SLICE], &[], &[]);
         assert_eq!(d[&fe("10.96.0.50", 80, 6)].affinity_timeout, None);
+    }
+
+    #[test]
+    fn local_traffic_policies_keep_only_this_nodes_backends() {
+        // 10.200.1.5 is local (see `compute`), 10.200.2.5 is not.
+        let svc = |policies: &str| {
+            format!(
+                "
+metadata: {{name: web, namespace: shop}}
+spec:
+  type: NodePort
+  clusterIP: 10.96.0.50
+{policies}  ports:
+  - {{name: http, port: 80, targetPort: http, nodePort: 30080}}
+"
+            )
+        };
+        let local = vec![sa("10.200.1.5:8080")];
+        let all = vec![sa("10.200.1.5:8080"), sa("10.200.2.5:8080")];
+        let d = compute(
+            &[&svc("  externalTrafficPolicy: Local\n")],
+            &[SLICE],
+            &[],
+            &[],
+        );
+        assert_eq!(
+            d[&fe("0.0.0.0", 30080, 6)].backends,
+            local,
+            "NodePort: local only"
+        );
+        assert_eq!(d[&fe("10.96.0.50", 80, 6)].backends, all, "ClusterIP: all");
+        let d = compute(
+            &[&svc("  internalTrafficPolicy: Local\n")],
+            &[SLICE],
+            &[],
+            &[],
+        );
+        assert_eq!(d[&fe("0.0.0.0", 30080, 6)].backends, all);
+        assert_eq!(d[&fe("10.96.0.50", 80, 6)].backends, local);
+        let d = compute(
+            &[&svc(
+                "  externalTrafficPolicy: Cluster\n  internalTrafficPolicy: Cluster\n",
+            )],
+            &[SLICE],
+            &[],
+            &[],
+        );
+        assert_eq!(d[&fe("0.0.0.0", 30080, 6)].backends, all);
+        assert_eq!(d[&fe("10.96.0.50", 80, 6)].backends, all);
+        // No local backend: an empty frontend (refused or dropped), not the remote ones.
+        let remote_only = SLICE.replace("10.200.1.5", "10.200.3.5");
+        let d = compute(
+            &[&svc(
+                "  externalTrafficPolicy: Local\n  internalTrafficPolicy: Local\n",
+            )],
+            &[&remote_only],
+            &[],
+            &[],
+        );
+        assert!(d[&fe("0.0.0.0", 30080, 6)].backends.is_empty());
+        assert!(d[&fe("10.96.0.50", 80, 6)].backends.is_empty());
     }
 }

@@ -2,6 +2,7 @@
 //! relevant state change program them from the cluster's Services and EndpointSlices.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,16 +11,16 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use porin_core::datapath::{LbFrontend, LbMaps, MAP_LB_BACKENDS, MAP_LB_SERVICES, MAP_LB_SLOTS};
 use porin_plugin_sdk::{
-    ChangedObject, DEFAULT_DEVICE, DatapathContribution, Health, Plugin, PluginContext,
-    PluginError, StateChangeSummary, Switch,
+    ChangedObject, ClusterState, DEFAULT_DEVICE, DatapathContribution, Health, Plugin,
+    PluginContext, PluginError, PodAddress, StateChangeSummary, Switch,
 };
 use tracing::{debug, info, warn};
 
 use crate::LbConfig;
 use crate::cpu_time::thread_cpu_time;
 use crate::desired::{
-    ClusterObjects, DesiredServices, PodIps, SERVICE_NAME_LABEL, ServiceKey, desired_by_service,
-    pod_ipv4s, service_frontends,
+    ClusterObjects, DesiredServices, NodeView, PodIps, SERVICE_NAME_LABEL, ServiceKey,
+    desired_by_service, pod_ipv4s, service_frontends,
 };
 use crate::programmer::{Programmer, SyncReport};
 
@@ -122,7 +123,10 @@ impl LbPlugin {
             slices: &slices,
             pods: &pods,
             addresses: &addresses,
-            affinity_timeout: affinity_default(&self.config),
+            node: NodeView {
+                local_ips: &local_ips(state.as_ref(), &addresses),
+                affinity_timeout: affinity_default(&self.config),
+            },
         });
         run.slice_owner = slices
             .iter()
@@ -178,7 +182,7 @@ impl LbPlugin {
         }
         let mut scope = BTreeSet::new();
         // Pods are only read for a Service without slices (the selector stand-in).
-        let mut pods: Option<(Vec<Pod>, PodIps)> = None;
+        let mut pods: Option<(Vec<Pod>, PodIps, BTreeSet<Ipv4Addr>)> = None;
         for key in touched {
             for fe in run.by_service.remove(&key).unwrap_or_default() {
                 self.served.remove(&fe);
@@ -189,18 +193,18 @@ impl LbPlugin {
             };
             let slices = state.endpoint_slices_of(&key.0, &key.1);
             let slice_refs: Vec<&EndpointSlice> = slices.iter().collect();
-            let (pod_list, pod_ips) = pods.get_or_insert_with(|| {
+            let (pod_list, pod_ips, local) = pods.get_or_insert_with(|| {
                 let list = state.pods();
-                let ips = pod_ipv4s(&state.pod_addresses(), &list);
-                (list, ips)
+                let addresses = state.pod_addresses();
+                let ips = pod_ipv4s(&addresses, &list);
+                let local = local_ips(state.as_ref(), &addresses);
+                (list, ips, local)
             });
-            let frontends = service_frontends(
-                &svc,
-                &slice_refs,
-                pod_list,
-                pod_ips,
-                affinity_default(&self.config),
-            );
+            let node = NodeView {
+                local_ips: local,
+                affinity_timeout: affinity_default(&self.config),
+            };
+            let frontends = service_frontends(&svc, &slice_refs, pod_list, pod_ips, node);
             let mut fes = Vec::with_capacity(frontends.len());
             for (fe, backends) in frontends {
                 scope.insert(fe);
@@ -275,6 +279,23 @@ impl LbPlugin {
             Health::Degraded(problems.join("; "))
         });
     }
+}
+
+/// The IPv4 addresses of this node's endpoints: `Local` traffic policies keep these.
+fn local_ips(state: &dyn ClusterState, addresses: &[PodAddress]) -> BTreeSet<Ipv4Addr> {
+    let local: BTreeSet<(String, String)> = state
+        .local_endpoints()
+        .into_iter()
+        .map(|e| (e.namespace, e.pod_name))
+        .collect();
+    addresses
+        .iter()
+        .filter(|a| local.contains(&(a.namespace.clone(), a.pod_name.clone())))
+        .filter_map(|a| match a.ip {
+            IpAddr::V4(ip) => Some(ip),
+            IpAddr::V6(_) => None,
+        })
+        .collect()
 }
 
 /// `session_affinity_timeout` (validated: 1 to 86400) as the datapath stores it.
