@@ -7,6 +7,9 @@
 //! - Every TCP or UDP port is its own frontend.
 //! - NodePort and LoadBalancer services also get a NodePort frontend per `nodePort`:
 //!   `0.0.0.0:nodePort` (every address of the node), same backends as the ClusterIP.
+//! - `spec.externalIPs` (any type) and, for LoadBalancer, `status.loadBalancer.ingress[].ip`
+//!   get a frontend `{IP, port}` per port with the NodePort's backends: served by the node's
+//!   device program to clients whose packets for that IP are routed to a node.
 //! - `externalTrafficPolicy: Local`: the NodePort frontend only has this node's backends
 //!   (the datapath DNATs to a local backend without SNAT, so the backend sees the client's
 //!   address; with none, the packet is dropped). `internalTrafficPolicy: Local`: the same for
@@ -32,9 +35,32 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use porin_core::datapath::LbFrontend;
 use porin_plugin_sdk::PodAddress;
 
+/// How a frontend is reached (`porin service list`'s TYPE).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FrontendKind {
+    #[default]
+    ClusterIp,
+    NodePort,
+    ExternalIp,
+    LoadBalancer,
+}
+
+impl FrontendKind {
+    /// The name `porin service list` shows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClusterIp => "ClusterIP",
+            Self::NodePort => "NodePort",
+            Self::ExternalIp => "ExternalIP",
+            Self::LoadBalancer => "LoadBalancer",
+        }
+    }
+}
+
 /// What one frontend serves.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FrontendSpec {
+    pub kind: FrontendKind,
     /// Sorted and without duplicates (empty: refuse connections).
     pub backends: Vec<SocketAddrV4>,
     /// `sessionAffinity: ClientIP`: its timeout in seconds.
@@ -166,6 +192,20 @@ pub fn service_frontends(
             .unwrap_or(node.affinity_timeout)
     });
     let external_local = spec.external_traffic_policy.as_deref() == Some("Local");
+    let external_ips = ipv4s(spec.external_ips.iter().flatten().map(String::as_str));
+    let ingress_ips = if spec.type_.as_deref() == Some("LoadBalancer") {
+        ipv4s(
+            svc.status
+                .as_ref()
+                .and_then(|s| s.load_balancer.as_ref())
+                .and_then(|lb| lb.ingress.as_ref())
+                .into_iter()
+                .flatten()
+                .filter_map(|i| i.ip.as_deref()),
+        )
+    } else {
+        Vec::new()
+    };
     let internal_local = spec.internal_traffic_policy.as_deref() == Some("Local");
     let local_only = |all: &FrontendSpec| FrontendSpec {
         backends: all
@@ -192,9 +232,31 @@ pub fn service_frontends(
         backends.sort();
         backends.dedup();
         let backends = FrontendSpec {
+            kind: FrontendKind::ClusterIp,
             backends,
             affinity_timeout: affinity,
         };
+        let mut external = |addr: Ipv4Addr, port: u16, kind: FrontendKind| {
+            let mut spec = if external_local {
+                local_only(&backends)
+            } else {
+                backends.clone()
+            };
+            spec.kind = kind;
+            out.push((
+                LbFrontend {
+                    addr: SocketAddrV4::new(addr, port),
+                    proto,
+                },
+                spec,
+            ));
+        };
+        for ip in &external_ips {
+            external(*ip, vport, FrontendKind::ExternalIp);
+        }
+        for ip in &ingress_ips {
+            external(*ip, vport, FrontendKind::LoadBalancer);
+        }
         // NodePort: the same backends behind {0.0.0.0 (every node address), nodePort}.
         if let Some(node_port) = port
             .node_port
@@ -202,17 +264,7 @@ pub fn service_frontends(
             .and_then(|p| u16::try_from(p).ok())
             .filter(|p| *p != 0)
         {
-            out.push((
-                LbFrontend {
-                    addr: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, node_port),
-                    proto,
-                },
-                if external_local {
-                    local_only(&backends)
-                } else {
-                    backends.clone()
-                },
-            ));
+            external(Ipv4Addr::UNSPECIFIED, node_port, FrontendKind::NodePort);
         }
         out.push((
             LbFrontend {
@@ -227,6 +279,12 @@ pub fn service_frontends(
         ));
     }
     out
+}
+
+/// The IPv4 addresses among `ips`, without duplicates (others are not served yet).
+fn ipv4s<'a>(ips: impl Iterator<Item = &'a str>) -> Vec<Ipv4Addr> {
+    let set: BTreeSet<Ipv4Addr> = ips.filter_map(|ip| ip.parse().ok()).collect();
+    set.into_iter().collect()
 }
 
 fn protocol(port: &ServicePort) -> Option<(u8, &'static str)> {
@@ -677,5 +735,46 @@ spec:
         );
         assert!(d[&fe("0.0.0.0", 30080, 6)].backends.is_empty());
         assert!(d[&fe("10.96.0.50", 80, 6)].backends.is_empty());
+    }
+
+    #[test]
+    fn external_and_load_balancer_ips_get_frontends_like_the_node_port() {
+        let lb = "
+metadata: {name: web, namespace: shop}
+spec:
+  type: LoadBalancer
+  clusterIP: 10.96.0.50
+  externalIPs: [203.0.113.10, 2001:db8::1, 203.0.113.10]
+  externalTrafficPolicy: Local
+  ports:
+  - {name: http, port: 80, targetPort: http, nodePort: 30080}
+status:
+  loadBalancer:
+    ingress: [{ip: 203.0.113.20}, {hostname: lb.example.com}]
+";
+        let d = compute(&[lb], &[SLICE], &[], &[]);
+        let local = vec![sa("10.200.1.5:8080")];
+        let all = vec![sa("10.200.1.5:8080"), sa("10.200.2.5:8080")];
+        let ext = &d[&fe("203.0.113.10", 80, 6)];
+        assert_eq!(
+            (ext.kind, &ext.backends),
+            (FrontendKind::ExternalIp, &local)
+        );
+        let ingress = &d[&fe("203.0.113.20", 80, 6)];
+        assert_eq!(
+            (ingress.kind, &ingress.backends),
+            (FrontendKind::LoadBalancer, &local)
+        );
+        assert_eq!(d[&fe("0.0.0.0", 30080, 6)].kind, FrontendKind::NodePort);
+        assert_eq!(d[&fe("10.96.0.50", 80, 6)].backends, all);
+        assert_eq!(d.len(), 4, "IPv6 and hostnames are not served: {d:?}");
+
+        // External IPs of a ClusterIP service are served; its status is not read.
+        let cip = lb
+            .replace("type: LoadBalancer", "type: ClusterIP")
+            .replace("  externalTrafficPolicy: Local\n", "");
+        let d = compute(&[&cip], &[SLICE], &[], &[]);
+        assert_eq!(d[&fe("203.0.113.10", 80, 6)].backends, all);
+        assert!(!d.contains_key(&fe("203.0.113.20", 80, 6)));
     }
 }

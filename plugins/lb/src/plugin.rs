@@ -345,7 +345,7 @@ fn services_json(
                     17 => "UDP",
                     _ => "other",
                 },
-                "type": if frontend.addr.ip().is_unspecified() { "NodePort" } else { "ClusterIP" },
+                "type": spec.kind.as_str(),
                 "backends": spec.backends.iter().map(ToString::to_string).collect::<Vec<_>>(),
                 "affinity": match spec.affinity_timeout {
                     Some(timeout) => serde_json::json!({ "type": "ClientIP", "timeout_seconds": timeout }),

@@ -776,7 +776,7 @@ mod tests {
             .map(|(port, backends)| {
                 let spec = FrontendSpec {
                     backends: backends.iter().map(|b| sa(*b)).collect(),
-                    affinity_timeout: None,
+                    ..FrontendSpec::default()
                 };
                 (fe(*port), spec)
             })
