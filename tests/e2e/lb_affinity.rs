@@ -93,14 +93,20 @@ fn affinity_holds_across_connections(agent_config: &str) {
     let ip = |pod: &str| str_of(&sandbox.endpoint(pod)["endpoint"]["ipv4"]).to_string();
     let (web1, web2) = (ip("shop/web-1"), ip("shop/web-2"));
     write_slice(&sandbox, &[&web1, &web2]);
-    for vip in [STICKY_VIP, PLAIN_VIP] {
-        let up = wait_for(Duration::from_secs(20), || answer(&sandbox, vip));
-        assert!(
-            up.is_some(),
-            "{vip} never answered\nagent logs:\n{}",
-            sandbox.agent_logs()
-        );
-    }
+    // Both backends serve (through the Service without affinity) before anything is counted.
+    let warm = common::warm_up(Duration::from_secs(20), 2, || answer(&sandbox, PLAIN_VIP));
+    assert_eq!(
+        warm.len(),
+        2,
+        "not both backends answered {PLAIN_VIP} ({warm:?})\nagent logs:\n{}",
+        sandbox.agent_logs()
+    );
+    let up = wait_for(Duration::from_secs(20), || answer(&sandbox, STICKY_VIP));
+    assert!(
+        up.is_some(),
+        "{STICKY_VIP} never answered\nagent logs:\n{}",
+        sandbox.agent_logs()
+    );
 
     // The control: without affinity the same client reaches both backends.
     let plain = reached(&sandbox, PLAIN_VIP);

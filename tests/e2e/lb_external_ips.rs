@@ -9,7 +9,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{TestSandbox, str_of, wait_for};
+use common::{TestSandbox, str_of};
 
 const EXTERNAL_IP: &str = "203.0.113.10";
 const INGRESS_IP: &str = "203.0.113.20";
@@ -76,10 +76,11 @@ fn external_and_load_balancer_ips_reach_both_backends_from_outside() {
         );
     }
     for ip in [EXTERNAL_IP, INGRESS_IP] {
-        let up = wait_for(Duration::from_secs(20), || get(&sandbox, ip));
-        assert!(
-            up.is_some(),
-            "{ip} never answered the external client\nagent logs:\n{}",
+        let warm = common::warm_up(Duration::from_secs(20), 2, || get(&sandbox, ip));
+        assert_eq!(
+            warm.len(),
+            2,
+            "{ip}: not both backends answered the external client ({warm:?})\nagent logs:\n{}",
             sandbox.agent_logs()
         );
         let seen: BTreeSet<String> = (0..24)
