@@ -79,6 +79,14 @@ const LAYOUT: &[(&str, &[&str])] = &[
     ("porin_lb_backend", &["addr", "port", "pad"]),
     ("porin_lb_nat_entry", &["addr", "port", "pad", "id"]),
     (
+        "porin_lb_affinity_key",
+        &["client", "service_id", "netns_cookie", "pad"],
+    ),
+    (
+        "porin_lb_affinity_value",
+        &["last_used_ns", "backend_id", "pad"],
+    ),
+    (
         "porin_np_nat",
         &["saddr", "daddr", "sport", "dport", "id", "ifindex"],
     ),

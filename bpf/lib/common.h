@@ -158,7 +158,33 @@ struct porin_lb_svc_key {
 struct porin_lb_svc_value {
 	__u32 service_id;
 	__u32 backend_count; /* 0: the service exists but has no backend */
-	__u32 flags;         /* reserved (affinity, traffic policy) */
+	__u32 flags;         /* PORIN_LB_F_* in the low byte, affinity timeout above */
+};
+
+/*
+ * porin_lb_svc_value.flags: the low 8 bits are flags, the upper 24 bits the
+ * sessionAffinity timeout in seconds (Kubernetes caps it at 86400 < 2^24).
+ */
+#define PORIN_LB_F_AFFINITY 0x1 /* sessionAffinity: ClientIP */
+#define PORIN_LB_AFFINITY_TIMEOUT_SHIFT 8
+
+/*
+ * sessionAffinity: ClientIP (porin_lb_affin, LRU): the backend a client was
+ * last sent to by one service, and when (bpf_ktime_get_ns). The client is its
+ * IPv4 address (per-packet LB) or, for socket LB, where the source address is not
+ * known at connect(), its network namespace cookie (one pod = one netns).
+ */
+struct porin_lb_affinity_key {
+	__u64 client;
+	__u32 service_id;
+	__u8 netns_cookie; /* 1: `client` is a netns cookie, 0: an IPv4 address */
+	__u8 pad[3];
+};
+
+struct porin_lb_affinity_value {
+	__u64 last_used_ns;
+	__u32 backend_id;
+	__u32 pad;
 };
 
 struct porin_lb_slot_key {

@@ -5,7 +5,8 @@
  * from-pod: a packet to a frontend (VIP:port/proto in porin_lb_svc) is DNATed
  * to a backend. The backend of a connection is remembered in porin_lb_nat
  * (keyed by the tuple the client sent), so later packets keep it (affinity);
- * a new connection picks a random slot. The translated tuple is recorded in
+ * a new connection picks a random slot (lb_pick.h: or its client's backend
+ * under sessionAffinity: ClientIP). The translated tuple is recorded in
  * porin_lb_rnat so that to-pod, on the client's veth, can restore the VIP as
  * the source of replies: the client only ever sees the service address.
  *
@@ -19,6 +20,7 @@
 #include "common.h"
 #include "conntrack.h"
 #include "drop_reasons.h"
+#include "lb_pick.h"
 #include "maps.h"
 #include "parse.h"
 
@@ -110,20 +112,12 @@ static __always_inline int lb_select(const struct pkt_info *p, struct lb_xlate *
 		}
 	}
 
-	if (svc->backend_count == 0)
-		return DROP_NO_SERVICE;
 	{
-		struct porin_lb_slot_key slot = {
-			.service_id = svc->service_id,
-			.slot = bpf_get_prandom_u32() % svc->backend_count,
-		};
-		__u32 *id = bpf_map_lookup_elem(&porin_lb_slots, &slot);
+		__u32 client;
 
-		if (!id)
-			return DROP_NO_SERVICE;
-		backend_id = *id;
+		__builtin_memcpy(&client, p->saddr, 4);
+		be = lb_pick_backend(svc, client, 0, &backend_id);
 	}
-	be = bpf_map_lookup_elem(&porin_lb_backends, &backend_id);
 	if (!be)
 		return DROP_NO_SERVICE;
 	x->backend_addr = be->addr;

@@ -20,6 +20,7 @@
 
 #include "bpf_api.h"
 #include "common.h"
+#include "lb_pick.h"
 #include "maps.h"
 
 #include <linux/in.h>
@@ -31,6 +32,7 @@
 
 static __u64 (*bpf_get_socket_cookie)(void *ctx) = (void *)46;
 static long (*bpf_set_retval)(int retval) = (void *)187;
+static __u64 (*bpf_get_netns_cookie)(void *ctx) = (void *)122;
 
 /* Socket cookie and the backend it was sent to (network byte order address and port). */
 struct porin_lb_sk_key {
@@ -88,20 +90,10 @@ static __always_inline int lb_sock_fwd(struct bpf_sock_addr *ctx)
 		bpf_set_retval(-LB_SOCK_ECONNREFUSED);
 		return LB_SOCK_REJECT;
 	}
-	{
-		struct porin_lb_slot_key slot = {
-			.service_id = svc->service_id,
-			.slot = bpf_get_prandom_u32() % svc->backend_count,
-		};
-		__u32 *id = bpf_map_lookup_elem(&porin_lb_slots, &slot);
-
-		if (!id)
-			return LB_SOCK_PROCEED; /* mid-update: leave it to the per-packet path */
-		backend_id = *id;
-	}
-	be = bpf_map_lookup_elem(&porin_lb_backends, &backend_id);
+	/* The client's address is not chosen yet at connect(): its netns stands for it. */
+	be = lb_pick_backend(svc, bpf_get_netns_cookie(ctx), 1, &backend_id);
 	if (!be)
-		return LB_SOCK_PROCEED;
+		return LB_SOCK_PROCEED; /* mid-update: leave it to the per-packet path */
 	{
 		struct porin_lb_sk_key rkey = {
 			.cookie = bpf_get_socket_cookie(ctx),

@@ -18,6 +18,7 @@
 #define PORIN_LB_SLOTS_MAX_ENTRIES 1048576
 #define PORIN_LB_BACKENDS_MAX_ENTRIES 262144
 #define PORIN_LB_NAT_MAX_ENTRIES 65536
+#define PORIN_LB_AFFINITY_MAX_ENTRIES 65536
 #define PORIN_POLICY_MAX_ENTRIES 524288
 #define PORIN_ENCRYPT_MAX_ENTRIES 4096
 #define PORIN_PROXY_MAX_ENTRIES 65536
@@ -105,6 +106,15 @@ struct {
 	__type(value, struct porin_lb_nat_entry);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } porin_lb_rnat SEC(".maps");
+
+/* porin_lb_affin: sessionAffinity: ClientIP, {client, service id} -> {backend id, last use}. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, PORIN_LB_AFFINITY_MAX_ENTRIES);
+	__type(key, struct porin_lb_affinity_key);
+	__type(value, struct porin_lb_affinity_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} porin_lb_affin SEC(".maps");
 
 /* NodePort translations (written by host.c): forward and reverse (struct porin_np_nat). */
 struct {

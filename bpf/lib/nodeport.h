@@ -3,13 +3,14 @@
  * NodePort (IPv4, TCP and UDP) for clients outside the cluster, on the node's
  * external device (host.c, tcx ingress).
  *
- * A packet to NodeIP:nodePort (porin_lb_svc, exact node address first, then the
- * 0.0.0.0 wildcard when the packet is for CFG_NODE_IPV4) picks a backend like
+ * A packet to NodeIP:nodePort (porin_lb_svc, exact address first, then the
+ * 0.0.0.0 wildcard when the packet is for CFG_NODE_IPV4) or to an external or
+ * LoadBalancer IP:port (exact frontends, routed to this node) picks a backend like
  * ClusterIP traffic does (same slots, same backend ids):
  *  - local backend (in porin_endpoints): DNAT only; the stack delivers it to the
  *    pod, whose program sees client -> backend. The reply is reverse-translated
  *    by the pod program (np_rev_from_pod) and sent out of the external device.
- *  - remote backend: DNAT and SNAT to the address the client targeted (this node),
+ *  - remote backend: DNAT and SNAT to this node's address (CFG_NODE_IPV4),
  *    keeping the client's port unless another connection already uses it; the
  *    packet leaves the same device with bpf_redirect_neigh (FIB + neighbour). The
  *    backend's pod sees node IP -> backend. The reply comes back to this device and
@@ -159,20 +160,12 @@ static __always_inline int np_select(struct __sk_buff *skb, const struct pkt_inf
 	struct porin_lb_backend *be;
 	__u32 backend_id;
 
-	if (svc->backend_count == 0)
-		return DROP_NO_SERVICE;
 	{
-		struct porin_lb_slot_key slot = {
-			.service_id = svc->service_id,
-			.slot = bpf_get_prandom_u32() % svc->backend_count,
-		};
-		__u32 *id = bpf_map_lookup_elem(&porin_lb_slots, &slot);
+		__u32 client;
 
-		if (!id)
-			return DROP_NO_SERVICE;
-		backend_id = *id;
+		__builtin_memcpy(&client, p->saddr, 4);
+		be = lb_pick_backend(svc, client, 0, &backend_id);
 	}
-	be = bpf_map_lookup_elem(&porin_lb_backends, &backend_id);
 	if (!be)
 		return DROP_NO_SERVICE;
 
@@ -184,8 +177,13 @@ static __always_inline int np_select(struct __sk_buff *skb, const struct pkt_inf
 		__builtin_memcpy(&fwd->saddr, p->saddr, 4);
 		fwd->ifindex = 0;
 	} else {
-		/* SNAT to the address the client targeted, so the reply comes back here. */
-		__builtin_memcpy(&fwd->saddr, p->daddr, 4);
+		/* SNAT to this node's address, so the reply comes back here (the address the
+		 * client targeted may be an external or LoadBalancer IP other nodes do not
+		 * route to us); the reply gets the targeted address back as its source. */
+		if (CFG_NODE_IPV4)
+			fwd->saddr = CFG_NODE_IPV4;
+		else
+			__builtin_memcpy(&fwd->saddr, p->daddr, 4);
 		fwd->ifindex = skb->ifindex;
 	}
 	return np_record(skb, p, fwd, svc->service_id);

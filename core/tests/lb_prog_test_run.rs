@@ -15,7 +15,10 @@ use std::{
 
 use porin_core::datapath::{
     Datapath, DatapathConfig, EventReader, LbFrontend, LbMaps, PodProgram,
-    abi::{CtKey, Direction, DropReason, EventType, FlowEvent, encode_addr},
+    abi::{
+        CtKey, Direction, DropReason, EventType, FlowEvent, LB_AFFINITY_TIMEOUT_SHIFT,
+        LB_F_AFFINITY, LbAffinityKey, LbAffinityValue, LbSvcValue, encode_addr,
+    },
     remove_node_pins, test_run,
 };
 
@@ -30,6 +33,7 @@ const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 50);
 const BACKEND_A: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 9);
 const BACKEND_B: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 9);
+const BACKEND_C: Ipv4Addr = Ipv4Addr::new(10, 0, 3, 9);
 
 // ---- fixture -------------------------------------------------------------------------
 
@@ -380,4 +384,118 @@ fn a_full_service_map_stops_the_batch_at_the_element_that_did_not_fit() {
         message.contains("porin_lb_svc") && message.contains("is full"),
         "{message}"
     );
+}
+
+/// The affinity entry of `client` for service 7 (per-packet LB: keyed by the IPv4 address).
+fn affinity_of(f: &Fixture, client: Ipv4Addr) -> Option<LbAffinityValue> {
+    let key = LbAffinityKey {
+        client: u64::from(u32::from_ne_bytes(client.octets())),
+        service_id: 7,
+        netns_cookie: 0,
+        pad: [0; 3],
+    };
+    f.lb.affinity()
+        .expect("affinity map")
+        .into_iter()
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v)
+}
+
+#[test]
+fn client_ip_affinity_keeps_a_client_on_its_backend_until_the_timeout() {
+    let mut f = Fixture::new(true);
+    f.service(VIP, 80, TCP, &[BACKEND_A, BACKEND_B]);
+    let syn = |client: Ipv4Addr, sport: u16| packet(client, VIP, TCP, sport, 80, SYN);
+    // Without affinity nothing is recorded.
+    f.run(PodProgram::FromPod, &syn(CLIENT, 49000));
+    assert!(f.lb.affinity().expect("affinity map").is_empty());
+
+    let timeout = 60;
+    let fe = LbFrontend {
+        addr: SocketAddrV4::new(VIP, 80),
+        proto: TCP,
+    };
+    let value = LbSvcValue {
+        service_id: 7,
+        backend_count: 2,
+        flags: LB_F_AFFINITY | (timeout << LB_AFFINITY_TIMEOUT_SHIFT),
+    };
+    f.lb.write_service_values(&[(fe, value)])
+        .expect("affinity on");
+
+    // Every new connection of one client (new source ports) reaches the same backend.
+    let first = parse_checked(&f.run(PodProgram::FromPod, &syn(CLIENT, 50000)).1).dst;
+    for sport in 50001..50033 {
+        let dst = parse_checked(&f.run(PodProgram::FromPod, &syn(CLIENT, sport)).1).dst;
+        assert_eq!(dst, first, "connection from port {sport}");
+    }
+    let entry = affinity_of(&f, CLIENT).expect("an entry keyed by the client's address");
+    let first_id = if *first.ip() == BACKEND_A { 1 } else { 2 };
+    assert_eq!(entry.backend_id, first_id);
+
+    // Different clients are bound independently: together they reach both backends.
+    let mut seen = BTreeSet::new();
+    for i in 0..48u8 {
+        let client = Ipv4Addr::new(10, 0, 9, i + 1);
+        let a = parse_checked(&f.run(PodProgram::FromPod, &syn(client, 51000)).1).dst;
+        let b = parse_checked(&f.run(PodProgram::FromPod, &syn(client, 51001)).1).dst;
+        assert_eq!(a, b, "client {client}");
+        seen.insert(*a.ip());
+    }
+    assert_eq!(seen, BTreeSet::from([BACKEND_A, BACKEND_B]));
+
+    // A recorded binding is honoured (backend 3 is no slot of the service: only affinity
+    // can send a client there)...
+    f.lb.upsert_backend(3, SocketAddrV4::new(BACKEND_C, 8080))
+        .expect("backend");
+    let key = LbAffinityKey {
+        client: u64::from(u32::from_ne_bytes(CLIENT.octets())),
+        service_id: 7,
+        netns_cookie: 0,
+        pad: [0; 3],
+    };
+    let now = entry.last_used_ns;
+    f.lb.set_affinity(
+        key,
+        LbAffinityValue {
+            last_used_ns: now,
+            backend_id: 3,
+            pad: 0,
+        },
+    )
+    .expect("affinity entry");
+    let dst = parse_checked(&f.run(PodProgram::FromPod, &syn(CLIENT, 52000)).1).dst;
+    assert_eq!(dst, SocketAddrV4::new(BACKEND_C, 8080));
+
+    // ...until it is older than the timeout: then the client chooses again among the slots.
+    let expired = now.saturating_sub(u64::from(timeout + 1) * 1_000_000_000);
+    f.lb.set_affinity(
+        key,
+        LbAffinityValue {
+            last_used_ns: expired,
+            backend_id: 3,
+            pad: 0,
+        },
+    )
+    .expect("affinity entry");
+    let dst = parse_checked(&f.run(PodProgram::FromPod, &syn(CLIENT, 52001)).1).dst;
+    assert!(
+        [BACKEND_A, BACKEND_B].contains(dst.ip()),
+        "an expired binding was used: {dst}"
+    );
+    let refreshed = affinity_of(&f, CLIENT).expect("entry");
+    assert!(refreshed.last_used_ns >= now && refreshed.backend_id != 3);
+
+    // A backend that is gone is not used even within the timeout.
+    f.lb.set_affinity(
+        key,
+        LbAffinityValue {
+            last_used_ns: refreshed.last_used_ns,
+            backend_id: 42,
+            pad: 0,
+        },
+    )
+    .expect("affinity entry");
+    let dst = parse_checked(&f.run(PodProgram::FromPod, &syn(CLIENT, 52002)).1).dst;
+    assert!([BACKEND_A, BACKEND_B].contains(dst.ip()), "{dst}");
 }

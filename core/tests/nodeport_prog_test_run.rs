@@ -245,3 +245,41 @@ fn a_node_port_without_backends_drops() {
     let (ret, _) = f.host(&packet(CLIENT, NODE, TCP, 40003, NODE_PORT, SYN));
     assert_eq!(ret, 2, "TC_ACT_SHOT");
 }
+
+#[test]
+fn an_external_ip_is_served_and_snated_to_the_node_not_to_the_external_ip() {
+    const EXTERNAL_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+    let mut f = Fixture::new();
+    f.node_port(TCP, &[REMOTE_BACKEND]);
+    // The same service behind an exact external-IP frontend {203.0.113.10, 80}.
+    let fe = LbFrontend {
+        addr: SocketAddrV4::new(EXTERNAL_IP, 80),
+        proto: TCP,
+    };
+    f.lb.upsert_service(fe, 7, 1).expect("external IP frontend");
+
+    let (ret, out) = f.host(&packet(CLIENT, EXTERNAL_IP, TCP, 41000, 80, SYN));
+    assert_eq!(ret, TC_ACT_REDIRECT, "sent out toward the backend");
+    let p = parse_checked(&out);
+    assert_eq!(p.dst, sock(REMOTE_BACKEND, 8080), "DNAT to the backend");
+    assert_eq!(
+        p.src,
+        sock(NODE, 41000),
+        "SNAT to this node's address, where the reply comes back"
+    );
+
+    let reply = packet(REMOTE_BACKEND, NODE, TCP, 8080, 41000, SYN | ACK);
+    let (ret, out) = f.host(&reply);
+    assert_eq!(ret, TC_ACT_REDIRECT, "reply sent back to the client");
+    let p = parse_checked(&out);
+    assert_eq!(
+        p.src,
+        sock(EXTERNAL_IP, 80),
+        "the reply comes from the external IP"
+    );
+    assert_eq!(p.dst, sock(CLIENT, 41000));
+
+    // The wildcard NodePort frontend does not answer for an address that is not the node's.
+    let other = packet(CLIENT, EXTERNAL_IP, TCP, 41001, NODE_PORT, SYN);
+    assert_eq!(f.host(&other), (TC_ACT_OK, other.clone()));
+}

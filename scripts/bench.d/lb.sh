@@ -206,8 +206,12 @@ for n in "${sizes[@]}"; do
         if is_porin "$topology"; then
             line=$(programmed_lines "$topology" | awk -v n="$n" '/frontends=/ { l = $0 } END { print l }')
             agent_ms=$(field total_ms <<<"$line")
-            log "   $topology: target answers ${secs}s after the files moved in; agent programmed in ${agent_ms:-?} ms"
+            log "   $topology: target answers ${secs}s after the files moved in; agent programmed in ${agent_ms:-?} ms" \
+                "(computing $(field desired_ms <<<"$line") ms, writing $(field write_ms <<<"$line") ms," \
+                "$(field writes <<<"$line") map elements; CPU $(field cpu_ms <<<"$line") ms)"
             sample "$n $topology agent_program_ms ${agent_ms:-nan}"
+            cpu_ms=$(field cpu_ms <<<"$line")
+            sample "$n $topology agent_program_cpu_ms ${cpu_ms:-nan}"
         else
             log "   $topology: programmed in ${secs}s"
         fi

@@ -81,6 +81,8 @@ def main():
         out["flatness_" + t] = ratio(rate(largest, t), rate(smallest, t))
     agent_ms = value(data, largest, PORIN, "agent_program_ms")
     out["program_all_s"] = round(agent_ms / 1000, 3) if isinstance(agent_ms, float) else agent_ms
+    cpu_ms = value(data, largest, PORIN, "agent_program_cpu_ms")
+    out["program_all_cpu_s"] = round(cpu_ms / 1000, 3) if isinstance(cpu_ms, float) else cpu_ms
     out["program_all_services"] = largest
     out["porin_e2e_program_all_s"] = seconds(largest, PORIN)
     out["iptables_program_all_s"] = seconds(largest, "iptables")
@@ -100,7 +102,8 @@ def main():
                     "p50_us": value(data, n, t, "p50_us"),
                     "p99_us": value(data, n, t, "p99_us"),
                     "program_s": seconds(n, t),
-                    **({"agent_program_ms": value(data, n, t, "agent_program_ms")}
+                    **({"agent_program_ms": value(data, n, t, "agent_program_ms"),
+                        "agent_program_cpu_ms": value(data, n, t, "agent_program_cpu_ms")}
                        if t in ("socket", "perpacket") else {}),
                 }
                 for t in TOPOLOGIES

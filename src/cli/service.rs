@@ -30,7 +30,12 @@ pub async fn list(targets: &[AgentTarget], format: Format) -> Result<bool> {
     match format {
         Format::Json => print_json(&nodes)?,
         Format::Table => {
-            print_table(&["NODE", "FRONTEND", "PROTOCOL", "TYPE", "BACKENDS"], &rows);
+            print_table(
+                &[
+                    "NODE", "FRONTEND", "PROTOCOL", "TYPE", "AFFINITY", "BACKENDS",
+                ],
+                &rows,
+            );
             for n in nodes.iter().filter(|n| n.get("error").is_some()) {
                 eprintln!("{}: {}", text(&n["node"]), text(&n["error"]));
             }
@@ -51,6 +56,10 @@ fn row(node: &str, service: &Value) -> Vec<String> {
         text(&service["frontend"]).to_string(),
         text(&service["protocol"]).to_string(),
         text(&service["type"]).to_string(),
+        match service["affinity"]["timeout_seconds"].as_u64() {
+            Some(timeout) => format!("ClientIP {timeout}s"),
+            None => "None".to_string(),
+        },
         match service.get("error").and_then(Value::as_str) {
             // Not in the datapath (e.g. a full map): say so, with the reason.
             Some(error) => format!("NOT PROGRAMMED: {error}"),

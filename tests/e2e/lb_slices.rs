@@ -70,11 +70,7 @@ fn write_slice(sandbox: &TestSandbox, addresses: &[&str]) {
 }
 
 fn answer(sandbox: &TestSandbox) -> Option<String> {
-    let url = format!("http://{VIP}/");
-    let out = sandbox.exec("shop/client", &["curl", "-s", "-m", "2", url.as_str()]);
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    common::curl_body(sandbox, "shop/client", &format!("http://{VIP}/"))
 }
 
 fn removed_backend_finishes_its_connection(agent_config: &str) {

@@ -183,6 +183,33 @@ pub struct LbNatEntry {
     pub id: u32,
 }
 
+/// `struct porin_lb_affinity_key`: a client of one service under `sessionAffinity:
+/// ClientIP` (`client` is an IPv4 address in network byte order, or a netns cookie when
+/// `netns_cookie` is 1).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct LbAffinityKey {
+    pub client: u64,
+    pub service_id: u32,
+    pub netns_cookie: u8,
+    pub pad: [u8; 3],
+}
+
+/// `struct porin_lb_affinity_value`: the client's backend and when it last opened a
+/// connection (`bpf_ktime_get_ns`, CLOCK_MONOTONIC).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LbAffinityValue {
+    pub last_used_ns: u64,
+    pub backend_id: u32,
+    pub pad: u32,
+}
+
+/// `porin_lb_svc_value.flags`: `sessionAffinity: ClientIP`.
+pub const LB_F_AFFINITY: u32 = 0x1;
+/// `porin_lb_svc_value.flags`: the affinity timeout (seconds) sits above this bit.
+pub const LB_AFFINITY_TIMEOUT_SHIFT: u32 = 8;
+
 /// `struct porin_np_nat`: what a NodePort packet becomes (forward or reverse). Addresses in
 /// network byte order, ports in host order; `ifindex` 0 means "let the stack route it".
 #[repr(C)]
@@ -281,6 +308,8 @@ unsafe impl aya::Pod for LbSvcValue {}
 unsafe impl aya::Pod for LbSlotKey {}
 unsafe impl aya::Pod for LbBackend {}
 unsafe impl aya::Pod for LbNatEntry {}
+unsafe impl aya::Pod for LbAffinityKey {}
+unsafe impl aya::Pod for LbAffinityValue {}
 unsafe impl aya::Pod for PolicyEpKey {}
 unsafe impl aya::Pod for PolicyEpValue {}
 unsafe impl aya::Pod for PolicyKey {}
@@ -634,6 +663,15 @@ mod tests {
         check!(LbNatEntry, c::PORIN_LB_NAT_ENTRY_SIZE,
             addr => c::PORIN_LB_NAT_ENTRY__ADDR, port => c::PORIN_LB_NAT_ENTRY__PORT,
             pad => c::PORIN_LB_NAT_ENTRY__PAD, id => c::PORIN_LB_NAT_ENTRY__ID);
+        check!(LbAffinityKey, c::PORIN_LB_AFFINITY_KEY_SIZE,
+            client => c::PORIN_LB_AFFINITY_KEY__CLIENT,
+            service_id => c::PORIN_LB_AFFINITY_KEY__SERVICE_ID,
+            netns_cookie => c::PORIN_LB_AFFINITY_KEY__NETNS_COOKIE,
+            pad => c::PORIN_LB_AFFINITY_KEY__PAD);
+        check!(LbAffinityValue, c::PORIN_LB_AFFINITY_VALUE_SIZE,
+            last_used_ns => c::PORIN_LB_AFFINITY_VALUE__LAST_USED_NS,
+            backend_id => c::PORIN_LB_AFFINITY_VALUE__BACKEND_ID,
+            pad => c::PORIN_LB_AFFINITY_VALUE__PAD);
         check!(NpNat, c::PORIN_NP_NAT_SIZE,
             saddr => c::PORIN_NP_NAT__SADDR, daddr => c::PORIN_NP_NAT__DADDR,
             sport => c::PORIN_NP_NAT__SPORT, dport => c::PORIN_NP_NAT__DPORT,

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use aya::maps::{HashMap, MapData, MapError};
 
-use super::abi::{LbBackend, LbSlotKey, LbSvcKey, LbSvcValue};
+use super::abi::{LbAffinityKey, LbAffinityValue, LbBackend, LbSlotKey, LbSvcKey, LbSvcValue};
 use super::batch::{self, BatchFailure};
 use super::error::DatapathError;
 use super::maps::open_pinned;
@@ -23,6 +23,9 @@ pub const MAP_LB_BACKENDS: &str = "porin_lb_backends";
 pub const MAP_LB_NAT: &str = "porin_lb_nat";
 /// Translated connections, reverse (written by the datapath).
 pub const MAP_LB_RNAT: &str = "porin_lb_rnat";
+/// `sessionAffinity: ClientIP`: {client, service id} -> {backend id, last use} (written by
+/// the datapath, pruned by the lb plugin when a backend leaves an affinity service).
+pub const MAP_LB_AFFINITY: &str = "porin_lb_affin";
 
 /// A service frontend: ClusterIP, port and `IPPROTO_*`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -36,6 +39,7 @@ pub struct LbMaps {
     services: HashMap<MapData, LbSvcKey, LbSvcValue>,
     slots: HashMap<MapData, LbSlotKey, u32>,
     backends: HashMap<MapData, u32, LbBackend>,
+    affinity: HashMap<MapData, LbAffinityKey, LbAffinityValue>,
     /// The same three maps, for batched writes (aya has no batch operations).
     raw: [MapData; 3],
     capacity: LbCapacity,
@@ -117,6 +121,8 @@ impl LbMaps {
                 .map_err(|e| DatapathError::map(MAP_LB_SLOTS, e))?,
             backends: HashMap::try_from(open(MAP_LB_BACKENDS)?)
                 .map_err(|e| DatapathError::map(MAP_LB_BACKENDS, e))?,
+            affinity: HashMap::try_from(open(MAP_LB_AFFINITY)?)
+                .map_err(|e| DatapathError::map(MAP_LB_AFFINITY, e))?,
         })
     }
 
@@ -132,16 +138,68 @@ impl LbMaps {
         &mut self,
         items: &[(LbFrontend, u32, u32)],
     ) -> Result<(), DatapathError> {
-        let keys: Vec<LbSvcKey> = items.iter().map(|(fe, _, _)| svc_key(*fe)).collect();
-        let values: Vec<LbSvcValue> = items
+        let with_flags: Vec<(LbFrontend, LbSvcValue)> = items
             .iter()
-            .map(|(_, service_id, backend_count)| LbSvcValue {
-                service_id: *service_id,
-                backend_count: *backend_count,
-                flags: 0,
+            .map(|(fe, service_id, backend_count)| {
+                let value = LbSvcValue {
+                    service_id: *service_id,
+                    backend_count: *backend_count,
+                    flags: 0,
+                };
+                (*fe, value)
             })
             .collect();
+        self.write_service_values(&with_flags)
+    }
+
+    /// Like [`Self::write_services`] with the whole value (flags: `abi::LB_F_*` and the
+    /// affinity timeout).
+    pub fn write_service_values(
+        &mut self,
+        items: &[(LbFrontend, LbSvcValue)],
+    ) -> Result<(), DatapathError> {
+        let keys: Vec<LbSvcKey> = items.iter().map(|(fe, _)| svc_key(*fe)).collect();
+        let values: Vec<LbSvcValue> = items.iter().map(|(_, v)| *v).collect();
         self.batch_update(RAW_SERVICES, MAP_LB_SERVICES, &keys, &values)
+    }
+
+    /// Every affinity entry (what the datapath recorded).
+    pub fn affinity(&self) -> Result<Vec<(LbAffinityKey, LbAffinityValue)>, DatapathError> {
+        self.affinity
+            .iter()
+            .map(|item| item.map_err(|e| DatapathError::map(MAP_LB_AFFINITY, e)))
+            .collect()
+    }
+
+    /// Writes one affinity entry (tests, and a restored state).
+    pub fn set_affinity(
+        &mut self,
+        key: LbAffinityKey,
+        value: LbAffinityValue,
+    ) -> Result<(), DatapathError> {
+        self.affinity
+            .insert(key, value, 0)
+            .map_err(|e| DatapathError::map(MAP_LB_AFFINITY, e))
+    }
+
+    /// Removes the affinity entries `stale(service id, backend id)` selects (a backend that
+    /// left an affinity service, a service that went). Walks the map: only called when an
+    /// affinity service lost backends. Returns how many entries went.
+    pub fn prune_affinity(
+        &mut self,
+        stale: impl Fn(u32, u32) -> bool,
+    ) -> Result<usize, DatapathError> {
+        let doomed: Vec<LbAffinityKey> = self
+            .affinity
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(k, v)| stale(k.service_id, v.backend_id))
+            .map(|(k, _)| k)
+            .collect();
+        for key in &doomed {
+            ignore_missing(self.affinity.remove(key), MAP_LB_AFFINITY)?;
+        }
+        Ok(doomed.len())
     }
 
     /// Points slots at backends: (service id, slot, backend id), in one batch.
@@ -278,6 +336,15 @@ impl LbMaps {
 
     /// Every frontend with (service id, backend count): what a restarted agent finds.
     pub fn services(&self) -> Result<Vec<(LbFrontend, u32, u32)>, DatapathError> {
+        Ok(self
+            .service_values()?
+            .into_iter()
+            .map(|(fe, id, count, _)| (fe, id, count))
+            .collect())
+    }
+
+    /// Every frontend with (service id, backend count, flags).
+    pub fn service_values(&self) -> Result<Vec<(LbFrontend, u32, u32, u32)>, DatapathError> {
         self.services
             .iter()
             .map(|item| {
@@ -286,7 +353,7 @@ impl LbMaps {
                     addr: SocketAddrV4::new(addr_of(k.vip), k.port),
                     proto: k.proto,
                 };
-                Ok((fe, v.service_id, v.backend_count))
+                Ok((fe, v.service_id, v.backend_count, v.flags))
             })
             .collect()
     }

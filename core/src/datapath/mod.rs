@@ -26,8 +26,8 @@ pub use error::DatapathError;
 pub use events::EventReader;
 pub use host::{HOST_PROGRAM, HostDatapath, MAP_NP_NAT, MAP_NP_RNAT, host_link_pin_path};
 pub use lb_maps::{
-    LbCapacity, LbFrontend, LbMaps, MAP_LB_BACKENDS, MAP_LB_NAT, MAP_LB_RNAT, MAP_LB_SERVICES,
-    MAP_LB_SLOTS,
+    LbCapacity, LbFrontend, LbMaps, MAP_LB_AFFINITY, MAP_LB_BACKENDS, MAP_LB_NAT, MAP_LB_RNAT,
+    MAP_LB_SERVICES, MAP_LB_SLOTS,
 };
 pub use loader::{DEFAULT_PIN_ROOT, Datapath, DatapathConfig, PodProgram};
 pub use maps::{

@@ -7,11 +7,21 @@
 //! - Every TCP or UDP port is its own frontend.
 //! - NodePort and LoadBalancer services also get a NodePort frontend per `nodePort`:
 //!   `0.0.0.0:nodePort` (every address of the node), same backends as the ClusterIP.
-//!   `externalTrafficPolicy: Local` is not honoured yet (all backends, with SNAT).
+//! - `spec.externalIPs` (any type) and, for LoadBalancer, `status.loadBalancer.ingress[].ip`
+//!   get a frontend `{IP, port}` per port with the NodePort's backends: served by the node's
+//!   device program to clients whose packets for that IP are routed to a node.
+//! - `externalTrafficPolicy: Local`: the NodePort frontend only has this node's backends
+//!   (the datapath DNATs to a local backend without SNAT, so the backend sees the client's
+//!   address; with none, the packet is dropped). `internalTrafficPolicy: Local`: the same for
+//!   the ClusterIP frontend (with none, connections are refused). Local means an address of
+//!   one of this node's endpoints ([`ClusterObjects::local_ips`]).
 //! - Backends come from the service's EndpointSlices (label `kubernetes.io/service-name`):
 //!   the slice port with the service port's name gives the backend port (this is how a
 //!   named `targetPort` resolves); ready endpoints, or terminating-but-serving ones only
 //!   when no endpoint is ready.
+//! - `sessionAffinity: ClientIP` binds a client to its backend for
+//!   `sessionAffinityConfig.clientIP.timeoutSeconds` (default: `[plugins.lb]
+//!   session_affinity_timeout`), on every frontend of the Service.
 //! - With no EndpointSlice at all and a selector, backends are the selected pods whose
 //!   address core knows. The sandbox has no EndpointSlice controller: this is its stand-in
 //!   (a real cluster always has slices for services with selectors).
@@ -25,8 +35,40 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use porin_core::datapath::LbFrontend;
 use porin_plugin_sdk::PodAddress;
 
-/// Frontend -> its backends, sorted and without duplicates (empty: refuse connections).
-pub type DesiredServices = BTreeMap<LbFrontend, Vec<SocketAddrV4>>;
+/// How a frontend is reached (`porin service list`'s TYPE).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FrontendKind {
+    #[default]
+    ClusterIp,
+    NodePort,
+    ExternalIp,
+    LoadBalancer,
+}
+
+impl FrontendKind {
+    /// The name `porin service list` shows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClusterIp => "ClusterIP",
+            Self::NodePort => "NodePort",
+            Self::ExternalIp => "ExternalIP",
+            Self::LoadBalancer => "LoadBalancer",
+        }
+    }
+}
+
+/// What one frontend serves.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FrontendSpec {
+    pub kind: FrontendKind,
+    /// Sorted and without duplicates (empty: refuse connections).
+    pub backends: Vec<SocketAddrV4>,
+    /// `sessionAffinity: ClientIP`: its timeout in seconds.
+    pub affinity_timeout: Option<u32>,
+}
+
+/// Frontend -> what it serves.
+pub type DesiredServices = BTreeMap<LbFrontend, FrontendSpec>;
 
 /// The label tying an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -40,10 +82,22 @@ pub struct ClusterObjects<'a> {
     pub slices: &'a [EndpointSlice],
     pub pods: &'a [Pod],
     pub addresses: &'a [PodAddress],
+    /// What this node adds: its local addresses and defaults.
+    pub node: NodeView<'a>,
+}
+
+/// What the computation needs to know about this node.
+#[derive(Clone, Copy)]
+pub struct NodeView<'a> {
+    /// The IPv4 addresses of this node's endpoints (`Local` traffic policies keep only
+    /// backends among them).
+    pub local_ips: &'a BTreeSet<Ipv4Addr>,
+    /// Session affinity timeout of a Service that does not set one, in seconds.
+    pub affinity_timeout: u32,
 }
 
 /// The frontends of one Service with their backends.
-pub type ServiceFrontends = Vec<(LbFrontend, Vec<SocketAddrV4>)>;
+pub type ServiceFrontends = Vec<(LbFrontend, FrontendSpec)>;
 
 /// A Service's namespace and name.
 pub type ServiceKey = (String, String);
@@ -83,7 +137,7 @@ pub fn desired_by_service(objects: &ClusterObjects<'_>) -> BTreeMap<ServiceKey, 
         let slices = slices_by_service
             .get(&(key.0.as_str(), key.1.as_str()))
             .map_or(&[][..], Vec::as_slice);
-        let frontends = service_frontends(svc, slices, objects.pods, &pod_ips);
+        let frontends = service_frontends(svc, slices, objects.pods, &pod_ips, objects.node);
         out.insert(key, frontends);
     }
     out
@@ -107,6 +161,7 @@ pub fn service_frontends(
     slices: &[&EndpointSlice],
     pods: &[Pod],
     pod_ips: &PodIps,
+    node: NodeView<'_>,
 ) -> ServiceFrontends {
     let mut out = Vec::new();
     let Some(spec) = &svc.spec else {
@@ -127,6 +182,40 @@ pub fn service_frontends(
         return Vec::new();
     };
     let node_port_type = matches!(spec.type_.as_deref(), Some("NodePort" | "LoadBalancer"));
+    let affinity = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
+        spec.session_affinity_config
+            .as_ref()
+            .and_then(|c| c.client_ip.as_ref())
+            .and_then(|c| c.timeout_seconds)
+            .and_then(|t| u32::try_from(t).ok())
+            .filter(|t| *t > 0)
+            .unwrap_or(node.affinity_timeout)
+    });
+    let external_local = spec.external_traffic_policy.as_deref() == Some("Local");
+    let external_ips = ipv4s(spec.external_ips.iter().flatten().map(String::as_str));
+    let ingress_ips = if spec.type_.as_deref() == Some("LoadBalancer") {
+        ipv4s(
+            svc.status
+                .as_ref()
+                .and_then(|s| s.load_balancer.as_ref())
+                .and_then(|lb| lb.ingress.as_ref())
+                .into_iter()
+                .flatten()
+                .filter_map(|i| i.ip.as_deref()),
+        )
+    } else {
+        Vec::new()
+    };
+    let internal_local = spec.internal_traffic_policy.as_deref() == Some("Local");
+    let local_only = |all: &FrontendSpec| FrontendSpec {
+        backends: all
+            .backends
+            .iter()
+            .filter(|b| node.local_ips.contains(b.ip()))
+            .copied()
+            .collect(),
+        ..all.clone()
+    };
     let namespace = svc.metadata.namespace.as_deref().unwrap_or("default");
     for port in spec.ports.iter().flatten() {
         let Some((proto, proto_name)) = protocol(port) else {
@@ -142,6 +231,32 @@ pub fn service_frontends(
         };
         backends.sort();
         backends.dedup();
+        let backends = FrontendSpec {
+            kind: FrontendKind::ClusterIp,
+            backends,
+            affinity_timeout: affinity,
+        };
+        let mut external = |addr: Ipv4Addr, port: u16, kind: FrontendKind| {
+            let mut spec = if external_local {
+                local_only(&backends)
+            } else {
+                backends.clone()
+            };
+            spec.kind = kind;
+            out.push((
+                LbFrontend {
+                    addr: SocketAddrV4::new(addr, port),
+                    proto,
+                },
+                spec,
+            ));
+        };
+        for ip in &external_ips {
+            external(*ip, vport, FrontendKind::ExternalIp);
+        }
+        for ip in &ingress_ips {
+            external(*ip, vport, FrontendKind::LoadBalancer);
+        }
         // NodePort: the same backends behind {0.0.0.0 (every node address), nodePort}.
         if let Some(node_port) = port
             .node_port
@@ -149,23 +264,27 @@ pub fn service_frontends(
             .and_then(|p| u16::try_from(p).ok())
             .filter(|p| *p != 0)
         {
-            out.push((
-                LbFrontend {
-                    addr: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, node_port),
-                    proto,
-                },
-                backends.clone(),
-            ));
+            external(Ipv4Addr::UNSPECIFIED, node_port, FrontendKind::NodePort);
         }
         out.push((
             LbFrontend {
                 addr: SocketAddrV4::new(vip, vport),
                 proto,
             },
-            backends,
+            if internal_local {
+                local_only(&backends)
+            } else {
+                backends
+            },
         ));
     }
     out
+}
+
+/// The IPv4 addresses among `ips`, without duplicates (others are not served yet).
+fn ipv4s<'a>(ips: impl Iterator<Item = &'a str>) -> Vec<Ipv4Addr> {
+    let set: BTreeSet<Ipv4Addr> = ips.filter_map(|ip| ip.parse().ok()).collect();
+    set.into_iter().collect()
 }
 
 fn protocol(port: &ServicePort) -> Option<(u8, &'static str)> {
@@ -346,6 +465,10 @@ mod tests {
             slices: &slices,
             pods: &pods,
             addresses,
+            node: NodeView {
+                local_ips: &BTreeSet::from([Ipv4Addr::new(10, 200, 1, 5)]),
+                affinity_timeout: 10800,
+            },
         })
     }
 
@@ -377,11 +500,11 @@ endpoints:
         let d = compute(&[WEB], &[SLICE], &[], &[]);
         assert_eq!(d.len(), 2);
         assert_eq!(
-            d[&fe("10.96.0.50", 80, 6)],
+            d[&fe("10.96.0.50", 80, 6)].backends,
             vec![sa("10.200.1.5:8080"), sa("10.200.2.5:8080")]
         );
         assert_eq!(
-            d[&fe("10.96.0.50", 53, 17)],
+            d[&fe("10.96.0.50", 53, 17)].backends,
             vec![sa("10.200.1.5:5353"), sa("10.200.2.5:5353")]
         );
     }
@@ -398,7 +521,10 @@ endpoints:
 - {addresses: [10.200.2.7], conditions: {ready: false}}
 ";
         let d = compute(&[WEB], &[slice], &[], &[]);
-        assert_eq!(d[&fe("10.96.0.50", 80, 6)], vec![sa("10.200.2.6:8080")]);
+        assert_eq!(
+            d[&fe("10.96.0.50", 80, 6)].backends,
+            vec![sa("10.200.2.6:8080")]
+        );
     }
 
     #[test]
@@ -415,7 +541,7 @@ metadata: {name: web-1, namespace: shop, labels: {app: web}}
 status: {podIP: 10.200.1.9}
 ";
         let d = compute(&[WEB], &[slice], &[pod], &[]);
-        assert_eq!(d[&fe("10.96.0.50", 80, 6)], vec![]);
+        assert_eq!(d[&fe("10.96.0.50", 80, 6)].backends, vec![]);
     }
 
     #[test]
@@ -450,7 +576,7 @@ spec: {type: NodePort, clusterIP: 10.96.0.60, ports: [{port: 81, nodePort: 30081
             ]
         );
         // No slice in shop, no pods: no backends (not the other namespace's).
-        assert!(d.values().all(Vec::is_empty));
+        assert!(d.values().all(|f| f.backends.is_empty()));
     }
 
     #[test]
@@ -487,12 +613,12 @@ status: {{phase: {phase}}}
         let refs: Vec<&str> = pods.iter().map(String::as_str).collect();
         let d = compute(&[WEB], &[], &refs, &addresses);
         assert_eq!(
-            d[&fe("10.96.0.50", 80, 6)],
+            d[&fe("10.96.0.50", 80, 6)].backends,
             vec![sa("10.200.1.3:8080"), sa("10.200.2.3:8080")],
             "named targetPort resolved through the container port"
         );
         assert_eq!(
-            d[&fe("10.96.0.50", 53, 17)],
+            d[&fe("10.96.0.50", 53, 17)].backends,
             vec![sa("10.200.1.3:5353"), sa("10.200.2.3:5353")]
         );
     }
@@ -509,8 +635,8 @@ spec:
 ";
         let d = compute(&[np], &[SLICE], &[], &[]);
         let want = vec![sa("10.200.1.5:8080"), sa("10.200.2.5:8080")];
-        assert_eq!(d[&fe("0.0.0.0", 30080, 6)], want);
-        assert_eq!(d[&fe("10.96.0.50", 80, 6)], want);
+        assert_eq!(d[&fe("0.0.0.0", 30080, 6)].backends, want);
+        assert_eq!(d[&fe("10.96.0.50", 80, 6)].backends, want);
         // A ClusterIP service with a stray nodePort gets no NodePort frontend.
         let d = compute(
             &[&np.replace("type: NodePort", "type: ClusterIP")],
@@ -519,5 +645,136 @@ spec:
             &[],
         );
         assert!(!d.contains_key(&fe("0.0.0.0", 30080, 6)), "{d:?}");
+    }
+
+    #[test]
+    fn client_ip_affinity_with_its_timeout_or_the_default() {
+        let with = |extra: &str| {
+            WEB.replace(
+                "  selector: {app: web}\n",
+                &format!("  selector: {{app: web}}\n{extra}"),
+            )
+        };
+        let d = compute(
+            &[&with("  sessionAffinity: ClientIP\n")],
+            &[SLICE],
+            &[],
+            &[],
+        );
+        assert_eq!(d[&fe("10.96.0.50", 80, 6)].affinity_timeout, Some(10800));
+        assert_eq!(d[&fe("10.96.0.50", 53, 17)].affinity_timeout, Some(10800));
+        let d = compute(
+            &[&with(
+                "  sessionAffinity: ClientIP\n  sessionAffinityConfig: {clientIP: {timeoutSeconds: 30}}\n",
+            )],
+            &[SLICE],
+            &[],
+            &[],
+        );
+        assert_eq!(d[&fe("10.96.0.50", 80, 6)].affinity_timeout, Some(30));
+        let d = compute(&[&with("  sessionAffinity: None\n")], &[SLICE], &[], &[]);
+        assert_eq!(d[&fe("10.96.0.50", 80, 6)].affinity_timeout, None);
+    }
+
+    #[test]
+    fn local_traffic_policies_keep_only_this_nodes_backends() {
+        // 10.200.1.5 is local (see `compute`), 10.200.2.5 is not.
+        let svc = |policies: &str| {
+            format!(
+                "
+metadata: {{name: web, namespace: shop}}
+spec:
+  type: NodePort
+  clusterIP: 10.96.0.50
+{policies}  ports:
+  - {{name: http, port: 80, targetPort: http, nodePort: 30080}}
+"
+            )
+        };
+        let local = vec![sa("10.200.1.5:8080")];
+        let all = vec![sa("10.200.1.5:8080"), sa("10.200.2.5:8080")];
+        let d = compute(
+            &[&svc("  externalTrafficPolicy: Local\n")],
+            &[SLICE],
+            &[],
+            &[],
+        );
+        assert_eq!(
+            d[&fe("0.0.0.0", 30080, 6)].backends,
+            local,
+            "NodePort: local only"
+        );
+        assert_eq!(d[&fe("10.96.0.50", 80, 6)].backends, all, "ClusterIP: all");
+        let d = compute(
+            &[&svc("  internalTrafficPolicy: Local\n")],
+            &[SLICE],
+            &[],
+            &[],
+        );
+        assert_eq!(d[&fe("0.0.0.0", 30080, 6)].backends, all);
+        assert_eq!(d[&fe("10.96.0.50", 80, 6)].backends, local);
+        let d = compute(
+            &[&svc(
+                "  externalTrafficPolicy: Cluster\n  internalTrafficPolicy: Cluster\n",
+            )],
+            &[SLICE],
+            &[],
+            &[],
+        );
+        assert_eq!(d[&fe("0.0.0.0", 30080, 6)].backends, all);
+        assert_eq!(d[&fe("10.96.0.50", 80, 6)].backends, all);
+        // No local backend: an empty frontend (refused or dropped), not the remote ones.
+        let remote_only = SLICE.replace("10.200.1.5", "10.200.3.5");
+        let d = compute(
+            &[&svc(
+                "  externalTrafficPolicy: Local\n  internalTrafficPolicy: Local\n",
+            )],
+            &[&remote_only],
+            &[],
+            &[],
+        );
+        assert!(d[&fe("0.0.0.0", 30080, 6)].backends.is_empty());
+        assert!(d[&fe("10.96.0.50", 80, 6)].backends.is_empty());
+    }
+
+    #[test]
+    fn external_and_load_balancer_ips_get_frontends_like_the_node_port() {
+        let lb = "
+metadata: {name: web, namespace: shop}
+spec:
+  type: LoadBalancer
+  clusterIP: 10.96.0.50
+  externalIPs: [203.0.113.10, 2001:db8::1, 203.0.113.10]
+  externalTrafficPolicy: Local
+  ports:
+  - {name: http, port: 80, targetPort: http, nodePort: 30080}
+status:
+  loadBalancer:
+    ingress: [{ip: 203.0.113.20}, {hostname: lb.example.com}]
+";
+        let d = compute(&[lb], &[SLICE], &[], &[]);
+        let local = vec![sa("10.200.1.5:8080")];
+        let all = vec![sa("10.200.1.5:8080"), sa("10.200.2.5:8080")];
+        let ext = &d[&fe("203.0.113.10", 80, 6)];
+        assert_eq!(
+            (ext.kind, &ext.backends),
+            (FrontendKind::ExternalIp, &local)
+        );
+        let ingress = &d[&fe("203.0.113.20", 80, 6)];
+        assert_eq!(
+            (ingress.kind, &ingress.backends),
+            (FrontendKind::LoadBalancer, &local)
+        );
+        assert_eq!(d[&fe("0.0.0.0", 30080, 6)].kind, FrontendKind::NodePort);
+        assert_eq!(d[&fe("10.96.0.50", 80, 6)].backends, all);
+        assert_eq!(d.len(), 4, "IPv6 and hostnames are not served: {d:?}");
+
+        // External IPs of a ClusterIP service are served; its status is not read.
+        let cip = lb
+            .replace("type: LoadBalancer", "type: ClusterIP")
+            .replace("  externalTrafficPolicy: Local\n", "");
+        let d = compute(&[&cip], &[SLICE], &[], &[]);
+        assert_eq!(d[&fe("203.0.113.10", 80, 6)].backends, all);
+        assert!(!d.contains_key(&fe("203.0.113.20", 80, 6)));
     }
 }

@@ -1,6 +1,7 @@
 //! porin-lb: kube-proxy replacement.
 
 mod config;
+mod cpu_time;
 pub mod desired;
 mod maglev;
 mod plugin;

@@ -1,25 +1,26 @@
 //! The load-balancing plugin's lifecycle: open the LB maps, and on start and on every
 //! relevant state change program them from the cluster's Services and EndpointSlices.
 
-use std::sync::Arc;
-use std::time::Instant;
-
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use porin_core::datapath::{LbFrontend, LbMaps, MAP_LB_BACKENDS, MAP_LB_SERVICES, MAP_LB_SLOTS};
 use porin_plugin_sdk::{
-    ChangedObject, DEFAULT_DEVICE, DatapathContribution, Health, Plugin, PluginContext,
-    PluginError, StateChangeSummary, Switch,
+    ChangedObject, ClusterState, DEFAULT_DEVICE, DatapathContribution, Health, Plugin,
+    PluginContext, PluginError, PodAddress, StateChangeSummary, Switch,
 };
 use tracing::{debug, info, warn};
 
 use crate::LbConfig;
+use crate::cpu_time::thread_cpu_time;
 use crate::desired::{
-    ClusterObjects, DesiredServices, PodIps, SERVICE_NAME_LABEL, ServiceKey, desired_by_service,
-    pod_ipv4s, service_frontends,
+    ClusterObjects, DesiredServices, NodeView, PodIps, SERVICE_NAME_LABEL, ServiceKey,
+    desired_by_service, pod_ipv4s, service_frontends,
 };
 use crate::programmer::{Programmer, SyncReport};
 
@@ -28,6 +29,10 @@ pub const NAME: &str = "lb";
 
 /// Kinds whose changes can change services or their backends.
 const WATCHED_KINDS: [&str; 4] = ["Service", "EndpointSlice", "Pod", "CiliumEndpoint"];
+
+/// A change touching more objects than this is programmed as a full pass: looking each
+/// touched Service's slices up one by one costs more than one indexed pass over all.
+const INCREMENTAL_MAX_OBJECTS: usize = 1000;
 
 /// The lb plugin.
 #[derive(Default)]
@@ -53,11 +58,36 @@ struct Running {
     slice_owner: HashMap<ServiceKey, String>,
 }
 
-/// How long the parts of one programming pass took.
+/// How long the parts of one programming pass took, in wall and thread CPU time.
 struct Timings {
     started: Instant,
     computed: Instant,
     done: Instant,
+    cpu: Duration,
+}
+
+/// Wall and CPU clocks at the start of a pass.
+struct Clock {
+    wall: Instant,
+    cpu: Duration,
+}
+
+impl Clock {
+    fn start() -> Self {
+        Self {
+            wall: Instant::now(),
+            cpu: thread_cpu_time(),
+        }
+    }
+
+    fn finish(self, computed: Instant) -> Timings {
+        Timings {
+            started: self.wall,
+            computed,
+            done: Instant::now(),
+            cpu: thread_cpu_time().saturating_sub(self.cpu),
+        }
+    }
 }
 
 impl LbPlugin {
@@ -80,7 +110,7 @@ impl LbPlugin {
         let Some(run) = self.running.as_mut() else {
             return;
         };
-        let started = Instant::now();
+        let clock = Clock::start();
         let state = run.ctx.state();
         let (services, slices, pods, addresses) = (
             state.services(),
@@ -93,6 +123,10 @@ impl LbPlugin {
             slices: &slices,
             pods: &pods,
             addresses: &addresses,
+            node: NodeView {
+                local_ips: &local_ips(state.as_ref(), &addresses),
+                affinity_timeout: affinity_default(&self.config),
+            },
         });
         run.slice_owner = slices
             .iter()
@@ -108,13 +142,8 @@ impl LbPlugin {
         let desired: DesiredServices = by_service.into_values().flatten().collect();
         let computed = Instant::now();
         let report = run.programmer.sync(&desired, &mut run.maps);
-        let done = Instant::now();
         self.served = desired;
-        let timings = Timings {
-            started,
-            computed,
-            done,
-        };
+        let timings = clock.finish(computed);
         self.finish(&report, &timings, state.generation(), None);
     }
 
@@ -123,7 +152,7 @@ impl LbPlugin {
         let Some(run) = self.running.as_mut() else {
             return;
         };
-        let started = Instant::now();
+        let clock = Clock::start();
         let state = run.ctx.state();
         let mut touched: BTreeSet<ServiceKey> = BTreeSet::new();
         for o in objects {
@@ -153,7 +182,7 @@ impl LbPlugin {
         }
         let mut scope = BTreeSet::new();
         // Pods are only read for a Service without slices (the selector stand-in).
-        let mut pods: Option<(Vec<Pod>, PodIps)> = None;
+        let mut pods: Option<(Vec<Pod>, PodIps, BTreeSet<Ipv4Addr>)> = None;
         for key in touched {
             for fe in run.by_service.remove(&key).unwrap_or_default() {
                 self.served.remove(&fe);
@@ -164,12 +193,18 @@ impl LbPlugin {
             };
             let slices = state.endpoint_slices_of(&key.0, &key.1);
             let slice_refs: Vec<&EndpointSlice> = slices.iter().collect();
-            let (pod_list, pod_ips) = pods.get_or_insert_with(|| {
+            let (pod_list, pod_ips, local) = pods.get_or_insert_with(|| {
                 let list = state.pods();
-                let ips = pod_ipv4s(&state.pod_addresses(), &list);
-                (list, ips)
+                let addresses = state.pod_addresses();
+                let ips = pod_ipv4s(&addresses, &list);
+                let local = local_ips(state.as_ref(), &addresses);
+                (list, ips, local)
             });
-            let frontends = service_frontends(&svc, &slice_refs, pod_list, pod_ips);
+            let node = NodeView {
+                local_ips: local,
+                affinity_timeout: affinity_default(&self.config),
+            };
+            let frontends = service_frontends(&svc, &slice_refs, pod_list, pod_ips, node);
             let mut fes = Vec::with_capacity(frontends.len());
             for (fe, backends) in frontends {
                 scope.insert(fe);
@@ -182,12 +217,7 @@ impl LbPlugin {
         let report = run
             .programmer
             .sync_scope(&self.served, &scope, &mut run.maps);
-        let done = Instant::now();
-        let timings = Timings {
-            started,
-            computed,
-            done,
-        };
+        let timings = clock.finish(computed);
         self.finish(&report, &timings, state.generation(), Some(&scope));
     }
 
@@ -210,10 +240,11 @@ impl LbPlugin {
         self.failed.extend(report.failed.clone());
         report_pressure(run);
         let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
-        let (desired_ms, write_ms, total_ms) = (
+        let (desired_ms, write_ms, total_ms, cpu_ms) = (
             ms(t.computed - t.started),
             ms(t.done - t.computed),
             ms(t.done - t.started),
+            ms(t.cpu),
         );
         if report.writes > 0 || !report.errors.is_empty() {
             // What `scripts/bench lb` reads: how long programming took at this size.
@@ -225,6 +256,7 @@ impl LbPlugin {
                 desired_ms,
                 write_ms,
                 total_ms,
+                cpu_ms,
                 "services programmed"
             );
         } else {
@@ -247,6 +279,28 @@ impl LbPlugin {
             Health::Degraded(problems.join("; "))
         });
     }
+}
+
+/// The IPv4 addresses of this node's endpoints: `Local` traffic policies keep these.
+fn local_ips(state: &dyn ClusterState, addresses: &[PodAddress]) -> BTreeSet<Ipv4Addr> {
+    let local: BTreeSet<(String, String)> = state
+        .local_endpoints()
+        .into_iter()
+        .map(|e| (e.namespace, e.pod_name))
+        .collect();
+    addresses
+        .iter()
+        .filter(|a| local.contains(&(a.namespace.clone(), a.pod_name.clone())))
+        .filter_map(|a| match a.ip {
+            IpAddr::V4(ip) => Some(ip),
+            IpAddr::V6(_) => None,
+        })
+        .collect()
+}
+
+/// `session_affinity_timeout` (validated: 1 to 86400) as the datapath stores it.
+fn affinity_default(config: &LbConfig) -> u32 {
+    u32::try_from(config.session_affinity_timeout).unwrap_or(86_400)
 }
 
 /// (namespace, name) of an EndpointSlice.
@@ -283,7 +337,7 @@ fn services_json(
 ) -> Vec<serde_json::Value> {
     served
         .iter()
-        .map(|(frontend, backends)| {
+        .map(|(frontend, spec)| {
             let mut entry = serde_json::json!({
                 "frontend": frontend.addr.to_string(),
                 "protocol": match frontend.proto {
@@ -291,8 +345,12 @@ fn services_json(
                     17 => "UDP",
                     _ => "other",
                 },
-                "type": if frontend.addr.ip().is_unspecified() { "NodePort" } else { "ClusterIP" },
-                "backends": backends.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "type": spec.kind.as_str(),
+                "backends": spec.backends.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "affinity": match spec.affinity_timeout {
+                    Some(timeout) => serde_json::json!({ "type": "ClientIP", "timeout_seconds": timeout }),
+                    None => serde_json::json!({ "type": "None" }),
+                },
             });
             if let Some(error) = failed.get(frontend) {
                 entry["error"] = serde_json::Value::from(error.as_str());
@@ -361,7 +419,7 @@ impl Plugin for LbPlugin {
             message: format!("opening the LB maps: {e}"),
         })?;
         // Adopt what a previous agent programmed, so ids stay stable across restarts.
-        let programmer = match (maps.services(), maps.slots(), maps.backends()) {
+        let programmer = match (maps.service_values(), maps.slots(), maps.backends()) {
             (Ok(services), Ok(slots), Ok(backends)) => Programmer::adopt(services, slots, backends),
             (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
                 warn!(plugin = NAME, error = %e, "reading the LB maps; reprogramming from scratch");
@@ -388,6 +446,7 @@ impl Plugin for LbPlugin {
         // CiliumEndpoints (the selector stand-in, pod addresses) or an unknown change
         // (the feed lagged) recompute everything.
         let incremental = !change.objects.is_empty()
+            && change.objects.len() <= INCREMENTAL_MAX_OBJECTS
             && change.objects.iter().all(|o| {
                 matches!(o.kind.as_str(), "Service" | "EndpointSlice")
                     || !WATCHED_KINDS.contains(&o.kind.as_str())

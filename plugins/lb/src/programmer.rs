@@ -15,16 +15,24 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddrV4;
 
+use porin_core::datapath::abi::{LB_AFFINITY_TIMEOUT_SHIFT, LB_F_AFFINITY, LbSvcValue};
 use porin_core::datapath::{DatapathError, LbFrontend, LbMaps};
 
-use crate::desired::DesiredServices;
+use crate::desired::{DesiredServices, FrontendSpec};
+
+/// Affinity entries to drop: per service id, the backend ids that left it (None: every
+/// entry of the service, which went).
+pub type AffinityPrune = BTreeMap<u32, Option<BTreeSet<u32>>>;
 
 /// The batched writes the programmer needs; [`LbMaps`] in the agent, a fake in tests.
 /// A failed batch reports how many elements went in before the failure
 /// ([`DatapathError::MapBatch`]'s `done`); any other error means none did.
 pub trait ServiceMaps {
-    /// (frontend, service id, backend count).
-    fn write_services(&mut self, items: &[(LbFrontend, u32, u32)]) -> Result<(), DatapathError>;
+    /// (frontend, service id, backend count, flags).
+    fn write_services(
+        &mut self,
+        items: &[(LbFrontend, u32, u32, u32)],
+    ) -> Result<(), DatapathError>;
     fn remove_services(&mut self, items: &[LbFrontend]) -> Result<(), DatapathError>;
     /// (service id, slot, backend id).
     fn write_slots(&mut self, items: &[(u32, u32, u32)]) -> Result<(), DatapathError>;
@@ -32,11 +40,27 @@ pub trait ServiceMaps {
     fn remove_slots(&mut self, items: &[(u32, u32)]) -> Result<(), DatapathError>;
     fn write_backends(&mut self, items: &[(u32, SocketAddrV4)]) -> Result<(), DatapathError>;
     fn remove_backends(&mut self, ids: &[u32]) -> Result<(), DatapathError>;
+    /// Drops the affinity entries `prune` names; returns how many went.
+    fn prune_affinity(&mut self, prune: &AffinityPrune) -> Result<usize, DatapathError>;
 }
 
 impl ServiceMaps for LbMaps {
-    fn write_services(&mut self, items: &[(LbFrontend, u32, u32)]) -> Result<(), DatapathError> {
-        LbMaps::write_services(self, items)
+    fn write_services(
+        &mut self,
+        items: &[(LbFrontend, u32, u32, u32)],
+    ) -> Result<(), DatapathError> {
+        let values: Vec<(LbFrontend, LbSvcValue)> = items
+            .iter()
+            .map(|(fe, service_id, backend_count, flags)| {
+                let value = LbSvcValue {
+                    service_id: *service_id,
+                    backend_count: *backend_count,
+                    flags: *flags,
+                };
+                (*fe, value)
+            })
+            .collect();
+        LbMaps::write_service_values(self, &values)
     }
     fn remove_services(&mut self, items: &[LbFrontend]) -> Result<(), DatapathError> {
         LbMaps::remove_services(self, items)
@@ -52,6 +76,21 @@ impl ServiceMaps for LbMaps {
     }
     fn remove_backends(&mut self, ids: &[u32]) -> Result<(), DatapathError> {
         LbMaps::remove_backends(self, ids)
+    }
+    fn prune_affinity(&mut self, prune: &AffinityPrune) -> Result<usize, DatapathError> {
+        LbMaps::prune_affinity(self, |service, backend| match prune.get(&service) {
+            Some(None) => true,
+            Some(Some(left)) => left.contains(&backend),
+            None => false,
+        })
+    }
+}
+
+/// `porin_lb_svc_value.flags` of a frontend: `sessionAffinity: ClientIP` and its timeout.
+pub fn service_flags(spec: &FrontendSpec) -> u32 {
+    match spec.affinity_timeout {
+        Some(timeout) => LB_F_AFFINITY | (timeout.min(0xff_ffff) << LB_AFFINITY_TIMEOUT_SHIFT),
+        None => 0,
     }
 }
 
@@ -72,6 +111,8 @@ struct Programmed {
     id: u32,
     /// Backend id per slot, as written.
     slots: Vec<u32>,
+    /// `porin_lb_svc_value.flags` as written.
+    flags: u32,
     /// The service entry itself may not match (a write failed).
     dirty: bool,
 }
@@ -130,6 +171,7 @@ struct Change {
     fe: LbFrontend,
     id: u32,
     wanted: Vec<u32>,
+    flags: u32,
     old: Option<Programmed>,
 }
 
@@ -148,13 +190,13 @@ impl Programmer {
     /// Adopts what a previous agent left in the pinned maps, so ids stay stable across
     /// restarts and the first sync only writes real differences.
     pub fn adopt(
-        services: Vec<(LbFrontend, u32, u32)>,
+        services: Vec<(LbFrontend, u32, u32, u32)>,
         slots: Vec<(u32, u32, u32)>,
         backends: Vec<(u32, SocketAddrV4)>,
     ) -> Self {
         let mut p = Self {
             backend_ids: Ids::adopt(backends.iter().map(|(id, _)| *id)),
-            service_ids: Ids::adopt(services.iter().map(|(_, id, _)| *id)),
+            service_ids: Ids::adopt(services.iter().map(|(_, id, _, _)| *id)),
             ..Self::default()
         };
         for (id, addr) in backends {
@@ -164,7 +206,7 @@ impl Programmer {
         for (service, slot, backend) in slots {
             by_service.entry(service).or_default().insert(slot, backend);
         }
-        for (fe, id, count) in services {
+        for (fe, id, count, flags) in services {
             let found = by_service.remove(&id).unwrap_or_default();
             let len = found.keys().next_back().map_or(0, |s| s + 1).max(count);
             let slots = (0..len)
@@ -175,6 +217,7 @@ impl Programmer {
                 Programmed {
                     id,
                     slots,
+                    flags,
                     dirty: false,
                 },
             );
@@ -190,8 +233,8 @@ impl Programmer {
             .filter(|fe| !desired.contains_key(fe))
             .copied()
             .collect();
-        let wanted: Vec<(LbFrontend, &[SocketAddrV4])> =
-            desired.iter().map(|(fe, b)| (*fe, b.as_slice())).collect();
+        let wanted: Vec<(LbFrontend, &FrontendSpec)> =
+            desired.iter().map(|(fe, spec)| (*fe, spec)).collect();
         self.apply(&wanted, &gone, maps)
     }
 
@@ -208,29 +251,37 @@ impl Programmer {
             .filter(|fe| !desired.contains_key(fe) && self.services.contains_key(fe))
             .copied()
             .collect();
-        let wanted: Vec<(LbFrontend, &[SocketAddrV4])> = scope
+        let wanted: Vec<(LbFrontend, &FrontendSpec)> = scope
             .iter()
-            .filter_map(|fe| desired.get(fe).map(|b| (*fe, b.as_slice())))
+            .filter_map(|fe| desired.get(fe).map(|spec| (*fe, spec)))
             .collect();
         self.apply(&wanted, &gone, maps)
     }
 
     fn apply(
         &mut self,
-        wanted: &[(LbFrontend, &[SocketAddrV4])],
+        wanted: &[(LbFrontend, &FrontendSpec)],
         gone: &[LbFrontend],
         maps: &mut impl ServiceMaps,
     ) -> SyncReport {
         let mut report = SyncReport::default();
         let mut released = BTreeSet::new();
+        let mut prune = AffinityPrune::new();
         // Services that are gone go first: they make room for new ones in full maps.
-        let gone_slots = self.remove_services(gone, maps, &mut report, &mut released);
+        let gone_slots = self.remove_services(gone, maps, &mut report, &mut released, &mut prune);
         self.remove_slots(&gone_slots, maps, &mut report);
         let (changes, new_backends) = self.plan(wanted);
         let changes = self.write_backends(changes, &new_backends, maps, &mut report);
         let changes = self.write_slots(changes, maps, &mut report);
-        let shrunk = self.write_services(changes, maps, &mut report, &mut released);
+        let shrunk = self.write_services(changes, maps, &mut report, &mut released, &mut prune);
         self.remove_slots(&shrunk, maps, &mut report);
+        // Clients bound to a backend that left (or to a service that went) choose again.
+        if !prune.is_empty() {
+            match maps.prune_affinity(&prune) {
+                Ok(n) => report.writes += n,
+                Err(e) => report.errors.push(format!("pruning session affinity: {e}")),
+            }
+        }
         released.extend(new_backends.iter().map(|(id, _)| *id));
         self.remove_unused_backends(&released, maps, &mut report);
         report
@@ -239,14 +290,15 @@ impl Programmer {
     /// The services whose entries differ, and the backends to create (with new ids).
     fn plan(
         &mut self,
-        wanted: &[(LbFrontend, &[SocketAddrV4])],
+        wanted: &[(LbFrontend, &FrontendSpec)],
     ) -> (Vec<Change>, Vec<(u32, SocketAddrV4)>) {
         let mut changes = Vec::new();
         let mut new_backends = Vec::new();
-        for (fe, addrs) in wanted {
+        for (fe, spec) in wanted {
             let fe = *fe;
-            let mut wanted = Vec::with_capacity(addrs.len());
-            for addr in *addrs {
+            let flags = service_flags(spec);
+            let mut wanted = Vec::with_capacity(spec.backends.len());
+            for addr in &spec.backends {
                 let id = match self.backends.get(addr) {
                     Some(id) => *id,
                     None => {
@@ -259,7 +311,7 @@ impl Programmer {
                 wanted.push(id);
             }
             let old = self.services.get(&fe);
-            if old.is_some_and(|p| !p.dirty && p.slots == wanted) {
+            if old.is_some_and(|p| !p.dirty && p.slots == wanted && p.flags == flags) {
                 continue;
             }
             let id = old.map_or_else(|| self.service_ids.take(), |p| p.id);
@@ -267,6 +319,7 @@ impl Programmer {
                 fe,
                 id,
                 wanted,
+                flags,
                 old: old.cloned(),
             });
         }
@@ -370,10 +423,11 @@ impl Programmer {
         maps: &mut impl ServiceMaps,
         report: &mut SyncReport,
         released: &mut BTreeSet<u32>,
+        prune: &mut AffinityPrune,
     ) -> Vec<(u32, u32)> {
-        let items: Vec<(LbFrontend, u32, u32)> = changes
+        let items: Vec<(LbFrontend, u32, u32, u32)> = changes
             .iter()
-            .map(|c| (c.fe, c.id, c.wanted.len() as u32))
+            .map(|c| (c.fe, c.id, c.wanted.len() as u32, c.flags))
             .collect();
         if items.is_empty() {
             return Vec::new();
@@ -404,6 +458,7 @@ impl Programmer {
                         Programmed {
                             id: c.id,
                             slots,
+                            flags: c.flags,
                             dirty: true,
                         },
                     );
@@ -418,12 +473,24 @@ impl Programmer {
             shrunk.extend((c.wanted.len()..old_len).map(|slot| (c.id, slot as u32)));
             if let Some(old) = &c.old {
                 released.extend(old.slots.iter().copied());
+                if old.flags & LB_F_AFFINITY != 0 {
+                    let left: BTreeSet<u32> = old
+                        .slots
+                        .iter()
+                        .filter(|id| !c.wanted.contains(id))
+                        .copied()
+                        .collect();
+                    if !left.is_empty() {
+                        prune.insert(c.id, Some(left));
+                    }
+                }
             }
             self.set(
                 c.fe,
                 Programmed {
                     id: c.id,
                     slots: c.wanted,
+                    flags: c.flags,
                     dirty: false,
                 },
             );
@@ -439,6 +506,7 @@ impl Programmer {
         maps: &mut impl ServiceMaps,
         report: &mut SyncReport,
         released: &mut BTreeSet<u32>,
+        prune: &mut AffinityPrune,
     ) -> Vec<(u32, u32)> {
         if gone.is_empty() {
             return Vec::new();
@@ -461,6 +529,10 @@ impl Programmer {
             if let Some(p) = self.unset(*fe) {
                 stale.extend((0..p.slots.len()).map(|slot| (p.id, slot as u32)));
                 released.extend(p.slots.iter().copied());
+                if p.flags & LB_F_AFFINITY != 0 {
+                    // Its id may serve another service next: no client may keep a backend.
+                    prune.insert(p.id, None);
+                }
                 self.service_ids.release(p.id);
             }
         }
@@ -587,6 +659,8 @@ mod tests {
     #[derive(Default)]
     struct FakeMaps {
         services: BTreeMap<LbFrontend, (u32, u32)>,
+        flags: BTreeMap<LbFrontend, u32>,
+        pruned: Vec<AffinityPrune>,
         slots: BTreeMap<(u32, u32), u32>,
         backends: BTreeMap<u32, SocketAddrV4>,
         ops: Vec<String>,
@@ -612,9 +686,9 @@ mod tests {
     impl ServiceMaps for FakeMaps {
         fn write_services(
             &mut self,
-            items: &[(LbFrontend, u32, u32)],
+            items: &[(LbFrontend, u32, u32, u32)],
         ) -> Result<(), DatapathError> {
-            for (done, (fe, id, count)) in items.iter().enumerate() {
+            for (done, (fe, id, count, flags)) in items.iter().enumerate() {
                 let fits = self.services.contains_key(fe)
                     || self
                         .service_capacity
@@ -624,6 +698,7 @@ mod tests {
                 }
                 self.ops.push(format!("svc {id}={count}"));
                 self.services.insert(*fe, (*id, *count));
+                self.flags.insert(*fe, *flags);
             }
             Ok(())
         }
@@ -665,6 +740,11 @@ mod tests {
             }
             Ok(())
         }
+        fn prune_affinity(&mut self, prune: &AffinityPrune) -> Result<usize, DatapathError> {
+            self.ops.push("affinity-".into());
+            self.pruned.push(prune.clone());
+            Ok(0)
+        }
     }
 
     impl FakeMaps {
@@ -693,7 +773,13 @@ mod tests {
     fn desired(items: &[(u16, &[u8])]) -> DesiredServices {
         items
             .iter()
-            .map(|(port, backends)| (fe(*port), backends.iter().map(|b| sa(*b)).collect()))
+            .map(|(port, backends)| {
+                let spec = FrontendSpec {
+                    backends: backends.iter().map(|b| sa(*b)).collect(),
+                    ..FrontendSpec::default()
+                };
+                (fe(*port), spec)
+            })
             .collect()
     }
 
@@ -763,7 +849,7 @@ mod tests {
         let mut adopted = Programmer::adopt(
             maps.services
                 .iter()
-                .map(|(f, (i, c))| (*f, *i, *c))
+                .map(|(f, (i, c))| (*f, *i, *c, maps.flags[f]))
                 .collect(),
             maps.slots.iter().map(|((s, l), b)| (*s, *l, *b)).collect(),
             maps.backends.iter().map(|(i, a)| (*i, *a)).collect(),
@@ -877,5 +963,45 @@ mod tests {
             vec!["svc-", "slot 3.0-", "svc 1=1", "slot 1.1-", "be 3-"],
             "{r:?}"
         );
+    }
+
+    #[test]
+    fn affinity_is_a_flag_and_a_backend_leaving_drops_its_clients() {
+        let mut maps = FakeMaps::default();
+        let mut p = Programmer::default();
+        let mut d = desired(&[(80, &[1, 2, 3])]);
+        d.get_mut(&fe(80)).expect("frontend").affinity_timeout = Some(60);
+        p.sync(&d, &mut maps);
+        assert_eq!(maps.flags[&fe(80)], LB_F_AFFINITY | (60 << 8));
+        assert!(maps.pruned.is_empty(), "nothing left yet");
+
+        // Backend 2 leaves: only its clients are unbound.
+        let mut d = desired(&[(80, &[1, 3])]);
+        d.get_mut(&fe(80)).expect("frontend").affinity_timeout = Some(60);
+        let r = p.sync(&d, &mut maps);
+        assert!(r.errors.is_empty(), "{r:?}");
+        let id = maps.services[&fe(80)].0;
+        let left = maps.backends.len(); // backend 2's id was released: find it by elimination
+        assert_eq!(left, 2);
+        assert_eq!(maps.pruned.len(), 1);
+        let pruned = &maps.pruned[0];
+        let gone = pruned[&id].as_ref().expect("only some backends");
+        assert_eq!(gone.len(), 1);
+        assert!(!maps.backends.contains_key(gone.iter().next().expect("one")));
+
+        // Affinity switched off: the flag goes, a rewrite of the same backends.
+        maps.ops.clear();
+        p.sync(&desired(&[(80, &[1, 3])]), &mut maps);
+        assert_eq!(maps.flags[&fe(80)], 0);
+        assert_eq!(maps.ops, vec!["svc 1=2"]);
+
+        // A service without affinity going does not walk the affinity map; one with it does.
+        let mut d = desired(&[(80, &[1, 3]), (81, &[1])]);
+        d.get_mut(&fe(81)).expect("frontend").affinity_timeout = Some(5);
+        p.sync(&d, &mut maps);
+        let id81 = maps.services[&fe(81)].0;
+        maps.pruned.clear();
+        p.sync(&desired(&[(80, &[1, 3])]), &mut maps);
+        assert_eq!(maps.pruned, vec![AffinityPrune::from([(id81, None)])]);
     }
 }

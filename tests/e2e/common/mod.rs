@@ -428,6 +428,35 @@ spec:
       command: ["sleep", "infinity"]
 "#;
 
+/// The body of `curl URL` from `pod` (one new connection), or None if it failed.
+pub fn curl_body(sandbox: &TestSandbox, pod: &str, url: &str) -> Option<String> {
+    let out = sandbox.exec(pod, &["curl", "-s", "-m", "2", url]);
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Calls `get` (one request; the answer names a backend) until `want` distinct backends
+/// have answered or `timeout` passes, ignoring failures meanwhile: backends start
+/// asynchronously, and one whose server does not listen yet refuses. Returns the answers.
+pub fn warm_up(
+    timeout: Duration,
+    want: usize,
+    mut get: impl FnMut() -> Option<String>,
+) -> std::collections::BTreeSet<String> {
+    let mut seen = std::collections::BTreeSet::new();
+    let deadline = std::time::Instant::now() + timeout;
+    while seen.len() < want && std::time::Instant::now() < deadline {
+        match get() {
+            Some(body) => {
+                seen.insert(body);
+            }
+            None => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+    seen
+}
+
 /// `GET http://WEB:8080/` from `shop/client` (of [`SHOP_WEB_AND_CLIENT`]), retried while
 /// the server starts.
 pub fn fetch_from_client(sandbox: &TestSandbox, web: &str) {

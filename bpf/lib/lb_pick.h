@@ -1,0 +1,85 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Backend selection for a new connection, shared by the per-packet LB (lb.h),
+ * NodePort (nodeport.h) and the socket LB (lb_sock.h).
+ *
+ * A service with sessionAffinity: ClientIP (PORIN_LB_F_AFFINITY) first looks
+ * in porin_lb_affin for the backend this client was last sent to; it keeps it
+ * while the client opens connections within the timeout and the backend still
+ * exists (the agent removes the entries of backends that leave an affinity
+ * service). Otherwise a random slot is chosen, and remembered for affinity.
+ * Each new connection refreshes the entry's time, as kube-proxy's `recent`
+ * match does.
+ */
+#pragma once
+
+#include "bpf_api.h"
+#include "common.h"
+#include "maps.h"
+
+#define LB_NS_PER_SEC 1000000000ULL
+
+static __always_inline int lb_has_affinity(const struct porin_lb_svc_value *svc)
+{
+	return svc->flags & PORIN_LB_F_AFFINITY;
+}
+
+static __always_inline __u64 lb_affinity_timeout_ns(const struct porin_lb_svc_value *svc)
+{
+	return (__u64)(svc->flags >> PORIN_LB_AFFINITY_TIMEOUT_SHIFT) * LB_NS_PER_SEC;
+}
+
+/*
+ * The backend for a new connection of `client` (an IPv4 address, or a netns
+ * cookie when `cookie` is 1) to `svc`: fills `*backend_id` and returns the
+ * backend, or NULL when the service has none to give.
+ */
+static __always_inline struct porin_lb_backend *
+lb_pick_backend(const struct porin_lb_svc_value *svc, __u64 client, __u8 cookie,
+		__u32 *backend_id)
+{
+	struct porin_lb_affinity_key akey = {
+		.client = client,
+		.service_id = svc->service_id,
+		.netns_cookie = cookie,
+	};
+	struct porin_lb_affinity_value aval = {};
+	struct porin_lb_backend *be = 0;
+	__u64 now = 0;
+	__u32 id = 0;
+
+	if (svc->backend_count == 0)
+		return 0;
+	if (lb_has_affinity(svc)) {
+		struct porin_lb_affinity_value *known;
+
+		now = bpf_ktime_get_ns();
+		known = bpf_map_lookup_elem(&porin_lb_affin, &akey);
+		if (known && now - known->last_used_ns <= lb_affinity_timeout_ns(svc)) {
+			id = known->backend_id;
+			be = bpf_map_lookup_elem(&porin_lb_backends, &id);
+		}
+	}
+	if (!be) {
+		struct porin_lb_slot_key slot = {
+			.service_id = svc->service_id,
+			.slot = bpf_get_prandom_u32() % svc->backend_count,
+		};
+		__u32 *slot_id = bpf_map_lookup_elem(&porin_lb_slots, &slot);
+
+		if (!slot_id)
+			return 0;
+		id = *slot_id;
+		be = bpf_map_lookup_elem(&porin_lb_backends, &id);
+		if (!be)
+			return 0;
+	}
+	if (lb_has_affinity(svc)) {
+		aval.last_used_ns = now;
+		aval.backend_id = id;
+		/* LRU: makes room by itself; a failure only costs this client's affinity. */
+		bpf_map_update_elem(&porin_lb_affin, &akey, &aval, BPF_ANY);
+	}
+	*backend_id = id;
+	return be;
+}
