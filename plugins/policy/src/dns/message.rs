@@ -35,6 +35,9 @@ pub enum Rejection {
     BadUpstreamAnswer,
     /// No original destination for the client (not redirected by the datapath): dropped.
     NotRedirected,
+    /// An upstream answer nobody waits for (late, duplicated, from another address, or
+    /// with an unknown id): dropped.
+    StrayAnswer,
 }
 
 impl Rejection {
@@ -48,10 +51,11 @@ impl Rejection {
             Self::UpstreamTimeout => "upstream_timeout",
             Self::BadUpstreamAnswer => "bad_upstream_answer",
             Self::NotRedirected => "not_redirected",
+            Self::StrayAnswer => "stray_answer",
         }
     }
 
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::Truncated,
         Self::Oversized,
         Self::Malformed,
@@ -60,6 +64,7 @@ impl Rejection {
         Self::UpstreamTimeout,
         Self::BadUpstreamAnswer,
         Self::NotRedirected,
+        Self::StrayAnswer,
     ];
 }
 
@@ -153,7 +158,12 @@ pub fn parse_answer(bytes: &[u8], question: &str) -> Result<Answer, Rejection> {
         id: m.id(),
         ..Answer::default()
     };
-    out.names.insert(question.to_owned());
+    // An answer echoing another question is not the answer to this one.
+    if let Some(q) = m.queries().first()
+        && normalize(&q.name().to_ascii()) != question
+    {
+        return Err(Rejection::BadUpstreamAnswer);
+    }
     // Follow the CNAME chain from the question; records of other names are ignored
     // (a resolver must not trust them for this question).
     let mut chain = BTreeSet::from([question.to_owned()]);

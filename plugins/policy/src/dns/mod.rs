@@ -10,6 +10,7 @@ pub mod rules;
 pub mod run;
 pub mod server;
 pub mod state;
+pub mod upstream;
 
 pub use message::Rejection;
 pub use pattern::NamePattern;
