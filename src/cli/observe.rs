@@ -67,7 +67,7 @@ pub struct ObserveArgs {
     /// Only flows with this verdict (FORWARDED, DROPPED).
     #[arg(long)]
     pub verdict: Option<String>,
-    /// Only flows of this L4 protocol (tcp, udp, icmp).
+    /// Only flows of this L4 protocol (tcp, udp, icmp) or L7 protocol (dns, http).
     #[arg(long)]
     pub protocol: Option<String>,
     /// Only flows from or to this port.

@@ -248,3 +248,29 @@ fn fields_and_values_combine_like_hubble() {
     assert!(!keeps(&[], &[dns], &f));
     assert!(keeps(&[], &[tcp], &f));
 }
+
+#[test]
+fn protocol_dns_and_http_select_l7_records() {
+    use hubble_proto::flow::{Dns, Http, Layer7, layer7::Record};
+    let mut dns = flow("client", "dns", Verdict::Forwarded);
+    dns.l7 = Some(Layer7 {
+        record: Some(Record::Dns(Dns::default())),
+        ..Layer7::default()
+    });
+    let mut http = flow("client", "web", Verdict::Forwarded);
+    http.l7 = Some(Layer7 {
+        record: Some(Record::Http(Http::default())),
+        ..Layer7::default()
+    });
+    let plain = flow("client", "dns", Verdict::Forwarded);
+    let only = |p: &str| FlowFilter {
+        protocol: vec![p.to_string()],
+        ..FlowFilter::default()
+    };
+    assert!(matches(&only("dns"), &dns));
+    assert!(matches(&only("DNS"), &dns));
+    assert!(!matches(&only("dns"), &http));
+    assert!(!matches(&only("dns"), &plain));
+    assert!(matches(&only("http"), &http));
+    assert!(matches(&only("udp"), &dns), "the L4 protocol still matches");
+}

@@ -152,7 +152,16 @@ pub struct Answer {
 
 /// Reads an upstream's answer to `question` (normalized).
 pub fn parse_answer(bytes: &[u8], question: &str) -> Result<Answer, Rejection> {
-    let m = Message::from_vec(bytes).map_err(|_| Rejection::BadUpstreamAnswer)?;
+    answer_of(&read_answer(bytes)?, question)
+}
+
+/// Decodes an upstream's answer.
+pub fn read_answer(bytes: &[u8]) -> Result<Message, Rejection> {
+    Message::from_vec(bytes).map_err(|_| Rejection::BadUpstreamAnswer)
+}
+
+/// The addresses of a decoded answer to `question` (normalized).
+pub fn answer_of(m: &Message, question: &str) -> Result<Answer, Rejection> {
     let mut out = Answer {
         rcode: u16::from(m.response_code()),
         id: m.id(),

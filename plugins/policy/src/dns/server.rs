@@ -14,11 +14,15 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::ResponseCode;
+use porin_plugin_sdk::Verdict;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tracing::debug;
 
-use super::message::{MAX_UDP_MESSAGE, Parsed, Rejection, answer_with, parse_answer, parse_query};
+use super::message::{
+    MAX_UDP_MESSAGE, Parsed, Rejection, answer_of, answer_with, parse_query, read_answer,
+};
+use super::record::Exchange;
 use super::state::DnsShared;
 use super::upstream::{Pending, UpstreamSocket, Upstreams};
 use crate::proxy::Transport;
@@ -234,24 +238,35 @@ fn decide(shared: &DnsShared, bytes: &[u8], client: SocketAddr, transport: Trans
         transport,
         sent: Instant::now(),
     };
+    let exchange = Exchange::from(&pending);
     if !shared
         .view()
         .policy
         .allows(redirect.endpoint_id, &pending.query.name)
     {
         shared.counters.reject(Rejection::Refused);
-        return match answer_with(&pending.query, ResponseCode::Refused) {
+        shared.publish(exchange.request(Verdict::Dropped));
+        let refused = ResponseCode::Refused;
+        shared.publish(exchange.own_reply(Verdict::Dropped, refused.into(), pending.sent));
+        return match answer_with(&pending.query, refused) {
             Some(reply) => Decision::Reply(reply),
             None => Decision::Drop,
         };
     }
+    shared.publish(exchange.request(Verdict::Forwarded));
     Decision::Forward(pending)
 }
 
 /// SERVFAIL for a query its server did not answer (in time, or at all).
 fn server_failure(shared: &DnsShared, pending: &Pending) -> Option<Vec<u8>> {
     shared.counters.reject(Rejection::UpstreamTimeout);
-    answer_with(&pending.query, ResponseCode::ServFail)
+    let code = ResponseCode::ServFail;
+    shared.publish(Exchange::from(pending).own_reply(
+        Verdict::Forwarded,
+        code.into(),
+        pending.sent,
+    ));
+    answer_with(&pending.query, code)
 }
 
 /// What goes back to the client for an upstream's answer.
@@ -266,17 +281,28 @@ enum Released {
 /// Parses the upstream's answer (its id already the client's) and learns its FQDN
 /// addresses before it is released.
 fn release(shared: &DnsShared, pending: &Pending, answer: &[u8]) -> Released {
-    match parse_answer(answer, &pending.query.name) {
-        Ok(a) if a.id == pending.client_id => {
+    let read = read_answer(answer).and_then(|m| {
+        let a = answer_of(&m, &pending.query.name)?;
+        Ok((m, a))
+    });
+    match read {
+        Ok((message, a)) if a.id == pending.client_id => {
             if !a.addresses.is_empty() {
                 shared.learn(pending.endpoint, &a.names, &a.addresses);
             }
             shared.counters.forwarded.fetch_add(1, Ordering::Relaxed);
+            shared.publish(Exchange::from(pending).answer(&message, pending.sent));
             Released::Answer
         }
         _ => {
             shared.counters.reject(Rejection::BadUpstreamAnswer);
-            match answer_with(&pending.query, ResponseCode::ServFail) {
+            let code = ResponseCode::ServFail;
+            shared.publish(Exchange::from(pending).own_reply(
+                Verdict::Forwarded,
+                code.into(),
+                pending.sent,
+            ));
+            match answer_with(&pending.query, code) {
                 Some(reply) => Released::Instead(reply),
                 None => Released::Nothing,
             }
