@@ -6,6 +6,8 @@
 //!   `porin observe --type l7 --protocol dns`; a refused name is DROPPED with REFUSED.
 //! - `hubble_dns_queries_total`, `hubble_dns_responses_total` and
 //!   `hubble_dns_response_types_total` count them with Cilium's labels.
+//! - L3/L4 flows to an address learned from an answer carry `destination_names`, and
+//!   `porin observe --to-fqdn` selects them.
 
 mod common;
 
@@ -84,7 +86,7 @@ fn dns_flow<'a>(flows: &'a [Value], query: &str, kind: &str, l4: &str) -> Option
 }
 
 #[test]
-fn dns_l7_flows_and_metrics() {
+fn dns_l7_flows_metrics_and_destination_names() {
     let started = Instant::now();
     let sandbox = TestSandbox::up_with_nodes(
         &[("10-all.yaml", manifests().as_str())],
@@ -197,5 +199,24 @@ fn dns_l7_flows_and_metrics() {
     );
     assert_eq!(cname, Some(1.0), "{text}");
 
+    // destination_names on the L3/L4 flows of the connection to the learned address.
+    let to_secrets = wait_for(Duration::from_secs(10), || {
+        let flows = observe(&sandbox, &["--to-fqdn", "*.us-east-1.amazonaws.com"]);
+        (!flows.is_empty()).then_some(flows)
+    })
+    .unwrap_or_else(|| panic!("no flows --to-fqdn: {:#?}", sandbox.flows(50)));
+    for f in &to_secrets {
+        assert_ne!(f["Type"], "L7", "L3/L4 flows only: {f}");
+        assert_eq!(f["IP"]["destination"], SECRETS_IP, "{f}");
+        assert_eq!(strings(&f["destination_names"]), [SECRETS], "{f}");
+    }
+    // Its replies carry the name as their source.
+    let back = observe(&sandbox, &["--from-fqdn", SECRETS]);
+    assert!(
+        back.iter()
+            .any(|f| f["IP"]["source"] == SECRETS_IP && strings(&f["source_names"]) == [SECRETS]),
+        "{back:#?}"
+    );
+    assert!(observe(&sandbox, &["--to-fqdn", "*.example.com"]).is_empty());
     println!("dns flows e2e took {:?}", started.elapsed());
 }

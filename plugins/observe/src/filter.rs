@@ -28,6 +28,10 @@ pub fn matches(filter: &FlowFilter, flow: &Flow) -> bool {
     any(&filter.uuid, |u| *u == flow.uuid)
         && any(&filter.source_ip, |p| ip_matches(p, src_ip))
         && any(&filter.destination_ip, |p| ip_matches(p, dst_ip))
+        && any(&filter.source_fqdn, |p| fqdn_matches(p, &flow.source_names))
+        && any(&filter.destination_fqdn, |p| {
+            fqdn_matches(p, &flow.destination_names)
+        })
         && any(&filter.source_pod, |p| pod_matches(p, src))
         && any(&filter.destination_pod, |p| pod_matches(p, dst))
         && any(&filter.source_label, |s| labels_match(s, &src.labels))
@@ -80,6 +84,15 @@ fn l7_protocol(flow: &Flow) -> Option<&'static str> {
 fn protocol_matches(wanted: &str, proto: &str) -> bool {
     let wanted = wanted.to_ascii_lowercase();
     wanted == proto || (wanted == "icmp" && proto.starts_with("icmp"))
+}
+
+/// An FQDN pattern (`*` matches any run of characters, case-insensitive, trailing dot
+/// optional) against the names of a flow's side.
+fn fqdn_matches(pattern: &str, names: &[String]) -> bool {
+    let pattern = pattern.trim_end_matches('.').to_ascii_lowercase();
+    names
+        .iter()
+        .any(|n| glob(&pattern, &n.trim_end_matches('.').to_ascii_lowercase()))
 }
 
 /// `1.2.3.4` exactly or `1.2.3.0/24`.

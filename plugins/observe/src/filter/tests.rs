@@ -274,3 +274,26 @@ fn protocol_dns_and_http_select_l7_records() {
     assert!(matches(&only("http"), &http));
     assert!(matches(&only("udp"), &dns), "the L4 protocol still matches");
 }
+
+#[test]
+fn fqdn_filters_match_the_names_of_each_side() {
+    let mut f = flow("client", "", Verdict::Forwarded);
+    f.destination_names = vec!["bucket.s3.us-east-1.amazonaws.com".to_string()];
+    let to = |p: &str| FlowFilter {
+        destination_fqdn: vec![p.to_string()],
+        ..FlowFilter::default()
+    };
+    let from = |p: &str| FlowFilter {
+        source_fqdn: vec![p.to_string()],
+        ..FlowFilter::default()
+    };
+    assert!(matches(&to("bucket.s3.us-east-1.amazonaws.com"), &f));
+    assert!(matches(&to("Bucket.S3.us-east-1.amazonaws.com."), &f));
+    assert!(matches(&to("*.amazonaws.com"), &f));
+    assert!(!matches(&to("*.example.com"), &f));
+    assert!(!matches(&from("*.amazonaws.com"), &f));
+    assert!(!matches(
+        &to("*"),
+        &flow("client", "dns", Verdict::Forwarded)
+    ));
+}
