@@ -22,6 +22,7 @@ use thiserror::Error;
 use tracing::warn;
 
 pub use context::{ContextOptions, endpoint_context};
+pub use dns::rcode_name;
 pub use lost::LostEvents;
 pub use server::{MetricsServeError, OPENMETRICS_CONTENT_TYPE, metrics_router, serve_metrics};
 
