@@ -6,11 +6,10 @@
 use std::net::{SocketAddr, SocketAddrV4};
 use std::time::{Instant, SystemTime};
 
-use hickory_proto::op::Message;
-use hickory_proto::rr::{RData, RecordType};
+use hickory_proto::rr::RecordType;
 use porin_plugin_sdk::{Direction, DnsRecord, L7Kind, L7Record, Verdict};
 
-use super::pattern::normalize;
+use super::message::Answer;
 use super::upstream::Pending;
 use crate::proxy::Transport;
 
@@ -83,32 +82,14 @@ impl Exchange<'_> {
         r
     }
 
-    /// The upstream's answer (already read: `message`), released to the client.
-    pub fn answer(&self, message: &Message, sent: Instant) -> L7Record {
+    /// The upstream's answer (already read), released to the client.
+    pub fn answer(&self, answer: &Answer, sent: Instant) -> L7Record {
         let mut dns = self.question();
-        dns.rcode = u16::from(message.response_code());
-        let mut chain = vec![self.name.to_owned()];
-        let mut ttl: Option<u32> = None;
-        // Answers in order: a chain's CNAME comes before the records of its target.
-        for r in message.answers() {
-            let owner = normalize(&r.name().to_ascii());
-            if !chain.contains(&owner) {
-                continue;
-            }
-            dns.rrtypes.push(r.record_type().to_string());
-            ttl = Some(ttl.map_or(r.ttl(), |t| t.min(r.ttl())));
-            match r.data() {
-                RData::A(a) => dns.ips.push(a.0.into()),
-                RData::AAAA(a) => dns.ips.push(a.0.into()),
-                RData::CNAME(target) => {
-                    let target = normalize(&target.0.to_ascii());
-                    dns.cnames.push(format!("{target}."));
-                    chain.push(target);
-                }
-                _ => {}
-            }
-        }
-        dns.ttl = ttl.unwrap_or(0);
+        dns.rcode = answer.rcode;
+        dns.ips = answer.addresses.iter().map(|(ip, _)| *ip).collect();
+        dns.ttl = answer.ttl;
+        dns.cnames = answer.cnames.iter().map(|c| format!("{c}.")).collect();
+        dns.rrtypes = answer.rrtypes.iter().map(ToString::to_string).collect();
         let mut r = self.record(L7Kind::Response, Verdict::Forwarded, dns);
         r.latency_ns = elapsed_ns(sent);
         r
@@ -122,9 +103,9 @@ fn elapsed_ns(since: Instant) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hickory_proto::op::{MessageType, Query, ResponseCode};
+    use hickory_proto::op::{Message, MessageType, Query, ResponseCode};
     use hickory_proto::rr::rdata::{A, CNAME};
-    use hickory_proto::rr::{Name, Record};
+    use hickory_proto::rr::{Name, RData, Record};
     use std::str::FromStr;
 
     fn name(s: &str) -> Name {
@@ -163,7 +144,8 @@ mod tests {
             RData::A(A::new(192, 0, 2, 66)),
         ));
         let ex = exchange("data.example.com");
-        let r = ex.answer(&m, Instant::now());
+        let a = crate::dns::message::answer_of(&m, "data.example.com").expect("answer");
+        let r = ex.answer(&a, Instant::now());
         assert_eq!(r.kind, L7Kind::Response);
         assert_eq!(r.verdict, Verdict::Forwarded);
         let dns = r.dns.expect("dns");

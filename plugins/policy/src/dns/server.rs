@@ -281,17 +281,13 @@ enum Released {
 /// Parses the upstream's answer (its id already the client's) and learns its FQDN
 /// addresses before it is released.
 fn release(shared: &DnsShared, pending: &Pending, answer: &[u8]) -> Released {
-    let read = read_answer(answer).and_then(|m| {
-        let a = answer_of(&m, &pending.query.name)?;
-        Ok((m, a))
-    });
-    match read {
-        Ok((message, a)) if a.id == pending.client_id => {
+    match read_answer(answer).and_then(|m| answer_of(&m, &pending.query.name)) {
+        Ok(a) if a.id == pending.client_id => {
             if !a.addresses.is_empty() {
                 shared.learn(pending.endpoint, &a.names, &a.addresses);
             }
             shared.counters.forwarded.fetch_add(1, Ordering::Relaxed);
-            shared.publish(Exchange::from(pending).answer(&message, pending.sent));
+            shared.publish(Exchange::from(pending).answer(&a, pending.sent));
             Released::Answer
         }
         _ => {
