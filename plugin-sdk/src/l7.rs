@@ -1,5 +1,5 @@
-//! L7 records: what the policy plugin's HTTP proxy saw, handed to the observe
-//! plugin (through the context) to become Hubble flows of type L7.
+//! L7 records: what the policy plugin's HTTP and DNS proxies saw, handed to the
+//! observe plugin (through the context) to become Hubble flows of type L7.
 
 use std::net::SocketAddr;
 use std::time::SystemTime;
@@ -16,7 +16,8 @@ pub enum L7Kind {
     Response,
 }
 
-/// One HTTP request or response seen by the L7 proxy.
+/// One HTTP request or response seen by the L7 proxy, or (with `dns`) one DNS query
+/// or answer seen by the DNS proxy (the HTTP fields are then empty).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct L7Record {
     pub time: SystemTime,
@@ -46,4 +47,28 @@ pub struct L7Record {
     pub latency_ns: u64,
     /// The trace id of a W3C `traceparent` request header.
     pub trace_id: Option<String>,
+    /// A DNS query (request) or answer (response) instead of HTTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<DnsRecord>,
+}
+
+/// What the DNS proxy saw (Hubble's `flow.DNS`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsRecord {
+    /// The question's name, lower case, with its trailing dot (`api.example.com.`).
+    pub query: String,
+    /// The question's type (`A`, `AAAA`, ...).
+    pub qtypes: Vec<String>,
+    /// Answers: the addresses of the question's CNAME chain.
+    pub ips: Vec<std::net::IpAddr>,
+    /// Answers: the lowest TTL of the chain's records.
+    pub ttl: u32,
+    /// Answers: the CNAME targets of the chain, with trailing dots.
+    pub cnames: Vec<String>,
+    /// Answers: the response code (0 NOERROR, 3 NXDOMAIN, 5 REFUSED, ...).
+    pub rcode: u16,
+    /// Answers: the types of the answer records (`CNAME`, `A`, ...).
+    pub rrtypes: Vec<String>,
+    /// Over TCP (else UDP).
+    pub tcp: bool,
 }

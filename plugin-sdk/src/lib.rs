@@ -24,7 +24,7 @@ pub use datapath::{DEFAULT_DEVICE, DatapathContribution, Switch};
 pub use error::PluginError;
 pub use flow::{DatapathEvent, Direction, EventKind, Verdict};
 pub use health::Health;
-pub use l7::{L7Kind, L7Record};
+pub use l7::{DnsRecord, L7Kind, L7Record};
 pub use plugin::{ChangedObject, Plugin, StateChangeSummary};
 pub use policy_validity::PolicyValidity;
 pub use state::{ClusterState, IdentityInfo, LocalEndpoint, PodAddress, slice_belongs_to};

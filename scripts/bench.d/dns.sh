@@ -9,7 +9,10 @@
 #                  each name, forwards it to dnsmasq and parses the answer
 # Each round runs dnsperf (Debian's) from both, alternating: flat out (queries/s), then
 # paced at 10,000 queries/s with every response's latency (-v) for p50/p99. The JSON
-# line has the medians over rounds; added_* is proxied minus direct.
+# line has the medians over rounds; added_* is proxied minus direct. During the proxied
+# client's flat-out runs the CPU time of node-2's `porin-dns` threads (the proxy's own
+# runtime) is read from /proc: proxy_qps_per_core is queries answered per CPU second,
+# which a loaded machine or a slow upstream does not cap.
 # Run through scripts/bench (PORIN_BIN, BENCH_ROOT, BENCH_QUICK).
 set -euo pipefail
 if [[ "$BENCH_QUICK" == 1 ]]; then
@@ -107,6 +110,18 @@ for pod in direct proxied; do
     log "   bench/$pod resolves through $dns"
 done
 
+agent_pid=$(python3 -c '
+import json, sys
+state = json.load(open(sys.argv[1]))
+print(next(n["agent_pid"] for n in state["nodes"] if n["name"] == "node-2"))' "$work/porin/state.json")
+dns_cpu_ticks() {  # CPU ticks (user + system) of node-2's porin-dns threads
+    local t total=0
+    for t in /proc/"$agent_pid"/task/*; do
+        [[ $(cat "$t/comm" 2>/dev/null) == porin-dns ]] || continue
+        total=$((total + $(awk '{ print $14 + $15 }' "$t/stat")))
+    done
+    echo "$total"
+}
 qps() {  # qps POD ROUND: queries per second flat out
     local out=$work/max-$1-$2.txt
     sbx porin exec "bench/$1" -- dnsperf -s "$dns" -d "$queries" -l "$max_s" -c 4 -q 200 \
@@ -142,7 +157,15 @@ PY
 log "== measuring (direct, proxied alternating)"
 for ((round = 1; round <= rounds; round++)); do
     for pod in direct proxied; do
+        ticks_before=$(dns_cpu_ticks)
         q=$(qps "$pod" "$round")
+        ticks=$(($(dns_cpu_ticks) - ticks_before))
+        if [[ $pod == proxied ]]; then
+            answered=$(awk '/Queries completed:/ { print $3 }' "$work/max-$pod-$round.txt")
+            per_core=$(python3 -c "import sys; t = int(sys.argv[2]) / $(getconf CLK_TCK); print(round(int(sys.argv[1]) / t) if t else 0)" "${answered:-0}" "$ticks")
+            echo "$pod qps_per_core $per_core" >>"$samples"
+            log "   round $round/$rounds  proxy: ${answered:-0} queries in $ticks CPU ticks of porin-dns: $per_core queries per CPU second"
+        fi
         read -r p50 p99 lost < <(latencies "$pod" "$round")
         echo "$pod qps $q" >>"$samples"
         echo "$pod p50_ms $p50" >>"$samples"
@@ -184,6 +207,7 @@ out = {
     "bench": "dns",
     "direct_qps": round(med("direct", "qps")),
     "proxy_qps": round(med("proxied", "qps")),
+    "proxy_qps_per_core": round(med("proxied", "qps_per_core")),
     "ratio_vs_direct": r(med("proxied", "qps") / med("direct", "qps")),
     "paced_qps": paced,
     "direct_p50_ms": r(med("direct", "p50_ms")),

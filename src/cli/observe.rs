@@ -67,9 +67,19 @@ pub struct ObserveArgs {
     /// Only flows with this verdict (FORWARDED, DROPPED).
     #[arg(long)]
     pub verdict: Option<String>,
-    /// Only flows of this L4 protocol (tcp, udp, icmp).
+    /// Only flows of this L4 protocol (tcp, udp, icmp) or L7 protocol (dns, http).
     #[arg(long)]
     pub protocol: Option<String>,
+    /// Only flows from or to an address resolved from this name through the DNS proxy
+    /// (`*` matches any run of characters: `*.amazonaws.com`).
+    #[arg(long)]
+    pub fqdn: Option<String>,
+    /// Only flows from an address resolved from this name.
+    #[arg(long, visible_alias = "src-fqdn")]
+    pub from_fqdn: Option<String>,
+    /// Only flows to an address resolved from this name.
+    #[arg(long, visible_alias = "dst-fqdn")]
+    pub to_fqdn: Option<String>,
     /// Only flows from or to this port.
     #[arg(long)]
     pub port: Option<u16>,
@@ -236,6 +246,8 @@ impl ObserveArgs {
             .extend(self.from_namespace.as_ref().map(|n| format!("{n}/")));
         base.destination_pod
             .extend(self.to_namespace.as_ref().map(|n| format!("{n}/")));
+        base.source_fqdn.extend(self.from_fqdn.clone());
+        base.destination_fqdn.extend(self.to_fqdn.clone());
         base.source_ip.extend(self.from_ip.clone());
         base.destination_ip.extend(self.to_ip.clone());
         base.source_label.extend(self.from_label.clone());
@@ -275,6 +287,11 @@ impl ObserveArgs {
             &mut left.source_label,
             &mut right.destination_label,
             self.label.clone(),
+        );
+        side(
+            &mut left.source_fqdn,
+            &mut right.destination_fqdn,
+            self.fqdn.clone(),
         );
         let port = self.port.map(|p| p.to_string());
         side(&mut left.source_port, &mut right.destination_port, port);
@@ -445,6 +462,19 @@ mod tests {
         assert_eq!(req.whitelist.len(), 1);
         assert_eq!(req.whitelist[0].source_pod, vec!["tools/client"]);
         assert_eq!(req.whitelist[0].destination_pod, vec!["shop/web"]);
+        let fqdn = NegatedFlags::try_parse_from(["observe", "--dst-fqdn", "*.example.com"])
+            .expect("--dst-fqdn parses")
+            .args
+            .request()
+            .expect("request");
+        assert_eq!(fqdn.whitelist[0].destination_fqdn, vec!["*.example.com"]);
+        let either = ObserveArgs {
+            fqdn: Some("api.example.com".into()),
+            ..ObserveArgs::default()
+        };
+        let req = either.request().expect("request");
+        assert_eq!(req.whitelist[0].source_fqdn, vec!["api.example.com"]);
+        assert_eq!(req.whitelist[1].destination_fqdn, vec!["api.example.com"]);
         assert!(
             ObserveArgs {
                 verdict: Some("maybe".into()),

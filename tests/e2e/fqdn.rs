@@ -20,56 +20,16 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::dns::{self, ALIAS, BUCKET, EVIL, SECRETS, external_web};
 use common::{TestSandbox, manifest_path, str_of, wait_for};
 use serde_json::Value;
 
-const SECRETS: &str = "secretsmanager.us-east-1.amazonaws.com";
-const BUCKET: &str = "bucket.s3.us-east-1.amazonaws.com";
-const ALIAS: &str = "data.s3.us-east-1.amazonaws.com";
-const EVIL: &str = "evil.example.com";
 const SECRETS_IP: &str = "192.168.200.241";
 const BUCKET_IP: &str = "192.168.200.242";
 const EVIL_IP: &str = "192.168.200.243";
 
 fn manifests() -> String {
-    format!(
-        r#"apiVersion: v1
-kind: Namespace
-metadata: {{name: payments}}
----
-apiVersion: v1
-kind: Namespace
-metadata: {{name: kube-system}}
----
-apiVersion: v1
-kind: Pod
-metadata:
-  name: kube-dns
-  namespace: kube-system
-  labels: {{k8s-app: kube-dns}}
-spec:
-  nodeName: node-2
-  containers:
-    - name: dnsmasq
-      image: ignored
-      command: ["dnsmasq", "-k", "--user=root", "--pid-file", "--no-resolv", "--no-hosts",
-                "--host-record={SECRETS},{SECRETS_IP}", "--host-record={BUCKET},{BUCKET_IP}",
-                "--host-record={EVIL},{EVIL_IP}", "--cname={ALIAS},{BUCKET}"]
----
-apiVersion: v1
-kind: Pod
-metadata:
-  name: payments-api
-  namespace: payments
-  labels: {{app: payments-api}}
-spec:
-  nodeName: node-1
-  containers:
-    - name: c
-      image: ignored
-      command: ["sleep", "infinity"]
-"#
-    )
+    dns::pods_yaml("node-2", [SECRETS_IP, BUCKET_IP, EVIL_IP])
 }
 
 /// The seed article's policy, verbatim.
@@ -135,83 +95,13 @@ fn strict_policy() -> String {
 
 const CLIENT: &str = "payments/payments-api";
 
-/// Kills the background web server of the external namespace when the test ends.
-struct ExternalServer<'a> {
-    sandbox: &'a TestSandbox,
-    pid: String,
-}
-
-impl Drop for ExternalServer<'_> {
-    fn drop(&mut self) {
-        let _ = self.sandbox.exec_external(&["kill", &self.pid]);
-    }
-}
-
-/// Three addresses on the external namespace (outside the cluster), a route back to the
-/// pods of node-1, and a web server on 443.
-fn external_web(sandbox: &TestSandbox) -> ExternalServer<'_> {
-    for ip in [SECRETS_IP, BUCKET_IP, EVIL_IP] {
-        let out = sandbox.exec_external(&["ip", "addr", "add", &format!("{ip}/24"), "dev", "ul0"]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let out = sandbox.exec_external(&[
-        "ip",
-        "route",
-        "replace",
-        "10.200.1.0/24",
-        "via",
-        "192.168.200.1",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = sandbox.exec_external(&[
-        "sh",
-        "-c",
-        "python3 -m http.server 443 --bind 0.0.0.0 >/dev/null 2>&1 </dev/null & echo $!",
-    ]);
-    let pid = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    assert!(!pid.is_empty(), "web server did not start");
-    ExternalServer { sandbox, pid }
-}
-
 /// `dig` from the client pod; returns (status line, answer addresses).
 fn dig(sandbox: &TestSandbox, server: &str, name: &str, tcp: bool) -> (String, Vec<String>) {
-    let at = format!("@{server}");
-    let mut args = vec!["dig", at.as_str(), name, "+time=2", "+tries=2"];
-    if tcp {
-        args.push("+tcp");
-    }
-    let out = sandbox.exec(CLIENT, &args);
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let status = text
-        .lines()
-        .find_map(|l| l.split("status: ").nth(1))
-        .map(|s| s.split(',').next().unwrap_or("").to_string())
-        .unwrap_or_else(|| format!("no answer: {text}"));
-    let addresses = text
-        .lines()
-        .filter(|l| !l.starts_with(';'))
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() == 5 && f[3] == "A").then(|| f[4].to_string())
-        })
-        .collect();
-    (status, addresses)
+    dns::dig(sandbox, CLIENT, server, name, tcp)
 }
 
 fn curl_ok(sandbox: &TestSandbox, ip: &str) -> bool {
-    let url = format!("http://{ip}:443/");
-    sandbox
-        .exec(CLIENT, &["curl", "-sS", "-o", "/dev/null", "-m", "2", &url])
-        .status
-        .success()
+    dns::curl_ok(sandbox, CLIENT, ip)
 }
 
 fn dns_counters(sandbox: &TestSandbox) -> Value {
@@ -229,7 +119,7 @@ fn payments_egress_dns_and_fqdn_policy() {
         ],
         Some("[plugins.policy]\nenabled = true\n"),
     );
-    let _web = external_web(&sandbox);
+    let _web = external_web(&sandbox, &[SECRETS_IP, BUCKET_IP, EVIL_IP]);
     let dns = str_of(&sandbox.endpoint("kube-system/kube-dns")["endpoint"]["ipv4"]).to_string();
 
     // Allowed names resolve, over UDP and TCP, CNAME chain included.

@@ -85,14 +85,37 @@ pub fn format_compact(flow: &Flow) -> String {
 }
 
 /// Hubble's L7 summary: `HTTP/1.1 GET http://h/p`, or for a response
-/// `HTTP/1.1 403 2ms (POST http://h/p)`.
+/// `HTTP/1.1 403 2ms (POST http://h/p)`; DNS: `DNS Query a.example. A`, or for a response
+/// `DNS Answer "192.0.2.1" TTL: 30 (Proxy a.example. A)` (`RCode: Query Refused` instead
+/// of the addresses when the rcode is not 0).
 fn http_summary(flow: &Flow) -> Option<String> {
     use hubble_proto::flow::{L7FlowType, layer7::Record};
     let l7 = flow.l7.as_ref()?;
-    let Some(Record::Http(h)) = l7.record.as_ref() else {
-        return None;
+    let response = l7.r#type == L7FlowType::Response as i32;
+    let h = match l7.record.as_ref()? {
+        Record::Http(h) => h,
+        Record::Dns(d) => {
+            let qtypes = d.qtypes.join(",");
+            return Some(if !response {
+                format!("DNS Query {} {qtypes}", d.query)
+            } else if d.rcode == 0 {
+                format!(
+                    "DNS Answer {:?} TTL: {} (Proxy {} {qtypes})",
+                    d.ips.join(","),
+                    d.ttl,
+                    d.query
+                )
+            } else {
+                format!(
+                    "DNS Answer RCode: {} TTL: {} (Proxy {} {qtypes})",
+                    crate::metrics::rcode_name(d.rcode),
+                    d.ttl,
+                    d.query
+                )
+            });
+        }
     };
-    Some(if l7.r#type == L7FlowType::Response as i32 {
+    Some(if response {
         format!(
             "{} {} {}ms ({} {})",
             h.protocol,
@@ -108,12 +131,14 @@ fn http_summary(flow: &Flow) -> Option<String> {
 
 /// Hubble's word for the event: `to-endpoint`, `from-endpoint`, `drop`, ...
 pub fn event_name(flow: &Flow) -> &'static str {
-    use hubble_proto::flow::L7FlowType;
+    use hubble_proto::flow::{L7FlowType, layer7::Record};
     if let Some(l7) = flow.l7.as_ref() {
-        return if l7.r#type == L7FlowType::Response as i32 {
-            "http-response"
-        } else {
-            "http-request"
+        let response = l7.r#type == L7FlowType::Response as i32;
+        return match (l7.record.as_ref(), response) {
+            (Some(Record::Dns(_)), true) => "dns-response",
+            (Some(Record::Dns(_)), false) => "dns-request",
+            (_, true) => "http-response",
+            (_, false) => "http-request",
         };
     }
     match flow.event_type.as_ref().map(|e| (e.r#type, e.sub_type)) {
@@ -265,6 +290,41 @@ mod tests {
             line.ends_with(
                 "http-response DROPPED (HTTP/1.1 403 3ms (POST http://admin:8080/metrics))"
             ),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn dns_flows_read_like_hubble() {
+        use hubble_proto::flow::{Dns, L7FlowType, Layer7, layer7::Record};
+        let mut f = sample();
+        let dns = Dns {
+            query: "api.example.com.".into(),
+            ips: vec!["192.0.2.1".into()],
+            ttl: 30,
+            qtypes: vec!["A".into()],
+            ..Dns::default()
+        };
+        f.l7 = Some(Layer7 {
+            r#type: L7FlowType::Response as i32,
+            latency_ns: 0,
+            record: Some(Record::Dns(dns.clone())),
+        });
+        let line = format_compact(&f);
+        assert!(
+            line.ends_with(
+                "dns-response FORWARDED (DNS Answer \"192.0.2.1\" TTL: 30 (Proxy api.example.com. A))"
+            ),
+            "{line}"
+        );
+        f.l7 = Some(Layer7 {
+            r#type: L7FlowType::Request as i32,
+            latency_ns: 0,
+            record: Some(Record::Dns(Dns { rcode: 5, ..dns })),
+        });
+        let line = format_compact(&f);
+        assert!(
+            line.ends_with("dns-request FORWARDED (DNS Query api.example.com. A)"),
             "{line}"
         );
     }

@@ -9,6 +9,7 @@ use std::time::SystemTime;
 use hubble_proto::flow::{Endpoint, Flow};
 use porin_plugin_sdk::DatapathEvent;
 
+use crate::dns_names::Names;
 use crate::flow::{assemble, system_time};
 
 /// One flow in the ring.
@@ -26,6 +27,8 @@ struct Parts {
     node: Arc<str>,
     source: Arc<Endpoint>,
     destination: Arc<Endpoint>,
+    /// `source_names` and `destination_names` (learned from DNS answers).
+    names: Option<Box<(Option<Names>, Option<Names>)>>,
 }
 
 impl FlowEntry {
@@ -46,9 +49,21 @@ impl FlowEntry {
                 node,
                 source,
                 destination,
+                names: None,
             }),
             flow: OnceLock::new(),
         }
+    }
+
+    /// The names the source and the destination address had in DNS answers of the
+    /// flow's endpoint (nothing changes when both are unknown).
+    pub fn with_names(mut self, source: Option<Names>, destination: Option<Names>) -> Self {
+        if let Some(p) = self.parts.as_mut()
+            && (source.is_some() || destination.is_some())
+        {
+            p.names = Some(Box::new((source, destination)));
+        }
+        self
     }
 
     /// A flow that is already a message.
@@ -85,14 +100,28 @@ impl FlowEntry {
 
     fn build(&self) -> Flow {
         match &self.parts {
-            Some(p) => assemble(
-                &p.event,
-                self.time,
-                p.seq,
-                &p.node,
-                &p.source,
-                &p.destination,
-            ),
+            Some(p) => {
+                let mut flow = assemble(
+                    &p.event,
+                    self.time,
+                    p.seq,
+                    &p.node,
+                    &p.source,
+                    &p.destination,
+                );
+                if let Some(names) = &p.names {
+                    let (source, destination) = &**names;
+                    flow.source_names = source
+                        .as_deref()
+                        .map(<[String]>::to_vec)
+                        .unwrap_or_default();
+                    flow.destination_names = destination
+                        .as_deref()
+                        .map(<[String]>::to_vec)
+                        .unwrap_or_default();
+                }
+                flow
+            }
             None => Flow::default(),
         }
     }

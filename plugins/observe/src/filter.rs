@@ -24,9 +24,14 @@ pub fn matches(filter: &FlowFilter, flow: &Flow) -> bool {
     let src = flow.source.as_ref().unwrap_or(&none);
     let dst = flow.destination.as_ref().unwrap_or(&none);
     let (proto, sport, dport) = l4(flow);
+    let l7 = l7_protocol(flow);
     any(&filter.uuid, |u| *u == flow.uuid)
         && any(&filter.source_ip, |p| ip_matches(p, src_ip))
         && any(&filter.destination_ip, |p| ip_matches(p, dst_ip))
+        && any(&filter.source_fqdn, |p| fqdn_matches(p, &flow.source_names))
+        && any(&filter.destination_fqdn, |p| {
+            fqdn_matches(p, &flow.destination_names)
+        })
         && any(&filter.source_pod, |p| pod_matches(p, src))
         && any(&filter.destination_pod, |p| pod_matches(p, dst))
         && any(&filter.source_label, |s| labels_match(s, &src.labels))
@@ -36,7 +41,9 @@ pub fn matches(filter: &FlowFilter, flow: &Flow) -> bool {
         && any(&filter.verdict, |v| *v == flow.verdict)
         && any(&filter.traffic_direction, |d| *d == flow.traffic_direction)
         && any(&filter.event_type, |e| event_type_matches(e, flow))
-        && any(&filter.protocol, |p| protocol_matches(p, proto))
+        && any(&filter.protocol, |p| {
+            protocol_matches(p, proto) || l7.is_some_and(|l7| p.eq_ignore_ascii_case(l7))
+        })
         && any(&filter.source_port, |p| p.parse::<u32>().ok() == sport)
         && any(&filter.destination_port, |p| p.parse::<u32>().ok() == dport)
         && any(&filter.node_name, |p| glob(p, &flow.node_name))
@@ -64,9 +71,28 @@ fn l4(flow: &Flow) -> (&'static str, Option<u32>, Option<u32>) {
     }
 }
 
+/// The L7 protocol of an L7 flow (`dns`, `http`), which Hubble's protocol filter
+/// matches as well as the L4 one.
+fn l7_protocol(flow: &Flow) -> Option<&'static str> {
+    use hubble_proto::flow::layer7::Record;
+    match flow.l7.as_ref()?.record.as_ref()? {
+        Record::Dns(_) => Some("dns"),
+        Record::Http(_) => Some("http"),
+    }
+}
+
 fn protocol_matches(wanted: &str, proto: &str) -> bool {
     let wanted = wanted.to_ascii_lowercase();
     wanted == proto || (wanted == "icmp" && proto.starts_with("icmp"))
+}
+
+/// An FQDN pattern (`*` matches any run of characters, case-insensitive, trailing dot
+/// optional) against the names of a flow's side.
+fn fqdn_matches(pattern: &str, names: &[String]) -> bool {
+    let pattern = pattern.trim_end_matches('.').to_ascii_lowercase();
+    names
+        .iter()
+        .any(|n| glob(&pattern, &n.trim_end_matches('.').to_ascii_lowercase()))
 }
 
 /// `1.2.3.4` exactly or `1.2.3.0/24`.

@@ -1,17 +1,19 @@
-//! L7 records of the policy plugin's HTTP proxy as Hubble flows of type L7.
+//! L7 records of the policy plugin's HTTP and DNS proxies as Hubble flows of type L7.
 //!
 //! As in Cilium: `Type` L7, event type 129 (access log), the HTTP record with
 //! code, method, url, protocol and request headers, the request's trace id in
 //! `trace_context`; a response flow goes from the server back to the client
 //! (`is_reply`) and carries the latency. A request denied by the HTTP rules
-//! is DROPPED (its 403 response too).
+//! is DROPPED (its 403 response too). DNS records (`l7.dns`: query, qtypes; for
+//! responses ips, ttl, cnames, rcode, rrtypes; `observation_source` "proxy") ride
+//! on UDP or TCP; a query refused by the DNS rules is DROPPED (its REFUSED too).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::UNIX_EPOCH;
 
 use hubble_proto::BoolValue;
 use hubble_proto::flow::{self as pb, layer4::Protocol, layer7::Record};
-use porin_plugin_sdk::{Direction, L7Kind, L7Record, Verdict};
+use porin_plugin_sdk::{Direction, DnsRecord, L7Kind, L7Record, Verdict};
 
 use crate::flow::timestamp;
 
@@ -62,11 +64,17 @@ pub fn l7_flow(
             encrypted: false,
         }),
         l4: Some(pb::Layer4 {
-            protocol: Some(Protocol::Tcp(pb::Tcp {
-                source_port: u32::from(src.port()),
-                destination_port: u32::from(dst.port()),
-                flags: None,
-            })),
+            protocol: Some(match &record.dns {
+                Some(dns) if !dns.tcp => Protocol::Udp(pb::Udp {
+                    source_port: u32::from(src.port()),
+                    destination_port: u32::from(dst.port()),
+                }),
+                _ => Protocol::Tcp(pb::Tcp {
+                    source_port: u32::from(src.port()),
+                    destination_port: u32::from(dst.port()),
+                    flags: None,
+                }),
+            }),
         }),
         source: Some(with_identity(source, src_identity)),
         destination: Some(with_identity(destination, dst_identity)),
@@ -79,20 +87,23 @@ pub fn l7_flow(
                 pb::L7FlowType::Request
             } as i32,
             latency_ns: record.latency_ns,
-            record: Some(Record::Http(pb::Http {
-                code: u32::from(record.code),
-                method: record.method.clone(),
-                url: record.url.clone(),
-                protocol: record.protocol.clone(),
-                headers: record
-                    .headers
-                    .iter()
-                    .map(|(key, value)| pb::HttpHeader {
-                        key: key.clone(),
-                        value: value.clone(),
-                    })
-                    .collect(),
-            })),
+            record: Some(match &record.dns {
+                Some(dns) => Record::Dns(dns_record(dns)),
+                None => Record::Http(pb::Http {
+                    code: u32::from(record.code),
+                    method: record.method.clone(),
+                    url: record.url.clone(),
+                    protocol: record.protocol.clone(),
+                    headers: record
+                        .headers
+                        .iter()
+                        .map(|(key, value)| pb::HttpHeader {
+                            key: key.clone(),
+                            value: value.clone(),
+                        })
+                        .collect(),
+                }),
+            }),
         }),
         event_type: Some(pb::CiliumEventType {
             r#type: MESSAGE_TYPE_ACCESS_LOG,
@@ -109,6 +120,20 @@ pub fn l7_flow(
             }),
         }),
         ..pb::Flow::default()
+    }
+}
+
+/// Hubble's DNS record; every record comes from the DNS proxy.
+fn dns_record(dns: &DnsRecord) -> pb::Dns {
+    pb::Dns {
+        query: dns.query.clone(),
+        ips: dns.ips.iter().map(ToString::to_string).collect(),
+        ttl: dns.ttl,
+        cnames: dns.cnames.clone(),
+        observation_source: "proxy".to_owned(),
+        rcode: u32::from(dns.rcode),
+        qtypes: dns.qtypes.clone(),
+        rrtypes: dns.rrtypes.clone(),
     }
 }
 
@@ -154,7 +179,43 @@ mod tests {
             headers: vec![("host".into(), "admin:8080".into())],
             latency_ns: 1000,
             trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".into()),
+            dns: None,
         }
+    }
+
+    #[test]
+    fn dns_answers_ride_on_udp_with_their_record() {
+        let mut r = record(L7Kind::Response);
+        r.verdict = Verdict::Forwarded;
+        r.direction = Direction::FromEndpoint;
+        r.dst = "10.200.2.3:53".parse().expect("addr");
+        r.dns = Some(DnsRecord {
+            query: "api.example.com.".into(),
+            qtypes: vec!["A".into()],
+            ips: vec!["192.0.2.10".parse().expect("ip")],
+            ttl: 30,
+            cnames: vec!["edge.example.net.".into()],
+            rcode: 0,
+            rrtypes: vec!["CNAME".into(), "A".into()],
+            tcp: false,
+        });
+        let f = l7_flow(
+            &r,
+            "node-1",
+            &pb::Endpoint::default(),
+            &pb::Endpoint::default(),
+        );
+        assert_eq!(f.traffic_direction, pb::TrafficDirection::Egress as i32);
+        let Some(Protocol::Udp(udp)) = f.l4.and_then(|l| l.protocol) else {
+            panic!("not UDP");
+        };
+        assert_eq!((udp.source_port, udp.destination_port), (53, 40000));
+        let Some(Record::Dns(dns)) = f.l7.and_then(|l| l.record) else {
+            panic!("no dns record");
+        };
+        assert_eq!(dns.ips, vec!["192.0.2.10"]);
+        assert_eq!(dns.observation_source, "proxy");
+        assert_eq!(dns.rrtypes, vec!["CNAME", "A"]);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 pub mod client;
 pub mod compact;
 mod config;
+pub mod dns_names;
 pub mod endpoints;
 pub mod entry;
 pub mod filter;

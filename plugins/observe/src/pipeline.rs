@@ -9,6 +9,7 @@ use porin_wasm::WasmModules;
 use tokio::sync::broadcast::Receiver;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
+use crate::dns_names::DnsNames;
 use crate::endpoints::{CacheSettings, EndpointCache};
 use crate::entry::FlowEntry;
 use crate::flow::{Clock, Enricher, enrich, next_seq};
@@ -37,6 +38,8 @@ pub struct Pipeline {
     node: Arc<str>,
     clock: Clock,
     endpoints: EndpointCache,
+    /// Names of addresses from the DNS proxy's answers, for `*_names`.
+    names: DnsNames,
 }
 
 impl Pipeline {
@@ -45,12 +48,14 @@ impl Pipeline {
             node: Arc::from(node),
             clock: Clock::now(),
             endpoints: EndpointCache::new(settings),
+            names: DnsNames::default(),
         }
     }
 
     /// The ring entry of one L7 record of the proxy, its endpoints resolved now.
     pub fn l7_entry(&mut self, record: &L7Record, ctx: &dyn Enricher) -> FlowEntry {
         let now = Instant::now();
+        self.names.learn(record, now);
         let client = self
             .endpoints
             .resolve(record.src.ip(), record.src_identity, now, ctx);
@@ -76,6 +81,10 @@ impl Pipeline {
             self.node.clone(),
             source,
             destination,
+        )
+        .with_names(
+            self.names.get(event.dst, event.src, now),
+            self.names.get(event.src, event.dst, now),
         )
     }
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod dns;
 pub mod wireguard;
 
 /// The porin binary under test.
@@ -106,10 +107,17 @@ impl TestSandbox {
 
     /// `porin observe --last N -o json` as parsed flows.
     pub fn flows(&self, last: usize) -> Vec<Value> {
-        let out = self.porin(&["observe", "--last", &last.to_string(), "-o", "json"]);
+        self.observe(&["--last", &last.to_string()])
+    }
+
+    /// `porin observe ARGS -o json` (filter flags, `--last N`) as parsed flows.
+    pub fn observe(&self, args: &[&str]) -> Vec<Value> {
+        let mut all = vec!["observe", "-o", "json"];
+        all.extend_from_slice(args);
+        let out = self.porin(&all);
         assert!(
             out.status.success(),
-            "observe failed: {}",
+            "porin {all:?} failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout)
@@ -172,6 +180,16 @@ impl TestSandbox {
 
     /// Scrape a node's agent metrics (inside the node's namespace).
     pub fn metrics(&self, node: &str) -> String {
+        self.scrape(node, None)
+    }
+
+    /// Scrape a node's Hubble metrics (`:9965` on the agent metrics' host).
+    pub fn hubble_metrics(&self, node: &str) -> String {
+        self.scrape(node, Some(9965))
+    }
+
+    /// Scrape the agent metrics' address of `node`, or another port on its host.
+    fn scrape(&self, node: &str, port: Option<u16>) -> String {
         let state = self.state();
         let rec = state["nodes"]
             .as_array()
@@ -179,7 +197,13 @@ impl TestSandbox {
             .unwrap_or_else(|| panic!("no node {node}"))
             .clone();
         let netns = format!("--net=/run/netns/{}", str_of(&rec["netns"]));
-        let url = format!("http://{}/metrics", str_of(&rec["metrics_addr"]));
+        let addr = str_of(&rec["metrics_addr"]);
+        let addr = match (port, addr.rsplit_once(':')) {
+            (None, _) => addr.to_string(),
+            (Some(port), Some(("0.0.0.0", _)) | None) => format!("127.0.0.1:{port}"),
+            (Some(port), Some((host, _))) => format!("{host}:{port}"),
+        };
+        let url = format!("http://{addr}/metrics");
         let out = Command::new("nsenter")
             .args([netns.as_str(), "curl", "-s", "-m", "3", url.as_str()])
             .output()

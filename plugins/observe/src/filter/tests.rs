@@ -248,3 +248,52 @@ fn fields_and_values_combine_like_hubble() {
     assert!(!keeps(&[], &[dns], &f));
     assert!(keeps(&[], &[tcp], &f));
 }
+
+#[test]
+fn protocol_dns_and_http_select_l7_records() {
+    use hubble_proto::flow::{Dns, Http, Layer7, layer7::Record};
+    let mut dns = flow("client", "dns", Verdict::Forwarded);
+    dns.l7 = Some(Layer7 {
+        record: Some(Record::Dns(Dns::default())),
+        ..Layer7::default()
+    });
+    let mut http = flow("client", "web", Verdict::Forwarded);
+    http.l7 = Some(Layer7 {
+        record: Some(Record::Http(Http::default())),
+        ..Layer7::default()
+    });
+    let plain = flow("client", "dns", Verdict::Forwarded);
+    let only = |p: &str| FlowFilter {
+        protocol: vec![p.to_string()],
+        ..FlowFilter::default()
+    };
+    assert!(matches(&only("dns"), &dns));
+    assert!(matches(&only("DNS"), &dns));
+    assert!(!matches(&only("dns"), &http));
+    assert!(!matches(&only("dns"), &plain));
+    assert!(matches(&only("http"), &http));
+    assert!(matches(&only("udp"), &dns), "the L4 protocol still matches");
+}
+
+#[test]
+fn fqdn_filters_match_the_names_of_each_side() {
+    let mut f = flow("client", "", Verdict::Forwarded);
+    f.destination_names = vec!["bucket.s3.us-east-1.amazonaws.com".to_string()];
+    let to = |p: &str| FlowFilter {
+        destination_fqdn: vec![p.to_string()],
+        ..FlowFilter::default()
+    };
+    let from = |p: &str| FlowFilter {
+        source_fqdn: vec![p.to_string()],
+        ..FlowFilter::default()
+    };
+    assert!(matches(&to("bucket.s3.us-east-1.amazonaws.com"), &f));
+    assert!(matches(&to("Bucket.S3.us-east-1.amazonaws.com."), &f));
+    assert!(matches(&to("*.amazonaws.com"), &f));
+    assert!(!matches(&to("*.example.com"), &f));
+    assert!(!matches(&from("*.amazonaws.com"), &f));
+    assert!(!matches(
+        &to("*"),
+        &flow("client", "dns", Verdict::Forwarded)
+    ));
+}

@@ -8,6 +8,7 @@
 //! series are `Vec<(String, String)>` label sets.
 
 mod context;
+mod dns;
 mod http;
 mod l4;
 mod l7;
@@ -22,6 +23,7 @@ use thiserror::Error;
 use tracing::warn;
 
 pub use context::{ContextOptions, endpoint_context};
+pub use dns::rcode_name;
 pub use lost::LostEvents;
 pub use server::{MetricsServeError, OPENMETRICS_CONTENT_TYPE, metrics_router, serve_metrics};
 
@@ -101,14 +103,20 @@ impl HubbleMetrics {
                 "tcp" => Box::new(l4::TcpHandler::register(registry, ctx)),
                 "port-distribution" => Box::new(l4::PortHandler::register(registry, ctx)),
                 "icmp" => Box::new(l4::IcmpHandler::register(registry, ctx)),
+                "dns" => {
+                    let h = dns::DnsHandler::register(registry, spec, ctx);
+                    names.extend(h.names());
+                    handlers.push(Box::new(h));
+                    continue;
+                }
                 "http" | "httpV2" => {
                     let h = http::HttpHandler::register(registry, spec, ctx);
                     names.extend(h.names());
                     handlers.push(Box::new(h));
                     continue;
                 }
-                // No DNS or policy verdict events exist yet: the metrics are
-                // registered with their names and help, without series.
+                // No policy verdict events exist yet: the metric is registered
+                // with its name and help, without series.
                 _ => {
                     names.extend(l7::register(registry, spec));
                     continue;
@@ -315,8 +323,8 @@ mod tests {
                 "{name} missing:\n{text}"
             );
         }
-        // DNS metrics are registered under Cilium's names, without series;
-        // HTTP ones have series once L7 flows come.
+        // DNS and HTTP metrics are registered under Cilium's names and have
+        // series once L7 flows of the proxies come.
         for name in [
             "hubble_dns_queries",
             "hubble_dns_responses",

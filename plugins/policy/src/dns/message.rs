@@ -35,6 +35,9 @@ pub enum Rejection {
     BadUpstreamAnswer,
     /// No original destination for the client (not redirected by the datapath): dropped.
     NotRedirected,
+    /// An upstream answer nobody waits for (late, duplicated, from another address, or
+    /// with an unknown id): dropped.
+    StrayAnswer,
 }
 
 impl Rejection {
@@ -48,10 +51,11 @@ impl Rejection {
             Self::UpstreamTimeout => "upstream_timeout",
             Self::BadUpstreamAnswer => "bad_upstream_answer",
             Self::NotRedirected => "not_redirected",
+            Self::StrayAnswer => "stray_answer",
         }
     }
 
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::Truncated,
         Self::Oversized,
         Self::Malformed,
@@ -60,6 +64,7 @@ impl Rejection {
         Self::UpstreamTimeout,
         Self::BadUpstreamAnswer,
         Self::NotRedirected,
+        Self::StrayAnswer,
     ];
 }
 
@@ -143,44 +148,81 @@ pub struct Answer {
     pub addresses: Vec<(IpAddr, Duration)>,
     /// The id of the upstream's reply (must equal the query's).
     pub id: u16,
+    /// The chain's CNAME targets, in answer order (normalized).
+    pub cnames: Vec<String>,
+    /// The type of each record of the chain, in answer order.
+    pub rrtypes: Vec<RecordType>,
+    /// The lowest TTL of the chain's records (0 without any).
+    pub ttl: u32,
 }
 
 /// Reads an upstream's answer to `question` (normalized).
 pub fn parse_answer(bytes: &[u8], question: &str) -> Result<Answer, Rejection> {
-    let m = Message::from_vec(bytes).map_err(|_| Rejection::BadUpstreamAnswer)?;
+    answer_of(&read_answer(bytes)?, question)
+}
+
+/// Decodes an upstream's answer.
+pub fn read_answer(bytes: &[u8]) -> Result<Message, Rejection> {
+    Message::from_vec(bytes).map_err(|_| Rejection::BadUpstreamAnswer)
+}
+
+/// The addresses of a decoded answer to `question` (normalized).
+pub fn answer_of(m: &Message, question: &str) -> Result<Answer, Rejection> {
     let mut out = Answer {
         rcode: u16::from(m.response_code()),
         id: m.id(),
         ..Answer::default()
     };
-    out.names.insert(question.to_owned());
+    // An answer echoing another question is not the answer to this one.
+    if let Some(q) = m.queries().first()
+        && normalize(&q.name().to_ascii()) != question
+    {
+        return Err(Rejection::BadUpstreamAnswer);
+    }
     // Follow the CNAME chain from the question; records of other names are ignored
     // (a resolver must not trust them for this question).
+    // Each owner and CNAME target is normalized once.
+    let records: Vec<(String, Option<String>)> = m
+        .answers()
+        .iter()
+        .map(|r| {
+            let target = match r.data() {
+                RData::CNAME(t) => Some(normalize(&t.0.to_ascii())),
+                _ => None,
+            };
+            (normalize(&r.name().to_ascii()), target)
+        })
+        .collect();
     let mut chain = BTreeSet::from([question.to_owned()]);
     loop {
         let before = chain.len();
-        for r in m.answers() {
-            if let RData::CNAME(target) = r.data()
-                && chain.contains(&normalize(&r.name().to_ascii()))
+        for (owner, target) in &records {
+            if let Some(target) = target
+                && chain.contains(owner)
             {
-                chain.insert(normalize(&target.0.to_ascii()));
+                chain.insert(target.clone());
             }
         }
         if chain.len() == before {
             break;
         }
     }
-    for r in m.answers() {
-        if !chain.contains(&normalize(&r.name().to_ascii())) {
+    let mut ttl: Option<u32> = None;
+    for (r, (owner, target)) in m.answers().iter().zip(&records) {
+        if !chain.contains(owner) {
             continue;
         }
+        out.rrtypes.push(r.record_type());
+        ttl = Some(ttl.map_or(r.ttl(), |t| t.min(r.ttl())));
         let ttl = Duration::from_secs(u64::from(r.ttl()));
         match r.data() {
             RData::A(a) => out.addresses.push((IpAddr::V4(a.0), ttl)),
             RData::AAAA(a) => out.addresses.push((IpAddr::V6(a.0), ttl)),
             _ => {}
         }
+        out.cnames.extend(target.iter().cloned());
     }
+    out.ttl = ttl.unwrap_or(0);
     out.names = chain;
     Ok(out)
 }

@@ -3,43 +3,131 @@
 //! client's original server and endpoint, refuse names the endpoint's rules do not allow,
 //! forward the others to that server, learn the FQDN addresses of the answer (ipcache
 //! first), then release the answer.
+//!
+//! UDP queries are not tasks: the receiving loop decides and sends each query upstream
+//! through the shared sockets of [`Upstreams`], and each upstream socket's reader
+//! releases the answers. TCP clients get a task each and their own upstream connection.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use hickory_proto::op::ResponseCode;
+use porin_plugin_sdk::Verdict;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tracing::debug;
 
 use super::message::{
-    MAX_UDP_MESSAGE, Parsed, Query, Rejection, answer_with, parse_answer, parse_query,
+    MAX_UDP_MESSAGE, Parsed, Rejection, answer_of, answer_with, parse_query, read_answer,
 };
+use super::record::Exchange;
 use super::state::DnsShared;
+use super::upstream::{Pending, UpstreamSocket, Upstreams};
 use crate::proxy::Transport;
 
+/// How often unanswered queries are looked for.
+const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
+/// Largest answer read from an upstream over UDP.
+const MAX_UPSTREAM_ANSWER: usize = 65_535;
+
+/// What to do with one client message.
+enum Decision {
+    /// Answer the client with these bytes (errors, REFUSED).
+    Reply(Vec<u8>),
+    /// Nothing to answer.
+    Drop,
+    /// Allowed: forward to the original server.
+    Forward(Pending),
+}
+
 /// Serves UDP queries until the task is aborted.
-pub async fn serve_udp(socket: Arc<UdpSocket>, shared: Arc<DnsShared>) {
+pub async fn serve_udp(
+    listener: Arc<UdpSocket>,
+    upstreams: Arc<Upstreams>,
+    shared: Arc<DnsShared>,
+) {
     let mut buf = vec![0u8; MAX_UDP_MESSAGE + 1];
     loop {
-        let (len, client) = match socket.recv_from(&mut buf).await {
+        let (len, client) = match listener.recv_from(&mut buf).await {
             Ok(r) => r,
             Err(e) => {
                 debug!(error = %e, "DNS proxy: receiving");
                 continue;
             }
         };
-        let bytes = buf[..len].to_vec();
-        let socket = socket.clone();
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            if let Some(reply) = handle(&shared, &bytes, client, Transport::Udp).await
-                && let Err(e) = socket.send_to(&reply, client).await
-            {
-                debug!(error = %e, %client, "DNS proxy: answering");
+        let reply = match decide(&shared, &buf[..len], client, Transport::Udp) {
+            Decision::Reply(reply) => reply,
+            Decision::Drop => continue,
+            Decision::Forward(pending) => match upstreams.forward(&mut buf[..len], pending).await {
+                Ok(()) => continue,
+                Err(unsent) => {
+                    debug!(error = %unsent.error, "DNS proxy: forwarding");
+                    match server_failure(&shared, &unsent.pending) {
+                        Some(reply) => reply,
+                        None => continue,
+                    }
+                }
+            },
+        };
+        if let Err(e) = listener.send_to(&reply, client).await {
+            debug!(error = %e, %client, "DNS proxy: answering");
+        }
+    }
+}
+
+/// Releases the answers arriving on one upstream socket until the task is aborted.
+pub async fn read_answers(
+    socket: Arc<UpstreamSocket>,
+    listener: Arc<UdpSocket>,
+    shared: Arc<DnsShared>,
+) {
+    let mut buf = vec![0u8; MAX_UPSTREAM_ANSWER];
+    loop {
+        let (len, from) = match socket.socket.recv_from(&mut buf).await {
+            Ok(r) => r,
+            Err(e) => {
+                debug!(error = %e, "DNS proxy: receiving from upstream");
+                continue;
             }
-        });
+        };
+        let answer = &mut buf[..len];
+        let Some(pending) = (len >= 2)
+            .then(|| socket.take(u16::from_be_bytes([answer[0], answer[1]]), from))
+            .flatten()
+        else {
+            // Late (after SERVFAIL), duplicated, or not from the server asked.
+            shared.counters.reject(Rejection::StrayAnswer);
+            continue;
+        };
+        answer[..2].copy_from_slice(&pending.client_id.to_be_bytes());
+        let sent = match release(&shared, &pending, answer) {
+            Released::Answer => listener.send_to(answer, pending.client).await,
+            Released::Instead(reply) => listener.send_to(&reply, pending.client).await,
+            Released::Nothing => continue,
+        };
+        if let Err(e) = sent {
+            debug!(error = %e, client = %pending.client, "DNS proxy: answering");
+        }
+    }
+}
+
+/// Answers SERVFAIL to the queries whose server did not answer in time.
+pub async fn sweep_unanswered(
+    upstreams: Arc<Upstreams>,
+    listener: Arc<UdpSocket>,
+    shared: Arc<DnsShared>,
+) {
+    let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        for pending in upstreams.expire(Instant::now()) {
+            if let Some(reply) = server_failure(&shared, &pending) {
+                let _ = listener.send_to(&reply, pending.client).await;
+            }
+        }
     }
 }
 
@@ -70,10 +158,33 @@ async fn serve_tcp_client(
         }
         let mut msg = vec![0u8; usize::from(u16::from_be_bytes(len))];
         stream.read_exact(&mut msg).await?;
-        match handle(shared, &msg, client, Transport::Tcp).await {
-            Some(reply) => write_framed(&mut stream, &reply).await?,
-            None => return Ok(()),
+        let reply = match decide(shared, &msg, client, Transport::Tcp) {
+            Decision::Reply(reply) => reply,
+            Decision::Drop => return Ok(()),
+            Decision::Forward(pending) => match forward_tcp(shared, &msg, &pending).await {
+                Some(reply) => reply,
+                None => return Ok(()),
+            },
+        };
+        write_framed(&mut stream, &reply).await?;
+    }
+}
+
+/// One TCP query to its server on a connection of its own; `None`: nothing to answer.
+async fn forward_tcp(shared: &DnsShared, msg: &[u8], pending: &Pending) -> Option<Vec<u8>> {
+    let upstream = SocketAddr::V4(pending.upstream);
+    let answer = match tokio::time::timeout(shared.upstream_timeout, ask_tcp(msg, upstream)).await {
+        Ok(Ok(a)) => a,
+        Ok(Err(e)) => {
+            debug!(error = %e, %upstream, "DNS proxy: upstream");
+            return server_failure(shared, pending);
         }
+        Err(_) => return server_failure(shared, pending),
+    };
+    match release(shared, pending, &answer) {
+        Released::Answer => Some(answer),
+        Released::Instead(reply) => Some(reply),
+        Released::Nothing => None,
     }
 }
 
@@ -85,23 +196,28 @@ async fn write_framed(stream: &mut TcpStream, msg: &[u8]) -> std::io::Result<()>
     stream.write_all(&out).await
 }
 
-/// One query from `client`; `None`: nothing to answer.
-async fn handle(
-    shared: &DnsShared,
-    bytes: &[u8],
-    client: SocketAddr,
-    transport: Transport,
-) -> Option<Vec<u8>> {
+async fn ask_tcp(query: &[u8], upstream: SocketAddr) -> std::io::Result<Vec<u8>> {
+    let mut stream = TcpStream::connect(upstream).await?;
+    write_framed(&mut stream, query).await?;
+    let mut len = [0u8; 2];
+    stream.read_exact(&mut len).await?;
+    let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    stream.read_exact(&mut buf).await?;
+    Ok(buf)
+}
+
+/// Reads one client message and decides on it.
+fn decide(shared: &DnsShared, bytes: &[u8], client: SocketAddr, transport: Transport) -> Decision {
     shared.counters.queries.fetch_add(1, Ordering::Relaxed);
     let query = match parse_query(bytes) {
         Parsed::Query(q) => q,
         Parsed::Reply(reply, why) => {
             shared.counters.reject(why);
-            return Some(reply);
+            return Decision::Reply(reply);
         }
         Parsed::Drop(why) => {
             shared.counters.reject(why);
-            return None;
+            return Decision::Drop;
         }
     };
     let redirect = match shared.destinations.lookup(client, transport) {
@@ -109,82 +225,83 @@ async fn handle(
         Err(e) => {
             debug!(error = %e, "DNS proxy: no original destination");
             shared.counters.reject(Rejection::NotRedirected);
-            return None;
+            return Decision::Drop;
         }
     };
+    let pending = Pending {
+        client,
+        client_id: query.message.id(),
+        upstream: redirect.original_destination,
+        endpoint: redirect.endpoint_id,
+        upstream_identity: redirect.destination_identity,
+        query,
+        transport,
+        sent: Instant::now(),
+    };
+    let exchange = Exchange::from(&pending);
     if !shared
         .view()
         .policy
-        .allows(redirect.endpoint_id, &query.name)
+        .allows(redirect.endpoint_id, &pending.query.name)
     {
         shared.counters.reject(Rejection::Refused);
-        return answer_with(&query, ResponseCode::Refused);
-    }
-    let upstream = SocketAddr::V4(redirect.original_destination);
-    let answer =
-        match tokio::time::timeout(shared.upstream_timeout, forward(bytes, upstream, transport))
-            .await
-        {
-            Ok(Ok(a)) => a,
-            Ok(Err(e)) => {
-                debug!(error = %e, %upstream, "DNS proxy: upstream");
-                shared.counters.reject(Rejection::UpstreamTimeout);
-                return answer_with(&query, ResponseCode::ServFail);
-            }
-            Err(_) => {
-                shared.counters.reject(Rejection::UpstreamTimeout);
-                return answer_with(&query, ResponseCode::ServFail);
-            }
+        shared.publish(exchange.request(Verdict::Dropped));
+        let refused = ResponseCode::Refused;
+        shared.publish(exchange.own_reply(Verdict::Dropped, refused.into(), pending.sent));
+        return match answer_with(&pending.query, refused) {
+            Some(reply) => Decision::Reply(reply),
+            None => Decision::Drop,
         };
-    learn_and_release(shared, &query, redirect.endpoint_id, answer)
+    }
+    shared.publish(exchange.request(Verdict::Forwarded));
+    Decision::Forward(pending)
 }
 
-/// Parses the upstream's answer, learns its FQDN addresses, returns it unchanged.
-fn learn_and_release(
-    shared: &DnsShared,
-    query: &Query,
-    endpoint: u32,
-    answer: Vec<u8>,
-) -> Option<Vec<u8>> {
-    match parse_answer(&answer, &query.name) {
-        Ok(a) if a.id == query.message.id() => {
+/// SERVFAIL for a query its server did not answer (in time, or at all).
+fn server_failure(shared: &DnsShared, pending: &Pending) -> Option<Vec<u8>> {
+    shared.counters.reject(Rejection::UpstreamTimeout);
+    let code = ResponseCode::ServFail;
+    shared.publish(Exchange::from(pending).own_reply(
+        Verdict::Forwarded,
+        code.into(),
+        pending.sent,
+    ));
+    answer_with(&pending.query, code)
+}
+
+/// What goes back to the client for an upstream's answer.
+enum Released {
+    /// The answer itself, unchanged.
+    Answer,
+    /// Another reply (SERVFAIL for an unreadable answer).
+    Instead(Vec<u8>),
+    Nothing,
+}
+
+/// Parses the upstream's answer (its id already the client's) and learns its FQDN
+/// addresses before it is released.
+fn release(shared: &DnsShared, pending: &Pending, answer: &[u8]) -> Released {
+    match read_answer(answer).and_then(|m| answer_of(&m, &pending.query.name)) {
+        Ok(a) if a.id == pending.client_id => {
             if !a.addresses.is_empty() {
-                shared.learn(endpoint, &a.names, &a.addresses);
+                shared.learn(pending.endpoint, &a.names, &a.addresses);
             }
             shared.counters.forwarded.fetch_add(1, Ordering::Relaxed);
-            Some(answer)
+            shared.publish(Exchange::from(pending).answer(&a, pending.sent));
+            Released::Answer
         }
         _ => {
             shared.counters.reject(Rejection::BadUpstreamAnswer);
-            answer_with(query, ResponseCode::ServFail)
-        }
-    }
-}
-
-/// Sends the query to the original server and waits for its answer.
-async fn forward(
-    query: &[u8],
-    upstream: SocketAddr,
-    transport: Transport,
-) -> std::io::Result<Vec<u8>> {
-    match transport {
-        Transport::Udp => {
-            let socket = UdpSocket::bind("0.0.0.0:0").await?;
-            socket.connect(upstream).await?;
-            socket.send(query).await?;
-            let mut buf = vec![0u8; 65535];
-            let len = socket.recv(&mut buf).await?;
-            buf.truncate(len);
-            Ok(buf)
-        }
-        Transport::Tcp => {
-            let mut stream = TcpStream::connect(upstream).await?;
-            write_framed(&mut stream, query).await?;
-            let mut len = [0u8; 2];
-            stream.read_exact(&mut len).await?;
-            let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
-            stream.read_exact(&mut buf).await?;
-            Ok(buf)
+            let code = ResponseCode::ServFail;
+            shared.publish(Exchange::from(pending).own_reply(
+                Verdict::Forwarded,
+                code.into(),
+                pending.sent,
+            ));
+            match answer_with(&pending.query, code) {
+                Some(reply) => Released::Instead(reply),
+                None => Released::Nothing,
+            }
         }
     }
 }

@@ -102,6 +102,11 @@ impl DnsShared {
             .unwrap_or_else(|p| p.into_inner().clone())
     }
 
+    /// Hands a DNS L7 record to the flow pipeline (nothing happens without one).
+    pub fn publish(&self, record: porin_plugin_sdk::L7Record) {
+        self.ctx.publish_l7(record);
+    }
+
     pub fn set_view(&self, view: DnsView) {
         let mut slot = self.view.write().unwrap_or_else(|p| p.into_inner());
         *slot = Arc::new(view);

@@ -280,6 +280,7 @@ fn request_record(
         headers,
         latency_ns: 0,
         trace_id,
+        dns: None,
     }
 }
 
