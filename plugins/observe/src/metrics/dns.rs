@@ -52,6 +52,9 @@ impl DnsHandler {
             "Number of DNS response types",
             h.response_types.clone(),
         );
+        h.ctx.watch(&h.queries);
+        h.ctx.watch(&h.responses);
+        h.ctx.watch(&h.response_types);
         h
     }
 
