@@ -175,8 +175,9 @@ fn node_port_reaches_local_and_remote_backends_from_outside_the_cluster() {
     let restarted = sandbox.porin(&["sandbox", "restart-agent", "node-1"]);
     assert!(
         restarted.status.success(),
-        "restart-agent failed: {}",
-        String::from_utf8_lossy(&restarted.stderr)
+        "restart-agent failed: {}\nagent logs:\n{}",
+        String::from_utf8_lossy(&restarted.stderr),
+        sandbox.agent_logs()
     );
     assert!(!before.is_empty(), "bpftool found no pinned device link");
     assert_eq!(
