@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use porin_plugin_sdk::Health;
@@ -21,6 +22,9 @@ use crate::state::cilium_types::{EndpointPolicy, EndpointPolicyDirection};
 
 /// How often enforcement and health are looked at.
 pub const STATUS_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Whether the last read of the enforcement flags failed (to warn once, not every round).
+static READ_FAILING: AtomicBool = AtomicBool::new(false);
 
 /// Per local endpoint id: (ingress enforced, egress enforced).
 pub type Enforcement = BTreeMap<u32, (bool, bool)>;
@@ -66,17 +70,23 @@ pub fn agent_health(plugins: &[PluginStatus]) -> (String, Option<String>) {
     ("Ok".to_owned(), None)
 }
 
-/// Enforcement of every endpoint the default-deny map names (absent = not enforced).
-fn read_enforcement(agent: &Agent) -> Enforcement {
+/// Enforcement of every endpoint the default-deny map names (absent = not enforced);
+/// `None` when the map cannot be read (what was published stays).
+fn read_enforcement(agent: &Agent) -> Option<Enforcement> {
     let map_dir = lock(&agent.datapath).node_pin_dir().join("maps");
-    let flags =
-        match PolicyMaps::open(|name| map_dir.join(name)).and_then(|maps| maps.default_denies()) {
-            Ok(flags) => flags,
-            Err(e) => {
-                warn!(error = %e, "reading the policy enforcement flags");
-                return Enforcement::new();
+    let flags = match PolicyMaps::open(|name| map_dir.join(name))
+        .and_then(|maps| maps.default_denies())
+    {
+        Ok(flags) => flags,
+        Err(e) => {
+            // Said once per failure streak, not every round.
+            if !READ_FAILING.swap(true, Ordering::Relaxed) {
+                warn!(error = %e, "reading the policy enforcement flags; the published endpoint states stay as they were");
             }
-        };
+            return None;
+        }
+    };
+    READ_FAILING.store(false, Ordering::Relaxed);
     let mut out = Enforcement::new();
     for (key, deny) in flags {
         let slot = out.entry(key.endpoint_id).or_default();
@@ -86,13 +96,20 @@ fn read_enforcement(agent: &Agent) -> Enforcement {
             slot.1 |= deny;
         }
     }
-    out
+    Some(out)
 }
 
 /// One round: republishes the CiliumEndpoints whose enforcement changed and the
 /// CiliumNode when the agent's health changed.
 async fn publish_changes(agent: &Agent) {
-    let enforcement = read_enforcement(agent);
+    if let Some(enforcement) = read_enforcement(agent) {
+        publish_endpoint_policy(agent, &enforcement).await;
+    }
+    publish_node_health(agent).await;
+}
+
+/// Republishes the CiliumEndpoints whose enforcement changed.
+async fn publish_endpoint_policy(agent: &Agent, enforcement: &Enforcement) {
     let records: Vec<_> = lock(&agent.endpoints).iter().cloned().collect();
     let mut changed = Vec::new();
     {
@@ -118,7 +135,10 @@ async fn publish_changes(agent: &Agent) {
             lock(&agent.endpoint_policy).remove(&record.id);
         }
     }
+}
 
+/// Republishes the CiliumNode when the agent's health changed.
+async fn publish_node_health(agent: &Agent) {
     let (state, message) = agent_health(&lock(&agent.plugins).statuses());
     let unchanged = lock(&agent.node_health)
         .as_ref()
