@@ -65,6 +65,9 @@ impl ContextOptions {
 
     /// Records the pods `labels` (computed from `flow`) name.
     pub fn record(&self, flow: &Flow, labels: &Labels) {
+        if !self.names_source_pod && !self.names_destination_pod {
+            return;
+        }
         let pod = |named: bool, ep: Option<&Endpoint>| {
             ep.filter(|e| named && !e.pod_name.is_empty())
                 .map(|e| (e.namespace.clone(), e.pod_name.clone()))

@@ -130,10 +130,10 @@ fn unpacked(endpoint_id: u32, packed: u64) -> PolicyKey {
     }
 }
 
-/// Merges collected keys into `entries` with [`insert_entry`]'s precedence: each
-/// endpoint's keys sorted, the strongest value of each run of equal keys kept, then
-/// built in bulk when `entries` is empty (the full computation's case).
-fn merge_pending(entries: &mut BTreeMap<PolicyKey, PolicyValue>, pending: Pending) {
+/// The map contents of the collected keys with [`insert_entry`]'s precedence: each
+/// endpoint's keys sorted, the strongest value of each run of equal keys kept, the map
+/// built in bulk from the sorted run.
+fn merge_pending(pending: Pending) -> BTreeMap<PolicyKey, PolicyValue> {
     let total = pending.values().map(Vec::len).sum();
     let mut merged: Vec<(PolicyKey, PolicyValue)> = Vec::with_capacity(total);
     for (endpoint_id, mut keys) in pending {
@@ -157,13 +157,7 @@ fn merge_pending(entries: &mut BTreeMap<PolicyKey, PolicyValue>, pending: Pendin
             merged.push((unpacked(endpoint_id, k), v));
         }
     }
-    if entries.is_empty() {
-        *entries = merged.into_iter().collect();
-    } else {
-        for (key, value) in merged {
-            insert_entry(entries, key, value);
-        }
-    }
+    merged.into_iter().collect()
 }
 
 impl Engine {
@@ -232,8 +226,9 @@ impl Engine {
         for policy in policies {
             engine.add_policy(policy);
         }
+        // Nothing else writes entries while keys are collected.
         if let Some(pending) = engine.pending.take() {
-            merge_pending(&mut engine.out.entries, pending);
+            engine.out.entries = merge_pending(pending);
         }
         engine
     }
