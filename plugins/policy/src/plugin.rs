@@ -256,6 +256,22 @@ impl PolicyPlugin {
             Health::Degraded(problems.join("; "))
         });
     }
+
+    /// Starts answering DNS queries (the first policy view is set); a failure is reported
+    /// like a failure to bind.
+    fn serve_dns(&mut self) {
+        let Some(run) = self.running.as_mut() else {
+            return;
+        };
+        let Ok(dns) = run.dns.as_mut() else {
+            return;
+        };
+        if let Err(e) = dns.serve() {
+            warn!(plugin = NAME, error = %e, "DNS proxy not started: DNS rules are not enforced on this node (redirected queries go to their server)");
+            run.dns = Err(e.to_string());
+            self.program();
+        }
+    }
 }
 
 impl Plugin for PolicyPlugin {
@@ -298,7 +314,8 @@ impl Plugin for PolicyPlugin {
                 Programmer::default()
             }
         };
-        let dns = DnsProxy::start(
+        // Bound now, served once the first policy view is in (below).
+        let dns = DnsProxy::bind(
             ctx.clone(),
             self.config.dns_proxy_port,
             self.config.fqdn_limits(),
@@ -330,6 +347,7 @@ impl Plugin for PolicyPlugin {
             problems: Vec::new(),
         });
         self.program();
+        self.serve_dns();
         info!(plugin = NAME, enforcement = ?self.config.enforcement, "started");
         Ok(())
     }

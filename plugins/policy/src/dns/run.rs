@@ -54,13 +54,26 @@ pub struct DnsProxy {
     shared: Arc<DnsShared>,
     upstreams: Arc<Upstreams>,
     tasks: Vec<JoinHandle<()>>,
+    /// Sockets bound by [`DnsProxy::bind`] and not yet served.
+    unserved: Option<Unserved>,
     /// Declared last: dropped after the tasks are aborted.
-    _runtime: ProxyRuntime,
+    runtime: ProxyRuntime,
     pub addr: SocketAddr,
 }
 
+struct Unserved {
+    udp: std::net::UdpSocket,
+    tcp: std::net::TcpListener,
+    ct_path: std::path::PathBuf,
+}
+
 impl DnsProxy {
-    pub fn start(
+    /// Binds the proxy's sockets without serving them. From here on the datapath
+    /// redirects queries to the proxy (it looks the socket up) and they wait in the
+    /// sockets' queues until [`DnsProxy::serve`]: the plugin sets the first policy view
+    /// in between, so a query that arrives while a restarted agent starts is judged by the
+    /// policy, never by an empty view.
+    pub fn bind(
         ctx: Arc<dyn PluginContext>,
         port: u16,
         limits: FqdnLimits,
@@ -89,13 +102,36 @@ impl DnsProxy {
             destinations,
             upstream_timeout: UPSTREAM_TIMEOUT,
         });
-        let handle = runtime.handle()?;
+        let upstreams =
+            Arc::new(Upstreams::bind(UPSTREAM_TIMEOUT).map_err(DnsProxyError::Upstream)?);
+        Ok(Self {
+            shared,
+            upstreams,
+            tasks: Vec::new(),
+            unserved: Some(Unserved { udp, tcp, ct_path }),
+            runtime,
+            addr,
+        })
+    }
+
+    /// Starts answering: the receiving loops, the upstream readers and garbage
+    /// collection. Does nothing the second time.
+    pub fn serve(&mut self) -> Result<(), DnsProxyError> {
+        let Some(Unserved { udp, tcp, ct_path }) = self.unserved.take() else {
+            return Ok(());
+        };
+        let addr = self.addr;
+        let bind_err = |transport, source| DnsProxyError::Bind {
+            addr,
+            transport,
+            source,
+        };
+        let handle = self.runtime.handle()?;
         let guard = handle.enter();
         let udp = Arc::new(tokio::net::UdpSocket::from_std(udp).map_err(|e| bind_err("UDP", e))?);
         let tcp = tokio::net::TcpListener::from_std(tcp).map_err(|e| bind_err("TCP", e))?;
-        let upstreams =
-            Arc::new(Upstreams::bind(UPSTREAM_TIMEOUT).map_err(DnsProxyError::Upstream)?);
-        let mut tasks = vec![
+        let (shared, upstreams) = (&self.shared, &self.upstreams);
+        self.tasks = vec![
             handle.spawn(serve_udp(udp.clone(), upstreams.clone(), shared.clone())),
             handle.spawn(sweep_unanswered(
                 upstreams.clone(),
@@ -106,17 +142,12 @@ impl DnsProxy {
             handle.spawn(collect_garbage(shared.clone(), ct_path)),
         ];
         for socket in &upstreams.sockets {
-            tasks.push(handle.spawn(read_answers(socket.clone(), udp.clone(), shared.clone())));
+            self.tasks
+                .push(handle.spawn(read_answers(socket.clone(), udp.clone(), shared.clone())));
         }
         drop(guard);
         info!(%addr, threads = WORKER_THREADS, "DNS proxy listening (UDP and TCP)");
-        Ok(Self {
-            shared,
-            upstreams,
-            tasks,
-            _runtime: runtime,
-            addr,
-        })
+        Ok(())
     }
 
     /// The policy changed.
