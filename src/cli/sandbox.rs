@@ -223,12 +223,13 @@ pub(super) fn wait_for_convergence(
     summary: &porin_testbed::sandbox::SandboxSummary,
 ) -> Result<()> {
     let pods = summary.pods.len();
-    let deadline = Instant::now() + Duration::from_secs(10);
+    // Generous: on a loaded 2-core machine the agents' first reconcile can take seconds.
+    let deadline = Instant::now() + Duration::from_secs(30);
     for node in &summary.nodes {
         let Some(socket) = &node.agent_socket else {
             continue;
         };
-        let client = AgentClient::new(socket);
+        let client = AgentClient::new(socket).with_timeout(Duration::from_secs(2));
         loop {
             let known = control
                 .runtime
@@ -240,7 +241,7 @@ pub(super) fn wait_for_convergence(
             }
             if Instant::now() > deadline {
                 bail!(
-                    "agent of {} knows {known} of {pods} pods after 10s",
+                    "agent of {} knows {known} of {pods} pods after 30s",
                     node.name
                 );
             }
@@ -321,16 +322,16 @@ fn restart_agent(state_dir: &Path, node: &str, kill: bool) -> Result<bool> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let client = AgentClient::new(&socket);
+    let client = AgentClient::new(&socket).with_timeout(Duration::from_secs(2));
     loop {
         if let Ok(status) = runtime.block_on(client.status())
             && status.ready
         {
             break;
         }
-        if started.elapsed() > Duration::from_secs(30) {
+        if started.elapsed() > Duration::from_secs(60) {
             bail!(
-                "restarted agent of {node} not ready after 30s; see {}",
+                "restarted agent of {node} not ready after 60s; see {}",
                 log.display()
             );
         }
@@ -414,7 +415,7 @@ impl AgentControl for SandboxAgents {
         cmd.arg("agent").arg("--config").arg(config_path);
         let mut process =
             Process::spawn(cmd, Some(&node.netns), Some(&node.cgroup), &node.agent_log)?;
-        let client = AgentClient::new(&node.agent_socket);
+        let client = AgentClient::new(&node.agent_socket).with_timeout(Duration::from_secs(2));
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(status) = self.runtime.block_on(client.status())

@@ -31,6 +31,13 @@ impl AgentClient {
         }
     }
 
+    /// The same client with another limit per request (readiness polls use a short one,
+    /// so a request caught by a restarting agent is retried rather than waited on).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
     /// The socket this client talks to.
     pub fn socket(&self) -> &Path {
         &self.socket
