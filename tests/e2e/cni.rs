@@ -423,6 +423,24 @@ fn cni_add_latency_over_100_pods() {
         );
     }
     assert!(endpoints(&sandbox, &socket).is_empty());
+    // Where the agent's part of ADD goes, from its "endpoint created" log lines.
+    let log = std::fs::read_to_string(sandbox.state_dir.path().join("logs/agent_node-1.log"))
+        .expect("agent log");
+    for phase in ["link_ms", "attach_ms", "publish_ms", "reconcile_ms"] {
+        let mut values: Vec<f64> = log
+            .lines()
+            .filter(|l| l.contains("endpoint created") && l.contains("pod-"))
+            .filter_map(|l| {
+                let rest = &l[l.find(&format!("{phase}="))? + phase.len() + 1..];
+                rest.split_whitespace().next()?.parse().ok()
+            })
+            .collect();
+        assert_eq!(values.len(), PODS, "{phase} in the agent log");
+        results.insert(
+            format!("porin_agent_{phase}_p50"),
+            json!(percentile(&mut values, 0.50)),
+        );
+    }
     println!("{}", Value::Object(results));
     sandbox.down_and_check();
 }

@@ -125,6 +125,7 @@ impl AgentApi for Agent {
 
     fn add_endpoint(&self, request: AddEndpointRequest) -> Result<EndpointInfo, ApiError> {
         validate(&request)?;
+        let started = std::time::Instant::now();
         let key = format!("{}/{}", request.namespace, request.pod);
         let mut endpoints = lock(&self.endpoints);
         if let Some(existing) = endpoints.get_mut(&request.namespace, &request.pod) {
@@ -160,6 +161,7 @@ impl AgentApi for Agent {
                     });
                 }
             };
+        let linked = started.elapsed();
         let snapshot = self.store.snapshot();
         let labels = cluster::pod_security_labels(&snapshot, &request.namespace, &request.pod);
         let (identity, state, label_strings) = match &labels {
@@ -219,20 +221,30 @@ impl AgentApi for Agent {
             warn!(error = %e, "writing the endpoint record");
         }
         drop(endpoints);
+        let attached = started.elapsed();
         if let Ok(prefix) = IpNet::new(IpAddr::V4(ip), 32) {
             lock(&self.ipcache).upsert(prefix, identity, Source::LocalEndpoint);
         }
-        info!(endpoint = %key, %ip, id, identity, "endpoint created");
         // Its policy state is published by the status publisher's next round.
         lock(&self.endpoint_policy).remove(&id);
         let cep = cilium_endpoint(&self.config, &record, None);
         if let Err(e) = self.runtime.block_on(self.datastore.publish(cep)) {
             warn!(endpoint = %key, error = %e, "publishing the CiliumEndpoint");
         }
+        let published = started.elapsed();
         self.reconcile(&porin_plugin_sdk::StateChangeSummary {
             kinds: vec!["CiliumEndpoint".to_string()],
             ..Default::default()
         });
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+        info!(
+            endpoint = %key, %ip, id, identity,
+            link_ms = ms(linked),
+            attach_ms = ms(attached - linked),
+            publish_ms = ms(published - attached),
+            reconcile_ms = ms(started.elapsed() - published),
+            "endpoint created"
+        );
         let endpoints = lock(&self.endpoints);
         Ok(endpoints
             .get(&request.namespace, &request.pod)
