@@ -175,6 +175,8 @@ fn run_trace(args: &TraceArgs) -> Result<bool> {
     let mut l4 = L4 {
         port: args.dport.as_deref().map(parse_dport).transpose()?,
         named_ports: BTreeMap::new(),
+        // Egress rules resolve names against the same ports (`--dst-named-port`).
+        cluster_named_ports: BTreeMap::new(),
     };
     for np in &args.named_ports {
         let (name, port) = np

@@ -101,6 +101,7 @@ impl PolicyHints for PolicyFileHints {
         let l4 = L4 {
             port,
             named_ports: BTreeMap::new(),
+            cluster_named_ports: BTreeMap::new(),
         };
         let result = trace(&sources.policies, self.enforcement, &src, &dst, &l4);
         Ok(PolicyHint {

@@ -42,6 +42,20 @@ fn manifests(file: &CorpusFile) -> String {
             "labels: {app: x}",
             &format!("labels: {{{}}}", labels.join(", ")),
         );
+        if !spec.named_ports.is_empty() {
+            let ports: Vec<String> = spec
+                .named_ports
+                .iter()
+                .map(|(name, port)| format!("{{name: {name}, containerPort: {port}}}"))
+                .collect();
+            pod = pod.replace(
+                "command: [\"sleep\", \"infinity\"]}",
+                &format!(
+                    "command: [\"sleep\", \"infinity\"], ports: [{}]}}",
+                    ports.join(", ")
+                ),
+            );
+        }
         out.push_str(&pod);
     }
     out

@@ -175,6 +175,7 @@ pub fn run(sizes: Sizes) -> Result<ComputeReport, GenerateError> {
         .map(|k| IdentityInput {
             id: 256 + u32::try_from(k).unwrap_or(u32::MAX - 256),
             labels: identity_labels(k, &sizes),
+            named_ports: Default::default(),
         })
         .collect();
     let endpoints: Vec<EndpointInput> = (0..sizes.endpoints.min(sizes.identities))
@@ -211,6 +212,7 @@ pub fn run(sizes: Sizes) -> Result<ComputeReport, GenerateError> {
     let new_identity = IdentityInput {
         id: 256 + u32::try_from(sizes.identities).unwrap_or(0) + 1,
         labels,
+        named_ports: Default::default(),
     };
     let started = Instant::now();
     engine.add_identity(&new_identity);

@@ -1,13 +1,13 @@
 //! The network policy plugin's lifecycle: open the policy maps, and on start and on every
 //! relevant state change compute this node's policy map contents and write the differences.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
 use porin_core::datapath::{MAP_POLICY, MAP_POLICY_EP, MAP_PROXY_REDIR, PolicyMaps};
 use porin_plugin_sdk::{
-    CidrIdentity, DatapathContribution, Health, Plugin, PluginContext, PluginError,
+    CidrIdentity, ClusterState, DatapathContribution, Health, Plugin, PluginContext, PluginError,
     StateChangeSummary, Switch,
 };
 use tracing::{debug, info, warn};
@@ -15,7 +15,9 @@ use tracing::{debug, info, warn};
 use crate::compute::{CidrIdentities, referenced_fqdns, referenced_prefixes};
 use crate::dns::run::DnsProxy;
 use crate::dns::{DnsPolicy, DnsView, NamePattern};
-use crate::enforce::desired::{EndpointInput, IdentityInput};
+use crate::enforce::desired::{
+    EndpointInput, IdentityInput, NamedPorts, ambiguous_egress_port_names,
+};
 use crate::enforce::incremental::{Incremental, Inputs};
 use crate::enforce::loader::Loader;
 use crate::enforce::programmer::Programmer;
@@ -84,6 +86,40 @@ fn named_ports(pods: &[Pod], namespace: &str, name: &str) -> BTreeMap<String, u1
         .flat_map(|c| c.ports.iter().flatten())
         .filter_map(|port| Some((port.name.clone()?, u16::try_from(port.container_port).ok()?)))
         .collect()
+}
+
+/// The named container ports of every pod with an address, by the pod's identity (the
+/// ports egress rules name resolve against the peer).
+fn identity_named_ports(
+    ctx: &dyn PluginContext,
+    state: &dyn ClusterState,
+    pods: &[Pod],
+) -> HashMap<u32, NamedPorts> {
+    let mut named: HashMap<(&str, &str), BTreeMap<String, u16>> = HashMap::new();
+    for pod in pods {
+        let (Some(namespace), Some(name)) = (&pod.metadata.namespace, &pod.metadata.name) else {
+            continue;
+        };
+        let ports = named_ports(std::slice::from_ref(pod), namespace, name);
+        if !ports.is_empty() {
+            named.insert((namespace.as_str(), name.as_str()), ports);
+        }
+    }
+    let mut out: HashMap<u32, NamedPorts> = HashMap::new();
+    if named.is_empty() {
+        return out;
+    }
+    for address in state.pod_addresses() {
+        let key = (address.namespace.as_str(), address.pod_name.as_str());
+        let (Some(ports), Some(meta)) = (named.get(&key), ctx.resolve_endpoint(address.ip)) else {
+            continue;
+        };
+        let merged = out.entry(meta.identity).or_default();
+        for (name, port) in ports {
+            merged.entry(name.clone()).or_default().insert(*port);
+        }
+    }
+    out
 }
 
 /// Start the node's L7 proxy: peers resolved through the agent, records to the
@@ -163,14 +199,17 @@ impl PolicyPlugin {
                 named_ports: named_ports(&pods, &e.namespace, &e.pod_name),
             })
             .collect();
+        let mut identity_ports = identity_named_ports(run.ctx.as_ref(), state.as_ref(), &pods);
         let identities: Vec<IdentityInput> = state
             .identities()
             .into_iter()
             .map(|i| IdentityInput {
                 id: i.id,
                 labels: labels_of(&i.labels),
+                named_ports: identity_ports.remove(&i.id).unwrap_or_default(),
             })
             .collect();
+        let ambiguous_names = ambiguous_egress_port_names(&loaded.policies, &identities);
         // CIDR identities go into the ipcache before the policy entries that name them.
         run.cidrs.update(&referenced_prefixes(&loaded.policies));
         run.cidrs.update_fqdns(&referenced_fqdns(&loaded.policies));
@@ -240,6 +279,11 @@ impl PolicyPlugin {
         }
         let mut problems = loaded.problems;
         problems.extend(dns_problems);
+        problems.extend(ambiguous_names.into_iter().map(|(name, ports)| {
+            format!(
+                "named port {name:?} is {ports:?} on different pods: egress rules naming it allow nothing (as in Cilium); give the name one number or name the port number"
+            )
+        }));
         problems.extend(report.errors);
         if let Err(e) = &run.dns {
             problems.push(format!("DNS proxy: {e}"));

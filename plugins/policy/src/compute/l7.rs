@@ -39,6 +39,7 @@ impl HttpFilter {
         l4: &L4,
     ) -> Self {
         let decision = decide(policies, enforcement, subject, direction, peer, l4);
+        let l4 = &*l4.seen_from(direction);
         if decision.verdict == Verdict::Denied {
             return Self::DenyAll;
         }

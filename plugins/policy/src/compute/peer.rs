@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 
 use ipnet::IpNet;
 
-use crate::model::{CidrRule, Entity, Labels, Peers, Port, PortRule, Protocol, Selector};
+use crate::model::{
+    CidrRule, Direction, Entity, Labels, Peers, Port, PortRule, Protocol, Selector,
+};
 
 /// An endpoint, a reserved entity or an address outside the cluster.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -19,8 +21,13 @@ pub struct Peer {
 pub struct L4 {
     /// `None`: no port given; only rules without a port restriction match.
     pub port: Option<(u16, Protocol)>,
-    /// The destination's named container ports (`http` -> 8080).
+    /// The destination's named container ports (`http` -> 8080), which ingress rules
+    /// resolve port names against.
     pub named_ports: BTreeMap<String, u16>,
+    /// The port names that have one number on every pod of the cluster declaring them,
+    /// which egress rules resolve against (Cilium's cluster-wide named-port map: a name
+    /// with two numbers resolves to none). Empty: the destination's `named_ports`.
+    pub cluster_named_ports: BTreeMap<String, u16>,
 }
 
 impl Peer {
@@ -98,6 +105,20 @@ impl Peer {
 }
 
 impl L4 {
+    /// The connection as rules of `direction` see it: egress rules resolve port names
+    /// against the cluster's names when those are given.
+    pub fn seen_from(&self, direction: Direction) -> std::borrow::Cow<'_, L4> {
+        if direction == Direction::Egress && !self.cluster_named_ports.is_empty() {
+            std::borrow::Cow::Owned(L4 {
+                port: self.port,
+                named_ports: self.cluster_named_ports.clone(),
+                cluster_named_ports: BTreeMap::new(),
+            })
+        } else {
+            std::borrow::Cow::Borrowed(self)
+        }
+    }
+
     /// The first `toPorts` entry that covers this connection; `Some(None)` when the
     /// rule has no port restriction.
     pub fn matching<'r>(&self, to_ports: &'r [PortRule]) -> Option<Option<&'r PortRule>> {

@@ -242,6 +242,7 @@ fn port_ranges_protocols_and_named_ports() {
     let named = L4 {
         port: Some((9090, Protocol::Tcp)),
         named_ports: [("http".to_owned(), 9090)].into(),
+        ..L4::default()
     };
     assert_eq!(ingress(&p, WEB, &src, &named).verdict, Verdict::Allowed);
 }

@@ -51,6 +51,7 @@ pub fn decide(
     peer: &Peer,
     l4: &L4,
 ) -> Decision {
+    let l4 = &*l4.seen_from(direction);
     let selecting: Vec<(&PolicyRef, &Rule)> = policies
         .iter()
         .flat_map(|p| p.rules.iter().map(move |r| (&p.source, r)))

@@ -10,8 +10,8 @@ use super::format::{CorpusFile, ENTITIES, EndpointSpec, Expected, Flow, FlowPeer
 use crate::compute::{CidrIdentities, L4, Peer, Trace, Verdict, cidr_peer, referenced_prefixes};
 use crate::compute::{resolve_address, trace};
 use crate::enforce::desired::{
-    Desired, EndpointInput, IdentityInput, MapVerdict, REASON_POLICY_DENIED, REASON_POLICY_DENY,
-    desired, dp_direction, lookup,
+    Desired, EndpointInput, IdentityInput, MapVerdict, NamedPorts, REASON_POLICY_DENIED,
+    REASON_POLICY_DENY, desired, dp_direction, lookup, unique_named_ports,
 };
 use crate::model::{Direction, Label, Labels, NAMESPACE_LABELS, POD_NAMESPACE, Policy, Protocol};
 use crate::parse::parse_file;
@@ -80,6 +80,17 @@ impl Pods {
             })
             .collect();
         Self { by_name }
+    }
+
+    /// The port names with one number over all pods, which egress rules resolve against.
+    pub fn cluster_named_ports(&self) -> BTreeMap<String, u16> {
+        let mut all = NamedPorts::new();
+        for (_, _, ports) in self.by_name.values() {
+            for (name, port) in ports {
+                all.entry(name.clone()).or_default().insert(*port);
+            }
+        }
+        unique_named_ports(&all)
     }
 }
 
@@ -158,6 +169,7 @@ impl Ctx<'_> {
         let l4 = L4 {
             port: Some(flow.port),
             named_ports,
+            cluster_named_ports: self.pods.cluster_named_ports(),
         };
         let t = trace(&self.policies, self.scenario.enforcement, &src, &dst, &l4);
         let outcome = [&t.egress, &t.ingress]
@@ -224,10 +236,16 @@ pub fn check_scenario(file: &CorpusFile, scenario: &Scenario) -> Vec<String> {
         .map(|e| IdentityInput {
             id: e.id,
             labels: e.labels.clone(),
+            named_ports: e
+                .named_ports
+                .iter()
+                .map(|(name, port)| (name.clone(), [*port].into()))
+                .collect(),
         })
         .chain(ENTITIES.iter().map(|e| IdentityInput {
             id: reserved_id(e),
             labels: reserved_labels(e),
+            named_ports: Default::default(),
         }))
         .collect();
     let cidrs = CidrIdentities::for_prefixes(&referenced_prefixes(&policies));

@@ -33,6 +33,68 @@ pub struct EndpointInput {
 pub struct IdentityInput {
     pub id: u32,
     pub labels: Labels,
+    /// Named container ports of the pods carrying it (`http` -> {8080}), for egress rules
+    /// naming them.
+    pub named_ports: NamedPorts,
+}
+
+/// Port names to the port numbers pods give them.
+pub type NamedPorts = BTreeMap<String, BTreeSet<u16>>;
+
+/// The port names that have one port number wherever a pod declares them. Egress rules
+/// resolve names against these, as Cilium does with its cluster-wide named-port map: a name
+/// two pods give different numbers resolves to nothing.
+pub fn unique_named_ports(all: &NamedPorts) -> BTreeMap<String, u16> {
+    all.iter()
+        .filter_map(
+            |(name, ports)| match ports.iter().collect::<Vec<_>>().as_slice() {
+                [port] => Some((name.clone(), **port)),
+                _ => None,
+            },
+        )
+        .collect()
+}
+
+/// Port names egress rules use that pods give different numbers (so they resolve to
+/// nothing), with those numbers: the plugin reports them.
+pub fn ambiguous_egress_port_names(
+    policies: &[Policy],
+    identities: &[IdentityInput],
+) -> Vec<(String, BTreeSet<u16>)> {
+    let mut all = NamedPorts::new();
+    for identity in identities {
+        for (name, ports) in &identity.named_ports {
+            all.entry(name.clone()).or_default().extend(ports);
+        }
+    }
+    let used: BTreeSet<&str> = policies
+        .iter()
+        .flat_map(|p| &p.rules)
+        .flat_map(|r| {
+            [
+                r.section(Direction::Egress, false),
+                r.section(Direction::Egress, true),
+            ]
+        })
+        .flatten()
+        .flat_map(|e| &e.to_ports)
+        .flat_map(|r| &r.ports)
+        .filter_map(|p| match &p.port {
+            Port::Named(name) => Some(name.as_str()),
+            _ => None,
+        })
+        .collect();
+    all.into_iter()
+        .filter(|(name, ports)| ports.len() > 1 && used.contains(name.as_str()))
+        .collect()
+}
+
+/// Whether an entry names a port (egress names resolve against the whole cluster).
+pub fn names_ports(entry: &PeerRule) -> bool {
+    entry
+        .to_ports
+        .iter()
+        .any(|r| r.ports.iter().any(|p| matches!(p.port, Port::Named(_))))
 }
 
 /// What the policy maps should hold.
@@ -111,6 +173,7 @@ pub(super) fn port_keys(
     entry: &PeerRule,
     direction: Direction,
     endpoint: &EndpointInput,
+    egress_named_ports: &BTreeMap<String, u16>,
     proxies: &ProxyPorts,
 ) -> Vec<(u8, u16, u16)> {
     if entry.to_ports.is_empty() {
@@ -132,11 +195,14 @@ pub(super) fn port_keys(
                         out.extend((*start..=*end).map(|p| (proto, p, proxy)));
                     }
                 }
-                // Named ports resolve against the destination: the endpoint itself at ingress.
+                // Named ports resolve against the destination: the endpoint itself at
+                // ingress; at egress the cluster's unambiguous names.
                 Port::Named(name) => {
-                    if direction == Direction::Ingress
-                        && let Some(port) = endpoint.named_ports.get(name)
-                    {
+                    let ports = match direction {
+                        Direction::Ingress => &endpoint.named_ports,
+                        Direction::Egress => egress_named_ports,
+                    };
+                    if let Some(port) = ports.get(name) {
                         out.push((proto, *port, proxy));
                     }
                 }

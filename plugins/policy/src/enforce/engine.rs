@@ -20,7 +20,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use porin_core::datapath::abi::{POLICY_ALLOW, POLICY_DENY, PolicyEpKey, PolicyKey, PolicyValue};
 
-use super::desired::{Desired, EndpointInput, IdentityInput, dp_direction, policy_id, port_keys};
+use super::desired::{
+    Desired, EndpointInput, IdentityInput, NamedPorts, dp_direction, names_ports, policy_id,
+    port_keys, unique_named_ports,
+};
 use crate::Enforcement;
 use crate::compute::{CidrIdentities, Peer};
 use crate::model::{Direction, Entity, Operator, PeerRule, Peers, Policy, Rule, Subject};
@@ -76,6 +79,10 @@ pub struct Engine {
     /// FQDN selector identities: the only candidates of `toFQDNs` rules.
     fqdn_peers: BTreeSet<u32>,
     endpoints: BTreeMap<u32, EndpointInput>,
+    /// Every port number each port name has on some pod of the cluster, and the names
+    /// with exactly one, which egress rules resolve against.
+    all_named_ports: NamedPorts,
+    egress_named_ports: BTreeMap<String, u16>,
     out: Desired,
     /// During the full computation, keys are collected here and merged once at the end
     /// (a sort and a bulk build instead of about a million tree insertions).
@@ -200,6 +207,8 @@ impl Engine {
             cidr_peers: BTreeSet::new(),
             fqdn_peers: BTreeSet::new(),
             endpoints: endpoints.iter().map(|e| (e.id, e.clone())).collect(),
+            all_named_ports: NamedPorts::new(),
+            egress_named_ports: BTreeMap::new(),
             out: Desired::default(),
             pending: Some(Pending::new()),
         };
@@ -216,6 +225,10 @@ impl Engine {
         for (id, peer) in peers {
             engine.index_identity(id, peer);
         }
+        for identity in identities {
+            engine.index_named_ports(identity);
+        }
+        engine.egress_named_ports = unique_named_ports(&engine.all_named_ports);
         if enforcement == Enforcement::Always {
             for id in engine.endpoints.keys().copied().collect::<Vec<_>>() {
                 for direction in [Direction::Ingress, Direction::Egress] {
@@ -267,6 +280,27 @@ impl Engine {
         self.identities.insert(id, peer);
     }
 
+    fn index_named_ports(&mut self, identity: &IdentityInput) {
+        if identity.named_ports.is_empty() {
+            return;
+        }
+        for (name, ports) in &identity.named_ports {
+            self.all_named_ports
+                .entry(name.clone())
+                .or_default()
+                .extend(ports);
+        }
+    }
+
+    /// Whether some rule in force names a port at egress: then a new identity with named
+    /// ports can change what the name resolves to for every peer, which
+    /// [`Engine::add_identity`] does not revisit (the caller recomputes fully).
+    pub fn resolves_egress_named_ports(&self) -> bool {
+        self.entries
+            .iter()
+            .any(|e| e.direction == Direction::Egress && names_ports(&e.entry))
+    }
+
     /// A new identity (a new pod label set somewhere in the cluster): only the entries
     /// that select it gain keys.
     pub fn add_identity(&mut self, identity: &IdentityInput) {
@@ -275,6 +309,8 @@ impl Engine {
             cidr: None,
         };
         self.index_identity(identity.id, peer.clone());
+        self.index_named_ports(identity);
+        self.egress_named_ports = unique_named_ports(&self.all_named_ports);
         if self.enforcement == Enforcement::Never {
             return;
         }
@@ -445,7 +481,13 @@ impl Engine {
             let Some(endpoint) = self.endpoints.get(ep) else {
                 continue;
             };
-            let ports = port_keys(&entry.entry, entry.direction, endpoint, &self.proxies);
+            let ports = port_keys(
+                &entry.entry,
+                entry.direction,
+                endpoint,
+                &self.egress_named_ports,
+                &self.proxies,
+            );
             let keys = ids.iter().flat_map(|&identity| {
                 ports.iter().map(move |&(proto, dport, proxy)| {
                     let key = PolicyKey {

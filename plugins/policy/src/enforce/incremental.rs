@@ -78,7 +78,10 @@ impl Incremental {
                         self.last = Some((inputs, engine));
                         Step::Unchanged
                     }
-                    (true, Some(ids), Some(pols)) => {
+                    (true, Some(ids), Some(pols))
+                        if !(engine.resolves_egress_named_ports()
+                            && ids.iter().any(|i| !i.named_ports.is_empty())) =>
+                    {
                         for identity in &ids {
                             engine.add_identity(identity);
                         }
@@ -139,6 +142,7 @@ mod tests {
         IdentityInput {
             id,
             labels: Labels::parse_list(labels).expect("labels"),
+            named_ports: Default::default(),
         }
     }
 

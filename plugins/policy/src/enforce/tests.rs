@@ -69,6 +69,12 @@ fn identities() -> Vec<IdentityInput> {
         .map(|(id, l)| IdentityInput {
             id: *id,
             labels: labels(l),
+            // Pods carry `http` on 8080 (see `endpoints`).
+            named_ports: if *id > 1000 {
+                [("http".to_owned(), [8080].into())].into()
+            } else {
+                Default::default()
+            },
         })
         .collect()
 }
@@ -177,11 +183,9 @@ fn assert_agreement(policies: &[Policy], enforcement: Enforcement) {
                     };
                     let l4 = L4 {
                         port: Some((*port, *proto)),
-                        named_ports: if direction == Direction::Ingress {
-                            ep.named_ports.clone()
-                        } else {
-                            BTreeMap::new()
-                        },
+                        named_ports: ep.named_ports.clone(),
+                        // Every pod names 8080 `http`.
+                        cluster_named_ports: BTreeMap::from([("http".to_owned(), 8080)]),
                     };
                     let d = decide(policies, enforcement, &ep.labels, direction, &peer, &l4);
                     let m = lookup(
@@ -234,6 +238,98 @@ fn maps_agree_with_decide_on_mixed_policies_and_modes() {
     }
     assert_agreement(&[], Enforcement::Default);
     assert_agreement(&[], Enforcement::Always);
+}
+
+const EGRESS_NAMED: &str = r#"apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: to-web-http, namespace: prod}
+spec:
+  endpointSelector: {matchLabels: {app: front}}
+  egress:
+    - toEndpoints: [{matchLabels: {app: web}}]
+      toPorts: [{ports: [{port: http, protocol: TCP}]}]
+---
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: any-http, namespace: ops}
+spec:
+  endpointSelector: {}
+  egress:
+    - toPorts: [{ports: [{port: http}]}]
+    - toPorts: [{ports: [{port: metrics}]}]
+"#;
+
+#[test]
+fn egress_named_ports_resolve_against_the_peer() {
+    let p = policies(EGRESS_NAMED);
+    assert_agreement(&p, Enforcement::Default);
+    let maps = default_maps(&p);
+    let lookup_egress =
+        |ep, peer, port| lookup(&maps, ep, dp_direction(Direction::Egress), peer, 6, port);
+    // front (1007) to web (1006): the peer names `http` 8080; nothing else is open.
+    assert_eq!(lookup_egress(1007, 1006, 8080), MapVerdict::Allowed);
+    assert_eq!(
+        lookup_egress(1007, 1006, 9090),
+        MapVerdict::Dropped(REASON_POLICY_DENIED)
+    );
+    assert_eq!(
+        lookup_egress(1007, 1002, 8080),
+        MapVerdict::Dropped(REASON_POLICY_DENIED)
+    );
+    // Open to any peer: the name resolves over every pod (identity 0 carries 8080);
+    // `metrics` names no port anywhere, so it opens nothing.
+    let ops = 1003;
+    assert_eq!(lookup_egress(ops, 1002, 8080), MapVerdict::Allowed);
+    assert_eq!(
+        lookup_egress(ops, 1002, 9090),
+        MapVerdict::Dropped(REASON_POLICY_DENIED)
+    );
+}
+
+#[test]
+fn a_new_identity_with_named_ports_gives_the_full_computation() {
+    use super::incremental::{Incremental, Inputs};
+    use crate::proxy::ProxyPorts;
+    let p = policies(EGRESS_NAMED);
+    let inputs = |ids: Vec<IdentityInput>| Inputs {
+        policies: p.clone(),
+        enforcement: Enforcement::Default,
+        endpoints: endpoints(),
+        identities: ids,
+        cidrs: CidrIdentities::default(),
+        proxies: ProxyPorts::default(),
+    };
+    let mut inc = Incremental::default();
+    inc.update(inputs(identities()));
+    let mut more = identities();
+    more.push(IdentityInput {
+        id: 1020,
+        labels: labels("k8s:app=web,k8s:io.kubernetes.pod.namespace=prod,k8s:v=2"),
+        named_ports: [("http".to_owned(), [8443].into())].into(),
+    });
+    let full = desired(
+        &p,
+        Enforcement::Default,
+        &endpoints(),
+        &more,
+        &CidrIdentities::default(),
+    );
+    let (_, updated) = inc.update(inputs(more.clone()));
+    assert_eq!(updated, &full);
+    // `http` is now 8080 on some pods and 8443 on another: it resolves to nothing, as in
+    // Cilium, and the plugin reports it.
+    let egress = dp_direction(Direction::Egress);
+    for (ep, peer, port) in [(1007, 1006, 8080), (1007, 1020, 8443), (1003, 1002, 8080)] {
+        assert_eq!(
+            lookup(&full, ep, egress, peer, 6, port),
+            MapVerdict::Dropped(REASON_POLICY_DENIED),
+            "{ep} -> {peer}:{port}"
+        );
+    }
+    assert_eq!(
+        super::desired::ambiguous_egress_port_names(&p, &more),
+        vec![("http".to_owned(), [8080, 8443].into())]
+    );
 }
 
 #[test]
@@ -415,6 +511,7 @@ fn payments_egress_steers_dns_to_the_proxy_and_allows_fqdn_identities() {
     ids.push(IdentityInput {
         id: 1010,
         labels: labels("k8s:k8s-app=kube-dns,k8s:io.kubernetes.pod.namespace=kube-system"),
+        named_ports: Default::default(),
     });
     let mut local = CidrIdentities::default();
     local.update_fqdns(&referenced_fqdns(&pols));
