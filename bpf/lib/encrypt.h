@@ -21,16 +21,18 @@
 
 #define ENCRYPT_AF_INET 2
 
-/* Where a packet of a local pod to `dst` (network order) is routed: ENCRYPT_NOT_REMOTE when
+/* Where a packet of a local pod (or one the NodePort program SNATed to the node's address)
+ * to `dst` (network order) is routed: ENCRYPT_NOT_REMOTE when
  * dst is not another node's pod, ENCRYPT_VIA_TUNNEL when the FIB sends it into the
  * WireGuard device, ENCRYPT_IN_CLEAR otherwise (no peer key: core's plain underlay route;
- * the device down; a route added by hand). */
+ * the device down; a route added by hand). With ENCRYPT_VIA_TUNNEL, `*tunnel` is the
+ * WireGuard device's ifindex. */
 #define ENCRYPT_NOT_REMOTE 0
 #define ENCRYPT_VIA_TUNNEL 1
 #define ENCRYPT_IN_CLEAR 2
 
-static __always_inline int encrypt_route_of(struct __sk_buff *skb, const struct pkt_info *p,
-					    __u32 dst)
+static __always_inline int encrypt_route_via(struct __sk_buff *skb, const struct pkt_info *p,
+					     __u32 dst, __u32 *tunnel)
 {
 	struct porin_encrypt_key key = { .prefixlen = 32, .addr = dst };
 	struct bpf_fib_lookup fib = {};
@@ -38,6 +40,7 @@ static __always_inline int encrypt_route_of(struct __sk_buff *skb, const struct 
 	__u32 src;
 	long rc;
 
+	*tunnel = 0;
 	tunnel_ifindex = bpf_map_lookup_elem(&porin_encrypt, &key);
 	if (!tunnel_ifindex)
 		return ENCRYPT_NOT_REMOTE;
@@ -48,9 +51,20 @@ static __always_inline int encrypt_route_of(struct __sk_buff *skb, const struct 
 	fib.ipv4_src = src;
 	fib.ipv4_dst = dst;
 	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_SKIP_NEIGH);
-	if (rc == BPF_FIB_LKUP_RET_SUCCESS && *tunnel_ifindex && fib.ifindex == *tunnel_ifindex)
+	if (rc == BPF_FIB_LKUP_RET_SUCCESS && *tunnel_ifindex && fib.ifindex == *tunnel_ifindex) {
+		*tunnel = fib.ifindex;
 		return ENCRYPT_VIA_TUNNEL;
+	}
 	return ENCRYPT_IN_CLEAR;
+}
+
+/* encrypt_route_via without the device. */
+static __always_inline int encrypt_route_of(struct __sk_buff *skb, const struct pkt_info *p,
+					    __u32 dst)
+{
+	__u32 tunnel;
+
+	return encrypt_route_via(skb, p, dst, &tunnel);
 }
 
 /* The destination of a pod's packet, network order: `dst_override` (the backend load
