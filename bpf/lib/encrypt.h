@@ -20,6 +20,9 @@
 #include "parse.h"
 
 #define ENCRYPT_AF_INET 2
+/* In a porin_encrypt value: the key is a peer's node address (a /32), not a pod CIDR; the
+ * low bits are still the device's ifindex. */
+#define PORIN_ENCRYPT_F_NODE 0x80000000u
 
 /* Where a packet of a local pod (or one the NodePort program SNATed to the node's address)
  * to `dst` (network order) is routed: ENCRYPT_NOT_REMOTE when
@@ -42,7 +45,7 @@ static __always_inline int encrypt_route_via(struct __sk_buff *skb, const struct
 
 	*tunnel = 0;
 	tunnel_ifindex = bpf_map_lookup_elem(&porin_encrypt, &key);
-	if (!tunnel_ifindex)
+	if (!tunnel_ifindex || (*tunnel_ifindex & PORIN_ENCRYPT_F_NODE))
 		return ENCRYPT_NOT_REMOTE;
 	__builtin_memcpy(&src, p->saddr, 4);
 	fib.family = ENCRYPT_AF_INET;
@@ -109,7 +112,33 @@ static __always_inline __u8 encrypt_flow_flags(struct __sk_buff *skb, const stru
 			       : 0;
 	__builtin_memcpy(&key.addr, p->saddr, 4);
 	tunnel_ifindex = bpf_map_lookup_elem(&porin_encrypt, &key);
-	if (tunnel_ifindex && *tunnel_ifindex && skb->ingress_ifindex == *tunnel_ifindex)
+	if (tunnel_ifindex && (*tunnel_ifindex & ~PORIN_ENCRYPT_F_NODE) &&
+	    skb->ingress_ifindex == (*tunnel_ifindex & ~PORIN_ENCRYPT_F_NODE))
 		return PORIN_EVENT_F_ENCRYPTED;
 	return 0;
+}
+
+/*
+ * A local pod's reply to a peer's node address (the source of a NodePort connection that
+ * peer SNATed and sent through the tunnel, lib/nodeport.h) goes back through the tunnel:
+ * bpf_redirect into the WireGuard device (L3: the kernel strips the Ethernet header), whose
+ * peer allows its own node address. Node addresses are never routed into the device (the
+ * tunnel's UDP goes to them), hence the redirect. Returns -1 when the packet is not one.
+ */
+static __always_inline int encrypt_node_reply(const struct pkt_info *p, __u8 is_reply)
+{
+	struct porin_encrypt_key key = { .prefixlen = 32 };
+	__u32 *value;
+	__u32 ifindex;
+
+	if (!is_reply || p->family != PORIN_FAMILY_IPV4)
+		return -1;
+	__builtin_memcpy(&key.addr, p->daddr, 4);
+	value = bpf_map_lookup_elem(&porin_encrypt, &key);
+	if (!value || !(*value & PORIN_ENCRYPT_F_NODE))
+		return -1;
+	ifindex = *value & ~PORIN_ENCRYPT_F_NODE;
+	if (!ifindex)
+		return -1;
+	return (int)bpf_redirect(ifindex, 0);
 }

@@ -244,23 +244,35 @@ static __always_inline int np_known(const struct pkt_info *p, struct porin_np_na
 	return 1;
 }
 
+/* The reverse translation of a reply to a NodePort connection (keyed by the reply as it
+ * arrives) into `n`; 0 when the packet is not one. */
+static __always_inline int np_reply_of(const struct pkt_info *p, struct porin_np_nat *n)
+{
+	struct porin_np_nat *rev;
+	struct porin_ct_key key;
+
+	if (!lb_is_candidate(p))
+		return 0;
+	ct_key_from(&key, p, 0);
+	rev = bpf_map_lookup_elem(&porin_np_rnat, &key);
+	if (!rev)
+		return 0;
+	*n = *rev;
+	return 1;
+}
+
 /* tcx ingress of an external device. Returns a TC verdict. */
 static __always_inline int np_from_netdev(struct __sk_buff *skb, struct pkt_info *p)
 {
 	struct porin_lb_svc_value *svc;
 	struct porin_np_nat n = {};
-	struct porin_np_nat *rev;
-	struct porin_ct_key key;
 	int ret;
 
 	if (!lb_is_candidate(p))
 		return TC_ACT_OK;
 
 	/* A reply from a remote backend to a connection we SNATed. */
-	ct_key_from(&key, p, 0);
-	rev = bpf_map_lookup_elem(&porin_np_rnat, &key);
-	if (rev) {
-		n = *rev;
+	if (np_reply_of(p, &n)) {
 		ret = np_rewrite(skb, p, &n);
 		if (ret < 0)
 			return np_drop(skb, ret);
@@ -282,6 +294,33 @@ static __always_inline int np_from_netdev(struct __sk_buff *skb, struct pkt_info
 }
 
 /*
+ * tcx ingress of the WireGuard device (host.c, porin_from_tunnel), with encryption on: a
+ * remote backend's reply to a connection this node SNATed came back through the tunnel
+ * (the backend's node sends replies to peers' node addresses into it,
+ * encrypt_node_reply). The device is an L3 device: the packet starts at its IP header
+ * (`p` parsed at offset 0). A reply gets an Ethernet header (the rewrite offsets and
+ * bpf_redirect_neigh expect one, as on the external device), is reverse-translated and
+ * redirected to the client. Anything else passes untouched.
+ */
+static __always_inline int np_from_tunnel(struct __sk_buff *skb, struct pkt_info *p)
+{
+	__be16 proto = bpf_htons(ETH_P_IP);
+	struct porin_np_nat n;
+	int ret;
+
+	if (!np_reply_of(p, &n))
+		return TC_ACT_OK;
+	if (bpf_skb_change_head(skb, LB_ETH_HLEN, 0) < 0 ||
+	    bpf_skb_store_bytes(skb, LB_ETH_HLEN - 2, &proto, sizeof(proto), 0) < 0)
+		return np_drop(skb, DROP_INVALID);
+	p->l4_off += LB_ETH_HLEN;
+	ret = np_rewrite(skb, p, &n);
+	if (ret < 0)
+		return np_drop(skb, ret);
+	return np_forward(n.ifindex);
+}
+
+/*
  * Pod program, from-pod, last: a reply of a local backend to a NodePort
  * connection gets the frontend back as its source and leaves by the external
  * device it came in on (the stack would refuse a node address as the source of a
@@ -289,18 +328,11 @@ static __always_inline int np_from_netdev(struct __sk_buff *skb, struct pkt_info
  */
 static __always_inline int np_rev_from_pod(struct __sk_buff *skb, struct pkt_info *p)
 {
-	struct porin_np_nat *rev;
 	struct porin_np_nat n;
-	struct porin_ct_key key;
 	int ret;
 
-	if (!lb_is_candidate(p))
+	if (!np_reply_of(p, &n))
 		return -1;
-	ct_key_from(&key, p, 0);
-	rev = bpf_map_lookup_elem(&porin_np_rnat, &key);
-	if (!rev)
-		return -1;
-	n = *rev;
 	ret = np_rewrite(skb, p, &n);
 	if (ret < 0)
 		return np_drop(skb, ret);

@@ -8,7 +8,10 @@
 //! Checked with captures: the request crosses the underlay only as WireGuard UDP (no
 //! TCP from node-2's address to the pod there), node-1's device carries it in clear with
 //! node-2's address as the source, and the client gets the page. The backend's reply to
-//! node-2's address returns over the underlay (docs/encryption.md, "NodePort").
+//! node-2's address goes back into the tunnel (`encrypt_node_reply` in its pod program)
+//! and node-2 reverse-translates it on its WireGuard device's ingress
+//! (`porin_from_tunnel`): nothing of the connection crosses the underlay between the
+//! nodes in clear.
 
 mod common;
 
@@ -83,23 +86,26 @@ fn node_port_to_a_remote_backend_goes_through_the_tunnel() {
     // Through node-2's address to the backend on node-1. Retried: the first packets may
     // wait for a WireGuard handshake.
     let url = format!("http://{NODE_2}:{NODE_PORT}/cross.txt");
-    let page = wait_for(Duration::from_secs(20), || {
-        let out = sandbox.porin(&[
-            "sandbox",
-            "exec",
-            "--external",
-            "--",
-            "curl",
-            "-sS",
-            "-m",
-            "3",
-            &url,
-        ]);
-        let body = String::from_utf8_lossy(&out.stdout).into_owned();
-        body.contains(CROSS_MARKER).then_some(body)
-    });
+    let fetch_page = || {
+        wait_for(Duration::from_secs(20), || {
+            let out = sandbox.porin(&[
+                "sandbox",
+                "exec",
+                "--external",
+                "--",
+                "curl",
+                "-sS",
+                "-m",
+                "3",
+                &url,
+            ]);
+            let body = String::from_utf8_lossy(&out.stdout).into_owned();
+            body.contains(CROSS_MARKER).then_some(body)
+        })
+    };
+    let page = fetch_page();
     // The client's own request to node-2 is on the underlay in clear (it is outside the
-    // cluster); what must not be there is the leg from node-2 to the pod.
+    // cluster); what must not be there are the legs between node-2 and the pod.
     let (_, under_text) = underlay.stop();
     let (tunnel_raw, tunnel_text) = tunnel.stop();
     assert!(
@@ -132,5 +138,58 @@ fn node_port_to_a_remote_backend_goes_through_the_tunnel() {
     assert!(
         contains(&tunnel_raw, "GET /cross.txt"),
         "no request line in the tunnel:\n{tunnel_text}"
+    );
+
+    // The reply went back through the tunnel too: nothing from the pod to node-2's
+    // address on the underlay (so the page never crossed it between the nodes), and the
+    // reply with the page in node-1's tunnel capture.
+    assert!(
+        !under_text
+            .lines()
+            .any(|l| l.contains(&format!("{web_ip}.8080 > {NODE_2}."))),
+        "the backend's reply crossed the underlay in clear:\n{under_text}"
+    );
+    assert!(
+        under_text.lines().any(|l| l.contains(&format!("{NODE_1}."))
+            && l.contains(&format!("> {NODE_2}.{WG_PORT}:"))
+            && l.contains("UDP")),
+        "no WireGuard UDP from node-1 to node-2 on the underlay:\n{under_text}"
+    );
+    assert!(
+        tunnel_text
+            .lines()
+            .any(|l| l.contains(&format!("{web_ip}.8080 > {NODE_2}."))),
+        "the reply did not leave through node-1's tunnel device:\n{tunnel_text}"
+    );
+    assert!(
+        contains(&tunnel_raw, CROSS_MARKER),
+        "the page is not in the tunnel:\n{tunnel_text}"
+    );
+
+    // node-2's tunnel program is a pinned link like the device's; it survives an agent
+    // restart (the new agent replaces the program in it) and replies keep arriving.
+    let device2 = str_of(&node_status(&status, "node-2")["device"]).to_string();
+    let node2 = sandbox.porin_json(&["status", "--node", "node-2"]);
+    let pin = std::path::PathBuf::from(str_of(&node2[0]["datapath"]["pin_dir"]))
+        .join("links")
+        .join(format!("netdev-{device2}-ingress"));
+    assert!(
+        pin.exists(),
+        "no tunnel link pinned at {}\n{}",
+        pin.display(),
+        sandbox.agent_logs()
+    );
+    let restarted = sandbox.porin(&["sandbox", "restart-agent", "node-2"]);
+    assert!(
+        restarted.status.success(),
+        "restart-agent failed: {}\n{}",
+        String::from_utf8_lossy(&restarted.stderr),
+        sandbox.agent_logs()
+    );
+    assert!(pin.exists(), "the tunnel link pin went with the restart");
+    assert!(
+        fetch_page().is_some(),
+        "GET {url} failed after node-2's agent restarted\n{}",
+        sandbox.agent_logs()
     );
 }
