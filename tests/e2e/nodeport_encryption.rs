@@ -11,7 +11,7 @@
 //! node-2's address goes back into the tunnel (`encrypt_node_reply` in its pod program)
 //! and node-2 reverse-translates it on its WireGuard device's ingress
 //! (`porin_from_tunnel`): nothing of the connection crosses the underlay between the
-//! nodes in clear.
+//! nodes in clear, and the backend's flow is marked encrypted.
 
 mod common;
 
@@ -164,6 +164,22 @@ fn node_port_to_a_remote_backend_goes_through_the_tunnel() {
     assert!(
         contains(&tunnel_raw, CROSS_MARKER),
         "the page is not in the tunnel:\n{tunnel_text}"
+    );
+
+    // The backend's flow (entering web on node-1) came through the tunnel: marked
+    // encrypted, its source node-2's address (the SNAT).
+    let marked = wait_for(Duration::from_secs(10), || {
+        sandbox.flows(2000).into_iter().find(|f| {
+            f["node_name"] == "node-1"
+                && str_of(&f["IP"]["source"]) == NODE_2
+                && str_of(&f["IP"]["destination"]) == web_ip
+                && f["IP"]["encrypted"] == true
+        })
+    });
+    assert!(
+        marked.is_some(),
+        "the NodePort connection's flow on node-1 is not marked encrypted: {:#?}",
+        sandbox.flows(2000)
     );
 
     // node-2's tunnel program is a pinned link like the device's; it survives an agent
