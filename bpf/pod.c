@@ -127,6 +127,12 @@ static __always_inline int handle_pod_packet(struct __sk_buff *skb, __u8 directi
 		if (ret >= 0)
 			return ret;
 	}
+	/* A reply to another node's NodePort SNAT goes back through the tunnel. */
+	if (CFG_ENABLE_WIREGUARD && direction == PORIN_DIR_EGRESS) {
+		ret = encrypt_node_reply(&p, ct.is_reply);
+		if (ret >= 0)
+			return ret;
+	}
 	return TC_ACT_OK;
 }
 

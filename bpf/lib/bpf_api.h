@@ -48,6 +48,7 @@ static __s64 (*bpf_csum_diff)(__be32 *from, __u32 from_size, __be32 *to, __u32 t
 static long (*bpf_fib_lookup)(void *ctx, struct bpf_fib_lookup *params, int plen,
 			      __u32 flags) = (void *)69;
 static long (*bpf_skb_change_tail)(void *skb, __u32 len, __u64 flags) = (void *)38;
+static long (*bpf_skb_change_head)(void *skb, __u32 len, __u64 flags) = (void *)43;
 static void *(*bpf_ringbuf_reserve)(void *ringbuf, __u64 size, __u64 flags) = (void *)131;
 static void (*bpf_ringbuf_submit)(void *data, __u64 flags) = (void *)132;
 static long (*bpf_redirect_neigh)(__u32 ifindex, void *params, int plen,

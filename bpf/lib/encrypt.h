@@ -20,17 +20,22 @@
 #include "parse.h"
 
 #define ENCRYPT_AF_INET 2
+/* In a porin_encrypt value: the key is a peer's node address (a /32), not a pod CIDR; the
+ * low bits are still the device's ifindex. */
+#define PORIN_ENCRYPT_F_NODE 0x80000000u
 
-/* Where a packet of a local pod to `dst` (network order) is routed: ENCRYPT_NOT_REMOTE when
+/* Where a packet of a local pod (or one the NodePort program SNATed to the node's address)
+ * to `dst` (network order) is routed: ENCRYPT_NOT_REMOTE when
  * dst is not another node's pod, ENCRYPT_VIA_TUNNEL when the FIB sends it into the
  * WireGuard device, ENCRYPT_IN_CLEAR otherwise (no peer key: core's plain underlay route;
- * the device down; a route added by hand). */
+ * the device down; a route added by hand). With ENCRYPT_VIA_TUNNEL, `*tunnel` is the
+ * WireGuard device's ifindex. */
 #define ENCRYPT_NOT_REMOTE 0
 #define ENCRYPT_VIA_TUNNEL 1
 #define ENCRYPT_IN_CLEAR 2
 
-static __always_inline int encrypt_route_of(struct __sk_buff *skb, const struct pkt_info *p,
-					    __u32 dst)
+static __always_inline int encrypt_route_via(struct __sk_buff *skb, const struct pkt_info *p,
+					     __u32 dst, __u32 *tunnel)
 {
 	struct porin_encrypt_key key = { .prefixlen = 32, .addr = dst };
 	struct bpf_fib_lookup fib = {};
@@ -38,8 +43,9 @@ static __always_inline int encrypt_route_of(struct __sk_buff *skb, const struct 
 	__u32 src;
 	long rc;
 
+	*tunnel = 0;
 	tunnel_ifindex = bpf_map_lookup_elem(&porin_encrypt, &key);
-	if (!tunnel_ifindex)
+	if (!tunnel_ifindex || (*tunnel_ifindex & PORIN_ENCRYPT_F_NODE))
 		return ENCRYPT_NOT_REMOTE;
 	__builtin_memcpy(&src, p->saddr, 4);
 	fib.family = ENCRYPT_AF_INET;
@@ -48,9 +54,20 @@ static __always_inline int encrypt_route_of(struct __sk_buff *skb, const struct 
 	fib.ipv4_src = src;
 	fib.ipv4_dst = dst;
 	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_SKIP_NEIGH);
-	if (rc == BPF_FIB_LKUP_RET_SUCCESS && *tunnel_ifindex && fib.ifindex == *tunnel_ifindex)
+	if (rc == BPF_FIB_LKUP_RET_SUCCESS && *tunnel_ifindex && fib.ifindex == *tunnel_ifindex) {
+		*tunnel = fib.ifindex;
 		return ENCRYPT_VIA_TUNNEL;
+	}
 	return ENCRYPT_IN_CLEAR;
+}
+
+/* encrypt_route_via without the device. */
+static __always_inline int encrypt_route_of(struct __sk_buff *skb, const struct pkt_info *p,
+					    __u32 dst)
+{
+	__u32 tunnel;
+
+	return encrypt_route_via(skb, p, dst, &tunnel);
 }
 
 /* The destination of a pod's packet, network order: `dst_override` (the backend load
@@ -95,7 +112,33 @@ static __always_inline __u8 encrypt_flow_flags(struct __sk_buff *skb, const stru
 			       : 0;
 	__builtin_memcpy(&key.addr, p->saddr, 4);
 	tunnel_ifindex = bpf_map_lookup_elem(&porin_encrypt, &key);
-	if (tunnel_ifindex && *tunnel_ifindex && skb->ingress_ifindex == *tunnel_ifindex)
+	if (tunnel_ifindex && (*tunnel_ifindex & ~PORIN_ENCRYPT_F_NODE) &&
+	    skb->ingress_ifindex == (*tunnel_ifindex & ~PORIN_ENCRYPT_F_NODE))
 		return PORIN_EVENT_F_ENCRYPTED;
 	return 0;
+}
+
+/*
+ * A local pod's reply to a peer's node address (the source of a NodePort connection that
+ * peer SNATed and sent through the tunnel, lib/nodeport.h) goes back through the tunnel:
+ * bpf_redirect into the WireGuard device (L3: the kernel strips the Ethernet header), whose
+ * peer allows its own node address. Node addresses are never routed into the device (the
+ * tunnel's UDP goes to them), hence the redirect. Returns -1 when the packet is not one.
+ */
+static __always_inline int encrypt_node_reply(const struct pkt_info *p, __u8 is_reply)
+{
+	struct porin_encrypt_key key = { .prefixlen = 32 };
+	__u32 *value;
+	__u32 ifindex;
+
+	if (!is_reply || p->family != PORIN_FAMILY_IPV4)
+		return -1;
+	__builtin_memcpy(&key.addr, p->daddr, 4);
+	value = bpf_map_lookup_elem(&porin_encrypt, &key);
+	if (!value || !(*value & PORIN_ENCRYPT_F_NODE))
+		return -1;
+	ifindex = *value & ~PORIN_ENCRYPT_F_NODE;
+	if (!ifindex)
+		return -1;
+	return (int)bpf_redirect(ifindex, 0);
 }

@@ -12,9 +12,11 @@
  *    by the pod program (np_rev_from_pod) and sent out of the external device.
  *  - remote backend: DNAT and SNAT to this node's address (CFG_NODE_IPV4),
  *    keeping the client's port unless another connection already uses it; the
- *    packet leaves the same device with bpf_redirect_neigh (FIB + neighbour). The
- *    backend's pod sees node IP -> backend. The reply comes back to this device and
- *    is reverse-translated here, then redirected to the client.
+ *    packet leaves the same device with bpf_redirect_neigh (FIB + neighbour), or,
+ *    with encryption on, enters the WireGuard device (np_forward_remote). The
+ *    backend's pod sees node IP -> backend. The reply comes back to this device (over
+ *    the underlay: the backend's node routes node addresses there) and is
+ *    reverse-translated here, then redirected to the client.
  *
  * Both directions are one porin_np_nat / porin_np_rnat entry (common.h): the
  * forward entry keeps a connection on its backend, the reverse one is keyed by
@@ -27,6 +29,7 @@
 #include "config.h"
 #include "conntrack.h"
 #include "drop_reasons.h"
+#include "encrypt.h"
 #include "lb.h"
 #include "maps.h"
 #include "metrics.h"
@@ -59,12 +62,44 @@ static __always_inline int np_rewrite(struct __sk_buff *skb, struct pkt_info *p,
 	return 0;
 }
 
+/* Counts a NodePort drop (no events: the external device has no endpoint). */
+static __always_inline int np_drop(struct __sk_buff *skb, int reason)
+{
+	metrics_update((__u8)(-reason), PORIN_DIR_INGRESS, skb->len);
+	return TC_ACT_SHOT;
+}
+
 /* Sends a rewritten packet on: out of `ifindex`, or up the stack when 0. */
 static __always_inline int np_forward(__u32 ifindex)
 {
 	if (!ifindex)
 		return TC_ACT_OK;
 	return (int)bpf_redirect_neigh(ifindex, 0, 0, 0);
+}
+
+/*
+ * Sends a packet SNATed to a remote backend on (`p` and `n` already rewritten). With the
+ * encryption plugin on and the backend's node routed through the WireGuard device (what
+ * the pod programs check with the same FIB lookup, lib/encrypt.h), the packet goes into
+ * the tunnel: bpf_redirect to the device's egress (an L3 device: the kernel strips the
+ * Ethernet header). Peers list each other's node address in their allowed IPs, so the
+ * backend's node accepts the node-IP source. In strict mode a backend that would be
+ * reached in clear is a DROP_UNENCRYPTED. Otherwise out of the device it came in on.
+ */
+static __always_inline int np_forward_remote(struct __sk_buff *skb, struct pkt_info *p,
+					     const struct porin_np_nat *n)
+{
+	__u32 tunnel = 0;
+	int route;
+
+	if (CFG_ENABLE_WIREGUARD && n->ifindex) {
+		route = encrypt_route_via(skb, p, n->daddr, &tunnel);
+		if (route == ENCRYPT_VIA_TUNNEL && tunnel)
+			return (int)bpf_redirect(tunnel, 0);
+		if (route == ENCRYPT_IN_CLEAR && CFG_ENCRYPTION_STRICT)
+			return np_drop(skb, DROP_UNENCRYPTED);
+	}
+	return np_forward(n->ifindex);
 }
 
 /* The key of a reply as it will arrive: backend -> (translated) source. */
@@ -209,11 +244,21 @@ static __always_inline int np_known(const struct pkt_info *p, struct porin_np_na
 	return 1;
 }
 
-/* Counts a NodePort drop (no events: the external device has no endpoint). */
-static __always_inline int np_drop(struct __sk_buff *skb, int reason)
+/* The reverse translation of a reply to a NodePort connection (keyed by the reply as it
+ * arrives) into `n`; 0 when the packet is not one. */
+static __always_inline int np_reply_of(const struct pkt_info *p, struct porin_np_nat *n)
 {
-	metrics_update((__u8)(-reason), PORIN_DIR_INGRESS, skb->len);
-	return TC_ACT_SHOT;
+	struct porin_np_nat *rev;
+	struct porin_ct_key key;
+
+	if (!lb_is_candidate(p))
+		return 0;
+	ct_key_from(&key, p, 0);
+	rev = bpf_map_lookup_elem(&porin_np_rnat, &key);
+	if (!rev)
+		return 0;
+	*n = *rev;
+	return 1;
 }
 
 /* tcx ingress of an external device. Returns a TC verdict. */
@@ -221,18 +266,13 @@ static __always_inline int np_from_netdev(struct __sk_buff *skb, struct pkt_info
 {
 	struct porin_lb_svc_value *svc;
 	struct porin_np_nat n = {};
-	struct porin_np_nat *rev;
-	struct porin_ct_key key;
 	int ret;
 
 	if (!lb_is_candidate(p))
 		return TC_ACT_OK;
 
 	/* A reply from a remote backend to a connection we SNATed. */
-	ct_key_from(&key, p, 0);
-	rev = bpf_map_lookup_elem(&porin_np_rnat, &key);
-	if (rev) {
-		n = *rev;
+	if (np_reply_of(p, &n)) {
 		ret = np_rewrite(skb, p, &n);
 		if (ret < 0)
 			return np_drop(skb, ret);
@@ -250,6 +290,33 @@ static __always_inline int np_from_netdev(struct __sk_buff *skb, struct pkt_info
 	ret = np_rewrite(skb, p, &n);
 	if (ret < 0)
 		return np_drop(skb, ret);
+	return np_forward_remote(skb, p, &n);
+}
+
+/*
+ * tcx ingress of the WireGuard device (host.c, porin_from_tunnel), with encryption on: a
+ * remote backend's reply to a connection this node SNATed came back through the tunnel
+ * (the backend's node sends replies to peers' node addresses into it,
+ * encrypt_node_reply). The device is an L3 device: the packet starts at its IP header
+ * (`p` parsed at offset 0). A reply gets an Ethernet header (the rewrite offsets and
+ * bpf_redirect_neigh expect one, as on the external device), is reverse-translated and
+ * redirected to the client. Anything else passes untouched.
+ */
+static __always_inline int np_from_tunnel(struct __sk_buff *skb, struct pkt_info *p)
+{
+	__be16 proto = bpf_htons(ETH_P_IP);
+	struct porin_np_nat n;
+	int ret;
+
+	if (!np_reply_of(p, &n))
+		return TC_ACT_OK;
+	if (bpf_skb_change_head(skb, LB_ETH_HLEN, 0) < 0 ||
+	    bpf_skb_store_bytes(skb, LB_ETH_HLEN - 2, &proto, sizeof(proto), 0) < 0)
+		return np_drop(skb, DROP_INVALID);
+	p->l4_off += LB_ETH_HLEN;
+	ret = np_rewrite(skb, p, &n);
+	if (ret < 0)
+		return np_drop(skb, ret);
 	return np_forward(n.ifindex);
 }
 
@@ -261,18 +328,11 @@ static __always_inline int np_from_netdev(struct __sk_buff *skb, struct pkt_info
  */
 static __always_inline int np_rev_from_pod(struct __sk_buff *skb, struct pkt_info *p)
 {
-	struct porin_np_nat *rev;
 	struct porin_np_nat n;
-	struct porin_ct_key key;
 	int ret;
 
-	if (!lb_is_candidate(p))
+	if (!np_reply_of(p, &n))
 		return -1;
-	ct_key_from(&key, p, 0);
-	rev = bpf_map_lookup_elem(&porin_np_rnat, &key);
-	if (!rev)
-		return -1;
-	n = *rev;
 	ret = np_rewrite(skb, p, &n);
 	if (ret < 0)
 		return np_drop(skb, ret);

@@ -115,6 +115,14 @@ pub trait PluginContext: Send + Sync {
     /// Contexts without a pipeline ignore it.
     fn publish_l7(&self, _record: L7Record) {}
 
+    /// Attaches the node device program's tunnel entry (`porin_from_tunnel`, NodePort
+    /// replies that come back through the tunnel) to `ifname`, e.g. after the plugin made
+    /// or remade its WireGuard device. Contexts without a datapath ignore it.
+    fn attach_tunnel_program(&self, ifname: &str) -> Result<(), String> {
+        let _ = ifname;
+        Ok(())
+    }
+
     /// L7 records as the proxy publishes them; `None` in contexts without them.
     fn subscribe_l7(&self) -> Option<broadcast::Receiver<Arc<L7Record>>> {
         None

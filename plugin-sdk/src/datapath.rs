@@ -27,3 +27,9 @@ pub struct DatapathContribution {
 
 /// In [`DatapathContribution::devices`]: the interface holding the node IP.
 pub const DEFAULT_DEVICE: &str = "<node-ip>";
+
+/// In [`DatapathContribution::devices`], before an interface name: an L3 tunnel device
+/// (WireGuard) that gets the node device program's tunnel entry (`porin_from_tunnel`)
+/// when it exists; the plugin that makes it later calls
+/// [`crate::PluginContext::attach_tunnel_program`].
+pub const TUNNEL_DEVICE_PREFIX: &str = "tunnel:";

@@ -79,16 +79,8 @@ fn assert_nothing_left() {
 }
 
 /// Scenarios the whole suite currently fails, with the cause; each must fail exactly so
-/// (a fix makes this test fail until it is removed from here).
-///
-/// NodePort to a remote backend with encryption on: node-1's NodePort program DNATs and
-/// SNATs (source: node-1's underlay address) and sends the packet out of `ul0`, but
-/// node-1 routes node-2's pod CIDR into the WireGuard device; sent into the tunnel
-/// instead, node-2's WireGuard drops it because node-1's underlay address is not in
-/// node-1's allowed IPs. Without encryption the scenario passes (run with an
-/// `--agent-config` without `[plugins.encryption]`, docs/connectivity-test.md).
-const KNOWN_FAILURES: &[(&str, &str)] =
-    &[("node-port/remote-backend", "the encryption plugin is on")];
+/// (a fix makes this test fail until it is removed from here). None today.
+const KNOWN_FAILURES: &[(&str, &str)] = &[];
 
 #[test]
 fn the_whole_suite_is_green_on_the_sandbox() {

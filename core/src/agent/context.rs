@@ -50,6 +50,8 @@ pub struct CoreContext {
     pub node_ip: Option<IpAddr>,
     /// Policy objects' `Valid` conditions, written through the datastore.
     pub policy_conditions: PolicyConditions,
+    /// The agent, for the node device program (tunnel attachments).
+    pub(crate) agent: std::sync::Weak<super::run::Agent>,
 }
 
 impl CoreContext {
@@ -72,6 +74,21 @@ impl CoreContext {
 }
 
 impl PluginContext for CoreContext {
+    fn attach_tunnel_program(&self, ifname: &str) -> Result<(), String> {
+        let Some(agent) = self.agent.upgrade() else {
+            return Ok(());
+        };
+        let mut extras = lock(&agent.datapath_extras);
+        // No node device program (NodePort off): nothing comes back through the tunnel
+        // for it. A later reload attaches it to the tunnel too (`devices` lists it).
+        let Some(host) = extras.host.as_mut() else {
+            return Ok(());
+        };
+        host.attach_tunnel(ifname)
+            .map(|state| tracing::info!(device = ifname, ?state, "tunnel program attached"))
+            .map_err(|e| e.to_string())
+    }
+
     fn node_name(&self) -> &str {
         &self.node_name
     }

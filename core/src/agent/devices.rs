@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 use std::path::Path;
 
-use porin_plugin_sdk::DEFAULT_DEVICE;
+use porin_plugin_sdk::{DEFAULT_DEVICE, TUNNEL_DEVICE_PREFIX};
 use tracing::{info, warn};
 
 use super::error::AgentError;
@@ -31,7 +31,12 @@ pub(crate) fn attach_host_devices_with(
     preloaded: Option<HostDatapath>,
 ) -> Result<Option<HostDatapath>, AgentError> {
     let mut devices = Vec::new();
+    let mut tunnels = Vec::new();
     for device in wanted {
+        if let Some(tunnel) = device.strip_prefix(TUNNEL_DEVICE_PREFIX) {
+            tunnels.push(tunnel.to_string());
+            continue;
+        }
         if device != DEFAULT_DEVICE {
             devices.push(device.clone());
             continue;
@@ -46,8 +51,15 @@ pub(crate) fn attach_host_devices_with(
     }
     devices.sort();
     devices.dedup();
-    HostDatapath::remove_pins(node_dir, &devices)?;
+    // Tunnel links only with a device program: without NodePort they have nothing to do.
+    let keep: Vec<String> = if devices.is_empty() {
+        Vec::new()
+    } else {
+        devices.iter().chain(&tunnels).cloned().collect()
+    };
+    HostDatapath::remove_pins(node_dir, &keep)?;
     if devices.is_empty() {
+        // Nothing to translate NodePort traffic: the tunnel entry would have nothing to do.
         return Ok(None);
     }
     let mut host = match preloaded {
@@ -57,6 +69,15 @@ pub(crate) fn attach_host_devices_with(
     for device in &devices {
         let state = host.attach(device)?;
         info!(device, ?state, "node device program attached");
+    }
+    for tunnel in &tunnels {
+        // Made by its plugin once it starts, which then asks for the program itself.
+        if nix::net::if_::if_nametoindex(tunnel.as_str()).is_err() {
+            info!(device = %tunnel, "tunnel device not there yet");
+            continue;
+        }
+        let state = host.attach_tunnel(tunnel)?;
+        info!(device = %tunnel, ?state, "tunnel program attached");
     }
     Ok(Some(host))
 }

@@ -29,6 +29,9 @@ static HOST_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/
 
 /// The program's ELF symbol.
 pub const HOST_PROGRAM: &str = "porin_from_netdev";
+/// The entry for an L3 tunnel device (the WireGuard device): NodePort replies that came
+/// back through the tunnel.
+pub const TUNNEL_PROGRAM: &str = "porin_from_tunnel";
 /// NodePort translations, forward (written by the datapath).
 pub const MAP_NP_NAT: &str = "porin_np_nat";
 /// NodePort translations, reverse (written by the datapath).
@@ -80,9 +83,11 @@ impl HostDatapath {
                 pin_dir: maps_dir.clone(),
                 source: Box::new(source),
             })?;
-        program(&mut ebpf)?
-            .load()
-            .map_err(|e| DatapathError::program_load(HOST_PROGRAM, e))?;
+        for name in [HOST_PROGRAM, TUNNEL_PROGRAM] {
+            program(&mut ebpf, name)?
+                .load()
+                .map_err(|e| DatapathError::program_load(name, e))?;
+        }
         Ok(Self {
             ebpf,
             node_dir: node_dir.to_path_buf(),
@@ -93,12 +98,26 @@ impl HostDatapath {
     /// Attaches to tcx ingress of `ifname`, replacing the program of a link a previous agent
     /// pinned there.
     pub fn attach(&mut self, ifname: &str) -> Result<LinkState, DatapathError> {
+        self.attach_program(ifname, HOST_PROGRAM)
+    }
+
+    /// Like [`Self::attach`], with the tunnel entry ([`TUNNEL_PROGRAM`]) on an L3 tunnel
+    /// device.
+    pub fn attach_tunnel(&mut self, ifname: &str) -> Result<LinkState, DatapathError> {
+        self.attach_program(ifname, TUNNEL_PROGRAM)
+    }
+
+    fn attach_program(
+        &mut self,
+        ifname: &str,
+        name: &'static str,
+    ) -> Result<LinkState, DatapathError> {
         // Attaching again (a program set kept by the agent and swapped back in) replaces
         // the link held for `ifname`; the pinned link itself stays attached.
         self.links.retain(|(device, _)| device != ifname);
         let path = host_link_pin_path(&self.node_dir, ifname);
         if path.exists() {
-            match self.replace_pinned(&path, ifname) {
+            match self.replace_pinned(&path, ifname, name) {
                 Ok(state) => return Ok(state),
                 Err(e) => {
                     warn!(path = %path.display(), error = %e, "replacing stale device link pin");
@@ -107,12 +126,12 @@ impl HostDatapath {
             }
         }
         let attach_err = |source| DatapathError::Attach {
-            program: HOST_PROGRAM,
+            program: name,
             interface: ifname.to_owned(),
             hook: "ingress",
             source: Box::new(source),
         };
-        let prog = program(&mut self.ebpf)?;
+        let prog = program(&mut self.ebpf, name)?;
         let id = prog
             .attach_with_options(
                 ifname,
@@ -138,20 +157,25 @@ impl HostDatapath {
         Ok(LinkState::Created { link_id })
     }
 
-    fn replace_pinned(&mut self, path: &Path, ifname: &str) -> Result<LinkState, DatapathError> {
+    fn replace_pinned(
+        &mut self,
+        path: &Path,
+        ifname: &str,
+        name: &'static str,
+    ) -> Result<LinkState, DatapathError> {
         let reopen_err = |source| DatapathError::LinkReopen {
             path: path.to_path_buf(),
             source: Box::new(source),
         };
         let attach_err = |source| DatapathError::Attach {
-            program: HOST_PROGRAM,
+            program: name,
             interface: ifname.to_owned(),
             hook: "ingress",
             source: Box::new(source),
         };
         let pinned = PinnedLink::from_pin(path).map_err(reopen_err)?;
         let link = SchedClassifierLink::try_from(FdLink::from(pinned)).map_err(reopen_err)?;
-        let prog = program(&mut self.ebpf)?;
+        let prog = program(&mut self.ebpf, name)?;
         let id = prog.attach_to_link(link).map_err(attach_err)?;
         let link = prog.take_link(id).map_err(attach_err)?;
         let fd_link = FdLink::try_from(link).map_err(reopen_err)?;
@@ -213,14 +237,15 @@ impl HostDatapath {
     }
 }
 
-fn program(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, DatapathError> {
-    ebpf.program_mut(HOST_PROGRAM)
-        .ok_or(DatapathError::ProgramMissing {
-            program: HOST_PROGRAM,
-        })?
+fn program<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut SchedClassifier, DatapathError> {
+    ebpf.program_mut(name)
+        .ok_or(DatapathError::ProgramMissing { program: name })?
         .try_into()
         .map_err(|source| DatapathError::Program {
-            program: HOST_PROGRAM,
+            program: name,
             source: Box::new(source),
         })
 }

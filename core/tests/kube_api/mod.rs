@@ -168,12 +168,22 @@ impl FakeApi {
     }
 
     fn list(&self, collection: &str) -> Value {
+        self.list_in(collection, None)
+    }
+
+    /// The collection's objects, only those of `namespace` when given (a namespaced list).
+    fn list_in(&self, collection: &str, namespace: Option<&str>) -> Value {
         let mut state = self.state();
         *state.lists.entry(collection.to_owned()).or_default() += 1;
         let items: Vec<Value> = state
             .collections
             .get(collection)
-            .map(|c| c.values().cloned().collect())
+            .map(|c| {
+                c.iter()
+                    .filter(|((ns, _), _)| namespace.is_none_or(|n| n == ns))
+                    .map(|(_, o)| o.clone())
+                    .collect()
+            })
             .unwrap_or_default();
         json!({
             "apiVersion": "v1", "kind": "List",
@@ -251,6 +261,7 @@ fn route(path: &str) -> Option<Route> {
     let (namespace, plural, name) = match rest {
         [plural] => ("", *plural, None),
         [plural, name] => ("", *plural, Some(*name)),
+        ["namespaces", ns, plural] => (*ns, *plural, None),
         ["namespaces", ns, plural, name] => (*ns, *plural, Some(*name)),
         _ => return None,
     };
@@ -317,7 +328,17 @@ async fn handle(api: FakeApi, request: Request<Incoming>) -> Result<Response<Bod
             );
             response
         }
-        (Method::GET, None) => full(StatusCode::OK, &api.list(collection)),
+        (Method::GET, None) => full(
+            StatusCode::OK,
+            &api.list_in(
+                collection,
+                Some(route.namespace.as_str()).filter(|n| !n.is_empty()),
+            ),
+        ),
+        (Method::GET, Some(name)) => match api.get(collection, &route.namespace, &name) {
+            Some(object) => full(StatusCode::OK, &object),
+            None => not_found(),
+        },
         (Method::PATCH, Some(name)) => {
             let Ok(body) = request.into_body().collect().await else {
                 return Ok(full(StatusCode::BAD_REQUEST, &json!({})));

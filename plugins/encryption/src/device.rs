@@ -297,6 +297,12 @@ impl Device {
             info!(node = %peer.node, "WireGuard peer removed");
         }
         for peer in set {
+            let allowed = peer
+                .allowed_ips()
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
             run(
                 "wg",
                 &[
@@ -307,11 +313,11 @@ impl Device {
                     "endpoint",
                     &peer.endpoint.to_string(),
                     "allowed-ips",
-                    &peer.pod_cidr.to_string(),
+                    &allowed,
                 ],
                 None,
             )?;
-            info!(node = %peer.node, endpoint = %peer.endpoint, pod_cidr = %peer.pod_cidr, "WireGuard peer set");
+            info!(node = %peer.node, endpoint = %peer.endpoint, allowed_ips = %allowed, "WireGuard peer set");
         }
         Ok(())
     }
@@ -350,11 +356,27 @@ impl Device {
                 d.peers
                     .into_iter()
                     .filter_map(|p| {
+                        let nets: Vec<Ipv4Net> = p
+                            .allowed_ips
+                            .iter()
+                            .filter_map(|a| a.parse().ok())
+                            .collect();
+                        // The pod CIDR is the one that is not a single address.
+                        let pod_cidr = nets
+                            .iter()
+                            .find(|n| n.prefix_len() < 32)
+                            .or_else(|| nets.first())
+                            .copied()?;
+                        let node_ip = nets
+                            .iter()
+                            .find(|n| n.prefix_len() == 32 && **n != pod_cidr)
+                            .map(Ipv4Net::addr);
                         Some(Peer {
                             node: String::new(),
                             public_key: p.public_key,
                             endpoint: p.endpoint?.parse().ok()?,
-                            pod_cidr: p.allowed_ips.first()?.parse().ok()?,
+                            pod_cidr,
+                            node_ip,
                         })
                     })
                     .collect()

@@ -1,6 +1,6 @@
 //! Which nodes are WireGuard peers, from the Node objects they publish.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::Node;
@@ -19,6 +19,19 @@ pub struct Peer {
     pub endpoint: SocketAddr,
     /// Its pod CIDR: what the peer may send us and what we route to it.
     pub pod_cidr: Ipv4Net,
+    /// Its node address (InternalIP, else the endpoint's address), also in its allowed
+    /// IPs but never routed to the device: a NodePort packet the peer SNATed to its node
+    /// address and sent into the tunnel for one of our pods (bpf/lib/nodeport.h).
+    pub node_ip: Option<Ipv4Addr>,
+}
+
+impl Peer {
+    /// What the peer may send us through the tunnel: its pod CIDR and its node address.
+    pub fn allowed_ips(&self) -> Vec<Ipv4Net> {
+        let mut out = vec![self.pod_cidr];
+        out.extend(self.node_ip.map(Ipv4Net::from));
+        out
+    }
 }
 
 /// This node's own entry, to find its pod CIDR (the device's address comes from it).
@@ -49,11 +62,19 @@ pub fn wanted_peers(nodes: &[Node], self_name: &str, default_port: u16) -> Vec<P
                 .get(ENDPOINT_ANNOTATION)
                 .and_then(|e| e.parse::<SocketAddr>().ok())
                 .or_else(|| internal_ip(node).map(|ip| SocketAddr::new(ip, default_port)))?;
+            let node_ip = match internal_ip(node) {
+                Some(IpAddr::V4(ip)) => Some(ip),
+                _ => match endpoint.ip() {
+                    IpAddr::V4(ip) => Some(ip),
+                    IpAddr::V6(_) => None,
+                },
+            };
             Some(Peer {
                 node: name.to_string(),
                 public_key: public_key.to_string(),
                 endpoint,
                 pod_cidr: pod_cidr(node)?,
+                node_ip,
             })
         })
         .collect();
@@ -75,7 +96,8 @@ pub fn diff<'a>(applied: &'a [Peer], wanted: &'a [Peer]) -> (Vec<&'a Peer>, Vec<
     // The node name is only a label (adopted peers have none): re-setting an unchanged
     // peer would be a needless write.
     let same = |a: &Peer, w: &Peer| {
-        (&a.public_key, a.endpoint, a.pod_cidr) == (&w.public_key, w.endpoint, w.pod_cidr)
+        (&a.public_key, a.endpoint, a.pod_cidr, a.node_ip)
+            == (&w.public_key, w.endpoint, w.pod_cidr, w.node_ip)
     };
     let set = wanted
         .iter()
@@ -205,13 +227,13 @@ mod tests {
             "strict mode guards every other node, with or without a key"
         );
         let peers = wanted_peers(&nodes, "node-1", 51871);
-        let summary: Vec<(&str, String, String)> = peers
+        let summary: Vec<(&str, String, Vec<String>)> = peers
             .iter()
             .map(|p| {
                 (
                     p.node.as_str(),
                     p.endpoint.to_string(),
-                    p.pod_cidr.to_string(),
+                    p.allowed_ips().iter().map(ToString::to_string).collect(),
                 )
             })
             .collect();
@@ -221,14 +243,15 @@ mod tests {
                 (
                     "node-2",
                     "192.168.200.2:5000".into(),
-                    "10.200.2.0/24".into()
+                    vec!["10.200.2.0/24".into(), "192.168.200.2/32".into()]
                 ),
                 (
                     "node-3",
                     "192.168.200.3:51871".into(),
-                    "10.200.3.0/24".into()
+                    vec!["10.200.3.0/24".into(), "192.168.200.3/32".into()]
                 ),
-            ]
+            ],
+            "allowed IPs: the pod CIDR and the node address (NodePort SNAT)"
         );
         assert_eq!(peers[0].public_key, b);
         assert_eq!(
@@ -244,6 +267,7 @@ mod tests {
             public_key: key(k),
             endpoint: "192.168.200.9:51871".parse().expect("addr"),
             pod_cidr: cidr.parse().expect("cidr"),
+            node_ip: Some("192.168.200.9".parse().expect("ip")),
         };
         let applied = vec![
             peer("node-2", 'b', "10.200.2.0/24"),
@@ -264,5 +288,12 @@ mod tests {
             removed.is_empty() && set.is_empty(),
             "nothing to do when in sync"
         );
+        // A peer adopted from a device set up without the node address is set again.
+        let mut adopted = wanted.clone();
+        adopted[0].node_ip = None;
+        let (removed, set) = diff(&adopted, &wanted);
+        assert!(removed.is_empty());
+        assert_eq!(set.len(), 1);
+        assert_eq!(set[0].node, "node-2");
     }
 }

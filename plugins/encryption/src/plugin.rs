@@ -10,9 +10,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use porin_core::datapath::MAP_ENCRYPT;
 use porin_plugin_sdk::{
     DatapathContribution, Health, Plugin, PluginContext, PluginError, StateChangeSummary, Switch,
+    TUNNEL_DEVICE_PREFIX,
 };
 use serde_json::json;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::EncryptionConfig;
 use crate::device::{Device, DeviceSpec, device_name};
@@ -95,7 +96,8 @@ impl Plugin for EncryptionPlugin {
                 },
             ],
             maps: vec![MAP_ENCRYPT],
-            devices: vec![],
+            // NodePort replies that come back through the tunnel (bpf/host.c).
+            devices: vec![format!("{TUNNEL_DEVICE_PREFIX}{}", device_name())],
         }
     }
 
@@ -118,12 +120,23 @@ impl Plugin for EncryptionPlugin {
         let mut tunnel_map =
             TunnelMap::open(&ctx.map_pin_path(MAP_ENCRYPT)).map_err(Self::start_err)?;
         tunnel_map
-            .sync(&remote_pod_cidrs(&nodes, ctx.node_name()), device.name())
+            .sync(
+                &remote_pod_cidrs(&nodes, ctx.node_name()),
+                &[],
+                device.name(),
+            )
             .map_err(Self::start_err)?;
         device.prefer_kernel();
         if !device.adopt().map_err(Self::start_err)? {
             device.ensure().map_err(Self::start_err)?;
         }
+        let attach_ctx = ctx.clone();
+        let attach_program: Arc<dyn Fn(&str) + Send + Sync> = Arc::new(move |name: &str| {
+            if let Err(e) = attach_ctx.attach_tunnel_program(name) {
+                warn!(device = name, error = %e, "attaching the tunnel program: NodePort replies through the tunnel are lost");
+            }
+        });
+        attach_program(device.name());
         let shared = Arc::new(Mutex::new(Shared {
             device,
             wanted: Vec::new(),
@@ -132,6 +145,7 @@ impl Plugin for EncryptionPlugin {
             endpoint: None,
             last_error: None,
             metrics: self.metrics.clone(),
+            attach_program,
         }));
         let stop = Arc::new(AtomicBool::new(false));
         let supervisor = spawn_supervisor(shared.clone(), stop.clone()).map_err(Self::start_err)?;

@@ -31,13 +31,17 @@ pub struct Shared {
     pub endpoint: Option<SocketAddr>,
     pub last_error: Option<String>,
     pub metrics: WgMetrics,
+    /// Asks core to attach the tunnel program to the device (after it was made or remade).
+    pub attach_program: Arc<dyn Fn(&str) + Send + Sync>,
 }
 
 impl Shared {
     /// Point the tunnel map at the device as it is now (its ifindex changes when it is
     /// remade; 0 while it is gone, which in strict mode drops everything to remote pods).
     pub fn sync_tunnel_map(&mut self) -> Result<(), crate::WgError> {
-        self.tunnel_map.sync(&self.remote_cidrs, self.device.name())
+        let node_addresses: Vec<_> = self.wanted.iter().filter_map(|p| p.node_ip).collect();
+        self.tunnel_map
+            .sync(&self.remote_cidrs, &node_addresses, self.device.name())
     }
 }
 
@@ -59,6 +63,7 @@ fn supervise_once(state: &mut Shared) {
         Ok(false) => {}
         Ok(true) => {
             state.metrics.restarted();
+            (state.attach_program)(state.device.name());
             let wanted = state.wanted.clone();
             if let Err(e) = state.device.apply(&wanted) {
                 error!(error = %e, "re-applying WireGuard peers after a restart");

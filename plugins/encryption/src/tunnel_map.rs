@@ -1,16 +1,23 @@
 //! The datapath's view of the tunnel: `porin_encrypt` = every other node's pod CIDR -> the
-//! WireGuard device's ifindex, rewritten whenever nodes change or the device is remade.
+//! WireGuard device's ifindex, and every peer's node address (/32) -> the ifindex with
+//! [`NODE_ADDRESS_FLAG`], rewritten whenever nodes change or the device is remade.
 //! The datapath (`bpf/lib/encrypt.h`) marks flows that crossed the device as encrypted
 //! (Hubble's `IP.encrypted`) and, in strict mode, drops pod traffic to another node's pods
 //! that would not leave through it (drop reason 195 `UNENCRYPTED_TRAFFIC`).
 
 use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 use std::path::Path;
 
 use ipnet::Ipv4Net;
 use porin_core::datapath::EncryptMap;
 
 use crate::error::WgError;
+
+/// In a value: the key is a peer's node address, not a pod CIDR (`PORIN_ENCRYPT_F_NODE` in
+/// `bpf/lib/encrypt.h`): a local pod's reply to it goes into the device (NodePort SNAT by
+/// that peer), and strict mode does not guard it.
+pub const NODE_ADDRESS_FLAG: u32 = 0x8000_0000;
 
 /// The tunnel map.
 pub struct TunnelMap {
@@ -26,8 +33,13 @@ impl TunnelMap {
 
     /// Every CIDR in `remote` must leave through `device` (its ifindex in this namespace;
     /// 0 when it does not exist, so everything to those CIDRs is dropped).
-    pub fn sync(&mut self, remote: &[Ipv4Net], device: &str) -> Result<(), WgError> {
-        let wanted = wanted(remote, device_ifindex(device));
+    pub fn sync(
+        &mut self,
+        remote: &[Ipv4Net],
+        node_addresses: &[Ipv4Addr],
+        device: &str,
+    ) -> Result<(), WgError> {
+        let wanted = wanted(remote, node_addresses, device_ifindex(device));
         self.map
             .sync(&wanted)
             .map_err(|e| WgError::Datapath(e.to_string()))
@@ -35,8 +47,18 @@ impl TunnelMap {
 }
 
 /// The map's wanted content.
-pub fn wanted(remote: &[Ipv4Net], ifindex: u32) -> BTreeMap<Ipv4Net, u32> {
-    remote.iter().map(|c| (c.trunc(), ifindex)).collect()
+pub fn wanted(
+    remote: &[Ipv4Net],
+    node_addresses: &[Ipv4Addr],
+    ifindex: u32,
+) -> BTreeMap<Ipv4Net, u32> {
+    let mut out: BTreeMap<Ipv4Net, u32> = node_addresses
+        .iter()
+        .map(|a| (Ipv4Net::from(*a), ifindex | NODE_ADDRESS_FLAG))
+        .collect();
+    // A pod CIDR wins over a node address inside it (not expected).
+    out.extend(remote.iter().map(|c| (c.trunc(), ifindex)));
+    out
 }
 
 /// The ifindex of `device` in the agent's namespace, 0 when it does not exist.
@@ -54,10 +76,16 @@ mod tests {
             .iter()
             .map(|c| c.parse().expect("cidr"))
             .collect();
-        let w = wanted(&remote, 7);
-        assert_eq!(w.len(), 2);
-        assert!(w.values().all(|i| *i == 7));
-        assert!(w.contains_key(&"10.200.3.0/24".parse().expect("cidr")));
+        let nodes: Vec<Ipv4Addr> = vec!["192.168.200.2".parse().expect("ip")];
+        let w = wanted(&remote, &nodes, 7);
+        assert_eq!(w.len(), 3);
+        assert_eq!(w.get(&"10.200.3.0/24".parse().expect("cidr")), Some(&7));
+        assert_eq!(w.get(&"10.200.2.0/24".parse().expect("cidr")), Some(&7));
+        assert_eq!(
+            w.get(&"192.168.200.2/32".parse().expect("node")),
+            Some(&(7 | NODE_ADDRESS_FLAG)),
+            "node addresses carry the flag"
+        );
         assert_eq!(device_ifindex("no-such-dev-xyz"), 0);
         assert_ne!(device_ifindex("lo"), 0);
     }

@@ -34,7 +34,7 @@ pub struct Check {
 }
 
 impl Check {
-    fn fail(observed: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(super) fn fail(observed: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             observed: observed.into(),
             result: Err(message.into()),
@@ -303,9 +303,9 @@ pub fn node_port_local_backend(ctx: &Ctx<'_>) -> Check {
 
 pub fn node_port_remote_backend(ctx: &Ctx<'_>) -> Check {
     let how = if ctx.enabled.contains("encryption") {
-        "by DNAT and SNAT on node-1, then across to node-2; the encryption plugin is on: \
-         node-1 routes node-2's pods into the WireGuard tunnel, which the NodePort program \
-         (bpf/lib/nodeport.h) does not use for remote backends"
+        "by DNAT and SNAT on node-1, then through the WireGuard tunnel to node-2 (node-2 \
+         accepts node-1's address from the tunnel: `porin encrypt status` lists it in \
+         node-1's allowed IPs)"
     } else {
         "by DNAT and SNAT on node-1, then across to node-2"
     };

@@ -108,8 +108,25 @@ pub fn describe(flow: &Flow) -> String {
     format_compact(flow)
 }
 
+/// The Hubble API of every node (its agent's socket), labelled by node.
+fn servers_of(targets: &[AgentTarget]) -> Vec<(String, HubbleAddress)> {
+    targets
+        .iter()
+        .map(|t| (t.node.clone(), HubbleAddress::Unix(t.hubble_socket.clone())))
+        .collect()
+}
+
 /// Every node's flows since `since`.
 pub async fn collect(targets: &[AgentTarget], since: SystemTime) -> Result<Vec<Flow>> {
+    collect_from(&servers_of(targets), since).await
+}
+
+/// The flows since `since` of every Hubble server (agents, or one relay), each labelled
+/// for messages.
+pub async fn collect_from(
+    servers: &[(String, HubbleAddress)],
+    since: SystemTime,
+) -> Result<Vec<Flow>> {
     let since = since
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default();
@@ -122,21 +139,20 @@ pub async fn collect(targets: &[AgentTarget], since: SystemTime) -> Result<Vec<F
         ..GetFlowsRequest::default()
     };
     let mut flows = Vec::new();
-    for target in targets {
-        let server = HubbleAddress::Unix(target.hubble_socket.clone());
+    for (label, server) in servers {
         let mut client = server
             .observer_with(None)
             .await
-            .with_context(|| format!("the Hubble API of {}", target.node))?;
+            .with_context(|| format!("the Hubble API of {label}"))?;
         let mut stream = client
             .get_flows(request.clone())
             .await
-            .with_context(|| format!("GetFlows on {}", target.node))?
+            .with_context(|| format!("GetFlows on {label}"))?
             .into_inner();
         while let Some(response) = stream
             .message()
             .await
-            .with_context(|| format!("reading flows of {}", target.node))?
+            .with_context(|| format!("reading flows of {label}"))?
         {
             if let Some(ResponseTypes::Flow(flow)) = response.response_types {
                 flows.push(flow);
@@ -155,9 +171,19 @@ pub async fn expect(
     expected: &FlowExpectation,
     related: &str,
 ) -> Result<Flow, String> {
+    expect_from(&servers_of(targets), since, expected, related).await
+}
+
+/// [`expect`] against any Hubble servers (e.g. Hubble Relay).
+pub async fn expect_from(
+    servers: &[(String, HubbleAddress)],
+    since: SystemTime,
+    expected: &FlowExpectation,
+    related: &str,
+) -> Result<Flow, String> {
     let deadline = Instant::now() + FLOW_WAIT;
     loop {
-        let flows = collect(targets, since)
+        let flows = collect_from(servers, since)
             .await
             .map_err(|e| format!("{e:#}"))?;
         if let Some(flow) = flows.iter().find(|f| expected.matches(f)) {

@@ -4,6 +4,8 @@
 
 mod capture;
 mod checks;
+mod cluster_deploy;
+mod cluster_run;
 mod flows;
 mod report;
 mod sandbox_deploy;
@@ -37,9 +39,27 @@ pub struct TestArgs {
     /// default; a sandbox started with `porin sandbox up` is left alone).
     #[arg(long, conflicts_with = "kubeconfig")]
     pub sandbox: bool,
-    /// Run against the Kubernetes cluster of this kubeconfig (not implemented yet).
+    /// Run against the Kubernetes cluster of this kubeconfig (its current context): the
+    /// workloads go in through the API, the checks run with `kubectl exec`.
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
+    /// With --kubeconfig: where to read flows, Hubble Relay (`host:port`, e.g. a
+    /// `kubectl port-forward` to hubble-relay) or an agent's Hubble socket.
+    #[arg(long, default_value = "localhost:4245", requires = "kubeconfig")]
+    pub hubble_server: String,
+    /// With --kubeconfig: the clients' image (needs curl and sleep).
+    #[arg(
+        long,
+        default_value = "curlimages/curl:8.11.1",
+        requires = "kubeconfig"
+    )]
+    pub client_image: String,
+    /// With --kubeconfig: the echo servers' image (needs sh and busybox httpd).
+    #[arg(long, default_value = "busybox:1.37", requires = "kubeconfig")]
+    pub echo_image: String,
+    /// With --kubeconfig: how long the test pods may take to become Ready, in seconds.
+    #[arg(long, default_value_t = 180, requires = "kubeconfig")]
+    pub ready_timeout: u64,
     /// Only the scenarios whose names match (substring, `*` wildcards); repeatable or
     /// comma-separated.
     #[arg(long = "test", value_delimiter = ',')]
@@ -58,13 +78,6 @@ pub struct TestArgs {
 /// Run `porin connectivity ...`.
 pub fn run(command: ConnectivityCommand) -> Result<bool> {
     let ConnectivityCommand::Test(args) = command;
-    if let Some(path) = &args.kubeconfig {
-        bail!(
-            "--kubeconfig {}: running the connectivity test against a Kubernetes cluster is \
-             not implemented yet; use --sandbox (see docs/connectivity-test.md)",
-            path.display()
-        );
-    }
     if !scenarios::catalogue()
         .iter()
         .any(|s| scenarios::selected(s.name, &args.test))
@@ -90,6 +103,20 @@ pub fn run(command: ConnectivityCommand) -> Result<bool> {
         .worker_threads(2)
         .enable_all()
         .build()?;
+    if let Some(kubeconfig) = &args.kubeconfig {
+        let plan = cluster_run::ClusterRun {
+            settings: cluster_deploy::ClusterSettings {
+                kubeconfig: kubeconfig.clone(),
+                client_image: args.client_image.clone(),
+                echo_image: args.echo_image.clone(),
+                ready_timeout: std::time::Duration::from_secs(args.ready_timeout),
+            },
+            patterns: &args.test,
+            hubble_server: args.hubble_server.clone(),
+        };
+        let report = cluster_run::run(&plan, &runtime)?;
+        return finish(&report, args.output);
+    }
     let started = Instant::now();
     let started_at = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -128,24 +155,22 @@ pub fn run(command: ConnectivityCommand) -> Result<bool> {
         eprintln!("cleanup: {problem}");
     }
     let cleanup_ms = elapsed_ms(cleanup_started);
-    let mut report = Report {
-        porin_version: env!("CARGO_PKG_VERSION").to_string(),
-        target: "sandbox".to_string(),
+    let timing = report::Timing {
         started_at,
         deploy_ms,
         scenarios_ms,
         cleanup_ms,
         total_ms: elapsed_ms(started),
-        nodes,
-        passed: 0,
-        failed: 0,
-        skipped: 0,
-        scenarios: results?,
     };
-    report.tally();
-    match args.output {
-        Format::Json => print_json(&report)?,
-        Format::Table => report::print_summary(&report),
+    let report = Report::new("sandbox", timing, nodes, results?);
+    finish(&report, args.output)
+}
+
+/// Prints the report; true when nothing failed.
+fn finish(report: &Report, output: Format) -> Result<bool> {
+    match output {
+        Format::Json => print_json(report)?,
+        Format::Table => report::print_summary(report),
     }
     Ok(report.success())
 }

@@ -38,7 +38,42 @@ pub struct Report {
     pub scenarios: Vec<ScenarioResult>,
 }
 
+/// A run's timing: when it started (seconds since the epoch) and how long each part took.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub started_at: u64,
+    pub deploy_ms: u64,
+    pub scenarios_ms: u64,
+    pub cleanup_ms: u64,
+    pub total_ms: u64,
+}
+
 impl Report {
+    /// The report of a run against `target` (`sandbox`, `kubernetes`), tallied.
+    pub fn new(
+        target: &str,
+        timing: Timing,
+        nodes: Vec<NodeInfo>,
+        scenarios: Vec<ScenarioResult>,
+    ) -> Self {
+        let mut report = Report {
+            porin_version: env!("CARGO_PKG_VERSION").to_string(),
+            target: target.to_string(),
+            started_at: timing.started_at,
+            deploy_ms: timing.deploy_ms,
+            scenarios_ms: timing.scenarios_ms,
+            cleanup_ms: timing.cleanup_ms,
+            total_ms: timing.total_ms,
+            nodes,
+            passed: 0,
+            failed: 0,
+            skipped: 0,
+            scenarios,
+        };
+        report.tally();
+        report
+    }
+
     /// Counts the outcomes.
     pub fn tally(&mut self) {
         let count = |o: Outcome| self.scenarios.iter().filter(|s| s.result == o).count();

@@ -43,18 +43,27 @@ impl HttpResult {
 
 /// One `curl` (2 s at most).
 pub fn http(sandbox: &TestSandbox, origin: Origin<'_>, url: &str) -> Result<HttpResult> {
-    let args = ["curl", "-sS", "-m", "2", "-w", "\n%{http_code}", url];
+    let [curl, silent, max, two, write, format] = CURL;
+    let args = [curl, silent, max, two, write, format, url];
     let out = match origin {
         Origin::Pod(pod) => sandbox.exec(pod, &args)?,
         Origin::External => sandbox.exec_external(&args)?,
     };
+    Ok(http_result(&out))
+}
+
+/// The curl command of [`http`], wherever it runs.
+pub const CURL: [&str; 6] = ["curl", "-sS", "-m", "2", "-w", "\n%{http_code}"];
+
+/// What the output of [`CURL`] says.
+pub fn http_result(out: &std::process::Output) -> HttpResult {
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    Ok(HttpResult {
+    HttpResult {
         code: code.trim().parse().unwrap_or(0),
         body: body.to_string(),
         error: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-    })
+    }
 }
 
 /// `curl` until `done` holds for the answer or `within` passes; returns the last answer.

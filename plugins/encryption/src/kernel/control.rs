@@ -73,7 +73,7 @@ impl KernelControl {
                 Ok(KernelPeer {
                     public_key: decode_key(&p.public_key).map_err(|r| bad(p, r))?,
                     endpoint: p.endpoint,
-                    allowed_ips: p.pod_cidr,
+                    allowed_ips: p.allowed_ips(),
                 })
             })
             .collect::<Result<Vec<_>, WgError>>()?;

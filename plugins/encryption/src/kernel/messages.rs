@@ -21,7 +21,7 @@ use crate::dump::{DeviceDump, PeerDump};
 pub struct KernelPeer {
     pub public_key: [u8; 32],
     pub endpoint: SocketAddr,
-    pub allowed_ips: Ipv4Net,
+    pub allowed_ips: Vec<Ipv4Net>,
 }
 
 /// Set the device's private key and listen port (peers untouched).
@@ -50,11 +50,18 @@ pub fn set_peers(ifname: &str, remove: &[[u8; 32]], set: &[KernelPeer]) -> Wireg
             WireguardPeerAttribute::PublicKey(peer.public_key),
             WireguardPeerAttribute::Flags(WireguardPeerFlags::ReplaceAllowedIps),
             WireguardPeerAttribute::Endpoint(peer.endpoint),
-            WireguardPeerAttribute::AllowedIps(vec![WireguardAllowedIp(vec![
-                WireguardAllowedIpAttr::Family(WireguardAddressFamily::Ipv4),
-                WireguardAllowedIpAttr::IpAddr(IpAddr::V4(peer.allowed_ips.network())),
-                WireguardAllowedIpAttr::Cidr(peer.allowed_ips.prefix_len()),
-            ])]),
+            WireguardPeerAttribute::AllowedIps(
+                peer.allowed_ips
+                    .iter()
+                    .map(|net| {
+                        WireguardAllowedIp(vec![
+                            WireguardAllowedIpAttr::Family(WireguardAddressFamily::Ipv4),
+                            WireguardAllowedIpAttr::IpAddr(IpAddr::V4(net.network())),
+                            WireguardAllowedIpAttr::Cidr(net.prefix_len()),
+                        ])
+                    })
+                    .collect(),
+            ),
         ])
     });
     WireguardMessage {
@@ -196,7 +203,10 @@ mod tests {
         KernelPeer {
             public_key: KEY_B,
             endpoint: "192.168.200.2:51871".parse().expect("endpoint"),
-            allowed_ips: "10.200.2.0/24".parse().expect("cidr"),
+            allowed_ips: vec![
+                "10.200.2.0/24".parse().expect("cidr"),
+                "192.168.200.2/32".parse().expect("node"),
+            ],
         }
     }
 
@@ -259,6 +269,13 @@ mod tests {
         let text = format!("{:?}", parse_replies(&bytes));
         assert!(
             text.contains("RemoveMe") && text.contains("ReplaceAllowedIps"),
+            "{text}"
+        );
+        // Both allowed IPs, the pod CIDR and the node address, in one peer.
+        assert!(
+            text.contains("10.200.2.0")
+                && text.contains("192.168.200.2")
+                && text.contains("Cidr(32)"),
             "{text}"
         );
     }
