@@ -416,7 +416,7 @@ impl AgentControl for SandboxAgents {
         let mut process =
             Process::spawn(cmd, Some(&node.netns), Some(&node.cgroup), &node.agent_log)?;
         let client = AgentClient::new(&node.agent_socket).with_timeout(Duration::from_secs(2));
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(status) = self.runtime.block_on(client.status())
                 && status.ready
@@ -436,7 +436,7 @@ impl AgentControl for SandboxAgents {
             }
             if Instant::now() > deadline {
                 return Err(format!(
-                    "agent not ready after 30s; see {}",
+                    "agent not ready after 60s; see {}",
                     node.agent_log.display()
                 )
                 .into());
