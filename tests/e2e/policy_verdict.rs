@@ -183,6 +183,22 @@ fn flows_name_the_policy_that_allowed_or_denied_them() {
         "fromEntities: L3-Only: {ingress}"
     );
 
+    // `porin policy get` shows the id each policy's map entries carry: one per policy.
+    let got = sandbox.porin_json(&["policy", "get", "--node", "node-1"]);
+    let ids: Vec<u64> = got[0]["policies"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["id"].as_u64())
+        .collect();
+    let mut distinct = ids.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert!(
+        ids.len() == 5 && distinct.len() == 5 && !ids.contains(&0),
+        "{got}"
+    );
+
     // Denied by the CCNP's egressDeny, at ops-toolbox's egress (node-2).
     assert!(
         !connects(&sandbox, "ops/ops-toolbox", &postgres),
