@@ -16,6 +16,7 @@
 #include "lib/drop.h"
 #include "lib/lb.h"
 #include "lib/policy.h"
+#include "lib/policy_verdict.h"
 #include "lib/proxy.h"
 #include "lib/nodeport.h"
 #include "lib/encrypt.h"
@@ -26,6 +27,7 @@ static __always_inline int handle_pod_packet(struct __sk_buff *skb, __u8 directi
 	struct ct_result ct = {};
 	struct lb_xlate lb = {};
 	struct policy_tuple pol = {};
+	struct policy_match pm = {};
 	__u16 ct_scope = 0;
 	__u16 proxy_port = 0;
 	struct event_ctx ev = {
@@ -87,13 +89,23 @@ static __always_inline int handle_pod_packet(struct __sk_buff *skb, __u8 directi
 	/* Only the packet that opens a connection is decided: replies and established
 	 * connections pass. A refused connection leaves no conntrack entry behind. */
 	if (CFG_ENABLE_POLICY && ct.created && pol.endpoint_id) {
-		ret = policy_decide(&pol, &proxy_port);
+		__u8 verdict = PORIN_VERDICT_FORWARDED;
+		int reason = 0;
+
+		ret = policy_decide(&pol, &proxy_port, &pm);
+		if (ret < 0 && CFG_POLICY_AUDIT) {
+			verdict = PORIN_VERDICT_AUDIT;
+			reason = ret;
+			ret = 0;
+		}
 		if (ret >= 0 && direction == PORIN_DIR_EGRESS)
 			ret = proxy_record(&p, &lb, &pol, proxy_port);
 		if (ret < 0) {
 			ct_delete(&p, ct_scope);
-			return send_drop(skb, &p, ret, direction);
+			return policy_send_drop(skb, &p, ret, direction, &pm);
 		}
+		if (pm.policy_id || verdict == PORIN_VERDICT_AUDIT)
+			policy_verdict_notify(skb, &p, direction, verdict, reason, &pm);
 	}
 
 	metrics_update(PORIN_REASON_FORWARDED, direction, skb->len);

@@ -24,11 +24,25 @@
 /* Verdicts, numbered like Hubble's flow.proto Verdict. */
 #define PORIN_VERDICT_FORWARDED 1
 #define PORIN_VERDICT_DROPPED 2
+#define PORIN_VERDICT_AUDIT 4 /* policy audit mode: would have been dropped, forwarded */
 
 /* Event types. */
 #define PORIN_EVENT_NEW_CONN 1  /* conntrack entry created */
 #define PORIN_EVENT_TCP_FLAGS 2 /* SYN/FIN/RST seen for the first time in a direction */
 #define PORIN_EVENT_DROP 3      /* every drop */
+#define PORIN_EVENT_POLICY_VERDICT 4 /* a new connection allowed by a policy entry (or audited) */
+
+/*
+ * Which part of a policy entry matched (Cilium's PolicyMatchType numbering, Hubble's
+ * Flow.policy_match_type): none, L3 only, L3+L4, L4 only, all, L3+protocol, protocol only.
+ */
+#define PORIN_POLICY_MATCH_NONE 0
+#define PORIN_POLICY_MATCH_L3_ONLY 1
+#define PORIN_POLICY_MATCH_L3_L4 2
+#define PORIN_POLICY_MATCH_L4_ONLY 3
+#define PORIN_POLICY_MATCH_ALL 4
+#define PORIN_POLICY_MATCH_L3_PROTO 5
+#define PORIN_POLICY_MATCH_PROTO_ONLY 6
 
 /* Flags of a flow event. */
 #define PORIN_EVENT_F_ENCRYPTED 0x01 /* the packet crossed (or is routed into) the WireGuard tunnel */
@@ -69,7 +83,12 @@ struct porin_ct_entry {
 	__u32 tcp_flags_seen[2]; /* u32 so that atomic fetch-or works on it */
 };
 
-/* Ring buffer record. */
+/*
+ * Ring buffer record. Fields are only ever appended: a reader accepts a record of an
+ * older, shorter layout (PORIN_FLOW_EVENT_V1_SIZE = 80 bytes, up to daddr) and reads the
+ * missing fields as zero, so events written by the previous programs still decode while
+ * a restarted agent swaps them.
+ */
 struct porin_flow_event {
 	__u64 ktime_ns;
 	__u8 type;        /* PORIN_EVENT_* */
@@ -94,6 +113,12 @@ struct porin_flow_event {
 	__u32 node_id;
 	__u8 saddr[16];
 	__u8 daddr[16];
+	/* Since v2: the porin_policy_value.policy_id of the policy entry that decided a new
+	 * connection (policy verdicts, drops 181 and audits of a deny entry), 0 when no entry
+	 * decided it (default deny, no policy). */
+	__u32 policy_id;
+	__u8 policy_match; /* PORIN_POLICY_MATCH_* of that entry */
+	__u8 pad2[3];
 };
 
 /* Per-CPU metrics. */

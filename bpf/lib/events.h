@@ -22,6 +22,8 @@ struct event_ctx {
 	__u8 direction;
 	__u8 is_reply;
 	__u8 flags; /* PORIN_EVENT_F_* */
+	__u8 policy_match; /* PORIN_POLICY_MATCH_* */
+	__u32 policy_id;   /* the deciding policy entry's policy_id, 0: none */
 };
 
 static __always_inline void emit_event(struct __sk_buff *skb, const struct pkt_info *p,
@@ -50,6 +52,11 @@ static __always_inline void emit_event(struct __sk_buff *skb, const struct pkt_i
 	ev->is_reply = ctx->is_reply;
 	ev->flags = ctx->flags;
 	ev->pad = 0;
+	ev->policy_id = ctx->policy_id;
+	ev->policy_match = ctx->policy_match;
+	ev->pad2[0] = 0;
+	ev->pad2[1] = 0;
+	ev->pad2[2] = 0;
 	ev->sport = p->sport;
 	ev->dport = p->dport;
 	ev->ifindex = skb->ifindex;

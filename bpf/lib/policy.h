@@ -9,7 +9,8 @@
  * - Lookup: the 8 combinations of {peer identity | any} x {protocol | any} x
  *   {port | any} in porin_policy. Any DENY entry wins (POLICY_DENY, 181), at any
  *   specificity; otherwise any ALLOW entry passes; otherwise the endpoint's
- *   default-deny flag (porin_policy_ep) decides (POLICY_DENIED, 133).
+ *   default-deny flag (porin_policy_ep) decides (POLICY_DENIED, 133). The deciding
+ *   entry's policy_id and match type travel in the flow events (lib/policy_verdict.h).
  * - Addresses that are not local endpoints (no porin_endpoints entry) are not policed.
  * - An ALLOW entry may carry a proxy port (DNS or HTTP rules): the connection is allowed
  *   and steered to the node's proxy (lib/proxy.h). The most specific such entry wins
@@ -74,9 +75,32 @@ static __always_inline int policy_tuple_of(const struct pkt_info *p, __u8 direct
 	return 1;
 }
 
+/* The policy entry that decided a new connection (flow events name it). */
+struct policy_match {
+	__u32 policy_id;  /* porin_policy_value.policy_id, 0: no entry (default deny, no policy) */
+	__u8 match_type;  /* PORIN_POLICY_MATCH_* */
+};
+
+/* Which parts of the key matched in lookup round `i` of policy_decide (bit 0: any identity,
+ * bit 1: any protocol, bit 2: any port), as Cilium's policy match type. A constant once the
+ * loop is unrolled. */
+static __always_inline __u8 policy_match_type(int i)
+{
+	int l3 = !(i & 1);
+
+	if (!(i & 4))
+		return l3 ? PORIN_POLICY_MATCH_L3_L4 : PORIN_POLICY_MATCH_L4_ONLY;
+	if (!(i & 2))
+		return l3 ? PORIN_POLICY_MATCH_L3_PROTO : PORIN_POLICY_MATCH_PROTO_ONLY;
+	return l3 ? PORIN_POLICY_MATCH_L3_ONLY : PORIN_POLICY_MATCH_ALL;
+}
+
 /* Returns 0 (allowed) or DROP_POLICY / DROP_POLICY_DENY; `*proxy_port` gets the proxy port
- * of the most specific ALLOW entry that has one (0: no redirection). */
-static __always_inline int policy_decide(const struct policy_tuple *t, __u16 *proxy_port)
+ * of the most specific ALLOW entry that has one (0: no redirection). `m` names the deciding
+ * entry: the deny entry, else the allow entry whose proxy port is used, else the most
+ * specific allow entry; nothing for default deny or when no entry matched. */
+static __always_inline int policy_decide(const struct policy_tuple *t, __u16 *proxy_port,
+					 struct policy_match *m)
 {
 	struct porin_policy_ep_key ekey = { .endpoint_id = t->endpoint_id,
 					    .direction = t->direction };
@@ -87,6 +111,8 @@ static __always_inline int policy_decide(const struct policy_tuple *t, __u16 *pr
 	int i;
 
 	*proxy_port = 0;
+	m->policy_id = 0;
+	m->match_type = PORIN_POLICY_MATCH_NONE;
 #pragma unroll
 	for (i = 0; i < 8; i++) {
 		key.identity = (i & 1) ? 0 : t->peer_identity;
@@ -95,8 +121,15 @@ static __always_inline int policy_decide(const struct policy_tuple *t, __u16 *pr
 		v = bpf_map_lookup_elem(&porin_policy, &key);
 		if (!v)
 			continue;
-		if (v->action == PORIN_POLICY_DENY)
+		if (v->action == PORIN_POLICY_DENY) {
+			m->policy_id = v->policy_id;
+			m->match_type = policy_match_type(i);
 			return DROP_POLICY_DENY;
+		}
+		if (!allowed || (!*proxy_port && v->proxy_port)) {
+			m->policy_id = v->policy_id;
+			m->match_type = policy_match_type(i);
+		}
 		if (!*proxy_port)
 			*proxy_port = v->proxy_port;
 		allowed = 1;

@@ -127,4 +127,14 @@ pub trait PluginContext: Send + Sync {
     fn subscribe_l7(&self) -> Option<broadcast::Receiver<Arc<L7Record>>> {
         None
     }
+
+    /// Replaces the table naming the policy ids of the policy maps (the policy plugin,
+    /// when the policies in force changed). Contexts without flows ignore it.
+    fn publish_policies(&self, _table: Arc<crate::PolicyTable>) {}
+
+    /// The policy a policy id stands for, from the table last published; `None` when
+    /// unknown (the observe plugin keeps ids of deleted policies for a while itself).
+    fn policy(&self, _id: u32) -> Option<crate::PolicyInfo> {
+        None
+    }
 }

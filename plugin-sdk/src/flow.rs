@@ -19,6 +19,9 @@ pub enum EventKind {
     TcpFlags,
     /// A packet was dropped.
     Drop,
+    /// A new connection was allowed by a policy entry, or audited (Cilium's policy verdict
+    /// notification, Hubble event type 5). `policy_id` names the entry.
+    PolicyVerdict,
 }
 
 /// The datapath's verdict on the packet that caused the event.
@@ -27,6 +30,8 @@ pub enum EventKind {
 pub enum Verdict {
     Forwarded,
     Dropped,
+    /// Policy audit mode: a connection the policy refuses, forwarded and reported.
+    Audit,
 }
 
 /// Where the packet was observed, relative to the endpoint.
@@ -69,4 +74,13 @@ pub struct DatapathEvent {
     #[serde(default)]
     pub encrypted: bool,
     pub packet_len: u32,
+    /// The policy map entry that decided the connection (its `policy_id`): set on policy
+    /// verdicts and audits, and on drops by a deny entry (reason 181); 0 otherwise. The
+    /// policy plugin publishes which policy an id stands for ([`crate::PolicyTable`]).
+    #[serde(default)]
+    pub policy_id: u32,
+    /// Which part of the entry matched, Cilium's `PolicyMatchType` (0 none, 1 L3-Only,
+    /// 2 L3-L4, 3 L4-Only, 4 all, 5 L3-Proto, 6 Proto-Only).
+    #[serde(default)]
+    pub policy_match: u8,
 }

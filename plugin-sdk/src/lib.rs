@@ -15,6 +15,7 @@ pub mod health;
 pub mod l7;
 pub mod native;
 pub mod plugin;
+pub mod policy_table;
 pub mod policy_validity;
 pub mod state;
 
@@ -26,5 +27,6 @@ pub use flow::{DatapathEvent, Direction, EventKind, Verdict};
 pub use health::Health;
 pub use l7::{DnsRecord, L7Kind, L7Record};
 pub use plugin::{ChangedObject, Plugin, StateChangeSummary};
+pub use policy_table::{PolicyInfo, PolicyTable};
 pub use policy_validity::PolicyValidity;
 pub use state::{ClusterState, IdentityInfo, LocalEndpoint, PodAddress, slice_belongs_to};

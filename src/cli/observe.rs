@@ -5,7 +5,10 @@ use std::time::SystemTime;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, ValueEnum};
-use porin_observe::flow::{MESSAGE_TYPE_DROP, MESSAGE_TYPE_TRACE, TRACE_FROM_LXC, TRACE_TO_LXC};
+use porin_observe::flow::{
+    MESSAGE_TYPE_DROP, MESSAGE_TYPE_POLICY_VERDICT, MESSAGE_TYPE_TRACE, TRACE_FROM_LXC,
+    TRACE_TO_LXC,
+};
 use porin_observe::hubble_proto::flow::{
     EventTypeFilter, FlowFilter, IpVersion, TrafficDirection, Verdict,
 };
@@ -134,7 +137,8 @@ pub struct ObserveArgs {
     /// Only the flow with this uuid.
     #[arg(long)]
     pub uuid: Option<String>,
-    /// Only these events: `drop`, `trace`, `trace:to-endpoint`, `trace:from-endpoint`, `l7`.
+    /// Only these events: `drop`, `trace`, `trace:to-endpoint`, `trace:from-endpoint`, `l7`,
+    /// `policy-verdict`.
     #[arg(short = 't', long = "type")]
     pub event_type: Option<String>,
     /// Output format.
@@ -316,7 +320,8 @@ fn event_type(text: &str) -> Result<EventTypeFilter> {
         "drop" => MESSAGE_TYPE_DROP,
         "trace" => MESSAGE_TYPE_TRACE,
         "l7" => MESSAGE_TYPE_ACCESS_LOG,
-        other => bail!("--type: unknown event type `{other}` (drop, trace, l7)"),
+        "policy-verdict" => MESSAGE_TYPE_POLICY_VERDICT,
+        other => bail!("--type: unknown event type `{other}` (drop, trace, l7, policy-verdict)"),
     };
     let sub_type = match (kind, sub) {
         (_, "") => None,
@@ -451,6 +456,13 @@ mod tests {
             assert_eq!(f.event_type[0].sub_type, TRACE_TO_LXC);
             assert!(f.event_type[0].match_sub_type);
         }
+        let verdicts = ObserveArgs {
+            event_type: Some("policy-verdict".into()),
+            ..ObserveArgs::default()
+        };
+        let req = verdicts.request().expect("request");
+        assert_eq!(req.whitelist[0].event_type[0].r#type, 5);
+        assert!(!req.whitelist[0].event_type[0].match_sub_type);
         let from_to = ObserveArgs {
             from_pod: Some("tools/client".into()),
             to_pod: Some("shop/web".into()),

@@ -45,10 +45,11 @@ fn print_node(node: &serde_json::Value) {
                 text(&p["namespace"]),
                 text(&p["name"]),
                 text(&p["rules"]),
+                text(&p["id"]),
             ]
         })
         .collect();
-    print_table(&["  KIND", "NAMESPACE", "NAME", "RULES"], &rows);
+    print_table(&["  KIND", "NAMESPACE", "NAME", "RULES", "ID"], &rows);
     for e in node["errors"].as_array().into_iter().flatten() {
         println!("  error: {}", text(e));
     }

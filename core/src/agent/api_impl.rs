@@ -412,11 +412,13 @@ pub fn to_sdk_event(e: &datapath::abi::FlowEvent) -> DatapathEvent {
         kind: match e.event_type {
             datapath::abi::EventType::Drop => EventKind::Drop,
             datapath::abi::EventType::TcpFlags => EventKind::TcpFlags,
-            _ => EventKind::NewFlow,
+            datapath::abi::EventType::PolicyVerdict => EventKind::PolicyVerdict,
+            datapath::abi::EventType::NewConnection => EventKind::NewFlow,
         },
         verdict: match e.verdict {
             datapath::abi::Verdict::Dropped => Verdict::Dropped,
-            _ => Verdict::Forwarded,
+            datapath::abi::Verdict::Audit => Verdict::Audit,
+            datapath::abi::Verdict::Forwarded => Verdict::Forwarded,
         },
         drop_reason: e.drop_reason.map_or(0, |r| r.code()),
         direction: match e.direction {
@@ -438,6 +440,8 @@ pub fn to_sdk_event(e: &datapath::abi::FlowEvent) -> DatapathEvent {
         is_reply: e.is_reply,
         encrypted: e.encrypted,
         packet_len: e.pkt_len,
+        policy_id: e.policy_id,
+        policy_match: e.policy_match,
     }
 }
 

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use ipnet::IpNet;
 use porin_plugin_sdk::{
     CidrIdentity, ClusterState, DatapathEvent, EndpointMeta, IpcacheWriteError, L7Record,
-    PluginContext,
+    PluginContext, PolicyInfo, PolicyTable,
 };
 use tokio::sync::broadcast;
 
@@ -52,6 +52,8 @@ pub struct CoreContext {
     pub policy_conditions: PolicyConditions,
     /// The agent, for the node device program (tunnel attachments).
     pub(crate) agent: std::sync::Weak<super::run::Agent>,
+    /// The policy ids of the policy maps and what they stand for (the policy plugin's).
+    pub policies: RwLock<Arc<PolicyTable>>,
 }
 
 impl CoreContext {
@@ -116,6 +118,21 @@ impl PluginContext for CoreContext {
 
     fn subscribe_l7(&self) -> Option<broadcast::Receiver<Arc<L7Record>>> {
         Some(self.l7.subscribe())
+    }
+
+    fn publish_policies(&self, table: Arc<PolicyTable>) {
+        *self
+            .policies
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = table;
+    }
+
+    fn policy(&self, id: u32) -> Option<PolicyInfo> {
+        self.policies
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&id)
+            .cloned()
     }
 
     fn resolve_endpoint(&self, ip: IpAddr) -> Option<EndpointMeta> {

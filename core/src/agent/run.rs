@@ -220,6 +220,7 @@ pub async fn run(config_path: &Path, plugins: Vec<Box<dyn Plugin>>) -> Result<()
         node_ip: agent_config.node_ip,
         policy_conditions: super::policy_status::PolicyConditions::new(agent.datastore.clone()),
         agent: Arc::downgrade(&agent),
+        policies: std::sync::RwLock::default(),
     });
     lock(&agent.plugins).start_all(&ctx);
     let _ = agent.plugin_ctx.set(ctx);

@@ -72,7 +72,16 @@ pub struct RawFlowEvent {
     pub node_id: u32,
     pub saddr: [u8; 16],
     pub daddr: [u8; 16],
+    /// Since v2: `porin_policy_value.policy_id` of the entry that decided the connection.
+    pub policy_id: u32,
+    /// `PORIN_POLICY_MATCH_*`.
+    pub policy_match: u8,
+    pub pad2: [u8; 3],
 }
+
+/// Size of the first `porin_flow_event` layout (up to `daddr`), which records may still have
+/// while a restarted agent swaps the previous programs: the later fields read as zero.
+pub const FLOW_EVENT_V1_SIZE: usize = 80;
 
 /// `struct porin_metrics_key`.
 #[repr(C)]
@@ -347,6 +356,9 @@ pub enum EventType {
     TcpFlags,
     /// The packet was dropped.
     Drop,
+    /// A new connection was allowed by a policy entry, or audited (Cilium's policy verdict
+    /// notification).
+    PolicyVerdict,
 }
 
 /// Hubble's `Verdict` (the subset the datapath emits).
@@ -354,6 +366,20 @@ pub enum EventType {
 pub enum Verdict {
     Forwarded,
     Dropped,
+    /// Policy audit mode: the connection would have been dropped and was forwarded.
+    Audit,
+}
+
+/// Which part of a policy entry matched (`PORIN_POLICY_MATCH_*`, Cilium's
+/// `PolicyMatchType`, Hubble's `Flow.policy_match_type`).
+pub mod policy_match {
+    pub const NONE: u8 = 0;
+    pub const L3_ONLY: u8 = 1;
+    pub const L3_L4: u8 = 2;
+    pub const L4_ONLY: u8 = 3;
+    pub const ALL: u8 = 4;
+    pub const L3_PROTO: u8 = 5;
+    pub const PROTO_ONLY: u8 = 6;
 }
 
 /// Direction as seen from the pod; also the observation point.
@@ -488,6 +514,12 @@ pub struct FlowEvent {
     pub encrypted: bool,
     pub pkt_len: u32,
     pub node_id: u32,
+    /// The policy entry that decided the connection (`porin_policy_value.policy_id`): set on
+    /// policy verdicts, on drops by a deny entry (181) and on audits; 0 when no entry decided
+    /// (default deny, no policy) and on other events.
+    pub policy_id: u32,
+    /// [`policy_match`] of that entry.
+    pub policy_match: u8,
 }
 
 /// A ring buffer record that is not a valid `porin_flow_event`.
@@ -500,18 +532,21 @@ pub enum DecodeError {
 }
 
 impl RawFlowEvent {
-    /// Reads a record from ring buffer bytes (any alignment).
+    /// Reads a record from ring buffer bytes (any alignment). A record of the first, shorter
+    /// layout ([`FLOW_EVENT_V1_SIZE`]) is accepted with the later fields zero.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let expected = size_of::<Self>();
-        if bytes.len() < expected {
+        if bytes.len() < FLOW_EVENT_V1_SIZE {
             return Err(DecodeError::Short {
                 got: bytes.len(),
-                expected,
+                expected: FLOW_EVENT_V1_SIZE,
             });
         }
-        // SAFETY: the length was checked above, RawFlowEvent is plain data valid for any bit
-        // pattern, and read_unaligned has no alignment requirement.
-        Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<Self>()) })
+        let mut full = [0u8; size_of::<Self>()];
+        let n = bytes.len().min(full.len());
+        full[..n].copy_from_slice(&bytes[..n]);
+        // SAFETY: `full` holds size_of::<Self>() bytes, RawFlowEvent is plain data valid for
+        // any bit pattern, and read_unaligned has no alignment requirement.
+        Ok(unsafe { std::ptr::read_unaligned(full.as_ptr().cast::<Self>()) })
     }
 }
 
@@ -523,6 +558,7 @@ impl TryFrom<&RawFlowEvent> for FlowEvent {
             1 => EventType::NewConnection,
             2 => EventType::TcpFlags,
             3 => EventType::Drop,
+            4 => EventType::PolicyVerdict,
             value => {
                 return Err(DecodeError::UnknownValue {
                     field: "type",
@@ -533,6 +569,7 @@ impl TryFrom<&RawFlowEvent> for FlowEvent {
         let verdict = match raw.verdict {
             1 => Verdict::Forwarded,
             2 => Verdict::Dropped,
+            4 => Verdict::Audit,
             value => {
                 return Err(DecodeError::UnknownValue {
                     field: "verdict",
@@ -566,6 +603,8 @@ impl TryFrom<&RawFlowEvent> for FlowEvent {
             encrypted: raw.flags & EVENT_FLAG_ENCRYPTED != 0,
             pkt_len: raw.pkt_len,
             node_id: raw.node_id,
+            policy_id: raw.policy_id,
+            policy_match: raw.policy_match,
         })
     }
 }
@@ -626,7 +665,11 @@ mod tests {
             dst_identity => c::PORIN_FLOW_EVENT__DST_IDENTITY,
             endpoint_id => c::PORIN_FLOW_EVENT__ENDPOINT_ID,
             pkt_len => c::PORIN_FLOW_EVENT__PKT_LEN, node_id => c::PORIN_FLOW_EVENT__NODE_ID,
-            saddr => c::PORIN_FLOW_EVENT__SADDR, daddr => c::PORIN_FLOW_EVENT__DADDR);
+            saddr => c::PORIN_FLOW_EVENT__SADDR, daddr => c::PORIN_FLOW_EVENT__DADDR,
+            policy_id => c::PORIN_FLOW_EVENT__POLICY_ID,
+            policy_match => c::PORIN_FLOW_EVENT__POLICY_MATCH,
+            pad2 => c::PORIN_FLOW_EVENT__PAD2);
+        assert_eq!(c::PORIN_FLOW_EVENT__POLICY_ID, FLOW_EVENT_V1_SIZE);
         check!(MetricsKey, c::PORIN_METRICS_KEY_SIZE,
             reason => c::PORIN_METRICS_KEY__REASON,
             direction => c::PORIN_METRICS_KEY__DIRECTION, pad => c::PORIN_METRICS_KEY__PAD);
@@ -743,9 +786,36 @@ mod tests {
             FlowEvent::decode(&bytes[..10]),
             Err(DecodeError::Short {
                 got: 10,
-                expected: size_of::<RawFlowEvent>()
+                expected: FLOW_EVENT_V1_SIZE
             })
         );
+    }
+
+    #[test]
+    fn decodes_policy_verdicts_and_records_of_the_first_layout() {
+        let raw = RawFlowEvent {
+            r#type: 4,
+            verdict: 1,
+            direction: 2,
+            family: FAMILY_IPV4,
+            policy_id: 0xdead_beef,
+            policy_match: policy_match::L3_L4,
+            ..RawFlowEvent::default()
+        };
+        // SAFETY: RawFlowEvent is plain data; viewing it as bytes is sound.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                (&raw as *const RawFlowEvent).cast::<u8>(),
+                size_of::<RawFlowEvent>(),
+            )
+        };
+        let ev = FlowEvent::decode(bytes).expect("decode");
+        assert_eq!(ev.event_type, EventType::PolicyVerdict);
+        assert_eq!((ev.policy_id, ev.policy_match), (0xdead_beef, 2));
+        // An 80-byte record of the previous programs: no policy fields.
+        let old = FlowEvent::decode(&bytes[..FLOW_EVENT_V1_SIZE]).expect("decode v1");
+        assert_eq!((old.policy_id, old.policy_match), (0, 0));
+        assert_eq!(old.event_type, EventType::PolicyVerdict);
     }
 
     #[test]

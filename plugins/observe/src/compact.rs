@@ -4,8 +4,16 @@
 use hubble_proto::flow::layer4::Protocol;
 use hubble_proto::flow::{DropReason, Endpoint, Flow, Verdict};
 
-use crate::flow::{MESSAGE_TYPE_DROP, MESSAGE_TYPE_TRACE, TRACE_FROM_LXC, TRACE_TO_LXC};
+use std::borrow::Cow;
+
+use hubble_proto::flow::TrafficDirection;
+
+use crate::flow::{
+    MESSAGE_TYPE_DROP, MESSAGE_TYPE_POLICY_VERDICT, MESSAGE_TYPE_TRACE, TRACE_FROM_LXC,
+    TRACE_TO_LXC,
+};
 use crate::flow::{rfc3339, system_time};
+use crate::metrics::match_type_name;
 
 /// One flow as `hubble observe` prints it by default.
 pub fn format_compact(flow: &Flow) -> String {
@@ -49,7 +57,20 @@ pub fn format_compact(flow: &Flow) -> String {
         .unwrap_or("UNKNOWN");
     let http = http_summary(flow);
     let proto = http.clone().unwrap_or(proto);
-    let verdict = if flow.verdict == Verdict::Dropped as i32 && http.is_none() {
+    let policy_verdict = flow
+        .event_type
+        .as_ref()
+        .is_some_and(|e| e.r#type == MESSAGE_TYPE_POLICY_VERDICT);
+    let verdict = if policy_verdict {
+        // Hubble's words for policy verdicts.
+        match Verdict::try_from(flow.verdict) {
+            Ok(Verdict::Forwarded | Verdict::Redirected) => "ALLOWED",
+            Ok(Verdict::Dropped | Verdict::Error) => "DENIED",
+            Ok(Verdict::Audit) => "AUDITED",
+            _ => verdict_name,
+        }
+        .to_string()
+    } else if flow.verdict == Verdict::Dropped as i32 && http.is_none() {
         let reason = DropReason::try_from(flow.drop_reason_desc)
             .map(|r| r.as_str_name())
             .unwrap_or("DROP_REASON_UNKNOWN");
@@ -129,8 +150,24 @@ fn http_summary(flow: &Flow) -> Option<String> {
     })
 }
 
-/// Hubble's word for the event: `to-endpoint`, `from-endpoint`, `drop`, ...
-pub fn event_name(flow: &Flow) -> &'static str {
+/// Hubble's word for the event: `to-endpoint`, `from-endpoint`, `drop`,
+/// `policy-verdict:L3-L4 EGRESS`, ...
+pub fn event_name(flow: &Flow) -> Cow<'static, str> {
+    if let Some(e) = flow.event_type.as_ref()
+        && e.r#type == MESSAGE_TYPE_POLICY_VERDICT
+    {
+        let direction = TrafficDirection::try_from(flow.traffic_direction)
+            .unwrap_or(TrafficDirection::Unknown)
+            .as_str_name();
+        return Cow::Owned(format!(
+            "policy-verdict:{} {direction}",
+            match_type_name(flow.policy_match_type)
+        ));
+    }
+    Cow::Borrowed(trace_or_drop_name(flow))
+}
+
+fn trace_or_drop_name(flow: &Flow) -> &'static str {
     use hubble_proto::flow::{L7FlowType, layer7::Record};
     if let Some(l7) = flow.l7.as_ref() {
         let response = l7.r#type == L7FlowType::Response as i32;
@@ -265,6 +302,30 @@ mod tests {
         assert!(line.contains("-> 10.200.2.7:53 (ID:5678) drop"), "{line}");
         assert!(
             line.contains("DROPPED (CT_TRUNCATED_OR_INVALID_HEADER)"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn policy_verdicts_read_like_hubble() {
+        let mut f = sample();
+        f.event_type = Some(CiliumEventType {
+            r#type: MESSAGE_TYPE_POLICY_VERDICT,
+            sub_type: 0,
+        });
+        f.traffic_direction = TrafficDirection::Egress as i32;
+        f.policy_match_type = 2;
+        let line = format_compact(&f);
+        assert!(
+            line.ends_with("policy-verdict:L3-L4 EGRESS ALLOWED (UDP)"),
+            "{line}"
+        );
+        f.verdict = Verdict::Audit as i32;
+        f.policy_match_type = 0;
+        f.traffic_direction = TrafficDirection::Ingress as i32;
+        let line = format_compact(&f);
+        assert!(
+            line.ends_with("policy-verdict:none INGRESS AUDITED (UDP)"),
             "{line}"
         );
     }

@@ -6,11 +6,11 @@
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
-use hubble_proto::flow::{Endpoint, Flow};
+use hubble_proto::flow::{Endpoint, Flow, Policy};
 use porin_plugin_sdk::DatapathEvent;
 
 use crate::dns_names::Names;
-use crate::flow::{assemble, system_time};
+use crate::flow::{assemble, attribute_policy, system_time};
 
 /// One flow in the ring.
 #[derive(Debug)]
@@ -29,6 +29,8 @@ struct Parts {
     destination: Arc<Endpoint>,
     /// `source_names` and `destination_names` (learned from DNS answers).
     names: Option<Box<(Option<Names>, Option<Names>)>>,
+    /// The policy that decided the flow (policy verdicts, deny drops).
+    policy: Option<Arc<Policy>>,
 }
 
 impl FlowEntry {
@@ -50,6 +52,7 @@ impl FlowEntry {
                 source,
                 destination,
                 names: None,
+                policy: None,
             }),
             flow: OnceLock::new(),
         }
@@ -62,6 +65,14 @@ impl FlowEntry {
             && (source.is_some() || destination.is_some())
         {
             p.names = Some(Box::new((source, destination)));
+        }
+        self
+    }
+
+    /// The policy that decided the flow, resolved at event time.
+    pub fn with_policy(mut self, policy: Option<Arc<Policy>>) -> Self {
+        if let Some(p) = self.parts.as_mut() {
+            p.policy = policy;
         }
         self
     }
@@ -119,6 +130,9 @@ impl FlowEntry {
                         .as_deref()
                         .map(<[String]>::to_vec)
                         .unwrap_or_default();
+                }
+                if let Some(policy) = &p.policy {
+                    attribute_policy(&mut flow, &p.event, policy);
                 }
                 flow
             }

@@ -11,13 +11,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use hubble_proto::flow as pb;
 use hubble_proto::flow::layer4::Protocol;
 use hubble_proto::{BoolValue, Timestamp};
-use porin_plugin_sdk::{DatapathEvent, Direction, EndpointMeta, EventKind, Verdict};
+use porin_plugin_sdk::{DatapathEvent, Direction, EndpointMeta, EventKind, PolicyInfo, Verdict};
 
 /// What the flow pipeline needs to turn an event into a flow.
 pub trait Enricher {
     fn node_name(&self) -> &str;
     fn endpoint(&self, ip: IpAddr) -> Option<EndpointMeta>;
     fn identity_labels(&self, identity: u32) -> Option<Vec<String>>;
+    /// The policy a policy map entry's id stands for (the policy plugin's table).
+    fn policy(&self, _id: u32) -> Option<PolicyInfo> {
+        None
+    }
 }
 
 /// Converts kernel monotonic timestamps to wall-clock time.
@@ -102,17 +106,45 @@ fn resolve_side(ctx: &dyn Enricher, ip: IpAddr, identity: u32) -> pb::Endpoint {
     }
 }
 
-/// Turn a datapath event into a Hubble flow, resolving both endpoints now.
+/// Turn a datapath event into a Hubble flow, resolving both endpoints (and the deciding
+/// policy) now.
 pub fn enrich(event: &DatapathEvent, clock: &Clock, ctx: &dyn Enricher) -> pb::Flow {
-    assemble(
+    let mut flow = assemble(
         event,
         clock.wall(event.ktime_ns),
         next_seq(),
         ctx.node_name(),
         &resolve_side(ctx, event.src, event.src_identity),
         &resolve_side(ctx, event.dst, event.dst_identity),
-    )
+    );
+    if event.policy_id != 0
+        && let Some(info) = ctx.policy(event.policy_id)
+    {
+        attribute_policy(&mut flow, event, &crate::policies::policy_of(info));
+    }
+    flow
 }
+
+/// Names the policy that decided the flow, as Hubble's policy correlation does: an allowed
+/// policy verdict in `*_allowed_by`, a drop by a deny rule (181) in `*_denied_by` (and, beyond
+/// Hubble, an audit of a deny rule). Default-deny drops (133) name no policy.
+pub fn attribute_policy(flow: &mut pb::Flow, event: &DatapathEvent, policy: &pb::Policy) {
+    let egress = event.direction == Direction::FromEndpoint;
+    let denied = event.drop_reason == DROP_REASON_POLICY_DENY
+        && (event.kind == EventKind::Drop || event.verdict == Verdict::Audit);
+    let allowed = event.kind == EventKind::PolicyVerdict && event.verdict == Verdict::Forwarded;
+    let list = match (allowed, denied, egress) {
+        (true, _, true) => &mut flow.egress_allowed_by,
+        (true, _, false) => &mut flow.ingress_allowed_by,
+        (_, true, true) => &mut flow.egress_denied_by,
+        (_, true, false) => &mut flow.ingress_denied_by,
+        _ => return,
+    };
+    list.push(policy.clone());
+}
+
+/// Drop reason of a drop by an explicit deny rule (`POLICY_DENY`).
+pub const DROP_REASON_POLICY_DENY: u8 = 181;
 
 /// A number unique per agent process, part of each flow's uuid.
 pub fn next_seq() -> u64 {
@@ -150,12 +182,15 @@ pub fn assemble(
         ),
     };
     let dropped = event.verdict == Verdict::Dropped || event.kind == EventKind::Drop;
+    let policy_verdict = event.kind == EventKind::PolicyVerdict;
     let reason = i32::from(event.drop_reason);
     pb::Flow {
         time: Some(timestamp(wall)),
         uuid: flow_uuid(wall, seq, event),
         verdict: if dropped {
             pb::Verdict::Dropped
+        } else if event.verdict == Verdict::Audit {
+            pb::Verdict::Audit
         } else {
             pb::Verdict::Forwarded
         } as i32,
@@ -184,7 +219,12 @@ pub fn assemble(
         destination: Some(side(destination, event.dst_identity)),
         r#type: pb::FlowType::L3L4 as i32,
         node_name: node.to_string(),
-        event_type: Some(if dropped {
+        event_type: Some(if policy_verdict {
+            pb::CiliumEventType {
+                r#type: MESSAGE_TYPE_POLICY_VERDICT,
+                sub_type: 0,
+            }
+        } else if dropped {
             pb::CiliumEventType {
                 r#type: MESSAGE_TYPE_DROP,
                 sub_type: reason,
@@ -196,8 +236,17 @@ pub fn assemble(
             }
         }),
         traffic_direction: direction as i32,
+        // Hubble fills it on policy verdicts; Porin also on drops by a deny rule, which stand
+        // for Cilium's denied verdicts.
+        policy_match_type: if policy_verdict
+            || (dropped && event.drop_reason == DROP_REASON_POLICY_DENY)
+        {
+            u32::from(event.policy_match)
+        } else {
+            0
+        },
         // Hubble sets the observation point on trace events only.
-        trace_observation_point: if dropped {
+        trace_observation_point: if dropped || policy_verdict {
             pb::TraceObservationPoint::UnknownPoint
         } else {
             point
@@ -216,6 +265,8 @@ pub fn assemble(
 /// Cilium's monitor message types (`pkg/monitor/api/types.go`).
 pub const MESSAGE_TYPE_DROP: i32 = 1;
 pub const MESSAGE_TYPE_TRACE: i32 = 4;
+/// Policy verdict notifications (`hubble observe --type policy-verdict`).
+pub const MESSAGE_TYPE_POLICY_VERDICT: i32 = 5;
 /// Trace sub-types: delivered to the endpoint, and sent by it.
 pub const TRACE_TO_LXC: i32 = 0;
 pub const TRACE_FROM_LXC: i32 = 5;
@@ -405,6 +456,9 @@ mod tests {
         fn identity_labels(&self, identity: u32) -> Option<Vec<String>> {
             (identity == 2).then(|| vec!["reserved:world".to_string()])
         }
+        fn policy(&self, id: u32) -> Option<PolicyInfo> {
+            (id == 77).then(|| PolicyInfo::new("CiliumNetworkPolicy", Some("shop"), "web-out", 3))
+        }
     }
 
     fn event(verdict: Verdict, direction: Direction) -> DatapathEvent {
@@ -429,7 +483,81 @@ mod tests {
             is_reply: false,
             encrypted: false,
             packet_len: 60,
+            policy_id: 0,
+            policy_match: 0,
         }
+    }
+
+    #[test]
+    fn policy_verdicts_and_deny_drops_name_their_policy() {
+        let named = |f: &[pb::Policy]| {
+            f.iter()
+                .map(|p| format!("{} {}/{} r{}", p.kind, p.namespace, p.name, p.revision))
+                .collect::<Vec<_>>()
+        };
+        let mut allowed = event(Verdict::Forwarded, Direction::FromEndpoint);
+        allowed.kind = EventKind::PolicyVerdict;
+        allowed.policy_id = 77;
+        allowed.policy_match = 2;
+        let f = enrich(&allowed, &Clock::now(), &Fake);
+        assert_eq!(
+            f.event_type,
+            Some(pb::CiliumEventType {
+                r#type: 5,
+                sub_type: 0
+            })
+        );
+        assert_eq!(f.r#type, pb::FlowType::L3L4 as i32);
+        assert_eq!(f.verdict, pb::Verdict::Forwarded as i32);
+        assert_eq!(f.policy_match_type, 2);
+        assert_eq!(f.trace_observation_point, 0);
+        assert_eq!(
+            named(&f.egress_allowed_by),
+            ["CiliumNetworkPolicy shop/web-out r3"]
+        );
+        assert!(f.ingress_allowed_by.is_empty() && f.egress_denied_by.is_empty());
+        assert_eq!(
+            f.egress_allowed_by[0].labels[0],
+            "k8s:io.cilium.k8s.policy.derived-from=CiliumNetworkPolicy"
+        );
+
+        let mut denied = event(Verdict::Dropped, Direction::ToEndpoint);
+        denied.kind = EventKind::Drop;
+        denied.drop_reason = 181;
+        denied.policy_id = 77;
+        let d = enrich(&denied, &Clock::now(), &Fake);
+        assert_eq!(
+            named(&d.ingress_denied_by),
+            ["CiliumNetworkPolicy shop/web-out r3"]
+        );
+        assert_eq!(d.drop_reason_desc, pb::DropReason::PolicyDeny as i32);
+        assert!(d.ingress_allowed_by.is_empty());
+
+        // Default deny names no policy (and keeps 133); unknown ids name nothing.
+        denied.drop_reason = 133;
+        denied.policy_id = 0;
+        let d = enrich(&denied, &Clock::now(), &Fake);
+        assert!(d.ingress_denied_by.is_empty());
+        assert_eq!(d.drop_reason_desc, pb::DropReason::PolicyDenied as i32);
+        allowed.policy_id = 78;
+        assert!(
+            enrich(&allowed, &Clock::now(), &Fake)
+                .egress_allowed_by
+                .is_empty()
+        );
+
+        // Audit: verdict AUDIT, no drop reason; an audited deny rule is named.
+        let mut audited = allowed.clone();
+        audited.verdict = Verdict::Audit;
+        audited.drop_reason = 181;
+        audited.policy_id = 77;
+        let a = enrich(&audited, &Clock::now(), &Fake);
+        assert_eq!(a.verdict, pb::Verdict::Audit as i32);
+        assert_eq!(a.drop_reason_desc, 0);
+        assert_eq!(
+            named(&a.egress_denied_by),
+            ["CiliumNetworkPolicy shop/web-out r3"]
+        );
     }
 
     #[test]

@@ -52,6 +52,7 @@ pub fn l7_flow(
         verdict: match record.verdict {
             Verdict::Forwarded => pb::Verdict::Forwarded,
             Verdict::Dropped => pb::Verdict::Dropped,
+            Verdict::Audit => pb::Verdict::Audit,
         } as i32,
         ip: Some(pb::Ip {
             source: src.ip().to_string(),

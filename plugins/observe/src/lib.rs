@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod peer_source;
 pub mod pipeline;
 mod plugin;
+pub mod policies;
 pub mod relay;
 pub mod ring;
 pub mod serve;

@@ -15,6 +15,7 @@ use crate::entry::FlowEntry;
 use crate::flow::{Clock, Enricher, enrich, next_seq};
 use crate::l7_flow::l7_flow;
 use crate::metrics::{HubbleMetrics, LostEvents};
+use crate::policies::PolicyCache;
 use crate::ring::FlowRing;
 
 struct ContextEnricher(Arc<dyn PluginContext>);
@@ -29,6 +30,9 @@ impl Enricher for ContextEnricher {
     fn identity_labels(&self, identity: u32) -> Option<Vec<String>> {
         self.0.identity_labels(identity)
     }
+    fn policy(&self, id: u32) -> Option<porin_plugin_sdk::PolicyInfo> {
+        self.0.policy(id)
+    }
 }
 
 /// Turns events into ring entries: endpoints resolved through the cache, the
@@ -40,6 +44,8 @@ pub struct Pipeline {
     endpoints: EndpointCache,
     /// Names of addresses from the DNS proxy's answers, for `*_names`.
     names: DnsNames,
+    /// Policies named by policy verdicts and deny drops.
+    policies: PolicyCache,
 }
 
 impl Pipeline {
@@ -49,6 +55,7 @@ impl Pipeline {
             clock: Clock::now(),
             endpoints: EndpointCache::new(settings),
             names: DnsNames::default(),
+            policies: PolicyCache::new(settings),
         }
     }
 
@@ -86,6 +93,11 @@ impl Pipeline {
             self.names.get(event.dst, event.src, now),
             self.names.get(event.src, event.dst, now),
         )
+        .with_policy(if event.policy_id == 0 {
+            None
+        } else {
+            self.policies.resolve(event.policy_id, now, ctx)
+        })
     }
 }
 
@@ -285,6 +297,8 @@ mod tests {
             is_reply: false,
             encrypted: false,
             packet_len: 52,
+            policy_id: 0,
+            policy_match: 0,
         }
     }
 

@@ -64,6 +64,8 @@ fn event(src: &str, dst: &str, verdict: Verdict) -> DatapathEvent {
         is_reply: false,
         encrypted: false,
         packet_len: 60,
+        policy_id: 0,
+        policy_match: 0,
     }
 }
 

@@ -20,6 +20,7 @@ use crate::enforce::desired::{
 };
 use crate::enforce::incremental::{Incremental, Inputs};
 use crate::enforce::loader::Loader;
+use crate::enforce::names::policy_table;
 use crate::enforce::programmer::Programmer;
 use crate::l7::{
     ContextPeers, L7Proxy, OriginalDestination, PodDestination, PolicySet, RunningProxy,
@@ -68,6 +69,8 @@ struct Running {
     /// The policies the L7 proxy judges by, and the proxy (when configured).
     l7_policies: Arc<SharedPolicies>,
     l7_proxy: Option<RunningProxy>,
+    /// The revision whose policy table was published last (0: none yet).
+    published_revision: u64,
 }
 
 fn labels_of(labels: &[String]) -> Labels {
@@ -294,6 +297,17 @@ impl PolicyPlugin {
             endpoint_count,
             run.programmer.entry_count(),
         );
+        if self.status.revision != run.published_revision {
+            let (table, collisions) = policy_table(
+                self.status.policies.iter().map(|p| &p.source),
+                self.status.revision,
+            );
+            for c in &collisions {
+                warn!(plugin = NAME, problem = %c, "policy id collision");
+            }
+            run.ctx.publish_policies(Arc::new(table));
+            run.published_revision = self.status.revision;
+        }
         self.health = Some(if problems.is_empty() {
             Health::Ok
         } else {
@@ -389,6 +403,7 @@ impl Plugin for PolicyPlugin {
             cidrs: CidrIdentities::default(),
             engine: Incremental::default(),
             problems: Vec::new(),
+            published_revision: 0,
         });
         self.program();
         self.serve_dns();

@@ -31,6 +31,8 @@ pub struct PolicyInForce {
     #[serde(flatten)]
     pub source: PolicyRef,
     pub rules: usize,
+    /// The `policy_id` its map entries carry (and flow events name).
+    pub id: u32,
 }
 
 impl PolicyStatus {
@@ -41,6 +43,7 @@ impl PolicyStatus {
             .map(|p| PolicyInForce {
                 source: p.source.clone(),
                 rules: p.rules.len(),
+                id: crate::enforce::desired::policy_id(&p.source),
             })
             .collect()
     }

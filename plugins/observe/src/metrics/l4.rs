@@ -5,10 +5,13 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
-use super::{ContextOptions, Handler, Labels, family, with_context};
+use super::{ContextOptions, Handler, Labels, family, is_policy_verdict, with_context};
 
+/// Forwarded, and not a policy verdict (which repeats its connection's trace event).
 fn forwarded(flow: &Flow) -> bool {
-    flow.verdict == pb::Verdict::Forwarded as i32 || flow.verdict == pb::Verdict::Redirected as i32
+    (flow.verdict == pb::Verdict::Forwarded as i32
+        || flow.verdict == pb::Verdict::Redirected as i32)
+        && !is_policy_verdict(flow)
 }
 
 fn l4(flow: &Flow) -> Option<&Protocol> {

@@ -11,9 +11,9 @@ mod context;
 mod dns;
 mod http;
 mod l4;
-mod l7;
 pub mod lost;
 pub mod pod_series;
+mod policy;
 mod server;
 mod verdicts;
 
@@ -25,6 +25,7 @@ use tracing::warn;
 pub use context::{ContextOptions, endpoint_context};
 pub use dns::rcode_name;
 pub use lost::LostEvents;
+pub use policy::match_type_name;
 pub use server::{MetricsServeError, OPENMETRICS_CONTENT_TYPE, metrics_router, serve_metrics};
 
 use crate::MetricSpec;
@@ -115,12 +116,9 @@ impl HubbleMetrics {
                     handlers.push(Box::new(h));
                     continue;
                 }
-                // No policy verdict events exist yet: the metric is registered
-                // with its name and help, without series.
-                _ => {
-                    names.extend(l7::register(registry, spec));
-                    continue;
-                }
+                "policy" => Box::new(policy::PolicyHandler::register(registry, ctx)),
+                // MetricSpec::parse refuses other names.
+                _ => continue,
             };
             names.push(handler.name());
             handlers.push(handler);
@@ -183,6 +181,16 @@ fn protocol(flow: &Flow) -> &'static str {
         Some(Protocol::IcmPv6(_)) => "ICMPv6",
         _ => "Unknown flow",
     }
+}
+
+/// Whether `flow` is a policy verdict: it repeats the connection's trace event, so the
+/// metrics that count connections or packets (tcp, port-distribution, icmp,
+/// flows-to-world) skip it; `flow` counts it under `type="PolicyVerdict"` and `policy` is
+/// made of it.
+fn is_policy_verdict(flow: &Flow) -> bool {
+    flow.event_type
+        .as_ref()
+        .is_some_and(|e| e.r#type == crate::flow::MESSAGE_TYPE_POLICY_VERDICT)
 }
 
 /// Hubble's `family` label (`IPv4`, `IPv6`).

@@ -6,11 +6,10 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
 use super::{ContextOptions, Handler, Labels, protocol, with_context};
-use crate::flow::{MESSAGE_TYPE_DROP, MESSAGE_TYPE_TRACE};
+use crate::flow::{MESSAGE_TYPE_DROP, MESSAGE_TYPE_POLICY_VERDICT, MESSAGE_TYPE_TRACE};
 
-/// Cilium's monitor message types not produced by our datapath yet.
+/// Cilium's monitor message types of captures (not produced) and L7 records.
 const MESSAGE_TYPE_CAPTURE: i32 = 3;
-const MESSAGE_TYPE_POLICY_VERDICT: i32 = 5;
 const MESSAGE_TYPE_ACCESS_LOG: i32 = 129;
 
 /// `hubble_flows_processed_total{protocol,type,subtype,verdict,...}`.
@@ -175,7 +174,7 @@ impl Handler for WorldHandler {
             .destination
             .as_ref()
             .is_some_and(|d| d.labels.iter().any(|l| l == "reserved:world"));
-        if !to_world {
+        if !to_world || super::is_policy_verdict(flow) {
             return;
         }
         let dropped = flow.verdict == pb::Verdict::Dropped as i32;

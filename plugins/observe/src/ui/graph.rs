@@ -147,7 +147,12 @@ impl ServiceMap {
     /// that touch neither side of the namespace, replies, and flows without
     /// endpoints are ignored. Returns the edge id when the flow was counted.
     pub fn add(&mut self, flow: &Flow, now_s: f64) -> Option<String> {
-        if flow.is_reply.as_ref().is_some_and(|r| r.value) {
+        // A policy verdict repeats its connection's trace event: counted once, there.
+        let policy_verdict = flow
+            .event_type
+            .as_ref()
+            .is_some_and(|e| e.r#type == crate::flow::MESSAGE_TYPE_POLICY_VERDICT);
+        if flow.is_reply.as_ref().is_some_and(|r| r.value) || policy_verdict {
             return None;
         }
         let (src, dst) = (flow.source.as_ref()?, flow.destination.as_ref()?);

@@ -82,6 +82,8 @@ pub fn events(n: usize) -> Vec<DatapathEvent> {
                 is_reply: false,
                 encrypted: false,
                 packet_len: 60,
+                policy_id: 0,
+                policy_match: 0,
             }
         })
         .collect()
