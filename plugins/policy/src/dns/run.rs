@@ -142,8 +142,11 @@ impl DnsProxy {
             handle.spawn(collect_garbage(shared.clone(), ct_path)),
         ];
         for socket in &upstreams.sockets {
-            self.tasks
-                .push(handle.spawn(read_answers(socket.clone(), udp.clone(), shared.clone())));
+            self.tasks.push(handle.spawn(read_answers(
+                socket.clone(),
+                udp.clone(),
+                shared.clone(),
+            )));
         }
         drop(guard);
         info!(%addr, threads = WORKER_THREADS, "DNS proxy listening (UDP and TCP)");
