@@ -148,8 +148,25 @@ fn l7_flows(sandbox: &TestSandbox) -> Vec<Value> {
         .collect()
 }
 
+/// node-2's clients reach node-1 through WireGuard: the proxy's replies carry the pod's
+/// address, so they are encrypted like the pod's own.
+const WIREGUARD: &str = r#"
+[plugins.encryption]
+enabled = true
+type = "wireguard"
+"#;
+
 #[test]
 fn admin_api_access_through_the_l7_proxy() {
+    admin_api_access(AGENT_CONFIG);
+}
+
+#[test]
+fn admin_api_access_through_the_l7_proxy_with_wireguard() {
+    admin_api_access(&format!("{AGENT_CONFIG}{WIREGUARD}"));
+}
+
+fn admin_api_access(agent_config: &str) {
     let www = tempfile::tempdir().expect("www");
     std::fs::write(www.path().join("metrics"), "payments_up 1\n").expect("metrics file");
     std::fs::create_dir(www.path().join("admin")).expect("admin dir");
@@ -159,7 +176,7 @@ fn admin_api_access_through_the_l7_proxy() {
             ("00-pods.yaml", &pods(&www.path().display().to_string())),
             ("10-admin-api-access.yaml", ADMIN_API_ACCESS),
         ],
-        Some(AGENT_CONFIG),
+        Some(agent_config),
     );
     let state = sandbox.state();
     let node = state["nodes"]
@@ -169,6 +186,27 @@ fn admin_api_access_through_the_l7_proxy() {
         .clone();
     let server =
         str_of(&sandbox.endpoint("payments/payments-admin-api")["endpoint"]["ipv4"]).to_string();
+    if agent_config.contains("wireguard") {
+        let node2 = state["nodes"]
+            .as_array()
+            .and_then(|n| n.iter().find(|n| n["name"] == "node-2"))
+            .expect("node-2");
+        let wait_route = || {
+            let out = Command::new("nsenter")
+                .arg(format!("--net=/run/netns/{}", str_of(&node2["netns"])))
+                .args(["ip", "route", "get", &server])
+                .output()
+                .expect("ip route get");
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            text.contains("dev pwg").then_some(text)
+        };
+        wait_for(Duration::from_secs(20), wait_route).unwrap_or_else(|| {
+            panic!(
+                "node-2 does not route {server} through WireGuard\n{}",
+                sandbox.agent_logs()
+            )
+        });
+    }
     let metrics_url = format!("http://{server}:8080/metrics");
     let users_url = format!("http://{server}:8080/admin/users");
 
