@@ -62,6 +62,7 @@ pub async fn serve_udp(
             debug!(error = %e, "DNS proxy: waiting for queries");
             continue;
         }
+        records.begin(&shared);
         for _ in 0..DRAIN_LIMIT {
             let (len, client) = match listener.try_recv_from(&mut buf) {
                 Ok(r) => r,
@@ -110,6 +111,7 @@ pub async fn read_answers(
             debug!(error = %e, "DNS proxy: waiting for answers");
             continue;
         }
+        records.begin(&shared);
         for _ in 0..DRAIN_LIMIT {
             let (len, from) = match socket.socket.try_recv_from(&mut buf) {
                 Ok(r) => r,
@@ -150,9 +152,10 @@ pub async fn sweep_unanswered(
 ) {
     let mut tick = tokio::time::interval(SWEEP_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut records = RecordBatch::default();
+    let mut records = RecordBatch::with_capacity(0);
     loop {
         tick.tick().await;
+        records.begin(&shared);
         for pending in upstreams.expire(Instant::now()) {
             if let Some(reply) = server_failure(&pending, &shared, &mut records) {
                 let _ = listener.send_to(&reply, pending.client).await;
@@ -189,7 +192,8 @@ async fn serve_tcp_client(
         }
         let mut msg = vec![0u8; usize::from(u16::from_be_bytes(len))];
         stream.read_exact(&mut msg).await?;
-        let mut records = RecordBatch::default();
+        let mut records = RecordBatch::with_capacity(2);
+        records.begin(shared);
         let reply = match decide(shared, &msg, client, Transport::Tcp, &mut records) {
             Decision::Reply(reply) => Some(reply),
             Decision::Drop => None,
@@ -292,15 +296,15 @@ fn decide(
         .allows(redirect.endpoint_id, &pending.query.name)
     {
         shared.counters.reject(Rejection::Refused);
-        records.push(exchange.request(Verdict::Dropped));
+        records.push(|| exchange.request(Verdict::Dropped));
         let refused = ResponseCode::Refused;
-        records.push(exchange.own_reply(Verdict::Dropped, refused.into(), pending.sent));
+        records.push(|| exchange.own_reply(Verdict::Dropped, refused.into(), pending.sent));
         return match answer_with(&pending.query, refused) {
             Some(reply) => Decision::Reply(reply),
             None => Decision::Drop,
         };
     }
-    records.push(exchange.request(Verdict::Forwarded));
+    records.push(|| exchange.request(Verdict::Forwarded));
     Decision::Forward(pending)
 }
 
@@ -312,7 +316,8 @@ fn server_failure(
 ) -> Option<Vec<u8>> {
     shared.counters.reject(Rejection::UpstreamTimeout);
     let code = ResponseCode::ServFail;
-    records.push(Exchange::from(pending).own_reply(Verdict::Forwarded, code.into(), pending.sent));
+    records
+        .push(|| Exchange::from(pending).own_reply(Verdict::Forwarded, code.into(), pending.sent));
     answer_with(&pending.query, code)
 }
 
@@ -339,17 +344,15 @@ fn release(
                 shared.learn(pending.endpoint, &a.names, &a.addresses);
             }
             shared.counters.forwarded.fetch_add(1, Ordering::Relaxed);
-            records.push(Exchange::from(pending).answer(&a, pending.sent));
+            records.push(|| Exchange::from(pending).answer(&a, pending.sent));
             Released::Answer
         }
         _ => {
             shared.counters.reject(Rejection::BadUpstreamAnswer);
             let code = ResponseCode::ServFail;
-            records.push(Exchange::from(pending).own_reply(
-                Verdict::Forwarded,
-                code.into(),
-                pending.sent,
-            ));
+            records.push(|| {
+                Exchange::from(pending).own_reply(Verdict::Forwarded, code.into(), pending.sent)
+            });
             match answer_with(&pending.query, code) {
                 Some(reply) => Released::Instead(reply),
                 None => Released::Nothing,
