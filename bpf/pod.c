@@ -41,6 +41,11 @@ static __always_inline int handle_pod_packet(struct __sk_buff *skb, __u8 directi
 		return TC_ACT_OK; /* ARP and friends pass untouched and uncounted */
 	if (ret < 0)
 		return send_drop(skb, &p, ret, direction);
+	/* Ingress L7 redirect, step 2: a packet porin_to_pod handed back for the node's proxy. */
+	if (CFG_ENABLE_POLICY && direction == PORIN_DIR_EGRESS && proxy_to_proxy_marked(skb)) {
+		ret = proxy_assign_ingress(skb, &p);
+		return ret < 0 ? send_drop(skb, &p, ret, PORIN_DIR_INGRESS) : ret;
+	}
 
 	/* Load balancing: pick the backend of a packet to a service before conntrack, so a
 	 * service without backends is refused without leaving a connection behind; restore
@@ -87,8 +92,10 @@ static __always_inline int handle_pod_packet(struct __sk_buff *skb, __u8 directi
 		return send_drop(skb, &p, ret, direction);
 
 	/* Only the packet that opens a connection is decided: replies and established
-	 * connections pass. A refused connection leaves no conntrack entry behind. */
-	if (CFG_ENABLE_POLICY && ct.created && pol.endpoint_id) {
+	 * connections pass. A refused connection leaves no conntrack entry behind.
+	 * The node's L7 proxy's own connection to a pod was judged by the proxy (lib/proxy.h). */
+	if (CFG_ENABLE_POLICY && ct.created && pol.endpoint_id &&
+	    !(direction == PORIN_DIR_INGRESS && proxy_from_ingress_proxy(skb))) {
 		__u8 verdict = PORIN_VERDICT_FORWARDED;
 		int reason = 0;
 
@@ -100,6 +107,8 @@ static __always_inline int handle_pod_packet(struct __sk_buff *skb, __u8 directi
 		}
 		if (ret >= 0 && direction == PORIN_DIR_EGRESS)
 			ret = proxy_record(&p, &lb, &pol, proxy_port);
+		else if (ret >= 0)
+			ret = proxy_record_ingress(&p, &pol, proxy_port);
 		if (ret < 0) {
 			ct_delete(&p, ct_scope);
 			return policy_send_drop(skb, &p, ret, direction, &pm);
@@ -126,6 +135,14 @@ static __always_inline int handle_pod_packet(struct __sk_buff *skb, __u8 directi
 			return send_drop(skb, &p, ret, direction);
 		if (ret > 0)
 			return TC_ACT_OK;
+	}
+	/* Ingress L7 redirect, step 1: back to the node, for the proxy's socket. */
+	if (CFG_ENABLE_POLICY && direction == PORIN_DIR_INGRESS) {
+		ret = proxy_redirect_ingress(skb, &p);
+		if (ret < 0)
+			return send_drop(skb, &p, ret, direction);
+		if (ret > 0)
+			return ret;
 	}
 	/* DNAT last: conntrack and events above saw what the client sent (client -> VIP). */
 	if (lb.active) {

@@ -51,5 +51,11 @@ static long (*bpf_skb_change_tail)(void *skb, __u32 len, __u64 flags) = (void *)
 static long (*bpf_skb_change_head)(void *skb, __u32 len, __u64 flags) = (void *)43;
 static void *(*bpf_ringbuf_reserve)(void *ringbuf, __u64 size, __u64 flags) = (void *)131;
 static void (*bpf_ringbuf_submit)(void *data, __u64 flags) = (void *)132;
+/* Ingress L7 redirect (lib/proxy.h): the proxy's socket takes the packet, whatever its
+ * destination. */
+static struct bpf_sock *(*bpf_skc_lookup_tcp)(void *ctx, struct bpf_sock_tuple *tuple,
+					      __u32 tuple_size, __u64 netns,
+					      __u64 flags) = (void *)BPF_FUNC_skc_lookup_tcp;
+static long (*bpf_sk_assign)(void *ctx, void *sk, __u64 flags) = (void *)BPF_FUNC_sk_assign;
 static long (*bpf_redirect_neigh)(__u32 ifindex, void *params, int plen,
 				  __u64 flags) = (void *)152;

@@ -17,5 +17,7 @@
 #define DROP_CSUM_L3 -153          /* ERROR_WHILE_CORRECTING_L3_CHECKSUM */
 #define DROP_CSUM_L4 -154          /* ERROR_WHILE_CORRECTING_L4_CHECKSUM */
 #define DROP_PROXYMAP -161         /* FAILED_TO_INSERT_INTO_PROXYMAP */
+#define DROP_SOCKET_LOOKUP -178    /* SOCKET_LOOKUP_FAILED: no L7 proxy socket for a redirected packet */
+#define DROP_SOCKET_ASSIGN -179    /* SOCKET_ASSIGN_FAILED */
 #define DROP_PROXY_UNSUPPORTED -180 /* proxy redirection not supported for protocol */
 #define DROP_UNENCRYPTED -195      /* UNENCRYPTED_TRAFFIC: strict mode, would leave in clear */

@@ -167,3 +167,171 @@ static __always_inline int proxy_rev_nat(struct __sk_buff *skb, struct pkt_info 
 	p->sport = v->orig_dport;
 	return 0;
 }
+
+/*
+ * Ingress redirection (the destination's ingress rules carry a proxy port): TCP only.
+ *
+ * A connection entering a pod is judged in porin_to_pod (tcx egress of the pod's host-side
+ * veth), after the node already routed it to the pod; the client may be a pod of this node
+ * or of another one (through the underlay or WireGuard). The proxy must see the client's
+ * real address and answer with the pod's address, so the packet is not rewritten: like
+ * Cilium's TPROXY path, it is handed to the proxy's socket as it is.
+ *
+ *   1. porin_to_pod records the connection in porin_proxy_redir (client tuple -> pod
+ *      address and port, proxy port), marks the packet PORIN_MARK_TO_PROXY with the proxy
+ *      port in the upper 16 bits, gives it the veth's own MAC as destination and redirects
+ *      it to the ingress of the same veth.
+ *   2. porin_from_pod sees the mark first (a pod's own packets never carry one: crossing
+ *      into the node's namespace clears it) and assigns the packet to the proxy's socket
+ *      (bpf_sk_assign): the connection's socket once accepted, else the proxy's listener on
+ *      {CFG_NODE_IPV4, proxy port}.
+ *   3. The node's routing delivers it locally: `ip rule fwmark 0x200/0xf00 lookup 2004`
+ *      with `local 0.0.0.0/0 dev lo` in table 2004 (Cilium's rule and table), installed by
+ *      the policy plugin with the L7 proxy. The listener is IP_TRANSPARENT, so the accepted
+ *      socket is {client} <-> {pod address, port}: its replies leave with the pod's address
+ *      and are routed to the client like the pod's own, with nothing to translate back.
+ *   4. The proxy's connection to the pod carries PORIN_MARK_FROM_INGRESS_PROXY (SO_MARK):
+ *      porin_to_pod neither judges it again (the proxy applied the pod's ingress rules to
+ *      the client) nor redirects it.
+ *
+ * Fallback as for egress: without a listening proxy the packet goes on to the pod.
+ */
+
+/* Ingress entries of porin_proxy_redir have their key's `pad` byte set: the client of an
+ * ingress redirection may be a pod of this node, whose own egress entries (pad 0, the key
+ * porin_from_pod and the proxy look up) must not be confused with it. */
+#define PROXY_KEY_INGRESS 1
+
+static __always_inline void proxy_ingress_key_of(struct porin_proxy_key *k, __u32 addr,
+						 __u16 port)
+{
+	proxy_key_of(k, addr, port, IPPROTO_TCP);
+	k->pad = PROXY_KEY_INGRESS;
+}
+
+/* skb->mark values, Cilium's magic marks under 0xf00. */
+#define PORIN_MARK_MAGIC_MASK 0x0f00
+#define PORIN_MARK_TO_PROXY 0x0200
+#define PORIN_MARK_FROM_INGRESS_PROXY 0x0a00
+
+#ifndef BPF_F_INGRESS
+#define BPF_F_INGRESS 1
+#endif
+
+/* The packet was sent by the node's L7 proxy on behalf of a client it already judged. */
+static __always_inline int proxy_from_ingress_proxy(const struct __sk_buff *skb)
+{
+	return (skb->mark & PORIN_MARK_MAGIC_MASK) == PORIN_MARK_FROM_INGRESS_PROXY;
+}
+
+/* The packet was handed back by porin_to_pod for delivery to the proxy (step 2). */
+static __always_inline int proxy_to_proxy_marked(const struct __sk_buff *skb)
+{
+	return (skb->mark & PORIN_MARK_MAGIC_MASK) == PORIN_MARK_TO_PROXY;
+}
+
+static __always_inline int proxy_ingress_tcp_v4(const struct pkt_info *p)
+{
+	return p->family == PORIN_FAMILY_IPV4 && p->has_l4 && p->l4_proto == IPPROTO_TCP;
+}
+
+/* A new ingress connection was allowed with `proxy_port` (0: without): records (or forgets)
+ * its redirection. Other protocols than TCP are not redirected on ingress (their proxy
+ * port is ignored: the L3/L4 allow stands). Returns 0 or a negative drop reason. */
+static __always_inline int proxy_record_ingress(const struct pkt_info *p,
+						const struct policy_tuple *pol, __u16 proxy_port)
+{
+	struct porin_proxy_value *old;
+	struct porin_proxy_value v = {};
+	struct porin_proxy_key k;
+	__u32 saddr, daddr;
+
+	if (!proxy_ingress_tcp_v4(p))
+		return 0;
+	__builtin_memcpy(&saddr, p->saddr, 4);
+	__builtin_memcpy(&daddr, p->daddr, 4);
+	proxy_ingress_key_of(&k, saddr, p->sport);
+	if (!proxy_port || !CFG_NODE_IPV4) {
+		/* A reused client port must not follow an old redirection to this pod. */
+		old = bpf_map_lookup_elem(&porin_proxy_redir, &k);
+		if (old && old->orig_daddr == daddr && old->orig_dport == p->dport)
+			bpf_map_delete_elem(&porin_proxy_redir, &k);
+		return 0;
+	}
+	v.orig_daddr = daddr;
+	v.orig_dport = p->dport;
+	v.proxy_port = proxy_port;
+	v.endpoint_id = pol->endpoint_id;   /* the server's endpoint */
+	v.dst_identity = pol->peer_identity; /* on ingress: the client's identity */
+	if (bpf_map_update_elem(&porin_proxy_redir, &k, &v, BPF_ANY) < 0)
+		return DROP_PROXYMAP;
+	return 0;
+}
+
+/* Ingress, step 1: hands a packet of a redirected connection back to the node for the
+ * proxy. Returns 0 when not redirected (no redirection, the proxy's own connection, or no
+ * proxy listening: fallback), a TC action when redirected, or a negative drop reason. */
+static __always_inline int proxy_redirect_ingress(struct __sk_buff *skb, const struct pkt_info *p)
+{
+	struct porin_proxy_value *v;
+	struct porin_proxy_key k;
+	__u32 saddr, daddr;
+	__u8 mac[6];
+
+	if (!CFG_NODE_IPV4 || !proxy_ingress_tcp_v4(p) || proxy_from_ingress_proxy(skb))
+		return 0;
+	__builtin_memcpy(&saddr, p->saddr, 4);
+	__builtin_memcpy(&daddr, p->daddr, 4);
+	proxy_ingress_key_of(&k, saddr, p->sport);
+	v = bpf_map_lookup_elem(&porin_proxy_redir, &k);
+	if (!v || v->orig_daddr != daddr || v->orig_dport != p->dport || !v->proxy_port)
+		return 0;
+	if (!proxy_listening(skb, p, saddr, v->proxy_port))
+		return 0;
+	/* Received on the veth it left through: addressed to that veth's MAC (the source of a
+	 * packet the node sends to the pod), or the stack would take it for another host. */
+	if (bpf_skb_load_bytes(skb, 6, mac, sizeof(mac)) < 0 ||
+	    bpf_skb_store_bytes(skb, 0, mac, sizeof(mac), 0) < 0)
+		return DROP_WRITE_ERROR;
+	skb->mark = PORIN_MARK_TO_PROXY | ((__u32)v->proxy_port << 16);
+	return (int)bpf_redirect(skb->ifindex, BPF_F_INGRESS);
+}
+
+/* Ingress, step 2 (porin_from_pod, for a packet marked PORIN_MARK_TO_PROXY): assigns it to
+ * the proxy's socket. Returns a TC action or a negative drop reason. */
+static __always_inline int proxy_assign_ingress(struct __sk_buff *skb, const struct pkt_info *p)
+{
+	struct bpf_sock_tuple tuple = {};
+	struct bpf_sock *sk;
+	long ret;
+
+	if (!proxy_ingress_tcp_v4(p))
+		return DROP_PROXY_UNSUPPORTED;
+	__builtin_memcpy(&tuple.ipv4.saddr, p->saddr, 4);
+	__builtin_memcpy(&tuple.ipv4.daddr, p->daddr, 4);
+	tuple.ipv4.sport = bpf_htons(p->sport);
+	tuple.ipv4.dport = bpf_htons(p->dport);
+	/* The accepted connection (or its handshake) first: its socket has the pod's address. */
+	sk = bpf_skc_lookup_tcp(skb, &tuple, sizeof(tuple.ipv4), BPF_F_CURRENT_NETNS, 0);
+	if (sk) {
+		if (sk->state != BPF_TCP_LISTEN && sk->state != BPF_TCP_TIME_WAIT)
+			goto assign;
+		bpf_sk_release(sk);
+	}
+	/* A new connection: the proxy's listener. */
+	tuple.ipv4.daddr = CFG_NODE_IPV4;
+	tuple.ipv4.dport = bpf_htons((__u16)(skb->mark >> 16));
+	sk = bpf_skc_lookup_tcp(skb, &tuple, sizeof(tuple.ipv4), BPF_F_CURRENT_NETNS, 0);
+	if (!sk)
+		return DROP_SOCKET_LOOKUP;
+	if (sk->state != BPF_TCP_LISTEN) {
+		bpf_sk_release(sk);
+		return DROP_SOCKET_LOOKUP;
+	}
+assign:
+	ret = bpf_sk_assign(skb, sk, 0);
+	bpf_sk_release(sk);
+	if (ret < 0)
+		return DROP_SOCKET_ASSIGN;
+	return TC_ACT_OK;
+}

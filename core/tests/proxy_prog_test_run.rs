@@ -2,7 +2,8 @@
 //! allow entry with a proxy port DNATs the connection to {node IP, proxy port} and records
 //! the original destination in `porin_proxy_redir`; later packets follow; the proxy's
 //! replies get the original destination back as their source; an allow entry without a
-//! proxy port leaves the packet alone.
+//! proxy port leaves the packet alone. On ingress (to the pod), a connection with a proxy
+//! port is handed back to the node unchanged (bpf_redirect to the veth's ingress).
 //!
 //! Needs root (CAP_BPF + CAP_NET_ADMIN) and bpffs; fails with a clear message otherwise.
 
@@ -235,4 +236,56 @@ fn tcp_connection_is_steered_whole_and_plain_allows_are_untouched() {
     let other = packet(NODE, POD, TCP, 9999, 40001, ACK);
     let (_, out) = f.run(PodProgram::ToPod, &other);
     assert_eq!(out, other);
+}
+
+/// The program's return code after `bpf_redirect` (include/uapi/linux/pkt_cls.h).
+const TC_ACT_REDIRECT: u32 = 7;
+const INGRESS: u8 = 1;
+
+#[test]
+fn ingress_connection_with_a_proxy_port_is_handed_back_to_the_node_unchanged() {
+    let proxy = std::net::TcpListener::bind((NODE, 0)).expect("proxy socket");
+    let proxy_port = proxy.local_addr().expect("proxy port").port();
+    let mut f = Fixture::new();
+    // POD's ingress: DNS's identity may reach port 8080 through the proxy, port 8081 without.
+    for (dport, port) in [(8080, proxy_port), (8081, 0)] {
+        let key = PolicyKey {
+            endpoint_id: EP_POD,
+            identity: ID_DNS,
+            dport,
+            proto: TCP,
+            direction: INGRESS,
+        };
+        let value = PolicyValue {
+            policy_id: 8,
+            action: POLICY_ALLOW,
+            pad: 0,
+            proxy_port: port,
+        };
+        f.policy.upsert(key, value).expect("policy entry");
+    }
+    let syn = packet(DNS, POD, TCP, 40003, 8080, SYN);
+    let (ret, out) = f.run(PodProgram::ToPod, &syn);
+    assert_eq!(ret, TC_ACT_REDIRECT, "redirected to the veth's ingress");
+    assert_eq!(&out[0..6], &syn[6..12], "addressed to the veth's own MAC");
+    assert_eq!(&out[12..], &syn[12..], "addresses and ports unchanged");
+    // Later packets follow; the entry is not one the egress side (or the proxy) reads.
+    let ack = packet(DNS, POD, TCP, 40003, 8080, ACK);
+    assert_eq!(f.run(PodProgram::ToPod, &ack).0, TC_ACT_REDIRECT);
+    assert!(
+        f.redirects()
+            .get(SocketAddrV4::new(DNS, 40003), TCP)
+            .expect("map read")
+            .is_none(),
+        "an ingress entry must not look like the client's egress redirection"
+    );
+    // Allowed without a proxy port: delivered to the pod as it is.
+    let plain = packet(DNS, POD, TCP, 40004, 8081, SYN);
+    let (ret, out) = f.run(PodProgram::ToPod, &plain);
+    assert_eq!((ret, out), (TC_ACT_OK, plain));
+    // The proxy is gone (agent restarting): the connection goes to the pod (L4 allow).
+    drop(proxy);
+    let syn = packet(DNS, POD, TCP, 40005, 8080, SYN);
+    let (ret, out) = f.run(PodProgram::ToPod, &syn);
+    assert_eq!((ret, out), (TC_ACT_OK, syn));
 }

@@ -123,6 +123,13 @@ pub trait PluginContext: Send + Sync {
         Ok(())
     }
 
+    /// Whether anything reads the L7 records (the observe plugin's pipeline): without a
+    /// reader a proxy may skip building them. Yes unless the context knows better (the
+    /// agent's says no while the observe plugin is off).
+    fn l7_wanted(&self) -> bool {
+        true
+    }
+
     /// L7 records as the proxy publishes them; `None` in contexts without them.
     fn subscribe_l7(&self) -> Option<broadcast::Receiver<Arc<L7Record>>> {
         None

@@ -1,15 +1,12 @@
 //! End to end: the seed article's `admin-api-access` enforced by the node's L7
-//! HTTP proxy in a sandbox with real agents. `payments-admin-api` is Python's
-//! http.server; `monitoring/prometheus` and `ops/ops-toolbox` use curl.
-//!
-//! Steering: the datapath redirect of ports with HTTP rules to the proxy is
-//! not wired yet (the FQDN/DNS side of issue 7 owns it), so the clients talk
-//! to node-1's proxy (`:15080` on the node address) and the proxy is told the
-//! original destination explicitly (`static_destination`). For the same
-//! reason the proxy reaches the server as `reserved:host`, which the
-//! `l7-proxy-upstream` policy below allows; with the redirect, proxied
-//! connections keep the client's identity and that policy goes away.
-//! The HTTP verdicts are the proxy's own, judged with the client's identity.
+//! HTTP proxy through the datapath's ingress redirection, in a sandbox with real
+//! agents. `payments-admin-api` (node-1) is Python's http.server; the clients
+//! use curl against the server's pod IP, never the proxy: `monitoring` from
+//! node-1 and node-2, `ops` from node-2, `shop` (no rule) from node-1.
+//! node-1's pod program hands the connections the ingress rules send to the
+//! proxy to its transparent listener; the proxy judges them with the client's
+//! identity, answers 403 or forwards to the pod with the ingress proxy's mark
+//! (not judged again), and the pod sees the proxy's connection only.
 
 mod common;
 
@@ -20,25 +17,6 @@ use common::{TestSandbox, str_of, wait_for};
 use serde_json::Value;
 
 const ADMIN_API_ACCESS: &str = include_str!("../../examples/policies/admin-api-access.yaml");
-
-/// The node's proxy reaches the admin API as the host until the redirect exists.
-const PROXY_UPSTREAM: &str = r#"
-apiVersion: cilium.io/v2
-kind: CiliumNetworkPolicy
-metadata:
-  name: l7-proxy-upstream
-  namespace: payments
-spec:
-  endpointSelector:
-    matchLabels:
-      app: payments-admin-api
-  ingress:
-    - fromEntities: [host]
-      toPorts:
-        - ports:
-            - port: "8080"
-              protocol: TCP
-"#;
 
 fn pods(www: &str) -> String {
     format!(
@@ -83,13 +61,43 @@ spec:
 apiVersion: v1
 kind: Pod
 metadata:
+  name: prometheus-remote
+  namespace: monitoring
+  labels: {{app: prometheus}}
+spec:
+  nodeName: node-2
+  containers:
+    - name: prometheus
+      image: ignored
+      command: ["sleep", "infinity"]
+---
+apiVersion: v1
+kind: Pod
+metadata:
   name: ops-toolbox
   namespace: ops
   labels: {{app: ops-toolbox}}
 spec:
-  nodeName: node-1
+  nodeName: node-2
   containers:
     - name: toolbox
+      image: ignored
+      command: ["sleep", "infinity"]
+---
+apiVersion: v1
+kind: Namespace
+metadata: {{name: shop}}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: shop-client
+  namespace: shop
+  labels: {{app: shop-client}}
+spec:
+  nodeName: node-1
+  containers:
+    - name: client
       image: ignored
       command: ["sleep", "infinity"]
 "#
@@ -102,8 +110,6 @@ const AGENT_CONFIG: &str = r#"metrics = ["httpV2:exemplars=true;labelsContext=so
 enabled = true
 
 [plugins.policy.l7_proxy]
-listen = "0.0.0.0:15080"
-static_destination = "payments/payments-admin-api:8080"
 "#;
 
 /// `curl -X METHOD url` from `pod`: the status code and the body.
@@ -114,7 +120,7 @@ fn curl(sandbox: &TestSandbox, pod: &str, method: &str, url: &str) -> (u16, Stri
             "curl",
             "-s",
             "-m",
-            "5",
+            "3",
             "-X",
             method,
             "-H",
@@ -142,8 +148,25 @@ fn l7_flows(sandbox: &TestSandbox) -> Vec<Value> {
         .collect()
 }
 
+/// node-2's clients reach node-1 through WireGuard: the proxy's replies carry the pod's
+/// address, so they are encrypted like the pod's own.
+const WIREGUARD: &str = r#"
+[plugins.encryption]
+enabled = true
+type = "wireguard"
+"#;
+
 #[test]
 fn admin_api_access_through_the_l7_proxy() {
+    admin_api_access(AGENT_CONFIG);
+}
+
+#[test]
+fn admin_api_access_through_the_l7_proxy_with_wireguard() {
+    admin_api_access(&format!("{AGENT_CONFIG}{WIREGUARD}"));
+}
+
+fn admin_api_access(agent_config: &str) {
     let www = tempfile::tempdir().expect("www");
     std::fs::write(www.path().join("metrics"), "payments_up 1\n").expect("metrics file");
     std::fs::create_dir(www.path().join("admin")).expect("admin dir");
@@ -152,9 +175,8 @@ fn admin_api_access_through_the_l7_proxy() {
         &[
             ("00-pods.yaml", &pods(&www.path().display().to_string())),
             ("10-admin-api-access.yaml", ADMIN_API_ACCESS),
-            ("20-l7-proxy-upstream.yaml", PROXY_UPSTREAM),
         ],
-        Some(AGENT_CONFIG),
+        Some(agent_config),
     );
     let state = sandbox.state();
     let node = state["nodes"]
@@ -162,43 +184,84 @@ fn admin_api_access_through_the_l7_proxy() {
         .and_then(|n| n.iter().find(|n| n["name"] == "node-1"))
         .expect("node-1")
         .clone();
-    let proxy = format!("http://{}:15080", str_of(&node["underlay_ip"]));
+    let server =
+        str_of(&sandbox.endpoint("payments/payments-admin-api")["endpoint"]["ipv4"]).to_string();
+    if agent_config.contains("wireguard") {
+        let node2 = state["nodes"]
+            .as_array()
+            .and_then(|n| n.iter().find(|n| n["name"] == "node-2"))
+            .expect("node-2");
+        let wait_route = || {
+            let out = Command::new("nsenter")
+                .arg(format!("--net=/run/netns/{}", str_of(&node2["netns"])))
+                .args(["ip", "route", "get", &server])
+                .output()
+                .expect("ip route get");
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            text.contains("dev pwg").then_some(text)
+        };
+        wait_for(Duration::from_secs(20), wait_route).unwrap_or_else(|| {
+            panic!(
+                "node-2 does not route {server} through WireGuard\n{}",
+                sandbox.agent_logs()
+            )
+        });
+    }
+    let metrics_url = format!("http://{server}:8080/metrics");
+    let users_url = format!("http://{server}:8080/admin/users");
 
-    // monitoring: GET /metrics passes (the server's file), once the server is up.
-    let metrics_url = format!("{proxy}/metrics");
-    let got = wait_for(Duration::from_secs(15), || {
-        let r = curl(&sandbox, "monitoring/prometheus", "GET", &metrics_url);
-        (r.0 == 200).then_some(r)
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "GET /metrics from monitoring never passed: {:?}\n{}",
-            curl(&sandbox, "monitoring/prometheus", "GET", &metrics_url),
-            sandbox.agent_logs()
-        )
-    });
-    assert_eq!(got.1, "payments_up 1\n");
-    // POST and other paths: Cilium's 403.
-    assert_eq!(
-        curl(&sandbox, "monitoring/prometheus", "POST", &metrics_url),
-        (403, "Access denied\r\n".to_owned())
-    );
-    let users_url = format!("{proxy}/admin/users");
-    assert_eq!(
-        curl(&sandbox, "monitoring/prometheus", "GET", &users_url).0,
-        403
-    );
-    // ops: full access (http.server answers POST with 501: it reached the server).
+    for prometheus in ["monitoring/prometheus", "monitoring/prometheus-remote"] {
+        // GET /metrics passes (the server's file), once the server is up.
+        let got = wait_for(Duration::from_secs(20), || {
+            let r = curl(&sandbox, prometheus, "GET", &metrics_url);
+            (r.0 == 200).then_some(r)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "GET /metrics from {prometheus} never passed: {:?}\n{}",
+                curl(&sandbox, prometheus, "GET", &metrics_url),
+                sandbox.agent_logs()
+            )
+        });
+        assert_eq!(got.1, "payments_up 1\n", "{prometheus}");
+        // POST and other paths: Cilium's 403, from the proxy (the server has the file).
+        assert_eq!(
+            curl(&sandbox, prometheus, "POST", &metrics_url),
+            (403, "Access denied\r\n".to_owned()),
+            "POST /metrics from {prometheus}"
+        );
+        assert_eq!(
+            curl(&sandbox, prometheus, "GET", &users_url),
+            (403, "Access denied\r\n".to_owned()),
+            "GET /admin/users from {prometheus}"
+        );
+    }
+    // ops (node-2): full access (http.server answers POST with 501: it reached the server).
     assert_eq!(
         curl(&sandbox, "ops/ops-toolbox", "GET", &users_url),
         (200, "alice\n".to_owned())
     );
     assert_eq!(curl(&sandbox, "ops/ops-toolbox", "POST", &users_url).0, 501);
+    // Another namespace: dropped at L3/L4 (no answer at all, not a 403).
+    assert_eq!(
+        curl(&sandbox, "shop/shop-client", "GET", &metrics_url).0,
+        0,
+        "shop must not reach the admin API"
+    );
 
     // L7 flows in `porin observe --type l7 -o json`.
     let flows = wait_for(Duration::from_secs(10), || {
         let f = l7_flows(&sandbox);
-        (f.len() >= 10).then_some(f)
+        // The last proxied request's response (prometheus-remote, GET /admin/users) is
+        // in: all are. ops is allowed without HTTP rules: its connections go straight
+        // to the pod and make no L7 flows.
+        f.iter()
+            .any(|f| {
+                f["l7"]["type"] == "RESPONSE"
+                    && str_of(&f["l7"]["http"]["url"]).ends_with("/admin/users")
+                    && f["destination"]["pod_name"] == "prometheus-remote"
+            })
+            .then_some(f)
     })
     .unwrap_or_else(|| panic!("L7 flows missing: {:#?}", l7_flows(&sandbox)));
     let find = |kind: &str, method: &str, path: &str, ns: &str| {
@@ -225,8 +288,9 @@ fn admin_api_access_through_the_l7_proxy() {
     let denied = find("RESPONSE", "POST", "/metrics", "monitoring");
     assert_eq!(denied["l7"]["http"]["code"], 403);
     assert_eq!(denied["source"]["pod_name"], "payments-admin-api");
-    let ok = find("RESPONSE", "GET", "/admin/users", "ops");
+    let ok = find("RESPONSE", "GET", "/metrics", "monitoring");
     assert_eq!(ok["l7"]["http"]["code"], 200);
+    assert_eq!(ok["traffic_direction"], "INGRESS");
     assert!(
         ok["l7"]["latency_ns"]
             .as_str()

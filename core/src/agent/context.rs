@@ -116,6 +116,10 @@ impl PluginContext for CoreContext {
         let _ = self.l7.send(Arc::new(record));
     }
 
+    fn l7_wanted(&self) -> bool {
+        self.l7.receiver_count() > 0
+    }
+
     fn subscribe_l7(&self) -> Option<broadcast::Receiver<Arc<L7Record>>> {
         Some(self.l7.subscribe())
     }

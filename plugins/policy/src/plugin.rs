@@ -165,8 +165,15 @@ fn startl7_proxy(
         peers: Arc::new(ContextPeers(ctx.clone())),
         original,
         sink: Arc::new(ctx.clone()),
+    };
+    // Steered by the datapath (no static destination): egress by DNAT, ingress by
+    // handing packets to the transparent listener, delivered by the fwmark rule.
+    let proxy = if config.static_destination.is_none() {
+        crate::l7::install_local_delivery().map_err(|e| start_error(e.to_string()))?;
+        proxy.start_transparent(listen)
+    } else {
+        proxy.start(listen)
     }
-    .start(listen)
     .map_err(|e| start_error(e.to_string()))?;
     info!(plugin = NAME, address = %proxy.addr, "L7 proxy listening");
     Ok(proxy)

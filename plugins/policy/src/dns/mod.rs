@@ -5,6 +5,7 @@
 //! identities of the `toFQDNs` selectors they match before the pod sees them. Every
 //! query and answer is published as a DNS L7 record for the flow pipeline.
 
+mod batch;
 pub mod message;
 pub mod pattern;
 pub mod record;

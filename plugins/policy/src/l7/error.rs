@@ -12,4 +12,13 @@ pub enum L7ProxyError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(
+        "L7 proxy: cannot make the listener on {addr} transparent (IP_TRANSPARENT needs CAP_NET_ADMIN): {source}"
+    )]
+    Transparent {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    LocalDelivery(#[from] super::local_delivery::LocalDeliveryError),
 }

@@ -12,6 +12,8 @@
 //! published as an [`porin_plugin_sdk::L7Record`] for the flow pipeline.
 
 mod error;
+mod local_delivery;
+mod marked_connector;
 mod original_dst;
 mod peers;
 mod policy_set;
@@ -19,6 +21,8 @@ mod proxy;
 mod record;
 
 pub use error::L7ProxyError;
+pub use local_delivery::{LocalDeliveryError, install_local_delivery};
+pub use marked_connector::{MARK_FROM_INGRESS_PROXY, MarkedConnector};
 pub use original_dst::{
     FixedDestination, OriginalDestination, OriginalDestinationError, PodDestination,
 };

@@ -23,6 +23,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
 use super::error::L7ProxyError;
+use super::marked_connector::{MARK_FROM_INGRESS_PROXY, MarkedConnector};
 use super::original_dst::OriginalDestination;
 use super::peers::{PeerResolver, ResolvedPeer};
 use super::policy_set::SharedPolicies;
@@ -59,31 +60,73 @@ impl Drop for RunningProxy {
 struct Shared {
     parts: L7Proxy,
     client: Client<HttpConnector, Incoming>,
+    /// Connections on behalf of clients judged by the pod's ingress rules: marked, so
+    /// the pod program neither judges nor redirects them again.
+    ingress_client: Client<MarkedConnector, Incoming>,
     addr: SocketAddr,
+    /// The listener takes connections the datapath hands over on ingress.
+    transparent: bool,
 }
 
 impl L7Proxy {
     /// Listen on `addr` and serve until the returned handle is dropped. Must
     /// be called inside a tokio runtime.
     pub fn start(self, addr: SocketAddr) -> Result<RunningProxy, L7ProxyError> {
-        let bind = |source| L7ProxyError::Bind { addr, source };
-        let std_listener = std::net::TcpListener::bind(addr).map_err(bind)?;
-        std_listener.set_nonblocking(true).map_err(bind)?;
-        let listener = TcpListener::from_std(std_listener).map_err(bind)?;
-        let addr = listener.local_addr().map_err(bind)?;
+        self.start_with(addr, false)
+    }
+
+    /// Like [`L7Proxy::start`], for the datapath's redirection: the listener is
+    /// `IP_TRANSPARENT`, so it accepts the connections the pod programs hand to it
+    /// on ingress with their original destination (a pod's address) as its local
+    /// address, and answers from that address. Needs `CAP_NET_ADMIN`.
+    pub fn start_transparent(self, addr: SocketAddr) -> Result<RunningProxy, L7ProxyError> {
+        self.start_with(addr, true)
+    }
+
+    fn start_with(self, addr: SocketAddr, transparent: bool) -> Result<RunningProxy, L7ProxyError> {
+        let listener = listen(addr, transparent)?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| L7ProxyError::Bind { addr, source })?;
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
+        let builder = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(1024)
-            .build(connector);
+            .clone();
         let shared = Arc::new(Shared {
             parts: self,
-            client,
+            client: builder.build(connector),
+            ingress_client: builder.build(MarkedConnector {
+                mark: MARK_FROM_INGRESS_PROXY,
+            }),
             addr,
+            transparent,
         });
         let task = tokio::spawn(accept_loop(listener, shared));
         Ok(RunningProxy { addr, task })
     }
+}
+
+fn listen(addr: SocketAddr, transparent: bool) -> Result<TcpListener, L7ProxyError> {
+    let bind = |source| L7ProxyError::Bind { addr, source };
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )
+    .map_err(bind)?;
+    socket.set_reuse_address(true).map_err(bind)?;
+    if transparent {
+        let set = match addr {
+            SocketAddr::V4(_) => socket.set_ip_transparent_v4(true),
+            SocketAddr::V6(_) => socket.set_ip_transparent_v6(true),
+        };
+        set.map_err(|source| L7ProxyError::Transparent { addr, source })?;
+    }
+    socket.set_nonblocking(true).map_err(bind)?;
+    socket.bind(&addr.into()).map_err(bind)?;
+    socket.listen(1024).map_err(bind)?;
+    TcpListener::from_std(socket.into()).map_err(bind)
 }
 
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
@@ -111,6 +154,9 @@ struct Connection {
     dst: SocketAddr,
     src_peer: ResolvedPeer,
     dst_peer: ResolvedPeer,
+    /// Handed to the proxy on ingress (its local address is the pod's): forwarded
+    /// with the ingress proxy's mark.
+    ingress: bool,
     /// (policy revision, filter) computed for this connection.
     filter: Mutex<(u64, Arc<ConnectionFilter>)>,
 }
@@ -155,7 +201,18 @@ async fn serve(
     stream: TcpStream,
     src: SocketAddr,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let dst = shared.parts.original.original_destination(&stream)?;
+    // An ingress connection's local address is the pod's own (transparent
+    // listener); an egress one was DNATed to the proxy's address and the datapath
+    // recorded where it was going.
+    let local = stream.local_addr()?;
+    let ingress = shared.transparent
+        && (local.port() != shared.addr.port()
+            || (!shared.addr.ip().is_unspecified() && local.ip() != shared.addr.ip()));
+    let dst = if ingress {
+        local
+    } else {
+        shared.parts.original.original_destination(&stream)?
+    };
     if dst == shared.addr {
         return Err(format!("{src} asks for the proxy itself ({dst}): refused").into());
     }
@@ -166,6 +223,7 @@ async fn serve(
         shared: shared.clone(),
         src,
         dst,
+        ingress,
         filter: Mutex::new((0, Arc::new(ConnectionFilter::default_allow()))),
     };
     conn.filter = Mutex::new(conn.compute());
@@ -306,7 +364,12 @@ async fn forward(conn: &Connection, mut req: Request<Incoming>) -> Response<Prox
         req.headers_mut().insert(HOST, host);
     }
     *req.uri_mut() = uri;
-    match conn.shared.client.request(req).await {
+    let sent = if conn.ingress {
+        conn.shared.ingress_client.request(req).await
+    } else {
+        conn.shared.client.request(req).await
+    };
+    match sent {
         Ok(resp) => resp.map(|b| b.boxed()),
         Err(e) => {
             warn!(dst = %conn.dst, error = %e, "L7 proxy: upstream failed");
