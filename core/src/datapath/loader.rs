@@ -9,7 +9,12 @@ use std::{
 use aya::{Ebpf, EbpfLoader, programs::SchedClassifier};
 use tracing::{debug, info};
 
-use super::{attach::EndpointLinks, error::DatapathError, pins};
+use super::{
+    attach::EndpointLinks,
+    error::DatapathError,
+    maglev_map::{DEFAULT_MAGLEV_TABLE_SIZE, MAGLEV_TABLE_SIZE_SWITCH, ensure_maglev_map},
+    pins,
+};
 
 /// The compiled `bpf/pod.c`.
 static POD_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pod.o"));
@@ -96,6 +101,14 @@ impl Datapath {
                 source,
             })?;
         }
+
+        // The Maglev map is created here, not by aya: its tables' size follows the config.
+        let maglev_m = config
+            .switches
+            .iter()
+            .find(|(name, _)| name == MAGLEV_TABLE_SIZE_SWITCH)
+            .map_or(DEFAULT_MAGLEV_TABLE_SIZE, |(_, m)| *m);
+        ensure_maglev_map(&maps_dir, maglev_m)?;
 
         let mut loader = EbpfLoader::new();
         loader.default_map_pin_directory(&maps_dir);
