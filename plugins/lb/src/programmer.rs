@@ -390,23 +390,26 @@ impl Programmer {
         let mut changes = changes;
         let failed = changes.split_off(first_failed);
         for c in &failed {
-            let len = c
-                .wanted
-                .len()
-                .max(c.old.as_ref().map_or(0, |p| p.slots.len()));
             self.fail(c, format!("writing its backend slots: {e}"), report);
-            if let Some(p) = self.services.get(&c.fe).cloned() {
-                self.set(
-                    c.fe,
-                    Programmed {
-                        slots: vec![UNKNOWN; len],
-                        dirty: true,
-                        ..p
-                    },
-                );
-            }
+            self.forget_slots(c);
         }
         changes
+    }
+
+    /// After a failed slot or table write: the service's slots are unknown, so the next
+    /// sync rewrites them (its frontend entry was not touched).
+    fn forget_slots(&mut self, c: &Change) {
+        if let Some(p) = self.services.get(&c.fe).cloned() {
+            let len = c.wanted.len().max(p.slots.len());
+            self.set(
+                c.fe,
+                Programmed {
+                    slots: vec![UNKNOWN; len],
+                    dirty: true,
+                    ..p
+                },
+            );
+        }
     }
 
     /// Maglev tables of the changed services, once their backends and slots exist. A
@@ -445,17 +448,7 @@ impl Programmer {
                 }
                 Err(e) => {
                     self.fail(&c, format!("writing its Maglev table: {e}"), report);
-                    if let Some(p) = self.services.get(&c.fe).cloned() {
-                        let len = c.wanted.len().max(p.slots.len());
-                        self.set(
-                            c.fe,
-                            Programmed {
-                                slots: vec![UNKNOWN; len],
-                                dirty: true,
-                                ..p
-                            },
-                        );
-                    }
+                    self.forget_slots(&c);
                 }
             }
         }
