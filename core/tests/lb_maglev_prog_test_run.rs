@@ -224,7 +224,7 @@ fn a_pinned_map_of_another_size_is_recreated() {
     let maps_dir = f.dp.map_pin_path(MAP_LB_MAGLEV);
     let maps_dir = maps_dir.parent().expect("maps dir").to_path_buf();
     // Same size: kept, with its table.
-    assert!(!ensure_maglev_map(&maps_dir, 251).expect("same size"));
+    assert!(!ensure_maglev_map(&maps_dir, 251, 262_144).expect("same size"));
     assert_eq!(f.maglev.service_ids().expect("ids"), vec![SERVICE_ID]);
 
     // Another size (the configuration changed): a new, empty map the programs verify

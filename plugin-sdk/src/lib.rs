@@ -20,7 +20,7 @@ pub mod state;
 
 pub use config::{invalid_key, parse_section};
 pub use context::{CidrIdentity, EndpointMeta, IpcacheWriteError, PluginContext};
-pub use datapath::{DEFAULT_DEVICE, DatapathContribution, Switch};
+pub use datapath::{DEFAULT_DEVICE, DatapathContribution, MAX_ENTRIES_PREFIX, Switch};
 pub use error::PluginError;
 pub use flow::{DatapathEvent, Direction, EventKind, Verdict};
 pub use health::Health;

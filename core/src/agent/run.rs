@@ -102,6 +102,12 @@ pub async fn run(config_path: &Path, plugins: Vec<Box<dyn Plugin>>) -> Result<()
 
     // 1. The datapath, reusing pinned maps, with the switches of the enabled plugins.
     let shape = super::toggle::DatapathShape::of(&manager, &agent_config);
+    // Maps whose configured size changed are recreated (and reprogrammed by their plugin).
+    crate::datapath::resize_pinned_maps(
+        &crate::datapath::node_pin_dir(&agent_config.pin_root, &agent_config.node_name)
+            .join("maps"),
+        &shape.switches,
+    )?;
     let datapath = Datapath::load(&DatapathConfig {
         node_name: agent_config.node_name.clone(),
         pin_root: agent_config.pin_root.clone(),

@@ -31,8 +31,9 @@ pub const DEFAULT_MAGLEV_TABLE_SIZE: u32 = 16381;
 /// The load-time switch carrying M.
 pub const MAGLEV_TABLE_SIZE_SWITCH: &str = "CFG_LB_MAGLEV_M";
 
-/// `max_entries` of the outer map: as many services as `porin_lb_svc` holds.
-const OUTER_MAX_ENTRIES: u32 = 262_144;
+/// Default `max_entries` of the outer map (services with a table): as many services as
+/// `porin_lb_svc` holds by default. `[plugins.lb] map_max_maglev` sets it.
+pub const DEFAULT_MAGLEV_MAX_ENTRIES: u32 = 262_144;
 
 // `enum bpf_cmd` and `enum bpf_map_type` values (include/uapi/linux/bpf.h).
 const BPF_MAP_CREATE: libc::c_long = 0;
@@ -158,13 +159,13 @@ fn next_key(map: BorrowedFd<'_>, key: Option<u32>) -> std::io::Result<Option<u32
     }
 }
 
-fn create_outer(m: u32) -> std::io::Result<OwnedFd> {
+fn create_outer(m: u32, max_entries: u32) -> std::io::Result<OwnedFd> {
     let template = create_inner(m)?;
     let mut attr = Attr::new()
         .u32_at(0, BPF_MAP_TYPE_HASH_OF_MAPS)
         .u32_at(4, 4)
         .u32_at(8, 4)
-        .u32_at(12, OUTER_MAX_ENTRIES)
+        .u32_at(12, max_entries)
         .u32_at(16, BPF_F_NO_PREALLOC)
         .u32_at(20, fd_u32(template.as_fd()))
         .name_at(28, MAP_LB_MAGLEV);
@@ -181,8 +182,17 @@ fn pin(fd: BorrowedFd<'_>, path: &Path) -> std::io::Result<()> {
 }
 
 fn open_pin(path: &Path) -> Result<OwnedFd, DatapathError> {
+    Ok(open_pin_with_size(path)?.0)
+}
+
+/// The pinned map's fd and `max_entries`.
+fn open_pin_with_size(path: &Path) -> Result<(OwnedFd, u32), DatapathError> {
     let data =
         aya::maps::MapData::from_pin(path).map_err(|e| DatapathError::map(MAP_LB_MAGLEV, e))?;
+    let max_entries = data
+        .info()
+        .map_err(|e| DatapathError::map(MAP_LB_MAGLEV, e))?
+        .max_entries();
     let fd = data
         .fd()
         .as_fd()
@@ -191,7 +201,7 @@ fn open_pin(path: &Path) -> Result<OwnedFd, DatapathError> {
             action: "duplicating the map fd",
             source,
         })?;
-    Ok(fd)
+    Ok((fd, max_entries))
 }
 
 /// Does `outer` take inner maps of `m` entries? The kernel refuses an inner map whose
@@ -214,8 +224,9 @@ fn takes_tables_of(outer: BorrowedFd<'_>, m: u32) -> std::io::Result<bool> {
 /// Makes sure `<maps_dir>/porin_lb_maglev` exists and holds tables of `m` entries, before
 /// the programs are loaded (they reuse the pin). A map of another M (the configuration
 /// changed) is unpinned and created anew: its tables are rebuilt by the lb plugin, which
-/// finds it empty. Returns whether a map was (re)created.
-pub fn ensure_maglev_map(maps_dir: &Path, m: u32) -> Result<bool, DatapathError> {
+/// finds it empty. A new map holds up to `max_entries` tables (a pinned one of another
+/// size is left to `resize_pinned_maps`). Returns whether a map was (re)created.
+pub fn ensure_maglev_map(maps_dir: &Path, m: u32, max_entries: u32) -> Result<bool, DatapathError> {
     let err = |action: &'static str| {
         move |source: std::io::Error| DatapathError::Maglev { action, source }
     };
@@ -232,7 +243,7 @@ pub fn ensure_maglev_map(maps_dir: &Path, m: u32) -> Result<bool, DatapathError>
         );
         std::fs::remove_file(&path).map_err(err("unpinning the old map"))?;
     }
-    let outer = create_outer(m).map_err(err("creating the map"))?;
+    let outer = create_outer(m, max_entries).map_err(err("creating the map"))?;
     match pin(outer.as_fd(), &path) {
         Ok(()) => Ok(true),
         // Another loader pinned one meanwhile: it is the one the programs use.
@@ -245,15 +256,23 @@ pub fn ensure_maglev_map(maps_dir: &Path, m: u32) -> Result<bool, DatapathError>
 pub struct MaglevMaps {
     outer: OwnedFd,
     table_size: u32,
+    max_entries: u32,
 }
 
 impl MaglevMaps {
     /// Opens the pinned outer map, whose tables hold `table_size` entries.
     pub fn open(pin: &Path, table_size: u32) -> Result<Self, DatapathError> {
+        let (outer, max_entries) = open_pin_with_size(pin)?;
         Ok(Self {
-            outer: open_pin(pin)?,
+            outer,
             table_size,
+            max_entries,
         })
+    }
+
+    /// `max_entries` of the outer map: how many services can have a table.
+    pub fn capacity(&self) -> u32 {
+        self.max_entries
     }
 
     /// M: entries per table.

@@ -10,7 +10,8 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use porin_core::datapath::{
-    LbFrontend, MAGLEV_TABLE_SIZE_SWITCH, MAP_LB_BACKENDS, MAP_LB_SERVICES, MAP_LB_SLOTS,
+    LbFrontend, MAGLEV_TABLE_SIZE_SWITCH, MAP_LB_BACKENDS, MAP_LB_MAGLEV, MAP_LB_SERVICES,
+    MAP_LB_SLOTS,
 };
 use porin_plugin_sdk::{
     ChangedObject, ClusterState, DEFAULT_DEVICE, DatapathContribution, Health, Plugin,
@@ -321,7 +322,7 @@ fn slice_key(slice: &EndpointSlice) -> Option<ServiceKey> {
     Some((namespace, name))
 }
 
-/// `cilium_bpf_map_pressure` of the three maps the plugin writes, from its mirror (no
+/// `cilium_bpf_map_pressure` of the four maps the plugin writes, from its mirror (no
 /// map walk: counting 100,000 entries through syscalls would cost more than the sync).
 fn report_pressure(run: &Running) {
     let capacity = run.maps.lb.capacity();
@@ -330,6 +331,11 @@ fn report_pressure(run: &Running) {
         (MAP_LB_SERVICES, services, capacity.services),
         (MAP_LB_SLOTS, slots, capacity.slots),
         (MAP_LB_BACKENDS, backends, capacity.backends),
+        (
+            MAP_LB_MAGLEV,
+            run.programmer.table_count(),
+            run.maps.maglev.capacity(),
+        ),
     ] {
         run.ctx
             .set_map_pressure(map, used as f64 / f64::from(max.max(1)));
@@ -382,8 +388,15 @@ impl Plugin for LbPlugin {
     }
 
     fn datapath(&self) -> DatapathContribution {
+        let sizes = self
+            .config
+            .map_sizes()
+            .into_iter()
+            .flat_map(|(_, value, switches)| {
+                switches.iter().map(move |name| Switch { name, value })
+            });
         DatapathContribution {
-            switches: vec![
+            switches: [
                 Switch {
                     name: "CFG_ENABLE_LB",
                     value: u32::from(self.config.kube_proxy_replacement),
@@ -404,7 +417,10 @@ impl Plugin for LbPlugin {
                     name: "CFG_ENABLE_NODEPORT",
                     value: u32::from(self.nodeport_on()),
                 },
-            ],
+            ]
+            .into_iter()
+            .chain(sizes)
+            .collect(),
             maps: vec![],
             devices: if !self.nodeport_on() {
                 vec![]

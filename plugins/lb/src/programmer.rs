@@ -687,6 +687,11 @@ impl Programmer {
         self.services.len()
     }
 
+    /// Maglev tables installed, for map pressure.
+    pub fn table_count(&self) -> usize {
+        self.services.values().filter(|p| p.table).count()
+    }
+
     /// Entries the mirror holds: (frontends, slots, backends), for map pressure.
     pub fn entry_counts(&self) -> (usize, usize, usize) {
         let slots = self.services.values().map(|p| p.slots.len()).sum();

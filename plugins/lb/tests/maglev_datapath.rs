@@ -6,6 +6,8 @@
 //!
 //! Needs root (CAP_BPF + CAP_NET_ADMIN) and bpffs; fails with a clear message otherwise.
 
+mod common;
+
 #[path = "../../../core/tests/common/packet.rs"]
 #[allow(
     dead_code,
@@ -15,13 +17,11 @@ mod packet;
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::path::PathBuf;
 
 use aya::maps::{HashMap, MapData};
+use common::TestDatapath;
 use porin_core::datapath::abi::{CtKey, LbNatEntry};
-use porin_core::datapath::{
-    Datapath, DatapathConfig, LbFrontend, MAP_LB_NAT, PodProgram, remove_node_pins, test_run,
-};
+use porin_core::datapath::{LbFrontend, MAP_LB_NAT, PodProgram, test_run};
 use porin_lb::datapath_maps::DatapathMaps;
 use porin_lb::desired::{DesiredServices, FrontendSpec};
 use porin_lb::programmer::Programmer;
@@ -35,40 +35,27 @@ const M: u32 = 16381;
 const FLOWS: u16 = 3000;
 
 struct Fixture {
-    dp: Datapath,
+    dp: TestDatapath,
     maps: DatapathMaps,
     programmer: Programmer,
-    pin_root: PathBuf,
 }
 
 impl Fixture {
-    fn new(proto: u8) -> Self {
-        // SAFETY: geteuid has no preconditions.
-        assert_eq!(
-            unsafe { libc::geteuid() },
-            0,
-            "Maglev datapath tests must run as root (they load eBPF programs)"
-        );
-        let pin_root = PathBuf::from(format!(
-            "/sys/fs/bpf/porin-maglevprop-{}-{proto}",
-            std::process::id()
-        ));
-        let config = DatapathConfig {
-            node_name: "node-1".into(),
-            pin_root: pin_root.clone(),
-            switches: vec![
-                ("CFG_ENABLE_LB".into(), 1),
-                ("CFG_LB_MAGLEV".into(), 1),
-                ("CFG_LB_MAGLEV_M".into(), M),
+    fn new() -> Self {
+        let dp = TestDatapath::load(
+            "maglev",
+            &[
+                ("CFG_ENABLE_LB", 1),
+                ("CFG_LB_MAGLEV", 1),
+                ("CFG_LB_MAGLEV_M", M),
             ],
-        };
-        let dp = Datapath::load(&config).unwrap_or_else(|e| panic!("loading the datapath: {e}"));
-        let maps = DatapathMaps::open(|name| dp.map_pin_path(name), M).expect("opening the maps");
+        );
+        let maps =
+            DatapathMaps::open(|name| dp.dp.map_pin_path(name), M).expect("opening the maps");
         Self {
             dp,
             maps,
             programmer: Programmer::default().with_maglev(Some(M)),
-            pin_root,
         }
     }
 
@@ -90,7 +77,7 @@ impl Fixture {
         assert!(report.errors.is_empty(), "{:?}", report.errors);
         // Established connections keep their backend through porin_lb_nat; the property
         // is about where new connections of the same tuples go.
-        let path = self.dp.map_pin_path(MAP_LB_NAT);
+        let path = self.dp.dp.map_pin_path(MAP_LB_NAT);
         let mut nat: HashMap<MapData, CtKey, LbNatEntry> = HashMap::try_from(
             aya::maps::Map::HashMap(MapData::from_pin(&path).expect("porin_lb_nat pin")),
         )
@@ -103,7 +90,11 @@ impl Fixture {
 
     /// Where each of the flows goes: flow index -> last octet of its backend.
     fn picks(&self, proto: u8) -> Vec<u8> {
-        let fd = self.dp.program_fd(PodProgram::FromPod).expect("program fd");
+        let fd = self
+            .dp
+            .dp
+            .program_fd(PodProgram::FromPod)
+            .expect("program fd");
         (0..FLOWS)
             .map(|i| {
                 let client = Ipv4Addr::new(10, 0, (i % 50) as u8, 1 + (i / 50) as u8);
@@ -114,13 +105,6 @@ impl Fixture {
                 packet::parse_checked(&out.packet).dst.ip().octets()[3]
             })
             .collect()
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let _ = remove_node_pins(&self.pin_root, "node-1");
-        let _ = std::fs::remove_dir_all(&self.pin_root);
     }
 }
 
@@ -135,7 +119,7 @@ fn spread(picks: &[u8]) -> BTreeMap<u8, usize> {
 #[test]
 fn a_backend_change_moves_only_the_flows_it_must() {
     for proto in [TCP, UDP] {
-        let mut f = Fixture::new(proto);
+        let mut f = Fixture::new();
         f.program(proto, &[1, 2, 3, 4, 5]);
         let before = f.picks(proto);
         let counts = spread(&before);
