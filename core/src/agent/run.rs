@@ -115,7 +115,12 @@ pub async fn run(config_path: &Path, plugins: Vec<Box<dyn Plugin>>) -> Result<()
     })?;
     let map_dir = datapath.node_pin_dir().join("maps");
     // Held until the agent stops (or a toggle replaces them); the links stay pinned after.
-    let socket_lb = socket_lb(&agent_config, datapath.node_pin_dir(), shape.socket_lb)?;
+    let socket_lb = socket_lb(
+        &agent_config,
+        datapath.node_pin_dir(),
+        shape.socket_lb,
+        &shape.switches,
+    )?;
     let host = super::devices::attach_host_devices(
         datapath.node_pin_dir(),
         &shape.switches,
@@ -306,6 +311,7 @@ pub(crate) fn socket_lb(
     config: &AgentConfig,
     node_dir: &Path,
     on: bool,
+    switches: &[(String, u32)],
 ) -> Result<Option<SocketLb>, AgentError> {
     if !on {
         SocketLb::remove_pins(node_dir)?;
@@ -315,7 +321,7 @@ pub(crate) fn socket_lb(
         Some(path) => path.clone(),
         None => cgroup2_root()?,
     };
-    let (socket_lb, _) = SocketLb::attach(node_dir, &cgroup)?;
+    let (socket_lb, _) = SocketLb::attach(node_dir, &cgroup, switches)?;
     Ok(Some(socket_lb))
 }
 

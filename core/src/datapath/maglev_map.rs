@@ -20,6 +20,7 @@ use std::path::Path;
 
 use tracing::info;
 
+use super::batch;
 use super::error::DatapathError;
 
 /// Service id -> Maglev table.
@@ -136,7 +137,7 @@ fn lookup(map: BorrowedFd<'_>, key: &[u8], value: &mut [u8]) -> std::io::Result<
     bpf(BPF_MAP_LOOKUP_ELEM, &mut attr).map(|_| ())
 }
 
-fn delete(map: BorrowedFd<'_>, key: &[u8]) -> std::io::Result<()> {
+fn delete_one(map: BorrowedFd<'_>, key: &[u8]) -> std::io::Result<()> {
     let mut attr = Attr::new()
         .u32_at(0, fd_u32(map))
         .u64_at(8, key.as_ptr() as u64);
@@ -213,7 +214,7 @@ fn takes_tables_of(outer: BorrowedFd<'_>, m: u32) -> std::io::Result<bool> {
     let value = (probe.as_raw_fd() as u32).to_ne_bytes();
     match update(outer, &key, &value) {
         Ok(()) => {
-            delete(outer, &key)?;
+            delete_one(outer, &key)?;
             Ok(true)
         }
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(false),
@@ -280,41 +281,71 @@ impl MaglevMaps {
         self.table_size
     }
 
-    /// Installs (or atomically replaces) the table of a service. `table` must hold M
-    /// backend ids.
-    pub fn set(&mut self, service_id: u32, table: &[u32]) -> Result<(), DatapathError> {
+    /// Installs (or atomically replaces) the tables of services: (service id, table of M
+    /// backend ids). Each table is a new inner map; all of them go into the outer map in
+    /// one batch, because the kernel waits for an RCU grace period after every write to
+    /// a map of maps (one write per table cost ~16 ms each under load). On failure, the
+    /// elements before `done` of the [`DatapathError::MapBatch`] are installed.
+    pub fn set_many(&mut self, items: &[(u32, &[u32])]) -> Result<(), DatapathError> {
+        let batch_error = |done: usize, source: std::io::Error| DatapathError::MapBatch {
+            map: MAP_LB_MAGLEV,
+            max_entries: self.max_entries,
+            done,
+            source,
+        };
+        let mut inner = Vec::with_capacity(items.len());
+        let mut failure = None;
+        for (i, (_, table)) in items.iter().enumerate() {
+            match self.filled_table(table) {
+                Ok(fd) => inner.push(fd),
+                Err(source) => {
+                    failure = Some(batch_error(i, source));
+                    break;
+                }
+            }
+        }
+        let keys: Vec<u32> = items.iter().take(inner.len()).map(|(id, _)| *id).collect();
+        let fds: Vec<u32> = inner.iter().map(|fd| fd.as_raw_fd() as u32).collect();
+        batch::update(self.outer.as_fd(), &keys, &fds).map_err(|f| batch_error(f.done, f.error))?;
+        // `inner` closes here: the outer map holds the tables now.
+        failure.map_or(Ok(()), Err)
+    }
+
+    /// A new inner map holding `table`.
+    fn filled_table(&self, table: &[u32]) -> std::io::Result<OwnedFd> {
         if table.len() != self.table_size as usize {
-            return Err(DatapathError::Maglev {
-                action: "writing a table",
-                source: std::io::Error::other(format!(
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
                     "table of {} entries for maps of {}",
                     table.len(),
                     self.table_size
-                )),
-            });
+                ),
+            ));
         }
-        let err = |action: &'static str| {
-            move |source: std::io::Error| DatapathError::Maglev { action, source }
-        };
-        let inner = create_inner(self.table_size).map_err(err("creating a table"))?;
-        update(inner.as_fd(), &0u32.to_ne_bytes(), &table_bytes(table))
-            .map_err(err("filling a table"))?;
-        let fd = (inner.as_raw_fd() as u32).to_ne_bytes();
-        update(self.outer.as_fd(), &service_id.to_ne_bytes(), &fd)
-            .map_err(err("installing a table"))
-        // `inner` closes here: the outer map holds the table now.
+        let inner = create_inner(self.table_size)?;
+        update(inner.as_fd(), &0u32.to_ne_bytes(), &table_bytes(table))?;
+        Ok(inner)
+    }
+
+    /// Installs (or atomically replaces) the table of one service.
+    pub fn set(&mut self, service_id: u32, table: &[u32]) -> Result<(), DatapathError> {
+        self.set_many(&[(service_id, table)])
+    }
+
+    /// Removes the tables of services, in one batch (missing ones are skipped).
+    pub fn remove_many(&mut self, service_ids: &[u32]) -> Result<(), DatapathError> {
+        batch::delete(self.outer.as_fd(), service_ids).map_err(|f| DatapathError::MapBatch {
+            map: MAP_LB_MAGLEV,
+            max_entries: self.max_entries,
+            done: f.done,
+            source: f.error,
+        })
     }
 
     /// Removes the table of a service (a missing one is not an error).
     pub fn remove(&mut self, service_id: u32) -> Result<(), DatapathError> {
-        match delete(self.outer.as_fd(), &service_id.to_ne_bytes()) {
-            Ok(()) => Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
-            Err(source) => Err(DatapathError::Maglev {
-                action: "removing a table",
-                source,
-            }),
-        }
+        self.remove_many(&[service_id])
     }
 
     /// The service ids that have a table.

@@ -84,10 +84,10 @@ impl ServiceMaps for DatapathMaps {
                 None => false,
             })
     }
-    fn write_table(&mut self, service_id: u32, table: &[u32]) -> Result<(), DatapathError> {
-        self.maglev.set(service_id, table)
+    fn write_tables(&mut self, items: &[(u32, &[u32])]) -> Result<(), DatapathError> {
+        self.maglev.set_many(items)
     }
-    fn remove_table(&mut self, service_id: u32) -> Result<(), DatapathError> {
-        self.maglev.remove(service_id)
+    fn remove_tables(&mut self, service_ids: &[u32]) -> Result<(), DatapathError> {
+        self.maglev.remove_many(service_ids)
     }
 }

@@ -338,7 +338,8 @@ fn report_pressure(run: &Running) {
         ),
     ] {
         run.ctx
-            .set_map_pressure(map, used as f64 / f64::from(max.max(1)));
+            // The mirror also holds services waiting for room in a full map: at most 1.
+            .set_map_pressure(map, (used as f64 / f64::from(max.max(1))).min(1.0));
     }
 }
 

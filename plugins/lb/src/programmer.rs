@@ -43,10 +43,11 @@ pub trait ServiceMaps {
     fn remove_backends(&mut self, ids: &[u32]) -> Result<(), DatapathError>;
     /// Drops the affinity entries `prune` names; returns how many went.
     fn prune_affinity(&mut self, prune: &AffinityPrune) -> Result<usize, DatapathError>;
-    /// Installs or atomically replaces the Maglev table of a service (M backend ids).
-    fn write_table(&mut self, service_id: u32, table: &[u32]) -> Result<(), DatapathError>;
-    /// Removes the Maglev table of a service (a missing one is not an error).
-    fn remove_table(&mut self, service_id: u32) -> Result<(), DatapathError>;
+    /// Installs or atomically replaces Maglev tables: (service id, M backend ids), in one
+    /// batch (a failure reports how many went in, like the other batches).
+    fn write_tables(&mut self, items: &[(u32, &[u32])]) -> Result<(), DatapathError>;
+    /// Removes the Maglev tables of services (missing ones are skipped).
+    fn remove_tables(&mut self, service_ids: &[u32]) -> Result<(), DatapathError>;
 }
 
 /// `porin_lb_svc_value.flags` of a frontend: `sessionAffinity: ClientIP` and its timeout.
@@ -64,6 +65,10 @@ fn written_before(error: &DatapathError) -> usize {
         _ => 0,
     }
 }
+
+/// Maglev tables computed and written per batch (each is M x 4 bytes: 64 KiB at the
+/// default M, so a chunk holds 16 MiB).
+const TABLE_CHUNK: usize = 256;
 
 /// A slot whose content is unknown after a failed write: never equal to a real id, so the
 /// next sync rewrites it.
@@ -130,6 +135,9 @@ pub struct SyncReport {
     /// `porin service list`); they keep their last good state and are retried.
     pub failed: BTreeMap<LbFrontend, String>,
 }
+
+/// A change with its position in the sync (writes keep that order).
+type Indexed = (usize, Change);
 
 /// One service whose entries change in this sync.
 struct Change {
@@ -421,38 +429,60 @@ impl Programmer {
         maps: &mut impl ServiceMaps,
         report: &mut SyncReport,
     ) -> Vec<Change> {
-        let mut ok = Vec::with_capacity(changes.len());
-        for c in changes {
-            if !c.table {
-                if c.old.as_ref().is_some_and(|p| p.table) {
-                    match maps.remove_table(c.id) {
-                        Ok(()) => report.writes += 1,
-                        // Harmless: a table whose backends are gone falls back to slots.
-                        Err(e) => report.errors.push(format!(
-                            "service {}: removing its Maglev table: {e}",
-                            show(c.fe)
-                        )),
+        // Tables no longer wanted (no backends left, or Maglev off).
+        let unwanted: Vec<u32> = changes
+            .iter()
+            .filter(|c| !c.table && c.old.as_ref().is_some_and(|p| p.table))
+            .map(|c| c.id)
+            .collect();
+        if !unwanted.is_empty() {
+            match maps.remove_tables(&unwanted) {
+                Ok(()) => report.writes += unwanted.len(),
+                // Harmless: a table whose backends are gone falls back to slots.
+                Err(e) => report.errors.push(format!("removing Maglev tables: {e}")),
+            }
+        }
+        // Kept in their order: the first service that does not fit later is the one named.
+        let (wanted, mut ok): (Vec<Indexed>, Vec<Indexed>) =
+            changes.into_iter().enumerate().partition(|(_, c)| c.table);
+        let m = self.maglev.unwrap_or(0);
+        let mut rest = wanted.into_iter().peekable();
+        while rest.peek().is_some() {
+            // Tables are computed and written a chunk at a time: 256 tables of 64 KiB.
+            let mut chunk: Vec<(Indexed, Vec<u32>)> = Vec::with_capacity(TABLE_CHUNK);
+            for (i, c) in rest.by_ref().take(TABLE_CHUNK) {
+                match backend_table(&c.addrs, &c.wanted, m) {
+                    Ok(table) => chunk.push(((i, c), table)),
+                    Err(e) => {
+                        self.fail(&c, format!("computing its Maglev table: {e}"), report);
+                        self.forget_slots(&c);
                     }
                 }
-                ok.push(c);
-                continue;
             }
-            let m = self.maglev.unwrap_or(0);
-            let written = backend_table(&c.addrs, &c.wanted, m)
-                .map_err(|e| e.to_string())
-                .and_then(|table| maps.write_table(c.id, &table).map_err(|e| e.to_string()));
-            match written {
-                Ok(()) => {
-                    report.writes += 1;
-                    ok.push(c);
-                }
-                Err(e) => {
-                    self.fail(&c, format!("writing its Maglev table: {e}"), report);
-                    self.forget_slots(&c);
+            let items: Vec<(u32, &[u32])> = chunk
+                .iter()
+                .map(|((_, c), t)| (c.id, t.as_slice()))
+                .collect();
+            let result = maps.write_tables(&items);
+            let done = match &result {
+                Ok(()) => chunk.len(),
+                Err(e) => written_before(e).min(chunk.len()),
+            };
+            report.writes += done;
+            let mut chunk = chunk.into_iter().map(|(c, _)| c);
+            ok.extend(chunk.by_ref().take(done));
+            if let Err(e) = result {
+                // The map refused element `done` (typically full): that service and the
+                // rest keep their last good state and are retried on the next change.
+                let failed: Vec<Indexed> = chunk.chain(rest.by_ref()).collect();
+                for (_, c) in &failed {
+                    self.fail(c, format!("writing its Maglev table: {e}"), report);
+                    self.forget_slots(c);
                 }
             }
         }
-        ok
+        ok.sort_by_key(|(i, _)| *i);
+        ok.into_iter().map(|(_, c)| c).collect()
     }
 
     /// The frontends (id and backend count), once their slots exist. Returns the slots
@@ -577,7 +607,7 @@ impl Programmer {
                 }
                 // Nor its table: a new service taking the id must not inherit it.
                 if p.table {
-                    match maps.remove_table(p.id) {
+                    match maps.remove_tables(&[p.id]) {
                         Ok(()) => report.writes += 1,
                         Err(e) => {
                             report
@@ -806,20 +836,21 @@ mod tests {
             self.pruned.push(prune.clone());
             Ok(0)
         }
-        fn write_table(&mut self, service_id: u32, table: &[u32]) -> Result<(), DatapathError> {
-            if self.fail_tables {
-                return Err(DatapathError::Maglev {
-                    action: "creating a table",
-                    source: std::io::Error::from_raw_os_error(12),
-                });
+        fn write_tables(&mut self, items: &[(u32, &[u32])]) -> Result<(), DatapathError> {
+            if self.fail_tables && !items.is_empty() {
+                return Err(full("porin_lb_maglev", 0));
             }
-            self.ops.push(format!("table {service_id}"));
-            self.tables.insert(service_id, table.to_vec());
+            for (service_id, table) in items {
+                self.ops.push(format!("table {service_id}"));
+                self.tables.insert(*service_id, table.to_vec());
+            }
             Ok(())
         }
-        fn remove_table(&mut self, service_id: u32) -> Result<(), DatapathError> {
-            self.ops.push(format!("table {service_id}-"));
-            self.tables.remove(&service_id);
+        fn remove_tables(&mut self, service_ids: &[u32]) -> Result<(), DatapathError> {
+            for service_id in service_ids {
+                self.ops.push(format!("table {service_id}-"));
+                self.tables.remove(service_id);
+            }
             Ok(())
         }
     }

@@ -120,7 +120,7 @@ fn a_full_maglev_map_names_the_service_and_keeps_the_others() {
     assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
     assert!(
         report.errors[0].contains("service 10.96.1.3:80/TCP: writing its Maglev table")
-            && report.errors[0].contains("map porin_lb_maglev is full"),
+            && report.errors[0].contains("map porin_lb_maglev (max_entries 2) is full"),
         "{:?}",
         report.errors
     );
