@@ -11,6 +11,7 @@
 #define __always_inline inline __attribute__((always_inline))
 #define __uint(name, val) int (*name)[val]
 #define __type(name, val) typeof(val) *name
+#define __array(name, val) typeof(val) *name[]
 
 #define LIBBPF_PIN_BY_NAME 1
 

@@ -29,6 +29,10 @@ volatile const __u32 CFG_ENABLE_POLICY = 0;
 volatile const __u32 CFG_ENABLE_LB = 0;
 volatile const __u32 CFG_ENABLE_SOCKET_LB = 0;
 volatile const __u32 CFG_LB_MAGLEV = 0;
+/* Maglev lookup table size M (a prime; `[plugins.lb] maglev_table_size`). The agent
+ * creates porin_lb_maglev with tables of exactly M entries before loading (the value
+ * size of the map-in-map template is what the verifier checks table[hash % M] against). */
+volatile const __u32 CFG_LB_MAGLEV_M = 16381;
 volatile const __u32 CFG_POLICY_AUDIT = 0;
 volatile const __u32 CFG_ENABLE_WIREGUARD = 0;
 volatile const __u32 CFG_ENCRYPTION_STRICT = 0;

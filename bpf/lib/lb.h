@@ -5,8 +5,8 @@
  * from-pod: a packet to a frontend (VIP:port/proto in porin_lb_svc) is DNATed
  * to a backend. The backend of a connection is remembered in porin_lb_nat
  * (keyed by the tuple the client sent), so later packets keep it (affinity);
- * a new connection picks a random slot (lb_pick.h: or its client's backend
- * under sessionAffinity: ClientIP). The translated tuple is recorded in
+ * a new connection picks a random slot or its 5-tuple's Maglev slot (lb_pick.h:
+ * or its client's backend under sessionAffinity: ClientIP). The translated tuple is recorded in
  * porin_lb_rnat so that to-pod, on the client's veth, can restore the VIP as
  * the source of replies: the client only ever sees the service address.
  *
@@ -53,6 +53,20 @@ static __always_inline int lb_is_candidate(const struct pkt_info *p)
 {
 	return p->family == PORIN_FAMILY_IPV4 && p->has_l4 &&
 	       (p->l4_proto == IPPROTO_TCP || p->l4_proto == IPPROTO_UDP);
+}
+
+/* The hash of a packet's 5-tuple (addresses as in memory, ports in host order). */
+static __always_inline __u32 lb_tuple_hash(const struct pkt_info *p)
+{
+	__u32 saddr, daddr, h = 0;
+
+	__builtin_memcpy(&saddr, p->saddr, 4);
+	__builtin_memcpy(&daddr, p->daddr, 4);
+	h = lb_hash_word(h, saddr);
+	h = lb_hash_word(h, daddr);
+	h = lb_hash_word(h, ((__u32)p->sport << 16) | p->dport);
+	h = lb_hash_word(h, p->l4_proto);
+	return lb_hash_final(h);
 }
 
 /* The translated (client -> backend) tuple, key of porin_lb_rnat. */
@@ -116,7 +130,7 @@ static __always_inline int lb_select(const struct pkt_info *p, struct lb_xlate *
 		__u32 client;
 
 		__builtin_memcpy(&client, p->saddr, 4);
-		be = lb_pick_backend(svc, client, 0, &backend_id);
+		be = lb_pick_backend(svc, client, 0, lb_tuple_hash(p), &backend_id);
 	}
 	if (!be)
 		return DROP_NO_SERVICE;

@@ -7,7 +7,9 @@
  * in porin_lb_affin for the backend this client was last sent to; it keeps it
  * while the client opens connections within the timeout and the backend still
  * exists (the agent removes the entries of backends that leave an affinity
- * service). Otherwise a random slot is chosen, and remembered for affinity.
+ * service). Otherwise a random slot is chosen (CFG_LB_MAGLEV: the slot of the
+ * connection's hash in the service's Maglev table, porin_lb_maglev), and
+ * remembered for affinity.
  * Each new connection refreshes the entry's time, as kube-proxy's `recent`
  * match does.
  */
@@ -15,9 +17,59 @@
 
 #include "bpf_api.h"
 #include "common.h"
+#include "config.h"
 #include "maps.h"
 
 #define LB_NS_PER_SEC 1000000000ULL
+
+/*
+ * Murmur3 (32-bit) over whole words: the hash a Maglev table is indexed with. The
+ * agent's tests mirror it (core/tests/lb_maglev_prog_test_run.rs); a change here
+ * changes which backend every flow lands on.
+ */
+static __always_inline __u32 lb_hash_word(__u32 h, __u32 k)
+{
+	k *= 0xcc9e2d51;
+	k = (k << 15) | (k >> 17);
+	k *= 0x1b873593;
+	h ^= k;
+	h = (h << 13) | (h >> 19);
+	return h * 5 + 0xe6546b64;
+}
+
+static __always_inline __u32 lb_hash_final(__u32 h)
+{
+	h ^= h >> 16;
+	h *= 0x85ebca6b;
+	h ^= h >> 13;
+	h *= 0xc2b2ae35;
+	return h ^ (h >> 16);
+}
+
+/*
+ * The backend id at the flow's slot of the service's Maglev table, or 0 when the
+ * service has no table (yet): the caller then falls back to a random slot.
+ */
+static __always_inline __u32 lb_maglev_backend(__u32 service_id, __u32 hash)
+{
+	__u32 zero = 0, slot, m = CFG_LB_MAGLEV_M;
+	__u32 *table;
+	void *inner;
+
+	inner = bpf_map_lookup_elem(&porin_lb_maglev, &service_id);
+	if (!inner)
+		return 0;
+	table = bpf_map_lookup_elem(inner, &zero);
+	if (!table || m == 0)
+		return 0;
+	slot = hash % m;
+	/* Spelled out for the verifier, which does not bound a modulo: the table holds
+	 * exactly m entries. The empty asm keeps clang from proving the check redundant. */
+	asm volatile("" : "+r"(slot));
+	if (slot >= m)
+		return 0;
+	return table[slot];
+}
 
 static __always_inline int lb_has_affinity(const struct porin_lb_svc_value *svc)
 {
@@ -32,10 +84,11 @@ static __always_inline __u64 lb_affinity_timeout_ns(const struct porin_lb_svc_va
 /*
  * The backend for a new connection of `client` (an IPv4 address, or a netns
  * cookie when `cookie` is 1) to `svc`: fills `*backend_id` and returns the
- * backend, or NULL when the service has none to give.
+ * backend, or NULL when the service has none to give. `hash` identifies the
+ * connection for Maglev (lb_tuple_hash, or the socket LB's own).
  */
 static __always_inline struct porin_lb_backend *
-lb_pick_backend(const struct porin_lb_svc_value *svc, __u64 client, __u8 cookie,
+lb_pick_backend(const struct porin_lb_svc_value *svc, __u64 client, __u8 cookie, __u32 hash,
 		__u32 *backend_id)
 {
 	struct porin_lb_affinity_key akey = {
@@ -59,6 +112,11 @@ lb_pick_backend(const struct porin_lb_svc_value *svc, __u64 client, __u8 cookie,
 			id = known->backend_id;
 			be = bpf_map_lookup_elem(&porin_lb_backends, &id);
 		}
+	}
+	if (!be && CFG_LB_MAGLEV) {
+		id = lb_maglev_backend(svc->service_id, hash);
+		if (id)
+			be = bpf_map_lookup_elem(&porin_lb_backends, &id);
 	}
 	if (!be) {
 		struct porin_lb_slot_key slot = {

@@ -66,6 +66,18 @@ static __always_inline __u8 lb_sock_proto(const struct bpf_sock_addr *ctx)
 	return 0;
 }
 
+/* The Maglev hash of a socket: its netns cookie and the frontend it asked for. */
+static __always_inline __u32 lb_sock_hash(__u64 netns, const struct porin_lb_svc_key *skey)
+{
+	__u32 h = 0;
+
+	h = lb_hash_word(h, (__u32)netns);
+	h = lb_hash_word(h, (__u32)(netns >> 32));
+	h = lb_hash_word(h, skey->vip);
+	h = lb_hash_word(h, ((__u32)skey->port << 16) | skey->proto);
+	return lb_hash_final(h);
+}
+
 /*
  * Forward translation (connect4, sendmsg4): rewrites the destination of a
  * socket aimed at a frontend. Returns the hook verdict.
@@ -90,8 +102,13 @@ static __always_inline int lb_sock_fwd(struct bpf_sock_addr *ctx)
 		bpf_set_retval(-LB_SOCK_ECONNREFUSED);
 		return LB_SOCK_REJECT;
 	}
-	/* The client's address is not chosen yet at connect(): its netns stands for it. */
-	be = lb_pick_backend(svc, bpf_get_netns_cookie(ctx), 1, &backend_id);
+	/* The client's address is not chosen yet at connect(): its netns stands for it,
+	 * in affinity and in the Maglev hash (with the frontend asked for). */
+	{
+		__u64 netns = bpf_get_netns_cookie(ctx);
+
+		be = lb_pick_backend(svc, netns, 1, lb_sock_hash(netns, &skey), &backend_id);
+	}
 	if (!be)
 		return LB_SOCK_PROCEED; /* mid-update: leave it to the per-packet path */
 	{

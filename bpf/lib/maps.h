@@ -19,6 +19,7 @@
 #define PORIN_LB_BACKENDS_MAX_ENTRIES 262144
 #define PORIN_LB_NAT_MAX_ENTRIES 65536
 #define PORIN_LB_AFFINITY_MAX_ENTRIES 65536
+#define PORIN_LB_MAGLEV_DEFAULT_M 16381
 #define PORIN_POLICY_MAX_ENTRIES 524288
 #define PORIN_ENCRYPT_MAX_ENTRIES 4096
 #define PORIN_PROXY_MAX_ENTRIES 65536
@@ -89,6 +90,29 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } porin_lb_backends SEC(".maps");
+
+/*
+ * Maglev (CFG_LB_MAGLEV): service id -> that service's lookup table, one inner array of
+ * a single element holding M backend ids (M = CFG_LB_MAGLEV_M), so a table costs M * 4
+ * bytes and only services with backends have one. The lb plugin replaces a service's
+ * table atomically by inserting a new inner map. The agent creates this map itself
+ * (the template below only fixes the default M) so that M follows the configuration.
+ */
+struct porin_lb_maglev_inner {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32[PORIN_LB_MAGLEV_DEFAULT_M]);
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH_OF_MAPS);
+	__uint(max_entries, PORIN_LB_SERVICES_MAX_ENTRIES);
+	__type(key, __u32);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__array(values, struct porin_lb_maglev_inner);
+} porin_lb_maglev SEC(".maps");
 
 /* Translated connections (written by the datapath): forward and reverse. */
 struct {

@@ -199,7 +199,7 @@ static __always_inline int np_select(struct __sk_buff *skb, const struct pkt_inf
 		__u32 client;
 
 		__builtin_memcpy(&client, p->saddr, 4);
-		be = lb_pick_backend(svc, client, 0, &backend_id);
+		be = lb_pick_backend(svc, client, 0, lb_tuple_hash(p), &backend_id);
 	}
 	if (!be)
 		return DROP_NO_SERVICE;

@@ -5,12 +5,19 @@
 //! plugin costs nothing per packet. This is the one switch mechanism; tail calls are
 //! not used for features.
 
-/// A load-time global in the C programs, e.g. `CFG_ENABLE_POLICY = 1`.
+/// A load-time global in the C programs, e.g. `CFG_ENABLE_POLICY = 1`, or, when the
+/// name starts with [`MAX_ENTRIES_PREFIX`] (`max_entries:porin_lb_svc`), the
+/// `max_entries` of a map the plugin sizes from its configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Switch {
     pub name: &'static str,
     pub value: u32,
 }
+
+/// Switch names starting with this size a map instead: `max_entries:<map name>`. The
+/// agent creates the map with that size; at start it recreates a pinned map of another
+/// size (its entries are rebuilt by the plugin that writes it).
+pub const MAX_ENTRIES_PREFIX: &str = "max_entries:";
 
 /// Everything a plugin contributes to the datapath.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

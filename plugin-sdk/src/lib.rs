@@ -21,7 +21,9 @@ pub mod state;
 
 pub use config::{invalid_key, parse_section};
 pub use context::{CidrIdentity, EndpointMeta, IpcacheWriteError, PluginContext};
-pub use datapath::{DEFAULT_DEVICE, DatapathContribution, Switch, TUNNEL_DEVICE_PREFIX};
+pub use datapath::{
+    DEFAULT_DEVICE, DatapathContribution, MAX_ENTRIES_PREFIX, Switch, TUNNEL_DEVICE_PREFIX,
+};
 pub use error::PluginError;
 pub use flow::{DatapathEvent, Direction, EventKind, Verdict};
 pub use health::Health;

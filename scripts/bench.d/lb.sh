@@ -8,6 +8,11 @@
 # own state directory:
 #   socket:    agents with `[plugins.lb] enabled = true` (socket LB, the default)
 #   perpacket: agents with `socket_lb = false` (DNAT in the pod program)
+#   maglev:    agents with `algorithm = "maglev"` (socket LB picking through Maglev
+#              tables of M = 16381); only when asked for in BENCH_LB_TOPOLOGIES: its
+#              tables cost M * 4 bytes per service and node (6.5 GB at 100,000). The
+#              kernel memory of the tables (bpftool's memlock of every inner map) is
+#              recorded per node at each N.
 #   iptables:  `sandbox up --plain` (no agents, no eBPF) + kube-proxy's iptables rules
 #              in node-2's namespace, loaded with iptables-restore
 #   nftables:  `sandbox up --plain` + kube-proxy's nftables table, loaded with nft -f
@@ -67,7 +72,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-is_porin() { [[ $1 == socket || $1 == perpacket ]]; }
+is_porin() { [[ $1 == socket || $1 == perpacket || $1 == maglev ]]; }
 ip_of() {  # ip_of TOPOLOGY POD
     sbx "$1" status | awk -v pod="$2" '$1 == pod { print $3 }'
 }
@@ -93,6 +98,7 @@ pods=$work/pods.yaml
 } >"$pods"
 printf '[plugins.lb]\nenabled = true\n' >"$work/socket.toml"
 printf '[plugins.lb]\nenabled = true\nsocket_lb = false\n' >"$work/perpacket.toml"
+printf '[plugins.lb]\nenabled = true\nalgorithm = "maglev"\n' >"$work/maglev.toml"
 
 log "== lb: N = ${sizes[*]} services x $backends backends, $rounds rounds of ${conn_s}s per topology"
 log "   connect-client: $threads threads x $inflight connects in flight; program timeout ${program_timeout}s"
@@ -131,6 +137,18 @@ wait_reachable() {  # wait_reachable TOPOLOGY VIP SECONDS
         sleep 0.05
     done
 }
+# maglev_memory TOPOLOGY: "TABLES BYTES" per node: the Maglev tables' inner maps (named
+# porin_maglev_in) and their memlock, over the node's agents.
+maglev_memory() {
+    local nodes
+    nodes=$(python3 -c 'import json, sys; print(len(json.load(open(sys.argv[1]))["nodes"]))' \
+        "$work/$1/state.json")
+    bpftool map show -j | python3 -c '
+import json, sys
+maps = [m for m in json.load(sys.stdin) if m.get("name") == "porin_maglev_in"]
+nodes = int(sys.argv[1])
+print(len(maps) // nodes, sum(m.get("bytes_memlock", 0) for m in maps) // nodes)' "$nodes"
+}
 # The "services programmed" lines the lb plugin of node-2 (the client's node) logged.
 programmed_lines() { grep -a 'services programmed' "$work/$1/logs/agent_node-2.log" 2>/dev/null || true; }
 field() { sed -n "s/.*[ \"]$1=\([0-9.]*\).*/\1/p"; }  # field NAME < log line
@@ -152,7 +170,7 @@ program() {  # program TOPOLOGY N: prints seconds, or "timeout"
     local topology=$1 n=$2 t0 dir
     read -r -a eps <<<"${servers[$topology]}"
     case $topology in
-        socket | perpacket)
+        socket | perpacket | maglev)
             dir=${manifests[$topology]}
             $rules services "$n" >"$work/services.$topology.yaml"
             $rules target "$n" "${eps[@]}" >"$work/target.$topology.yaml"
@@ -212,6 +230,12 @@ for n in "${sizes[@]}"; do
             sample "$n $topology agent_program_ms ${agent_ms:-nan}"
             cpu_ms=$(field cpu_ms <<<"$line")
             sample "$n $topology agent_program_cpu_ms ${cpu_ms:-nan}"
+            if [[ $topology == maglev ]]; then
+                read -r tables bytes < <(maglev_memory "$topology")
+                log "   maglev: $tables tables per node, $bytes bytes of kernel memory per node"
+                sample "$n $topology maglev_tables $tables"
+                sample "$n $topology maglev_bytes $bytes"
+            fi
         else
             log "   $topology: programmed in ${secs}s"
         fi
@@ -245,7 +269,7 @@ for topology in "${topologies[@]}"; do
     removed=${eps[-1]}
     kept=("${eps[@]:0:${#eps[@]}-1}")
     case $topology in
-        socket | perpacket)
+        socket | perpacket | maglev)
             before=$(programmed_lines "$topology" | wc -l)
             $rules target "$n" "${kept[@]}" >"$work/target.$topology.yaml"
             mv "$work/target.$topology.yaml" "${manifests[$topology]}/target.yaml"

@@ -13,7 +13,7 @@ import statistics
 from collections import defaultdict
 
 PORIN = "socket"
-TOPOLOGIES = ["socket", "perpacket", "iptables", "nftables"]
+TOPOLOGIES = ["socket", "perpacket", "iptables", "nftables", "maglev"]
 REFERENCE_N = 10000
 
 
@@ -73,6 +73,8 @@ def main():
     out["nftables_conn_per_s"] = rate(ref, "nftables")
     out["ratio_vs_iptables"] = ratio(rate(ref, PORIN), rate(ref, "iptables"))
     out["ratio_vs_nftables"] = ratio(rate(ref, PORIN), rate(ref, "nftables"))
+    out["maglev_conn_per_s"] = rate(ref, "maglev")
+    out["maglev_ratio_vs_socket"] = ratio(rate(ref, "maglev"), rate(ref, PORIN))
     out["perpacket_ratio_vs_iptables"] = ratio(rate(ref, "perpacket"), rate(ref, "iptables"))
     out["perpacket_ratio_vs_nftables"] = ratio(rate(ref, "perpacket"), rate(ref, "nftables"))
     out["flatness"] = ratio(rate(largest, PORIN), rate(smallest, PORIN))
@@ -83,6 +85,11 @@ def main():
     out["program_all_s"] = round(agent_ms / 1000, 3) if isinstance(agent_ms, float) else agent_ms
     cpu_ms = value(data, largest, PORIN, "agent_program_cpu_ms")
     out["program_all_cpu_s"] = round(cpu_ms / 1000, 3) if isinstance(cpu_ms, float) else cpu_ms
+    maglev_ms = value(data, largest, "maglev", "agent_program_ms")
+    out["maglev_program_all_s"] = (
+        round(maglev_ms / 1000, 3) if isinstance(maglev_ms, float) else maglev_ms)
+    out["maglev_table_bytes_per_node"] = {
+        str(n): value(data, n, "maglev", "maglev_bytes") for n in sizes}
     out["program_all_services"] = largest
     out["porin_e2e_program_all_s"] = seconds(largest, PORIN)
     out["iptables_program_all_s"] = seconds(largest, "iptables")
@@ -104,7 +111,10 @@ def main():
                     "program_s": seconds(n, t),
                     **({"agent_program_ms": value(data, n, t, "agent_program_ms"),
                         "agent_program_cpu_ms": value(data, n, t, "agent_program_cpu_ms")}
-                       if t in ("socket", "perpacket") else {}),
+                       if t in ("socket", "perpacket", "maglev") else {}),
+                    **({"maglev_tables": value(data, n, t, "maglev_tables"),
+                        "maglev_bytes": value(data, n, t, "maglev_bytes")}
+                       if t == "maglev" else {}),
                 }
                 for t in TOPOLOGIES
             },

@@ -102,6 +102,12 @@ pub async fn run(config_path: &Path, plugins: Vec<Box<dyn Plugin>>) -> Result<()
 
     // 1. The datapath, reusing pinned maps, with the switches of the enabled plugins.
     let shape = super::toggle::DatapathShape::of(&manager, &agent_config);
+    // Maps whose configured size changed are recreated (and reprogrammed by their plugin).
+    crate::datapath::resize_pinned_maps(
+        &crate::datapath::node_pin_dir(&agent_config.pin_root, &agent_config.node_name)
+            .join("maps"),
+        &shape.switches,
+    )?;
     let datapath = Datapath::load(&DatapathConfig {
         node_name: agent_config.node_name.clone(),
         pin_root: agent_config.pin_root.clone(),
@@ -109,7 +115,12 @@ pub async fn run(config_path: &Path, plugins: Vec<Box<dyn Plugin>>) -> Result<()
     })?;
     let map_dir = datapath.node_pin_dir().join("maps");
     // Held until the agent stops (or a toggle replaces them); the links stay pinned after.
-    let socket_lb = socket_lb(&agent_config, datapath.node_pin_dir(), shape.socket_lb)?;
+    let socket_lb = socket_lb(
+        &agent_config,
+        datapath.node_pin_dir(),
+        shape.socket_lb,
+        &shape.switches,
+    )?;
     let host = super::devices::attach_host_devices(
         datapath.node_pin_dir(),
         &shape.switches,
@@ -302,6 +313,7 @@ pub(crate) fn socket_lb(
     config: &AgentConfig,
     node_dir: &Path,
     on: bool,
+    switches: &[(String, u32)],
 ) -> Result<Option<SocketLb>, AgentError> {
     if !on {
         SocketLb::remove_pins(node_dir)?;
@@ -311,7 +323,7 @@ pub(crate) fn socket_lb(
         Some(path) => path.clone(),
         None => cgroup2_root()?,
     };
-    let (socket_lb, _) = SocketLb::attach(node_dir, &cgroup)?;
+    let (socket_lb, _) = SocketLb::attach(node_dir, &cgroup, switches)?;
     Ok(Some(socket_lb))
 }
 

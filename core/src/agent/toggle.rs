@@ -244,7 +244,8 @@ impl Agent {
         }
         if extras.shape.socket_lb != wanted.socket_lb {
             extras.socket_lb = None;
-            extras.socket_lb = super::run::socket_lb(&self.config, &node_dir, wanted.socket_lb)?;
+            extras.socket_lb =
+                super::run::socket_lb(&self.config, &node_dir, wanted.socket_lb, &wanted.switches)?;
         }
         extras.shape = wanted;
         Ok(true)

@@ -67,6 +67,12 @@ pub enum DatapathError {
         #[source]
         source: io::Error,
     },
+    #[error("map porin_lb_maglev{full}: {action}: {source}", full = if map_full(source) { " is full" } else { "" })]
+    Maglev {
+        action: &'static str,
+        #[source]
+        source: io::Error,
+    },
     #[error("attaching {program} to {interface} ({hook}): {source}")]
     Attach {
         program: &'static str,

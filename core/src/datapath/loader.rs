@@ -9,7 +9,16 @@ use std::{
 use aya::{Ebpf, EbpfLoader, programs::SchedClassifier};
 use tracing::{debug, info};
 
-use super::{attach::EndpointLinks, error::DatapathError, pins};
+use super::{
+    attach::EndpointLinks,
+    error::DatapathError,
+    maglev_map::{
+        DEFAULT_MAGLEV_MAX_ENTRIES, DEFAULT_MAGLEV_TABLE_SIZE, MAGLEV_TABLE_SIZE_SWITCH,
+        MAP_LB_MAGLEV, ensure_maglev_map,
+    },
+    map_sizes::{globals, is_map_size, map_sizes},
+    pins,
+};
 
 /// The compiled `bpf/pod.c`.
 static POD_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pod.o"));
@@ -48,6 +57,7 @@ pub struct DatapathConfig {
     pub pin_root: PathBuf,
     /// Load-time switches: `volatile const` globals of the C programs (`CFG_*`), set with
     /// `EbpfLoader::override_global`. A name the object does not define is a load error.
+    /// Names `max_entries:<map>` size that map instead (see `map_sizes`).
     pub switches: Vec<(String, u32)>,
 }
 
@@ -97,10 +107,26 @@ impl Datapath {
             })?;
         }
 
+        // The Maglev map is created here, not by aya: its tables' size follows the config.
+        let maglev_m = globals(&config.switches)
+            .find(|(name, _)| *name == MAGLEV_TABLE_SIZE_SWITCH)
+            .map_or(DEFAULT_MAGLEV_TABLE_SIZE, |(_, m)| m);
+        let maglev_max = map_sizes(&config.switches)
+            .find(|(name, _)| *name == MAP_LB_MAGLEV)
+            .map_or(DEFAULT_MAGLEV_MAX_ENTRIES, |(_, max)| max);
+        ensure_maglev_map(&maps_dir, maglev_m, maglev_max)?;
+
         let mut loader = EbpfLoader::new();
         loader.default_map_pin_directory(&maps_dir);
         for (name, value) in &config.switches {
-            loader.override_global(name.as_str(), value, true);
+            if !is_map_size(name) {
+                loader.override_global(name.as_str(), value, true);
+            }
+        }
+        // Sizes apply to maps this load creates; `resize_pinned_maps` (agent start) makes
+        // sure a pinned map of another size is not reused.
+        for (name, size) in map_sizes(&config.switches) {
+            loader.map_max_entries(name, size);
         }
         let mut ebpf = loader
             .load(POD_OBJ)

@@ -13,6 +13,8 @@ mod events;
 mod host;
 mod lb_maps;
 mod loader;
+mod maglev_map;
+mod map_sizes;
 mod maps;
 mod pins;
 mod policy_maps;
@@ -30,6 +32,11 @@ pub use lb_maps::{
     MAP_LB_SERVICES, MAP_LB_SLOTS,
 };
 pub use loader::{DEFAULT_PIN_ROOT, Datapath, DatapathConfig, PodProgram};
+pub use maglev_map::{
+    DEFAULT_MAGLEV_MAX_ENTRIES, DEFAULT_MAGLEV_TABLE_SIZE, MAGLEV_TABLE_SIZE_SWITCH, MAP_LB_MAGLEV,
+    MaglevMaps, ensure_maglev_map,
+};
+pub use map_sizes::{Resized, globals, map_sizes, resize_pinned_maps};
 pub use maps::{
     Conntrack, CounterSample, EndpointInfo, Endpoints, IpCache, MAP_CT, MAP_ENDPOINTS, MAP_EVENTS,
     MAP_IPCACHE, MAP_METRICS,

@@ -72,11 +72,21 @@ pub fn socket_link_pin_path(node_dir: &Path, hook: &str) -> PathBuf {
 impl SocketLb {
     /// Loads `sock.o` with the maps pinned under `<node_dir>/maps` (the pod datapath must be
     /// loaded first, so the shared maps exist) and attaches its programs to `cgroup`, replacing
-    /// the programs of links a previous agent pinned.
-    pub fn attach(node_dir: &Path, cgroup: &Path) -> Result<(Self, Vec<LinkState>), DatapathError> {
+    /// the programs of links a previous agent pinned. `switches` are the load-time globals
+    /// of the shared set (`CFG_LB_MAGLEV` and `CFG_LB_MAGLEV_M` are the ones `sock.o` reads).
+    pub fn attach(
+        node_dir: &Path,
+        cgroup: &Path,
+        switches: &[(String, u32)],
+    ) -> Result<(Self, Vec<LinkState>), DatapathError> {
         let maps_dir = node_dir.join("maps");
-        let mut ebpf = EbpfLoader::new()
-            .default_map_pin_directory(&maps_dir)
+        let mut loader = EbpfLoader::new();
+        loader.default_map_pin_directory(&maps_dir);
+        for (name, value) in switches {
+            // Not must-exist: sock.o reads only the switches it needs of the shared set.
+            loader.override_global(name.as_str(), value, false);
+        }
+        let mut ebpf = loader
             .load(SOCK_OBJ)
             .map_err(|source| DatapathError::Object {
                 pin_dir: maps_dir.clone(),

@@ -46,7 +46,25 @@ pub struct LbConfig {
     /// External devices NodePort is served on. Default (empty): the interface holding the
     /// node IP (`[agent] node_ip`).
     pub devices: Vec<String>,
+    /// `max_entries` of `porin_lb_svc`: frontends (a Service port with a ClusterIP, its
+    /// NodePort and each external IP are one each). Default: 262144.
+    pub map_max_services: u32,
+    /// `max_entries` of `porin_lb_backends`: distinct backend addresses. Default: 262144.
+    pub map_max_backends: u32,
+    /// `max_entries` of `porin_lb_slots`: backends summed over frontends. Default: 1048576.
+    pub map_max_slots: u32,
+    /// `max_entries` of `porin_lb_affin`: `sessionAffinity: ClientIP` bindings
+    /// (LRU). Default: 65536.
+    pub map_max_affinity: u32,
+    /// `max_entries` of `porin_lb_maglev`: frontends with a Maglev table. Default: 262144.
+    pub map_max_maglev: u32,
+    /// `max_entries` of `porin_lb_nat` and `porin_lb_rnat`: translated connections of the
+    /// per-packet path (LRU). Default: 65536.
+    pub map_max_nat: u32,
 }
+
+/// The largest map size accepted (16 Mi entries).
+pub const MAP_MAX_ENTRIES_LIMIT: u32 = 1 << 24;
 
 impl Default for LbConfig {
     fn default() -> Self {
@@ -58,6 +76,12 @@ impl Default for LbConfig {
             session_affinity_timeout: 10800,
             nodeport: true,
             devices: Vec::new(),
+            map_max_services: 262_144,
+            map_max_backends: 262_144,
+            map_max_slots: 1_048_576,
+            map_max_affinity: 65_536,
+            map_max_maglev: 262_144,
+            map_max_nat: 65_536,
         }
     }
 }
@@ -70,7 +94,52 @@ impl LbConfig {
         Ok(config)
     }
 
+    /// (config key, value, switches) of every configurable map size: the switches are
+    /// `max_entries:<map>` ([`porin_plugin_sdk::MAX_ENTRIES_PREFIX`]).
+    pub fn map_sizes(&self) -> [(&'static str, u32, &'static [&'static str]); 6] {
+        [
+            (
+                "map_max_services",
+                self.map_max_services,
+                &["max_entries:porin_lb_svc"],
+            ),
+            (
+                "map_max_backends",
+                self.map_max_backends,
+                &["max_entries:porin_lb_backends"],
+            ),
+            (
+                "map_max_slots",
+                self.map_max_slots,
+                &["max_entries:porin_lb_slots"],
+            ),
+            (
+                "map_max_affinity",
+                self.map_max_affinity,
+                &["max_entries:porin_lb_affin"],
+            ),
+            (
+                "map_max_maglev",
+                self.map_max_maglev,
+                &["max_entries:porin_lb_maglev"],
+            ),
+            (
+                "map_max_nat",
+                self.map_max_nat,
+                &["max_entries:porin_lb_nat", "max_entries:porin_lb_rnat"],
+            ),
+        ]
+    }
+
     fn validate(&self) -> Result<(), PluginError> {
+        for (key, value, _) in self.map_sizes() {
+            if value == 0 || value > MAP_MAX_ENTRIES_LIMIT {
+                return Err(invalid(
+                    key,
+                    format!("`{value}` is out of range (1 to {MAP_MAX_ENTRIES_LIMIT} entries)"),
+                ));
+            }
+        }
         if !MAGLEV_TABLE_SIZES.contains(&self.maglev_table_size) {
             return Err(invalid(
                 "maglev_table_size",
@@ -122,6 +191,23 @@ mod tests {
         assert_eq!(c.algorithm, Algorithm::Random);
         assert_eq!(c.maglev_table_size, 16381);
         assert_eq!(c.session_affinity_timeout, 10800);
+        let c = parse_str("map_max_services = 1024\nmap_max_maglev = 512").expect("valid");
+        assert_eq!((c.map_max_services, c.map_max_maglev), (1024, 512));
+    }
+
+    const MAPS_H: &str = include_str!("../../../bpf/lib/maps.h");
+
+    #[test]
+    fn map_size_switches_name_real_maps() {
+        for (_, _, switches) in LbConfig::default().map_sizes() {
+            for switch in switches {
+                let map = switch
+                    .strip_prefix(porin_plugin_sdk::MAX_ENTRIES_PREFIX)
+                    .expect("prefix");
+                let declared = format!("}} {map} SEC(\".maps\")");
+                assert!(MAPS_H.contains(&declared), "{map} is not in bpf/lib/maps.h");
+            }
+        }
     }
 
     #[test]
@@ -147,6 +233,11 @@ mod tests {
         let (key, msg) = err("session_affinity_timeout = 0");
         assert_eq!(key.as_deref(), Some("session_affinity_timeout"));
         assert!(msg.contains("`0`"), "{msg}");
+        let (key, msg) = err("map_max_services = 0");
+        assert_eq!(key.as_deref(), Some("map_max_services"));
+        assert!(msg.contains("`0` is out of range"), "{msg}");
+        let (key, _) = err("map_max_nat = 100000000");
+        assert_eq!(key.as_deref(), Some("map_max_nat"));
         let (key, msg) = err("algoritm = \"maglev\"");
         assert_eq!(key.as_deref(), Some("algoritm"));
         assert!(msg.contains("unknown field `algoritm`"), "{msg}");

@@ -2,11 +2,12 @@
 
 mod config;
 mod cpu_time;
+pub mod datapath_maps;
 pub mod desired;
 mod maglev;
 mod plugin;
 pub mod programmer;
 
 pub use config::{Algorithm, LbConfig, MAGLEV_TABLE_SIZES};
-pub use maglev::{MaglevError, maglev_table};
+pub use maglev::{MaglevError, backend_table, maglev_table};
 pub use plugin::LbPlugin;

@@ -5,6 +5,8 @@
 //! preferred slot until the table is full. Every backend ends up with
 //! ⌊M/N⌋ or ⌈M/N⌉ slots, and removing a backend mostly reassigns only its own.
 
+use std::net::SocketAddrV4;
+
 use thiserror::Error;
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -60,6 +62,27 @@ pub fn maglev_table<S: AsRef<str>>(backends: &[S], size: u32) -> Result<Vec<u32>
         }
     }
     Ok(table)
+}
+
+/// The table the datapath reads (`porin_lb_maglev`): slot -> backend id. Backends are
+/// hashed by their `ip:port` in address order, so every node computes the same table for
+/// the same backends whatever order they were listed in, and ids (local to a node) do not
+/// matter. `addrs[i]` has id `ids[i]`.
+pub fn backend_table(
+    addrs: &[SocketAddrV4],
+    ids: &[u32],
+    size: u32,
+) -> Result<Vec<u32>, MaglevError> {
+    let mut backends: Vec<(SocketAddrV4, u32)> =
+        addrs.iter().copied().zip(ids.iter().copied()).collect();
+    backends.sort_unstable();
+    backends.dedup_by_key(|(addr, _)| *addr);
+    let names: Vec<String> = backends.iter().map(|(addr, _)| addr.to_string()).collect();
+    let table = maglev_table(&names, size)?;
+    Ok(table
+        .into_iter()
+        .map(|index| backends.get(index as usize).map_or(0, |(_, id)| *id))
+        .collect())
 }
 
 fn is_prime(n: u32) -> bool {
@@ -135,6 +158,22 @@ mod tests {
         assert!(
             fraction < 0.05,
             "{moved} slots of surviving backends moved ({fraction:.3})"
+        );
+    }
+
+    #[test]
+    fn backend_tables_use_ids_and_ignore_the_listing_order() {
+        let addrs: Vec<SocketAddrV4> = (1..=4)
+            .map(|i| SocketAddrV4::new([10, 0, i, 9].into(), 8080))
+            .collect();
+        let table = backend_table(&addrs, &[11, 12, 13, 14], 251).expect("table");
+        assert_eq!(table.len(), 251);
+        assert!(table.iter().all(|id| (11..=14).contains(id)));
+        let mut reversed = addrs.clone();
+        reversed.reverse();
+        assert_eq!(
+            backend_table(&reversed, &[14, 13, 12, 11], 251).expect("table"),
+            table
         );
     }
 

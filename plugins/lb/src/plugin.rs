@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
-use porin_core::datapath::{LbFrontend, LbMaps, MAP_LB_BACKENDS, MAP_LB_SERVICES, MAP_LB_SLOTS};
+use porin_core::datapath::{
+    LbFrontend, MAGLEV_TABLE_SIZE_SWITCH, MAP_LB_BACKENDS, MAP_LB_MAGLEV, MAP_LB_SERVICES,
+    MAP_LB_SLOTS,
+};
 use porin_plugin_sdk::{
     ChangedObject, ClusterState, DEFAULT_DEVICE, DatapathContribution, Health, Plugin,
     PluginContext, PluginError, PodAddress, StateChangeSummary, Switch,
@@ -18,6 +21,7 @@ use tracing::{debug, info, warn};
 
 use crate::LbConfig;
 use crate::cpu_time::thread_cpu_time;
+use crate::datapath_maps::DatapathMaps;
 use crate::desired::{
     ClusterObjects, DesiredServices, NodeView, PodIps, SERVICE_NAME_LABEL, ServiceKey,
     desired_by_service, pod_ipv4s, service_frontends,
@@ -48,7 +52,7 @@ pub struct LbPlugin {
 
 struct Running {
     ctx: Arc<dyn PluginContext>,
-    maps: LbMaps,
+    maps: DatapathMaps,
     programmer: Programmer,
     /// The frontends of each Service as last computed: an update recomputes only the
     /// Services it touches.
@@ -98,6 +102,10 @@ impl LbPlugin {
     /// The validated configuration.
     pub fn config(&self) -> &LbConfig {
         &self.config
+    }
+
+    fn maglev_on(&self) -> bool {
+        self.config.algorithm == crate::Algorithm::Maglev
     }
 
     fn nodeport_on(&self) -> bool {
@@ -314,18 +322,24 @@ fn slice_key(slice: &EndpointSlice) -> Option<ServiceKey> {
     Some((namespace, name))
 }
 
-/// `cilium_bpf_map_pressure` of the three maps the plugin writes, from its mirror (no
+/// `cilium_bpf_map_pressure` of the four maps the plugin writes, from its mirror (no
 /// map walk: counting 100,000 entries through syscalls would cost more than the sync).
 fn report_pressure(run: &Running) {
-    let capacity = run.maps.capacity();
+    let capacity = run.maps.lb.capacity();
     let (services, slots, backends) = run.programmer.entry_counts();
     for (map, used, max) in [
         (MAP_LB_SERVICES, services, capacity.services),
         (MAP_LB_SLOTS, slots, capacity.slots),
         (MAP_LB_BACKENDS, backends, capacity.backends),
+        (
+            MAP_LB_MAGLEV,
+            run.programmer.table_count(),
+            run.maps.maglev.capacity(),
+        ),
     ] {
         run.ctx
-            .set_map_pressure(map, used as f64 / f64::from(max.max(1)));
+            // The mirror also holds services waiting for room in a full map: at most 1.
+            .set_map_pressure(map, (used as f64 / f64::from(max.max(1))).min(1.0));
     }
 }
 
@@ -375,8 +389,15 @@ impl Plugin for LbPlugin {
     }
 
     fn datapath(&self) -> DatapathContribution {
+        let sizes = self
+            .config
+            .map_sizes()
+            .into_iter()
+            .flat_map(|(_, value, switches)| {
+                switches.iter().map(move |name| Switch { name, value })
+            });
         DatapathContribution {
-            switches: vec![
+            switches: [
                 Switch {
                     name: "CFG_ENABLE_LB",
                     value: u32::from(self.config.kube_proxy_replacement),
@@ -387,13 +408,20 @@ impl Plugin for LbPlugin {
                 },
                 Switch {
                     name: "CFG_LB_MAGLEV",
-                    value: u32::from(self.config.algorithm == crate::Algorithm::Maglev),
+                    value: u32::from(self.maglev_on()),
+                },
+                Switch {
+                    name: MAGLEV_TABLE_SIZE_SWITCH,
+                    value: self.config.maglev_table_size,
                 },
                 Switch {
                     name: "CFG_ENABLE_NODEPORT",
                     value: u32::from(self.nodeport_on()),
                 },
-            ],
+            ]
+            .into_iter()
+            .chain(sizes)
+            .collect(),
             maps: vec![],
             devices: if !self.nodeport_on() {
                 vec![]
@@ -414,18 +442,18 @@ impl Plugin for LbPlugin {
             self.health = Some(Health::Ok);
             return Ok(());
         }
-        let maps = LbMaps::open(|name| ctx.map_pin_path(name)).map_err(|e| PluginError::Start {
-            plugin: NAME.to_string(),
-            message: format!("opening the LB maps: {e}"),
-        })?;
+        let maps = DatapathMaps::open(|name| ctx.map_pin_path(name), self.config.maglev_table_size)
+            .map_err(|e| PluginError::Start {
+                plugin: NAME.to_string(),
+                message: format!("opening the LB maps: {e}"),
+            })?;
         // Adopt what a previous agent programmed, so ids stay stable across restarts.
-        let programmer = match (maps.service_values(), maps.slots(), maps.backends()) {
-            (Ok(services), Ok(slots), Ok(backends)) => Programmer::adopt(services, slots, backends),
-            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
-                warn!(plugin = NAME, error = %e, "reading the LB maps; reprogramming from scratch");
-                Programmer::default()
-            }
-        };
+        let programmer = maps.adopt().unwrap_or_else(|e| {
+            warn!(plugin = NAME, error = %e, "reading the LB maps; reprogramming from scratch");
+            Programmer::default()
+        });
+        let programmer =
+            programmer.with_maglev(self.maglev_on().then_some(self.config.maglev_table_size));
         self.running = Some(Running {
             ctx,
             maps,

@@ -15,10 +15,11 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddrV4;
 
-use porin_core::datapath::abi::{LB_AFFINITY_TIMEOUT_SHIFT, LB_F_AFFINITY, LbSvcValue};
-use porin_core::datapath::{DatapathError, LbFrontend, LbMaps};
+use porin_core::datapath::abi::{LB_AFFINITY_TIMEOUT_SHIFT, LB_F_AFFINITY};
+use porin_core::datapath::{DatapathError, LbFrontend};
 
 use crate::desired::{DesiredServices, FrontendSpec};
+use crate::maglev::backend_table;
 
 /// Affinity entries to drop: per service id, the backend ids that left it (None: every
 /// entry of the service, which went).
@@ -42,48 +43,11 @@ pub trait ServiceMaps {
     fn remove_backends(&mut self, ids: &[u32]) -> Result<(), DatapathError>;
     /// Drops the affinity entries `prune` names; returns how many went.
     fn prune_affinity(&mut self, prune: &AffinityPrune) -> Result<usize, DatapathError>;
-}
-
-impl ServiceMaps for LbMaps {
-    fn write_services(
-        &mut self,
-        items: &[(LbFrontend, u32, u32, u32)],
-    ) -> Result<(), DatapathError> {
-        let values: Vec<(LbFrontend, LbSvcValue)> = items
-            .iter()
-            .map(|(fe, service_id, backend_count, flags)| {
-                let value = LbSvcValue {
-                    service_id: *service_id,
-                    backend_count: *backend_count,
-                    flags: *flags,
-                };
-                (*fe, value)
-            })
-            .collect();
-        LbMaps::write_service_values(self, &values)
-    }
-    fn remove_services(&mut self, items: &[LbFrontend]) -> Result<(), DatapathError> {
-        LbMaps::remove_services(self, items)
-    }
-    fn write_slots(&mut self, items: &[(u32, u32, u32)]) -> Result<(), DatapathError> {
-        LbMaps::write_slots(self, items)
-    }
-    fn remove_slots(&mut self, items: &[(u32, u32)]) -> Result<(), DatapathError> {
-        LbMaps::remove_slots(self, items)
-    }
-    fn write_backends(&mut self, items: &[(u32, SocketAddrV4)]) -> Result<(), DatapathError> {
-        LbMaps::write_backends(self, items)
-    }
-    fn remove_backends(&mut self, ids: &[u32]) -> Result<(), DatapathError> {
-        LbMaps::remove_backends(self, ids)
-    }
-    fn prune_affinity(&mut self, prune: &AffinityPrune) -> Result<usize, DatapathError> {
-        LbMaps::prune_affinity(self, |service, backend| match prune.get(&service) {
-            Some(None) => true,
-            Some(Some(left)) => left.contains(&backend),
-            None => false,
-        })
-    }
+    /// Installs or atomically replaces Maglev tables: (service id, M backend ids), in one
+    /// batch (a failure reports how many went in, like the other batches).
+    fn write_tables(&mut self, items: &[(u32, &[u32])]) -> Result<(), DatapathError>;
+    /// Removes the Maglev tables of services (missing ones are skipped).
+    fn remove_tables(&mut self, service_ids: &[u32]) -> Result<(), DatapathError>;
 }
 
 /// `porin_lb_svc_value.flags` of a frontend: `sessionAffinity: ClientIP` and its timeout.
@@ -102,6 +66,10 @@ fn written_before(error: &DatapathError) -> usize {
     }
 }
 
+/// Maglev tables computed and written per batch (each is M x 4 bytes: 64 KiB at the
+/// default M, so a chunk holds 16 MiB).
+const TABLE_CHUNK: usize = 256;
+
 /// A slot whose content is unknown after a failed write: never equal to a real id, so the
 /// next sync rewrites it.
 const UNKNOWN: u32 = 0;
@@ -115,6 +83,8 @@ struct Programmed {
     flags: u32,
     /// The service entry itself may not match (a write failed).
     dirty: bool,
+    /// A Maglev table of `slots` is installed.
+    table: bool,
 }
 
 /// Lowest free id from 1: ids stay small and a live object keeps its id. O(log n).
@@ -166,12 +136,19 @@ pub struct SyncReport {
     pub failed: BTreeMap<LbFrontend, String>,
 }
 
+/// A change with its position in the sync (writes keep that order).
+type Indexed = (usize, Change);
+
 /// One service whose entries change in this sync.
 struct Change {
     fe: LbFrontend,
     id: u32,
     wanted: Vec<u32>,
     flags: u32,
+    /// The addresses of `wanted`, in the same order (the Maglev table hashes them).
+    addrs: Vec<SocketAddrV4>,
+    /// Whether the service gets a Maglev table.
+    table: bool,
     old: Option<Programmed>,
 }
 
@@ -184,6 +161,9 @@ pub struct Programmer {
     backend_refs: HashMap<u32, usize>,
     service_ids: Ids,
     backend_ids: Ids,
+    /// Maglev table size M when the algorithm is Maglev: every service with backends
+    /// gets a table.
+    maglev: Option<u32>,
 }
 
 impl Programmer {
@@ -219,10 +199,26 @@ impl Programmer {
                     slots,
                     flags,
                     dirty: false,
+                    table: false,
                 },
             );
         }
         p
+    }
+
+    /// Maglev: services with backends get a lookup table of `table_size` entries
+    /// (`None`: random selection, tables are removed).
+    pub fn with_maglev(mut self, table_size: Option<u32>) -> Self {
+        self.maglev = table_size;
+        self
+    }
+
+    /// Adopts the Maglev tables found in the map (by service id): a service whose slots
+    /// are unchanged keeps its table, since a table only depends on its backends and M.
+    pub fn adopt_tables(&mut self, service_ids: &BTreeSet<u32>) {
+        for p in self.services.values_mut() {
+            p.table = service_ids.contains(&p.id);
+        }
     }
 
     /// Brings the maps to `desired`, writing only differences.
@@ -273,6 +269,7 @@ impl Programmer {
         let (changes, new_backends) = self.plan(wanted);
         let changes = self.write_backends(changes, &new_backends, maps, &mut report);
         let changes = self.write_slots(changes, maps, &mut report);
+        let changes = self.write_tables(changes, maps, &mut report);
         let shrunk = self.write_services(changes, maps, &mut report, &mut released, &mut prune);
         self.remove_slots(&shrunk, maps, &mut report);
         // Clients bound to a backend that left (or to a service that went) choose again.
@@ -298,6 +295,7 @@ impl Programmer {
             let fe = *fe;
             let flags = service_flags(spec);
             let mut wanted = Vec::with_capacity(spec.backends.len());
+            let table = self.maglev.is_some() && !spec.backends.is_empty();
             for addr in &spec.backends {
                 let id = match self.backends.get(addr) {
                     Some(id) => *id,
@@ -311,7 +309,9 @@ impl Programmer {
                 wanted.push(id);
             }
             let old = self.services.get(&fe);
-            if old.is_some_and(|p| !p.dirty && p.slots == wanted && p.flags == flags) {
+            if old.is_some_and(|p| {
+                !p.dirty && p.slots == wanted && p.flags == flags && p.table == table
+            }) {
                 continue;
             }
             let id = old.map_or_else(|| self.service_ids.take(), |p| p.id);
@@ -320,6 +320,8 @@ impl Programmer {
                 id,
                 wanted,
                 flags,
+                addrs: spec.backends.clone(),
+                table,
                 old: old.cloned(),
             });
         }
@@ -396,23 +398,91 @@ impl Programmer {
         let mut changes = changes;
         let failed = changes.split_off(first_failed);
         for c in &failed {
-            let len = c
-                .wanted
-                .len()
-                .max(c.old.as_ref().map_or(0, |p| p.slots.len()));
             self.fail(c, format!("writing its backend slots: {e}"), report);
-            if let Some(p) = self.services.get(&c.fe).cloned() {
-                self.set(
-                    c.fe,
-                    Programmed {
-                        slots: vec![UNKNOWN; len],
-                        dirty: true,
-                        ..p
-                    },
-                );
-            }
+            self.forget_slots(c);
         }
         changes
+    }
+
+    /// After a failed slot or table write: the service's slots are unknown, so the next
+    /// sync rewrites them (its frontend entry was not touched).
+    fn forget_slots(&mut self, c: &Change) {
+        if let Some(p) = self.services.get(&c.fe).cloned() {
+            let len = c.wanted.len().max(p.slots.len());
+            self.set(
+                c.fe,
+                Programmed {
+                    slots: vec![UNKNOWN; len],
+                    dirty: true,
+                    ..p
+                },
+            );
+        }
+    }
+
+    /// Maglev tables of the changed services, once their backends and slots exist. A
+    /// service whose table could not be written keeps its frontend as it was (and is
+    /// retried); one that no longer needs a table loses it.
+    fn write_tables(
+        &mut self,
+        changes: Vec<Change>,
+        maps: &mut impl ServiceMaps,
+        report: &mut SyncReport,
+    ) -> Vec<Change> {
+        // Tables no longer wanted (no backends left, or Maglev off).
+        let unwanted: Vec<u32> = changes
+            .iter()
+            .filter(|c| !c.table && c.old.as_ref().is_some_and(|p| p.table))
+            .map(|c| c.id)
+            .collect();
+        if !unwanted.is_empty() {
+            match maps.remove_tables(&unwanted) {
+                Ok(()) => report.writes += unwanted.len(),
+                // Harmless: a table whose backends are gone falls back to slots.
+                Err(e) => report.errors.push(format!("removing Maglev tables: {e}")),
+            }
+        }
+        // Kept in their order: the first service that does not fit later is the one named.
+        let (wanted, mut ok): (Vec<Indexed>, Vec<Indexed>) =
+            changes.into_iter().enumerate().partition(|(_, c)| c.table);
+        let m = self.maglev.unwrap_or(0);
+        let mut rest = wanted.into_iter().peekable();
+        while rest.peek().is_some() {
+            // Tables are computed and written a chunk at a time: 256 tables of 64 KiB.
+            let mut chunk: Vec<(Indexed, Vec<u32>)> = Vec::with_capacity(TABLE_CHUNK);
+            for (i, c) in rest.by_ref().take(TABLE_CHUNK) {
+                match backend_table(&c.addrs, &c.wanted, m) {
+                    Ok(table) => chunk.push(((i, c), table)),
+                    Err(e) => {
+                        self.fail(&c, format!("computing its Maglev table: {e}"), report);
+                        self.forget_slots(&c);
+                    }
+                }
+            }
+            let items: Vec<(u32, &[u32])> = chunk
+                .iter()
+                .map(|((_, c), t)| (c.id, t.as_slice()))
+                .collect();
+            let result = maps.write_tables(&items);
+            let done = match &result {
+                Ok(()) => chunk.len(),
+                Err(e) => written_before(e).min(chunk.len()),
+            };
+            report.writes += done;
+            let mut chunk = chunk.into_iter().map(|(c, _)| c);
+            ok.extend(chunk.by_ref().take(done));
+            if let Err(e) = result {
+                // The map refused element `done` (typically full): that service and the
+                // rest keep their last good state and are retried on the next change.
+                let failed: Vec<Indexed> = chunk.chain(rest.by_ref()).collect();
+                for (_, c) in &failed {
+                    self.fail(c, format!("writing its Maglev table: {e}"), report);
+                    self.forget_slots(c);
+                }
+            }
+        }
+        ok.sort_by_key(|(i, _)| *i);
+        ok.into_iter().map(|(_, c)| c).collect()
     }
 
     /// The frontends (id and backend count), once their slots exist. Returns the slots
@@ -460,6 +530,7 @@ impl Programmer {
                             slots,
                             flags: c.flags,
                             dirty: true,
+                            table: c.table,
                         },
                     );
                 }
@@ -492,6 +563,7 @@ impl Programmer {
                     slots: c.wanted,
                     flags: c.flags,
                     dirty: false,
+                    table: c.table,
                 },
             );
         }
@@ -532,6 +604,18 @@ impl Programmer {
                 if p.flags & LB_F_AFFINITY != 0 {
                     // Its id may serve another service next: no client may keep a backend.
                     prune.insert(p.id, None);
+                }
+                // Nor its table: a new service taking the id must not inherit it.
+                if p.table {
+                    match maps.remove_tables(&[p.id]) {
+                        Ok(()) => report.writes += 1,
+                        Err(e) => {
+                            report
+                                .errors
+                                .push(format!("removing the Maglev table of {}: {e}", show(*fe)));
+                            continue;
+                        }
+                    }
                 }
                 self.service_ids.release(p.id);
             }
@@ -633,6 +717,11 @@ impl Programmer {
         self.services.len()
     }
 
+    /// Maglev tables installed, for map pressure.
+    pub fn table_count(&self) -> usize {
+        self.services.values().filter(|p| p.table).count()
+    }
+
     /// Entries the mirror holds: (frontends, slots, backends), for map pressure.
     pub fn entry_counts(&self) -> (usize, usize, usize) {
         let slots = self.services.values().map(|p| p.slots.len()).sum();
@@ -667,6 +756,8 @@ mod tests {
         fail_slots: bool,
         /// max_entries of the service map (None: unlimited).
         service_capacity: Option<usize>,
+        tables: BTreeMap<u32, Vec<u32>>,
+        fail_tables: bool,
     }
 
     fn full(map: &'static str, done: usize) -> DatapathError {
@@ -744,6 +835,23 @@ mod tests {
             self.ops.push("affinity-".into());
             self.pruned.push(prune.clone());
             Ok(0)
+        }
+        fn write_tables(&mut self, items: &[(u32, &[u32])]) -> Result<(), DatapathError> {
+            if self.fail_tables && !items.is_empty() {
+                return Err(full("porin_lb_maglev", 0));
+            }
+            for (service_id, table) in items {
+                self.ops.push(format!("table {service_id}"));
+                self.tables.insert(*service_id, table.to_vec());
+            }
+            Ok(())
+        }
+        fn remove_tables(&mut self, service_ids: &[u32]) -> Result<(), DatapathError> {
+            for service_id in service_ids {
+                self.ops.push(format!("table {service_id}-"));
+                self.tables.remove(service_id);
+            }
+            Ok(())
         }
     }
 
@@ -1003,5 +1111,114 @@ mod tests {
         maps.pruned.clear();
         p.sync(&desired(&[(80, &[1, 3])]), &mut maps);
         assert_eq!(maps.pruned, vec![AffinityPrune::from([(id81, None)])]);
+    }
+    #[test]
+    fn maglev_tables_follow_the_backends() {
+        let mut maps = FakeMaps::default();
+        let mut p = Programmer::default().with_maglev(Some(251));
+        p.sync(&desired(&[(80, &[1, 2, 3]), (81, &[])]), &mut maps);
+        let id = maps.services[&fe(80)].0;
+        let table = maps.tables[&id].clone();
+        assert_eq!(table.len(), 251);
+        assert_eq!(maps.tables.len(), 1, "no table without backends");
+        let order: Vec<&String> = maps.ops.iter().filter(|o| !o.starts_with("be ")).collect();
+        assert_eq!(
+            order,
+            vec![
+                "slot 1.0=1",
+                "slot 1.1=2",
+                "slot 1.2=3",
+                "table 1",
+                "svc 1=3",
+                "svc 2=0"
+            ],
+            "the table goes in after the slots and before the count"
+        );
+
+        // Unchanged: nothing written. One backend leaves: only its slots move.
+        maps.ops.clear();
+        p.sync(&desired(&[(80, &[1, 2, 3]), (81, &[])]), &mut maps);
+        assert!(maps.ops.is_empty(), "{:?}", maps.ops);
+        p.sync(&desired(&[(80, &[1, 3]), (81, &[])]), &mut maps);
+        let after = &maps.tables[&id];
+        let gone = table.iter().filter(|b| !after.contains(b)).count();
+        let moved = (0..251)
+            .filter(|s| table[*s] != after[*s] && after.contains(&table[*s]))
+            .count();
+        assert!(
+            gone > 0 && moved < 25,
+            "gone {gone}, surviving moved {moved}"
+        );
+
+        // Backends all gone: the table goes; the service goes: its table went already.
+        p.sync(&desired(&[(80, &[]), (81, &[])]), &mut maps);
+        assert!(maps.tables.is_empty());
+        p.sync(&desired(&[(80, &[4])]), &mut maps);
+        assert_eq!(maps.tables.len(), 1);
+        maps.ops.clear();
+        p.sync(&desired(&[]), &mut maps);
+        assert!(maps.tables.is_empty());
+        assert!(maps.ops.contains(&"table 1-".to_string()), "{:?}", maps.ops);
+    }
+
+    #[test]
+    fn a_failed_table_names_the_service_and_is_retried() {
+        let mut maps = FakeMaps {
+            fail_tables: true,
+            ..FakeMaps::default()
+        };
+        let mut p = Programmer::default().with_maglev(Some(251));
+        let r = p.sync(&desired(&[(80, &[1])]), &mut maps);
+        assert!(
+            r.errors.iter().any(|e| e.contains("10.96.0.50:80/TCP")
+                && e.contains("Maglev table")
+                && e.contains("porin_lb_maglev")),
+            "{:?}",
+            r.errors
+        );
+        assert!(r.failed.contains_key(&fe(80)));
+        assert!(!maps.services.contains_key(&fe(80)), "not served half-done");
+        maps.fail_tables = false;
+        let r = p.sync(&desired(&[(80, &[1])]), &mut maps);
+        assert!(r.errors.is_empty(), "{r:?}");
+        assert_eq!(maps.tables.len(), 1);
+        assert_eq!(maps.resolve(fe(80)), vec![sa(1)]);
+    }
+
+    #[test]
+    fn switching_the_algorithm_adds_or_removes_tables_and_adoption_keeps_them() {
+        let mut maps = FakeMaps::default();
+        let mut p = Programmer::default();
+        p.sync(&desired(&[(80, &[1, 2])]), &mut maps);
+        assert!(maps.tables.is_empty(), "random: no tables");
+
+        // A restarted agent with Maglev on adopts the maps and adds the tables.
+        let adopt = |maps: &FakeMaps| {
+            Programmer::adopt(
+                maps.services
+                    .iter()
+                    .map(|(f, (i, c))| (*f, *i, *c, maps.flags[f]))
+                    .collect(),
+                maps.slots.iter().map(|((s, l), b)| (*s, *l, *b)).collect(),
+                maps.backends.iter().map(|(i, a)| (*i, *a)).collect(),
+            )
+        };
+        let mut p = adopt(&maps).with_maglev(Some(251));
+        maps.ops.clear();
+        p.sync(&desired(&[(80, &[1, 2])]), &mut maps);
+        assert_eq!(maps.ops, vec!["table 1", "svc 1=2"]);
+
+        // Adopted with its table: nothing to write.
+        let mut p = adopt(&maps).with_maglev(Some(251));
+        p.adopt_tables(&maps.tables.keys().copied().collect());
+        maps.ops.clear();
+        p.sync(&desired(&[(80, &[1, 2])]), &mut maps);
+        assert!(maps.ops.is_empty(), "{:?}", maps.ops);
+
+        // Maglev off again: the table goes.
+        let mut p = adopt(&maps);
+        p.adopt_tables(&maps.tables.keys().copied().collect());
+        p.sync(&desired(&[(80, &[1, 2])]), &mut maps);
+        assert!(maps.tables.is_empty());
     }
 }
