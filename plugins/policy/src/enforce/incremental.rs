@@ -3,8 +3,10 @@
 //! removed or changed; a change is a removal and an addition) are applied one by one.
 //! Other CIDR prefixes, proxy ports or another enforcement mode recompute everything,
 //! and so do identities with named ports coming or going while a rule names a port at
-//! egress (the name's number can change for every peer). Either way the result equals a
-//! full computation from the same inputs (tested below, in `tests` and in `bench`).
+//! egress (the name's number can change for every peer), and so do many policy removals
+//! (the engine carries retired rules until a full computation starts it clean). Either
+//! way the result equals a full computation from the same inputs (tested below, in
+//! `incremental_tests`, `tests` and `bench`).
 
 use std::collections::BTreeMap;
 
@@ -86,6 +88,11 @@ impl Incremental {
     pub fn update(&mut self, inputs: Inputs) -> (Step, &Desired) {
         let step = match self.last.take() {
             Some((old, mut engine)) => match Self::apply(&old, &inputs, &mut engine) {
+                // Many policy removals or edits: start clean rather than carry them.
+                Some(Step::Incremental(_)) if engine.has_many_retired_rules() => {
+                    self.full(inputs);
+                    Step::Full
+                }
                 Some(step) => {
                     self.last = Some((inputs, engine));
                     step

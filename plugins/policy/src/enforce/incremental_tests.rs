@@ -362,3 +362,24 @@ fn a_namespace_label_change_is_incremental() {
     );
     assert_eq!(*got, full(&world.inputs));
 }
+
+#[test]
+fn many_policy_edits_end_in_a_clean_full_computation() {
+    let (mut world, pool) = web_client_world(Enforcement::Default);
+    let (first, second) = pool[0].clone();
+    let mut inc = Incremental::default();
+    let mut steps = Vec::new();
+    for n in 0..300 {
+        world.inputs.policies = vec![if n % 2 == 0 {
+            first.clone()
+        } else {
+            second.clone()
+        }];
+        let (step, got) = inc.update(world.inputs.clone());
+        assert_eq!(*got, full(&world.inputs), "edit {n}");
+        steps.push(step);
+    }
+    let full_steps = steps.iter().filter(|s| **s == Step::Full).count();
+    // The first computation, then one clean start after 257 retired rules.
+    assert_eq!(full_steps, 2, "{steps:?}");
+}

@@ -117,6 +117,13 @@ impl Engine {
         }
     }
 
+    /// Whether removed policies left more retired rules than the engine should carry (each
+    /// keeps its slots): then a full computation, which starts clean, is due.
+    pub fn has_many_retired_rules(&self) -> bool {
+        let retired = self.rules.iter().filter(|r| r.removed).count();
+        retired > 256 && retired > self.rules.len() / 2
+    }
+
     /// One endpoint's keys and flags from the rules in force that select it.
     fn recompute_endpoint(&mut self, endpoint_id: u32) {
         self.clear_endpoint(endpoint_id);
