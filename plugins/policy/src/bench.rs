@@ -240,6 +240,7 @@ pub fn run(sizes: Sizes) -> Result<ComputeReport, GenerateError> {
         labels: identity_labels(endpoint_identity(0, &sizes), &sizes),
         named_ports: Default::default(),
     };
+    let local_endpoints = endpoints.len();
     let started = Instant::now();
     engine.add_endpoint(&new_endpoint);
     let incremental_endpoint_ms = ms(started);
@@ -274,7 +275,7 @@ pub fn run(sizes: Sizes) -> Result<ComputeReport, GenerateError> {
     Ok(ComputeReport {
         identities: sizes.identities,
         rules: sizes.rules,
-        local_endpoints: endpoints.len(),
+        local_endpoints,
         cidr_identities: cidrs.len(),
         parse_ms,
         full_compute_ms,
