@@ -115,7 +115,7 @@ duration=$((SECONDS - started))
 sets=()
 for key in identities rules local_endpoints cidr_identities parse_ms full_compute_ms \
     incremental_identity_ms incremental_rule_ms incremental_endpoint_ms \
-    incremental_remove_rule_ms entries_total entries_per_endpoint \
+    incremental_remove_rule_ms incremental_remove_busy_rule_ms entries_total entries_per_endpoint \
     entries_per_endpoint_max rss_mb compute_rss_delta_mb incremental_matches_full; do
     value=$(python3 -c 'import json, sys; print(json.dumps(json.loads(sys.argv[1])[sys.argv[2]]))' "$compute" "$key")
     sets+=(--set "$key=$value")

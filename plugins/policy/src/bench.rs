@@ -40,6 +40,8 @@ pub struct ComputeReport {
     pub incremental_endpoint_ms: f64,
     /// One rule removed (its endpoints recomputed from the remaining rules).
     pub incremental_remove_rule_ms: f64,
+    /// One `fromEntities: [cluster]` rule removed: its endpoint has the most keys.
+    pub incremental_remove_busy_rule_ms: f64,
     pub entries_total: usize,
     pub entries_per_endpoint: f64,
     pub entries_per_endpoint_max: usize,
@@ -263,6 +265,19 @@ pub fn run(sizes: Sizes) -> Result<ComputeReport, GenerateError> {
     engine.remove_policy(&removed);
     let incremental_remove_rule_ms = ms(started);
     all_policies.retain(|p| p.source.to_string() != removed);
+
+    // One entities rule removed: `r31` (every rule of its endpoint selects the whole
+    // cluster), or the last one in a smaller cluster.
+    let busy = all_policies
+        .iter()
+        .find(|p| p.source.name == "r31")
+        .or(all_policies.last())
+        .map(|p| p.source.to_string())
+        .unwrap_or_default();
+    let started = Instant::now();
+    engine.remove_policy(&busy);
+    let incremental_remove_busy_rule_ms = ms(started);
+    all_policies.retain(|p| p.source.to_string() != busy);
     let full = Engine::new(
         &all_policies,
         Enforcement::Default,
@@ -283,6 +298,7 @@ pub fn run(sizes: Sizes) -> Result<ComputeReport, GenerateError> {
         incremental_rule_ms,
         incremental_endpoint_ms,
         incremental_remove_rule_ms,
+        incremental_remove_busy_rule_ms,
         entries_total,
         entries_per_endpoint: per_endpoint.iter().sum::<usize>() as f64
             / per_endpoint.len().max(1) as f64,
