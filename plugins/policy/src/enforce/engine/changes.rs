@@ -7,7 +7,7 @@ use std::ops::RangeInclusive;
 
 use porin_core::datapath::abi::PolicyKey;
 
-use super::{Engine, Selected, ep_key};
+use super::{Engine, Pending, Selected, ep_key, merge_pending};
 use crate::Enforcement;
 use crate::enforce::desired::{EndpointInput, NamedPorts, unique_named_ports};
 use crate::model::{Direction, Subject};
@@ -124,21 +124,43 @@ impl Engine {
         retired > 256 && retired > self.rules.len() / 2
     }
 
-    /// One endpoint's keys and flags from the rules in force that select it.
+    /// One endpoint's keys and flags from the rules in force that select it. Its keys are
+    /// collected and merged as in the full computation, then only the keys that differ
+    /// are written or removed (most stay).
     fn recompute_endpoint(&mut self, endpoint_id: u32) {
-        self.clear_endpoint(endpoint_id);
         if !self.endpoints.contains_key(&endpoint_id) {
+            self.clear_endpoint(endpoint_id);
             return;
         }
-        if self.enforcement == Enforcement::Always {
-            for direction in [Direction::Ingress, Direction::Egress] {
+        for direction in [Direction::Ingress, Direction::Egress] {
+            self.out
+                .default_deny
+                .remove(&ep_key(endpoint_id, direction));
+            if self.enforcement == Enforcement::Always {
                 self.out.default_deny.insert(ep_key(endpoint_id, direction));
             }
         }
+        self.pending = Some(Pending::new());
         for index in 0..self.rules.len() {
             let rule = &self.rules[index];
             if !rule.removed && rule.endpoints.contains(&endpoint_id) {
                 self.program_rule_for(index, endpoint_id);
+            }
+        }
+        let wanted = self.pending.take().map(merge_pending).unwrap_or_default();
+        let stale: Vec<PolicyKey> = self
+            .out
+            .entries
+            .range(keys_of(endpoint_id, None))
+            .filter(|(key, value)| wanted.get(key) != Some(value))
+            .map(|(key, _)| *key)
+            .collect();
+        for key in stale {
+            self.out.entries.remove(&key);
+        }
+        for (key, value) in wanted {
+            if self.out.entries.get(&key) != Some(&value) {
+                self.out.entries.insert(key, value);
             }
         }
     }
