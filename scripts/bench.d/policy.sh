@@ -5,8 +5,9 @@
 # identities in 50 namespaces, 100 local endpoints, 1,000 rules mixing label selectors,
 # other namespaces, namespace labels (CCNP), entities, CIDRs with except, deny rules and
 # port ranges (CNP, CCNP, NetworkPolicy). Reported: the full computation of the policy
-# maps, one new identity and one new rule applied incrementally (and checked equal to a
-# full recomputation), map entries per endpoint, and resident memory.
+# maps, one new identity, one new rule, one new local endpoint and one removed rule
+# applied incrementally (and checked equal to a full recomputation), map entries per
+# endpoint, and resident memory.
 #
 # Datapath: two sandboxes up at once, bench/server on node-1 and bench/client on node-2,
 # both with `[plugins.policy] enabled = true`:
@@ -113,7 +114,8 @@ done
 duration=$((SECONDS - started))
 sets=()
 for key in identities rules local_endpoints cidr_identities parse_ms full_compute_ms \
-    incremental_identity_ms incremental_rule_ms entries_total entries_per_endpoint \
+    incremental_identity_ms incremental_rule_ms incremental_endpoint_ms \
+    incremental_remove_rule_ms incremental_remove_busy_rule_ms entries_total entries_per_endpoint \
     entries_per_endpoint_max rss_mb compute_rss_delta_mb incremental_matches_full; do
     value=$(python3 -c 'import json, sys; print(json.dumps(json.loads(sys.argv[1])[sys.argv[2]]))' "$compute" "$key")
     sets+=(--set "$key=$value")

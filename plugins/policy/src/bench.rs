@@ -1,8 +1,8 @@
 //! The computation half of `scripts/bench policy`: a synthetic cluster (identities spread
 //! over namespaces, local endpoints, rules mixing label selectors, namespaces, entities,
 //! CIDRs with exceptions, deny rules and port ranges), the full computation, and the
-//! incremental steps for one new identity and one new rule, each checked against a full
-//! recomputation. Deterministic: the same sizes give the same cluster.
+//! incremental steps for one new identity, one new rule, one new local endpoint and one
+//! removed rule, all checked against a full recomputation. Deterministic: the same sizes give the same cluster.
 
 use std::fmt::Write as _;
 use std::time::Instant;
@@ -36,6 +36,12 @@ pub struct ComputeReport {
     pub full_compute_ms: f64,
     pub incremental_identity_ms: f64,
     pub incremental_rule_ms: f64,
+    /// A new local endpoint (a pod scheduled on this node).
+    pub incremental_endpoint_ms: f64,
+    /// One rule removed (its endpoints recomputed from the remaining rules).
+    pub incremental_remove_rule_ms: f64,
+    /// One `fromEntities: [cluster]` rule removed: its endpoint has the most keys.
+    pub incremental_remove_busy_rule_ms: f64,
     pub entries_total: usize,
     pub entries_per_endpoint: f64,
     pub entries_per_endpoint_max: usize,
@@ -229,10 +235,49 @@ pub fn run(sizes: Sizes) -> Result<ComputeReport, GenerateError> {
     }
     let incremental_rule_ms = ms(started);
 
+    // One new local endpoint, with the labels of the first endpoint (the subject of every
+    // `endpoints`-th rule).
+    let new_endpoint = EndpointInput {
+        id: u32::try_from(endpoints.len()).unwrap_or(u32::MAX - 1) + 1,
+        labels: identity_labels(endpoint_identity(0, &sizes), &sizes),
+        named_ports: Default::default(),
+    };
+    let local_endpoints = endpoints.len();
+    let started = Instant::now();
+    engine.add_endpoint(&new_endpoint);
+    let incremental_endpoint_ms = ms(started);
+    let mut endpoints = endpoints;
+    endpoints.push(new_endpoint);
+
     let mut all_identities = identities;
     all_identities.push(new_identity);
     let mut all_policies = policies;
     all_policies.extend(new_rule);
+
+    // One rule removed: `r20`, a label selector like the new rule (or the first one in a
+    // smaller cluster).
+    let removed = all_policies
+        .get(20)
+        .or(all_policies.first())
+        .map(|p| p.source.to_string())
+        .unwrap_or_default();
+    let started = Instant::now();
+    engine.remove_policy(&removed);
+    let incremental_remove_rule_ms = ms(started);
+    all_policies.retain(|p| p.source.to_string() != removed);
+
+    // One entities rule removed: `r31` (every rule of its endpoint selects the whole
+    // cluster), or the last one in a smaller cluster.
+    let busy = all_policies
+        .iter()
+        .find(|p| p.source.name == "r31")
+        .or(all_policies.last())
+        .map(|p| p.source.to_string())
+        .unwrap_or_default();
+    let started = Instant::now();
+    engine.remove_policy(&busy);
+    let incremental_remove_busy_rule_ms = ms(started);
+    all_policies.retain(|p| p.source.to_string() != busy);
     let full = Engine::new(
         &all_policies,
         Enforcement::Default,
@@ -245,12 +290,15 @@ pub fn run(sizes: Sizes) -> Result<ComputeReport, GenerateError> {
     Ok(ComputeReport {
         identities: sizes.identities,
         rules: sizes.rules,
-        local_endpoints: endpoints.len(),
+        local_endpoints,
         cidr_identities: cidrs.len(),
         parse_ms,
         full_compute_ms,
         incremental_identity_ms,
         incremental_rule_ms,
+        incremental_endpoint_ms,
+        incremental_remove_rule_ms,
+        incremental_remove_busy_rule_ms,
         entries_total,
         entries_per_endpoint: per_endpoint.iter().sum::<usize>() as f64
             / per_endpoint.len().max(1) as f64,

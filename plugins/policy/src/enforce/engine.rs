@@ -12,11 +12,20 @@
 //! - a new policy resolves only its own entries and adds keys only for the endpoints its
 //!   rules select.
 //!
-//! Removals (an identity, a policy, a label change) recompute from scratch, which the
-//! plugin's programmer turns into differences anyway.
+//! - a new local endpoint evaluates only the rules whose subject selects it and writes
+//!   only its own keys ([`changes`]);
+//! - a removed identity drops exactly its keys, a removed endpoint all of its keys and
+//!   flags, and a removed policy recomputes only the endpoints its rules selected, from
+//!   the rules that remain (a key two policies write keeps the other writer's value).
+//!
+//! A label change (a namespace relabelled) is identities replaced and endpoints
+//! relabelled: removals followed by additions.
+
+mod changes;
 
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Range;
 
 use porin_core::datapath::abi::{POLICY_ALLOW, POLICY_DENY, PolicyEpKey, PolicyKey, PolicyValue};
 
@@ -32,8 +41,15 @@ use crate::proxy::ProxyPorts;
 /// One rule in force with its policy's id and the local endpoints it selects.
 struct RuleSlot {
     policy_id: u32,
+    /// The policy's name (`namespace/name`), which removals go by.
+    source: String,
     rule: Rule,
     endpoints: Vec<u32>,
+    /// Its entry slots.
+    entries: Range<usize>,
+    /// The policy was removed: the rule selects nothing and its entries are no
+    /// selection's users any more.
+    removed: bool,
 }
 
 /// The identities one entry of one rule selects.
@@ -82,6 +98,9 @@ pub struct Engine {
     /// Every port number each port name has on some pod of the cluster, and the names
     /// with exactly one, which egress rules resolve against.
     all_named_ports: NamedPorts,
+    /// The named ports of each identity that has some, to recompute the above when one
+    /// is removed.
+    identity_named_ports: BTreeMap<u32, NamedPorts>,
     egress_named_ports: BTreeMap<String, u16>,
     out: Desired,
     /// During the full computation, keys are collected here and merged once at the end
@@ -208,6 +227,7 @@ impl Engine {
             fqdn_peers: BTreeSet::new(),
             endpoints: endpoints.iter().map(|e| (e.id, e.clone())).collect(),
             all_named_ports: NamedPorts::new(),
+            identity_named_ports: BTreeMap::new(),
             egress_named_ports: BTreeMap::new(),
             out: Desired::default(),
             pending: Some(Pending::new()),
@@ -290,15 +310,17 @@ impl Engine {
                 .or_default()
                 .extend(ports);
         }
+        self.identity_named_ports
+            .insert(identity.id, identity.named_ports.clone());
     }
 
     /// Whether some rule in force names a port at egress: then a new identity with named
     /// ports can change what the name resolves to for every peer, which
     /// [`Engine::add_identity`] does not revisit (the caller recomputes fully).
     pub fn resolves_egress_named_ports(&self) -> bool {
-        self.entries
-            .iter()
-            .any(|e| e.direction == Direction::Egress && names_ports(&e.entry))
+        self.entries.iter().any(|e| {
+            e.direction == Direction::Egress && !self.rules[e.rule].removed && names_ports(&e.entry)
+        })
     }
 
     /// A new identity (a new pod label set somewhere in the cluster): only the entries
@@ -324,7 +346,7 @@ impl Engine {
             }
             ids.insert(identity.id);
             for slot in selection.slots.clone() {
-                self.program_entry(slot, Some(identity.id));
+                self.program_entry(slot, Some(identity.id), None);
             }
         }
     }
@@ -350,10 +372,14 @@ impl Engine {
                 }
             }
             let index = self.rules.len();
+            let first = self.entries.len();
             self.rules.push(RuleSlot {
                 policy_id: id,
+                source: policy.source.to_string(),
                 rule: rule.clone(),
                 endpoints,
+                entries: first..first,
+                removed: false,
             });
             for direction in [Direction::Ingress, Direction::Egress] {
                 for deny in [false, true] {
@@ -368,10 +394,11 @@ impl Engine {
                             entry,
                             selection,
                         });
-                        self.program_entry(slot, None);
+                        self.program_entry(slot, None, None);
                     }
                 }
             }
+            self.rules[index].entries = first..self.entries.len();
         }
     }
 
@@ -456,9 +483,9 @@ impl Engine {
         Selected::Ids(ids)
     }
 
-    /// Writes the keys of one entry for every endpoint of its rule: for all identities it
-    /// selects, or only for `only`.
-    fn program_entry(&mut self, slot: usize, only: Option<u32>) {
+    /// Writes the keys of one entry for every endpoint of its rule (or only for the
+    /// endpoint `only_endpoint`): for all identities it selects, or only for `only`.
+    fn program_entry(&mut self, slot: usize, only: Option<u32>, only_endpoint: Option<u32>) {
         let entry = &self.entries[slot];
         let rule = &self.rules[entry.rule];
         let value = |proxy_port: u16| PolicyValue {
@@ -478,6 +505,9 @@ impl Engine {
         };
         let dir = dp_direction(entry.direction);
         for ep in &rule.endpoints {
+            if only_endpoint.is_some_and(|o| o != *ep) {
+                continue;
+            }
             let Some(endpoint) = self.endpoints.get(ep) else {
                 continue;
             };

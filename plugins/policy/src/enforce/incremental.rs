@@ -1,9 +1,12 @@
-//! Chooses between the incremental steps of [`Engine`] and a full computation: when the
-//! only differences from the last inputs are new identities and new policies, they are
-//! applied one by one; any removal or change (a policy edited or deleted, an identity
-//! gone, a local endpoint added, removed or relabelled, other CIDR prefixes, another
-//! enforcement mode) recomputes everything. Either way the result equals a full
-//! computation from the same inputs (tested below and in `bench`).
+//! Chooses between the incremental steps of [`Engine`] and a full computation: the
+//! differences from the last inputs (identities, local endpoints and policies added,
+//! removed or changed; a change is a removal and an addition) are applied one by one.
+//! Other CIDR prefixes, proxy ports or another enforcement mode recompute everything,
+//! and so do identities with named ports coming or going while a rule names a port at
+//! egress (the name's number can change for every peer), and so do many policy removals
+//! (the engine carries retired rules until a full computation starts it clean). Either
+//! way the result equals a full computation from the same inputs (tested below, in
+//! `incremental_tests`, `tests` and `bench`).
 
 use std::collections::BTreeMap;
 
@@ -30,11 +33,20 @@ pub struct Inputs {
 pub enum Step {
     Unchanged,
     Full,
-    /// New identities and new policies applied incrementally.
-    Added {
-        identities: usize,
-        policies: usize,
-    },
+    /// The differences applied incrementally.
+    Incremental(Changes),
+}
+
+/// How many inputs of each kind an incremental step removed and added (a changed one
+/// counts in both).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub identities_removed: usize,
+    pub identities_added: usize,
+    pub endpoints_removed: usize,
+    pub endpoints_added: usize,
+    pub policies_removed: usize,
+    pub policies_added: usize,
 }
 
 /// The engine and the inputs it reflects.
@@ -43,64 +55,53 @@ pub struct Incremental {
     last: Option<(Inputs, Engine)>,
 }
 
-/// What `new` adds to `old` if it only adds (by key), or `None` if it removes or changes.
-fn additions<'a, T: PartialEq, K: Ord>(
-    old: &[T],
+/// What `new` removes from and adds to `old`, by key; a changed item is in both.
+struct Diff<'a, T> {
+    removed: Vec<&'a T>,
+    added: Vec<&'a T>,
+}
+
+fn diff<'a, T: PartialEq, K: Ord>(
+    old: &'a [T],
     new: &'a [T],
     key: impl Fn(&T) -> K,
-) -> Option<Vec<&'a T>> {
-    let old: BTreeMap<K, &T> = old.iter().map(|t| (key(t), t)).collect();
-    let mut seen = 0;
+) -> Diff<'a, T> {
+    let mut old_by_key: BTreeMap<K, &T> = old.iter().map(|t| (key(t), t)).collect();
+    let mut removed = Vec::new();
     let mut added = Vec::new();
     for item in new {
-        match old.get(&key(item)) {
-            Some(previous) if *previous == item => seen += 1,
-            Some(_) => return None,
+        match old_by_key.remove(&key(item)) {
+            Some(previous) if previous == item => {}
+            Some(previous) => {
+                removed.push(previous);
+                added.push(item);
+            }
             None => added.push(item),
         }
     }
-    (seen == old.len()).then_some(added)
+    removed.extend(old_by_key.into_values());
+    Diff { removed, added }
 }
 
 impl Incremental {
     /// Brings the maps to `inputs`, incrementally where possible.
     pub fn update(&mut self, inputs: Inputs) -> (Step, &Desired) {
         let step = match self.last.take() {
-            Some((old, mut engine)) => {
-                let same_base = old.enforcement == inputs.enforcement
-                    && old.endpoints == inputs.endpoints
-                    && old.cidrs == inputs.cidrs
-                    && old.proxies == inputs.proxies;
-                let identities = additions(&old.identities, &inputs.identities, |i| i.id);
-                let policies = additions(&old.policies, &inputs.policies, |p| p.source.to_string());
-                match (same_base, identities, policies) {
-                    (true, Some(ids), Some(pols)) if ids.is_empty() && pols.is_empty() => {
-                        self.last = Some((inputs, engine));
-                        Step::Unchanged
-                    }
-                    (true, Some(ids), Some(pols))
-                        if !(engine.resolves_egress_named_ports()
-                            && ids.iter().any(|i| !i.named_ports.is_empty())) =>
-                    {
-                        for identity in &ids {
-                            engine.add_identity(identity);
-                        }
-                        for policy in &pols {
-                            engine.add_policy(policy);
-                        }
-                        let step = Step::Added {
-                            identities: ids.len(),
-                            policies: pols.len(),
-                        };
-                        self.last = Some((inputs, engine));
-                        step
-                    }
-                    _ => {
-                        self.full(inputs);
-                        Step::Full
-                    }
+            Some((old, mut engine)) => match Self::apply(&old, &inputs, &mut engine) {
+                // Many policy removals or edits: start clean rather than carry them.
+                Some(Step::Incremental(_)) if engine.has_many_retired_rules() => {
+                    self.full(inputs);
+                    Step::Full
                 }
-            }
+                Some(step) => {
+                    self.last = Some((inputs, engine));
+                    step
+                }
+                None => {
+                    self.full(inputs);
+                    Step::Full
+                }
+            },
             None => {
                 self.full(inputs);
                 Step::Full
@@ -108,6 +109,58 @@ impl Incremental {
         };
         let desired = self.last.as_ref().map(|(_, e)| e.desired());
         (step, desired.unwrap_or(&EMPTY))
+    }
+
+    /// Applies the differences from `old` to `new` to `engine`, or `None` (the engine
+    /// untouched) when they need a full computation.
+    fn apply(old: &Inputs, new: &Inputs, engine: &mut Engine) -> Option<Step> {
+        let same_base = old.enforcement == new.enforcement
+            && old.cidrs == new.cidrs
+            && old.proxies == new.proxies;
+        if !same_base {
+            return None;
+        }
+        let identities = diff(&old.identities, &new.identities, |i| i.id);
+        let endpoints = diff(&old.endpoints, &new.endpoints, |e| e.id);
+        let policies = diff(&old.policies, &new.policies, |p| p.source.to_string());
+        let named_ports_move = identities
+            .removed
+            .iter()
+            .chain(&identities.added)
+            .any(|i| !i.named_ports.is_empty());
+        if named_ports_move && engine.resolves_egress_named_ports() {
+            return None;
+        }
+        let changes = Changes {
+            identities_removed: identities.removed.len(),
+            identities_added: identities.added.len(),
+            endpoints_removed: endpoints.removed.len(),
+            endpoints_added: endpoints.added.len(),
+            policies_removed: policies.removed.len(),
+            policies_added: policies.added.len(),
+        };
+        if changes == Changes::default() {
+            return Some(Step::Unchanged);
+        }
+        for policy in &policies.removed {
+            engine.remove_policy(&policy.source.to_string());
+        }
+        for endpoint in &endpoints.removed {
+            engine.remove_endpoint(endpoint.id);
+        }
+        for identity in &identities.removed {
+            engine.remove_identity(identity.id);
+        }
+        for identity in &identities.added {
+            engine.add_identity(identity);
+        }
+        for endpoint in &endpoints.added {
+            engine.add_endpoint(endpoint);
+        }
+        for policy in &policies.added {
+            engine.add_policy(policy);
+        }
+        Some(Step::Incremental(changes))
     }
 
     fn full(&mut self, inputs: Inputs) {
@@ -197,17 +250,25 @@ mod tests {
         let (step, got) = inc.update(next.clone());
         assert_eq!(
             step,
-            Step::Added {
-                identities: 1,
-                policies: 1
-            }
+            Step::Incremental(Changes {
+                identities_added: 1,
+                policies_added: 1,
+                ..Changes::default()
+            })
         );
         assert_eq!(*got, full(&next));
         assert!(!got.entries.is_empty());
 
-        // A removed identity and an edited policy recompute.
+        // A removed identity and a removed policy are incremental too.
         let (step, got) = inc.update(inputs(A, std::slice::from_ref(&c2)));
-        assert_eq!(step, Step::Full);
+        assert_eq!(
+            step,
+            Step::Incremental(Changes {
+                identities_removed: 1,
+                policies_removed: 1,
+                ..Changes::default()
+            })
+        );
         assert_eq!(*got, full(&inputs(A, &[c2])));
     }
 }

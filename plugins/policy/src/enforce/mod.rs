@@ -10,4 +10,6 @@ pub mod names;
 pub mod programmer;
 
 #[cfg(test)]
+mod incremental_tests;
+#[cfg(test)]
 mod tests;
