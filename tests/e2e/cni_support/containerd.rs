@@ -255,7 +255,10 @@ impl Drop for PrivateContainerd {
         }
         let _ = self.daemon.kill();
         let _ = self.daemon.wait();
-        // runc's per-namespace parent cgroup (`/<namespace>/<id>` paths).
-        let _ = std::fs::remove_dir(Path::new("/sys/fs/cgroup").join(&self.namespace));
+        // runc's per-namespace parent cgroup (`/<namespace>/<id>` paths), under the v2
+        // hierarchy wherever it is mounted (`/sys/fs/cgroup/unified` on hybrid hosts).
+        for root in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
+            let _ = std::fs::remove_dir(Path::new(root).join(&self.namespace));
+        }
     }
 }
