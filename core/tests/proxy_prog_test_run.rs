@@ -21,6 +21,7 @@ use porin_core::datapath::{
 };
 
 const TC_ACT_OK: u32 = 0;
+const TC_ACT_SHOT: u32 = 2;
 const TCP: u8 = 6;
 const UDP: u8 = 17;
 const SYN: u8 = 0x02;
@@ -288,4 +289,69 @@ fn ingress_connection_with_a_proxy_port_is_handed_back_to_the_node_unchanged() {
     let syn = packet(DNS, POD, TCP, 40005, 8080, SYN);
     let (ret, out) = f.run(PodProgram::ToPod, &syn);
     assert_eq!((ret, out), (TC_ACT_OK, syn));
+}
+
+/// Cilium redirects the whole port that has HTTP rules: a peer another entry allows there
+/// (here an L3-only allow, no proxy port) is handed to the proxy through the port's marker
+/// entry (`PORIN_POLICY_L7_PORT_IDENTITY`); the marker allows nobody by itself, and ports
+/// without a marker are delivered as they are.
+#[test]
+fn ingress_connection_allowed_without_http_rules_follows_the_ports_marker() {
+    use porin_core::datapath::abi::POLICY_L7_PORT_IDENTITY;
+
+    let proxy = std::net::TcpListener::bind((NODE, 0)).expect("proxy socket");
+    let proxy_port = proxy.local_addr().expect("proxy port").port();
+    let mut f = Fixture::new();
+    let ep = PolicyEpKey {
+        endpoint_id: EP_POD,
+        direction: INGRESS,
+        pad: [0; 3],
+    };
+    f.policy.set_default_deny(ep, true).expect("default deny");
+    let entry = |identity: u32, dport: u16, proxy_port: u16| {
+        (
+            PolicyKey {
+                endpoint_id: EP_POD,
+                identity,
+                dport,
+                proto: if dport == 0 { 0 } else { TCP },
+                direction: INGRESS,
+            },
+            PolicyValue {
+                policy_id: 9,
+                action: POLICY_ALLOW,
+                pad: 0,
+                proxy_port,
+            },
+        )
+    };
+    // DNS's identity: every port, no HTTP rules. Port 8080 has HTTP rules for others.
+    for (key, value) in [
+        entry(ID_DNS, 0, 0),
+        entry(POLICY_L7_PORT_IDENTITY, 8080, proxy_port),
+    ] {
+        f.policy.upsert(key, value).expect("policy entry");
+    }
+    let syn = packet(DNS, POD, TCP, 40006, 8080, SYN);
+    let (ret, out) = f.run(PodProgram::ToPod, &syn);
+    assert_eq!(
+        ret, TC_ACT_REDIRECT,
+        "allowed on a port with HTTP rules: to the proxy"
+    );
+    assert_eq!(&out[12..], &syn[12..], "addresses and ports unchanged");
+    // Another port: delivered as it is.
+    let plain = packet(DNS, POD, TCP, 40007, 8081, SYN);
+    let (ret, out) = f.run(PodProgram::ToPod, &plain);
+    assert_eq!((ret, out), (TC_ACT_OK, plain));
+    // A peer nothing allows: the marker does not allow it (dropped, not redirected).
+    let stranger = Ipv4Addr::new(10, 0, 0, 9);
+    f.dp.ipcache()
+        .expect("ipcache")
+        .upsert(IpAddr::V4(stranger).into(), 1099, 0)
+        .expect("ipcache");
+    let (ret, _) = f.run(
+        PodProgram::ToPod,
+        &packet(stranger, POD, TCP, 40008, 8080, SYN),
+    );
+    assert_eq!(ret, TC_ACT_SHOT, "default deny");
 }

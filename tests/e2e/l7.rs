@@ -6,7 +6,10 @@
 //! node-1's pod program hands the connections the ingress rules send to the
 //! proxy to its transparent listener; the proxy judges them with the client's
 //! identity, answers 403 or forwards to the pod with the ingress proxy's mark
-//! (not judged again), and the pod sees the proxy's connection only.
+//! (not judged again), and the pod sees the proxy's connection only. `ops` is
+//! allowed without HTTP rules on the same port: its connections go through the
+//! proxy too (Cilium redirects the whole port) and every request passes as an
+//! L7 flow.
 
 mod common;
 
@@ -237,11 +240,19 @@ fn admin_api_access(agent_config: &str) {
         );
     }
     // ops (node-2): full access (http.server answers POST with 501: it reached the server).
+    // Allowed without HTTP rules on a port that has them: through the proxy all the same
+    // (Cilium redirects the whole port), with allow-all at L7.
     assert_eq!(
         curl(&sandbox, "ops/ops-toolbox", "GET", &users_url),
         (200, "alice\n".to_owned())
     );
     assert_eq!(curl(&sandbox, "ops/ops-toolbox", "POST", &users_url).0, 501);
+    let anything_url = format!("http://{server}:8080/anything");
+    assert_eq!(
+        curl(&sandbox, "ops/ops-toolbox", "POST", &anything_url).0,
+        501,
+        "POST /anything from ops reaches the server"
+    );
     // Another namespace: dropped at L3/L4 (no answer at all, not a 403).
     assert_eq!(
         curl(&sandbox, "shop/shop-client", "GET", &metrics_url).0,
@@ -252,14 +263,12 @@ fn admin_api_access(agent_config: &str) {
     // L7 flows in `porin observe --type l7 -o json`.
     let flows = wait_for(Duration::from_secs(10), || {
         let f = l7_flows(&sandbox);
-        // The last proxied request's response (prometheus-remote, GET /admin/users) is
-        // in: all are. ops is allowed without HTTP rules: its connections go straight
-        // to the pod and make no L7 flows.
+        // The last proxied request's response (ops, POST /anything) is in: all are.
         f.iter()
             .any(|f| {
                 f["l7"]["type"] == "RESPONSE"
-                    && str_of(&f["l7"]["http"]["url"]).ends_with("/admin/users")
-                    && f["destination"]["pod_name"] == "prometheus-remote"
+                    && str_of(&f["l7"]["http"]["url"]).ends_with("/anything")
+                    && f["destination"]["pod_name"] == "ops-toolbox"
             })
             .then_some(f)
     })
@@ -303,6 +312,18 @@ fn admin_api_access(agent_config: &str) {
         ok["trace_context"]["parent"]["trace_id"],
         "4bf92f3577b34da6a3ce929d0e0e4736"
     );
+    // ops' requests went through the proxy: L7 flows, FORWARDED, the server's answer.
+    let ops_post = find("REQUEST", "POST", "/anything", "ops");
+    assert_eq!(ops_post["verdict"], "FORWARDED", "{ops_post}");
+    assert_eq!(ops_post["source"]["pod_name"], "ops-toolbox");
+    assert_eq!(ops_post["traffic_direction"], "INGRESS");
+    let ops_reply = find("RESPONSE", "POST", "/anything", "ops");
+    assert_eq!(ops_reply["verdict"], "FORWARDED", "{ops_reply}");
+    assert_eq!(ops_reply["l7"]["http"]["code"], 501);
+    assert_eq!(
+        find("RESPONSE", "GET", "/admin/users", "ops")["l7"]["http"]["code"],
+        200
+    );
 
     // hubble_http_* on :9965 with exemplars.
     let out = Command::new("nsenter")
@@ -337,6 +358,14 @@ fn admin_api_access(agent_config: &str) {
             "hubble_http_request_duration_seconds_count{method=\"GET\",reporter=\"server\""
         )),
         "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("hubble_http_requests_total{")
+                && l.contains("method=\"POST\"")
+                && l.contains("status=\"501\"")
+                && l.contains("source_namespace=\"ops\"")),
+        "ops' requests are counted:\n{text}"
     );
     sandbox.down_and_check();
 }
