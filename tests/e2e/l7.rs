@@ -47,6 +47,7 @@ spec:
     - name: admin
       image: ignored
       command: ["python3", "-m", "http.server", "8080", "--bind", "0.0.0.0", "--directory", "{www}"]
+      ports: [{{name: http, containerPort: 8080, protocol: TCP}}]
 ---
 apiVersion: v1
 kind: Pod
@@ -161,15 +162,24 @@ type = "wireguard"
 
 #[test]
 fn admin_api_access_through_the_l7_proxy() {
-    admin_api_access(AGENT_CONFIG);
+    admin_api_access(AGENT_CONFIG, ADMIN_API_ACCESS);
 }
 
 #[test]
 fn admin_api_access_through_the_l7_proxy_with_wireguard() {
-    admin_api_access(&format!("{AGENT_CONFIG}{WIREGUARD}"));
+    admin_api_access(&format!("{AGENT_CONFIG}{WIREGUARD}"), ADMIN_API_ACCESS);
 }
 
-fn admin_api_access(agent_config: &str) {
+/// The policy names the port (`port: http`, the server's container port 8080): the
+/// datapath's entries and the proxy's per-connection rules resolve it alike.
+#[test]
+fn admin_api_access_with_a_named_port() {
+    let named = ADMIN_API_ACCESS.replace("port: \"8080\"", "port: http");
+    assert_ne!(named, ADMIN_API_ACCESS, "the policy names port 8080");
+    admin_api_access(AGENT_CONFIG, &named);
+}
+
+fn admin_api_access(agent_config: &str, policy: &str) {
     let www = tempfile::tempdir().expect("www");
     std::fs::write(www.path().join("metrics"), "payments_up 1\n").expect("metrics file");
     std::fs::create_dir(www.path().join("admin")).expect("admin dir");
@@ -177,7 +187,7 @@ fn admin_api_access(agent_config: &str) {
     let sandbox = TestSandbox::up_with(
         &[
             ("00-pods.yaml", &pods(&www.path().display().to_string())),
-            ("10-admin-api-access.yaml", ADMIN_API_ACCESS),
+            ("10-admin-api-access.yaml", policy),
         ],
         Some(agent_config),
     );
