@@ -36,6 +36,32 @@ fn peer(identity: u32, labels: &str) -> ResolvedPeer {
     }
 }
 
+/// The seed's pods at these addresses: the admin API, prometheus (monitoring) and ops.
+fn seed_peers(admin: &str, monitoring: &str, ops: &str) -> StaticPeers {
+    let pods = [
+        (
+            admin,
+            1001,
+            "k8s:app=payments-admin-api,k8s:io.kubernetes.pod.namespace=payments",
+        ),
+        (
+            monitoring,
+            1002,
+            "k8s:app=prometheus,k8s:io.kubernetes.pod.namespace=monitoring",
+        ),
+        (
+            ops,
+            1003,
+            "k8s:app=ops-toolbox,k8s:io.kubernetes.pod.namespace=ops",
+        ),
+    ];
+    StaticPeers(
+        pods.into_iter()
+            .map(|(ip, id, labels)| (ip.parse().expect("ip"), peer(id, labels)))
+            .collect(),
+    )
+}
+
 /// An HTTP/1.1 server answering `200 <method> <path>` on every request, with keep-alive.
 async fn server(addr: &str) -> SocketAddr {
     let listener = TcpListener::bind(addr).await.expect("bind server");
@@ -117,29 +143,7 @@ async fn request(stream: &mut TcpStream, method: &str, path: &str) -> (u16, Stri
 async fn admin_api_access_through_the_proxy() {
     let parsed = parse_file("admin-api-access.yaml", ADMIN);
     assert!(parsed.problems.is_empty(), "{:?}", parsed.problems);
-    let peers = StaticPeers(HashMap::from([
-        (
-            "127.77.7.1".parse().expect("ip"),
-            peer(
-                1001,
-                "k8s:app=payments-admin-api,k8s:io.kubernetes.pod.namespace=payments",
-            ),
-        ),
-        (
-            "127.0.0.2".parse().expect("ip"),
-            peer(
-                1002,
-                "k8s:app=prometheus,k8s:io.kubernetes.pod.namespace=monitoring",
-            ),
-        ),
-        (
-            "127.0.0.3".parse().expect("ip"),
-            peer(
-                1003,
-                "k8s:app=ops-toolbox,k8s:io.kubernetes.pod.namespace=ops",
-            ),
-        ),
-    ]));
+    let peers = seed_peers("127.77.7.1", "127.0.0.2", "127.0.0.3");
     let records = Arc::new(Records::default());
     // The policy names port 8080: the original destination carries it (an
     // address of its own so parallel tests do not collide on the port).
@@ -225,29 +229,7 @@ async fn named_ports_resolve_against_the_destination_pod() {
     let parsed = parse_file("admin-api-access-named.yaml", &named);
     assert!(parsed.problems.is_empty(), "{:?}", parsed.problems);
     let admin: std::net::IpAddr = "127.77.7.2".parse().expect("ip");
-    let peers = StaticPeers(HashMap::from([
-        (
-            admin,
-            peer(
-                1001,
-                "k8s:app=payments-admin-api,k8s:io.kubernetes.pod.namespace=payments",
-            ),
-        ),
-        (
-            "127.0.0.5".parse().expect("ip"),
-            peer(
-                1002,
-                "k8s:app=prometheus,k8s:io.kubernetes.pod.namespace=monitoring",
-            ),
-        ),
-        (
-            "127.0.0.6".parse().expect("ip"),
-            peer(
-                1003,
-                "k8s:app=ops-toolbox,k8s:io.kubernetes.pod.namespace=ops",
-            ),
-        ),
-    ]));
+    let peers = seed_peers("127.77.7.2", "127.0.0.5", "127.0.0.6");
     let upstream = server("127.77.7.2:8080").await;
     let with_names = PolicySet {
         policies: parsed.policies.clone(),
