@@ -9,10 +9,12 @@
 
 mod common;
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
 
 use common::packet::packet;
-use common::pod_fixture::{EGRESS, INGRESS, LocalEndpoint, PodFixture, TC_ACT_OK, key, value};
+use common::pod_fixture::{
+    EGRESS, INGRESS, LocalEndpoint, PodFixture, TC_ACT_OK, TC_ACT_SHOT, key, value,
+};
 use porin_core::datapath::{MAP_PROXY_REDIR, PodProgram, ProxyRedirects, abi::POLICY_ALLOW};
 
 const TCP: u8 = 6;
@@ -204,4 +206,50 @@ fn ingress_connection_with_a_proxy_port_is_handed_back_to_the_node_unchanged() {
     let syn = packet(DNS, POD, TCP, 40005, 8080, SYN);
     let (ret, out) = f.run(PodProgram::ToPod, &syn);
     assert_eq!((ret, out), (TC_ACT_OK, syn));
+}
+
+/// Cilium redirects the whole port that has HTTP rules: a peer another entry allows there
+/// (here an L3-only allow, no proxy port) is handed to the proxy through the port's marker
+/// entry (`PORIN_POLICY_L7_PORT_IDENTITY`); the marker allows nobody by itself, and ports
+/// without a marker are delivered as they are.
+#[test]
+fn ingress_connection_allowed_without_http_rules_follows_the_ports_marker() {
+    use porin_core::datapath::abi::POLICY_L7_PORT_IDENTITY;
+
+    let proxy = std::net::TcpListener::bind((NODE, 0)).expect("proxy socket");
+    let proxy_port = proxy.local_addr().expect("proxy port").port();
+    let mut f = Fixture::new();
+    f.0.default_deny(EP_POD, INGRESS);
+    // DNS's identity: every port, no HTTP rules. Port 8080 has HTTP rules for others.
+    f.0.entry(
+        key(EP_POD, INGRESS, ID_DNS, 0, 0),
+        value(9, POLICY_ALLOW, 0),
+    );
+    f.0.entry(
+        key(EP_POD, INGRESS, POLICY_L7_PORT_IDENTITY, TCP, 8080),
+        value(9, POLICY_ALLOW, proxy_port),
+    );
+    let syn = packet(DNS, POD, TCP, 40006, 8080, SYN);
+    let (ret, out) = f.run(PodProgram::ToPod, &syn);
+    assert_eq!(
+        ret, TC_ACT_REDIRECT,
+        "allowed on a port with HTTP rules: to the proxy"
+    );
+    assert_eq!(&out[12..], &syn[12..], "addresses and ports unchanged");
+    // Another port: delivered as it is.
+    let plain = packet(DNS, POD, TCP, 40007, 8081, SYN);
+    let (ret, out) = f.run(PodProgram::ToPod, &plain);
+    assert_eq!((ret, out), (TC_ACT_OK, plain));
+    // A peer nothing allows: the marker does not allow it (dropped, not redirected).
+    let stranger = Ipv4Addr::new(10, 0, 0, 9);
+    f.0.dp
+        .ipcache()
+        .expect("ipcache")
+        .upsert(IpAddr::V4(stranger).into(), 1099, 0)
+        .expect("ipcache");
+    let (ret, _) = f.run(
+        PodProgram::ToPod,
+        &packet(stranger, POD, TCP, 40008, 8080, SYN),
+    );
+    assert_eq!(ret, TC_ACT_SHOT, "default deny");
 }
