@@ -164,33 +164,33 @@ impl Upstreams {
         })
     }
 
-    /// Sends `query` (the client's bytes) to `pending.upstream` under a fresh id.
-    pub async fn forward(&self, query: &mut [u8], pending: Pending) -> Result<(), Box<Unsent>> {
-        let upstream = pending.upstream;
+    /// Registers `pending` under a fresh id on the next socket with room: the socket's
+    /// index and the id, which the caller writes into the query before sending it there.
+    pub fn register(&self, pending: Pending) -> Result<(usize, u16), Box<Unsent>> {
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let mut pending = pending;
         for i in 0..self.sockets.len() {
-            let socket = &self.sockets[(start + i) % self.sockets.len()];
-            match socket.register(pending) {
-                Ok(id) => {
-                    query[..2].copy_from_slice(&id.to_be_bytes());
-                    return match socket.socket.send_to(query, upstream).await {
-                        Ok(_) => Ok(()),
-                        Err(source) => match socket.forget(id) {
-                            Some(pending) => Err(Box::new(Unsent {
-                                error: ForwardError::Send { upstream, source },
-                                pending,
-                            })),
-                            // Answered or expired meanwhile: nothing left to do.
-                            None => Ok(()),
-                        },
-                    };
-                }
+            let index = (start + i) % self.sockets.len();
+            match self.sockets[index].register(pending) {
+                Ok(id) => return Ok((index, id)),
                 Err(back) => pending = back,
             }
         }
         Err(Box::new(Unsent {
             error: ForwardError::Overloaded(MAX_PENDING_PER_SOCKET * self.sockets.len()),
+            pending,
+        }))
+    }
+
+    /// Takes back a query registered on socket `index` whose datagram could not be sent
+    /// (`None`: answered or expired meanwhile).
+    pub fn unsent(&self, index: usize, id: u16, error: std::io::Error) -> Option<Box<Unsent>> {
+        let pending = self.sockets.get(index)?.forget(id)?;
+        Some(Box::new(Unsent {
+            error: ForwardError::Send {
+                upstream: pending.upstream,
+                source: error,
+            },
             pending,
         }))
     }
