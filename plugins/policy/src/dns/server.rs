@@ -90,6 +90,7 @@ pub async fn serve_udp(
         }
         records.begin(&shared);
         let view = shared.view();
+        let first_socket = upstreams.next_socket();
         for i in 0..received.count() {
             let Some((bytes, Some(client))) = received.get_mut(i) else {
                 continue;
@@ -108,7 +109,7 @@ pub async fn serve_udp(
                 Decision::Drop => {}
                 Decision::Forward(pending) => {
                     let upstream = pending.upstream;
-                    match upstreams.register(pending) {
+                    match upstreams.register(first_socket, pending) {
                         Ok((socket, id)) => {
                             bytes[..2].copy_from_slice(&id.to_be_bytes());
                             to_upstreams[socket].push(upstream, bytes, id);

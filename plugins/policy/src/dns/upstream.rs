@@ -164,13 +164,20 @@ impl Upstreams {
         })
     }
 
-    /// Registers `pending` under a fresh id on the next socket with room: the socket's
-    /// index and the id, which the caller writes into the query before sending it there.
-    pub fn register(&self, pending: Pending) -> Result<(usize, u16), Box<Unsent>> {
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
+    /// The socket the queries of a new batch go to first. The sockets take turns batch by
+    /// batch, not query by query: a batch's queries then leave with one `sendmmsg` and
+    /// their answers come back to one reader, in batches too.
+    pub fn next_socket(&self) -> usize {
+        self.next.fetch_add(1, Ordering::Relaxed) % self.sockets.len().max(1)
+    }
+
+    /// Registers `pending` under a fresh id on socket `first`, or the next one with room
+    /// when it is full: the socket's index and the id, which the caller writes into the
+    /// query before sending it there.
+    pub fn register(&self, first: usize, pending: Pending) -> Result<(usize, u16), Box<Unsent>> {
         let mut pending = pending;
         for i in 0..self.sockets.len() {
-            let index = (start + i) % self.sockets.len();
+            let index = (first + i) % self.sockets.len();
             match self.sockets[index].register(pending) {
                 Ok(id) => return Ok((index, id)),
                 Err(back) => pending = back,
