@@ -106,6 +106,19 @@ impl Pipeline {
 /// calls modules once per batch.
 pub const MAX_BATCH: usize = porin_wasm::encode::MAX_BATCH;
 
+/// After a batch smaller than [`MAX_BATCH`] the pipeline waits this long before it reads
+/// again, so what arrives meanwhile is one batch: producers (the DNS and HTTP proxies,
+/// the datapath event reader) then rarely find the pipeline waiting and rarely pay a
+/// cross-thread wakeup per record. A flow reaches the ring at most this much later.
+pub const COALESCE_WINDOW: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// Waits out [`COALESCE_WINDOW`] after a batch that did not fill up.
+async fn coalesce(batch_len: usize) {
+    if batch_len < MAX_BATCH {
+        tokio::time::sleep(COALESCE_WINDOW).await;
+    }
+}
+
 /// Read events until the context's event channel closes: each becomes a flow,
 /// goes through the WASM filters, is counted in the Hubble metrics (with the
 /// labellers' labels) and stored in the ring. Events the pipeline was too slow
@@ -135,7 +148,9 @@ pub async fn run_pipeline(
                         _ => break,
                     }
                 }
+                let len = batch.len();
                 process(batch, &ring, metrics.as_deref(), wasm.as_deref());
+                coalesce(len).await;
                 continue;
             }
         };
@@ -157,7 +172,9 @@ pub async fn run_pipeline(
                 Err(_) => break,
             }
         }
+        let len = batch.len();
         process(batch, &ring, metrics.as_deref(), wasm.as_deref());
+        coalesce(len).await;
     }
 }
 
