@@ -37,8 +37,8 @@ static __always_inline int handle_pod_packet(struct __sk_buff *skb, __u8 directi
 	int ret;
 
 	ret = parse_packet(skb, &p);
-	if (ret == PARSE_NOT_IP)
-		return TC_ACT_OK; /* ARP and friends pass untouched and uncounted */
+	if (ret == PARSE_NOT_IP || ret == PARSE_LINK_LOCAL)
+		return TC_ACT_OK; /* ARP, IPv6 ND/MLD and friends pass untouched and uncounted */
 	if (ret < 0)
 		return send_drop(skb, &p, ret, direction);
 	/* Ingress L7 redirect, step 2: a packet porin_to_pod handed back for the node's proxy. */

@@ -48,6 +48,7 @@
 #define PORIN_EVENT_F_ENCRYPTED 0x01 /* the packet crossed (or is routed into) the WireGuard tunnel */
 
 /* Reserved identities (Cilium's numbering). */
+#define PORIN_IDENTITY_HOST 1
 #define PORIN_IDENTITY_WORLD 2
 
 /*
