@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod dns;
+pub mod socket_probe;
 pub mod wireguard;
 
 /// The porin binary under test.
