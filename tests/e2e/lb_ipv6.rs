@@ -4,7 +4,8 @@
 //! hooks send them to local and remote backends, `getpeername6`/`recvmsg6` give the
 //! applications the service address back, UDP works unconnected and connected, a service
 //! without backends refuses connect() at once, and `porin service list` shows the IPv6
-//! frontends.
+//! frontends. With `socket_lb = false` the pod programs serve the same Services per packet
+//! (DNAT, reverse NAT).
 
 mod common;
 
@@ -246,5 +247,77 @@ fn ipv6_cluster_ips_are_served_by_the_socket_hooks_from_both_nodes() {
             .unwrap_or_else(|| panic!("no {frontend} in porin service list: {node}"));
         assert_eq!(row["backends"].as_array().map(Vec::len), Some(2), "{row}");
     }
+    sandbox.down_and_check();
+}
+
+#[test]
+fn ipv6_cluster_ips_are_served_per_packet_with_socket_lb_off() {
+    let dir = files();
+    let sandbox = TestSandbox::up_with_args(
+        &[("00-shop.yaml", &manifests(dir.path()))],
+        Some("[plugins.lb]\nenabled = true\nsocket_lb = false\n"),
+        2,
+        &["--ipv6"],
+    );
+    let url = format!("http://[{VIP6}]/");
+    for client in ["shop/client-1", "shop/client-2"] {
+        let first = sandbox.exec_until_ok(
+            client,
+            &["curl", "-g", "-s", "-m", "2", &url],
+            Duration::from_secs(20),
+        );
+        assert!(
+            first.status.success(),
+            "the IPv6 service never answered {client} per packet: {}\nagent logs:\n{}",
+            String::from_utf8_lossy(&first.stderr),
+            sandbox.agent_logs()
+        );
+        let mut bodies = BTreeSet::new();
+        for _ in 0..16 {
+            let line = probe(&sandbox, client, dir.path(), &["tcp", VIP6, "80"]);
+            assert!(
+                line.starts_with(&format!("peer=[{VIP6}]:80 ")),
+                "{client}: {line}"
+            );
+            bodies.insert(line.rsplit("body=").next().unwrap_or_default().to_string());
+        }
+        assert_eq!(
+            bodies,
+            BTreeSet::from(["web-1".to_string(), "web-2".to_string()]),
+            "{client}: the local and the remote backend serve the IPv6 service per packet"
+        );
+    }
+    // Per packet, the client's packets leave it with the VIP (DNAT happens after the
+    // from-endpoint observation point), and the reverse NAT gives UDP replies the VIP.
+    let flows = sandbox.flows(1000);
+    assert!(
+        flows.iter().any(|f| {
+            str_of(&f["source"]["pod_name"]) == "client-1"
+                && str_of(&f["trace_observation_point"]) == "FROM_ENDPOINT"
+                && str_of(&f["IP"]["destination"]) == VIP6
+        }),
+        "no client-1 -> VIP flow at from-endpoint (socket LB instead of per-packet?)"
+    );
+    let echo = sandbox.exec_until_ok(
+        "shop/client-2",
+        &[
+            "python3",
+            &dir.path().join("probe.py").display().to_string(),
+            "udp",
+            UDP_VIP6,
+            "53",
+        ],
+        Duration::from_secs(20),
+    );
+    let line = String::from_utf8_lossy(&echo.stdout).trim().to_string();
+    assert_eq!(
+        line,
+        format!(
+            "from=[{UDP_VIP6}]:53 data=ping connected_peer=[{UDP_VIP6}]:53 connected_data=pong"
+        ),
+        "UDP through the IPv6 service per packet: {}\nagent logs:\n{}",
+        String::from_utf8_lossy(&echo.stderr),
+        sandbox.agent_logs()
+    );
     sandbox.down_and_check();
 }

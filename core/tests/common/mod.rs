@@ -3,3 +3,4 @@
 #![allow(dead_code, reason = "each test file uses a different subset")]
 
 pub mod packet;
+pub mod packet6;
