@@ -122,15 +122,19 @@ fn probe(sandbox: &TestSandbox, pod: &str, dir: &Path, args: &[&str]) -> String 
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-#[test]
-fn ipv6_cluster_ips_are_served_by_the_socket_hooks_from_both_nodes() {
-    let dir = files();
-    let sandbox = TestSandbox::up_with_args(
-        &[("00-shop.yaml", &manifests(dir.path()))],
-        Some("[plugins.lb]\nenabled = true\n"),
+/// A sandbox with the Services, `lb_config` in every agent's configuration.
+fn up(dir: &Path, lb_config: &str) -> TestSandbox {
+    TestSandbox::up_with_args(
+        &[("00-shop.yaml", &manifests(dir))],
+        Some(lb_config),
         2,
         &["--ipv6"],
-    );
+    )
+}
+
+/// From both clients (node-1 and node-2): the IPv6 service answers, every connection sees
+/// the VIP as its peer, and the local and the remote backend both serve.
+fn check_tcp_from_both_nodes(sandbox: &TestSandbox, dir: &Path) {
     let url = format!("http://[{VIP6}]/");
     for client in ["shop/client-1", "shop/client-2"] {
         let first = sandbox.exec_until_ok(
@@ -144,13 +148,9 @@ fn ipv6_cluster_ips_are_served_by_the_socket_hooks_from_both_nodes() {
             String::from_utf8_lossy(&first.stderr),
             sandbox.agent_logs()
         );
-    }
-
-    // TCP from both nodes: the application sees the IPv6 VIP, both backends serve.
-    for client in ["shop/client-1", "shop/client-2"] {
         let mut bodies = BTreeSet::new();
         for _ in 0..16 {
-            let line = probe(&sandbox, client, dir.path(), &["tcp", VIP6, "80"]);
+            let line = probe(sandbox, client, dir, &["tcp", VIP6, "80"]);
             assert!(
                 line.starts_with(&format!("peer=[{VIP6}]:80 ")),
                 "getpeername did not return the IPv6 service address to {client}: {line}"
@@ -163,6 +163,38 @@ fn ipv6_cluster_ips_are_served_by_the_socket_hooks_from_both_nodes() {
             "{client}: the local and the remote backend serve the IPv6 service"
         );
     }
+}
+
+/// UDP over IPv6 from `client`, unconnected and connected: replies come from the VIP.
+fn check_udp(sandbox: &TestSandbox, dir: &Path, client: &str) {
+    let echo = sandbox.exec_until_ok(
+        client,
+        &[
+            "python3",
+            &dir.join("probe.py").display().to_string(),
+            "udp",
+            UDP_VIP6,
+            "53",
+        ],
+        Duration::from_secs(20),
+    );
+    let line = String::from_utf8_lossy(&echo.stdout).trim().to_string();
+    assert_eq!(
+        line,
+        format!(
+            "from=[{UDP_VIP6}]:53 data=ping connected_peer=[{UDP_VIP6}]:53 connected_data=pong"
+        ),
+        "UDP through the IPv6 service from {client}: {}\nagent logs:\n{}",
+        String::from_utf8_lossy(&echo.stderr),
+        sandbox.agent_logs()
+    );
+}
+
+#[test]
+fn ipv6_cluster_ips_are_served_by_the_socket_hooks_from_both_nodes() {
+    let dir = files();
+    let sandbox = up(dir.path(), "[plugins.lb]\nenabled = true\n");
+    check_tcp_from_both_nodes(&sandbox, dir.path());
 
     // On the wire the client's packets already carry an IPv6 backend address.
     let backends: BTreeSet<String> = ["shop/web-1", "shop/web-2"]
@@ -193,27 +225,7 @@ fn ipv6_cluster_ips_are_served_by_the_socket_hooks_from_both_nodes() {
     );
 
     // UDP over IPv6, unconnected (sendmsg6/recvmsg6) and connected (connect6/getpeername6).
-    let echo = sandbox.exec_until_ok(
-        "shop/client-1",
-        &[
-            "python3",
-            &dir.path().join("probe.py").display().to_string(),
-            "udp",
-            UDP_VIP6,
-            "53",
-        ],
-        Duration::from_secs(20),
-    );
-    let line = String::from_utf8_lossy(&echo.stdout).trim().to_string();
-    assert_eq!(
-        line,
-        format!(
-            "from=[{UDP_VIP6}]:53 data=ping connected_peer=[{UDP_VIP6}]:53 connected_data=pong"
-        ),
-        "UDP through the IPv6 service: {}\nagent logs:\n{}",
-        String::from_utf8_lossy(&echo.stderr),
-        sandbox.agent_logs()
-    );
+    check_udp(&sandbox, dir.path(), "shop/client-1");
 
     // No backends: connect() to the IPv6 frontend is refused by the hook, at once.
     let started = Instant::now();
@@ -253,40 +265,11 @@ fn ipv6_cluster_ips_are_served_by_the_socket_hooks_from_both_nodes() {
 #[test]
 fn ipv6_cluster_ips_are_served_per_packet_with_socket_lb_off() {
     let dir = files();
-    let sandbox = TestSandbox::up_with_args(
-        &[("00-shop.yaml", &manifests(dir.path()))],
-        Some("[plugins.lb]\nenabled = true\nsocket_lb = false\n"),
-        2,
-        &["--ipv6"],
+    let sandbox = up(
+        dir.path(),
+        "[plugins.lb]\nenabled = true\nsocket_lb = false\n",
     );
-    let url = format!("http://[{VIP6}]/");
-    for client in ["shop/client-1", "shop/client-2"] {
-        let first = sandbox.exec_until_ok(
-            client,
-            &["curl", "-g", "-s", "-m", "2", &url],
-            Duration::from_secs(20),
-        );
-        assert!(
-            first.status.success(),
-            "the IPv6 service never answered {client} per packet: {}\nagent logs:\n{}",
-            String::from_utf8_lossy(&first.stderr),
-            sandbox.agent_logs()
-        );
-        let mut bodies = BTreeSet::new();
-        for _ in 0..16 {
-            let line = probe(&sandbox, client, dir.path(), &["tcp", VIP6, "80"]);
-            assert!(
-                line.starts_with(&format!("peer=[{VIP6}]:80 ")),
-                "{client}: {line}"
-            );
-            bodies.insert(line.rsplit("body=").next().unwrap_or_default().to_string());
-        }
-        assert_eq!(
-            bodies,
-            BTreeSet::from(["web-1".to_string(), "web-2".to_string()]),
-            "{client}: the local and the remote backend serve the IPv6 service per packet"
-        );
-    }
+    check_tcp_from_both_nodes(&sandbox, dir.path());
     // Per packet, the client's packets leave it with the VIP (DNAT happens after the
     // from-endpoint observation point), and the reverse NAT gives UDP replies the VIP.
     let flows = sandbox.flows(1000);
@@ -298,26 +281,6 @@ fn ipv6_cluster_ips_are_served_per_packet_with_socket_lb_off() {
         }),
         "no client-1 -> VIP flow at from-endpoint (socket LB instead of per-packet?)"
     );
-    let echo = sandbox.exec_until_ok(
-        "shop/client-2",
-        &[
-            "python3",
-            &dir.path().join("probe.py").display().to_string(),
-            "udp",
-            UDP_VIP6,
-            "53",
-        ],
-        Duration::from_secs(20),
-    );
-    let line = String::from_utf8_lossy(&echo.stdout).trim().to_string();
-    assert_eq!(
-        line,
-        format!(
-            "from=[{UDP_VIP6}]:53 data=ping connected_peer=[{UDP_VIP6}]:53 connected_data=pong"
-        ),
-        "UDP through the IPv6 service per packet: {}\nagent logs:\n{}",
-        String::from_utf8_lossy(&echo.stderr),
-        sandbox.agent_logs()
-    );
+    check_udp(&sandbox, dir.path(), "shop/client-2");
     sandbox.down_and_check();
 }
