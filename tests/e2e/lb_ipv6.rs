@@ -4,7 +4,7 @@
 //! hooks send them to local and remote backends, `getpeername6`/`recvmsg6` give the
 //! applications the service address back, UDP works unconnected and connected, a service
 //! without backends refuses connect() at once, and `porin service list` shows the IPv6
-//! frontends. With `socket_lb = false` the pod programs serve the same Services per packet
+//! frontends, also after a killed agent restarted. With `socket_lb = false` the pod programs serve the same Services per packet
 //! (DNAT, reverse NAT).
 
 mod common;
@@ -259,6 +259,16 @@ fn ipv6_cluster_ips_are_served_by_the_socket_hooks_from_both_nodes() {
             .unwrap_or_else(|| panic!("no {frontend} in porin service list: {node}"));
         assert_eq!(row["backends"].as_array().map(Vec::len), Some(2), "{row}");
     }
+
+    // A killed and restarted agent adopts its IPv6 frontends: they keep serving.
+    let out = sandbox.porin(&["sandbox", "restart-agent", "node-1", "--kill"]);
+    assert!(
+        out.status.success(),
+        "restart failed: {}\nagent logs:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        sandbox.agent_logs()
+    );
+    check_tcp_from_both_nodes(&sandbox, dir.path());
     sandbox.down_and_check();
 }
 

@@ -119,29 +119,37 @@ impl Lb6Maps {
         ignore_missing(self.backends.remove(&id), MAP_LB6_BACKENDS)
     }
 
-    /// The frontends in the map (what a previous agent may have left).
-    pub fn frontends(&self) -> Vec<Lb6Frontend> {
+    /// The frontends in the map with (service id, backend count): what a previous agent
+    /// programmed.
+    pub fn services(&self) -> Vec<(Lb6Frontend, u32, u32)> {
         self.services
-            .keys()
+            .iter()
             .filter_map(Result::ok)
-            .map(|k| Lb6Frontend {
-                addr: SocketAddrV6::new(k.vip.into(), k.port, 0, 0),
-                proto: k.proto,
+            .map(|(k, v)| {
+                let fe = Lb6Frontend {
+                    addr: SocketAddrV6::new(k.vip.into(), k.port, 0, 0),
+                    proto: k.proto,
+                };
+                (fe, v.service_id, v.backend_count)
             })
             .collect()
     }
 
-    /// The (service id, slot) keys in the slot map.
-    pub fn slot_keys(&self) -> Vec<(u32, u32)> {
+    /// ((service id, slot), backend id) of every slot.
+    pub fn slots(&self) -> Vec<((u32, u32), u32)> {
         self.slots
-            .keys()
+            .iter()
             .filter_map(Result::ok)
-            .map(|k| (k.service_id, k.slot))
+            .map(|(k, id)| ((k.service_id, k.slot), id))
             .collect()
     }
 
-    /// The backend ids in the backend map.
-    pub fn backend_ids(&self) -> Vec<u32> {
-        self.backends.keys().filter_map(Result::ok).collect()
+    /// (id, address) of every backend.
+    pub fn backends(&self) -> Vec<(u32, SocketAddrV6)> {
+        self.backends
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(id, b)| (id, SocketAddrV6::new(b.addr.into(), b.port, 0, 0)))
+            .collect()
     }
 }

@@ -529,7 +529,7 @@ impl Plugin for LbPlugin {
         });
         let programmer =
             programmer.with_maglev(self.maglev_on().then_some(self.config.maglev_table_size));
-        let maps6 = Lb6Maps::open(|name| ctx.map_pin_path(name))
+        let mut maps6 = Lb6Maps::open(|name| ctx.map_pin_path(name))
             .inspect_err(|e| {
                 warn!(plugin = NAME, error = %e, "opening the IPv6 LB maps: IPv6 services are not served");
             })
@@ -540,8 +540,9 @@ impl Plugin for LbPlugin {
             programmer,
             by_service: HashMap::new(),
             slice_owner: HashMap::new(),
+            // Adopt a previous agent's IPv6 frontends too: ids stay, nothing is rewritten.
+            programmer6: maps6.as_mut().map(Programmer6::adopt).unwrap_or_default(),
             maps6,
-            programmer6: Programmer6::default(),
         });
         self.program();
         info!(plugin = NAME, "started");

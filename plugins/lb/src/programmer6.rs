@@ -3,8 +3,9 @@
 //! where a frontend points at a missing slot or backend (as the IPv4 programmer does):
 //! new backends, then slots, then the frontend's count; a shrinking frontend's count goes
 //! down before its extra slots go; a removed frontend goes before its slots; a backend
-//! goes once no slot points at it. The first pass also removes what a previous agent left
-//! in the maps and this one does not want.
+//! goes once no slot points at it. A restarted agent adopts what the previous one
+//! programmed ([`Programmer6::adopt`]), so ids stay and its first pass writes only
+//! differences.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddrV6;
@@ -22,7 +23,6 @@ pub struct Programmer6 {
     backends: BTreeMap<SocketAddrV6, (u32, usize)>,
     service_ids: BTreeSet<u32>,
     backend_ids: BTreeSet<u32>,
-    swept: bool,
 }
 
 /// Lowest id >= 1 not in `used`; marks it used.
@@ -68,10 +68,40 @@ impl Programmer6 {
             }
         }
         self.release_backends(maps);
-        if !self.swept && failed.is_empty() {
-            self.sweep(maps);
-        }
         failed
+    }
+
+    /// The state a previous agent left in the maps: its frontends with their slots and
+    /// backends. Slots no frontend counts are removed; backends no slot points at go on
+    /// the first sync.
+    pub fn adopt(maps: &mut Lb6Maps) -> Self {
+        let mut p = Self::default();
+        let slots: BTreeMap<(u32, u32), u32> = maps.slots().into_iter().collect();
+        for (id, addr) in maps.backends() {
+            p.backends.insert(addr, (id, 0));
+            p.backend_ids.insert(id);
+        }
+        let mut counted = BTreeSet::new();
+        for (fe, service_id, count) in maps.services() {
+            let ids: Option<Vec<u32>> = (0..count)
+                .map(|slot| slots.get(&(service_id, slot)).copied())
+                .collect();
+            let Some(ids) = ids else {
+                // A frontend with a missing slot is reprogrammed from scratch.
+                let _ = maps.remove_service(fe);
+                continue;
+            };
+            for id in &ids {
+                p.reference(*id, 1);
+            }
+            counted.extend((0..count).map(|slot| (service_id, slot)));
+            p.service_ids.insert(service_id);
+            p.services.insert(fe, (service_id, ids));
+        }
+        for key in slots.keys().filter(|k| !counted.contains(k)) {
+            let _ = maps.remove_slot(key.0, key.1);
+        }
+        p
     }
 
     /// How many IPv6 frontends are programmed.
@@ -171,34 +201,6 @@ impl Programmer6 {
                 Err(e) => tracing::warn!(backend = %addr, error = %e, "removing an IPv6 backend"),
             }
         }
-    }
-
-    /// Removes what a previous agent left in the maps that this one does not serve.
-    fn sweep(&mut self, maps: &mut Lb6Maps) {
-        for fe in maps.frontends() {
-            if !self.services.contains_key(&fe) {
-                let _ = maps.remove_service(fe);
-            }
-        }
-        let counts: BTreeMap<u32, usize> = self
-            .services
-            .values()
-            .map(|(id, slots)| (*id, slots.len()))
-            .collect();
-        for (service_id, slot) in maps.slot_keys() {
-            let wanted = counts
-                .get(&service_id)
-                .is_some_and(|n| usize::try_from(slot).is_ok_and(|s| s < *n));
-            if !wanted {
-                let _ = maps.remove_slot(service_id, slot);
-            }
-        }
-        for id in maps.backend_ids() {
-            if !self.backend_ids.contains(&id) {
-                let _ = maps.remove_backend(id);
-            }
-        }
-        self.swept = true;
     }
 }
 
