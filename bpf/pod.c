@@ -63,6 +63,10 @@ static __always_inline int handle_pod_packet(struct __sk_buff *skb, __u8 directi
 		if (ret < 0)
 			return send_drop(skb, &p, ret, direction);
 		ret = lb6_select(&p, &lb6);
+		if (ret == DROP_NO_SERVICE) {
+			notify_drop(skb, &p, ret, direction);
+			return lb6_reject(skb, &p);
+		}
 		if (ret < 0)
 			return send_drop(skb, &p, ret, direction);
 		/* Policy and encryption decide an IPv6 service connection against its backend. */

@@ -10,8 +10,9 @@
  * the VIP as the source of replies. Conntrack, policy events and flow events see the
  * untranslated tuple; policy and encryption strict mode decide against the backend.
  * IPv6 has no header checksum: only the L4 checksum changes, through the pseudo-header.
- * A frontend without backends drops (SERVICE_BACKEND_NOT_FOUND) without an ICMPv6
- * refusal. Session affinity and Maglev are not applied to IPv6 frontends.
+ * A frontend without backends drops (SERVICE_BACKEND_NOT_FOUND) and refuses with an
+ * ICMPv6 port unreachable from the VIP (lb6_reject), so connect() fails at once. Session
+ * affinity and Maglev are not applied to IPv6 frontends.
  */
 #pragma once
 
@@ -196,4 +197,75 @@ static __always_inline int lb6_rev_nat(struct __sk_buff *skb, struct pkt_info *p
 	__builtin_memcpy(p->saddr, vip, 16);
 	p->sport = rev->port;
 	return 0;
+}
+
+#define ICMPV6_DEST_UNREACH 1
+#define ICMPV6_PORT_UNREACH 4
+#define LB6_QUOTE_LEN 48 /* the offending IPv6 header and 8 bytes of its L4 header */
+
+/* ICMPv6 port unreachable, quoting the offending packet's start. */
+struct lb6_icmp_reply {
+	struct ipv6hdr ip;
+	struct icmp_hdr icmp;
+	__u8 quote[LB6_QUOTE_LEN];
+};
+
+/* The ICMPv6 checksum's pseudo-header (RFC 8200, 8.1). */
+struct lb6_pseudo_hdr {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__be32 len;
+	__u8 zero[3];
+	__u8 nexthdr;
+};
+
+/*
+ * A frontend without backends refuses at once: the packet becomes an ICMPv6 port
+ * unreachable from the VIP, sent back into the pod (TCP connect() then fails with
+ * ECONNREFUSED). Only packets without extension headers are quoted; others are dropped.
+ * Returns a TC verdict; the drop itself was already counted and reported.
+ */
+static __always_inline int lb6_reject(struct __sk_buff *skb, const struct pkt_info *p)
+{
+	struct lb6_icmp_reply r = {};
+	struct lb6_pseudo_hdr ph = {};
+	struct ethhdr eth;
+	__u8 mac[ETH_ALEN];
+	__s64 sum;
+
+	if (p->l4_off != LB_ETH_HLEN + sizeof(struct ipv6hdr))
+		return TC_ACT_SHOT;
+	if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)) < 0)
+		return TC_ACT_SHOT;
+	if (bpf_skb_load_bytes(skb, LB_ETH_HLEN, r.quote, sizeof(r.quote)) < 0)
+		return TC_ACT_SHOT;
+	__builtin_memcpy(mac, eth.h_source, ETH_ALEN);
+	__builtin_memcpy(eth.h_source, eth.h_dest, ETH_ALEN);
+	__builtin_memcpy(eth.h_dest, mac, ETH_ALEN);
+
+	r.ip.version = 6;
+	r.ip.payload_len = bpf_htons(sizeof(r.icmp) + sizeof(r.quote));
+	r.ip.nexthdr = IPPROTO_ICMPV6;
+	r.ip.hop_limit = 64;
+	__builtin_memcpy(&r.ip.saddr, p->daddr, 16); /* the VIP */
+	__builtin_memcpy(&r.ip.daddr, p->saddr, 16); /* the client */
+	r.icmp.type = ICMPV6_DEST_UNREACH;
+	r.icmp.code = ICMPV6_PORT_UNREACH;
+	__builtin_memcpy(ph.saddr, p->daddr, 16);
+	__builtin_memcpy(ph.daddr, p->saddr, 16);
+	ph.len = bpf_htonl(sizeof(r.icmp) + sizeof(r.quote));
+	ph.nexthdr = IPPROTO_ICMPV6;
+	sum = bpf_csum_diff(0, 0, (__be32 *)&r.icmp, sizeof(r.icmp) + sizeof(r.quote), 0);
+	sum = bpf_csum_diff(0, 0, (__be32 *)&ph, sizeof(ph), (__u32)sum);
+	r.icmp.checksum = lb_csum_fold(sum);
+
+	if (bpf_skb_change_tail(skb, LB_ETH_HLEN + sizeof(r), 0) < 0)
+		return TC_ACT_SHOT;
+	if (bpf_skb_store_bytes(skb, 0, &eth, sizeof(eth), 0) < 0)
+		return TC_ACT_SHOT;
+	if (bpf_skb_store_bytes(skb, LB_ETH_HLEN, &r, sizeof(r), 0) < 0)
+		return TC_ACT_SHOT;
+	bpf_csum_level(skb, LB_CSUM_LEVEL_RESET);
+	/* Egress of the pod's own host-side veth: into the pod. */
+	return bpf_redirect(skb->ifindex, 0);
 }

@@ -1,13 +1,13 @@
 //! BPF_PROG_TEST_RUN tests of per-packet load balancing of IPv6 ClusterIPs in `bpf/pod.c`
 //! (`bpf/lib/lb6.h`, dual stack): DNAT with a valid L4 checksum (through the IPv6
-//! pseudo-header), reverse NAT of replies, a connection keeping its backend, and the
-//! no-backend drop.
+//! pseudo-header), reverse NAT of replies, a connection keeping its backend, the
+//! no-backend drop with its ICMPv6 refusal, and egress policy against the backend.
 //!
 //! Needs root (CAP_BPF + CAP_NET_ADMIN) and bpffs; fails with a clear message otherwise.
 
 mod common;
 
-use common::packet6::{packet6, parse_checked6};
+use common::packet6::{packet6, parse_checked6, parse_icmpv6_checked};
 use std::{
     collections::BTreeSet,
     net::{Ipv6Addr, SocketAddrV6},
@@ -23,6 +23,7 @@ use porin_core::datapath::{
 
 const TC_ACT_OK: u32 = 0;
 const TC_ACT_SHOT: u32 = 2;
+const TC_ACT_REDIRECT: u32 = 7;
 const TCP: u8 = 6;
 const UDP: u8 = 17;
 const SYN: u8 = 0x02;
@@ -164,14 +165,24 @@ fn udp_is_dnated_with_a_valid_checksum_and_a_connection_keeps_its_backend() {
 }
 
 #[test]
-fn an_ipv6_frontend_without_backends_drops() {
+fn an_ipv6_frontend_without_backends_drops_and_refuses_with_icmpv6() {
     let mut f = Fixture::new();
     f.service(80, TCP, &[]);
-    let (verdict, _) = f.run(
-        PodProgram::FromPod,
-        &packet6(CLIENT, VIP, TCP, 40000, 80, SYN),
+    let syn = packet6(CLIENT, VIP, TCP, 40000, 80, SYN);
+    let (verdict, out) = f.run(PodProgram::FromPod, &syn);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "sent back into the pod");
+    let (src, dst, icmp_type, code, quote) = parse_icmpv6_checked(&out);
+    assert_eq!((src, dst), (VIP, CLIENT), "from the VIP to the client");
+    assert_eq!(
+        (icmp_type, code),
+        (1, 4),
+        "destination unreachable: port unreachable"
     );
-    assert_eq!(verdict, TC_ACT_SHOT);
+    assert_eq!(
+        quote,
+        syn[14..14 + 48].to_vec(),
+        "quotes the offending packet"
+    );
     let dropped: u64 =
         f.dp.counters()
             .expect("counters")

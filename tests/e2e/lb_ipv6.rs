@@ -5,7 +5,7 @@
 //! applications the service address back, UDP works unconnected and connected, a service
 //! without backends refuses connect() at once, and `porin service list` shows the IPv6
 //! frontends, also after a killed agent restarted. With `socket_lb = false` the pod programs serve the same Services per packet
-//! (DNAT, reverse NAT).
+//! (DNAT, reverse NAT, the refusal as an ICMPv6 port unreachable).
 
 mod common;
 
@@ -190,6 +190,26 @@ fn check_udp(sandbox: &TestSandbox, dir: &Path, client: &str) {
     );
 }
 
+/// connect() to the IPv6 frontend without backends fails at once with ECONNREFUSED.
+fn check_refused(sandbox: &TestSandbox, dir: &Path) {
+    let started = Instant::now();
+    let line = probe(
+        sandbox,
+        "shop/client-1",
+        dir,
+        &["refused", EMPTY_VIP6, "80"],
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the refusal took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        line.starts_with(&format!("errno={} ", libc::ECONNREFUSED)),
+        "expected ECONNREFUSED: {line}"
+    );
+}
+
 #[test]
 fn ipv6_cluster_ips_are_served_by_the_socket_hooks_from_both_nodes() {
     let dir = files();
@@ -228,22 +248,7 @@ fn ipv6_cluster_ips_are_served_by_the_socket_hooks_from_both_nodes() {
     check_udp(&sandbox, dir.path(), "shop/client-1");
 
     // No backends: connect() to the IPv6 frontend is refused by the hook, at once.
-    let started = Instant::now();
-    let line = probe(
-        &sandbox,
-        "shop/client-1",
-        dir.path(),
-        &["refused", EMPTY_VIP6, "80"],
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "the refusal took {:?}",
-        started.elapsed()
-    );
-    assert!(
-        line.starts_with(&format!("errno={} ", libc::ECONNREFUSED)),
-        "expected ECONNREFUSED: {line}"
-    );
+    check_refused(&sandbox, dir.path());
 
     // `porin service list` shows the IPv6 frontends with their backends, on every node.
     let list = sandbox.porin_json(&["service", "list"]);
@@ -292,5 +297,7 @@ fn ipv6_cluster_ips_are_served_per_packet_with_socket_lb_off() {
         "no client-1 -> VIP flow at from-endpoint (socket LB instead of per-packet?)"
     );
     check_udp(&sandbox, dir.path(), "shop/client-2");
+    // Per packet, the refusal is an ICMPv6 port unreachable from the VIP.
+    check_refused(&sandbox, dir.path());
     sandbox.down_and_check();
 }

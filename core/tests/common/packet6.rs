@@ -72,3 +72,22 @@ pub fn parse_checked6(p: &[u8]) -> (SocketAddrV6, SocketAddrV6) {
         SocketAddrV6::new(dst, port(2), 0, 0),
     )
 }
+
+/// An ICMPv6 message's (source, destination, type, code, body after the 4 unused bytes),
+/// with its checksum verified.
+pub fn parse_icmpv6_checked(p: &[u8]) -> (Ipv6Addr, Ipv6Addr, u8, u8, Vec<u8>) {
+    assert_eq!(&p[12..14], &[0x86, 0xdd], "an IPv6 frame");
+    let ip = &p[14..54];
+    assert_eq!(ip[6], 58, "ICMPv6");
+    let octets = |at: usize| -> [u8; 16] { ip[at..at + 16].try_into().expect("16 bytes") };
+    let src = Ipv6Addr::from(octets(8));
+    let dst = Ipv6Addr::from(octets(24));
+    let len = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
+    let msg = &p[54..54 + len];
+    assert_eq!(
+        fold(sum16(msg, pseudo6(src, dst, 58, len))),
+        0,
+        "ICMPv6 checksum"
+    );
+    (src, dst, msg[0], msg[1], msg[8..].to_vec())
+}
