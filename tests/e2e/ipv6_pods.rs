@@ -102,6 +102,14 @@ fn dual_stack_pods_talk_over_ipv6_and_policy_applies_to_it() {
         String::from_utf8_lossy(&addrs.stdout)
     );
 
+    // `porin endpoint list` gets an IPv6 column with dual stack.
+    let table = sandbox.porin(&["endpoint", "list"]);
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.lines().next().is_some_and(|h| h.contains("IPv6")) && table.contains(&server_v6),
+        "{table}"
+    );
+
     let url_v6 = format!("http://[{server_v6}]:8080/");
     let url_v4 = format!("http://{server_v4}:8080/");
     expect(
