@@ -53,6 +53,7 @@ static long (*bpf_skb_change_tail)(void *skb, __u32 len, __u64 flags) = (void *)
 static long (*bpf_skb_change_head)(void *skb, __u32 len, __u64 flags) = (void *)43;
 static void *(*bpf_ringbuf_reserve)(void *ringbuf, __u64 size, __u64 flags) = (void *)131;
 static void (*bpf_ringbuf_submit)(void *data, __u64 flags) = (void *)132;
+static __u64 (*bpf_ringbuf_query)(void *ringbuf, __u64 flags) = (void *)134;
 /* Ingress L7 redirect (lib/proxy.h): the proxy's socket takes the packet, whatever its
  * destination. */
 static struct bpf_sock *(*bpf_skc_lookup_tcp)(void *ctx, struct bpf_sock_tuple *tuple,

@@ -307,6 +307,13 @@ struct porin_policy_key {
 #define PORIN_POLICY_ALLOW 1
 #define PORIN_POLICY_DENY 2
 
+/* Not a peer: an ALLOW entry with this identity marks a port of the endpoint that has HTTP
+ * rules for some peers (its proxy_port is the HTTP proxy's). Every connection another entry
+ * allows on that port goes to the proxy too, as in Cilium: the peers allowed without HTTP
+ * rules get an allow-all L7 rule there, and their requests become L7 flows. The entry
+ * allows nothing by itself (lib/policy.h). */
+#define PORIN_POLICY_L7_PORT_IDENTITY 0xffffffffU
+
 struct porin_policy_value {
 	__u32 policy_id;   /* short id of the policy that wrote the entry (flows, debugging) */
 	__u8 action;       /* PORIN_POLICY_ALLOW or PORIN_POLICY_DENY */

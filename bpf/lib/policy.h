@@ -15,6 +15,10 @@
  * - An ALLOW entry may carry a proxy port (DNS or HTTP rules): the connection is allowed
  *   and steered to the node's proxy (lib/proxy.h). The most specific such entry wins
  *   (the lookup order below goes from the most to the least specific key).
+ * - A port with HTTP rules for some peers carries a marker entry (identity
+ *   PORIN_POLICY_L7_PORT_IDENTITY): a connection allowed on that port by an entry without a
+ *   proxy port goes to the HTTP proxy as well (Cilium redirects the whole port; those peers
+ *   get allow-all at L7). The marker never allows by itself.
  */
 #pragma once
 
@@ -133,6 +137,18 @@ static __always_inline int policy_decide(const struct policy_tuple *t, __u16 *pr
 		if (!*proxy_port)
 			*proxy_port = v->proxy_port;
 		allowed = 1;
+	}
+	if (allowed && !*proxy_port && t->dport) {
+		key.identity = PORIN_POLICY_L7_PORT_IDENTITY;
+		key.dport = t->dport;
+		key.proto = t->proto;
+		v = bpf_map_lookup_elem(&porin_policy, &key);
+		if (!v) {
+			key.proto = 0;
+			v = bpf_map_lookup_elem(&porin_policy, &key);
+		}
+		if (v && v->action == PORIN_POLICY_ALLOW)
+			*proxy_port = v->proxy_port;
 	}
 	if (allowed)
 		return 0;

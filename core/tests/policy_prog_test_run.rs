@@ -4,23 +4,19 @@
 //!
 //! Needs root (CAP_BPF + CAP_NET_ADMIN) and bpffs; fails with a clear message otherwise.
 
-use std::{
-    net::{IpAddr, Ipv4Addr},
-    path::PathBuf,
-    sync::atomic::{AtomicU32, Ordering},
-};
+mod common;
 
+use std::net::{IpAddr, Ipv4Addr};
+
+use common::packet::packet;
+use common::pod_fixture::{
+    EGRESS, INGRESS, LocalEndpoint, PodFixture, TC_ACT_OK, TC_ACT_SHOT, key, value,
+};
 use porin_core::datapath::{
-    Datapath, DatapathConfig, EndpointInfo, EventReader, PodProgram, PolicyMaps,
-    abi::{
-        Direction, DropReason, EventType, FlowEvent, POLICY_ALLOW, POLICY_DENY, PolicyEpKey,
-        PolicyKey, PolicyValue, Verdict,
-    },
-    remove_node_pins, test_run,
+    PodProgram,
+    abi::{Direction, DropReason, EventType, FlowEvent, POLICY_ALLOW, POLICY_DENY, Verdict},
 };
 
-const TC_ACT_OK: u32 = 0;
-const TC_ACT_SHOT: u32 = 2;
 const TCP: u8 = 6;
 const UDP: u8 = 17;
 const SYN: u8 = 0x02;
@@ -33,99 +29,42 @@ const EP_A: u32 = 11;
 const EP_B: u32 = 12;
 const ID_A: u32 = 1001;
 const ID_B: u32 = 1002;
-const INGRESS: u8 = 1;
-const EGRESS: u8 = 2;
 
-/// Ethernet + IPv4 + TCP/UDP (checksums are not checked on this path).
-fn packet(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, sport: u16, dport: u16, flags: u8) -> Vec<u8> {
-    let mut l4 = Vec::new();
-    l4.extend_from_slice(&sport.to_be_bytes());
-    l4.extend_from_slice(&dport.to_be_bytes());
-    if proto == TCP {
-        l4.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
-    } else {
-        l4.extend_from_slice(&[0, 13, 0, 0]);
+struct Fixture(PodFixture);
+
+impl std::ops::Deref for Fixture {
+    type Target = PodFixture;
+    fn deref(&self) -> &PodFixture {
+        &self.0
     }
-    l4.extend_from_slice(b"hello");
-    let mut ip = vec![0x45, 0];
-    ip.extend_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
-    ip.extend_from_slice(&[0, 1, 0, 0, 64, proto, 0, 0]);
-    ip.extend_from_slice(&src.octets());
-    ip.extend_from_slice(&dst.octets());
-    ip.extend_from_slice(&l4);
-    let mut eth = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00];
-    eth.extend_from_slice(&ip);
-    eth
 }
 
-static NEXT: AtomicU32 = AtomicU32::new(0);
-
-struct Fixture {
-    dp: Datapath,
-    policy: PolicyMaps,
-    events: EventReader,
-    pin_root: PathBuf,
-    _rt: tokio::runtime::Runtime,
+impl std::ops::DerefMut for Fixture {
+    fn deref_mut(&mut self) -> &mut PodFixture {
+        &mut self.0
+    }
 }
 
 impl Fixture {
     /// Two local endpoints A and B, both in the ipcache, policy enabled, maps empty.
     fn new() -> Self {
-        assert!(
-            nix::unistd::geteuid().is_root(),
-            "policy BPF_PROG_TEST_RUN tests must run as root (they load eBPF programs)"
-        );
-        let n = NEXT.fetch_add(1, Ordering::SeqCst);
-        let pin_root = PathBuf::from(format!(
-            "/sys/fs/bpf/porin-poltest-{}-{n}",
-            std::process::id()
-        ));
-        let config = DatapathConfig {
-            node_name: "node-1".into(),
-            pin_root: pin_root.clone(),
-            switches: vec![("CFG_ENABLE_POLICY".into(), 1)],
-        };
-        let dp = Datapath::load(&config).unwrap_or_else(|e| panic!("loading the datapath: {e}"));
-        let mut endpoints = dp.endpoints().expect("endpoints map");
-        let mut ipcache = dp.ipcache().expect("ipcache");
-        for (addr, id, identity) in [(A, EP_A, ID_A), (B, EP_B, ID_B)] {
-            let info = EndpointInfo {
-                endpoint_id: id,
-                ifindex: 100 + id,
-                identity,
-            };
-            endpoints.upsert(IpAddr::V4(addr), info).expect("endpoint");
-            ipcache
-                .upsert(IpAddr::V4(addr).into(), identity, 0)
-                .expect("ipcache");
-        }
-        let policy = PolicyMaps::open(|name| dp.map_pin_path(name)).expect("policy maps");
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("tokio runtime");
-        let events = {
-            let _guard = rt.enter();
-            dp.event_reader().expect("event reader")
-        };
-        Self {
-            dp,
-            policy,
-            events,
-            pin_root,
-            _rt: rt,
-        }
-    }
-
-    fn default_deny(&mut self, endpoint_id: u32, direction: u8) {
-        let key = PolicyEpKey {
-            endpoint_id,
-            direction,
-            pad: [0; 3],
-        };
-        self.policy
-            .set_default_deny(key, true)
-            .expect("default deny");
+        let endpoints = [
+            LocalEndpoint {
+                addr: A,
+                endpoint_id: EP_A,
+                identity: ID_A,
+            },
+            LocalEndpoint {
+                addr: B,
+                endpoint_id: EP_B,
+                identity: ID_B,
+            },
+        ];
+        Self(PodFixture::load(
+            "pol",
+            &[("CFG_ENABLE_POLICY", 1)],
+            &endpoints,
+        ))
     }
 
     fn entry(
@@ -137,29 +76,10 @@ impl Fixture {
         dport: u16,
         action: u8,
     ) {
-        let key = PolicyKey {
-            endpoint_id,
-            identity,
-            dport,
-            proto,
-            direction,
-        };
-        let value = PolicyValue {
-            policy_id: 42,
-            action,
-            pad: 0,
-            proxy_port: 0,
-        };
-        self.policy.upsert(key, value).expect("policy entry");
-    }
-
-    fn run(&self, program: PodProgram, packet: &[u8]) -> u32 {
-        let fd = self.dp.program_fd(program).expect("program fd");
-        test_run(fd, packet).expect("BPF_PROG_TEST_RUN").retval
-    }
-
-    fn drain(&mut self) -> Vec<FlowEvent> {
-        std::iter::from_fn(|| self.events.try_next()).collect()
+        self.0.entry(
+            key(endpoint_id, direction, identity, proto, dport),
+            value(42, action, 0),
+        );
     }
 
     fn drops(&self, reason: u8) -> u64 {
@@ -184,13 +104,6 @@ impl Fixture {
             .iter()
             .filter(|(k, _)| (k.saddr == xa && k.daddr == ya) || (k.saddr == ya && k.daddr == xa))
             .count()
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let _ = remove_node_pins(&self.pin_root, "node-1");
-        let _ = std::fs::remove_dir_all(&self.pin_root);
     }
 }
 

@@ -7,20 +7,16 @@
 //!
 //! Needs root (CAP_BPF + CAP_NET_ADMIN) and bpffs; fails with a clear message otherwise.
 
-use std::{
-    net::{IpAddr, Ipv4Addr, SocketAddrV4},
-    path::PathBuf,
-    sync::atomic::{AtomicU32, Ordering},
-};
+mod common;
 
-use porin_core::datapath::{
-    Datapath, DatapathConfig, EndpointInfo, MAP_PROXY_REDIR, PodProgram, PolicyMaps,
-    ProxyRedirects,
-    abi::{POLICY_ALLOW, PolicyEpKey, PolicyKey, PolicyValue},
-    remove_node_pins, test_run,
-};
+use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
 
-const TC_ACT_OK: u32 = 0;
+use common::packet::packet;
+use common::pod_fixture::{
+    EGRESS, INGRESS, LocalEndpoint, PodFixture, TC_ACT_OK, TC_ACT_SHOT, key, value,
+};
+use porin_core::datapath::{MAP_PROXY_REDIR, PodProgram, ProxyRedirects, abi::POLICY_ALLOW};
+
 const TCP: u8 = 6;
 const UDP: u8 = 17;
 const SYN: u8 = 0x02;
@@ -35,29 +31,6 @@ const EP_POD: u32 = 11;
 const EP_DNS: u32 = 12;
 const ID_POD: u32 = 1001;
 const ID_DNS: u32 = 1002;
-const EGRESS: u8 = 2;
-
-/// Ethernet + IPv4 + TCP/UDP; returns the frame and the L4 offset.
-fn packet(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, sport: u16, dport: u16, flags: u8) -> Vec<u8> {
-    let mut l4 = Vec::new();
-    l4.extend_from_slice(&sport.to_be_bytes());
-    l4.extend_from_slice(&dport.to_be_bytes());
-    if proto == TCP {
-        l4.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
-    } else {
-        l4.extend_from_slice(&[0, 13, 0, 0]);
-    }
-    l4.extend_from_slice(b"hello");
-    let mut ip = vec![0x45, 0];
-    ip.extend_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
-    ip.extend_from_slice(&[0, 1, 0, 0, 64, proto, 0, 0]);
-    ip.extend_from_slice(&src.octets());
-    ip.extend_from_slice(&dst.octets());
-    ip.extend_from_slice(&l4);
-    let mut eth = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00];
-    eth.extend_from_slice(&ip);
-    eth
-}
 
 /// (source, destination) of a frame built by `packet` (or rewritten by the program).
 fn endpoints_of(frame: &[u8]) -> (SocketAddrV4, SocketAddrV4) {
@@ -69,93 +42,49 @@ fn endpoints_of(frame: &[u8]) -> (SocketAddrV4, SocketAddrV4) {
     )
 }
 
-static NEXT: AtomicU32 = AtomicU32::new(0);
-
-struct Fixture {
-    dp: Datapath,
-    policy: PolicyMaps,
-    pin_root: PathBuf,
-}
+struct Fixture(PodFixture);
 
 impl Fixture {
+    /// POD and DNS as local endpoints, POD's egress under default deny.
     fn new() -> Self {
-        assert!(
-            nix::unistd::geteuid().is_root(),
-            "proxy BPF_PROG_TEST_RUN tests must run as root (they load eBPF programs)"
-        );
-        let n = NEXT.fetch_add(1, Ordering::SeqCst);
-        let pin_root = PathBuf::from(format!(
-            "/sys/fs/bpf/porin-proxytest-{}-{n}",
-            std::process::id()
-        ));
-        let config = DatapathConfig {
-            node_name: "node-1".into(),
-            pin_root: pin_root.clone(),
-            switches: vec![
-                ("CFG_ENABLE_POLICY".into(), 1),
-                ("CFG_NODE_IPV4".into(), u32::from_ne_bytes(NODE.octets())),
+        let endpoints = [
+            LocalEndpoint {
+                addr: POD,
+                endpoint_id: EP_POD,
+                identity: ID_POD,
+            },
+            LocalEndpoint {
+                addr: DNS,
+                endpoint_id: EP_DNS,
+                identity: ID_DNS,
+            },
+        ];
+        let mut f = PodFixture::load(
+            "proxy",
+            &[
+                ("CFG_ENABLE_POLICY", 1),
+                ("CFG_NODE_IPV4", u32::from_ne_bytes(NODE.octets())),
             ],
-        };
-        let dp = Datapath::load(&config).unwrap_or_else(|e| panic!("loading the datapath: {e}"));
-        let mut endpoints = dp.endpoints().expect("endpoints map");
-        let mut ipcache = dp.ipcache().expect("ipcache");
-        for (addr, id, identity) in [(POD, EP_POD, ID_POD), (DNS, EP_DNS, ID_DNS)] {
-            let info = EndpointInfo {
-                endpoint_id: id,
-                ifindex: 100 + id,
-                identity,
-            };
-            endpoints.upsert(IpAddr::V4(addr), info).expect("endpoint");
-            ipcache
-                .upsert(IpAddr::V4(addr).into(), identity, 0)
-                .expect("ipcache");
-        }
-        let mut policy = PolicyMaps::open(|name| dp.map_pin_path(name)).expect("policy maps");
-        let ep = PolicyEpKey {
-            endpoint_id: EP_POD,
-            direction: EGRESS,
-            pad: [0; 3],
-        };
-        policy.set_default_deny(ep, true).expect("default deny");
-        Self {
-            dp,
-            policy,
-            pin_root,
-        }
+            &endpoints,
+        );
+        f.default_deny(EP_POD, EGRESS);
+        Self(f)
     }
 
+    /// POD may reach DNS on `proto`/`dport`, through the proxy on `proxy_port` (0: none).
     fn allow(&mut self, proto: u8, dport: u16, proxy_port: u16) {
-        let key = PolicyKey {
-            endpoint_id: EP_POD,
-            identity: ID_DNS,
-            dport,
-            proto,
-            direction: EGRESS,
-        };
-        let value = PolicyValue {
-            policy_id: 7,
-            action: POLICY_ALLOW,
-            pad: 0,
-            proxy_port,
-        };
-        self.policy.upsert(key, value).expect("policy entry");
+        self.0.entry(
+            key(EP_POD, EGRESS, ID_DNS, proto, dport),
+            value(7, POLICY_ALLOW, proxy_port),
+        );
     }
 
     fn run(&self, program: PodProgram, packet: &[u8]) -> (u32, Vec<u8>) {
-        let fd = self.dp.program_fd(program).expect("program fd");
-        let out = test_run(fd, packet).expect("BPF_PROG_TEST_RUN");
-        (out.retval, out.packet)
+        self.0.run_packet(program, packet)
     }
 
     fn redirects(&self) -> ProxyRedirects {
-        ProxyRedirects::open(&self.dp.map_pin_path(MAP_PROXY_REDIR)).expect("redirect map")
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let _ = remove_node_pins(&self.pin_root, "node-1");
-        let _ = std::fs::remove_dir_all(&self.pin_root);
+        ProxyRedirects::open(&self.0.dp.map_pin_path(MAP_PROXY_REDIR)).expect("redirect map")
     }
 }
 
@@ -240,7 +169,6 @@ fn tcp_connection_is_steered_whole_and_plain_allows_are_untouched() {
 
 /// The program's return code after `bpf_redirect` (include/uapi/linux/pkt_cls.h).
 const TC_ACT_REDIRECT: u32 = 7;
-const INGRESS: u8 = 1;
 
 #[test]
 fn ingress_connection_with_a_proxy_port_is_handed_back_to_the_node_unchanged() {
@@ -249,20 +177,10 @@ fn ingress_connection_with_a_proxy_port_is_handed_back_to_the_node_unchanged() {
     let mut f = Fixture::new();
     // POD's ingress: DNS's identity may reach port 8080 through the proxy, port 8081 without.
     for (dport, port) in [(8080, proxy_port), (8081, 0)] {
-        let key = PolicyKey {
-            endpoint_id: EP_POD,
-            identity: ID_DNS,
-            dport,
-            proto: TCP,
-            direction: INGRESS,
-        };
-        let value = PolicyValue {
-            policy_id: 8,
-            action: POLICY_ALLOW,
-            pad: 0,
-            proxy_port: port,
-        };
-        f.policy.upsert(key, value).expect("policy entry");
+        f.0.entry(
+            key(EP_POD, INGRESS, ID_DNS, TCP, dport),
+            value(8, POLICY_ALLOW, port),
+        );
     }
     let syn = packet(DNS, POD, TCP, 40003, 8080, SYN);
     let (ret, out) = f.run(PodProgram::ToPod, &syn);
@@ -288,4 +206,50 @@ fn ingress_connection_with_a_proxy_port_is_handed_back_to_the_node_unchanged() {
     let syn = packet(DNS, POD, TCP, 40005, 8080, SYN);
     let (ret, out) = f.run(PodProgram::ToPod, &syn);
     assert_eq!((ret, out), (TC_ACT_OK, syn));
+}
+
+/// Cilium redirects the whole port that has HTTP rules: a peer another entry allows there
+/// (here an L3-only allow, no proxy port) is handed to the proxy through the port's marker
+/// entry (`PORIN_POLICY_L7_PORT_IDENTITY`); the marker allows nobody by itself, and ports
+/// without a marker are delivered as they are.
+#[test]
+fn ingress_connection_allowed_without_http_rules_follows_the_ports_marker() {
+    use porin_core::datapath::abi::POLICY_L7_PORT_IDENTITY;
+
+    let proxy = std::net::TcpListener::bind((NODE, 0)).expect("proxy socket");
+    let proxy_port = proxy.local_addr().expect("proxy port").port();
+    let mut f = Fixture::new();
+    f.0.default_deny(EP_POD, INGRESS);
+    // DNS's identity: every port, no HTTP rules. Port 8080 has HTTP rules for others.
+    f.0.entry(
+        key(EP_POD, INGRESS, ID_DNS, 0, 0),
+        value(9, POLICY_ALLOW, 0),
+    );
+    f.0.entry(
+        key(EP_POD, INGRESS, POLICY_L7_PORT_IDENTITY, TCP, 8080),
+        value(9, POLICY_ALLOW, proxy_port),
+    );
+    let syn = packet(DNS, POD, TCP, 40006, 8080, SYN);
+    let (ret, out) = f.run(PodProgram::ToPod, &syn);
+    assert_eq!(
+        ret, TC_ACT_REDIRECT,
+        "allowed on a port with HTTP rules: to the proxy"
+    );
+    assert_eq!(&out[12..], &syn[12..], "addresses and ports unchanged");
+    // Another port: delivered as it is.
+    let plain = packet(DNS, POD, TCP, 40007, 8081, SYN);
+    let (ret, out) = f.run(PodProgram::ToPod, &plain);
+    assert_eq!((ret, out), (TC_ACT_OK, plain));
+    // A peer nothing allows: the marker does not allow it (dropped, not redirected).
+    let stranger = Ipv4Addr::new(10, 0, 0, 9);
+    f.0.dp
+        .ipcache()
+        .expect("ipcache")
+        .upsert(IpAddr::V4(stranger).into(), 1099, 0)
+        .expect("ipcache");
+    let (ret, _) = f.run(
+        PodProgram::ToPod,
+        &packet(stranger, POD, TCP, 40008, 8080, SYN),
+    );
+    assert_eq!(ret, TC_ACT_SHOT, "default deny");
 }

@@ -41,18 +41,12 @@ done
 throughput() {  # throughput TOPOLOGY ROUND: prints Gbit/s
     iperf_gbps "$1" "$2" "${server[$1]}" $iperf_port "$iperf_s"
 }
-conn_rate() {  # conn_rate TOPOLOGY ROUND: prints connections/s
-    local out=$work/conn-$1-$2.json
-    sbx "$1" exec bench/client -- "$tool" conn-client "${server[$1]}:$conn_port" \
-        --seconds "$conn_s" --concurrency "$conn_concurrency" >"$out"
-    sed -n 's/.*"conn_per_s":\([0-9.eE+-]*\).*/\1/p' "$out"
-}
 
 log "== measuring (plain, porin alternating)"
 for ((round = 1; round <= rounds; round++)); do
     for topology in "${topologies[@]}"; do
         gbps=$(throughput "$topology" "$round")
-        cps=$(conn_rate "$topology" "$round")
+        cps=$(conn_rate "$topology" "$round" "${server[$topology]}:$conn_port")
         echo "$topology throughput_gbps $gbps" >>"$samples"
         echo "$topology conn_per_s $cps" >>"$samples"
         printf '   round %d/%d  %-5s  %7.2f Gbit/s  %9.0f conn/s\n' \

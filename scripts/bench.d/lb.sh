@@ -27,7 +27,6 @@
 # BENCH_LB_ROUNDS, BENCH_LB_SECONDS, BENCH_LB_THREADS, BENCH_LB_INFLIGHT,
 # BENCH_LB_TOPOLOGIES="socket perpacket" (a subset; absent ones report null).
 set -euo pipefail
-porin=$PORIN_BIN
 tool=$PORIN_BENCH_BIN
 here=$(cd "$(dirname "$0")" && pwd)
 rules="python3 $here/lb_rules.py"
@@ -46,36 +45,12 @@ conn_port=7000
 svc_port=80
 read -r -a topologies <<<"${BENCH_LB_TOPOLOGIES:-socket perpacket iptables nftables}"
 
-started=$SECONDS
-work=$(mktemp -d /tmp/porin-bench-lb.XXXXXX)
-samples=$work/samples.txt
-ok=0
+bench_name=lb
+# shellcheck source=lib/sandboxes.sh
+source "$here/lib/sandboxes.sh"
 : >"$samples"
 
-log() { echo "$*" >&2; }
-sbx() {  # sbx TOPOLOGY ARGS...: `porin sandbox ARGS` on that topology's sandbox
-    local topology=$1
-    shift
-    PORIN_SANDBOX_DIR=$work/$topology "$porin" sandbox "$@"
-}
-cleanup() {
-    local topology
-    for topology in "${topologies[@]}"; do
-        [[ -e $work/$topology/state.json ]] && { sbx "$topology" down >&2 || true; }
-    done
-    if [[ $ok == 1 ]]; then
-        rm -rf "$work"
-    else
-        log "bench lb failed; logs and results kept in $work"
-    fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
 is_porin() { [[ $1 == socket || $1 == perpacket || $1 == maglev ]]; }
-ip_of() {  # ip_of TOPOLOGY POD
-    sbx "$1" status | awk -v pod="$2" '$1 == pod { print $3 }'
-}
 node_netns() {  # node_netns TOPOLOGY NODE: the node's netns path
     python3 -c '
 import json, sys
@@ -130,7 +105,7 @@ import socket, sys
 socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=0.2).close()' "$2" "$svc_port" \
         >/dev/null 2>&1
 }
-wait_reachable() {  # wait_reachable TOPOLOGY VIP SECONDS
+wait_vip() {  # wait_vip TOPOLOGY VIP SECONDS: until the service answers bench/client
     local deadline=$((SECONDS + $3))
     until probe "$1" "$2"; do
         ((SECONDS < deadline)) || return 1
@@ -177,7 +152,7 @@ program() {  # program TOPOLOGY N: prints seconds, or "timeout"
             t0=$(now)
             mv "$work/services.$topology.yaml" "$dir/services.yaml"
             mv "$work/target.$topology.yaml" "$dir/target.yaml"
-            if ! wait_reachable "$topology" "$($rules vip "$n")" "$program_timeout"; then
+            if ! wait_vip "$topology" "$($rules vip "$n")" "$program_timeout"; then
                 echo timeout
                 return
             fi
@@ -239,7 +214,7 @@ for n in "${sizes[@]}"; do
         else
             log "   $topology: programmed in ${secs}s"
         fi
-        if ! wait_reachable "$topology" "$($rules vip "$n")" 60; then
+        if ! wait_vip "$topology" "$($rules vip "$n")" 60; then
             log "$topology: bench/client cannot reach the target at N = $n"
             exit 1
         fi
@@ -299,6 +274,6 @@ done
 duration=$((SECONDS - started))
 line=$(python3 "$here/lb_report.py" "$samples" --quick "$BENCH_QUICK" --duration "$duration" \
     --rounds "$rounds" --seconds "$conn_s" --threads "$threads" --inflight "$inflight")
-ok=1
+finish
 log "== done in ${duration}s (sandboxes are removed on exit)"
 echo "$line"

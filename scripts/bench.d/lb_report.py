@@ -73,6 +73,11 @@ def main():
     out["nftables_conn_per_s"] = rate(ref, "nftables")
     out["ratio_vs_iptables"] = ratio(rate(ref, PORIN), rate(ref, "iptables"))
     out["ratio_vs_nftables"] = ratio(rate(ref, PORIN), rate(ref, "nftables"))
+    # The most any load balancer could gain over iptables here: the iptables rate with
+    # the smallest N (its rule walk nearly free) over the one at the reference N. A ratio
+    # above this would need connections cheaper than the kernel alone makes them.
+    out["iptables_ceiling_ratio"] = (
+        ratio(rate(smallest, "iptables"), rate(ref, "iptables")) if smallest != ref else None)
     out["maglev_conn_per_s"] = rate(ref, "maglev")
     out["maglev_ratio_vs_socket"] = ratio(rate(ref, "maglev"), rate(ref, PORIN))
     out["perpacket_ratio_vs_iptables"] = ratio(rate(ref, "perpacket"), rate(ref, "iptables"))

@@ -21,7 +21,6 @@
 # Run through scripts/bench, which builds and sets PORIN_BIN, PORIN_BENCH_BIN,
 # BENCH_ROOT and BENCH_QUICK.
 set -euo pipefail
-porin=$PORIN_BIN
 tool=$PORIN_BENCH_BIN
 policy_tool=$(dirname "$PORIN_BIN")/porin-policy-bench
 manifests=$BENCH_ROOT/bench/datapath
@@ -37,10 +36,9 @@ conn_concurrency=${BENCH_CONN_CONCURRENCY:-8}
 conn_port=7000
 topologies=(none rules)
 
-started=$SECONDS
-bench=policy
-# shellcheck source=../bench-sandboxes.sh
-source "$BENCH_ROOT/scripts/bench-sandboxes.sh"
+bench_name=policy
+# shellcheck source=lib/sandboxes.sh
+source "$(dirname "$0")/lib/sandboxes.sh"
 
 log "== build porin-policy-bench (release)"
 # With the packages scripts/bench built, so features unify the same way and only the
@@ -93,7 +91,7 @@ for topology in "${topologies[@]}"; do
 done
 
 for topology in "${topologies[@]}"; do
-    wait_conn "$topology" "${server[$topology]}:$conn_port"
+    wait_reachable "$topology" "${server[$topology]}:$conn_port"
 done
 # The rules are in force: a port no rule allows is dropped at the server.
 if sbx rules exec bench/client -- curl -s -o /dev/null --connect-timeout 1 \
@@ -125,6 +123,6 @@ line=$("$tool" summarize "$samples" --bench policy --compare rules,none \
     --set datapath_rules="$rules" --set runs="$rounds" --set duration_s="$duration" \
     --set conn_s="$conn_s" --set conn_concurrency="$conn_concurrency" \
     --set quick="$([[ $BENCH_QUICK == 1 ]] && echo true || echo false)")
-ok=1
+finish
 log "== done in ${duration}s (sandboxes are removed on exit)"
 echo "$line"

@@ -6,7 +6,10 @@
 //! node-1's pod program hands the connections the ingress rules send to the
 //! proxy to its transparent listener; the proxy judges them with the client's
 //! identity, answers 403 or forwards to the pod with the ingress proxy's mark
-//! (not judged again), and the pod sees the proxy's connection only.
+//! (not judged again), and the pod sees the proxy's connection only. `ops` is
+//! allowed without HTTP rules on the same port: its connections go through the
+//! proxy too (Cilium redirects the whole port) and every request passes as an
+//! L7 flow.
 
 mod common;
 
@@ -44,6 +47,7 @@ spec:
     - name: admin
       image: ignored
       command: ["python3", "-m", "http.server", "8080", "--bind", "0.0.0.0", "--directory", "{www}"]
+      ports: [{{name: http, containerPort: 8080, protocol: TCP}}]
 ---
 apiVersion: v1
 kind: Pod
@@ -158,15 +162,24 @@ type = "wireguard"
 
 #[test]
 fn admin_api_access_through_the_l7_proxy() {
-    admin_api_access(AGENT_CONFIG);
+    admin_api_access(AGENT_CONFIG, ADMIN_API_ACCESS);
 }
 
 #[test]
 fn admin_api_access_through_the_l7_proxy_with_wireguard() {
-    admin_api_access(&format!("{AGENT_CONFIG}{WIREGUARD}"));
+    admin_api_access(&format!("{AGENT_CONFIG}{WIREGUARD}"), ADMIN_API_ACCESS);
 }
 
-fn admin_api_access(agent_config: &str) {
+/// The policy names the port (`port: http`, the server's container port 8080): the
+/// datapath's entries and the proxy's per-connection rules resolve it alike.
+#[test]
+fn admin_api_access_with_a_named_port() {
+    let named = ADMIN_API_ACCESS.replace("port: \"8080\"", "port: http");
+    assert_ne!(named, ADMIN_API_ACCESS, "the policy names port 8080");
+    admin_api_access(AGENT_CONFIG, &named);
+}
+
+fn admin_api_access(agent_config: &str, policy: &str) {
     let www = tempfile::tempdir().expect("www");
     std::fs::write(www.path().join("metrics"), "payments_up 1\n").expect("metrics file");
     std::fs::create_dir(www.path().join("admin")).expect("admin dir");
@@ -174,7 +187,7 @@ fn admin_api_access(agent_config: &str) {
     let sandbox = TestSandbox::up_with(
         &[
             ("00-pods.yaml", &pods(&www.path().display().to_string())),
-            ("10-admin-api-access.yaml", ADMIN_API_ACCESS),
+            ("10-admin-api-access.yaml", policy),
         ],
         Some(agent_config),
     );
@@ -237,11 +250,19 @@ fn admin_api_access(agent_config: &str) {
         );
     }
     // ops (node-2): full access (http.server answers POST with 501: it reached the server).
+    // Allowed without HTTP rules on a port that has them: through the proxy all the same
+    // (Cilium redirects the whole port), with allow-all at L7.
     assert_eq!(
         curl(&sandbox, "ops/ops-toolbox", "GET", &users_url),
         (200, "alice\n".to_owned())
     );
     assert_eq!(curl(&sandbox, "ops/ops-toolbox", "POST", &users_url).0, 501);
+    let anything_url = format!("http://{server}:8080/anything");
+    assert_eq!(
+        curl(&sandbox, "ops/ops-toolbox", "POST", &anything_url).0,
+        501,
+        "POST /anything from ops reaches the server"
+    );
     // Another namespace: dropped at L3/L4 (no answer at all, not a 403).
     assert_eq!(
         curl(&sandbox, "shop/shop-client", "GET", &metrics_url).0,
@@ -252,14 +273,12 @@ fn admin_api_access(agent_config: &str) {
     // L7 flows in `porin observe --type l7 -o json`.
     let flows = wait_for(Duration::from_secs(10), || {
         let f = l7_flows(&sandbox);
-        // The last proxied request's response (prometheus-remote, GET /admin/users) is
-        // in: all are. ops is allowed without HTTP rules: its connections go straight
-        // to the pod and make no L7 flows.
+        // The last proxied request's response (ops, POST /anything) is in: all are.
         f.iter()
             .any(|f| {
                 f["l7"]["type"] == "RESPONSE"
-                    && str_of(&f["l7"]["http"]["url"]).ends_with("/admin/users")
-                    && f["destination"]["pod_name"] == "prometheus-remote"
+                    && str_of(&f["l7"]["http"]["url"]).ends_with("/anything")
+                    && f["destination"]["pod_name"] == "ops-toolbox"
             })
             .then_some(f)
     })
@@ -303,6 +322,18 @@ fn admin_api_access(agent_config: &str) {
         ok["trace_context"]["parent"]["trace_id"],
         "4bf92f3577b34da6a3ce929d0e0e4736"
     );
+    // ops' requests went through the proxy: L7 flows, FORWARDED, the server's answer.
+    let ops_post = find("REQUEST", "POST", "/anything", "ops");
+    assert_eq!(ops_post["verdict"], "FORWARDED", "{ops_post}");
+    assert_eq!(ops_post["source"]["pod_name"], "ops-toolbox");
+    assert_eq!(ops_post["traffic_direction"], "INGRESS");
+    let ops_reply = find("RESPONSE", "POST", "/anything", "ops");
+    assert_eq!(ops_reply["verdict"], "FORWARDED", "{ops_reply}");
+    assert_eq!(ops_reply["l7"]["http"]["code"], 501);
+    assert_eq!(
+        find("RESPONSE", "GET", "/admin/users", "ops")["l7"]["http"]["code"],
+        200
+    );
 
     // hubble_http_* on :9965 with exemplars.
     let out = Command::new("nsenter")
@@ -337,6 +368,14 @@ fn admin_api_access(agent_config: &str) {
             "hubble_http_request_duration_seconds_count{method=\"GET\",reporter=\"server\""
         )),
         "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("hubble_http_requests_total{")
+                && l.contains("method=\"POST\"")
+                && l.contains("status=\"501\"")
+                && l.contains("source_namespace=\"ops\"")),
+        "ops' requests are counted:\n{text}"
     );
     sandbox.down_and_check();
 }

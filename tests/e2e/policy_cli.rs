@@ -143,3 +143,30 @@ fn trace_reports_bad_flags() {
     assert!(!ok);
     assert!(err.contains("/nonexistent.yaml"), "{err}");
 }
+
+/// `ops` is allowed on admin-api-access's port without HTTP rules, `monitoring` with them:
+/// the whole port goes through the proxy, and ops' requests pass an allow-all L7 rule.
+#[test]
+fn trace_peer_without_http_rules_on_an_l7_port() {
+    let v = trace_json(&[
+        "--src",
+        "k8s:app=ops-toolbox,k8s:io.kubernetes.pod.namespace=ops",
+        "--dst",
+        "k8s:app=payments-admin-api,k8s:io.kubernetes.pod.namespace=payments",
+        "--dport",
+        "8080/TCP",
+        "--http-method",
+        "POST",
+        "--http-path",
+        "/anything",
+    ]);
+    assert_eq!(v["verdict"], "ALLOWED", "{v}");
+    assert_eq!(v["http"]["proxied"], true, "{v}");
+    assert_eq!(v["http"]["ingress"]["verdict"], "ALLOWED", "{v}");
+    assert!(
+        v["http"]["ingress"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("allow-all L7 rule for this peer")),
+        "{v}"
+    );
+}

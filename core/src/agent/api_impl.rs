@@ -42,8 +42,17 @@ impl AgentApi for Agent {
     }
 
     fn status(&self) -> StatusResponse {
+        // One lock at a time: holding the datapath while taking the endpoints would
+        // invert reconcile's order (endpoints, identities, datapath, ipcache) and deadlock.
         let plugins = lock(&self.plugins).statuses();
-        let datapath = lock(&self.datapath);
+        let (pin_dir, attached_interfaces) = {
+            let datapath = lock(&self.datapath);
+            (
+                datapath.node_pin_dir().display().to_string(),
+                datapath.attached_interfaces(),
+            )
+        };
+        let endpoints = lock(&self.endpoints).len();
         StatusResponse {
             node: self.config.node_name.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -61,12 +70,12 @@ impl AgentApi for Agent {
             },
             datapath: DatapathStatus {
                 loaded: true,
-                pin_dir: datapath.node_pin_dir().display().to_string(),
-                attached_interfaces: datapath.attached_interfaces(),
+                pin_dir,
+                attached_interfaces,
                 error: None,
             },
             plugins,
-            endpoints: lock(&self.endpoints).len(),
+            endpoints,
             identities: self.identities().len(),
             cluster_endpoints: self.view.read().map(|v| v.by_ip.len()).unwrap_or(0),
         }

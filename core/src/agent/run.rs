@@ -28,7 +28,10 @@ use crate::state::{Datastore, StateStore};
 use prometheus_client::registry::Registry;
 
 /// Everything the running agent holds. Locks are short and never held across
-/// an await; the order, where two are taken, is endpoints → datapath → ipcache.
+/// an await; the order, where two are taken, is datapath_extras → endpoints →
+/// identities → datapath → ipcache. Anything else takes one lock at a time: the status
+/// API once held the datapath while taking the endpoints, and an agent whose first
+/// reconcile met a status request deadlocked at start.
 pub(crate) struct Agent {
     pub config: AgentConfig,
     pub started: Instant,

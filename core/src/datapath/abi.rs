@@ -283,6 +283,10 @@ pub struct PolicyKey {
 pub const POLICY_ALLOW: u8 = 1;
 /// `PORIN_POLICY_DENY`.
 pub const POLICY_DENY: u8 = 2;
+/// `PORIN_POLICY_L7_PORT_IDENTITY`: not a peer. An ALLOW entry with this identity marks a
+/// port that has HTTP rules for some peers; connections other entries allow on it go to
+/// the HTTP proxy too (Cilium redirects the whole port). It allows nothing by itself.
+pub const POLICY_L7_PORT_IDENTITY: u32 = 0xffff_ffff;
 
 /// `struct porin_policy_value`.
 #[repr(C)]

@@ -13,6 +13,9 @@ use super::{
     abi::FlowEvent, error::DatapathError, loader::Datapath, maps::MAP_EVENTS, maps::open_pinned,
 };
 
+/// How often the reader drains the ring when no wakeup came.
+pub const DRAIN_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// Reads decoded [`FlowEvent`]s from the pinned `porin_events` ring buffer.
 pub struct EventReader {
     ring: AsyncFd<RingBuf<MapData>>,
@@ -31,16 +34,20 @@ impl EventReader {
     }
 
     /// The next event that decodes; records that do not decode are logged and skipped.
+    ///
+    /// The programs wake the reader only when a quarter of the ring waits
+    /// (`bpf/lib/events.h`), so besides waiting for that wakeup the reader looks at the
+    /// ring every [`DRAIN_INTERVAL`]: a flow reaches the agent at most that late.
     pub async fn next(&mut self) -> Result<FlowEvent, DatapathError> {
         loop {
             if let Some(event) = self.try_next() {
                 return Ok(event);
             }
-            let mut guard = self
-                .ring
-                .readable_mut()
-                .await
-                .map_err(|source| DatapathError::Events { source })?;
+            let woken = tokio::time::timeout(DRAIN_INTERVAL, self.ring.readable_mut()).await;
+            let Ok(guard) = woken else {
+                continue;
+            };
+            let mut guard = guard.map_err(|source| DatapathError::Events { source })?;
             // Re-check before sleeping again: a record may have landed after try_next.
             if let Some(event) = Self::pop(guard.get_inner_mut()) {
                 return Ok(event);

@@ -4,3 +4,4 @@
 
 pub mod packet;
 pub mod packet6;
+pub mod pod_fixture;

@@ -23,8 +23,8 @@ use crate::enforce::loader::Loader;
 use crate::enforce::names::policy_table;
 use crate::enforce::programmer::Programmer;
 use crate::l7::{
-    ContextPeers, L7Proxy, OriginalDestination, PodDestination, PolicySet, RunningProxy,
-    SharedPolicies,
+    ContextPeers, L7Proxy, NamedPortView, OriginalDestination, PodDestination, PolicySet,
+    RunningProxy, SharedPolicies, container_ports,
 };
 use crate::model::Labels;
 use crate::proxy::OriginalDestinations;
@@ -84,10 +84,7 @@ fn named_ports(pods: &[Pod], namespace: &str, name: &str) -> BTreeMap<String, u1
             p.metadata.namespace.as_deref() == Some(namespace)
                 && p.metadata.name.as_deref() == Some(name)
         })
-        .filter_map(|p| p.spec.as_ref())
-        .flat_map(|s| s.containers.iter())
-        .flat_map(|c| c.ports.iter().flatten())
-        .filter_map(|port| Some((port.name.clone()?, u16::try_from(port.container_port).ok()?)))
+        .flat_map(container_ports)
         .collect()
 }
 
@@ -256,6 +253,7 @@ impl PolicyPlugin {
             run.l7_policies.replace(PolicySet {
                 policies: loaded.policies.clone(),
                 enforcement,
+                named_ports: NamedPortView::of_cluster(state.as_ref(), &pods, &identities),
             });
         }
         let (step, wanted) = run.engine.update(Inputs {

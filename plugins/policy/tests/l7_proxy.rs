@@ -4,13 +4,14 @@
 //! client connects to the proxy, which is told the original destination
 //! explicitly ([`FixedDestination`]) as the datapath redirect would.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use porin_plugin_sdk::{L7Kind, L7Record, Verdict};
 use porin_policy::l7::{
-    FixedDestination, L7Proxy, L7Sink, PolicySet, ResolvedPeer, SharedPolicies, StaticPeers,
+    FixedDestination, L7Proxy, L7Sink, NamedPortView, PolicySet, ResolvedPeer, SharedPolicies,
+    StaticPeers,
 };
 use porin_policy::model::Labels;
 use porin_policy::parse::parse_file;
@@ -33,6 +34,32 @@ fn peer(identity: u32, labels: &str) -> ResolvedPeer {
         identity,
         labels: Labels::parse_list(labels).expect("labels"),
     }
+}
+
+/// The seed's pods at these addresses: the admin API, prometheus (monitoring) and ops.
+fn seed_peers(admin: &str, monitoring: &str, ops: &str) -> StaticPeers {
+    let pods = [
+        (
+            admin,
+            1001,
+            "k8s:app=payments-admin-api,k8s:io.kubernetes.pod.namespace=payments",
+        ),
+        (
+            monitoring,
+            1002,
+            "k8s:app=prometheus,k8s:io.kubernetes.pod.namespace=monitoring",
+        ),
+        (
+            ops,
+            1003,
+            "k8s:app=ops-toolbox,k8s:io.kubernetes.pod.namespace=ops",
+        ),
+    ];
+    StaticPeers(
+        pods.into_iter()
+            .map(|(ip, id, labels)| (ip.parse().expect("ip"), peer(id, labels)))
+            .collect(),
+    )
 }
 
 /// An HTTP/1.1 server answering `200 <method> <path>` on every request, with keep-alive.
@@ -116,29 +143,7 @@ async fn request(stream: &mut TcpStream, method: &str, path: &str) -> (u16, Stri
 async fn admin_api_access_through_the_proxy() {
     let parsed = parse_file("admin-api-access.yaml", ADMIN);
     assert!(parsed.problems.is_empty(), "{:?}", parsed.problems);
-    let peers = StaticPeers(HashMap::from([
-        (
-            "127.77.7.1".parse().expect("ip"),
-            peer(
-                1001,
-                "k8s:app=payments-admin-api,k8s:io.kubernetes.pod.namespace=payments",
-            ),
-        ),
-        (
-            "127.0.0.2".parse().expect("ip"),
-            peer(
-                1002,
-                "k8s:app=prometheus,k8s:io.kubernetes.pod.namespace=monitoring",
-            ),
-        ),
-        (
-            "127.0.0.3".parse().expect("ip"),
-            peer(
-                1003,
-                "k8s:app=ops-toolbox,k8s:io.kubernetes.pod.namespace=ops",
-            ),
-        ),
-    ]));
+    let peers = seed_peers("127.77.7.1", "127.0.0.2", "127.0.0.3");
     let records = Arc::new(Records::default());
     // The policy names port 8080: the original destination carries it (an
     // address of its own so parallel tests do not collide on the port).
@@ -212,4 +217,51 @@ async fn admin_api_access_through_the_proxy() {
             .iter()
             .any(|r| r.method == "POST" && r.code == 403 && r.verdict == Verdict::Dropped)
     );
+}
+
+/// `admin-api-access` with `port: http` instead of 8080: the proxy resolves the name
+/// against the destination pod's container ports (`http` -> 8080), as the datapath's
+/// entries do; without them nothing on the port is allowed.
+#[tokio::test]
+async fn named_ports_resolve_against_the_destination_pod() {
+    let named = ADMIN.replace("port: \"8080\"", "port: http");
+    assert_ne!(named, ADMIN);
+    let parsed = parse_file("admin-api-access-named.yaml", &named);
+    assert!(parsed.problems.is_empty(), "{:?}", parsed.problems);
+    let admin: std::net::IpAddr = "127.77.7.2".parse().expect("ip");
+    let peers = seed_peers("127.77.7.2", "127.0.0.5", "127.0.0.6");
+    let upstream = server("127.77.7.2:8080").await;
+    let with_names = PolicySet {
+        policies: parsed.policies.clone(),
+        named_ports: NamedPortView {
+            by_address: HashMap::from([(admin, BTreeMap::from([("http".to_owned(), 8080)]))]),
+            ..NamedPortView::default()
+        },
+        ..PolicySet::default()
+    };
+    let policies = Arc::new(SharedPolicies::new(with_names));
+    let proxy = L7Proxy {
+        policies: policies.clone(),
+        peers: Arc::new(peers),
+        original: Arc::new(FixedDestination(upstream)),
+        sink: Arc::new(Records::default()),
+    }
+    .start("127.0.0.1:0".parse().expect("addr"))
+    .expect("proxy");
+
+    let mut monitoring = connect("127.0.0.5", proxy.addr).await;
+    assert_eq!(
+        request(&mut monitoring, "GET", "/metrics").await,
+        (200, "GET /metrics".to_owned())
+    );
+    assert_eq!(request(&mut monitoring, "POST", "/metrics").await.0, 403);
+    let mut ops = connect("127.0.0.6", proxy.addr).await;
+    assert_eq!(request(&mut ops, "POST", "/admin/users").await.0, 200);
+
+    // The pod no longer names the port (a new revision): the name resolves to nothing.
+    policies.replace(PolicySet {
+        policies: parsed.policies,
+        ..PolicySet::default()
+    });
+    assert_eq!(request(&mut monitoring, "GET", "/metrics").await.0, 403);
 }

@@ -11,6 +11,8 @@
 #   wait_reachable TOPOLOGY ADDR:PORT   until bench/client connects (60 s at most)
 #   iperf_gbps TOPOLOGY ROUND ADDR PORT SECONDS   one iperf3 TCP stream from
 #                               bench/client; prints Gbit/s received
+#   conn_rate TOPOLOGY ROUND ADDR:PORT   porin-bench conn-client from bench/client for
+#                               $conn_s seconds, $conn_concurrency at once; prints conn/s
 #   finish                      marks the run good: $work is removed on exit
 # On exit every topology's sandbox is brought down; $work is kept (and named) unless
 # `finish` was called, so a failed run leaves its logs.
@@ -72,4 +74,10 @@ iperf_gbps() {
     local out=$work/iperf-$1-$2.json
     sbx "$1" exec bench/client -- iperf3 -c "$3" -p "$4" -t "$5" -O 1 -J >"$out" || true
     "$PORIN_BENCH_BIN" iperf-bps "$out" | awk '{ printf "%.4f\n", $1 / 1e9 }'
+}
+conn_rate() {
+    local out=$work/conn-$1-$2.json
+    sbx "$1" exec bench/client -- "$PORIN_BENCH_BIN" conn-client "$3" \
+        --seconds "$conn_s" --concurrency "$conn_concurrency" >"$out"
+    sed -n 's/.*"conn_per_s":\([0-9.eE+-]*\).*/\1/p' "$out"
 }

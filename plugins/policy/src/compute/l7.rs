@@ -5,15 +5,19 @@
 //! the port is redirected to the proxy and requests are checked against the
 //! union of the HTTP rules of the matching entries. A matching entry without
 //! HTTP rules (for example `ops` with the port only) allows every request of
-//! the peers it selects. Both sides count: the source's egress and the
-//! destination's ingress must each allow the request.
+//! the peers it selects; their connections still go through the proxy when
+//! the port has HTTP rules for other peers (Cilium redirects the whole port),
+//! so their requests become L7 flows. Both sides count: the source's egress
+//! and the destination's ingress must each allow the request.
 
 use serde::Serialize;
 
 use super::peer::{L4, Peer};
 use super::verdict::{Verdict, decide};
 use crate::Enforcement;
-use crate::model::{Direction, HttpRequest, HttpRequestView, HttpRule, Labels, Policy, Subject};
+use crate::model::{
+    Direction, HttpRequest, HttpRequestView, HttpRule, Labels, Policy, Port, PortRule, Subject,
+};
 
 /// What the proxy does with requests of one direction of a connection.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -21,6 +25,10 @@ use crate::model::{Direction, HttpRequest, HttpRequestView, HttpRule, Labels, Po
 pub enum HttpFilter {
     /// No HTTP rules apply: every request passes (the connection is allowed).
     AllowAll,
+    /// The peer is allowed without HTTP rules on a port that has HTTP rules for other
+    /// peers: the connection goes through the proxy and every request passes (Cilium's
+    /// allow-all L7 rule for that peer).
+    ProxiedAllowAll,
     /// Only requests matching one of these rules pass.
     Rules(Vec<HttpRule>),
     /// The connection itself is denied at L3/L4.
@@ -47,42 +55,52 @@ impl HttpFilter {
             return Self::AllowAll;
         }
         let mut rules = Vec::new();
+        let mut allow_all = false;
+        // Some entry, for any peer, has HTTP rules on this very port (the datapath's
+        // marker entry: every allowed connection on the port goes to the proxy).
+        let mut port_has_http = false;
         for policy in policies {
             for rule in &policy.rules {
                 if !matches!(&rule.subject, Subject::Endpoints(s) if s.matches(subject)) {
                     continue;
                 }
                 for entry in rule.section(direction, false) {
+                    let matching = l4.matching(&entry.to_ports);
+                    let http = match matching {
+                        Some(Some(port_rule)) if !port_rule.l7.http.is_empty() => {
+                            port_has_http |= names_a_port(port_rule);
+                            Some(&port_rule.l7.http)
+                        }
+                        _ => None,
+                    };
                     if !peer.selected_by_peers(&entry.peers) {
                         continue;
                     }
-                    match l4.matching(&entry.to_ports) {
-                        None => {}
-                        Some(Some(port_rule)) if !port_rule.l7.http.is_empty() => {
-                            rules.extend(port_rule.l7.http.iter().cloned());
-                        }
+                    match (matching, http) {
+                        (None, _) => {}
+                        (Some(_), Some(http)) => rules.extend(http.iter().cloned()),
                         // An allow without HTTP rules on this port: all requests.
-                        Some(_) => return Self::AllowAll,
+                        (Some(_), None) => allow_all = true,
                     }
                 }
             }
         }
-        if rules.is_empty() {
-            Self::AllowAll
-        } else {
-            Self::Rules(rules)
+        match (allow_all || rules.is_empty(), port_has_http) {
+            (true, true) => Self::ProxiedAllowAll,
+            (true, false) => Self::AllowAll,
+            (false, _) => Self::Rules(rules),
         }
     }
 
     /// Whether requests go through the proxy at all.
     pub fn needs_proxy(&self) -> bool {
-        matches!(self, Self::Rules(_))
+        matches!(self, Self::Rules(_) | Self::ProxiedAllowAll)
     }
 
     /// The verdict on `request`, with the rule that allows it.
     pub fn check(&self, request: &dyn HttpRequestView) -> HttpVerdict<'_> {
         match self {
-            Self::AllowAll => HttpVerdict::Allowed(None),
+            Self::AllowAll | Self::ProxiedAllowAll => HttpVerdict::Allowed(None),
             Self::DenyAll => HttpVerdict::Denied,
             Self::Rules(rules) => match rules.iter().find(|r| r.matches(request)) {
                 Some(rule) => HttpVerdict::Allowed(Some(rule)),
@@ -90,6 +108,12 @@ impl HttpFilter {
             },
         }
     }
+}
+
+/// Whether a `toPorts` entry with HTTP rules names ports (not every port): only those
+/// ports are redirected for every peer (the policy engine's marker entries).
+fn names_a_port(rule: &PortRule) -> bool {
+    rule.ports.iter().any(|p| p.port != Port::Any)
 }
 
 /// The proxy's decision on one request in one direction.
@@ -193,6 +217,12 @@ impl ConnectionFilter {
                     Verdict::Allowed,
                     format!("no HTTP rules apply at {direction}"),
                 ),
+                (HttpFilter::ProxiedAllowAll, _) => (
+                    Verdict::Allowed,
+                    format!(
+                        "allowed by an allow-all L7 rule for this peer at {direction} (the port has HTTP rules for other peers: the request goes through the proxy)"
+                    ),
+                ),
                 (_, HttpVerdict::Allowed(Some(rule))) => {
                     (Verdict::Allowed, format!("allowed by HTTP rule ({rule})"))
                 }
@@ -289,9 +319,35 @@ mod tests {
             "k8s:app=ops-toolbox,k8s:io.kubernetes.pod.namespace=ops",
             8080,
         );
-        assert!(!f.needs_proxy());
+        // Redirected like monitoring (the port has HTTP rules), with allow-all at L7.
+        assert!(f.needs_proxy());
+        assert_eq!(f.ingress, HttpFilter::ProxiedAllowAll);
         assert!(f.allows(&req("POST", "/admin/users")));
         assert!(f.allows(&req("GET", "/metrics")));
+        let t = f.trace(&req("POST", "/anything"));
+        assert_eq!(t.verdict, Verdict::Allowed);
+        assert!(t.proxied, "{t:?}");
+        assert!(t.ingress.reason.contains("allow-all L7 rule"), "{t:?}");
+    }
+
+    #[test]
+    fn a_port_without_http_rules_is_not_proxied() {
+        let yaml = "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: p, namespace: prod}\nspec:\n  endpointSelector: {matchLabels: {app: api}}\n  ingress:\n  - fromEndpoints: [{matchLabels: {app: web}}]\n    toPorts: [{ports: [{port: \"80\", protocol: TCP}], rules: {http: [{method: GET}]}}]\n  - fromEndpoints: [{matchLabels: {app: other}}]\n";
+        let parsed = parse_file("p.yaml", yaml);
+        assert!(parsed.problems.is_empty(), "{:?}", parsed.problems);
+        let api = pod("k8s:app=api,k8s:io.kubernetes.pod.namespace=prod");
+        let other = pod("k8s:app=other,k8s:io.kubernetes.pod.namespace=prod");
+        let at = |port| {
+            let l4 = L4 {
+                port: Some((port, Protocol::Tcp)),
+                ..L4::default()
+            };
+            ConnectionFilter::new(&parsed.policies, Enforcement::Default, &other, &api, &l4)
+        };
+        // An L3-only allow: redirected on 80 (the port has HTTP rules), not on 81.
+        assert_eq!(at(80).ingress, HttpFilter::ProxiedAllowAll);
+        assert_eq!(at(81).ingress, HttpFilter::AllowAll);
+        assert!(!at(81).needs_proxy());
     }
 
     #[test]

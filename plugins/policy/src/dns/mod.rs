@@ -7,8 +7,10 @@
 
 mod batch;
 pub mod message;
+mod mmsg;
 pub mod pattern;
 pub mod record;
+mod redirects;
 pub mod rules;
 pub mod run;
 pub mod server;

@@ -6,7 +6,8 @@
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Once, RwLock};
 use std::time::Duration;
 
 use porin_core::datapath::{Conntrack, MAP_CT};
@@ -17,11 +18,14 @@ use tracing::{debug, info};
 use super::server::{read_answers, serve_tcp, serve_udp, sweep_unanswered};
 use super::state::{DnsShared, DnsView};
 use super::upstream::Upstreams;
-use crate::fqdn::{FqdnCache, FqdnLimits};
+use crate::fqdn::{FqdnCache, FqdnLimits, persist};
 use crate::proxy::{MAP_PROXY_REDIR, OriginalDestinations};
 
 /// How often expired FQDN addresses are collected.
 const GC_INTERVAL: Duration = Duration::from_secs(10);
+/// How often the learned addresses are saved when they changed (what an agent killed
+/// within this time had learned last is relearned from the next answers).
+const SAVE_INTERVAL: Duration = Duration::from_secs(1);
 /// How long an upstream server has to answer.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
 /// Threads of the proxy's runtime. One: on a 2-core node a second thread cost more in
@@ -56,6 +60,8 @@ pub struct DnsProxy {
     tasks: Vec<JoinHandle<()>>,
     /// Sockets bound by [`DnsProxy::bind`] and not yet served.
     unserved: Option<Unserved>,
+    /// The saved addresses are restored with the first policy view.
+    restore: Once,
     /// Declared last: dropped after the tasks are aborted.
     runtime: ProxyRuntime,
     pub addr: SocketAddr,
@@ -94,6 +100,7 @@ impl DnsProxy {
         tcp.set_nonblocking(true).map_err(|e| bind_err("TCP", e))?;
         let destinations = OriginalDestinations::open(&ctx.map_pin_path(MAP_PROXY_REDIR))?;
         let ct_path = ctx.map_pin_path(MAP_CT);
+        let persist_path = Some(ctx.state_dir().join(persist::FILE_NAME));
         let shared = Arc::new(DnsShared {
             view: RwLock::new(Arc::new(DnsView::default())),
             cache: Mutex::new(FqdnCache::new(limits)),
@@ -101,6 +108,8 @@ impl DnsProxy {
             ctx,
             destinations,
             upstream_timeout: UPSTREAM_TIMEOUT,
+            persist_path,
+            dirty: AtomicBool::new(false),
         });
         let upstreams =
             Arc::new(Upstreams::bind(UPSTREAM_TIMEOUT).map_err(DnsProxyError::Upstream)?);
@@ -109,6 +118,7 @@ impl DnsProxy {
             upstreams,
             tasks: Vec::new(),
             unserved: Some(Unserved { udp, tcp, ct_path }),
+            restore: Once::new(),
             runtime,
             addr,
         })
@@ -140,6 +150,7 @@ impl DnsProxy {
             )),
             handle.spawn(serve_tcp(tcp, shared.clone())),
             handle.spawn(collect_garbage(shared.clone(), ct_path)),
+            handle.spawn(save_learned(shared.clone())),
         ];
         for socket in &upstreams.sockets {
             self.tasks.push(handle.spawn(read_answers(
@@ -153,9 +164,14 @@ impl DnsProxy {
         Ok(())
     }
 
-    /// The policy changed.
+    /// The policy changed. With the first view (the `toFQDNs` selectors' identities), the
+    /// addresses a previous agent learned come back, before the plugin programs the policy
+    /// and before the proxy answers.
     pub fn set_view(&self, view: DnsView) {
         self.shared.set_view(view);
+        self.restore.call_once(|| {
+            self.shared.restore_saved();
+        });
     }
 
     pub fn shared(&self) -> &Arc<DnsShared> {
@@ -173,6 +189,8 @@ impl Drop for DnsProxy {
         for t in &self.tasks {
             t.abort();
         }
+        // A clean stop keeps what the last second learned.
+        self.shared.save_if_dirty();
     }
 }
 
@@ -226,6 +244,19 @@ fn live_destinations(ct_path: &std::path::Path) -> BTreeSet<IpAddr> {
             ]
         })
         .collect()
+}
+
+/// Saves the learned addresses at most once per [`SAVE_INTERVAL`], when they changed.
+async fn save_learned(shared: Arc<DnsShared>) {
+    let mut tick = tokio::time::interval(SAVE_INTERVAL);
+    loop {
+        tick.tick().await;
+        if shared.dirty.load(Ordering::Relaxed) {
+            let shared = shared.clone();
+            // File I/O off the proxy's only worker thread.
+            let _ = tokio::task::spawn_blocking(move || shared.save_if_dirty()).await;
+        }
+    }
 }
 
 async fn collect_garbage(shared: Arc<DnsShared>, ct_path: std::path::PathBuf) {

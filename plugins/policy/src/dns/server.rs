@@ -4,9 +4,11 @@
 //! forward the others to that server, learn the FQDN addresses of the answer (ipcache
 //! first), then release the answer.
 //!
-//! UDP queries are not tasks: the receiving loop decides and sends each query upstream
-//! through the shared sockets of [`Upstreams`], and each upstream socket's reader
-//! releases the answers. TCP clients get a task each and their own upstream connection.
+//! UDP queries are not tasks: the receiving loop takes the waiting queries in batches
+//! (`recvmmsg`, [`super::mmsg`]), decides on each and sends the allowed ones upstream
+//! through the shared sockets of [`Upstreams`] (`sendmmsg`), and each upstream socket's
+//! reader releases the answers in batches the same way. TCP clients get a task each and
+//! their own upstream connection.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,8 +27,10 @@ use super::batch::{DRAIN_LIMIT, RecordBatch};
 use super::message::{
     MAX_UDP_MESSAGE, Parsed, Rejection, answer_of, answer_with, parse_query, read_answer,
 };
+use super::mmsg::{NotSent, Outgoing, Received};
 use super::record::Exchange;
-use super::state::DnsShared;
+use super::redirects::BatchRedirects;
+use super::state::{DnsShared, DnsView};
 use super::upstream::{Pending, UpstreamSocket, Upstreams};
 use crate::proxy::Transport;
 
@@ -34,6 +38,10 @@ use crate::proxy::Transport;
 const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
 /// Largest answer read from an upstream over UDP.
 const MAX_UPSTREAM_ANSWER: usize = 65_535;
+/// Answers one `recvmmsg` takes from an upstream socket. Their buffers are allocated
+/// zeroed and untouched beyond each answer's length, so most of their pages are never
+/// made resident.
+const ANSWER_BATCH: usize = 32;
 
 /// What to do with one client message.
 enum Decision {
@@ -45,101 +53,169 @@ enum Decision {
     Forward(Pending),
 }
 
-/// Serves UDP queries until the task is aborted. The socket is drained without waiting
-/// (up to [`DRAIN_LIMIT`] datagrams), then the records of the drain are published at
-/// once ([`RecordBatch`]). No explicit yield between drains: each one costs an
-/// `epoll_wait`, and `readable()` spends tokio's cooperative budget, which makes the task
-/// give way to the answer readers often enough.
+/// Serves UDP queries until the task is aborted. Each wake-up takes every waiting query
+/// with one `recvmmsg` (up to [`DRAIN_LIMIT`]), decides on each, sends the allowed ones
+/// with one `sendmmsg` per upstream socket and the proxy's own replies (REFUSED, errors)
+/// with one more, then publishes the batch's records at once ([`RecordBatch`]). No
+/// explicit yield between batches: each one costs an `epoll_wait`, and `readable()` spends
+/// tokio's cooperative budget, which makes the task give way to the answer readers often
+/// enough.
 pub async fn serve_udp(
     listener: Arc<UdpSocket>,
     upstreams: Arc<Upstreams>,
     shared: Arc<DnsShared>,
 ) {
-    let mut buf = vec![0u8; MAX_UDP_MESSAGE + 1];
+    let mut received = Received::new(DRAIN_LIMIT, MAX_UDP_MESSAGE + 1);
+    let mut to_upstreams: Vec<Outgoing> = upstreams
+        .sockets
+        .iter()
+        .map(|_| Outgoing::default())
+        .collect();
+    let mut replies = Outgoing::default();
+    let mut failed = Vec::new();
+    let mut redirects = BatchRedirects::default();
     let mut records = RecordBatch::with_capacity(2 * DRAIN_LIMIT);
     loop {
         if let Err(e) = listener.readable().await {
             debug!(error = %e, "DNS proxy: waiting for queries");
             continue;
         }
+        match received.try_recv(&listener) {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => continue,
+            Err(e) => {
+                debug!(error = %e, "DNS proxy: receiving");
+                continue;
+            }
+        }
         records.begin(&shared);
-        for _ in 0..DRAIN_LIMIT {
-            let (len, client) = match listener.try_recv_from(&mut buf) {
-                Ok(r) => r,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    debug!(error = %e, "DNS proxy: receiving");
-                    break;
-                }
+        let view = shared.view();
+        let first_socket = upstreams.next_socket();
+        for i in 0..received.count() {
+            let Some((bytes, Some(client))) = received.get_mut(i) else {
+                continue;
             };
-            let decision = decide(&shared, &buf[..len], client, Transport::Udp, &mut records);
-            let reply = match decision {
-                Decision::Reply(reply) => reply,
-                Decision::Drop => continue,
+            let decision = decide(
+                &shared,
+                &view,
+                bytes,
+                SocketAddr::V4(client),
+                Transport::Udp,
+                &mut redirects,
+                &mut records,
+            );
+            match decision {
+                Decision::Reply(reply) => replies.push(client, &reply, 0),
+                Decision::Drop => {}
                 Decision::Forward(pending) => {
-                    match upstreams.forward(&mut buf[..len], pending).await {
-                        Ok(()) => continue,
+                    let upstream = pending.upstream;
+                    match upstreams.register(first_socket, pending) {
+                        Ok((socket, id)) => {
+                            bytes[..2].copy_from_slice(&id.to_be_bytes());
+                            to_upstreams[socket].push(upstream, bytes, id);
+                        }
                         Err(unsent) => {
                             debug!(error = %unsent.error, "DNS proxy: forwarding");
-                            match server_failure(&unsent.pending, &shared, &mut records) {
-                                Some(reply) => reply,
-                                None => continue,
+                            if let Some(reply) =
+                                server_failure(&unsent.pending, &shared, &mut records)
+                            {
+                                replies.push(client, &reply, 0);
                             }
                         }
                     }
                 }
-            };
-            if let Err(e) = listener.send_to(&reply, client).await {
-                debug!(error = %e, %client, "DNS proxy: answering");
             }
         }
+        redirects.clear();
+        for (index, queries) in to_upstreams.iter_mut().enumerate() {
+            if queries.is_empty() {
+                continue;
+            }
+            queries
+                .send_all(&upstreams.sockets[index].socket, &mut failed)
+                .await;
+            for not_sent in failed.drain(..) {
+                let Some(unsent) = upstreams.unsent(index, not_sent.tag, not_sent.error) else {
+                    continue; // answered or expired meanwhile
+                };
+                debug!(error = %unsent.error, "DNS proxy: forwarding");
+                if let (Some(reply), SocketAddr::V4(client)) = (
+                    server_failure(&unsent.pending, &shared, &mut records),
+                    unsent.pending.client,
+                ) {
+                    replies.push(client, &reply, 0);
+                }
+            }
+        }
+        send_replies(&listener, &mut replies, &mut failed).await;
         records.flush(&shared);
     }
 }
 
+/// Sends the queued replies to their clients (failures are logged: the client retries).
+async fn send_replies(listener: &UdpSocket, replies: &mut Outgoing, failed: &mut Vec<NotSent>) {
+    if replies.is_empty() {
+        return;
+    }
+    replies.send_all(listener, failed).await;
+    for not_sent in failed.drain(..) {
+        debug!(error = %not_sent.error, client = %not_sent.to, "DNS proxy: answering");
+    }
+}
+
 /// Releases the answers arriving on one upstream socket until the task is aborted,
-/// draining it like [`serve_udp`].
+/// in batches like [`serve_udp`]: one `recvmmsg` for the answers waiting, one
+/// `sendmmsg` for the replies to the clients.
 pub async fn read_answers(
     socket: Arc<UpstreamSocket>,
     listener: Arc<UdpSocket>,
     shared: Arc<DnsShared>,
 ) {
-    let mut buf = vec![0u8; MAX_UPSTREAM_ANSWER];
-    let mut records = RecordBatch::with_capacity(DRAIN_LIMIT);
+    let mut received = Received::new(ANSWER_BATCH, MAX_UPSTREAM_ANSWER);
+    let mut replies = Outgoing::default();
+    let mut failed = Vec::new();
+    let mut records = RecordBatch::with_capacity(ANSWER_BATCH);
     loop {
         if let Err(e) = socket.socket.readable().await {
             debug!(error = %e, "DNS proxy: waiting for answers");
             continue;
         }
+        match received.try_recv(&socket.socket) {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => continue,
+            Err(e) => {
+                debug!(error = %e, "DNS proxy: receiving from upstream");
+                continue;
+            }
+        }
         records.begin(&shared);
-        for _ in 0..DRAIN_LIMIT {
-            let (len, from) = match socket.socket.try_recv_from(&mut buf) {
-                Ok(r) => r,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    debug!(error = %e, "DNS proxy: receiving from upstream");
-                    break;
-                }
+        for i in 0..received.count() {
+            let Some((answer, from)) = received.get_mut(i) else {
+                continue;
             };
-            let answer = &mut buf[..len];
-            let Some(pending) = (len >= 2)
-                .then(|| socket.take(u16::from_be_bytes([answer[0], answer[1]]), from))
-                .flatten()
-            else {
+            let pending = match (from, answer.len() >= 2) {
+                (Some(from), true) => socket.take(
+                    u16::from_be_bytes([answer[0], answer[1]]),
+                    SocketAddr::V4(from),
+                ),
+                _ => None,
+            };
+            let Some(pending) = pending else {
                 // Late (after SERVFAIL), duplicated, or not from the server asked.
                 shared.counters.reject(Rejection::StrayAnswer);
                 continue;
             };
-            answer[..2].copy_from_slice(&pending.client_id.to_be_bytes());
-            let sent = match release(&shared, &pending, answer, &mut records) {
-                Released::Answer => listener.send_to(answer, pending.client).await,
-                Released::Instead(reply) => listener.send_to(&reply, pending.client).await,
-                Released::Nothing => continue,
+            let SocketAddr::V4(client) = pending.client else {
+                continue; // UDP clients are IPv4 (the listener is)
             };
-            if let Err(e) = sent {
-                debug!(error = %e, client = %pending.client, "DNS proxy: answering");
+            answer[..2].copy_from_slice(&pending.client_id.to_be_bytes());
+            match release(&shared, &pending, answer, &mut records) {
+                Released::Answer => replies.push(client, answer, 0),
+                Released::Instead(reply) => replies.push(client, &reply, 0),
+                Released::Nothing => {}
             }
         }
+        send_replies(&listener, &mut replies, &mut failed).await;
         records.flush(&shared);
     }
 }
@@ -194,7 +270,18 @@ async fn serve_tcp_client(
         stream.read_exact(&mut msg).await?;
         let mut records = RecordBatch::with_capacity(2);
         records.begin(shared);
-        let reply = match decide(shared, &msg, client, Transport::Tcp, &mut records) {
+        let view = shared.view();
+        let mut redirects = BatchRedirects::default();
+        let decision = decide(
+            shared,
+            &view,
+            &msg,
+            client,
+            Transport::Tcp,
+            &mut redirects,
+            &mut records,
+        );
+        let reply = match decision {
             Decision::Reply(reply) => Some(reply),
             Decision::Drop => None,
             Decision::Forward(pending) => {
@@ -251,12 +338,15 @@ async fn ask_tcp(query: &[u8], upstream: SocketAddr) -> std::io::Result<Vec<u8>>
     Ok(buf)
 }
 
-/// Reads one client message and decides on it.
+/// Reads one client message and decides on it by `view` (the policy in force when its
+/// batch started).
 fn decide(
     shared: &DnsShared,
+    view: &DnsView,
     bytes: &[u8],
     client: SocketAddr,
     transport: Transport,
+    redirects: &mut BatchRedirects,
     records: &mut RecordBatch,
 ) -> Decision {
     shared.counters.queries.fetch_add(1, Ordering::Relaxed);
@@ -271,7 +361,7 @@ fn decide(
             return Decision::Drop;
         }
     };
-    let redirect = match shared.destinations.lookup(client, transport) {
+    let redirect = match redirects.lookup(&shared.destinations, client, transport) {
         Ok(r) => r,
         Err(e) => {
             debug!(error = %e, "DNS proxy: no original destination");
@@ -290,8 +380,7 @@ fn decide(
         sent: Instant::now(),
     };
     let exchange = Exchange::from(&pending);
-    if !shared
-        .view()
+    if !view
         .policy
         .allows(redirect.endpoint_id, &pending.query.name)
     {

@@ -4,17 +4,19 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use porin_plugin_sdk::{CidrIdentity, PluginContext};
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::message::Rejection;
 use super::pattern::NamePattern;
 use super::rules::DnsPolicy;
 use crate::fqdn::FqdnCache;
+use crate::fqdn::persist::{self, FqdnSnapshot};
 use crate::proxy::OriginalDestinations;
 
 /// The policy side of the proxy.
@@ -92,6 +94,10 @@ pub struct DnsShared {
     pub destinations: OriginalDestinations,
     /// How long an upstream has to answer.
     pub upstream_timeout: Duration,
+    /// Where the learned addresses are kept across restarts (`None`: nowhere).
+    pub persist_path: Option<PathBuf>,
+    /// The cache changed since it was last saved.
+    pub dirty: AtomicBool,
 }
 
 impl DnsShared {
@@ -131,6 +137,8 @@ impl DnsShared {
         let now = Instant::now();
         let mut upserts = Vec::new();
         let mut removed = Vec::new();
+        // Expiries move too: the file keeps them.
+        self.dirty.store(true, Ordering::Relaxed);
         {
             let mut cache = self.cache();
             for (ip, ttl) in addresses {
@@ -157,14 +165,7 @@ impl DnsShared {
         self.counters
             .learned
             .fetch_add(upserts.len() as u64, Ordering::Relaxed);
-        let entries: Vec<CidrIdentity> = upserts
-            .iter()
-            .map(|(ip, identity)| CidrIdentity {
-                addr: *ip,
-                prefix_len: if ip.is_ipv4() { 32 } else { 128 },
-                identity: *identity,
-            })
-            .collect();
+        let entries = host_entries(&upserts);
         if let Err(e) = self.ctx.upsert_fqdn_addresses(&entries) {
             self.counters.ipcache_errors.fetch_add(1, Ordering::Relaxed);
             warn!(error = %e, name = %name, "writing FQDN addresses into the ipcache");
@@ -174,6 +175,9 @@ impl DnsShared {
     /// Garbage collection: expired addresses without live connections leave the ipcache.
     pub fn expire(&self, in_use: &dyn Fn(&IpAddr) -> bool) -> usize {
         let gone = self.cache().expire(Instant::now(), in_use);
+        if !gone.is_empty() {
+            self.dirty.store(true, Ordering::Relaxed);
+        }
         if !gone.is_empty()
             && let Err(e) = self.ctx.remove_fqdn_addresses(&gone)
         {
@@ -182,4 +186,75 @@ impl DnsShared {
         }
         gone.len()
     }
+}
+
+impl DnsShared {
+    /// Writes the learned addresses to the state file when they changed since the last
+    /// save. A failure is logged (with the file) and retried at the next change.
+    pub fn save_if_dirty(&self) {
+        let Some(path) = &self.persist_path else {
+            return;
+        };
+        if !self.dirty.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        let snapshot = FqdnSnapshot::of(&self.cache(), Instant::now(), SystemTime::now());
+        if let Err(e) = persist::save(path, &snapshot) {
+            self.dirty.store(true, Ordering::Relaxed);
+            warn!(error = %e, "saving the learned FQDN addresses");
+        }
+    }
+
+    /// Restores the addresses a previous agent saved whose names a `toFQDNs` selector of
+    /// the current view still matches, with the expiry they had, into the cache and the
+    /// ipcache. A file that cannot be read is logged with its path and ignored. Returns how
+    /// many addresses came back.
+    pub fn restore_saved(&self) -> usize {
+        let Some(path) = &self.persist_path else {
+            return 0;
+        };
+        let snapshot = match persist::load(path) {
+            Ok(Some(s)) => s,
+            Ok(None) => return 0,
+            Err(e) => {
+                warn!(error = %e, "ignoring the saved FQDN addresses");
+                return 0;
+            }
+        };
+        let view = self.view();
+        let now = Instant::now();
+        let mut upserts = Vec::new();
+        {
+            let mut cache = self.cache();
+            for r in snapshot.live(now, SystemTime::now()) {
+                let Some((identity, _)) = view.identity_for(std::iter::once(&r.name)) else {
+                    continue;
+                };
+                for endpoint in &r.endpoints {
+                    let out = cache.learn_until(*endpoint, &r.name, r.ip, identity, r.expires);
+                    upserts.extend(out.upserts);
+                }
+            }
+        }
+        let entries = host_entries(&upserts);
+        if let Err(e) = self.ctx.upsert_fqdn_addresses(&entries) {
+            self.counters.ipcache_errors.fetch_add(1, Ordering::Relaxed);
+            warn!(error = %e, file = %path.display(), "writing restored FQDN addresses into the ipcache");
+        }
+        let restored = self.cache().len();
+        info!(file = %path.display(), restored, "learned FQDN addresses restored");
+        restored
+    }
+}
+
+/// Ipcache entries of single addresses (/32, /128).
+fn host_entries(upserts: &[(IpAddr, u32)]) -> Vec<CidrIdentity> {
+    upserts
+        .iter()
+        .map(|(ip, identity)| CidrIdentity {
+            addr: *ip,
+            prefix_len: if ip.is_ipv4() { 32 } else { 128 },
+            identity: *identity,
+        })
+        .collect()
 }

@@ -164,33 +164,40 @@ impl Upstreams {
         })
     }
 
-    /// Sends `query` (the client's bytes) to `pending.upstream` under a fresh id.
-    pub async fn forward(&self, query: &mut [u8], pending: Pending) -> Result<(), Box<Unsent>> {
-        let upstream = pending.upstream;
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
+    /// The socket the queries of a new batch go to first. The sockets take turns batch by
+    /// batch, not query by query: a batch's queries then leave with one `sendmmsg` and
+    /// their answers come back to one reader, in batches too.
+    pub fn next_socket(&self) -> usize {
+        self.next.fetch_add(1, Ordering::Relaxed) % self.sockets.len().max(1)
+    }
+
+    /// Registers `pending` under a fresh id on socket `first`, or the next one with room
+    /// when it is full: the socket's index and the id, which the caller writes into the
+    /// query before sending it there.
+    pub fn register(&self, first: usize, pending: Pending) -> Result<(usize, u16), Box<Unsent>> {
         let mut pending = pending;
         for i in 0..self.sockets.len() {
-            let socket = &self.sockets[(start + i) % self.sockets.len()];
-            match socket.register(pending) {
-                Ok(id) => {
-                    query[..2].copy_from_slice(&id.to_be_bytes());
-                    return match socket.socket.send_to(query, upstream).await {
-                        Ok(_) => Ok(()),
-                        Err(source) => match socket.forget(id) {
-                            Some(pending) => Err(Box::new(Unsent {
-                                error: ForwardError::Send { upstream, source },
-                                pending,
-                            })),
-                            // Answered or expired meanwhile: nothing left to do.
-                            None => Ok(()),
-                        },
-                    };
-                }
+            let index = (first + i) % self.sockets.len();
+            match self.sockets[index].register(pending) {
+                Ok(id) => return Ok((index, id)),
                 Err(back) => pending = back,
             }
         }
         Err(Box::new(Unsent {
             error: ForwardError::Overloaded(MAX_PENDING_PER_SOCKET * self.sockets.len()),
+            pending,
+        }))
+    }
+
+    /// Takes back a query registered on socket `index` whose datagram could not be sent
+    /// (`None`: answered or expired meanwhile).
+    pub fn unsent(&self, index: usize, id: u16, error: std::io::Error) -> Option<Box<Unsent>> {
+        let pending = self.sockets.get(index)?.forget(id)?;
+        Some(Box::new(Unsent {
+            error: ForwardError::Send {
+                upstream: pending.upstream,
+                source: error,
+            },
             pending,
         }))
     }

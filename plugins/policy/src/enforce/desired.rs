@@ -6,7 +6,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use porin_core::datapath::abi::{
-    Direction as DpDirection, POLICY_DENY, PolicyEpKey, PolicyKey, PolicyValue,
+    Direction as DpDirection, POLICY_ALLOW, POLICY_DENY, POLICY_L7_PORT_IDENTITY, PolicyEpKey,
+    PolicyKey, PolicyValue,
 };
 
 use super::engine::Engine;
@@ -259,4 +260,48 @@ pub fn lookup(
     } else {
         MapVerdict::Dropped(REASON_POLICY_DENIED)
     }
+}
+
+/// The proxy port an allowed new connection is steered to (0: none), as
+/// `bpf/lib/policy.h` picks it: the most specific allow entry that has one, else the port's
+/// HTTP marker ([`POLICY_L7_PORT_IDENTITY`]) when the port has HTTP rules for some peer.
+pub fn proxy_port_of(
+    maps: &Desired,
+    endpoint_id: u32,
+    direction: u8,
+    identity: u32,
+    proto: u8,
+    dport: u16,
+) -> u16 {
+    let key = |identity: u32, proto: u8, dport: u16| PolicyKey {
+        endpoint_id,
+        identity,
+        dport,
+        proto,
+        direction,
+    };
+    let allows = (0..8u8).filter_map(|i| {
+        maps.entries
+            .get(&key(
+                if i & 1 != 0 { 0 } else { identity },
+                if i & 2 != 0 { 0 } else { proto },
+                if i & 4 != 0 { 0 } else { dport },
+            ))
+            .filter(|v| v.action == POLICY_ALLOW)
+    });
+    let mut allowed = false;
+    for v in allows {
+        allowed = true;
+        if v.proxy_port != 0 {
+            return v.proxy_port;
+        }
+    }
+    if !allowed || dport == 0 {
+        return 0;
+    }
+    [proto, 0]
+        .iter()
+        .find_map(|&p| maps.entries.get(&key(POLICY_L7_PORT_IDENTITY, p, dport)))
+        .filter(|v| v.action == POLICY_ALLOW)
+        .map_or(0, |v| v.proxy_port)
 }

@@ -27,7 +27,9 @@ use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Range;
 
-use porin_core::datapath::abi::{POLICY_ALLOW, POLICY_DENY, PolicyEpKey, PolicyKey, PolicyValue};
+use porin_core::datapath::abi::{
+    POLICY_ALLOW, POLICY_DENY, POLICY_L7_PORT_IDENTITY, PolicyEpKey, PolicyKey, PolicyValue,
+};
 
 use super::desired::{
     Desired, EndpointInput, IdentityInput, NamedPorts, dp_direction, names_ports, policy_id,
@@ -518,18 +520,31 @@ impl Engine {
                 &self.egress_named_ports,
                 &self.proxies,
             );
-            let keys = ids.iter().flat_map(|&identity| {
-                ports.iter().map(move |&(proto, dport, proxy)| {
+            let markers = l7_port_markers(&ports, self.proxies.http, entry.deny);
+            let keys = ids
+                .iter()
+                .flat_map(|&identity| {
+                    ports.iter().map(move |&(proto, dport, proxy)| {
+                        let key = PolicyKey {
+                            endpoint_id: *ep,
+                            identity,
+                            dport,
+                            proto,
+                            direction: dir,
+                        };
+                        (key, proxy)
+                    })
+                })
+                .chain(markers.into_iter().map(|(proto, dport, proxy)| {
                     let key = PolicyKey {
                         endpoint_id: *ep,
-                        identity,
+                        identity: POLICY_L7_PORT_IDENTITY,
                         dport,
                         proto,
                         direction: dir,
                     };
                     (key, proxy)
-                })
-            });
+                }));
             match &mut self.pending {
                 Some(pending) => {
                     let collected = pending.entry(*ep).or_default();
@@ -543,6 +558,21 @@ impl Engine {
             }
         }
     }
+}
+
+/// The ports of an allow entry with HTTP rules, which get a marker key
+/// ([`POLICY_L7_PORT_IDENTITY`]) whatever peers the entry selects: every connection allowed
+/// on such a port goes to the HTTP proxy, as Cilium redirects the whole port (peers allowed
+/// without HTTP rules get allow-all at L7). Not for a port-less entry (every port).
+fn l7_port_markers(ports: &[(u8, u16, u16)], http_proxy: u16, deny: bool) -> Vec<(u8, u16, u16)> {
+    if deny || http_proxy == 0 {
+        return Vec::new();
+    }
+    ports
+        .iter()
+        .filter(|&&(_, dport, proxy)| dport != 0 && proxy == http_proxy)
+        .copied()
+        .collect()
 }
 
 fn ep_key(endpoint_id: u32, direction: Direction) -> PolicyEpKey {

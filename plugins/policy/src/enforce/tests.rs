@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::desired::{
     EndpointInput, IdentityInput, MapVerdict, REASON_POLICY_DENIED, REASON_POLICY_DENY,
-    datapath_problems, desired, dp_direction, lookup,
+    datapath_problems, desired, dp_direction, lookup, proxy_port_of,
 };
 use super::loader::Loader;
 use super::programmer::{PolicyWriter, Programmer};
@@ -546,4 +546,53 @@ fn payments_egress_steers_dns_to_the_proxy_and_allows_fqdn_identities() {
         !dns.allows(1001, "anything.example.com"),
         "no DNS rules: not redirected"
     );
+}
+
+/// admin-api-access: `ops` is allowed on 8080 without HTTP rules, `monitoring` with them.
+/// Cilium redirects the whole port: ops' connections go to the HTTP proxy too (through the
+/// port's marker entry), and a port without HTTP rules is not redirected.
+#[test]
+fn peers_without_http_rules_are_redirected_on_a_port_with_http_rules() {
+    use crate::proxy::DEFAULT_HTTP_PROXY_PORT;
+    use porin_core::datapath::abi::POLICY_L7_PORT_IDENTITY;
+
+    let extra = r#"apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: ops-9090, namespace: payments}
+spec:
+  endpointSelector: {matchLabels: {app: payments-admin-api}}
+  ingress:
+    - fromEndpoints: [{matchLabels: {io.kubernetes.pod.namespace: ops}}]
+      toPorts: [{ports: [{port: "9090", protocol: TCP}]}]
+"#;
+    let mut pols = policies(SEED);
+    pols.extend(policies(extra));
+    let maps = default_maps(&pols);
+    let ingress = dp_direction(Direction::Ingress);
+    let port = |identity: u32, dport: u16| proxy_port_of(&maps, 1001, ingress, identity, 6, dport);
+    // monitoring through its own entry, ops through the port's marker.
+    assert_eq!(port(1004, 8080), DEFAULT_HTTP_PROXY_PORT);
+    assert_eq!(port(1003, 8080), DEFAULT_HTTP_PROXY_PORT);
+    let ops_entry = maps.entries.get(&PolicyKey {
+        endpoint_id: 1001,
+        identity: 1003,
+        dport: 8080,
+        proto: 6,
+        direction: ingress,
+    });
+    assert_eq!(ops_entry.map(|v| v.proxy_port), Some(0));
+    // Not another port, and the marker allows nobody by itself.
+    assert_eq!(port(1003, 9090), 0);
+    assert_eq!(port(1005, 8080), 0);
+    assert_eq!(
+        lookup(&maps, 1001, ingress, 1005, 6, 8080),
+        MapVerdict::Dropped(REASON_POLICY_DENIED)
+    );
+    let markers: Vec<_> = maps
+        .entries
+        .iter()
+        .filter(|(k, _)| k.identity == POLICY_L7_PORT_IDENTITY)
+        .map(|(k, v)| (k.endpoint_id, k.dport, k.proto, v.proxy_port))
+        .collect();
+    assert_eq!(markers, vec![(1001, 8080, 6, DEFAULT_HTTP_PROXY_PORT)]);
 }

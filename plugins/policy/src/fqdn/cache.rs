@@ -93,8 +93,21 @@ impl FqdnCache {
         ttl: Duration,
         now: Instant,
     ) -> LearnOutcome {
-        let mut out = LearnOutcome::default();
         let expires = now + ttl.max(self.limits.min_ttl);
+        self.learn_until(endpoint, name, ip, identity, expires)
+    }
+
+    /// Like [`FqdnCache::learn`] with the expiry given (addresses restored from disk keep
+    /// the expiry they had), under the same caps.
+    pub fn learn_until(
+        &mut self,
+        endpoint: u32,
+        name: &str,
+        ip: IpAddr,
+        identity: u32,
+        expires: Instant,
+    ) -> LearnOutcome {
+        let mut out = LearnOutcome::default();
         let known_to_endpoint = self
             .by_endpoint
             .get(&endpoint)

@@ -14,6 +14,7 @@
 mod error;
 mod local_delivery;
 mod marked_connector;
+mod named_ports;
 mod original_dst;
 mod peers;
 mod policy_set;
@@ -23,6 +24,7 @@ mod record;
 pub use error::L7ProxyError;
 pub use local_delivery::{LocalDeliveryError, install_local_delivery};
 pub use marked_connector::{MARK_FROM_INGRESS_PROXY, MarkedConnector};
+pub use named_ports::{NamedPortView, container_ports};
 pub use original_dst::{
     FixedDestination, OriginalDestination, OriginalDestinationError, PodDestination,
 };

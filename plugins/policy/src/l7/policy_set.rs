@@ -5,6 +5,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
+use super::named_ports::NamedPortView;
 use crate::Enforcement;
 use crate::model::Policy;
 
@@ -13,6 +14,8 @@ use crate::model::Policy;
 pub struct PolicySet {
     pub policies: Vec<Policy>,
     pub enforcement: Enforcement,
+    /// The pods' named container ports, which `toPorts` port names resolve against.
+    pub named_ports: NamedPortView,
 }
 
 /// The current [`PolicySet`], shared by the plugin and the proxy.

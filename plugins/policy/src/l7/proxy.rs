@@ -28,8 +28,8 @@ use super::original_dst::OriginalDestination;
 use super::peers::{PeerResolver, ResolvedPeer};
 use super::policy_set::SharedPolicies;
 use super::record::{L7Sink, trace_id_of};
-use crate::compute::{ConnectionFilter, L4, Peer};
-use crate::model::{HttpRequestView, Protocol};
+use crate::compute::{ConnectionFilter, Peer};
+use crate::model::HttpRequestView;
 
 /// The body of a denied request, as Cilium's proxy sends it.
 pub const ACCESS_DENIED_BODY: &str = "Access denied\r\n";
@@ -164,10 +164,8 @@ struct Connection {
 impl Connection {
     fn compute(&self) -> (u64, Arc<ConnectionFilter>) {
         let (revision, set) = self.shared.parts.policies.snapshot();
-        let l4 = L4 {
-            port: Some((self.dst.port(), Protocol::Tcp)),
-            ..L4::default()
-        };
+        // Port names (`port: http`) resolve as the policy engine resolves them.
+        let l4 = set.named_ports.l4(self.dst);
         let peer = |p: &ResolvedPeer| Peer {
             labels: p.labels.clone(),
             cidr: None,
