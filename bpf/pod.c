@@ -15,6 +15,7 @@
 #include "lib/events.h"
 #include "lib/drop.h"
 #include "lib/lb.h"
+#include "lib/lb6.h"
 #include "lib/policy.h"
 #include "lib/policy_verdict.h"
 #include "lib/proxy.h"
@@ -26,6 +27,9 @@ static __always_inline int handle_pod_packet(struct __sk_buff *skb, __u8 directi
 	struct pkt_info p = {};
 	struct ct_result ct = {};
 	struct lb_xlate lb = {};
+	struct lb6_xlate lb6 = {};
+	struct pkt_info to_backend;
+	const struct pkt_info *decided = &p;
 	struct policy_tuple pol = {};
 	struct policy_match pm = {};
 	__u16 ct_scope = 0;
@@ -37,8 +41,8 @@ static __always_inline int handle_pod_packet(struct __sk_buff *skb, __u8 directi
 	int ret;
 
 	ret = parse_packet(skb, &p);
-	if (ret == PARSE_NOT_IP)
-		return TC_ACT_OK; /* ARP and friends pass untouched and uncounted */
+	if (ret == PARSE_NOT_IP || ret == PARSE_LINK_LOCAL)
+		return TC_ACT_OK; /* ARP, IPv6 ND/MLD and friends pass untouched and uncounted */
 	if (ret < 0)
 		return send_drop(skb, &p, ret, direction);
 	/* Ingress L7 redirect, step 2: a packet porin_to_pod handed back for the node's proxy. */
@@ -58,6 +62,20 @@ static __always_inline int handle_pod_packet(struct __sk_buff *skb, __u8 directi
 		}
 		if (ret < 0)
 			return send_drop(skb, &p, ret, direction);
+		ret = lb6_select(&p, &lb6);
+		if (ret == DROP_NO_SERVICE) {
+			notify_drop(skb, &p, ret, direction);
+			return lb6_reject(skb, &p);
+		}
+		if (ret < 0)
+			return send_drop(skb, &p, ret, direction);
+		/* Policy and encryption decide an IPv6 service connection against its backend. */
+		if (lb6.active) {
+			to_backend = p;
+			__builtin_memcpy(to_backend.daddr, lb6.backend, 16);
+			to_backend.dport = lb6.backend_port;
+			decided = &to_backend;
+		}
 	}
 	/* A reply of the node's proxy: its source becomes the original destination again,
 	 * before load balancing's reverse translation (which may turn it into the VIP). */
@@ -70,12 +88,15 @@ static __always_inline int handle_pod_packet(struct __sk_buff *skb, __u8 directi
 		ret = lb_rev_nat(skb, &p);
 		if (ret < 0)
 			return send_drop(skb, &p, ret, direction);
+		ret = lb6_rev_nat(skb, &p);
+		if (ret < 0)
+			return send_drop(skb, &p, ret, direction);
 	}
 
 	/* Encryption strict mode: a packet to another node's pods that would not leave through
 	 * the WireGuard device is dropped, never sent in clear. */
 	if (CFG_ENCRYPTION_STRICT && direction == PORIN_DIR_EGRESS) {
-		ret = encrypt_strict_check(skb, &p, lb.active ? lb.backend_addr : 0);
+		ret = encrypt_strict_check(skb, decided, lb.active ? lb.backend_addr : 0);
 		if (ret < 0)
 			return send_drop(skb, &p, ret, direction);
 	}
@@ -83,7 +104,7 @@ static __always_inline int handle_pod_packet(struct __sk_buff *skb, __u8 directi
 	/* Policy: decided for the local endpoint against the peer's identity; after load
 	 * balancing, so egress to a service is decided against the chosen backend. */
 	if (CFG_ENABLE_POLICY &&
-	    policy_tuple_of(&p, direction, lb.active ? lb.backend_addr : 0,
+	    policy_tuple_of(decided, direction, lb.active ? lb.backend_addr : 0,
 			    lb.active ? lb.backend_port : 0, &pol))
 		ct_scope = (__u16)pol.endpoint_id;
 
@@ -147,6 +168,11 @@ static __always_inline int handle_pod_packet(struct __sk_buff *skb, __u8 directi
 	/* DNAT last: conntrack and events above saw what the client sent (client -> VIP). */
 	if (lb.active) {
 		ret = lb_dnat(skb, &p, &lb);
+		if (ret < 0)
+			return send_drop(skb, &p, ret, direction);
+	}
+	if (lb6.active) {
+		ret = lb6_dnat(skb, &p, &lb6);
 		if (ret < 0)
 			return send_drop(skb, &p, ret, direction);
 	}

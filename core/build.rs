@@ -80,6 +80,8 @@ const LAYOUT: &[(&str, &[&str])] = &[
     ),
     ("porin_lb_slot_key", &["service_id", "slot"]),
     ("porin_lb_backend", &["addr", "port", "pad"]),
+    ("porin_lb_svc6_key", &["vip", "port", "proto", "pad"]),
+    ("porin_lb_backend6", &["addr", "port", "pad"]),
     ("porin_lb_nat_entry", &["addr", "port", "pad", "id"]),
     (
         "porin_lb_affinity_key",

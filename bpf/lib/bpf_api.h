@@ -20,6 +20,7 @@
 
 #define bpf_htons(x) __builtin_bswap16(x)
 #define bpf_ntohs(x) __builtin_bswap16(x)
+#define bpf_htonl(x) __builtin_bswap32(x)
 
 /* Helper ids from include/uapi/linux/bpf.h (___BPF_FUNC_MAPPER order). */
 static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;

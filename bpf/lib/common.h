@@ -48,6 +48,7 @@
 #define PORIN_EVENT_F_ENCRYPTED 0x01 /* the packet crossed (or is routed into) the WireGuard tunnel */
 
 /* Reserved identities (Cilium's numbering). */
+#define PORIN_IDENTITY_HOST 1
 #define PORIN_IDENTITY_WORLD 2
 
 /*
@@ -219,6 +220,25 @@ struct porin_lb_slot_key {
 
 struct porin_lb_backend {
 	__u32 addr;
+	__u16 port;
+	__u8 pad[2];
+};
+
+/*
+ * IPv6 ClusterIPs (dual stack): the same model in maps of their own, porin_lb_svc6 ->
+ * porin_lb_slots6 -> porin_lb_backends6, with ids of their own (the value of a frontend is
+ * a struct porin_lb_svc_value). Served by the socket hooks (connect6, sendmsg6, recvmsg6,
+ * getpeername6). Addresses in network byte order, ports in host byte order.
+ */
+struct porin_lb_svc6_key {
+	__u8 vip[16];
+	__u16 port;
+	__u8 proto; /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 pad;
+};
+
+struct porin_lb_backend6 {
+	__u8 addr[16];
 	__u16 port;
 	__u8 pad[2];
 };

@@ -18,6 +18,7 @@
 #include "drop_reasons.h"
 #include "maps.h"
 #include "parse.h"
+#include "identity.h"
 
 #define ENCRYPT_AF_INET 2
 /* In a porin_encrypt value: the key is a peer's node address (a /32), not a pod CIDR; the
@@ -87,6 +88,16 @@ static __always_inline __u32 encrypt_dst_of(const struct pkt_info *p, __u32 dst_
 static __always_inline int encrypt_strict_check(struct __sk_buff *skb, const struct pkt_info *p,
 						__u32 dst_override)
 {
+	/* The tunnel carries IPv4 only: IPv6 to any cluster address but this node's own
+	 * (another node's pod or the node itself, whatever the route) would leave in clear. */
+	if (p->family == PORIN_FAMILY_IPV6) {
+		__u32 id = ipcache_identity(p->family, p->daddr);
+
+		if (id != PORIN_IDENTITY_WORLD && id != PORIN_IDENTITY_HOST &&
+		    !endpoint_id(p->family, p->daddr))
+			return DROP_UNENCRYPTED;
+		return 0;
+	}
 	if (p->family != PORIN_FAMILY_IPV4)
 		return 0;
 	if (encrypt_route_of(skb, p, encrypt_dst_of(p, dst_override)) == ENCRYPT_IN_CLEAR)

@@ -73,6 +73,38 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } porin_lb_svc SEC(".maps");
 
+/* IPv6 frontends, slots and backends (dual stack; lib/lb_sock6.h). Fixed sizes. */
+#define PORIN_LB6_SERVICES_MAX_ENTRIES 65536
+#define PORIN_LB6_SLOTS_MAX_ENTRIES 262144
+#define PORIN_LB6_BACKENDS_MAX_ENTRIES 65536
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, PORIN_LB6_SERVICES_MAX_ENTRIES);
+	__type(key, struct porin_lb_svc6_key);
+	__type(value, struct porin_lb_svc_value);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} porin_lb_svc6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, PORIN_LB6_SLOTS_MAX_ENTRIES);
+	__type(key, struct porin_lb_slot_key);
+	__type(value, __u32);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} porin_lb_slots6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, PORIN_LB6_BACKENDS_MAX_ENTRIES);
+	__type(key, __u32);
+	__type(value, struct porin_lb_backend6);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} porin_lb_backends6 SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, PORIN_LB_SLOTS_MAX_ENTRIES);

@@ -22,6 +22,7 @@
 
 #define PARSE_OK 0
 #define PARSE_NOT_IP 1 /* pass untouched (ARP, ...) */
+#define PARSE_LINK_LOCAL 2 /* IPv6 neighbour discovery or MLD: pass untouched, like ARP */
 
 /* Bound on the IPv6 extension headers we walk before giving up on L4. */
 #define IPV6_MAX_EXT_HDRS 4
@@ -46,6 +47,11 @@ struct icmp_hdr {
 #define ICMP_ECHO 8
 #define ICMPV6_ECHO_REQUEST 128
 #define ICMPV6_ECHO_REPLY 129
+#define ICMPV6_MLD_QUERY 130
+#define ICMPV6_MLD_DONE 132
+#define ICMPV6_MLD2_REPORT 143
+#define ICMPV6_ND_ROUTER_SOLICIT 133
+#define ICMPV6_ND_REDIRECT 137
 
 #define IP_MF 0x2000
 #define IP_OFFSET 0x1fff
@@ -150,6 +156,7 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, __u32 off, struct p
 {
 	struct ipv6hdr ip6;
 	__u8 nexthdr;
+	int ret;
 	int i;
 
 	if (bpf_skb_load_bytes(skb, off, &ip6, sizeof(ip6)) < 0)
@@ -196,10 +203,23 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, __u32 off, struct p
 	if (nexthdr == IPPROTO_HOPOPTS || nexthdr == IPPROTO_ROUTING ||
 	    nexthdr == IPPROTO_DSTOPTS || nexthdr == IPPROTO_FRAGMENT || nexthdr == IPPROTO_AH)
 		return DROP_INVALID_EXTHDR; /* too many extension headers */
-	return parse_l4(skb, off, p);
+	ret = parse_l4(skb, off, p);
+	if (ret != PARSE_OK || p->l4_proto != IPPROTO_ICMPV6 || !p->has_l4)
+		return ret;
+	/* Link-scope ICMPv6 is the IPv6 counterpart of ARP and passes like it: neighbour
+	 * discovery only with hop limit 255 (RFC 4861: no router forwarded it), MLD only from
+	 * a link-local source (RFC 3810). Neither can carry a connection to another host. */
+	if (p->icmp_type >= ICMPV6_ND_ROUTER_SOLICIT && p->icmp_type <= ICMPV6_ND_REDIRECT &&
+	    ip6.hop_limit == 255)
+		return PARSE_LINK_LOCAL;
+	if (((p->icmp_type >= ICMPV6_MLD_QUERY && p->icmp_type <= ICMPV6_MLD_DONE) ||
+	     p->icmp_type == ICMPV6_MLD2_REPORT) &&
+	    p->saddr[0] == 0xfe && (p->saddr[1] & 0xc0) == 0x80)
+		return PARSE_LINK_LOCAL;
+	return PARSE_OK;
 }
 
-/* Returns PARSE_OK, PARSE_NOT_IP or a negative DROP_* reason. */
+/* Returns PARSE_OK, PARSE_NOT_IP, PARSE_LINK_LOCAL or a negative DROP_* reason. */
 static __always_inline int parse_packet(struct __sk_buff *skb, struct pkt_info *p)
 {
 	struct ethhdr eth;

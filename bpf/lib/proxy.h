@@ -246,6 +246,9 @@ static __always_inline int proxy_record_ingress(const struct pkt_info *p,
 	struct porin_proxy_key k;
 	__u32 saddr, daddr;
 
+	/* The proxy serves IPv4 only: an L7 rule must never let IPv6 through unfiltered. */
+	if (proxy_port && p->family == PORIN_FAMILY_IPV6 && p->l4_proto == IPPROTO_TCP)
+		return DROP_PROXY_UNSUPPORTED;
 	if (!proxy_ingress_tcp_v4(p))
 		return 0;
 	__builtin_memcpy(&saddr, p->saddr, 4);

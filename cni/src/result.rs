@@ -3,7 +3,7 @@
 use std::net::Ipv4Addr;
 
 use porin_core::api::EndpointInfo;
-use porin_core::endpoint::links::POD_GATEWAY;
+use porin_core::endpoint::links::{POD_GATEWAY, POD_GATEWAY_V6};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Dns;
@@ -70,6 +70,30 @@ impl CniResult {
         dns: Option<&Dns>,
     ) -> Self {
         let gateway = POD_GATEWAY.to_string();
+        let mut ips = vec![IpConfig {
+            version: version::ips_carry_version(cni_version).then(|| "4".to_string()),
+            address: format!("{}/32", endpoint.ipv4),
+            gateway: Some(gateway.clone()),
+            interface: Some(1),
+        }];
+        let mut routes = vec![Route {
+            dst: "0.0.0.0/0".to_string(),
+            gw: Some(gateway),
+        }];
+        // Dual stack: the IPv6 address and default route after the IPv4 ones.
+        if let Some(v6) = endpoint.ipv6 {
+            let gateway = POD_GATEWAY_V6.to_string();
+            ips.push(IpConfig {
+                version: version::ips_carry_version(cni_version).then(|| "6".to_string()),
+                address: format!("{v6}/128"),
+                gateway: Some(gateway.clone()),
+                interface: Some(1),
+            });
+            routes.push(Route {
+                dst: "::/0".to_string(),
+                gw: Some(gateway),
+            });
+        }
         Self {
             cni_version: cni_version.to_string(),
             interfaces: vec![
@@ -84,16 +108,8 @@ impl CniResult {
                     sandbox: Some(netns.to_string()),
                 },
             ],
-            ips: vec![IpConfig {
-                version: version::ips_carry_version(cni_version).then(|| "4".to_string()),
-                address: format!("{}/32", endpoint.ipv4),
-                gateway: Some(gateway.clone()),
-                interface: Some(1),
-            }],
-            routes: vec![Route {
-                dst: "0.0.0.0/0".to_string(),
-                gw: Some(gateway),
-            }],
+            ips,
+            routes,
             dns: dns.cloned().unwrap_or_default(),
         }
     }
@@ -125,6 +141,7 @@ mod tests {
             namespace: "shop".to_string(),
             pod: "web".to_string(),
             ipv4: Ipv4Addr::new(10, 200, 1, 5),
+            ipv6: None,
             host_ifname: "lxc0123456789a".to_string(),
             ifindex: 12,
             identity: 300,
@@ -153,5 +170,18 @@ mod tests {
     fn results_before_1_0_carry_the_ip_version() {
         let r = CniResult::for_endpoint("0.4.0", &endpoint(), "eth0", "/x", None);
         assert_eq!(r.ips[0].version.as_deref(), Some("4"));
+    }
+
+    #[test]
+    fn dual_stack_results_list_the_ipv6_address_and_route_second() {
+        let mut e = endpoint();
+        e.ipv6 = Some("fd00:10:1::5".parse().expect("v6"));
+        let r = CniResult::for_endpoint("0.4.0", &e, "eth0", "/x", None);
+        let json = serde_json::to_value(&r).expect("json");
+        assert_eq!(json["ips"][1]["address"], "fd00:10:1::5/128");
+        assert_eq!(json["ips"][1]["version"], "6");
+        assert_eq!(json["ips"][1]["gateway"], "fe80::1");
+        assert_eq!(json["routes"][1]["dst"], "::/0");
+        assert_eq!(r.ipv4_of("eth0"), vec![Ipv4Addr::new(10, 200, 1, 5)]);
     }
 }

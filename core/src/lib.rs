@@ -9,6 +9,7 @@ pub mod datapath;
 pub mod endpoint;
 pub mod identity;
 pub mod ipam;
+pub mod ipam_v6;
 pub mod ipcache;
 pub mod metrics;
 pub mod plugins;

@@ -187,6 +187,7 @@ pub async fn endpoints(targets: &[AgentTarget], format: Format) -> Result<()> {
                 format!("{}/{}", e.namespace, e.pod),
                 e.identity.to_string(),
                 e.ipv4.to_string(),
+                e.ipv6.map(|ip| ip.to_string()).unwrap_or_default(),
                 e.state.as_str().to_string(),
                 e.host_ifname.clone(),
             ]);
@@ -196,18 +197,25 @@ pub async fn endpoints(targets: &[AgentTarget], format: Format) -> Result<()> {
     match format {
         Format::Json => print_json(&json),
         Format::Table => {
-            print_table(
-                &[
-                    "NODE",
-                    "ENDPOINT",
-                    "POD",
-                    "IDENTITY",
-                    "IPv4",
-                    "STATUS",
-                    "INTERFACE",
-                ],
-                &rows,
-            );
+            let mut header = vec![
+                "NODE",
+                "ENDPOINT",
+                "POD",
+                "IDENTITY",
+                "IPv4",
+                "IPv6",
+                "STATUS",
+                "INTERFACE",
+            ];
+            // The IPv6 column only with dual stack: single-stack output stays as it was.
+            const IPV6_COLUMN: usize = 5;
+            if rows.iter().all(|r| r[IPV6_COLUMN].is_empty()) {
+                header.remove(IPV6_COLUMN);
+                for row in &mut rows {
+                    row.remove(IPV6_COLUMN);
+                }
+            }
+            print_table(&header, &rows);
             Ok(())
         }
     }

@@ -33,6 +33,10 @@ pub enum SandboxCommand {
         /// baseline of datapath benchmarks (`scripts/bench datapath`).
         #[arg(long, conflicts_with = "agent_config")]
         plain: bool,
+        /// Dual stack: IPv6 on the underlay (fd00:ffff::N), an IPv6 pod CIDR per node
+        /// (fd00:10:N::/64) and `enable_ipv6 = true` in every agent's configuration.
+        #[arg(long, conflicts_with = "plain")]
+        ipv6: bool,
     },
     /// Remove everything the sandbox made (works after a crash of `up` too).
     Down,
@@ -71,7 +75,17 @@ pub fn run(command: SandboxCommand) -> Result<bool> {
             nodes,
             agent_config,
             plain,
-        } => up(&state_dir, &dir, nodes, agent_config.as_deref(), plain),
+            ipv6,
+        } => up(
+            &state_dir,
+            &dir,
+            UpOptions {
+                nodes,
+                extra: agent_config.as_deref(),
+                plain,
+                ipv6,
+            },
+        ),
         SandboxCommand::Down => {
             let wireguard_sockets = wireguard_sockets(&state_dir);
             let report = Sandbox::down(&state_dir)?;
@@ -125,13 +139,21 @@ pub fn run(command: SandboxCommand) -> Result<bool> {
     }
 }
 
-fn up(
-    state_dir: &Path,
-    dir: &Path,
+/// The switches of `sandbox up`.
+struct UpOptions<'a> {
     nodes: usize,
-    extra: Option<&Path>,
+    extra: Option<&'a Path>,
     plain: bool,
-) -> Result<bool> {
+    ipv6: bool,
+}
+
+fn up(state_dir: &Path, dir: &Path, up: UpOptions<'_>) -> Result<bool> {
+    let UpOptions {
+        nodes,
+        extra,
+        plain,
+        ipv6,
+    } = up;
     let started = Instant::now();
     let manifests = std::fs::canonicalize(dir)
         .with_context(|| format!("manifest directory {}", dir.display()))?;
@@ -159,6 +181,7 @@ fn up(
         Box::new(move |node: &NodeSpec| agent_config(node, &writer_runtime, &extra)),
     );
     options.nodes = nodes;
+    options.ipv6 = ipv6;
     // The agents route between nodes from each other's Node objects; without
     // agents the testbed adds the same routes.
     options.node_routes = plain;
@@ -373,7 +396,7 @@ pin_root = "{pins}"
 pod_cidr = "{cidr}"
 node_ip = "{ip}"
 cgroup_path = "{cgroup}"
-
+{ipv6}
 [plugins.observe]
 enabled = true
 {extra}
@@ -389,7 +412,20 @@ enabled = true
         cidr = node.pod_cidr,
         ip = node.underlay_ip,
         cgroup = node.cgroup.display(),
+        ipv6 = ipv6_lines(node),
     )
+}
+
+/// The dual-stack lines of a node's `[agent]` (empty without `--ipv6`).
+fn ipv6_lines(node: &NodeSpec) -> String {
+    let Some(cidr) = node.pod_cidr_v6 else {
+        return String::new();
+    };
+    let node_ip = node
+        .underlay_ip_v6
+        .map(|ip| format!("node_ip_v6 = \"{ip}\"\n"))
+        .unwrap_or_default();
+    format!("enable_ipv6 = true\npod_cidr_v6 = \"{cidr}\"\n{node_ip}")
 }
 
 /// Starts real agents (this binary) and talks to them through their API.

@@ -12,50 +12,12 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::socket_probe::PROBE;
 use common::{TestSandbox, str_of};
 
 const VIP: &str = "10.96.0.60";
 const UDP_VIP: &str = "10.96.0.61";
 const EMPTY_VIP: &str = "10.96.0.62";
-
-/// The client's probes: each prints one line the test parses.
-const PROBE: &str = r#"
-import socket, sys, time
-mode, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
-if mode == "tcp":
-    s = socket.create_connection((host, port), timeout=3)
-    peer = s.getpeername()
-    s.sendall(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
-    data = b""
-    while True:
-        chunk = s.recv(4096)
-        if not chunk:
-            break
-        data += chunk
-    print("peer=%s:%d body=%s" % (peer[0], peer[1], data.split(b"\r\n\r\n", 1)[-1].decode().strip()))
-elif mode == "udp":
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.settimeout(3)
-    s.sendto(b"ping", (host, port))
-    data, src = s.recvfrom(2048)
-    c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    c.settimeout(3)
-    c.connect((host, port))
-    c.send(b"pong")
-    cdata = c.recv(2048)
-    cpeer = c.getpeername()
-    print("from=%s:%d data=%s connected_peer=%s:%d connected_data=%s"
-          % (src[0], src[1], data.decode(), cpeer[0], cpeer[1], cdata.decode()))
-elif mode == "refused":
-    s = socket.socket()
-    s.settimeout(5)
-    t = time.monotonic()
-    try:
-        s.connect((host, port))
-        print("connected")
-    except OSError as e:
-        print("errno=%d ms=%d" % (e.errno or -1, (time.monotonic() - t) * 1000))
-"#;
 
 /// A UDP echo server: replies to every datagram with its payload, from the port it got it on.
 const UDP_ECHO: &str = r#"

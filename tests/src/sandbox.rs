@@ -9,11 +9,11 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 
 use crate::manifests::{self, ManifestError};
 use crate::placement::{self, PlacementError};
@@ -99,6 +99,9 @@ pub struct NodeSpec {
     pub underlay_if: String,
     pub underlay_ip: Ipv4Addr,
     pub pod_cidr: Ipv4Net,
+    /// Dual stack only (`SandboxOptions::ipv6`).
+    pub underlay_ip_v6: Option<Ipv6Addr>,
+    pub pod_cidr_v6: Option<Ipv6Net>,
     /// bpffs directory for the node's pins.
     pub pin_dir: PathBuf,
     /// Directory for the agent's sockets.
@@ -153,6 +156,8 @@ pub struct SandboxOptions {
     pub external_client: bool,
     /// Route pod CIDRs between nodes via the underlay (default true).
     pub node_routes: bool,
+    /// Dual stack: IPv6 on the underlay and IPv6 pod CIDRs (default false).
+    pub ipv6: bool,
     /// Writes a node's `porin.toml`.
     pub config_writer: Box<dyn Fn(&NodeSpec) -> String>,
 }
@@ -178,6 +183,7 @@ impl SandboxOptions {
             prefix: "porin-sbx".to_owned(),
             external_client: true,
             node_routes: true,
+            ipv6: false,
             config_writer,
         }
     }
@@ -289,6 +295,7 @@ fn up_inner(
         .state_file(state_file)
         .external_client(opts.external_client)
         .node_routes(opts.node_routes)
+        .ipv6(opts.ipv6)
         .build()?;
     let node_names: Vec<String> = cluster.nodes().iter().map(|n| n.name.clone()).collect();
     manifests::assign_nodes(&mut found.pods, &node_names)?;
@@ -414,6 +421,8 @@ fn node_spec(node: &Node, state_dir: &Path, manifests_dir: &Path) -> NodeSpec {
         underlay_if: node.underlay_if.clone(),
         underlay_ip: node.underlay_ip,
         pod_cidr: node.pod_cidr,
+        underlay_ip_v6: node.underlay_ip_v6,
+        pod_cidr_v6: node.pod_cidr_v6,
         pin_dir: Path::new(PIN_ROOT).join(node.netns.name()),
         agent_socket: socket_dir.join("agent.sock"),
         hubble_socket: socket_dir.join("hubble.sock"),

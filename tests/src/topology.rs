@@ -9,15 +9,18 @@
 //!    `-- ext <-> ul0 in external netns (192.168.200.250/24)
 //! ```
 //!
+//! With `ipv6(true)` (dual stack) each node also gets `fd00:ffff::N/64` on `ul0`,
+//! IPv6 forwarding, and the IPv6 pod CIDR `fd00:10:N::/64`.
+//!
 //! Link names inside our namespaces need no suffix (nothing else lives
 //! there); namespace and cgroup names carry the cluster's unique id.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 
 use crate::cgroup::{Cgroup, CgroupError};
 use crate::link::{Ip, LinkError};
@@ -67,6 +70,7 @@ pub struct ClusterBuilder {
     external_client: bool,
     node_routes: bool,
     mtu: Option<u32>,
+    ipv6: bool,
 }
 
 /// A running cluster. Dropping it removes every namespace and cgroup it made
@@ -99,6 +103,9 @@ pub struct Node {
     pub underlay_if: String,
     pub underlay_ip: Ipv4Addr,
     pub pod_cidr: Ipv4Net,
+    /// Dual stack only: the node's IPv6 underlay address and pod CIDR.
+    pub underlay_ip_v6: Option<Ipv6Addr>,
+    pub pod_cidr_v6: Option<Ipv6Net>,
 }
 
 /// A namespace on the underlay standing for a client outside the cluster.
@@ -117,6 +124,7 @@ impl Default for ClusterBuilder {
             external_client: false,
             node_routes: true,
             mtu: None,
+            ipv6: false,
         }
     }
 }
@@ -155,6 +163,12 @@ impl ClusterBuilder {
     }
 
     /// MTU of underlay links.
+    pub fn ipv6(mut self, on: bool) -> Self {
+        self.ipv6 = on;
+        self
+    }
+
+    /// MTU of the underlay links.
     pub fn mtu(mut self, mtu: u32) -> Self {
         self.mtu = Some(mtu);
         self
@@ -200,7 +214,7 @@ impl ClusterBuilder {
         cluster.underlay = Some(underlay);
 
         for index in 1..=self.nodes {
-            let node = cluster.make_node(&base, index, self.mtu)?;
+            let node = cluster.make_node(&base, index, self.mtu, self.ipv6)?;
             cluster.nodes.push(node);
         }
         if self.node_routes {
@@ -339,7 +353,13 @@ impl Cluster {
         Ok(NetNs::create(name)?)
     }
 
-    fn make_node(&self, base: &str, index: usize, mtu: Option<u32>) -> Result<Node, TopologyError> {
+    fn make_node(
+        &self,
+        base: &str,
+        index: usize,
+        mtu: Option<u32>,
+        ipv6: bool,
+    ) -> Result<Node, TopologyError> {
         let name = format!("node-{index}");
         let netns = self.make_netns(&format!("{base}-{name}"))?;
         let host = u8::try_from(index).map_err(|_| TopologyError::NodeCount(index))?;
@@ -348,6 +368,23 @@ impl Cluster {
         netns.set_sysctl("net.ipv4.ip_forward", "1")?;
         let pod_cidr = Ipv4Net::new(Ipv4Addr::new(10, 200, host, 0), 24)
             .map_err(|_| TopologyError::NodeCount(index))?;
+        let (underlay_ip_v6, pod_cidr_v6) = if ipv6 {
+            let ip = underlay_ip_v6(host);
+            netns.set_sysctl("net.ipv6.conf.all.forwarding", "1")?;
+            netns.set_sysctl(&format!("net.ipv6.conf.{UNDERLAY_IF}.accept_dad"), "0")?;
+            Ip::netns(&netns).run(&[
+                "-6",
+                "addr",
+                "add",
+                &format!("{ip}/64"),
+                "dev",
+                UNDERLAY_IF,
+                "nodad",
+            ])?;
+            (Some(ip), Some(pod_cidr_v6(host)))
+        } else {
+            (None, None)
+        };
         let root = self
             .cgroup
             .as_ref()
@@ -372,6 +409,8 @@ impl Cluster {
             underlay_if: UNDERLAY_IF.to_owned(),
             underlay_ip,
             pod_cidr,
+            underlay_ip_v6,
+            pod_cidr_v6,
         })
     }
 
@@ -443,4 +482,18 @@ impl Drop for Cluster {
 /// 192.168.200.`host`.
 pub fn underlay_ip(host: u8) -> Ipv4Addr {
     Ipv4Addr::new(192, 168, 200, host)
+}
+
+/// fd00:ffff::`host` (dual stack).
+pub fn underlay_ip_v6(host: u8) -> Ipv6Addr {
+    Ipv6Addr::new(0xfd00, 0xffff, 0, 0, 0, 0, 0, u16::from(host))
+}
+
+/// fd00:10:`host`::/64, the IPv6 pod CIDR of node `host` (dual stack).
+pub fn pod_cidr_v6(host: u8) -> Ipv6Net {
+    Ipv6Net::new(
+        Ipv6Addr::new(0xfd00, 0x10, u16::from(host), 0, 0, 0, 0, 0),
+        64,
+    )
+    .unwrap_or_default()
 }

@@ -1,11 +1,11 @@
 //! The agent behind its API, and conversions between core's parts.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 use std::sync::atomic::Ordering;
 
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeSpec, NodeStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use porin_plugin_sdk::{DatapathEvent, Direction, EventKind, Verdict};
@@ -159,17 +159,23 @@ impl AgentApi for Agent {
             .allocate(&request.namespace, &request.pod)
             .map_err(|e| ApiError::Internal(format!("{key}: {e}")))?;
         let host = links::host_ifname(&request.namespace, &request.pod);
-        let link =
-            match links::create_pod_link(&host, Path::new(&request.netns), &request.ifname, ip) {
-                Ok(link) => link,
-                Err(e) => {
-                    endpoints.release(ip);
-                    return Err(match e {
-                        links::LinkError::NoNetns(_) => ApiError::BadRequest(format!("{key}: {e}")),
-                        _ => ApiError::Internal(format!("{key}: {e}")),
-                    });
-                }
-            };
+        let ipv6 = endpoints.ipv6_of(ip);
+        let addrs = links::PodAddrs { ipv4: ip, ipv6 };
+        let link = match links::create_pod_link(
+            &host,
+            Path::new(&request.netns),
+            &request.ifname,
+            addrs,
+        ) {
+            Ok(link) => link,
+            Err(e) => {
+                endpoints.release(ip);
+                return Err(match e {
+                    links::LinkError::NoNetns(_) => ApiError::BadRequest(format!("{key}: {e}")),
+                    _ => ApiError::Internal(format!("{key}: {e}")),
+                });
+            }
+        };
         let linked = started.elapsed();
         let snapshot = self.store.snapshot();
         let labels = cluster::pod_security_labels(&snapshot, &request.namespace, &request.pod);
@@ -205,11 +211,10 @@ impl AgentApi for Agent {
                 ifindex: link.ifindex,
                 identity,
             };
-            if let Err(e) = datapath
-                .endpoints()
-                .and_then(|mut m| m.upsert(IpAddr::V4(ip), info))
-            {
-                warn!(endpoint = %key, error = %e, "writing the endpoints map");
+            for addr in std::iter::once(IpAddr::V4(ip)).chain(ipv6.map(IpAddr::V6)) {
+                if let Err(e) = datapath.endpoints().and_then(|mut m| m.upsert(addr, info)) {
+                    warn!(endpoint = %key, %addr, error = %e, "writing the endpoints map");
+                }
             }
         }
         let record = EndpointRecord {
@@ -217,6 +222,7 @@ impl AgentApi for Agent {
             namespace: request.namespace.clone(),
             pod: request.pod.clone(),
             ipv4: ip,
+            ipv6,
             host_ifname: host,
             ifindex: link.ifindex,
             netns: request.netns.clone(),
@@ -231,8 +237,8 @@ impl AgentApi for Agent {
         }
         drop(endpoints);
         let attached = started.elapsed();
-        if let Ok(prefix) = IpNet::new(IpAddr::V4(ip), 32) {
-            lock(&self.ipcache).upsert(prefix, identity, Source::LocalEndpoint);
+        for addr in record.addresses() {
+            lock(&self.ipcache).upsert(IpNet::from(addr), identity, Source::LocalEndpoint);
         }
         // Its policy state is published by the status publisher's next round.
         lock(&self.endpoint_policy).remove(&id);
@@ -294,11 +300,10 @@ impl AgentApi for Agent {
             if let Err(e) = datapath.detach_endpoint(&record.host_ifname) {
                 warn!(endpoint = %key, error = %e, "detaching programs");
             }
-            if let Err(e) = datapath
-                .endpoints()
-                .and_then(|mut m| m.remove(IpAddr::V4(record.ipv4)))
-            {
-                warn!(endpoint = %key, error = %e, "removing from the endpoints map");
+            for addr in record.addresses() {
+                if let Err(e) = datapath.endpoints().and_then(|mut m| m.remove(addr)) {
+                    warn!(endpoint = %key, %addr, error = %e, "removing from the endpoints map");
+                }
             }
         }
         links::delete_pod_link(&record.host_ifname)
@@ -306,8 +311,8 @@ impl AgentApi for Agent {
         if record.identity >= 256 {
             let _ = lock(&self.identities).release(record.identity);
         }
-        if let Ok(prefix) = IpNet::new(IpAddr::V4(record.ipv4), 32) {
-            lock(&self.ipcache).remove(prefix, Source::LocalEndpoint);
+        for addr in record.addresses() {
+            lock(&self.ipcache).remove(IpNet::from(addr), Source::LocalEndpoint);
         }
         let cep_key = cilium_endpoint(&self.config, &record, None).key();
         if let Err(e) = self.runtime.block_on(self.datastore.withdraw(cep_key)) {
@@ -375,7 +380,7 @@ pub(crate) fn cilium_endpoint(
                 node: config.node_ip.map(|ip| ip.to_string()),
                 addressing: vec![AddressPair {
                     ipv4: Some(record.ipv4.to_string()),
-                    ipv6: None,
+                    ipv6: record.ipv6.map(|ip| ip.to_string()),
                 }],
             }),
             state: Some(record.state.as_str().to_string()),
@@ -384,14 +389,49 @@ pub(crate) fn cilium_endpoint(
     })
 }
 
+/// This node's IPv6 side with dual stack (`[agent] enable_ipv6`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NodeV6 {
+    pub pod_cidr: Ipv6Net,
+    pub node_ip: Option<Ipv6Addr>,
+}
+
+impl NodeV6 {
+    pub(crate) fn of(config: &AgentConfig) -> Option<Self> {
+        if !config.enable_ipv6 {
+            return None;
+        }
+        Some(Self {
+            pod_cidr: config.pod_cidr_v6?,
+            node_ip: config.node_ip_v6,
+        })
+    }
+}
+
 /// The Node object this node publishes, with the annotations plugins contribute
-/// (e.g. `network.porin.io/wg-pub-key`).
+/// (e.g. `network.porin.io/wg-pub-key`). With dual stack, `spec.podCIDRs` and the
+/// InternalIP addresses list the IPv6 ones after the IPv4 ones (as Kubernetes does).
 pub(crate) fn node_object(
     name: &str,
     pod_cidr: Ipv4Net,
     node_ip: IpAddr,
+    v6: Option<NodeV6>,
     annotations: BTreeMap<String, String>,
 ) -> Object {
+    let mut pod_cidrs = vec![pod_cidr.to_string()];
+    let mut addresses = vec![NodeAddress {
+        type_: "InternalIP".to_string(),
+        address: node_ip.to_string(),
+    }];
+    if let Some(v6) = v6 {
+        pod_cidrs.push(v6.pod_cidr.to_string());
+        if let Some(ip) = v6.node_ip {
+            addresses.push(NodeAddress {
+                type_: "InternalIP".to_string(),
+                address: ip.to_string(),
+            });
+        }
+    }
     Object::from(Node {
         metadata: ObjectMeta {
             name: Some(name.to_string()),
@@ -400,14 +440,11 @@ pub(crate) fn node_object(
         },
         spec: Some(NodeSpec {
             pod_cidr: Some(pod_cidr.to_string()),
-            pod_cidrs: Some(vec![pod_cidr.to_string()]),
+            pod_cidrs: Some(pod_cidrs),
             ..NodeSpec::default()
         }),
         status: Some(NodeStatus {
-            addresses: Some(vec![NodeAddress {
-                type_: "InternalIP".to_string(),
-                address: node_ip.to_string(),
-            }]),
+            addresses: Some(addresses),
             ..NodeStatus::default()
         }),
     })

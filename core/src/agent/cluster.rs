@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use k8s_openapi::api::core::v1::Pod;
 use porin_plugin_sdk::EndpointMeta;
 
@@ -72,10 +72,13 @@ pub fn remote_endpoints(
         let namespace = cep.metadata.namespace.clone().unwrap_or_default();
         let pod_name = cep.metadata.name.clone().unwrap_or_default();
         let workload = snapshot.pod(&namespace, &pod_name).and_then(workload_of);
-        for pair in &networking.addressing {
-            let Some(ip) = pair.ipv4.as_deref().and_then(|s| s.parse::<IpAddr>().ok()) else {
-                continue;
-            };
+        let addresses = networking.addressing.iter().flat_map(|pair| {
+            [pair.ipv4.as_deref(), pair.ipv6.as_deref()]
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s.parse::<IpAddr>().ok())
+        });
+        for ip in addresses {
             if is_local(ip) {
                 continue;
             }
@@ -104,16 +107,18 @@ pub fn remote_endpoints(
 /// Label on published CiliumEndpoints naming the node that hosts them.
 pub const NODE_LABEL: &str = "porin.io/node";
 
-/// Another node: its pod CIDR is reached through its address.
+/// Another node: its pod CIDR is reached through its address (of the same family).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct NodeRoute {
     pub node: String,
-    pub pod_cidr: Ipv4Net,
+    pub pod_cidr: IpNet,
     pub via: IpAddr,
 }
 
-/// Routes to every other node that published a pod CIDR and an internal address.
-pub fn node_routes(snapshot: &Snapshot, self_name: &str) -> Vec<NodeRoute> {
+/// Routes to every other node that published a pod CIDR and an internal address;
+/// with `ipv6` (dual stack) also to the IPv6 pod CIDR in `spec.podCIDRs` through the
+/// node's IPv6 InternalIP.
+pub fn node_routes(snapshot: &Snapshot, self_name: &str, ipv6: bool) -> Vec<NodeRoute> {
     let mut routes = Vec::new();
     for node in snapshot.nodes() {
         let Some(name) = node.metadata.name.as_deref() else {
@@ -130,16 +135,37 @@ pub fn node_routes(snapshot: &Snapshot, self_name: &str) -> Vec<NodeRoute> {
         else {
             continue;
         };
-        let via = node
+        let internal: Vec<IpAddr> = node
             .status
             .as_ref()
             .and_then(|s| s.addresses.as_ref())
-            .and_then(|a| a.iter().find(|a| a.type_ == "InternalIP"))
-            .and_then(|a| a.address.parse::<IpAddr>().ok());
-        if let Some(via) = via {
+            .into_iter()
+            .flatten()
+            .filter(|a| a.type_ == "InternalIP")
+            .filter_map(|a| a.address.parse::<IpAddr>().ok())
+            .collect();
+        if let Some(&via) = internal.iter().find(|ip| ip.is_ipv4()).or(internal.first()) {
             routes.push(NodeRoute {
                 node: name.to_string(),
-                pod_cidr: cidr,
+                pod_cidr: IpNet::V4(cidr),
+                via,
+            });
+        }
+        if !ipv6 {
+            continue;
+        }
+        let cidr_v6 = node
+            .spec
+            .as_ref()
+            .and_then(|s| s.pod_cidrs.as_ref())
+            .into_iter()
+            .flatten()
+            .find_map(|c| c.parse::<Ipv6Net>().ok());
+        let via_v6 = internal.iter().find(|ip| ip.is_ipv6());
+        if let (Some(cidr), Some(&via)) = (cidr_v6, via_v6) {
+            routes.push(NodeRoute {
+                node: name.to_string(),
+                pod_cidr: IpNet::V6(cidr),
                 via,
             });
         }

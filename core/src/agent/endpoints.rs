@@ -5,10 +5,10 @@
 //! programs to the recorded interfaces.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
@@ -22,6 +22,9 @@ pub struct EndpointRecord {
     pub namespace: String,
     pub pod: String,
     pub ipv4: Ipv4Addr,
+    /// Dual stack only (`enable_ipv6`): derived from `ipv4` (crate::ipam_v6).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<Ipv6Addr>,
     pub host_ifname: String,
     pub ifindex: u32,
     pub netns: String,
@@ -34,6 +37,11 @@ pub struct EndpointRecord {
 }
 
 impl EndpointRecord {
+    /// The pod's addresses: IPv4, then IPv6 with dual stack.
+    pub fn addresses(&self) -> impl Iterator<Item = IpAddr> + use<> {
+        std::iter::once(IpAddr::V4(self.ipv4)).chain(self.ipv6.map(IpAddr::V6))
+    }
+
     /// The API view of the record.
     pub fn info(&self) -> EndpointInfo {
         EndpointInfo {
@@ -41,6 +49,7 @@ impl EndpointRecord {
             namespace: self.namespace.clone(),
             pod: self.pod.clone(),
             ipv4: self.ipv4,
+            ipv6: self.ipv6,
             host_ifname: self.host_ifname.clone(),
             ifindex: self.ifindex,
             identity: self.identity,
@@ -65,6 +74,8 @@ pub struct EndpointManager {
     records: BTreeMap<(String, String), EndpointRecord>,
     next_id: u32,
     ipam: Ipam,
+    /// The IPv6 pod CIDR when dual stack is on.
+    pod_cidr_v6: Option<Ipv6Net>,
 }
 
 impl EndpointManager {
@@ -75,7 +86,21 @@ impl EndpointManager {
             records: BTreeMap::new(),
             next_id: 1,
             ipam: Ipam::new(pod_cidr)?,
+            pod_cidr_v6: None,
         })
+    }
+
+    /// Dual stack: endpoints also get an address of `cidr` (see [`Self::ipv6_of`]).
+    #[must_use]
+    pub fn with_ipv6(mut self, cidr: Option<Ipv6Net>) -> Self {
+        self.pod_cidr_v6 = cidr;
+        self
+    }
+
+    /// The IPv6 address going with the pod address `ipv4`; `None` without dual stack.
+    pub fn ipv6_of(&self, ipv4: Ipv4Addr) -> Option<Ipv6Addr> {
+        self.pod_cidr_v6
+            .map(|v6| crate::ipam_v6::ipv6_of(ipv4, self.ipam.cidr(), v6))
     }
 
     /// Read the previous run's record. Records whose address no longer fits the
@@ -168,7 +193,9 @@ impl EndpointManager {
     }
 
     pub fn by_ip(&self, ip: IpAddr) -> Option<&EndpointRecord> {
-        self.records.values().find(|r| IpAddr::V4(r.ipv4) == ip)
+        self.records
+            .values()
+            .find(|r| IpAddr::V4(r.ipv4) == ip || r.ipv6.map(IpAddr::V6) == Some(ip))
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &EndpointRecord> {
@@ -212,6 +239,7 @@ mod tests {
             namespace: "payments".to_string(),
             pod: pod.to_string(),
             ipv4: ip,
+            ipv6: None,
             host_ifname: format!("lxc{id}"),
             ifindex: 10 + id,
             netns: format!("/run/netns/{pod}"),

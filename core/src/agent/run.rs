@@ -134,7 +134,12 @@ pub async fn run(config_path: &Path, plugins: Vec<Box<dyn Plugin>>) -> Result<()
 
     // 2. Endpoints of the previous run.
     let pod_cidr = agent_config.pod_cidr.ok_or(AgentError::NoPodCidr)?;
-    let endpoints = EndpointManager::new(&agent_config.state_dir, pod_cidr)?;
+    let endpoints = EndpointManager::new(&agent_config.state_dir, pod_cidr)?.with_ipv6(
+        agent_config
+            .enable_ipv6
+            .then_some(agent_config.pod_cidr_v6)
+            .flatten(),
+    );
 
     // 3. State.
     let store = StateStore::new();
@@ -422,18 +427,27 @@ impl Agent {
                     error!(endpoint = %key, error = %e, "cannot re-attach programs to a restored endpoint")
                 }
             }
-            if let Ok(ip) = IpNet::new(IpAddr::V4(record.ipv4), 32) {
-                lock(&self.ipcache).upsert(ip, record.identity, Source::LocalEndpoint);
+            if record.ipv6 != endpoints.ipv6_of(record.ipv4) {
+                // enable_ipv6 changed since the pod was made: its interface keeps what it
+                // had until the pod is recreated.
+                warn!(endpoint = %key, ipv6 = ?record.ipv6, "the pod's IPv6 address does not follow enable_ipv6 until it is recreated");
             }
-            if let Ok(mut map) = datapath.endpoints() {
-                let _ = map.upsert(
-                    IpAddr::V4(record.ipv4),
-                    crate::datapath::EndpointInfo {
-                        endpoint_id: record.id,
-                        ifindex: record.ifindex,
-                        identity: record.identity,
-                    },
+            for addr in record.addresses() {
+                lock(&self.ipcache).upsert(
+                    IpNet::from(addr),
+                    record.identity,
+                    Source::LocalEndpoint,
                 );
+                if let Ok(mut map) = datapath.endpoints() {
+                    let _ = map.upsert(
+                        addr,
+                        crate::datapath::EndpointInfo {
+                            endpoint_id: record.id,
+                            ifindex: record.ifindex,
+                            identity: record.identity,
+                        },
+                    );
+                }
             }
         }
         if let Err(e) = endpoints.persist() {
@@ -458,9 +472,7 @@ impl Agent {
         let Some(pod_cidr) = self.config.pod_cidr else {
             return;
         };
-        let annotations = lock(&self.node_annotations).clone();
-        let node =
-            super::api_impl::node_object(&self.config.node_name, pod_cidr, node_ip, annotations);
+        let node = self.node_object(pod_cidr, node_ip);
         if let Err(e) = self.datastore.publish(node).await {
             warn!(error = %e, "publishing this node");
         }
@@ -469,6 +481,17 @@ impl Agent {
         {
             warn!(error = %e, "publishing this node's CiliumNode");
         }
+    }
+
+    /// The Node object this node publishes, with the plugins' current annotations.
+    fn node_object(&self, pod_cidr: ipnet::Ipv4Net, node_ip: IpAddr) -> crate::state::Object {
+        super::api_impl::node_object(
+            &self.config.node_name,
+            pod_cidr,
+            node_ip,
+            super::api_impl::NodeV6::of(&self.config),
+            lock(&self.node_annotations).clone(),
+        )
     }
 
     /// The CiliumNode this node publishes: underlay address, pod CIDR, the plugins'
@@ -482,6 +505,18 @@ impl Agent {
             node_ip,
             annotations,
         );
+        if let (Some(v6), Some(spec)) = (super::api_impl::NodeV6::of(&self.config), &mut node.spec)
+        {
+            if let Some(ipam) = &mut spec.ipam {
+                ipam.pod_cidrs.push(v6.pod_cidr.to_string());
+            }
+            if let Some(ip) = v6.node_ip {
+                spec.addresses.push(crate::state::cilium_node::NodeAddress {
+                    kind: "InternalIP".to_owned(),
+                    ip: ip.to_string(),
+                });
+            }
+        }
         node.status = lock(&self.node_health)
             .clone()
             .map(|agent| crate::state::cilium_node::CiliumNodeStatus { agent: Some(agent) });
@@ -542,20 +577,20 @@ impl Agent {
                 record.identity = identity;
                 record.state = state;
                 record.labels = label_strings;
-                if let Ok(ip) = IpNet::new(IpAddr::V4(record.ipv4), 32) {
-                    ipcache.upsert(ip, identity, Source::LocalEndpoint);
-                }
-                if let Ok(mut map) = datapath.endpoints()
-                    && let Err(e) = map.upsert(
-                        IpAddr::V4(record.ipv4),
-                        crate::datapath::EndpointInfo {
-                            endpoint_id: record.id,
-                            ifindex: record.ifindex,
-                            identity,
-                        },
-                    )
-                {
-                    error!(pod = %record.pod, error = %e, "updating the endpoints map");
+                for addr in record.addresses() {
+                    ipcache.upsert(IpNet::from(addr), identity, Source::LocalEndpoint);
+                    if let Ok(mut map) = datapath.endpoints()
+                        && let Err(e) = map.upsert(
+                            addr,
+                            crate::datapath::EndpointInfo {
+                                endpoint_id: record.id,
+                                ifindex: record.ifindex,
+                                identity,
+                            },
+                        )
+                    {
+                        error!(pod = %record.pod, %addr, error = %e, "updating the endpoints map");
+                    }
                 }
                 republish.push(record.clone());
             }
@@ -569,19 +604,17 @@ impl Agent {
         // Other nodes: their endpoints and routes to their pod CIDRs.
         let local_ips: BTreeSet<IpAddr> = lock(&self.endpoints)
             .iter()
-            .map(|r| IpAddr::V4(r.ipv4))
+            .flat_map(super::EndpointRecord::addresses)
             .collect();
         let remote = cluster::remote_endpoints(&snapshot, |ip| local_ips.contains(&ip));
-        let routes = cluster::node_routes(&snapshot, &self.config.node_name);
+        let routes =
+            cluster::node_routes(&snapshot, &self.config.node_name, self.config.enable_ipv6);
         {
             // Same lock order as above (datapath before ipcache): reconciles run from the
             // API and from the datastore watch at once, and the reverse order deadlocks.
             let datapath = lock(&self.datapath);
             let mut ipcache = lock(&self.ipcache);
-            let wanted: BTreeSet<IpNet> = remote
-                .iter()
-                .filter_map(|r| IpNet::new(r.ip, 32).ok())
-                .collect();
+            let wanted: BTreeSet<IpNet> = remote.iter().map(|r| IpNet::from(r.ip)).collect();
             let stale: Vec<IpNet> = ipcache
                 .entries()
                 .filter(|(p, e)| e.source == Source::RemoteEndpoint && !wanted.contains(p))
@@ -591,9 +624,7 @@ impl Agent {
                 ipcache.remove(prefix, Source::RemoteEndpoint);
             }
             for r in &remote {
-                if let Ok(ip) = IpNet::new(r.ip, 32) {
-                    ipcache.upsert(ip, r.meta.identity, Source::RemoteEndpoint);
-                }
+                ipcache.upsert(IpNet::from(r.ip), r.meta.identity, Source::RemoteEndpoint);
             }
             for route in &routes {
                 if let Ok(ip) = IpNet::new(route.via, if route.via.is_ipv4() { 32 } else { 128 }) {
@@ -603,6 +634,12 @@ impl Agent {
             if let Some(node_ip) = self.config.node_ip
                 && let Ok(ip) = IpNet::new(node_ip, if node_ip.is_ipv4() { 32 } else { 128 })
             {
+                ipcache.upsert(ip, ReservedIdentity::Host.id(), Source::Node);
+            }
+            if let Some(v6) = super::api_impl::NodeV6::of(&self.config)
+                && let Some(node_ip) = v6.node_ip
+            {
+                let ip = IpNet::from(IpAddr::V6(node_ip));
                 ipcache.upsert(ip, ReservedIdentity::Host.id(), Source::Node);
             }
             match datapath.ipcache() {
@@ -634,29 +671,23 @@ impl Agent {
             });
         }
         lock(&self.plugins).reconcile_all(summary);
-        if self.refresh_node_annotations() {
-            let annotations = lock(&self.node_annotations).clone();
-            if let (Some(node_ip), Some(pod_cidr)) = (self.config.node_ip, self.config.pod_cidr) {
-                // The CiliumNode carries the same annotations (the WireGuard key).
-                let cilium_node = self.cilium_node();
-                let node = super::api_impl::node_object(
-                    &self.config.node_name,
-                    pod_cidr,
-                    node_ip,
-                    annotations,
-                );
-                let datastore = self.datastore.clone();
-                self.runtime.spawn(async move {
-                    if let Err(e) = datastore.publish(node).await {
-                        warn!(error = %e, "republishing this node");
-                    }
-                    if let Some(cilium_node) = cilium_node
-                        && let Err(e) = datastore.publish(cilium_node.into()).await
-                    {
-                        warn!(error = %e, "republishing this node's CiliumNode");
-                    }
-                });
-            }
+        if self.refresh_node_annotations()
+            && let (Some(node_ip), Some(pod_cidr)) = (self.config.node_ip, self.config.pod_cidr)
+        {
+            // The CiliumNode carries the same annotations (the WireGuard key).
+            let cilium_node = self.cilium_node();
+            let node = self.node_object(pod_cidr, node_ip);
+            let datastore = self.datastore.clone();
+            self.runtime.spawn(async move {
+                if let Err(e) = datastore.publish(node).await {
+                    warn!(error = %e, "republishing this node");
+                }
+                if let Some(cilium_node) = cilium_node
+                    && let Err(e) = datastore.publish(cilium_node.into()).await
+                {
+                    warn!(error = %e, "republishing this node's CiliumNode");
+                }
+            });
         }
     }
 
@@ -708,20 +739,20 @@ impl Agent {
         for record in lock(&self.endpoints).iter() {
             view.identity_labels
                 .insert(record.identity, record.labels.clone());
-            view.by_ip.insert(
-                IpAddr::V4(record.ipv4),
-                porin_plugin_sdk::EndpointMeta {
-                    id: record.id,
-                    namespace: record.namespace.clone(),
-                    pod_name: record.pod.clone(),
-                    identity: record.identity,
-                    labels: record.labels.clone(),
-                    node_name: self.config.node_name.clone(),
-                    workload: snapshot
-                        .pod(&record.namespace, &record.pod)
-                        .and_then(cluster::workload_of),
-                },
-            );
+            let meta = porin_plugin_sdk::EndpointMeta {
+                id: record.id,
+                namespace: record.namespace.clone(),
+                pod_name: record.pod.clone(),
+                identity: record.identity,
+                labels: record.labels.clone(),
+                node_name: self.config.node_name.clone(),
+                workload: snapshot
+                    .pod(&record.namespace, &record.pod)
+                    .and_then(cluster::workload_of),
+            };
+            for addr in record.addresses() {
+                view.by_ip.insert(addr, meta.clone());
+            }
         }
         if let Ok(mut v) = self.view.write() {
             *v = view;

@@ -1,6 +1,6 @@
 //! JSON bodies of the agent API.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use porin_plugin_sdk::Health;
 use serde::{Deserialize, Serialize};
@@ -103,6 +103,9 @@ pub struct EndpointInfo {
     pub namespace: String,
     pub pod: String,
     pub ipv4: Ipv4Addr,
+    /// The pod's IPv6 address (dual stack, `[agent] enable_ipv6`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<Ipv6Addr>,
     /// The node-side end of the pod's veth, where the programs are attached.
     pub host_ifname: String,
     pub ifindex: u32,

@@ -1,9 +1,9 @@
 //! The `[agent]` section of `porin.toml`.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 /// Where the agent reads cluster state from.
@@ -41,6 +41,9 @@ pub(crate) struct RawAgent {
     pub pin_root: Option<PathBuf>,
     pub pod_cidr: Option<Ipv4Net>,
     pub node_ip: Option<IpAddr>,
+    pub enable_ipv6: Option<bool>,
+    pub pod_cidr_v6: Option<Ipv6Net>,
+    pub node_ip_v6: Option<Ipv6Addr>,
     pub cgroup_path: Option<PathBuf>,
     pub log_level: Option<String>,
 }
@@ -78,6 +81,17 @@ pub struct AgentConfig {
     pub pod_cidr: Option<Ipv4Net>,
     /// The node's address on the underlay. Default: discovered at runtime.
     pub node_ip: Option<IpAddr>,
+    /// Dual stack (Cilium's `enable-ipv6`, Helm `ipv6.enabled`): pods get an IPv6
+    /// address from `pod_cidr_v6` next to their IPv4 one. Default: false (pods are
+    /// IPv4-only, IPv6 is disabled on their interface).
+    pub enable_ipv6: bool,
+    /// The node's IPv6 pod CIDR (a ULA /64 such as `fd00:10:1::/64`). Required with
+    /// `enable_ipv6`. A pod's IPv6 address carries the host part of its IPv4 one
+    /// (10.200.1.5 -> fd00:10:1::5), so one allocation serves both families.
+    pub pod_cidr_v6: Option<Ipv6Net>,
+    /// The node's IPv6 address on the underlay: other nodes route this node's IPv6 pod
+    /// CIDR through it. Required with `enable_ipv6` for pods on other nodes to be reached.
+    pub node_ip_v6: Option<Ipv6Addr>,
     /// The cgroup v2 where socket programs (socket-level load balancing) attach; they
     /// apply to every process of its subtree. Default: the root cgroup, i.e. the cgroup2
     /// mount found in `/proc/self/mounts`. Several agents on one machine (the sandbox) must
@@ -139,6 +153,9 @@ impl AgentConfig {
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_PIN_ROOT)),
             pod_cidr: raw.pod_cidr,
             node_ip: raw.node_ip,
+            enable_ipv6: raw.enable_ipv6.unwrap_or(false),
+            pod_cidr_v6: raw.pod_cidr_v6,
+            node_ip_v6: raw.node_ip_v6,
             cgroup_path: raw.cgroup_path,
             log_level: raw.log_level.unwrap_or_else(|| "info".to_string()),
             node_name,

@@ -151,6 +151,37 @@ impl Config {
             }
         }
 
+        if agent.enable_ipv6 {
+            let Some(cidr6) = agent.pod_cidr_v6 else {
+                return Err(invalid(
+                    "agent",
+                    "enable_ipv6",
+                    "`pod_cidr_v6` is required with enable_ipv6 = true".to_string(),
+                ));
+            };
+            if cidr6 != cidr6.trunc() {
+                return Err(invalid(
+                    "agent",
+                    "pod_cidr_v6",
+                    format!(
+                        "`{cidr6}` has host bits set; did you mean `{}`?",
+                        cidr6.trunc()
+                    ),
+                ));
+            }
+            // A pod's IPv6 address carries the host part of its IPv4 one.
+            let v4_host_bits = 32 - agent.pod_cidr.map_or(0, |c| c.prefix_len());
+            if u32::from(128 - cidr6.prefix_len()) < u32::from(v4_host_bits) {
+                return Err(invalid(
+                    "agent",
+                    "pod_cidr_v6",
+                    format!(
+                        "`{cidr6}` has fewer host bits than the IPv4 pod CIDR ({v4_host_bits}); use a /64"
+                    ),
+                ));
+            }
+        }
+
         let mut plugins = BTreeMap::new();
         let sections = [
             ("lb", raw.plugins.lb),

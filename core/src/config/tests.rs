@@ -200,3 +200,26 @@ fn from_file_reads_and_names_the_path() {
     let missing = Config::from_file(&dir.path().join("nope.toml")).expect_err("missing");
     assert!(matches!(missing, ConfigError::Read { .. }));
 }
+
+#[test]
+fn ipv6_is_opt_in_and_needs_its_pod_cidr() {
+    let a = parse("").expect("empty").agent;
+    assert!(!a.enable_ipv6 && a.pod_cidr_v6.is_none() && a.node_ip_v6.is_none());
+    let msg = err("[agent]\nenable_ipv6 = true\n");
+    assert!(msg.starts_with("porin.toml:2: agent.enable_ipv6:"), "{msg}");
+    assert!(msg.contains("pod_cidr_v6"), "{msg}");
+    let msg = err("[agent]\nenable_ipv6 = true\npod_cidr_v6 = \"fd00:10:1::1/64\"\n");
+    assert!(msg.contains("host bits"), "{msg}");
+    let msg = err(
+        "[agent]\npod_cidr = \"10.0.0.0/16\"\nenable_ipv6 = true\npod_cidr_v6 = \"fd00:10:1::/120\"\n",
+    );
+    assert!(msg.contains("fewer host bits"), "{msg}");
+    let a = parse(
+        "[agent]\npod_cidr = \"10.200.1.0/24\"\nenable_ipv6 = true\npod_cidr_v6 = \"fd00:10:1::/64\"\nnode_ip_v6 = \"fd00:ffff::1\"\n",
+    )
+    .expect("dual stack")
+    .agent;
+    assert!(a.enable_ipv6);
+    assert_eq!(a.pod_cidr_v6, Some("fd00:10:1::/64".parse().expect("cidr")));
+    assert_eq!(a.node_ip_v6, Some("fd00:ffff::1".parse().expect("ip")));
+}

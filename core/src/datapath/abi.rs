@@ -182,6 +182,25 @@ pub struct LbBackend {
     pub pad: [u8; 2],
 }
 
+/// `struct porin_lb_svc6_key`: an IPv6 frontend. `vip` as on the wire, `port` in host order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct LbSvc6Key {
+    pub vip: [u8; 16],
+    pub port: u16,
+    pub proto: u8,
+    pub pad: u8,
+}
+
+/// `struct porin_lb_backend6`. `addr` as on the wire, `port` in host order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct LbBackend6 {
+    pub addr: [u8; 16],
+    pub port: u16,
+    pub pad: [u8; 2],
+}
+
 /// `struct porin_lb_nat_entry`: a translated connection (forward or reverse).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -320,6 +339,8 @@ unsafe impl aya::Pod for LbSvcKey {}
 unsafe impl aya::Pod for LbSvcValue {}
 unsafe impl aya::Pod for LbSlotKey {}
 unsafe impl aya::Pod for LbBackend {}
+unsafe impl aya::Pod for LbSvc6Key {}
+unsafe impl aya::Pod for LbBackend6 {}
 unsafe impl aya::Pod for LbNatEntry {}
 unsafe impl aya::Pod for LbAffinityKey {}
 unsafe impl aya::Pod for LbAffinityValue {}
@@ -698,6 +719,12 @@ mod tests {
         check!(LbSvcKey, c::PORIN_LB_SVC_KEY_SIZE,
             vip => c::PORIN_LB_SVC_KEY__VIP, port => c::PORIN_LB_SVC_KEY__PORT,
             proto => c::PORIN_LB_SVC_KEY__PROTO, pad => c::PORIN_LB_SVC_KEY__PAD);
+        check!(LbSvc6Key, c::PORIN_LB_SVC6_KEY_SIZE,
+            vip => c::PORIN_LB_SVC6_KEY__VIP, port => c::PORIN_LB_SVC6_KEY__PORT,
+            proto => c::PORIN_LB_SVC6_KEY__PROTO, pad => c::PORIN_LB_SVC6_KEY__PAD);
+        check!(LbBackend6, c::PORIN_LB_BACKEND6_SIZE,
+            addr => c::PORIN_LB_BACKEND6__ADDR, port => c::PORIN_LB_BACKEND6__PORT,
+            pad => c::PORIN_LB_BACKEND6__PAD);
         check!(LbSvcValue, c::PORIN_LB_SVC_VALUE_SIZE,
             service_id => c::PORIN_LB_SVC_VALUE__SERVICE_ID,
             backend_count => c::PORIN_LB_SVC_VALUE__BACKEND_COUNT,

@@ -11,6 +11,7 @@ mod encrypt_maps;
 mod error;
 mod events;
 mod host;
+mod lb6_maps;
 mod lb_maps;
 mod loader;
 mod maglev_map;
@@ -31,6 +32,7 @@ pub use lb_maps::{
     LbCapacity, LbFrontend, LbMaps, MAP_LB_AFFINITY, MAP_LB_BACKENDS, MAP_LB_NAT, MAP_LB_RNAT,
     MAP_LB_SERVICES, MAP_LB_SLOTS,
 };
+pub use lb6_maps::{Lb6Frontend, Lb6Maps, MAP_LB6_BACKENDS, MAP_LB6_SERVICES, MAP_LB6_SLOTS};
 pub use loader::{DEFAULT_PIN_ROOT, Datapath, DatapathConfig, PodProgram};
 pub use maglev_map::{
     DEFAULT_MAGLEV_MAX_ENTRIES, DEFAULT_MAGLEV_TABLE_SIZE, MAGLEV_TABLE_SIZE_SWITCH, MAP_LB_MAGLEV,
@@ -44,5 +46,5 @@ pub use maps::{
 pub use pins::{BPFFS_ROOT, ensure_bpffs, node_pin_dir, remove_node_pins};
 pub use policy_maps::{MAP_POLICY, MAP_POLICY_EP, PolicyMaps};
 pub use proxy_maps::{MAP_PROXY_REDIR, ProxyRedirect, ProxyRedirects};
-pub use sock::{MAP_LB_SKNAT, SocketLb, cgroup2_root, socket_link_pin_path};
+pub use sock::{MAP_LB_SKNAT, MAP_LB_SKNAT6, SocketLb, cgroup2_root, socket_link_pin_path};
 pub use test_run::{TestRunOutput, test_run};

@@ -34,13 +34,21 @@ static SOCK_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/
 
 /// The socket reverse-translation map: {cookie, backend} -> frontend.
 pub const MAP_LB_SKNAT: &str = "porin_lb_sknat";
+/// Its IPv6 counterpart.
+pub const MAP_LB_SKNAT6: &str = "porin_lb_sknat6";
 
 /// The programs of `bpf/sock.c`: (ELF symbol, pin suffix).
-const PROGRAMS: [(&str, &str); 4] = [
+const PROGRAMS: [(&str, &str); 8] = [
     ("porin_sock_connect4", "connect4"),
     ("porin_sock_sendmsg4", "sendmsg4"),
     ("porin_sock_recvmsg4", "recvmsg4"),
     ("porin_sock_getpeername4", "getpeername4"),
+    // IPv6 ClusterIPs (dual stack): they only act on frontends in porin_lb_svc6, which
+    // stays empty without IPv6 services.
+    ("porin_sock_connect6", "connect6"),
+    ("porin_sock_sendmsg6", "sendmsg6"),
+    ("porin_sock_recvmsg6", "recvmsg6"),
+    ("porin_sock_getpeername6", "getpeername6"),
 ];
 
 /// `BPF_LINK_UPDATE` of `enum bpf_cmd`.

@@ -5,9 +5,14 @@
 //! neighbour entry is pinned to the MAC of the node-side veth. The node routes the
 //! pod's /32 to the node-side veth, where Porin's programs are attached.
 //!
+//! With dual stack (`enable_ipv6`) the pod also gets its IPv6 address as a /128 and a
+//! default route via fe80::1, pinned the same way; the node routes the /128 to the veth
+//! and finds the pod's MAC by neighbour discovery (which the pod programs let through).
+//! Without it, IPv6 is disabled on both ends.
+//!
 //! Interfaces are made with iproute2 (`ip -batch`), whose errors name the failed line.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -15,6 +20,8 @@ use thiserror::Error;
 
 /// The link-local address pods use as their default gateway.
 pub const POD_GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
+/// Its IPv6 counterpart (dual stack).
+pub const POD_GATEWAY_V6: Ipv6Addr = crate::ipam_v6::POD_GATEWAY_V6;
 
 /// A failed step while wiring a pod's interface.
 #[derive(Debug, Error)]
@@ -35,6 +42,13 @@ pub enum LinkError {
         ifname: String,
         message: String,
     },
+}
+
+/// The pod's addresses: IPv4 always, IPv6 with dual stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PodAddrs {
+    pub ipv4: Ipv4Addr,
+    pub ipv6: Option<Ipv6Addr>,
 }
 
 /// The node side of a pod's veth.
@@ -66,7 +80,7 @@ pub fn create_pod_link(
     host: &str,
     netns: &Path,
     pod_ifname: &str,
-    addr: Ipv4Addr,
+    addr: PodAddrs,
 ) -> Result<HostLink, LinkError> {
     if !netns.exists() {
         return Err(LinkError::NoNetns(netns.display().to_string()));
@@ -94,35 +108,45 @@ fn wire_pod_side(
     peer: &str,
     netns: &Path,
     pod_ifname: &str,
-    addr: Ipv4Addr,
+    addr: PodAddrs,
 ) -> Result<HostLink, LinkError> {
-    write_host_sysctls(host)?;
-    // Pods are IPv4-only for now: no link-local addresses, DAD or MLD chatter.
+    write_host_sysctls(host, addr.ipv6.is_some())?;
+    // IPv4-only pods: no link-local addresses, DAD or MLD chatter. Dual-stack pods: no
+    // DAD (the address is ours alone), so it is usable at once.
+    let (key, value) = match addr.ipv6 {
+        None => ("disable_ipv6", "1"),
+        Some(_) => ("accept_dad", "0"),
+    };
     write_sysctl_in_netns(
         netns,
-        format!("/proc/sys/net/ipv6/conf/{peer}/disable_ipv6"),
-        "1",
+        format!("/proc/sys/net/ipv6/conf/{peer}/{key}"),
+        value,
     )?;
     let link = inspect(host)?;
-    let cidr = format!("{addr}/32");
+    let cidr = format!("{}/32", addr.ipv4);
     let gateway = POD_GATEWAY;
     let mac = &link.mac;
-    ip_batch(
-        Some(netns),
-        &format!(
-            "link set {peer} name {pod_ifname}\n\
-             link set lo up\n\
-             addr replace {cidr} dev {pod_ifname}\n\
-             link set {pod_ifname} up\n\
+    let mut pod_side = format!(
+        "link set {peer} name {pod_ifname}\n\
+         link set lo up\n\
+         addr replace {cidr} dev {pod_ifname}\n\
+         link set {pod_ifname} up\n\
+         neigh replace {gateway} lladdr {mac} dev {pod_ifname} nud permanent\n\
+         route replace {gateway} dev {pod_ifname} scope link\n\
+         route replace default via {gateway} dev {pod_ifname}\n"
+    );
+    let mut node_side = format!("link set {host} up\nroute replace {cidr} dev {host} scope link\n");
+    if let Some(v6) = addr.ipv6 {
+        let gateway = POD_GATEWAY_V6;
+        pod_side.push_str(&format!(
+            "addr replace {v6}/128 dev {pod_ifname} nodad\n\
              neigh replace {gateway} lladdr {mac} dev {pod_ifname} nud permanent\n\
-             route replace {gateway} dev {pod_ifname} scope link\n\
              route replace default via {gateway} dev {pod_ifname}\n"
-        ),
-    )?;
-    ip_batch(
-        None,
-        &format!("link set {host} up\nroute replace {cidr} dev {host} scope link\n"),
-    )?;
+        ));
+        node_side.push_str(&format!("route replace {v6}/128 dev {host}\n"));
+    }
+    ip_batch(Some(netns), &pod_side)?;
+    ip_batch(None, &node_side)?;
     Ok(link)
 }
 
@@ -183,13 +207,22 @@ fn write_sysctl_in_netns(netns: &Path, path: String, value: &'static str) -> Res
 }
 
 /// The node-side veth must not answer for addresses it does not own and must
-/// forward; these are per-interface sysctls of the node's own namespace.
-fn write_host_sysctls(host: &str) -> Result<(), LinkError> {
-    for (family, key, value) in [
-        ("ipv4", "rp_filter", "0"),
-        ("ipv4", "forwarding", "1"),
-        ("ipv6", "disable_ipv6", "1"),
-    ] {
+/// forward; these are per-interface sysctls of the node's own namespace. With dual stack
+/// it keeps IPv6 (its link-local address, without DAD, sources neighbour solicitations).
+fn write_host_sysctls(host: &str, ipv6: bool) -> Result<(), LinkError> {
+    let v6: &[(&str, &str, &str)] = if ipv6 {
+        &[
+            ("ipv6", "accept_dad", "0"),
+            ("ipv6", "forwarding", "1"),
+            ("ipv6", "disable_ipv6", "0"),
+        ]
+    } else {
+        &[("ipv6", "disable_ipv6", "1")]
+    };
+    for &(family, key, value) in [("ipv4", "rp_filter", "0"), ("ipv4", "forwarding", "1")]
+        .iter()
+        .chain(v6)
+    {
         let path = format!("/proc/sys/net/{family}/conf/{host}/{key}");
         std::fs::write(&path, value).map_err(|e| LinkError::Command {
             command: format!("write {value} to {path}"),

@@ -3,4 +3,5 @@
 #![allow(dead_code, reason = "each test file uses a different subset")]
 
 pub mod packet;
+pub mod packet6;
 pub mod pod_fixture;

@@ -287,7 +287,7 @@ fn ipv4s<'a>(ips: impl Iterator<Item = &'a str>) -> Vec<Ipv4Addr> {
     set.into_iter().collect()
 }
 
-fn protocol(port: &ServicePort) -> Option<(u8, &'static str)> {
+pub(crate) fn protocol(port: &ServicePort) -> Option<(u8, &'static str)> {
     match port.protocol.as_deref().unwrap_or("TCP") {
         "TCP" => Some((IPPROTO_TCP, "TCP")),
         "UDP" => Some((IPPROTO_UDP, "UDP")),
@@ -296,10 +296,22 @@ fn protocol(port: &ServicePort) -> Option<(u8, &'static str)> {
 }
 
 fn from_slices(slices: &[&EndpointSlice], port: &ServicePort, proto: &str) -> Vec<SocketAddrV4> {
+    slice_backends(slices, port, proto, "IPv4", SocketAddrV4::new)
+}
+
+/// The backends of `port` in the slices of `address_type` (`IPv4`, `IPv6`): ready
+/// endpoints, or terminating-but-serving ones when none is ready.
+pub(crate) fn slice_backends<A: std::str::FromStr, B>(
+    slices: &[&EndpointSlice],
+    port: &ServicePort,
+    proto: &str,
+    address_type: &str,
+    backend: impl Fn(A, u16) -> B,
+) -> Vec<B> {
     let want = port.name.as_deref().unwrap_or("");
     let mut ready = Vec::new();
     let mut terminating = Vec::new();
-    for slice in slices.iter().filter(|s| s.address_type == "IPv4") {
+    for slice in slices.iter().filter(|s| s.address_type == address_type) {
         let Some(bport) = slice
             .ports
             .iter()
@@ -319,16 +331,12 @@ fn from_slices(slices: &[&EndpointSlice], port: &ServicePort, proto: &str) -> Ve
             let is_ready = c.and_then(|c| c.ready).unwrap_or(true);
             let serving = c.and_then(|c| c.serving).unwrap_or(is_ready);
             let is_terminating = c.and_then(|c| c.terminating).unwrap_or(false);
-            for addr in ep
-                .addresses
-                .iter()
-                .filter_map(|a| a.parse::<Ipv4Addr>().ok())
-            {
-                let backend = SocketAddrV4::new(addr, bport);
+            for addr in ep.addresses.iter().filter_map(|a| a.parse::<A>().ok()) {
+                let b = backend(addr, bport);
                 if is_ready && !is_terminating {
-                    ready.push(backend);
+                    ready.push(b);
                 } else if serving && is_terminating {
-                    terminating.push(backend);
+                    terminating.push(b);
                 }
             }
         }
@@ -374,34 +382,8 @@ fn from_selected_pods(
     namespace: &str,
     port: &ServicePort,
 ) -> Vec<SocketAddrV4> {
-    let Some(selector) = svc
-        .spec
-        .as_ref()
-        .and_then(|s| s.selector.as_ref())
-        .filter(|s| !s.is_empty())
-    else {
-        return Vec::new(); // no selector: endpoints are managed by hand (slices)
-    };
     let mut out = Vec::new();
-    for pod in pods {
-        let pod_ns = pod.metadata.namespace.as_deref().unwrap_or("default");
-        if pod_ns != namespace || pod.metadata.deletion_timestamp.is_some() {
-            continue;
-        }
-        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
-        if matches!(phase, Some("Succeeded" | "Failed")) {
-            continue;
-        }
-        let labels = pod.metadata.labels.as_ref();
-        if !selector
-            .iter()
-            .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
-        {
-            continue;
-        }
-        let Some(name) = pod.metadata.name.clone() else {
-            continue;
-        };
+    for (pod, name) in selected_pods(pods, svc, namespace) {
         let Some(target) = target_port(pod, port) else {
             continue;
         };
@@ -416,8 +398,41 @@ fn from_selected_pods(
     out
 }
 
+/// The live pods of `namespace` the Service's selector picks, with their names (none
+/// without a selector: its endpoints are managed by hand, in slices).
+pub(crate) fn selected_pods<'a>(
+    pods: &'a [Pod],
+    svc: &'a Service,
+    namespace: &'a str,
+) -> impl Iterator<Item = (&'a Pod, String)> + 'a {
+    let selector = svc
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.as_ref())
+        .filter(|s| !s.is_empty());
+    pods.iter().filter_map(move |pod| {
+        let selector = selector?;
+        let pod_ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+        if pod_ns != namespace || pod.metadata.deletion_timestamp.is_some() {
+            return None;
+        }
+        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+        if matches!(phase, Some("Succeeded" | "Failed")) {
+            return None;
+        }
+        let labels = pod.metadata.labels.as_ref();
+        if !selector
+            .iter()
+            .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
+        {
+            return None;
+        }
+        Some((pod, pod.metadata.name.clone()?))
+    })
+}
+
 /// `targetPort` for one pod: a number, a container port name, or the service port.
-fn target_port(pod: &Pod, port: &ServicePort) -> Option<u16> {
+pub(crate) fn target_port(pod: &Pod, port: &ServicePort) -> Option<u16> {
     match &port.target_port {
         None => u16::try_from(port.port).ok(),
         Some(IntOrString::Int(n)) => u16::try_from(*n).ok(),

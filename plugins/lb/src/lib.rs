@@ -4,9 +4,11 @@ mod config;
 mod cpu_time;
 pub mod datapath_maps;
 pub mod desired;
+pub mod desired6;
 mod maglev;
 mod plugin;
 pub mod programmer;
+pub mod programmer6;
 
 pub use config::{Algorithm, LbConfig, MAGLEV_TABLE_SIZES};
 pub use maglev::{MaglevError, backend_table, maglev_table};

@@ -10,8 +10,8 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use porin_core::datapath::{
-    LbFrontend, MAGLEV_TABLE_SIZE_SWITCH, MAP_LB_BACKENDS, MAP_LB_MAGLEV, MAP_LB_SERVICES,
-    MAP_LB_SLOTS,
+    Lb6Frontend, Lb6Maps, LbFrontend, MAGLEV_TABLE_SIZE_SWITCH, MAP_LB_BACKENDS, MAP_LB_MAGLEV,
+    MAP_LB_SERVICES, MAP_LB_SLOTS,
 };
 use porin_plugin_sdk::{
     ChangedObject, ClusterState, DEFAULT_DEVICE, DatapathContribution, Health, Plugin,
@@ -26,7 +26,9 @@ use crate::desired::{
     ClusterObjects, DesiredServices, NodeView, PodIps, SERVICE_NAME_LABEL, ServiceKey,
     desired_by_service, pod_ipv4s, service_frontends,
 };
+use crate::desired6::{DesiredServices6, desired_services6};
 use crate::programmer::{Programmer, SyncReport};
+use crate::programmer6::Programmer6;
 
 /// The section name in `porin.toml`.
 pub const NAME: &str = "lb";
@@ -48,6 +50,9 @@ pub struct LbPlugin {
     served: DesiredServices,
     /// Frontends the last sync could not program, with the reason.
     failed: BTreeMap<LbFrontend, String>,
+    /// The IPv6 frontends (dual stack) last programmed, and those that failed.
+    served6: DesiredServices6,
+    failed6: BTreeMap<Lb6Frontend, String>,
 }
 
 struct Running {
@@ -60,6 +65,9 @@ struct Running {
     /// The Service each EndpointSlice (namespace, name) belonged to when last seen, so
     /// a deleted slice still finds its Service.
     slice_owner: HashMap<ServiceKey, String>,
+    /// The IPv6 maps (None when they cannot be opened: IPv6 services are not served).
+    maps6: Option<Lb6Maps>,
+    programmer6: Programmer6,
 }
 
 /// How long the parts of one programming pass took, in wall and thread CPU time.
@@ -153,6 +161,31 @@ impl LbPlugin {
         self.served = desired;
         let timings = clock.finish(computed);
         self.finish(&report, &timings, state.generation(), None);
+        self.program_v6();
+    }
+
+    /// Programs the IPv6 frontends (dual stack) from the whole current state: they are
+    /// few, so every pass recomputes them all and writes only differences.
+    fn program_v6(&mut self) {
+        let Some(run) = self.running.as_mut() else {
+            return;
+        };
+        let Some(maps6) = run.maps6.as_mut() else {
+            return;
+        };
+        let state = run.ctx.state();
+        let desired = desired_services6(
+            &state.services(),
+            &state.endpoint_slices(),
+            &state.pods(),
+            &state.pod_addresses(),
+        );
+        let failed = run.programmer6.sync(&desired, maps6);
+        for (fe, reason) in &failed {
+            warn!(plugin = NAME, frontend = %fe.addr, error = %reason, "programming an IPv6 frontend");
+        }
+        self.failed6 = failed.into_iter().collect();
+        self.served6 = desired;
     }
 
     /// Programs only the Services the changed objects belong to.
@@ -227,6 +260,7 @@ impl LbPlugin {
             .sync_scope(&self.served, &scope, &mut run.maps);
         let timings = clock.finish(computed);
         self.finish(&report, &timings, state.generation(), Some(&scope));
+        self.program_v6();
     }
 
     /// Health, failed frontends, map pressure and the log line of a programming pass.
@@ -352,31 +386,72 @@ fn services_json(
     served
         .iter()
         .map(|(frontend, spec)| {
-            let mut entry = serde_json::json!({
-                "frontend": frontend.addr.to_string(),
-                "protocol": match frontend.proto {
-                    6 => "TCP",
-                    17 => "UDP",
-                    _ => "other",
-                },
-                "type": spec.kind.as_str(),
-                "backends": spec.backends.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                "affinity": match spec.affinity_timeout {
-                    Some(timeout) => serde_json::json!({ "type": "ClientIP", "timeout_seconds": timeout }),
-                    None => serde_json::json!({ "type": "None" }),
-                },
-            });
-            if let Some(error) = failed.get(frontend) {
-                entry["error"] = serde_json::Value::from(error.as_str());
-            }
-            entry
+            frontend_json(
+                frontend.addr.to_string(),
+                frontend.proto,
+                spec.kind.as_str(),
+                spec.backends.iter().map(ToString::to_string).collect(),
+                spec.affinity_timeout,
+                failed.get(frontend),
+            )
         })
         .collect()
 }
 
+/// The IPv6 frontends (dual stack) in the same shape: ClusterIPs without affinity.
+fn services6_json(
+    served: &DesiredServices6,
+    failed: &BTreeMap<Lb6Frontend, String>,
+) -> Vec<serde_json::Value> {
+    served
+        .iter()
+        .map(|(frontend, backends)| {
+            frontend_json(
+                frontend.addr.to_string(),
+                frontend.proto,
+                "ClusterIP",
+                backends.iter().map(ToString::to_string).collect(),
+                None,
+                failed.get(frontend),
+            )
+        })
+        .collect()
+}
+
+/// One row of `porin service list`.
+fn frontend_json(
+    frontend: String,
+    proto: u8,
+    kind: &str,
+    backends: Vec<String>,
+    affinity_timeout: Option<u32>,
+    error: Option<&String>,
+) -> serde_json::Value {
+    let mut entry = serde_json::json!({
+        "frontend": frontend,
+        "protocol": match proto {
+            6 => "TCP",
+            17 => "UDP",
+            _ => "other",
+        },
+        "type": kind,
+        "backends": backends,
+        "affinity": match affinity_timeout {
+            Some(timeout) => serde_json::json!({ "type": "ClientIP", "timeout_seconds": timeout }),
+            None => serde_json::json!({ "type": "None" }),
+        },
+    });
+    if let Some(error) = error {
+        entry["error"] = serde_json::Value::from(error.as_str());
+    }
+    entry
+}
+
 impl Plugin for LbPlugin {
     fn status_json(&self) -> Option<serde_json::Value> {
-        Some(serde_json::json!({ "services": services_json(&self.served, &self.failed) }))
+        let mut services = services_json(&self.served, &self.failed);
+        services.extend(services6_json(&self.served6, &self.failed6));
+        Some(serde_json::json!({ "services": services }))
     }
 
     fn name(&self) -> &'static str {
@@ -454,12 +529,20 @@ impl Plugin for LbPlugin {
         });
         let programmer =
             programmer.with_maglev(self.maglev_on().then_some(self.config.maglev_table_size));
+        let mut maps6 = Lb6Maps::open(|name| ctx.map_pin_path(name))
+            .inspect_err(|e| {
+                warn!(plugin = NAME, error = %e, "opening the IPv6 LB maps: IPv6 services are not served");
+            })
+            .ok();
         self.running = Some(Running {
             ctx,
             maps,
             programmer,
             by_service: HashMap::new(),
             slice_owner: HashMap::new(),
+            // Adopt a previous agent's IPv6 frontends too: ids stay, nothing is rewritten.
+            programmer6: maps6.as_mut().map(Programmer6::adopt).unwrap_or_default(),
+            maps6,
         });
         self.program();
         info!(plugin = NAME, "started");

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod dns;
+pub mod socket_probe;
 pub mod wireguard;
 
 /// The porin binary under test.
@@ -38,6 +39,16 @@ impl TestSandbox {
 
     /// Like [`TestSandbox::up_with`], with `nodes` nodes (`porin sandbox up --nodes`).
     pub fn up_with_nodes(files: &[(&str, &str)], agent_config: Option<&str>, nodes: usize) -> Self {
+        Self::up_with_args(files, agent_config, nodes, &[])
+    }
+
+    /// Like [`TestSandbox::up_with_nodes`], with more `sandbox up` switches (`--ipv6`).
+    pub fn up_with_args(
+        files: &[(&str, &str)],
+        agent_config: Option<&str>,
+        nodes: usize,
+        extra_args: &[&str],
+    ) -> Self {
         assert_root();
         let state_dir = tempfile::Builder::new()
             .prefix("porin-e2e-")
@@ -60,6 +71,7 @@ impl TestSandbox {
             "--nodes".to_string(),
             nodes.to_string(),
         ];
+        args.extend(extra_args.iter().map(|a| (*a).to_string()));
         if let Some(text) = agent_config {
             let path = sandbox.state_dir.path().join("extra-agent-config.toml");
             std::fs::write(&path, text).expect("write agent config");

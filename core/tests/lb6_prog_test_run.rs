@@ -1,0 +1,257 @@
+//! BPF_PROG_TEST_RUN tests of per-packet load balancing of IPv6 ClusterIPs in `bpf/pod.c`
+//! (`bpf/lib/lb6.h`, dual stack): DNAT with a valid L4 checksum (through the IPv6
+//! pseudo-header), reverse NAT of replies, a connection keeping its backend, the
+//! no-backend drop with its ICMPv6 refusal, and egress policy against the backend.
+//!
+//! Needs root (CAP_BPF + CAP_NET_ADMIN) and bpffs; fails with a clear message otherwise.
+
+mod common;
+
+use common::packet6::{packet6, parse_checked6, parse_icmpv6_checked};
+use std::{
+    collections::BTreeSet,
+    net::{Ipv6Addr, SocketAddrV6},
+    path::PathBuf,
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use porin_core::datapath::{
+    Datapath, DatapathConfig, EndpointInfo, Lb6Frontend, Lb6Maps, PodProgram, PolicyMaps,
+    abi::{POLICY_ALLOW, PolicyEpKey, PolicyKey, PolicyValue},
+    remove_node_pins, test_run,
+};
+
+const TC_ACT_OK: u32 = 0;
+const TC_ACT_SHOT: u32 = 2;
+const TC_ACT_REDIRECT: u32 = 7;
+const TCP: u8 = 6;
+const UDP: u8 = 17;
+const SYN: u8 = 0x02;
+const ACK: u8 = 0x10;
+
+const CLIENT: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 1, 0, 0, 0, 0, 5);
+const VIP: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x96, 0, 0, 0, 0, 0, 0x50);
+const BACKEND_A: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 1, 0, 0, 0, 0, 9);
+const BACKEND_B: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 2, 0, 0, 0, 0, 9);
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+struct Fixture {
+    dp: Datapath,
+    lb6: Lb6Maps,
+    pin_root: PathBuf,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        Self::with(vec![("CFG_ENABLE_LB".into(), 1)])
+    }
+
+    fn with(switches: Vec<(String, u32)>) -> Self {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "lb6 BPF_PROG_TEST_RUN tests must run as root (they load eBPF programs)"
+        );
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let pin_root = PathBuf::from(format!(
+            "/sys/fs/bpf/porin-lb6test-{}-{n}",
+            std::process::id()
+        ));
+        let config = DatapathConfig {
+            node_name: "node-1".into(),
+            pin_root: pin_root.clone(),
+            switches,
+        };
+        let dp = Datapath::load(&config).unwrap_or_else(|e| panic!("loading the datapath: {e}"));
+        let lb6 = Lb6Maps::open(|name| dp.map_pin_path(name)).expect("opening the IPv6 lb maps");
+        Self { dp, lb6, pin_root }
+    }
+
+    /// A service at VIP:`port` with the given backends (ids 1..), backend ports 8080.
+    fn service(&mut self, port: u16, proto: u8, backends: &[Ipv6Addr]) {
+        for (i, b) in backends.iter().enumerate() {
+            let id = i as u32 + 1;
+            self.lb6
+                .write_backend(id, SocketAddrV6::new(*b, 8080, 0, 0))
+                .expect("backend");
+            self.lb6.write_slot(7, i as u32, id).expect("slot");
+        }
+        let fe = Lb6Frontend {
+            addr: SocketAddrV6::new(VIP, port, 0, 0),
+            proto,
+        };
+        self.lb6
+            .write_service(fe, 7, backends.len() as u32)
+            .expect("service");
+    }
+
+    fn run(&self, program: PodProgram, packet: &[u8]) -> (u32, Vec<u8>) {
+        let fd = self.dp.program_fd(program).expect("program fd");
+        let out = test_run(fd, packet).expect("BPF_PROG_TEST_RUN");
+        (out.retval, out.packet)
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = remove_node_pins(&self.pin_root, "node-1");
+        let _ = std::fs::remove_dir_all(&self.pin_root);
+    }
+}
+
+fn sa(ip: Ipv6Addr, port: u16) -> SocketAddrV6 {
+    SocketAddrV6::new(ip, port, 0, 0)
+}
+
+#[test]
+fn tcp_to_an_ipv6_vip_is_dnated_and_the_reply_gets_the_vip_back() {
+    let mut f = Fixture::new();
+    f.service(80, TCP, &[BACKEND_A]);
+    let (verdict, out) = f.run(
+        PodProgram::FromPod,
+        &packet6(CLIENT, VIP, TCP, 40000, 80, SYN),
+    );
+    assert_eq!(verdict, TC_ACT_OK);
+    let (src, dst) = parse_checked6(&out);
+    assert_eq!(src, sa(CLIENT, 40000));
+    assert_eq!(dst, sa(BACKEND_A, 8080));
+
+    // The backend's reply enters the client with the VIP as its source.
+    let (verdict, out) = f.run(
+        PodProgram::ToPod,
+        &packet6(BACKEND_A, CLIENT, TCP, 8080, 40000, SYN | ACK),
+    );
+    assert_eq!(verdict, TC_ACT_OK);
+    let (src, dst) = parse_checked6(&out);
+    assert_eq!(src, sa(VIP, 80));
+    assert_eq!(dst, sa(CLIENT, 40000));
+
+    // Traffic that is not to a frontend is left alone.
+    let other = packet6(CLIENT, BACKEND_B, TCP, 40001, 80, SYN);
+    let (_, out) = f.run(PodProgram::FromPod, &other);
+    assert_eq!(out, other);
+}
+
+#[test]
+fn udp_is_dnated_with_a_valid_checksum_and_a_connection_keeps_its_backend() {
+    let mut f = Fixture::new();
+    f.service(53, UDP, &[BACKEND_A, BACKEND_B]);
+    let mut seen = BTreeSet::new();
+    for sport in 41000..41040 {
+        let (verdict, out) = f.run(
+            PodProgram::FromPod,
+            &packet6(CLIENT, VIP, UDP, sport, 53, 0),
+        );
+        assert_eq!(verdict, TC_ACT_OK);
+        let (_, dst) = parse_checked6(&out);
+        assert_eq!(dst.port(), 8080);
+        seen.insert(*dst.ip());
+        // The same flow again: the same backend.
+        let (_, again) = f.run(
+            PodProgram::FromPod,
+            &packet6(CLIENT, VIP, UDP, sport, 53, 0),
+        );
+        assert_eq!(
+            parse_checked6(&again).1,
+            dst,
+            "flow {sport} changed backend"
+        );
+    }
+    assert_eq!(
+        seen,
+        BTreeSet::from([BACKEND_A, BACKEND_B]),
+        "both backends serve"
+    );
+}
+
+#[test]
+fn an_ipv6_frontend_without_backends_drops_and_refuses_with_icmpv6() {
+    let mut f = Fixture::new();
+    f.service(80, TCP, &[]);
+    let syn = packet6(CLIENT, VIP, TCP, 40000, 80, SYN);
+    let (verdict, out) = f.run(PodProgram::FromPod, &syn);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "sent back into the pod");
+    let (src, dst, icmp_type, code, quote) = parse_icmpv6_checked(&out);
+    assert_eq!((src, dst), (VIP, CLIENT), "from the VIP to the client");
+    assert_eq!(
+        (icmp_type, code),
+        (1, 4),
+        "destination unreachable: port unreachable"
+    );
+    assert_eq!(
+        quote,
+        syn[14..14 + 48].to_vec(),
+        "quotes the offending packet"
+    );
+    let dropped: u64 =
+        f.dp.counters()
+            .expect("counters")
+            .iter()
+            .filter(|c| c.reason == 158)
+            .map(|c| c.packets)
+            .sum();
+    assert_eq!(dropped, 1, "SERVICE_BACKEND_NOT_FOUND");
+}
+
+#[test]
+fn egress_policy_decides_an_ipv6_service_connection_against_its_backend() {
+    const EP: u32 = 11;
+    const ID_CLIENT: u32 = 1001;
+    const ID_BACKEND: u32 = 1002;
+    let mut f = Fixture::with(vec![
+        ("CFG_ENABLE_LB".into(), 1),
+        ("CFG_ENABLE_POLICY".into(), 1),
+    ]);
+    f.service(80, TCP, &[BACKEND_A]);
+    let mut endpoints = f.dp.endpoints().expect("endpoints map");
+    let info = EndpointInfo {
+        endpoint_id: EP,
+        ifindex: 100,
+        identity: ID_CLIENT,
+    };
+    endpoints
+        .upsert(std::net::IpAddr::V6(CLIENT), info)
+        .expect("endpoint");
+    let mut ipcache = f.dp.ipcache().expect("ipcache");
+    for (ip, id) in [(CLIENT, ID_CLIENT), (BACKEND_A, ID_BACKEND)] {
+        ipcache
+            .upsert(std::net::IpAddr::V6(ip).into(), id, 0)
+            .expect("ipcache");
+    }
+    let mut policy = PolicyMaps::open(|name| f.dp.map_pin_path(name)).expect("policy maps");
+    let ep_key = PolicyEpKey {
+        endpoint_id: EP,
+        direction: 2,
+        pad: [0; 3],
+    };
+    policy.set_default_deny(ep_key, true).expect("default deny");
+    let allow = |identity: u32, dport: u16| {
+        (
+            PolicyKey {
+                endpoint_id: EP,
+                identity,
+                dport,
+                proto: TCP,
+                direction: 2,
+            },
+            PolicyValue {
+                policy_id: 1,
+                action: POLICY_ALLOW,
+                pad: 0,
+                proxy_port: 0,
+            },
+        )
+    };
+    // Allowing the world (the VIP's own identity) on the service port lets nothing through:
+    // the connection is decided against the backend.
+    let (k, v) = allow(2, 80);
+    policy.upsert(k, v).expect("entry");
+    let syn = packet6(CLIENT, VIP, TCP, 40000, 80, SYN);
+    assert_eq!(f.run(PodProgram::FromPod, &syn).0, TC_ACT_SHOT);
+    // Allowing the backend's identity on the backend's port does.
+    let (k, v) = allow(ID_BACKEND, 8080);
+    policy.upsert(k, v).expect("entry");
+    let (verdict, out) = f.run(PodProgram::FromPod, &syn);
+    assert_eq!(verdict, TC_ACT_OK);
+    assert_eq!(parse_checked6(&out).1, sa(BACKEND_A, 8080));
+}

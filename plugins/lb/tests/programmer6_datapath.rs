@@ -1,0 +1,110 @@
+//! The IPv6 programmer (`programmer6.rs`) against the real pinned maps: frontends grow,
+//! shrink and go with their slots and backends, a backend shared by two frontends stays
+//! until neither uses it, and a programmer adopting the maps (a restarted agent) keeps
+//! the ids and writes nothing for an unchanged state. Each state is also checked through
+//! the datapath: `bpf/pod.c` (BPF_PROG_TEST_RUN) sends a packet to the VIP to a backend
+//! of the frontend.
+//!
+//! Needs root (CAP_BPF + CAP_NET_ADMIN) and bpffs; fails with a clear message otherwise.
+
+mod common;
+
+#[path = "../../../core/tests/common/packet.rs"]
+#[allow(
+    dead_code,
+    reason = "the shared packet helpers serve several test files"
+)]
+mod packet;
+#[path = "../../../core/tests/common/packet6.rs"]
+#[allow(
+    dead_code,
+    reason = "the shared packet helpers serve several test files"
+)]
+mod packet6;
+
+use std::collections::BTreeSet;
+use std::net::{Ipv6Addr, SocketAddrV6};
+use std::sync::atomic::{AtomicU16, Ordering};
+
+use common::TestDatapath;
+use porin_core::datapath::{Lb6Frontend, Lb6Maps, PodProgram, test_run};
+use porin_lb::desired6::DesiredServices6;
+use porin_lb::programmer6::Programmer6;
+
+const TCP: u8 = 6;
+const SYN: u8 = 0x02;
+const CLIENT: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 1, 0, 0, 0, 0, 5);
+
+fn fe(last: u16) -> Lb6Frontend {
+    Lb6Frontend {
+        addr: SocketAddrV6::new(Ipv6Addr::new(0xfd00, 0x96, 0, 0, 0, 0, 0, last), 80, 0, 0),
+        proto: TCP,
+    }
+}
+
+fn be(last: u16) -> SocketAddrV6 {
+    SocketAddrV6::new(Ipv6Addr::new(0xfd00, 0x10, 2, 0, 0, 0, 0, last), 8080, 0, 0)
+}
+
+static NEXT_PORT: AtomicU16 = AtomicU16::new(20000);
+
+/// The backends the datapath sends new connections to `frontend` to (40 tries, each from
+/// a source port never used before, so no earlier translation is reused).
+fn served(dp: &TestDatapath, frontend: Lb6Frontend) -> BTreeSet<SocketAddrV6> {
+    let fd = dp.dp.program_fd(PodProgram::FromPod).expect("program fd");
+    (0..40)
+        .map(|_| {
+            let sport = NEXT_PORT.fetch_add(1, Ordering::SeqCst);
+            let syn = packet6::packet6(CLIENT, *frontend.addr.ip(), TCP, sport, 80, SYN);
+            let out = test_run(fd, &syn).expect("BPF_PROG_TEST_RUN");
+            packet6::parse_checked6(&out.packet).1
+        })
+        .collect()
+}
+
+#[test]
+fn ipv6_frontends_grow_shrink_go_and_are_adopted() {
+    let dp = TestDatapath::load("programmer6", &[("CFG_ENABLE_LB", 1)]);
+    let mut maps = Lb6Maps::open(|name| dp.dp.map_pin_path(name)).expect("opening the maps");
+    let mut programmer = Programmer6::default();
+
+    // Two frontends sharing backend 2.
+    let mut desired = DesiredServices6::new();
+    desired.insert(fe(1), vec![be(1), be(2)]);
+    desired.insert(fe(2), vec![be(2)]);
+    assert!(programmer.sync(&desired, &mut maps).is_empty());
+    assert_eq!(served(&dp, fe(1)), BTreeSet::from([be(1), be(2)]));
+    assert_eq!(served(&dp, fe(2)), BTreeSet::from([be(2)]));
+    assert_eq!(maps.backends().len(), 2);
+
+    // fe(1) shrinks to backend 1: its second slot goes, backend 2 stays for fe(2).
+    desired.insert(fe(1), vec![be(1)]);
+    assert!(programmer.sync(&desired, &mut maps).is_empty());
+    assert_eq!(served(&dp, fe(1)), BTreeSet::from([be(1)]));
+    assert_eq!(served(&dp, fe(2)), BTreeSet::from([be(2)]));
+    assert_eq!(maps.slots().len(), 2, "one slot per frontend");
+    assert_eq!(maps.backends().len(), 2);
+
+    // fe(2) goes: its slot and, unused now, backend 2 go with it.
+    desired.remove(&fe(2));
+    assert!(programmer.sync(&desired, &mut maps).is_empty());
+    assert_eq!(maps.services().len(), 1);
+    assert_eq!(maps.slots().len(), 1);
+    assert_eq!(
+        maps.backends()
+            .into_iter()
+            .map(|(_, a)| a)
+            .collect::<Vec<_>>(),
+        vec![be(1)]
+    );
+
+    // A restarted agent adopts the maps: same ids, nothing rewritten, and it goes on.
+    let ids_before = (maps.services(), maps.slots(), maps.backends());
+    let mut adopted = Programmer6::adopt(&mut maps);
+    assert_eq!(adopted.service_count(), 1);
+    assert!(adopted.sync(&desired, &mut maps).is_empty());
+    assert_eq!((maps.services(), maps.slots(), maps.backends()), ids_before);
+    desired.insert(fe(1), vec![be(1), be(3)]);
+    assert!(adopted.sync(&desired, &mut maps).is_empty());
+    assert_eq!(served(&dp, fe(1)), BTreeSet::from([be(1), be(3)]));
+}

@@ -1,0 +1,49 @@
+//! The socket-LB probe the load-balancing tests run in client pods (`lb_socket.rs`,
+//! `lb_ipv6.rs`): `python3 probe.py MODE HOST PORT` prints one line the test parses, with
+//! IPv6 addresses in brackets (`[fd00:96::70]:80`).
+//!
+//! - `tcp`: connect, print getpeername() and the HTTP body;
+//! - `udp`: sendto/recvfrom (unconnected) then connect/send/recv/getpeername (connected);
+//! - `refused`: connect and print the errno and how long it took.
+
+/// The probe script; write it to a file the pods can read.
+pub const PROBE: &str = r#"
+import socket, sys, time
+mode, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+def addr(a):
+    return ("[%s]:%d" if fam == socket.AF_INET6 else "%s:%d") % (a[0], a[1])
+if mode == "tcp":
+    s = socket.create_connection((host, port), timeout=3)
+    peer = s.getpeername()
+    s.sendall(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+    data = b""
+    while True:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    print("peer=%s body=%s" % (addr(peer), data.split(b"\r\n\r\n", 1)[-1].decode().strip()))
+elif mode == "udp":
+    s = socket.socket(fam, socket.SOCK_DGRAM)
+    s.settimeout(3)
+    s.sendto(b"ping", (host, port))
+    data, src = s.recvfrom(2048)
+    c = socket.socket(fam, socket.SOCK_DGRAM)
+    c.settimeout(3)
+    c.connect((host, port))
+    c.send(b"pong")
+    cdata = c.recv(2048)
+    cpeer = c.getpeername()
+    print("from=%s data=%s connected_peer=%s connected_data=%s"
+          % (addr(src), data.decode(), addr(cpeer), cdata.decode()))
+elif mode == "refused":
+    s = socket.socket(fam)
+    s.settimeout(5)
+    t = time.monotonic()
+    try:
+        s.connect((host, port))
+        print("connected")
+    except OSError as e:
+        print("errno=%d ms=%d" % (e.errno or -1, (time.monotonic() - t) * 1000))
+"#;

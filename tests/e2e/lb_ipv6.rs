@@ -1,0 +1,303 @@
+//! End to end: IPv6 ClusterIPs with socket-level load balancing (dual stack,
+//! `porin sandbox up --ipv6`). Dual-stack Services (`ipFamilies: [IPv4, IPv6]`,
+//! `clusterIPs`) are reached over IPv6 from pods on both nodes; the `connect6`/`sendmsg6`
+//! hooks send them to local and remote backends, `getpeername6`/`recvmsg6` give the
+//! applications the service address back, UDP works unconnected and connected, a service
+//! without backends refuses connect() at once, and `porin service list` shows the IPv6
+//! frontends, also after a killed agent restarted. With `socket_lb = false` the pod programs serve the same Services per packet
+//! (DNAT, reverse NAT, the refusal as an ICMPv6 port unreachable).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::socket_probe::PROBE;
+use common::{TestSandbox, str_of};
+
+const VIP6: &str = "fd00:96::70";
+const UDP_VIP6: &str = "fd00:96::71";
+const EMPTY_VIP6: &str = "fd00:96::72";
+
+/// A UDP echo server on both families (IPV6_V6ONLY off).
+const UDP_ECHO: &str = r#"
+import socket
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+s.bind(("::", 5353))
+while True:
+    data, addr = s.recvfrom(2048)
+    s.sendto(data, addr)
+"#;
+
+fn manifests(dir: &Path) -> String {
+    let root = dir.display();
+    let pod = |name: &str, node: &str, app: &str, command: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: shop, labels: {{app: {app}}}}}\n\
+             spec:\n  nodeName: {node}\n  containers: [{{name: main, image: ignored, command: {command}}}]\n---\n"
+        )
+    };
+    let http = |name: &str| {
+        format!(
+            r#"["python3", "-m", "http.server", "8080", "--bind", "::", "--directory", "{root}/{name}"]"#
+        )
+    };
+    let service = |name: &str, v4: &str, v6: &str, app: &str, port: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: shop}}\n\
+             spec:\n  ipFamilyPolicy: RequireDualStack\n  ipFamilies: [IPv4, IPv6]\n  \
+             clusterIP: {v4}\n  clusterIPs: [{v4}, \"{v6}\"]\n  selector: {{app: {app}}}\n  \
+             ports: [{port}]\n---\n"
+        )
+    };
+    let mut out = String::from("apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n---\n");
+    out.push_str(&pod("web-1", "node-1", "web", &http("web-1")));
+    out.push_str(&pod("web-2", "node-2", "web", &http("web-2")));
+    out.push_str(&pod(
+        "echo-1",
+        "node-2",
+        "echo",
+        &format!(r#"["python3", "{root}/udp_echo.py"]"#),
+    ));
+    out.push_str(&pod(
+        "client-1",
+        "node-1",
+        "client",
+        r#"["sleep", "infinity"]"#,
+    ));
+    out.push_str(&pod(
+        "client-2",
+        "node-2",
+        "client",
+        r#"["sleep", "infinity"]"#,
+    ));
+    out.push_str(&service(
+        "web",
+        "10.96.0.70",
+        VIP6,
+        "web",
+        "{port: 80, targetPort: 8080}",
+    ));
+    out.push_str(&service(
+        "echo",
+        "10.96.0.71",
+        UDP_VIP6,
+        "echo",
+        "{port: 53, protocol: UDP, targetPort: 5353}",
+    ));
+    out.push_str(&service(
+        "nobody",
+        "10.96.0.72",
+        EMPTY_VIP6,
+        "nobody-has-this",
+        "{port: 80, targetPort: 8080}",
+    ));
+    out
+}
+
+fn files() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("files dir");
+    for name in ["web-1", "web-2"] {
+        std::fs::create_dir(dir.path().join(name)).expect("mkdir");
+        std::fs::write(dir.path().join(name).join("index.html"), name).expect("index.html");
+    }
+    std::fs::write(dir.path().join("udp_echo.py"), UDP_ECHO).expect("udp_echo.py");
+    std::fs::write(dir.path().join("probe.py"), PROBE).expect("probe.py");
+    dir
+}
+
+fn probe(sandbox: &TestSandbox, pod: &str, dir: &Path, args: &[&str]) -> String {
+    let script = dir.join("probe.py").display().to_string();
+    let mut cmd = vec!["python3", script.as_str()];
+    cmd.extend_from_slice(args);
+    let out = sandbox.exec(pod, &cmd);
+    assert!(
+        out.status.success(),
+        "probe {args:?} from {pod} failed: {}\nagent logs:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        sandbox.agent_logs()
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A sandbox with the Services, `lb_config` in every agent's configuration.
+fn up(dir: &Path, lb_config: &str) -> TestSandbox {
+    TestSandbox::up_with_args(
+        &[("00-shop.yaml", &manifests(dir))],
+        Some(lb_config),
+        2,
+        &["--ipv6"],
+    )
+}
+
+/// From both clients (node-1 and node-2): the IPv6 service answers, every connection sees
+/// the VIP as its peer, and the local and the remote backend both serve.
+fn check_tcp_from_both_nodes(sandbox: &TestSandbox, dir: &Path) {
+    let url = format!("http://[{VIP6}]/");
+    for client in ["shop/client-1", "shop/client-2"] {
+        let first = sandbox.exec_until_ok(
+            client,
+            &["curl", "-g", "-s", "-m", "2", &url],
+            Duration::from_secs(20),
+        );
+        assert!(
+            first.status.success(),
+            "the IPv6 service never answered {client}: {}\nagent logs:\n{}",
+            String::from_utf8_lossy(&first.stderr),
+            sandbox.agent_logs()
+        );
+        let mut bodies = BTreeSet::new();
+        for _ in 0..16 {
+            let line = probe(sandbox, client, dir, &["tcp", VIP6, "80"]);
+            assert!(
+                line.starts_with(&format!("peer=[{VIP6}]:80 ")),
+                "getpeername did not return the IPv6 service address to {client}: {line}"
+            );
+            bodies.insert(line.rsplit("body=").next().unwrap_or_default().to_string());
+        }
+        assert_eq!(
+            bodies,
+            BTreeSet::from(["web-1".to_string(), "web-2".to_string()]),
+            "{client}: the local and the remote backend serve the IPv6 service"
+        );
+    }
+}
+
+/// UDP over IPv6 from `client`, unconnected and connected: replies come from the VIP.
+fn check_udp(sandbox: &TestSandbox, dir: &Path, client: &str) {
+    let echo = sandbox.exec_until_ok(
+        client,
+        &[
+            "python3",
+            &dir.join("probe.py").display().to_string(),
+            "udp",
+            UDP_VIP6,
+            "53",
+        ],
+        Duration::from_secs(20),
+    );
+    let line = String::from_utf8_lossy(&echo.stdout).trim().to_string();
+    assert_eq!(
+        line,
+        format!(
+            "from=[{UDP_VIP6}]:53 data=ping connected_peer=[{UDP_VIP6}]:53 connected_data=pong"
+        ),
+        "UDP through the IPv6 service from {client}: {}\nagent logs:\n{}",
+        String::from_utf8_lossy(&echo.stderr),
+        sandbox.agent_logs()
+    );
+}
+
+/// connect() to the IPv6 frontend without backends fails at once with ECONNREFUSED.
+fn check_refused(sandbox: &TestSandbox, dir: &Path) {
+    let started = Instant::now();
+    let line = probe(
+        sandbox,
+        "shop/client-1",
+        dir,
+        &["refused", EMPTY_VIP6, "80"],
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the refusal took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        line.starts_with(&format!("errno={} ", libc::ECONNREFUSED)),
+        "expected ECONNREFUSED: {line}"
+    );
+}
+
+#[test]
+fn ipv6_cluster_ips_are_served_by_the_socket_hooks_from_both_nodes() {
+    let dir = files();
+    let sandbox = up(dir.path(), "[plugins.lb]\nenabled = true\n");
+    check_tcp_from_both_nodes(&sandbox, dir.path());
+
+    // On the wire the client's packets already carry an IPv6 backend address.
+    let backends: BTreeSet<String> = ["shop/web-1", "shop/web-2"]
+        .iter()
+        .map(|p| str_of(&sandbox.endpoint(p)["endpoint"]["ipv6"]).to_string())
+        .collect();
+    let flows = sandbox.flows(1000);
+    let from_client: Vec<_> = flows
+        .iter()
+        .filter(|f| {
+            str_of(&f["source"]["pod_name"]) == "client-1"
+                && str_of(&f["trace_observation_point"]) == "FROM_ENDPOINT"
+                && !f["l4"]["TCP"].is_null()
+        })
+        .collect();
+    assert!(
+        from_client.iter().any(|f| {
+            backends.contains(str_of(&f["IP"]["destination"]))
+                && f["l4"]["TCP"]["destination_port"] == 8080
+        }),
+        "no client-1 -> [backend]:8080 flow at from-endpoint: {from_client:#?}"
+    );
+    assert!(
+        !from_client
+            .iter()
+            .any(|f| str_of(&f["IP"]["destination"]) == VIP6),
+        "a client packet left with the IPv6 VIP as destination: {from_client:#?}"
+    );
+
+    // UDP over IPv6, unconnected (sendmsg6/recvmsg6) and connected (connect6/getpeername6).
+    check_udp(&sandbox, dir.path(), "shop/client-1");
+
+    // No backends: connect() to the IPv6 frontend is refused by the hook, at once.
+    check_refused(&sandbox, dir.path());
+
+    // `porin service list` shows the IPv6 frontends with their backends, on every node.
+    let list = sandbox.porin_json(&["service", "list"]);
+    let frontend = format!("[{VIP6}]:80");
+    let nodes = list.as_array().cloned().unwrap_or_default();
+    assert_eq!(nodes.len(), 2, "{list}");
+    for node in &nodes {
+        let row = node["services"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|s| str_of(&s["frontend"]) == frontend)
+            .unwrap_or_else(|| panic!("no {frontend} in porin service list: {node}"));
+        assert_eq!(row["backends"].as_array().map(Vec::len), Some(2), "{row}");
+    }
+
+    // A killed and restarted agent adopts its IPv6 frontends: they keep serving.
+    let out = sandbox.porin(&["sandbox", "restart-agent", "node-1", "--kill"]);
+    assert!(
+        out.status.success(),
+        "restart failed: {}\nagent logs:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        sandbox.agent_logs()
+    );
+    check_tcp_from_both_nodes(&sandbox, dir.path());
+    sandbox.down_and_check();
+}
+
+#[test]
+fn ipv6_cluster_ips_are_served_per_packet_with_socket_lb_off() {
+    let dir = files();
+    let sandbox = up(
+        dir.path(),
+        "[plugins.lb]\nenabled = true\nsocket_lb = false\n",
+    );
+    check_tcp_from_both_nodes(&sandbox, dir.path());
+    // Per packet, the client's packets leave it with the VIP (DNAT happens after the
+    // from-endpoint observation point), and the reverse NAT gives UDP replies the VIP.
+    let flows = sandbox.flows(1000);
+    assert!(
+        flows.iter().any(|f| {
+            str_of(&f["source"]["pod_name"]) == "client-1"
+                && str_of(&f["trace_observation_point"]) == "FROM_ENDPOINT"
+                && str_of(&f["IP"]["destination"]) == VIP6
+        }),
+        "no client-1 -> VIP flow at from-endpoint (socket LB instead of per-packet?)"
+    );
+    check_udp(&sandbox, dir.path(), "shop/client-2");
+    // Per packet, the refusal is an ICMPv6 port unreachable from the VIP.
+    check_refused(&sandbox, dir.path());
+    sandbox.down_and_check();
+}
