@@ -11,23 +11,18 @@
 //!
 //! Needs root (CAP_BPF + CAP_NET_ADMIN) and bpffs; fails with a clear message otherwise.
 
-use std::{
-    net::{IpAddr, Ipv6Addr},
-    path::PathBuf,
-    sync::atomic::{AtomicU32, Ordering},
-};
+mod common;
 
+use std::net::{IpAddr, Ipv6Addr};
+
+use common::pod_fixture::{
+    EGRESS, INGRESS, LocalEndpoint, PodFixture, TC_ACT_OK, TC_ACT_SHOT, key, value,
+};
 use porin_core::datapath::{
-    Datapath, DatapathConfig, EndpointInfo, EventReader, PodProgram, PolicyMaps,
-    abi::{
-        Direction, DropReason, EventType, FlowEvent, POLICY_ALLOW, PolicyEpKey, PolicyKey,
-        PolicyValue,
-    },
-    remove_node_pins, test_run,
+    PodProgram,
+    abi::{Direction, DropReason, EventType, POLICY_ALLOW},
 };
 
-const TC_ACT_OK: u32 = 0;
-const TC_ACT_SHOT: u32 = 2;
 const TCP: u8 = 6;
 const ICMPV6: u8 = 58;
 const SYN: u8 = 0x02;
@@ -40,8 +35,6 @@ const EP_A: u32 = 11;
 const EP_B: u32 = 12;
 const ID_A: u32 = 1001;
 const ID_B: u32 = 1002;
-const INGRESS: u8 = 1;
-const EGRESS: u8 = 2;
 
 /// Ethernet + IPv6 (`hop_limit`) + `l4` (checksums are not checked on this path).
 fn ipv6_packet(src: Ipv6Addr, dst: Ipv6Addr, next: u8, hop_limit: u8, l4: &[u8]) -> Vec<u8> {
@@ -71,131 +64,51 @@ fn icmpv6(src: Ipv6Addr, dst: Ipv6Addr, icmp_type: u8, hop_limit: u8, target: Ip
     ipv6_packet(src, dst, ICMPV6, hop_limit, &l4)
 }
 
-static NEXT: AtomicU32 = AtomicU32::new(0);
+struct Fixture(PodFixture);
 
-struct Fixture {
-    dp: Datapath,
-    policy: PolicyMaps,
-    events: EventReader,
-    pin_root: PathBuf,
-    _rt: tokio::runtime::Runtime,
+impl std::ops::Deref for Fixture {
+    type Target = PodFixture;
+    fn deref(&self) -> &PodFixture {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Fixture {
+    fn deref_mut(&mut self) -> &mut PodFixture {
+        &mut self.0
+    }
+}
+
+fn endpoint(addr: Ipv6Addr, endpoint_id: u32, identity: u32) -> LocalEndpoint {
+    LocalEndpoint {
+        addr: IpAddr::V6(addr),
+        endpoint_id,
+        identity,
+    }
 }
 
 impl Fixture {
     /// Local endpoints A and B with IPv6 addresses in the endpoint map and the ipcache,
     /// policy enabled, default deny in both directions for both.
     fn new() -> Self {
-        let mut f = Self::load(vec![("CFG_ENABLE_POLICY".into(), 1)]);
-        for (addr, id, identity) in [(A, EP_A, ID_A), (B, EP_B, ID_B)] {
-            f.local_endpoint(addr, id, identity);
-        }
+        let mut f = Self(PodFixture::load(
+            "v6",
+            &[("CFG_ENABLE_POLICY", 1)],
+            &[endpoint(A, EP_A, ID_A), endpoint(B, EP_B, ID_B)],
+        ));
         for endpoint_id in [EP_A, EP_B] {
             for direction in [INGRESS, EGRESS] {
-                let key = PolicyEpKey {
-                    endpoint_id,
-                    direction,
-                    pad: [0; 3],
-                };
-                f.policy.set_default_deny(key, true).expect("default deny");
+                f.default_deny(endpoint_id, direction);
             }
         }
         f
     }
 
-    /// The datapath with `switches`, maps empty.
-    fn load(switches: Vec<(String, u32)>) -> Self {
-        assert!(
-            nix::unistd::geteuid().is_root(),
-            "IPv6 BPF_PROG_TEST_RUN tests must run as root (they load eBPF programs)"
-        );
-        let n = NEXT.fetch_add(1, Ordering::SeqCst);
-        let pin_root = PathBuf::from(format!(
-            "/sys/fs/bpf/porin-v6test-{}-{n}",
-            std::process::id()
-        ));
-        let config = DatapathConfig {
-            node_name: "node-1".into(),
-            pin_root: pin_root.clone(),
-            switches,
-        };
-        let dp = Datapath::load(&config).unwrap_or_else(|e| panic!("loading the datapath: {e}"));
-        let policy = PolicyMaps::open(|name| dp.map_pin_path(name)).expect("policy maps");
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("tokio runtime");
-        let events = {
-            let _guard = rt.enter();
-            dp.event_reader().expect("event reader")
-        };
-        Self {
-            dp,
-            policy,
-            events,
-            pin_root,
-            _rt: rt,
-        }
-    }
-
-    fn local_endpoint(&mut self, addr: Ipv6Addr, endpoint_id: u32, identity: u32) {
-        let info = EndpointInfo {
-            endpoint_id,
-            ifindex: 100 + endpoint_id,
-            identity,
-        };
-        let mut endpoints = self.dp.endpoints().expect("endpoints map");
-        endpoints.upsert(IpAddr::V6(addr), info).expect("endpoint");
-        self.identity_of(addr, identity);
-    }
-
-    fn identity_of(&mut self, addr: Ipv6Addr, identity: u32) {
-        let mut ipcache = self.dp.ipcache().expect("ipcache");
-        ipcache
-            .upsert(IpAddr::V6(addr).into(), identity, 0)
-            .expect("ipcache");
-    }
-
     fn allow(&mut self, endpoint_id: u32, direction: u8, identity: u32, proxy_port: u16) {
-        let key = PolicyKey {
-            endpoint_id,
-            identity,
-            dport: 80,
-            proto: TCP,
-            direction,
-        };
-        let value = PolicyValue {
-            policy_id: 42,
-            action: POLICY_ALLOW,
-            pad: 0,
-            proxy_port,
-        };
-        self.policy.upsert(key, value).expect("policy entry");
-    }
-
-    fn run(&self, program: PodProgram, packet: &[u8]) -> u32 {
-        let fd = self.dp.program_fd(program).expect("program fd");
-        test_run(fd, packet).expect("BPF_PROG_TEST_RUN").retval
-    }
-
-    fn drain(&mut self) -> Vec<FlowEvent> {
-        std::iter::from_fn(|| self.events.try_next()).collect()
-    }
-
-    fn drops(&self, reason: u8) -> u64 {
-        self.dp
-            .counters()
-            .expect("counters")
-            .iter()
-            .filter(|c| c.reason == reason)
-            .map(|c| c.packets)
-            .sum()
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let _ = remove_node_pins(&self.pin_root, "node-1");
-        let _ = std::fs::remove_dir_all(&self.pin_root);
+        self.0.entry(
+            key(endpoint_id, direction, identity, TCP, 80),
+            value(42, POLICY_ALLOW, proxy_port),
+        );
     }
 }
 
@@ -274,13 +187,16 @@ fn an_l7_ingress_rule_drops_ipv6_instead_of_letting_it_through_unfiltered() {
 
 #[test]
 fn encryption_strict_mode_drops_ipv6_to_other_nodes_pods() {
-    let mut f = Fixture::load(vec![("CFG_ENCRYPTION_STRICT".into(), 1)]);
+    let mut f = Fixture(PodFixture::load(
+        "v6",
+        &[("CFG_ENCRYPTION_STRICT", 1)],
+        &[endpoint(A, EP_A, ID_A)],
+    ));
     let node_v6 = Ipv6Addr::new(0xfd00, 0xffff, 0, 0, 0, 0, 0, 1);
     let outside = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 9);
-    f.local_endpoint(A, EP_A, ID_A);
     // B is another node's pod; node_v6 is this node (reserved:host).
-    f.identity_of(B, ID_B);
-    f.identity_of(node_v6, 1);
+    f.identity_of(B.into(), ID_B);
+    f.identity_of(node_v6.into(), 1);
     let syn_to = |dst| tcp(A, dst, 40000, 80, SYN);
     assert_eq!(
         f.run(PodProgram::FromPod, &syn_to(B)),

@@ -50,12 +50,12 @@ impl Fixture {
     fn new() -> Self {
         let endpoints = [
             LocalEndpoint {
-                addr: A,
+                addr: A.into(),
                 endpoint_id: EP_A,
                 identity: ID_A,
             },
             LocalEndpoint {
-                addr: B,
+                addr: B.into(),
                 endpoint_id: EP_B,
                 identity: ID_B,
             },
@@ -80,16 +80,6 @@ impl Fixture {
             key(endpoint_id, direction, identity, proto, dport),
             value(42, action, 0),
         );
-    }
-
-    fn drops(&self, reason: u8) -> u64 {
-        self.dp
-            .counters()
-            .expect("counters")
-            .iter()
-            .filter(|c| c.reason == reason)
-            .map(|c| c.packets)
-            .sum()
     }
 
     /// Conntrack entries between two addresses, in either order.

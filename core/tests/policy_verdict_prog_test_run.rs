@@ -57,12 +57,12 @@ impl Fixture {
     fn new(audit: bool) -> Self {
         let endpoints = [
             LocalEndpoint {
-                addr: A,
+                addr: A.into(),
                 endpoint_id: EP_A,
                 identity: ID_A,
             },
             LocalEndpoint {
-                addr: B,
+                addr: B.into(),
                 endpoint_id: EP_B,
                 identity: ID_B,
             },

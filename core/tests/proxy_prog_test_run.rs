@@ -49,12 +49,12 @@ impl Fixture {
     fn new() -> Self {
         let endpoints = [
             LocalEndpoint {
-                addr: POD,
+                addr: POD.into(),
                 endpoint_id: EP_POD,
                 identity: ID_POD,
             },
             LocalEndpoint {
-                addr: DNS,
+                addr: DNS.into(),
                 endpoint_id: EP_DNS,
                 identity: ID_DNS,
             },

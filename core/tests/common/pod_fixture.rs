@@ -4,7 +4,7 @@
 //! event ring open, and everything unpinned when dropped.
 
 use std::{
-    net::{IpAddr, Ipv4Addr},
+    net::IpAddr,
     path::PathBuf,
     sync::atomic::{AtomicU32, Ordering},
 };
@@ -22,7 +22,7 @@ pub const EGRESS: u8 = 2;
 
 /// A local endpoint: its address, endpoint id and security identity.
 pub struct LocalEndpoint {
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     pub endpoint_id: u32,
     pub identity: u32,
 }
@@ -68,11 +68,9 @@ impl PodFixture {
                 ifindex: 100 + ep.endpoint_id,
                 identity: ep.identity,
             };
-            endpoint_map
-                .upsert(IpAddr::V4(ep.addr), info)
-                .expect("endpoint");
+            endpoint_map.upsert(ep.addr, info).expect("endpoint");
             ipcache
-                .upsert(IpAddr::V4(ep.addr).into(), ep.identity, 0)
+                .upsert(ep.addr.into(), ep.identity, 0)
                 .expect("ipcache");
         }
         let policy = PolicyMaps::open(|name| dp.map_pin_path(name)).expect("policy maps");
@@ -103,6 +101,26 @@ impl PodFixture {
         self.policy
             .set_default_deny(key, true)
             .expect("default deny");
+    }
+
+    /// Puts a remote address in the ipcache with `identity`.
+    pub fn identity_of(&mut self, addr: IpAddr, identity: u32) {
+        self.dp
+            .ipcache()
+            .expect("ipcache")
+            .upsert(addr.into(), identity, 0)
+            .expect("ipcache");
+    }
+
+    /// Packets dropped so far with `reason`, both directions.
+    pub fn drops(&self, reason: u8) -> u64 {
+        self.dp
+            .counters()
+            .expect("counters")
+            .iter()
+            .filter(|c| c.reason == reason)
+            .map(|c| c.packets)
+            .sum()
     }
 
     /// Writes one policy map entry.
