@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::socket_probe::PROBE;
+use common::socket_probe::{PROBE, assert_client_packets_go_to_backends};
 use common::{TestSandbox, str_of};
 
 const VIP6: &str = "fd00:96::70";
@@ -217,31 +217,12 @@ fn ipv6_cluster_ips_are_served_by_the_socket_hooks_from_both_nodes() {
     check_tcp_from_both_nodes(&sandbox, dir.path());
 
     // On the wire the client's packets already carry an IPv6 backend address.
-    let backends: BTreeSet<String> = ["shop/web-1", "shop/web-2"]
-        .iter()
-        .map(|p| str_of(&sandbox.endpoint(p)["endpoint"]["ipv6"]).to_string())
-        .collect();
-    let flows = sandbox.flows(1000);
-    let from_client: Vec<_> = flows
-        .iter()
-        .filter(|f| {
-            str_of(&f["source"]["pod_name"]) == "client-1"
-                && str_of(&f["trace_observation_point"]) == "FROM_ENDPOINT"
-                && !f["l4"]["TCP"].is_null()
-        })
-        .collect();
-    assert!(
-        from_client.iter().any(|f| {
-            backends.contains(str_of(&f["IP"]["destination"]))
-                && f["l4"]["TCP"]["destination_port"] == 8080
-        }),
-        "no client-1 -> [backend]:8080 flow at from-endpoint: {from_client:#?}"
-    );
-    assert!(
-        !from_client
-            .iter()
-            .any(|f| str_of(&f["IP"]["destination"]) == VIP6),
-        "a client packet left with the IPv6 VIP as destination: {from_client:#?}"
+    assert_client_packets_go_to_backends(
+        &sandbox,
+        "client-1",
+        &["shop/web-1", "shop/web-2"],
+        "ipv6",
+        VIP6,
     );
 
     // UDP over IPv6, unconnected (sendmsg6/recvmsg6) and connected (connect6/getpeername6).

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::socket_probe::PROBE;
+use common::socket_probe::{PROBE, assert_client_packets_go_to_backends};
 use common::{TestSandbox, str_of};
 
 const VIP: &str = "10.96.0.60";
@@ -195,32 +195,12 @@ fn socket_lb_translates_at_connect_and_survives_a_restart() {
     check_tcp(&sandbox, dir.path());
 
     // ...but on the wire, leaving the client, the packets already go to a backend.
-    let backends: BTreeSet<String> = ["shop/web-1", "shop/web-2"]
-        .iter()
-        .map(|p| str_of(&sandbox.endpoint(p)["endpoint"]["ipv4"]).to_string())
-        .collect();
-    let flows = sandbox.flows(1000);
-    let from_client: Vec<_> = flows
-        .iter()
-        .filter(|f| {
-            str_of(&f["source"]["pod_name"]) == "client"
-                && str_of(&f["trace_observation_point"]) == "FROM_ENDPOINT"
-                && !f["l4"]["TCP"].is_null()
-        })
-        .collect();
-    assert!(
-        from_client.iter().any(|f| {
-            backends.contains(str_of(&f["IP"]["destination"]))
-                && f["l4"]["TCP"]["destination_port"] == 8080
-        }),
-        "no client -> backend:8080 flow at the client's from-endpoint: {from_client:#?}"
-    );
-    assert!(
-        !from_client
-            .iter()
-            .any(|f| str_of(&f["IP"]["destination"]) == VIP),
-        "a client packet left with the VIP as destination (per-packet DNAT, not socket LB): \
-         {from_client:#?}"
+    assert_client_packets_go_to_backends(
+        &sandbox,
+        "client",
+        &["shop/web-1", "shop/web-2"],
+        "ipv4",
+        VIP,
     );
 
     // UDP, unconnected (sendmsg/recvmsg) and connected (connect/getpeername).

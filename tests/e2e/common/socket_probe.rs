@@ -47,3 +47,43 @@ elif mode == "refused":
     except OSError as e:
         print("errno=%d ms=%d" % (e.errno or -1, (time.monotonic() - t) * 1000))
 "#;
+
+/// Socket LB translated at connect(): `client`'s TCP packets leaving its pod
+/// (`FROM_ENDPOINT` flows) go to one of `backends` (pod names, their `family` address:
+/// `ipv4` or `ipv6`) on port 8080, and none to `vip`.
+pub fn assert_client_packets_go_to_backends(
+    sandbox: &super::TestSandbox,
+    client: &str,
+    backends: &[&str],
+    family: &str,
+    vip: &str,
+) {
+    use super::str_of;
+    let backends: std::collections::BTreeSet<String> = backends
+        .iter()
+        .map(|p| str_of(&sandbox.endpoint(p)["endpoint"][family]).to_string())
+        .collect();
+    let flows = sandbox.flows(1000);
+    let from_client: Vec<_> = flows
+        .iter()
+        .filter(|f| {
+            str_of(&f["source"]["pod_name"]) == client
+                && str_of(&f["trace_observation_point"]) == "FROM_ENDPOINT"
+                && !f["l4"]["TCP"].is_null()
+        })
+        .collect();
+    assert!(
+        from_client.iter().any(|f| {
+            backends.contains(str_of(&f["IP"]["destination"]))
+                && f["l4"]["TCP"]["destination_port"] == 8080
+        }),
+        "no {client} -> backend:8080 flow at the client's from-endpoint: {from_client:#?}"
+    );
+    assert!(
+        !from_client
+            .iter()
+            .any(|f| str_of(&f["IP"]["destination"]) == vip),
+        "a {client} packet left with the VIP {vip} as destination (per-packet DNAT, not socket \
+         LB): {from_client:#?}"
+    );
+}
