@@ -16,7 +16,7 @@ mod common;
 use std::net::{IpAddr, Ipv6Addr};
 
 use common::pod_fixture::{
-    EGRESS, INGRESS, LocalEndpoint, PodFixture, TC_ACT_OK, TC_ACT_SHOT, key, value,
+    EGRESS, INGRESS, PodFixture, TC_ACT_OK, TC_ACT_SHOT, endpoint, key, value,
 };
 use porin_core::datapath::{
     PodProgram,
@@ -76,14 +76,6 @@ impl std::ops::Deref for Fixture {
 impl std::ops::DerefMut for Fixture {
     fn deref_mut(&mut self) -> &mut PodFixture {
         &mut self.0
-    }
-}
-
-fn endpoint(addr: Ipv6Addr, endpoint_id: u32, identity: u32) -> LocalEndpoint {
-    LocalEndpoint {
-        addr: IpAddr::V6(addr),
-        endpoint_id,
-        identity,
     }
 }
 

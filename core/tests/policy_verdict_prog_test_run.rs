@@ -11,7 +11,7 @@ mod common;
 use std::net::{IpAddr, Ipv4Addr};
 
 use common::pod_fixture::{
-    EGRESS, INGRESS, LocalEndpoint, PodFixture, TC_ACT_OK, TC_ACT_SHOT, key, value,
+    EGRESS, INGRESS, PodFixture, TC_ACT_OK, TC_ACT_SHOT, endpoint, key, value,
 };
 use porin_core::datapath::{
     PodProgram,
@@ -55,18 +55,7 @@ impl std::ops::DerefMut for Fixture {
 impl Fixture {
     /// Two local endpoints A and B in the ipcache, policy enabled (and audit mode if asked).
     fn new(audit: bool) -> Self {
-        let endpoints = [
-            LocalEndpoint {
-                addr: A.into(),
-                endpoint_id: EP_A,
-                identity: ID_A,
-            },
-            LocalEndpoint {
-                addr: B.into(),
-                endpoint_id: EP_B,
-                identity: ID_B,
-            },
-        ];
+        let endpoints = [endpoint(A, EP_A, ID_A), endpoint(B, EP_B, ID_B)];
         Self(PodFixture::load(
             "pv",
             &[

@@ -13,7 +13,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
 
 use common::packet::packet;
 use common::pod_fixture::{
-    EGRESS, INGRESS, LocalEndpoint, PodFixture, TC_ACT_OK, TC_ACT_SHOT, key, value,
+    EGRESS, INGRESS, PodFixture, TC_ACT_OK, TC_ACT_SHOT, endpoint, key, value,
 };
 use porin_core::datapath::{MAP_PROXY_REDIR, PodProgram, ProxyRedirects, abi::POLICY_ALLOW};
 
@@ -47,18 +47,7 @@ struct Fixture(PodFixture);
 impl Fixture {
     /// POD and DNS as local endpoints, POD's egress under default deny.
     fn new() -> Self {
-        let endpoints = [
-            LocalEndpoint {
-                addr: POD.into(),
-                endpoint_id: EP_POD,
-                identity: ID_POD,
-            },
-            LocalEndpoint {
-                addr: DNS.into(),
-                endpoint_id: EP_DNS,
-                identity: ID_DNS,
-            },
-        ];
+        let endpoints = [endpoint(POD, EP_POD, ID_POD), endpoint(DNS, EP_DNS, ID_DNS)];
         let mut f = PodFixture::load(
             "proxy",
             &[

@@ -27,6 +27,15 @@ pub struct LocalEndpoint {
     pub identity: u32,
 }
 
+/// A [`LocalEndpoint`] of either family.
+pub fn endpoint(addr: impl Into<IpAddr>, endpoint_id: u32, identity: u32) -> LocalEndpoint {
+    LocalEndpoint {
+        addr: addr.into(),
+        endpoint_id,
+        identity,
+    }
+}
+
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
 /// A datapath loaded with the given load-time switches.
