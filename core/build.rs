@@ -88,6 +88,10 @@ const LAYOUT: &[(&str, &[&str])] = &[
         &["client", "service_id", "netns_cookie", "pad"],
     ),
     (
+        "porin_lb_affinity6_key",
+        &["client", "service_id", "netns_cookie", "pad"],
+    ),
+    (
         "porin_lb_affinity_value",
         &["last_used_ns", "backend_id", "pad"],
     ),

@@ -207,6 +207,20 @@ struct porin_lb_affinity_key {
 	__u8 pad[3];
 };
 
+/*
+ * porin_lb_affin6: the same for IPv6 frontends. The client is its IPv6 address
+ * (per-packet LB) or, for socket LB, its netns cookie in the first 8 bytes.
+ */
+struct porin_lb_affinity6_key {
+	__u8 client[16];
+	__u32 service_id;
+	__u8 netns_cookie; /* 1: `client` holds a netns cookie, 0: an IPv6 address */
+	__u8 pad[3];
+};
+
+/* IPv6 service ids start here (IPv4 ones from 1): both share porin_lb_maglev. */
+#define PORIN_LB6_SERVICE_ID_BASE 0x80000000U
+
 struct porin_lb_affinity_value {
 	__u64 last_used_ns;
 	__u32 backend_id;

@@ -5,14 +5,16 @@
  * process outside the node's cgroup).
  *
  * from-pod: a packet to a frontend in porin_lb_svc6 is DNATed to a backend of
- * porin_lb_slots6/porin_lb_backends6 (a random slot for a new connection; the backend of
- * a known one is kept in porin_lb_nat6 as lb.h does). porin_lb_rnat6 lets to-pod restore
+ * porin_lb_slots6/porin_lb_backends6, chosen as lb_pick.h does for IPv4 (lb6_pick_backend:
+ * the client's backend under sessionAffinity: ClientIP, keyed by its IPv6 address in
+ * porin_lb_affin6; else the Maglev slot of the 5-tuple's hash, lb6_tuple_hash, when
+ * CFG_LB_MAGLEV; else a random slot). The backend of a known connection is kept in
+ * porin_lb_nat6 as lb.h does. porin_lb_rnat6 lets to-pod restore
  * the VIP as the source of replies. Conntrack, policy events and flow events see the
  * untranslated tuple; policy and encryption strict mode decide against the backend.
  * IPv6 has no header checksum: only the L4 checksum changes, through the pseudo-header.
  * A frontend without backends drops (SERVICE_BACKEND_NOT_FOUND) and refuses with an
- * ICMPv6 port unreachable from the VIP (lb6_reject), so connect() fails at once. Session
- * affinity and Maglev are not applied to IPv6 frontends.
+ * ICMPv6 port unreachable from the VIP (lb6_reject), so connect() fails at once.
  */
 #pragma once
 
@@ -65,17 +67,29 @@ static __always_inline int lb6_is_candidate(const struct pkt_info *p)
 	       (p->l4_proto == IPPROTO_TCP || p->l4_proto == IPPROTO_UDP);
 }
 
+/* The hash of a packet's IPv6 5-tuple for Maglev: lb_tuple_hash's words with each
+ * address as four (lb_hash_addr6). */
+static __always_inline __u32 lb6_tuple_hash(const struct pkt_info *p)
+{
+	__u32 h = 0;
+
+	h = lb_hash_addr6(h, p->saddr);
+	h = lb_hash_addr6(h, p->daddr);
+	h = lb_hash_word(h, ((__u32)p->sport << 16) | p->dport);
+	h = lb_hash_word(h, p->l4_proto);
+	return lb_hash_final(h);
+}
+
 /* Picks the backend of a packet from a pod. Returns 0 (x->active: to a service) or
  * DROP_NO_SERVICE. */
 static __always_inline int lb6_select(const struct pkt_info *p, struct lb6_xlate *x)
 {
 	struct porin_lb_svc6_key skey = {};
-	struct porin_lb_slot_key slot = {};
 	struct porin_lb_svc_value *svc;
 	struct porin_lb_backend6 *be;
 	struct lb6_nat_entry *nat;
 	struct porin_ct_key ckey;
-	__u32 *id;
+	__u32 backend_id;
 
 	if (!lb6_is_candidate(p))
 		return 0;
@@ -102,21 +116,14 @@ static __always_inline int lb6_select(const struct pkt_info *p, struct lb6_xlate
 			return 0;
 		}
 	}
-	if (svc->backend_count == 0)
-		return DROP_NO_SERVICE;
-	slot.service_id = svc->service_id;
-	slot.slot = bpf_get_prandom_u32() % svc->backend_count;
-	id = bpf_map_lookup_elem(&porin_lb_slots6, &slot);
-	if (!id)
-		return DROP_NO_SERVICE;
-	be = bpf_map_lookup_elem(&porin_lb_backends6, id);
+	be = lb6_pick_backend(svc, p->saddr, 0, lb6_tuple_hash(p), &backend_id);
 	if (!be)
 		return DROP_NO_SERVICE;
 	__builtin_memcpy(x->backend, be->addr, 16);
 	x->backend_port = be->port;
 	x->active = 1;
 	{
-		struct lb6_nat_entry fwd = { .port = be->port, .id = *id };
+		struct lb6_nat_entry fwd = { .port = be->port, .id = backend_id };
 		struct lb6_nat_entry rev = { .port = p->dport, .id = svc->service_id };
 		struct porin_ct_key rkey;
 

@@ -4,8 +4,10 @@
  * lb_sock.h for the connect6, sendmsg6, recvmsg6 and getpeername6 hooks.
  *
  * The frontends, slots and backends are the IPv6 maps of maps.h (porin_lb_svc6,
- * porin_lb_slots6, porin_lb_backends6): a frontend's backend is a random slot. Session
- * affinity and Maglev are not applied to IPv6 frontends yet. Every translation records
+ * porin_lb_slots6, porin_lb_backends6); a frontend's backend is chosen by lb6_pick_backend
+ * (lb_pick.h) as for IPv4: the netns's backend under sessionAffinity: ClientIP
+ * (porin_lb_affin6), the Maglev slot of the socket's hash, or a random slot. Every
+ * translation records
  * {socket cookie, backend} -> frontend in porin_lb_sknat6, so recvmsg6 and getpeername6
  * give the application the service address back. A frontend without backends refuses
  * at once with ECONNREFUSED, as for IPv4.
@@ -57,16 +59,28 @@ static __always_inline void lb_sock6_write(struct bpf_sock_addr *ctx, const __u3
 	ctx->user_ip6[3] = in[3];
 }
 
+/* The Maglev hash of an IPv6 socket: its netns cookie and the frontend it asked for (as
+ * lb_sock_hash, with the VIP as four words). */
+static __always_inline __u32 lb_sock6_hash(__u64 netns, const struct porin_lb_svc6_key *skey)
+{
+	__u32 h = 0;
+
+	h = lb_hash_word(h, (__u32)netns);
+	h = lb_hash_word(h, (__u32)(netns >> 32));
+	h = lb_hash_addr6(h, skey->vip);
+	h = lb_hash_word(h, ((__u32)skey->port << 16) | skey->proto);
+	return lb_hash_final(h);
+}
+
 /* Forward translation (connect6, sendmsg6). Returns the hook verdict. */
 static __always_inline int lb_sock6_fwd(struct bpf_sock_addr *ctx)
 {
 	struct porin_lb_svc6_key skey = {};
-	struct porin_lb_slot_key slot = {};
 	struct porin_lb_svc_value *svc;
 	struct porin_lb_backend6 *be;
 	__u32 vip[4], backend[4];
 	__u8 proto = lb_sock_proto(ctx);
-	__u32 *backend_id;
+	__u32 backend_id;
 
 	if (!proto || ctx->user_family != 10 /* AF_INET6 */)
 		return LB_SOCK_PROCEED;
@@ -81,14 +95,17 @@ static __always_inline int lb_sock6_fwd(struct bpf_sock_addr *ctx)
 		bpf_set_retval(-LB_SOCK_ECONNREFUSED);
 		return LB_SOCK_REJECT;
 	}
-	slot.service_id = svc->service_id;
-	slot.slot = bpf_get_prandom_u32() % svc->backend_count;
-	backend_id = bpf_map_lookup_elem(&porin_lb_slots6, &slot);
-	if (!backend_id)
-		return LB_SOCK_PROCEED; /* mid-update: the address stays the frontend's */
-	be = bpf_map_lookup_elem(&porin_lb_backends6, backend_id);
+	/* As for IPv4, the netns stands for the client (its address is not chosen yet), in
+	 * affinity and in the Maglev hash (with the frontend asked for). */
+	{
+		__u64 netns = bpf_get_netns_cookie(ctx);
+		__u8 client[16] = {};
+
+		__builtin_memcpy(client, &netns, sizeof(netns));
+		be = lb6_pick_backend(svc, client, 1, lb_sock6_hash(netns, &skey), &backend_id);
+	}
 	if (!be)
-		return LB_SOCK_PROCEED;
+		return LB_SOCK_PROCEED; /* mid-update: the address stays the frontend's */
 	__builtin_memcpy(backend, be->addr, 16);
 	{
 		struct porin_lb_sk6_key rkey = {

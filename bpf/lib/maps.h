@@ -172,6 +172,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } porin_lb_affin SEC(".maps");
 
+/* porin_lb_affin6: the same for IPv6 frontends (struct porin_lb_affinity6_key). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, PORIN_LB_AFFINITY_MAX_ENTRIES);
+	__type(key, struct porin_lb_affinity6_key);
+	__type(value, struct porin_lb_affinity_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} porin_lb_affin6 SEC(".maps");
+
 /* NodePort translations (written by host.c): forward and reverse (struct porin_np_nat). */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);

@@ -1,7 +1,8 @@
 //! BPF_PROG_TEST_RUN tests of per-packet load balancing of IPv6 ClusterIPs in `bpf/pod.c`
 //! (`bpf/lib/lb6.h`, dual stack): DNAT with a valid L4 checksum (through the IPv6
 //! pseudo-header), reverse NAT of replies, a connection keeping its backend, the
-//! no-backend drop with its ICMPv6 refusal, and egress policy against the backend.
+//! no-backend drop with its ICMPv6 refusal, egress policy against the backend, and
+//! `sessionAffinity: ClientIP` keyed by the client's IPv6 address.
 //!
 //! Needs root (CAP_BPF + CAP_NET_ADMIN) and bpffs; fails with a clear message otherwise.
 
@@ -17,7 +18,10 @@ use std::{
 
 use porin_core::datapath::{
     Datapath, DatapathConfig, EndpointInfo, Lb6Frontend, Lb6Maps, PodProgram, PolicyMaps,
-    abi::{POLICY_ALLOW, PolicyEpKey, PolicyKey, PolicyValue},
+    abi::{
+        LB_AFFINITY_TIMEOUT_SHIFT, LB_F_AFFINITY, LbAffinity6Key, LbAffinityValue, POLICY_ALLOW,
+        PolicyEpKey, PolicyKey, PolicyValue,
+    },
     remove_node_pins, test_run,
 };
 
@@ -254,4 +258,108 @@ fn egress_policy_decides_an_ipv6_service_connection_against_its_backend() {
     let (verdict, out) = f.run(PodProgram::FromPod, &syn);
     assert_eq!(verdict, TC_ACT_OK);
     assert_eq!(parse_checked6(&out).1, sa(BACKEND_A, 8080));
+}
+
+/// The affinity key of `client` for service 7 (per-packet LB: keyed by the IPv6 address).
+fn affinity_key(client: Ipv6Addr) -> LbAffinity6Key {
+    LbAffinity6Key {
+        client: client.octets(),
+        service_id: 7,
+        netns_cookie: 0,
+        pad: [0; 3],
+    }
+}
+
+#[test]
+fn client_ip_affinity_keeps_an_ipv6_client_on_its_backend_until_the_timeout() {
+    const BACKEND_C: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 3, 0, 0, 0, 0, 9);
+    let mut f = Fixture::new();
+    f.service(80, TCP, &[BACKEND_A, BACKEND_B]);
+    let syn = |client: Ipv6Addr, sport: u16| packet6(client, VIP, TCP, sport, 80, SYN);
+    let dst_of = |f: &Fixture, client: Ipv6Addr, sport: u16| {
+        parse_checked6(&f.run(PodProgram::FromPod, &syn(client, sport)).1).1
+    };
+    // Without affinity nothing is recorded.
+    dst_of(&f, CLIENT, 49000);
+    assert!(f.lb6.affinity().expect("affinity map").is_empty());
+
+    let timeout = 60;
+    let fe = Lb6Frontend {
+        addr: sa(VIP, 80),
+        proto: TCP,
+    };
+    f.lb6
+        .write_service_flags(
+            fe,
+            7,
+            2,
+            LB_F_AFFINITY | (timeout << LB_AFFINITY_TIMEOUT_SHIFT),
+        )
+        .expect("affinity on");
+
+    // Every new connection of one client (new source ports) reaches the same backend.
+    let first = dst_of(&f, CLIENT, 50000);
+    for sport in 50001..50033 {
+        assert_eq!(
+            dst_of(&f, CLIENT, sport),
+            first,
+            "connection from port {sport}"
+        );
+    }
+    let entries = f.lb6.affinity().expect("affinity map");
+    let (_, entry) = entries
+        .iter()
+        .find(|(k, _)| *k == affinity_key(CLIENT))
+        .copied()
+        .expect("an entry keyed by the client's IPv6 address");
+    assert_eq!(
+        entry.backend_id,
+        if *first.ip() == BACKEND_A { 1 } else { 2 }
+    );
+
+    // Different clients are bound independently: together they reach both backends.
+    let mut seen = BTreeSet::new();
+    for i in 0..48u16 {
+        let client = Ipv6Addr::new(0xfd00, 0x10, 9, 0, 0, 0, 0, i + 1);
+        let a = dst_of(&f, client, 51000);
+        assert_eq!(dst_of(&f, client, 51001), a, "client {client}");
+        seen.insert(*a.ip());
+    }
+    assert_eq!(seen, BTreeSet::from([BACKEND_A, BACKEND_B]));
+
+    // A recorded binding is honoured (backend 3 is no slot of the service: only affinity
+    // can send a client there)...
+    f.lb6
+        .write_backend(3, sa(BACKEND_C, 8080))
+        .expect("backend");
+    let bind = |f: &mut Fixture, last_used_ns: u64, backend_id: u32| {
+        let value = LbAffinityValue {
+            last_used_ns,
+            backend_id,
+            pad: 0,
+        };
+        f.lb6
+            .set_affinity(affinity_key(CLIENT), value)
+            .expect("affinity entry");
+    };
+    let now = entry.last_used_ns;
+    bind(&mut f, now, 3);
+    assert_eq!(dst_of(&f, CLIENT, 52000), sa(BACKEND_C, 8080));
+
+    // ...until it is older than the timeout: then the client chooses again among the slots.
+    bind(
+        &mut f,
+        now.saturating_sub(u64::from(timeout + 1) * 1_000_000_000),
+        3,
+    );
+    let dst = dst_of(&f, CLIENT, 52001);
+    assert!(
+        [BACKEND_A, BACKEND_B].contains(dst.ip()),
+        "an expired binding was used: {dst}"
+    );
+
+    // A backend that is gone is not used even within the timeout.
+    bind(&mut f, now, 42);
+    let dst = dst_of(&f, CLIENT, 52002);
+    assert!([BACKEND_A, BACKEND_B].contains(dst.ip()), "{dst}");
 }

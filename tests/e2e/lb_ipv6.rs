@@ -3,8 +3,9 @@
 //! `clusterIPs`) are reached over IPv6 from pods on both nodes; the `connect6`/`sendmsg6`
 //! hooks send them to local and remote backends, `getpeername6`/`recvmsg6` give the
 //! applications the service address back, UDP works unconnected and connected, a service
-//! without backends refuses connect() at once, and `porin service list` shows the IPv6
-//! frontends, also after a killed agent restarted. With `socket_lb = false` the pod programs serve the same Services per packet
+//! without backends refuses connect() at once, a `sessionAffinity: ClientIP` Service keeps
+//! a client on one backend, and `porin service list` shows the IPv6 frontends (with their
+//! affinity), also after a killed agent restarted. With `socket_lb = false` the pod programs serve the same Services per packet
 //! (DNAT, reverse NAT, the refusal as an ICMPv6 port unreachable).
 
 mod common;
@@ -19,6 +20,7 @@ use common::{TestSandbox, str_of};
 const VIP6: &str = "fd00:96::70";
 const UDP_VIP6: &str = "fd00:96::71";
 const EMPTY_VIP6: &str = "fd00:96::72";
+const STICKY_VIP6: &str = "fd00:96::73";
 
 /// A UDP echo server on both families (IPV6_V6ONLY off).
 const UDP_ECHO: &str = r#"
@@ -87,6 +89,17 @@ fn manifests(dir: &Path) -> String {
         "echo",
         "{port: 53, protocol: UDP, targetPort: 5353}",
     ));
+    // The same backends with `sessionAffinity: ClientIP`.
+    out.push_str(
+        &service(
+            "sticky",
+            "10.96.0.73",
+            STICKY_VIP6,
+            "web",
+            "{port: 80, targetPort: 8080}",
+        )
+        .replace("  selector:", "  sessionAffinity: ClientIP\n  selector:"),
+    );
     out.push_str(&service(
         "nobody",
         "10.96.0.72",
@@ -165,6 +178,46 @@ fn check_tcp_from_both_nodes(sandbox: &TestSandbox, dir: &Path) {
     }
 }
 
+/// `sessionAffinity: ClientIP` over IPv6: every new connection of `client` reaches the
+/// same backend (of two; 16 connections), and `porin service list` shows the affinity.
+fn check_sticky(sandbox: &TestSandbox, dir: &Path, client: &str) {
+    let url = format!("http://[{STICKY_VIP6}]/");
+    let first = sandbox.exec_until_ok(
+        client,
+        &["curl", "-g", "-s", "-m", "2", &url],
+        Duration::from_secs(20),
+    );
+    assert!(
+        first.status.success(),
+        "the sticky IPv6 service never answered {client}\nagent logs:\n{}",
+        sandbox.agent_logs()
+    );
+    let bodies: BTreeSet<String> = (0..16)
+        .map(|_| {
+            let line = probe(sandbox, client, dir, &["tcp", STICKY_VIP6, "80"]);
+            line.rsplit("body=").next().unwrap_or_default().to_string()
+        })
+        .collect();
+    assert_eq!(
+        bodies.len(),
+        1,
+        "{client}: connections to the ClientIP-affinity IPv6 service reached {bodies:?}\nagent logs:\n{}",
+        sandbox.agent_logs()
+    );
+    let list = sandbox.porin_json(&["service", "list"]);
+    let frontend = format!("[{STICKY_VIP6}]:80");
+    for node in list.as_array().into_iter().flatten() {
+        let row = node["services"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|s| str_of(&s["frontend"]) == frontend)
+            .unwrap_or_else(|| panic!("no {frontend} in porin service list: {node}"));
+        assert_eq!(str_of(&row["affinity"]["type"]), "ClientIP", "{row}");
+        assert_eq!(row["affinity"]["timeout_seconds"], 10800, "{row}");
+    }
+}
+
 /// UDP over IPv6 from `client`, unconnected and connected: replies come from the VIP.
 fn check_udp(sandbox: &TestSandbox, dir: &Path, client: &str) {
     let echo = sandbox.exec_until_ok(
@@ -228,6 +281,9 @@ fn ipv6_cluster_ips_are_served_by_the_socket_hooks_from_both_nodes() {
     // UDP over IPv6, unconnected (sendmsg6/recvmsg6) and connected (connect6/getpeername6).
     check_udp(&sandbox, dir.path(), "shop/client-1");
 
+    // sessionAffinity: ClientIP at connect6 (the client is its pod's netns).
+    check_sticky(&sandbox, dir.path(), "shop/client-2");
+
     // No backends: connect() to the IPv6 frontend is refused by the hook, at once.
     check_refused(&sandbox, dir.path());
 
@@ -278,6 +334,8 @@ fn ipv6_cluster_ips_are_served_per_packet_with_socket_lb_off() {
         "no client-1 -> VIP flow at from-endpoint (socket LB instead of per-packet?)"
     );
     check_udp(&sandbox, dir.path(), "shop/client-2");
+    // sessionAffinity: ClientIP per packet (the client is its IPv6 address).
+    check_sticky(&sandbox, dir.path(), "shop/client-1");
     // Per packet, the refusal is an ICMPv6 port unreachable from the VIP.
     check_refused(&sandbox, dir.path());
     sandbox.down_and_check();

@@ -223,6 +223,22 @@ pub struct LbAffinityKey {
     pub pad: [u8; 3],
 }
 
+/// `struct porin_lb_affinity6_key`: a client of one IPv6 frontend under `sessionAffinity:
+/// ClientIP` (`client` is an IPv6 address, or a netns cookie in its first 8 bytes when
+/// `netns_cookie` is 1).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct LbAffinity6Key {
+    pub client: [u8; 16],
+    pub service_id: u32,
+    pub netns_cookie: u8,
+    pub pad: [u8; 3],
+}
+
+/// IPv6 service ids start here (IPv4 ones from 1), so both share `porin_lb_maglev`
+/// (`PORIN_LB6_SERVICE_ID_BASE`).
+pub const LB6_SERVICE_ID_BASE: u32 = 0x8000_0000;
+
 /// `struct porin_lb_affinity_value`: the client's backend and when it last opened a
 /// connection (`bpf_ktime_get_ns`, CLOCK_MONOTONIC).
 #[repr(C)]
@@ -344,6 +360,7 @@ unsafe impl aya::Pod for LbBackend6 {}
 unsafe impl aya::Pod for LbNatEntry {}
 unsafe impl aya::Pod for LbAffinityKey {}
 unsafe impl aya::Pod for LbAffinityValue {}
+unsafe impl aya::Pod for LbAffinity6Key {}
 unsafe impl aya::Pod for PolicyEpKey {}
 unsafe impl aya::Pod for PolicyEpValue {}
 unsafe impl aya::Pod for PolicyKey {}
@@ -742,6 +759,11 @@ mod tests {
             service_id => c::PORIN_LB_AFFINITY_KEY__SERVICE_ID,
             netns_cookie => c::PORIN_LB_AFFINITY_KEY__NETNS_COOKIE,
             pad => c::PORIN_LB_AFFINITY_KEY__PAD);
+        check!(LbAffinity6Key, c::PORIN_LB_AFFINITY6_KEY_SIZE,
+            client => c::PORIN_LB_AFFINITY6_KEY__CLIENT,
+            service_id => c::PORIN_LB_AFFINITY6_KEY__SERVICE_ID,
+            netns_cookie => c::PORIN_LB_AFFINITY6_KEY__NETNS_COOKIE,
+            pad => c::PORIN_LB_AFFINITY6_KEY__PAD);
         check!(LbAffinityValue, c::PORIN_LB_AFFINITY_VALUE_SIZE,
             last_used_ns => c::PORIN_LB_AFFINITY_VALUE__LAST_USED_NS,
             backend_id => c::PORIN_LB_AFFINITY_VALUE__BACKEND_ID,

@@ -67,6 +67,15 @@ pub enum DatapathError {
         #[source]
         source: io::Error,
     },
+    /// A single-element write the kernel refused (typically a full map).
+    #[error("map {map} (max_entries {max_entries}){full}: {source}",
+        full = if map_full(source) { " is full" } else { "" })]
+    MapWrite {
+        map: &'static str,
+        max_entries: u32,
+        #[source]
+        source: io::Error,
+    },
     #[error("map porin_lb_maglev{full}: {action}: {source}", full = if map_full(source) { " is full" } else { "" })]
     Maglev {
         action: &'static str,
@@ -134,7 +143,7 @@ fn map_full(error: &io::Error) -> bool {
 impl DatapathError {
     /// Whether this is a write that failed because the map is full.
     pub fn is_map_full(&self) -> bool {
-        matches!(self, Self::MapBatch { source, .. } if map_full(source))
+        matches!(self, Self::MapBatch { source, .. } | Self::MapWrite { source, .. } if map_full(source))
     }
 
     /// Wraps a program load error, extracting the verifier log when there is one.

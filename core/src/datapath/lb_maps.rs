@@ -189,17 +189,12 @@ impl LbMaps {
         &mut self,
         stale: impl Fn(u32, u32) -> bool,
     ) -> Result<usize, DatapathError> {
-        let doomed: Vec<LbAffinityKey> = self
-            .affinity
-            .iter()
-            .filter_map(Result::ok)
-            .filter(|(k, v)| stale(k.service_id, v.backend_id))
-            .map(|(k, _)| k)
-            .collect();
-        for key in &doomed {
-            ignore_missing(self.affinity.remove(key), MAP_LB_AFFINITY)?;
-        }
-        Ok(doomed.len())
+        super::lb_affinity::prune_affinity(
+            &mut self.affinity,
+            MAP_LB_AFFINITY,
+            |k| k.service_id,
+            stale,
+        )
     }
 
     /// Points slots at backends: (service id, slot, backend id), in one batch.

@@ -12,6 +12,7 @@ mod error;
 mod events;
 mod host;
 mod lb6_maps;
+mod lb_affinity;
 mod lb_maps;
 mod loader;
 mod maglev_map;
@@ -32,7 +33,10 @@ pub use lb_maps::{
     LbCapacity, LbFrontend, LbMaps, MAP_LB_AFFINITY, MAP_LB_BACKENDS, MAP_LB_NAT, MAP_LB_RNAT,
     MAP_LB_SERVICES, MAP_LB_SLOTS,
 };
-pub use lb6_maps::{Lb6Frontend, Lb6Maps, MAP_LB6_BACKENDS, MAP_LB6_SERVICES, MAP_LB6_SLOTS};
+pub use lb6_maps::{
+    Lb6Capacity, Lb6Frontend, Lb6Maps, MAP_LB6_AFFINITY, MAP_LB6_BACKENDS, MAP_LB6_SERVICES,
+    MAP_LB6_SLOTS,
+};
 pub use loader::{DEFAULT_PIN_ROOT, Datapath, DatapathConfig, PodProgram};
 pub use maglev_map::{
     DEFAULT_MAGLEV_MAX_ENTRIES, DEFAULT_MAGLEV_TABLE_SIZE, MAGLEV_TABLE_SIZE_SWITCH, MAP_LB_MAGLEV,

@@ -46,8 +46,11 @@ pub struct LbConfig {
     /// External devices NodePort is served on. Default (empty): the interface holding the
     /// node IP (`[agent] node_ip`).
     pub devices: Vec<String>,
-    /// `max_entries` of `porin_lb_svc`: frontends (a Service port with a ClusterIP, its
-    /// NodePort and each external IP are one each). Default: 262144.
+    /// `max_entries` of `porin_lb_svc` and of its IPv6 counterpart `porin_lb_svc6`:
+    /// frontends (a Service port with a ClusterIP, its NodePort and each external IP are one
+    /// each). Default: 262144. The other sizes below also apply to the IPv6 map of the same
+    /// name with a `6` (`porin_lb_backends6`, `porin_lb_slots6`, `porin_lb_affin6`,
+    /// `porin_lb_nat6`/`porin_lb_rnat6`); `porin_lb_maglev` is shared.
     pub map_max_services: u32,
     /// `max_entries` of `porin_lb_backends`: distinct backend addresses. Default: 262144.
     pub map_max_backends: u32,
@@ -101,22 +104,25 @@ impl LbConfig {
             (
                 "map_max_services",
                 self.map_max_services,
-                &["max_entries:porin_lb_svc"],
+                &["max_entries:porin_lb_svc", "max_entries:porin_lb_svc6"],
             ),
             (
                 "map_max_backends",
                 self.map_max_backends,
-                &["max_entries:porin_lb_backends"],
+                &[
+                    "max_entries:porin_lb_backends",
+                    "max_entries:porin_lb_backends6",
+                ],
             ),
             (
                 "map_max_slots",
                 self.map_max_slots,
-                &["max_entries:porin_lb_slots"],
+                &["max_entries:porin_lb_slots", "max_entries:porin_lb_slots6"],
             ),
             (
                 "map_max_affinity",
                 self.map_max_affinity,
-                &["max_entries:porin_lb_affin"],
+                &["max_entries:porin_lb_affin", "max_entries:porin_lb_affin6"],
             ),
             (
                 "map_max_maglev",
@@ -126,7 +132,12 @@ impl LbConfig {
             (
                 "map_max_nat",
                 self.map_max_nat,
-                &["max_entries:porin_lb_nat", "max_entries:porin_lb_rnat"],
+                &[
+                    "max_entries:porin_lb_nat",
+                    "max_entries:porin_lb_rnat",
+                    "max_entries:porin_lb_nat6",
+                    "max_entries:porin_lb_rnat6",
+                ],
             ),
         ]
     }
@@ -196,6 +207,8 @@ mod tests {
     }
 
     const MAPS_H: &str = include_str!("../../../bpf/lib/maps.h");
+    /// Declares the IPv6 per-packet NAT maps (`porin_lb_nat6`, `porin_lb_rnat6`).
+    const LB6_H: &str = include_str!("../../../bpf/lib/lb6.h");
 
     #[test]
     fn map_size_switches_name_real_maps() {
@@ -205,7 +218,10 @@ mod tests {
                     .strip_prefix(porin_plugin_sdk::MAX_ENTRIES_PREFIX)
                     .expect("prefix");
                 let declared = format!("}} {map} SEC(\".maps\")");
-                assert!(MAPS_H.contains(&declared), "{map} is not in bpf/lib/maps.h");
+                assert!(
+                    MAPS_H.contains(&declared) || LB6_H.contains(&declared),
+                    "{map} is not in bpf/lib/maps.h or lb6.h"
+                );
             }
         }
     }

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use porin_core::datapath::abi::LbSvcValue;
 use porin_core::datapath::{DatapathError, LbFrontend, LbMaps, MAP_LB_MAGLEV, MaglevMaps};
 
-use crate::programmer::{AffinityPrune, Programmer, ServiceMaps};
+use crate::programmer::{AffinityPrune, Programmer, ServiceMaps, prune_selects};
 
 /// Every map the programmer writes.
 pub struct DatapathMaps {
@@ -78,11 +78,7 @@ impl ServiceMaps for DatapathMaps {
     }
     fn prune_affinity(&mut self, prune: &AffinityPrune) -> Result<usize, DatapathError> {
         self.lb
-            .prune_affinity(|service, backend| match prune.get(&service) {
-                Some(None) => true,
-                Some(Some(left)) => left.contains(&backend),
-                None => false,
-            })
+            .prune_affinity(|service, backend| prune_selects(prune, service, backend))
     }
     fn write_tables(&mut self, items: &[(u32, &[u32])]) -> Result<(), DatapathError> {
         self.maglev.set_many(items)

@@ -29,7 +29,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
 
-use k8s_openapi::api::core::v1::{Pod, Service, ServicePort};
+use k8s_openapi::api::core::v1::{Pod, Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use porin_core::datapath::LbFrontend;
@@ -182,15 +182,7 @@ pub fn service_frontends(
         return Vec::new();
     };
     let node_port_type = matches!(spec.type_.as_deref(), Some("NodePort" | "LoadBalancer"));
-    let affinity = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
-        spec.session_affinity_config
-            .as_ref()
-            .and_then(|c| c.client_ip.as_ref())
-            .and_then(|c| c.timeout_seconds)
-            .and_then(|t| u32::try_from(t).ok())
-            .filter(|t| *t > 0)
-            .unwrap_or(node.affinity_timeout)
-    });
+    let affinity = client_ip_affinity(spec, node.affinity_timeout);
     let external_local = spec.external_traffic_policy.as_deref() == Some("Local");
     let external_ips = ipv4s(spec.external_ips.iter().flatten().map(String::as_str));
     let ingress_ips = if spec.type_.as_deref() == Some("LoadBalancer") {
@@ -279,6 +271,20 @@ pub fn service_frontends(
         ));
     }
     out
+}
+
+/// The `sessionAffinity: ClientIP` timeout of a Service (its own, or `default` seconds),
+/// None without affinity. Both families' frontends of the Service share it.
+pub(crate) fn client_ip_affinity(spec: &ServiceSpec, default: u32) -> Option<u32> {
+    (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
+        spec.session_affinity_config
+            .as_ref()
+            .and_then(|c| c.client_ip.as_ref())
+            .and_then(|c| c.timeout_seconds)
+            .and_then(|t| u32::try_from(t).ok())
+            .filter(|t| *t > 0)
+            .unwrap_or(default)
+    })
 }
 
 /// The IPv4 addresses among `ips`, without duplicates (others are not served yet).

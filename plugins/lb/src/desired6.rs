@@ -99,7 +99,7 @@ pub fn desired_services6(
 }
 
 /// The IPv6 ClusterIP of a ClusterIP, NodePort or LoadBalancer Service, if it has one.
-fn ipv6_cluster_ip(svc: &Service) -> Option<Ipv6Addr> {
+pub(crate) fn ipv6_cluster_ip(svc: &Service) -> Option<Ipv6Addr> {
     let spec = svc.spec.as_ref()?;
     if !matches!(
         spec.type_.as_deref(),

@@ -5,8 +5,6 @@
 //! preferred slot until the table is full. Every backend ends up with
 //! ⌊M/N⌋ or ⌈M/N⌉ slots, and removing a backend mostly reassigns only its own.
 
-use std::net::SocketAddrV4;
-
 use thiserror::Error;
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -67,14 +65,14 @@ pub fn maglev_table<S: AsRef<str>>(backends: &[S], size: u32) -> Result<Vec<u32>
 /// The table the datapath reads (`porin_lb_maglev`): slot -> backend id. Backends are
 /// hashed by their `ip:port` in address order, so every node computes the same table for
 /// the same backends whatever order they were listed in, and ids (local to a node) do not
-/// matter. `addrs[i]` has id `ids[i]`.
-pub fn backend_table(
-    addrs: &[SocketAddrV4],
+/// matter. `addrs[i]` has id `ids[i]`. Either family: IPv6 backends are hashed by their
+/// `[ip]:port`.
+pub fn backend_table<A: Copy + Ord + std::fmt::Display>(
+    addrs: &[A],
     ids: &[u32],
     size: u32,
 ) -> Result<Vec<u32>, MaglevError> {
-    let mut backends: Vec<(SocketAddrV4, u32)> =
-        addrs.iter().copied().zip(ids.iter().copied()).collect();
+    let mut backends: Vec<(A, u32)> = addrs.iter().copied().zip(ids.iter().copied()).collect();
     backends.sort_unstable();
     backends.dedup_by_key(|(addr, _)| *addr);
     let names: Vec<String> = backends.iter().map(|(addr, _)| addr.to_string()).collect();
@@ -112,6 +110,8 @@ fn mix(mut x: u64) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use std::net::SocketAddrV4;
+
     use super::*;
 
     fn names(n: usize) -> Vec<String> {

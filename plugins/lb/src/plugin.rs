@@ -11,7 +11,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use porin_core::datapath::{
     Lb6Frontend, Lb6Maps, LbFrontend, MAGLEV_TABLE_SIZE_SWITCH, MAP_LB_BACKENDS, MAP_LB_MAGLEV,
-    MAP_LB_SERVICES, MAP_LB_SLOTS,
+    MAP_LB_SERVICES, MAP_LB_SLOTS, MAP_LB6_BACKENDS, MAP_LB6_SERVICES, MAP_LB6_SLOTS,
 };
 use porin_plugin_sdk::{
     ChangedObject, ClusterState, DEFAULT_DEVICE, DatapathContribution, Health, Plugin,
@@ -27,8 +27,9 @@ use crate::desired::{
     desired_by_service, pod_ipv4s, service_frontends,
 };
 use crate::desired6::{DesiredServices6, desired_services6};
+use crate::desired6_semantics::apply_semantics6;
 use crate::programmer::{Programmer, SyncReport};
-use crate::programmer6::Programmer6;
+use crate::programmer6::{Affinity6, Programmer6};
 
 /// The section name in `porin.toml`.
 pub const NAME: &str = "lb";
@@ -52,6 +53,8 @@ pub struct LbPlugin {
     failed: BTreeMap<LbFrontend, String>,
     /// The IPv6 frontends (dual stack) last programmed, and those that failed.
     served6: DesiredServices6,
+    /// Their session affinity (timeout in seconds).
+    affinity6: Affinity6,
     failed6: BTreeMap<Lb6Frontend, String>,
 }
 
@@ -140,7 +143,7 @@ impl LbPlugin {
             pods: &pods,
             addresses: &addresses,
             node: NodeView {
-                local_ips: &local_ips(state.as_ref(), &addresses),
+                local_ips: &local_ipv4s(state.as_ref(), &addresses),
                 affinity_timeout: affinity_default(&self.config),
             },
         });
@@ -174,18 +177,34 @@ impl LbPlugin {
             return;
         };
         let state = run.ctx.state();
-        let desired = desired_services6(
-            &state.services(),
+        let (services, addresses) = (state.services(), state.pod_addresses());
+        let mut desired = desired_services6(
+            &services,
             &state.endpoint_slices(),
             &state.pods(),
-            &state.pod_addresses(),
+            &addresses,
         );
-        let failed = run.programmer6.sync(&desired, maps6);
+        let local = local_ips(state.as_ref(), &addresses, |ip| match ip {
+            IpAddr::V6(ip) => Some(ip),
+            IpAddr::V4(_) => None,
+        });
+        let affinity = apply_semantics6(
+            &mut desired,
+            &services,
+            &local,
+            affinity_default(&self.config),
+        );
+        let tables = Some(&mut run.maps.maglev);
+        let failed = run
+            .programmer6
+            .sync_semantics(&desired, &affinity, maps6, tables);
         for (fe, reason) in &failed {
             warn!(plugin = NAME, frontend = %fe.addr, error = %reason, "programming an IPv6 frontend");
         }
+        report_pressure6(run);
         self.failed6 = failed.into_iter().collect();
         self.served6 = desired;
+        self.affinity6 = affinity;
     }
 
     /// Programs only the Services the changed objects belong to.
@@ -238,7 +257,7 @@ impl LbPlugin {
                 let list = state.pods();
                 let addresses = state.pod_addresses();
                 let ips = pod_ipv4s(&addresses, &list);
-                let local = local_ips(state.as_ref(), &addresses);
+                let local = local_ipv4s(state.as_ref(), &addresses);
                 (list, ips, local)
             });
             let node = NodeView {
@@ -324,7 +343,19 @@ impl LbPlugin {
 }
 
 /// The IPv4 addresses of this node's endpoints: `Local` traffic policies keep these.
-fn local_ips(state: &dyn ClusterState, addresses: &[PodAddress]) -> BTreeSet<Ipv4Addr> {
+fn local_ipv4s(state: &dyn ClusterState, addresses: &[PodAddress]) -> BTreeSet<Ipv4Addr> {
+    local_ips(state, addresses, |ip| match ip {
+        IpAddr::V4(ip) => Some(ip),
+        IpAddr::V6(_) => None,
+    })
+}
+
+/// The addresses of one family (`family` keeps them) of this node's endpoints.
+fn local_ips<T: Ord>(
+    state: &dyn ClusterState,
+    addresses: &[PodAddress],
+    family: impl Fn(IpAddr) -> Option<T>,
+) -> BTreeSet<T> {
     let local: BTreeSet<(String, String)> = state
         .local_endpoints()
         .into_iter()
@@ -333,10 +364,7 @@ fn local_ips(state: &dyn ClusterState, addresses: &[PodAddress]) -> BTreeSet<Ipv
     addresses
         .iter()
         .filter(|a| local.contains(&(a.namespace.clone(), a.pod_name.clone())))
-        .filter_map(|a| match a.ip {
-            IpAddr::V4(ip) => Some(ip),
-            IpAddr::V6(_) => None,
-        })
+        .filter_map(|a| family(a.ip))
         .collect()
 }
 
@@ -367,12 +395,30 @@ fn report_pressure(run: &Running) {
         (MAP_LB_BACKENDS, backends, capacity.backends),
         (
             MAP_LB_MAGLEV,
-            run.programmer.table_count(),
+            run.programmer.table_count() + run.programmer6.table_count(),
             run.maps.maglev.capacity(),
         ),
     ] {
         run.ctx
             // The mirror also holds services waiting for room in a full map: at most 1.
+            .set_map_pressure(map, (used as f64 / f64::from(max.max(1))).min(1.0));
+    }
+}
+
+/// `cilium_bpf_map_pressure` of the IPv6 service, slot and backend maps, from the IPv6
+/// programmer's mirror.
+fn report_pressure6(run: &Running) {
+    let Some(maps6) = run.maps6.as_ref() else {
+        return;
+    };
+    let capacity = maps6.capacity();
+    let (services, slots, backends) = run.programmer6.entry_counts();
+    for (map, used, max) in [
+        (MAP_LB6_SERVICES, services, capacity.services),
+        (MAP_LB6_SLOTS, slots, capacity.slots),
+        (MAP_LB6_BACKENDS, backends, capacity.backends),
+    ] {
+        run.ctx
             .set_map_pressure(map, (used as f64 / f64::from(max.max(1))).min(1.0));
     }
 }
@@ -398,9 +444,10 @@ fn services_json(
         .collect()
 }
 
-/// The IPv6 frontends (dual stack) in the same shape: ClusterIPs without affinity.
+/// The IPv6 frontends (dual stack) in the same shape: ClusterIPs with their affinity.
 fn services6_json(
     served: &DesiredServices6,
+    affinity: &Affinity6,
     failed: &BTreeMap<Lb6Frontend, String>,
 ) -> Vec<serde_json::Value> {
     served
@@ -411,7 +458,7 @@ fn services6_json(
                 frontend.proto,
                 "ClusterIP",
                 backends.iter().map(ToString::to_string).collect(),
-                None,
+                affinity.get(frontend).copied(),
                 failed.get(frontend),
             )
         })
@@ -450,7 +497,11 @@ fn frontend_json(
 impl Plugin for LbPlugin {
     fn status_json(&self) -> Option<serde_json::Value> {
         let mut services = services_json(&self.served, &self.failed);
-        services.extend(services6_json(&self.served6, &self.failed6));
+        services.extend(services6_json(
+            &self.served6,
+            &self.affinity6,
+            &self.failed6,
+        ));
         Some(serde_json::json!({ "services": services }))
     }
 
@@ -534,6 +585,14 @@ impl Plugin for LbPlugin {
                 warn!(plugin = NAME, error = %e, "opening the IPv6 LB maps: IPv6 services are not served");
             })
             .ok();
+        let mut programmer6 = maps6
+            .as_mut()
+            .map(Programmer6::adopt)
+            .unwrap_or_default()
+            .with_maglev(self.maglev_on().then_some(self.config.maglev_table_size));
+        if let Ok(ids) = maps.maglev.service_ids() {
+            programmer6.adopt_tables(&ids.into_iter().collect());
+        }
         self.running = Some(Running {
             ctx,
             maps,
@@ -541,7 +600,7 @@ impl Plugin for LbPlugin {
             by_service: HashMap::new(),
             slice_owner: HashMap::new(),
             // Adopt a previous agent's IPv6 frontends too: ids stay, nothing is rewritten.
-            programmer6: maps6.as_mut().map(Programmer6::adopt).unwrap_or_default(),
+            programmer6,
             maps6,
         });
         self.program();

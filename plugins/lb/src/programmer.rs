@@ -52,9 +52,24 @@ pub trait ServiceMaps {
 
 /// `porin_lb_svc_value.flags` of a frontend: `sessionAffinity: ClientIP` and its timeout.
 pub fn service_flags(spec: &FrontendSpec) -> u32 {
-    match spec.affinity_timeout {
+    affinity_flags(spec.affinity_timeout)
+}
+
+/// `porin_lb_svc_value.flags` for a `sessionAffinity: ClientIP` timeout (None: no
+/// affinity), for both families' frontends.
+pub fn affinity_flags(timeout: Option<u32>) -> u32 {
+    match timeout {
         Some(timeout) => LB_F_AFFINITY | (timeout.min(0xff_ffff) << LB_AFFINITY_TIMEOUT_SHIFT),
         None => 0,
+    }
+}
+
+/// Whether `prune` selects the affinity entry of (service id, backend id).
+pub fn prune_selects(prune: &AffinityPrune, service: u32, backend: u32) -> bool {
+    match prune.get(&service) {
+        Some(None) => true,
+        Some(Some(left)) => left.contains(&backend),
+        None => false,
     }
 }
 

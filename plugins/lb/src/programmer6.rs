@@ -6,13 +6,25 @@
 //! goes once no slot points at it. A restarted agent adopts what the previous one
 //! programmed ([`Programmer6::adopt`]), so ids stay and its first pass writes only
 //! differences.
+//!
+//! Service ids start at [`LB6_SERVICE_ID_BASE`] (IPv4 ones from 1), so IPv6 Maglev tables
+//! can share `porin_lb_maglev`. A frontend's `porin_lb_svc_value.flags` carry its
+//! `sessionAffinity: ClientIP` timeout ([`Programmer6::sync_semantics`]); when a backend
+//! leaves an affinity frontend, or the frontend goes, the clients bound to it are dropped
+//! from `porin_lb_affin6` (as the IPv4 programmer does), so a reused id never inherits them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddrV6;
 
-use porin_core::datapath::{DatapathError, Lb6Frontend, Lb6Maps};
+use porin_core::datapath::abi::{LB_F_AFFINITY, LB6_SERVICE_ID_BASE};
+use porin_core::datapath::{DatapathError, Lb6Frontend, Lb6Maps, MaglevMaps};
 
 use crate::desired6::DesiredServices6;
+use crate::maglev::backend_table;
+use crate::programmer::{AffinityPrune, affinity_flags, prune_selects};
+
+/// IPv6 frontend -> the `sessionAffinity: ClientIP` timeout of its Service, in seconds.
+pub type Affinity6 = BTreeMap<Lb6Frontend, u32>;
 
 /// The IPv6 frontends as programmed.
 #[derive(Debug, Default)]
@@ -23,12 +35,25 @@ pub struct Programmer6 {
     backends: BTreeMap<SocketAddrV6, (u32, usize)>,
     service_ids: BTreeSet<u32>,
     backend_ids: BTreeSet<u32>,
+    /// `porin_lb_svc_value.flags` as written, per frontend (absent: 0).
+    flags: BTreeMap<Lb6Frontend, u32>,
+    /// Maglev table size M when the algorithm is Maglev.
+    maglev: Option<u32>,
+    /// Service ids with a Maglev table in `porin_lb_maglev`.
+    tables: BTreeSet<u32>,
 }
 
-/// Lowest id >= 1 not in `used`; marks it used.
-fn allocate(used: &mut BTreeSet<u32>) -> u32 {
-    let mut id = 1;
-    for &taken in used.iter() {
+/// What a frontend should be: its backends and `porin_lb_svc_value.flags`.
+#[derive(Clone, Copy)]
+struct Wanted<'a> {
+    backends: &'a [SocketAddrV6],
+    flags: u32,
+}
+
+/// Lowest id >= `first` not in `used`; marks it used.
+fn allocate(used: &mut BTreeSet<u32>, first: u32) -> u32 {
+    let mut id = first;
+    for &taken in used.range(first..) {
         if taken != id {
             break;
         }
@@ -46,7 +71,38 @@ impl Programmer6 {
         desired: &DesiredServices6,
         maps: &mut Lb6Maps,
     ) -> Vec<(Lb6Frontend, String)> {
+        self.sync_semantics(desired, &Affinity6::new(), maps, None)
+    }
+
+    /// Maglev: frontends with backends get a lookup table of `table_size` entries in
+    /// `porin_lb_maglev` (shared with IPv4 services: the ids differ), written before the
+    /// frontend's count so a new connection never meets a table of missing backends.
+    pub fn with_maglev(mut self, table_size: Option<u32>) -> Self {
+        self.maglev = table_size;
+        self
+    }
+
+    /// Adopts the Maglev tables a previous agent left (service ids in `porin_lb_maglev`;
+    /// IPv4 ones are ignored by range).
+    pub fn adopt_tables(&mut self, service_ids: &BTreeSet<u32>) {
+        self.tables = service_ids
+            .range(LB6_SERVICE_ID_BASE..)
+            .filter(|id| self.service_ids.contains(id))
+            .copied()
+            .collect();
+    }
+
+    /// [`Programmer6::sync`] with the session affinity of the frontends in `affinity` and,
+    /// with Maglev on, their tables in `tables`.
+    pub fn sync_semantics(
+        &mut self,
+        desired: &DesiredServices6,
+        affinity: &Affinity6,
+        maps: &mut Lb6Maps,
+        mut tables: Option<&mut MaglevMaps>,
+    ) -> Vec<(Lb6Frontend, String)> {
         let mut failed = Vec::new();
+        let mut prune = AffinityPrune::new();
         let gone: Vec<Lb6Frontend> = self
             .services
             .keys()
@@ -54,21 +110,33 @@ impl Programmer6 {
             .copied()
             .collect();
         for fe in gone {
-            if let Err(e) = self.remove(fe, maps) {
+            if let Err(e) = self.remove(fe, maps, tables.as_deref_mut(), &mut prune) {
                 failed.push((fe, e.to_string()));
             }
         }
         for (fe, backends) in desired {
+            let flags = affinity_flags(affinity.get(fe).copied());
             let current = self.services.get(fe).map(|(_, slots)| self.addrs_of(slots));
-            if current.as_ref() == Some(backends) {
+            if current.as_ref() == Some(backends) && self.flags_of(*fe) == flags {
                 continue;
             }
-            if let Err(e) = self.program(*fe, backends, maps) {
-                failed.push((*fe, e.to_string()));
+            let wanted = Wanted { backends, flags };
+            if let Err(e) = self.program(*fe, wanted, maps, tables.as_deref_mut(), &mut prune) {
+                // Names the frontend; a full map's error names the map and its size.
+                failed.push((*fe, format!("service {}: {e}", show6(*fe))));
             }
+        }
+        if !prune.is_empty()
+            && let Err(e) = maps.prune_affinity(|s, b| prune_selects(&prune, s, b))
+        {
+            tracing::warn!(error = %e, "pruning IPv6 session affinity");
         }
         self.release_backends(maps);
         failed
+    }
+
+    fn flags_of(&self, fe: Lb6Frontend) -> u32 {
+        self.flags.get(&fe).copied().unwrap_or(0)
     }
 
     /// The state a previous agent left in the maps: its frontends with their slots and
@@ -82,7 +150,14 @@ impl Programmer6 {
             p.backend_ids.insert(id);
         }
         let mut counted = BTreeSet::new();
+        let flags: BTreeMap<Lb6Frontend, u32> = maps.service_flags().into_iter().collect();
         for (fe, service_id, count) in maps.services() {
+            if service_id < LB6_SERVICE_ID_BASE {
+                // An id of an agent from before the IPv6 id range: reprogrammed, so its
+                // Maglev table cannot collide with an IPv4 service's.
+                let _ = maps.remove_service(fe);
+                continue;
+            }
             let ids: Option<Vec<u32>> = (0..count)
                 .map(|slot| slots.get(&(service_id, slot)).copied())
                 .collect();
@@ -97,11 +172,25 @@ impl Programmer6 {
             counted.extend((0..count).map(|slot| (service_id, slot)));
             p.service_ids.insert(service_id);
             p.services.insert(fe, (service_id, ids));
+            if let Some(f) = flags.get(&fe).filter(|f| **f != 0) {
+                p.flags.insert(fe, *f);
+            }
         }
         for key in slots.keys().filter(|k| !counted.contains(k)) {
             let _ = maps.remove_slot(key.0, key.1);
         }
         p
+    }
+
+    /// Entries the mirror holds: (frontends, slots, backends), for map pressure.
+    pub fn entry_counts(&self) -> (usize, usize, usize) {
+        let slots = self.services.values().map(|(_, s)| s.len()).sum();
+        (self.services.len(), slots, self.backends.len())
+    }
+
+    /// Maglev tables installed, for map pressure.
+    pub fn table_count(&self) -> usize {
+        self.tables.len()
     }
 
     /// How many IPv6 frontends are programmed.
@@ -121,18 +210,20 @@ impl Programmer6 {
     fn program(
         &mut self,
         fe: Lb6Frontend,
-        backends: &[SocketAddrV6],
+        Wanted { backends, flags }: Wanted<'_>,
         maps: &mut Lb6Maps,
-    ) -> Result<(), DatapathError> {
+        mut tables: Option<&mut MaglevMaps>,
+        prune: &mut AffinityPrune,
+    ) -> Result<(), String> {
         let mut slots = Vec::with_capacity(backends.len());
         for addr in backends {
             let id = match self.backends.get(addr) {
                 Some((id, _)) => *id,
                 None => {
-                    let id = allocate(&mut self.backend_ids);
+                    let id = allocate(&mut self.backend_ids, 1);
                     if let Err(e) = maps.write_backend(id, *addr) {
                         self.backend_ids.remove(&id);
-                        return Err(e);
+                        return Err(e.to_string());
                     }
                     self.backends.insert(*addr, (id, 0));
                     id
@@ -142,16 +233,61 @@ impl Programmer6 {
         }
         let (service_id, old_slots) = match self.services.get(&fe) {
             Some((id, old)) => (*id, old.clone()),
-            None => (allocate(&mut self.service_ids), Vec::new()),
+            None => (
+                allocate(&mut self.service_ids, LB6_SERVICE_ID_BASE),
+                Vec::new(),
+            ),
         };
-        for (slot, id) in slots.iter().enumerate() {
-            if old_slots.get(slot) != Some(id) {
-                maps.write_slot(service_id, slot_index(slot), *id)?;
+        let wanted = Wanted { backends, flags };
+        let written = self.write_entries(
+            fe,
+            service_id,
+            (&slots, &old_slots),
+            wanted,
+            maps,
+            tables.as_deref_mut(),
+        );
+        if let Err(e) = written {
+            if !self.services.contains_key(&fe) {
+                // A new frontend that did not fit leaves nothing behind: its slots and
+                // table go, its id is free again.
+                for slot in 0..slots.len() {
+                    let _ = maps.remove_slot(service_id, slot_index(slot));
+                }
+                if self.tables.remove(&service_id)
+                    && let Some(tables) = tables.as_deref_mut()
+                {
+                    let _ = tables.remove(service_id);
+                }
+                self.service_ids.remove(&service_id);
+            }
+            return Err(e);
+        }
+        let table = self.maglev.filter(|_| !backends.is_empty());
+        if self.flags_of(fe) & LB_F_AFFINITY != 0 {
+            let left: BTreeSet<u32> = old_slots
+                .iter()
+                .filter(|id| !slots.contains(id))
+                .copied()
+                .collect();
+            if !left.is_empty() {
+                prune.insert(service_id, Some(left));
             }
         }
-        maps.write_service(fe, service_id, slot_index(slots.len()))?;
+        if flags == 0 {
+            self.flags.remove(&fe);
+        } else {
+            self.flags.insert(fe, flags);
+        }
         for slot in slots.len()..old_slots.len() {
-            maps.remove_slot(service_id, slot_index(slot))?;
+            maps.remove_slot(service_id, slot_index(slot))
+                .map_err(|e| e.to_string())?;
+        }
+        if table.is_none() && self.tables.remove(&service_id) {
+            // Harmless if it stays: a frontend without backends refuses before the lookup.
+            if let Some(tables) = tables {
+                let _ = tables.remove(service_id);
+            }
         }
         for id in &slots {
             self.reference(*id, 1);
@@ -163,11 +299,62 @@ impl Programmer6 {
         Ok(())
     }
 
-    fn remove(&mut self, fe: Lb6Frontend, maps: &mut Lb6Maps) -> Result<(), DatapathError> {
+    /// The slots that changed, the Maglev table, then the frontend's count and flags.
+    fn write_entries(
+        &mut self,
+        fe: Lb6Frontend,
+        service_id: u32,
+        (slots, old_slots): (&[u32], &[u32]),
+        Wanted { backends, flags }: Wanted<'_>,
+        maps: &mut Lb6Maps,
+        tables: Option<&mut MaglevMaps>,
+    ) -> Result<(), String> {
+        for (slot, id) in slots.iter().enumerate() {
+            if old_slots.get(slot) != Some(id) {
+                maps.write_slot(service_id, slot_index(slot), *id)
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        let table = self.maglev.filter(|_| !backends.is_empty());
+        if let (Some(m), Some(tables)) = (table, tables) {
+            // Before the count: new connections find a table of backends that exist.
+            let t = backend_table(backends, slots, m)
+                .map_err(|e| format!("computing its Maglev table: {e}"))?;
+            tables
+                .set(service_id, &t)
+                .map_err(|e| format!("writing its Maglev table: {e}"))?;
+            self.tables.insert(service_id);
+        }
+        maps.write_service_flags(fe, service_id, slot_index(slots.len()), flags)
+            .map_err(|e| e.to_string())
+    }
+
+    fn remove(
+        &mut self,
+        fe: Lb6Frontend,
+        maps: &mut Lb6Maps,
+        tables: Option<&mut MaglevMaps>,
+        prune: &mut AffinityPrune,
+    ) -> Result<(), DatapathError> {
         let Some((service_id, slots)) = self.services.get(&fe).cloned() else {
             return Ok(());
         };
         maps.remove_service(fe)?;
+        if self.tables.contains(&service_id)
+            && let Some(tables) = tables
+        {
+            // A frontend taking the id next must not inherit the table.
+            tables.remove(service_id)?;
+            self.tables.remove(&service_id);
+        }
+        if self
+            .flags
+            .remove(&fe)
+            .is_some_and(|f| f & LB_F_AFFINITY != 0)
+        {
+            // Its id may serve another frontend next: no client may keep a backend.
+            prune.insert(service_id, None);
+        }
         for slot in 0..slots.len() {
             maps.remove_slot(service_id, slot_index(slot))?;
         }
@@ -202,6 +389,16 @@ impl Programmer6 {
             }
         }
     }
+}
+
+/// `[vip]:port/PROTO`, as the IPv4 programmer shows a frontend.
+fn show6(fe: Lb6Frontend) -> String {
+    let proto = match fe.proto {
+        6 => "TCP",
+        17 => "UDP",
+        _ => "?",
+    };
+    format!("{}/{proto}", fe.addr)
 }
 
 fn slot_index(i: usize) -> u32 {

@@ -1,20 +1,23 @@
 //! Map sizes from `[plugins.lb]` against the real kernel: the maps are created with the
 //! configured `max_entries`, a pinned map of another size is recreated at start, and a
 //! full map is an error naming the map and the service that did not fit while the
-//! services that fit are served.
+//! services that fit are served. The IPv6 maps take the same sizes (`porin_lb_svc6`...).
 //!
 //! Needs root (CAP_BPF) and bpffs; fails with a clear message otherwise.
 
 mod common;
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::collections::BTreeSet;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 
 use common::TestDatapath;
-use porin_core::datapath::{LbFrontend, MAP_LB_MAGLEV, resize_pinned_maps};
+use porin_core::datapath::{Lb6Frontend, Lb6Maps, LbFrontend, MAP_LB_MAGLEV, resize_pinned_maps};
 use porin_lb::LbConfig;
 use porin_lb::datapath_maps::DatapathMaps;
 use porin_lb::desired::{DesiredServices, FrontendSpec};
+use porin_lb::desired6::DesiredServices6;
 use porin_lb::programmer::Programmer;
+use porin_lb::programmer6::Programmer6;
 
 const M: u32 = 251;
 
@@ -96,6 +99,67 @@ fn a_full_service_map_names_the_service_and_keeps_the_others() {
     );
 }
 
+/// IPv6 frontend `i` ([fd00:96::1:i]:80/TCP).
+fn frontend6(i: u16) -> Lb6Frontend {
+    let vip = Ipv6Addr::new(0xfd00, 0x96, 0, 0, 0, 0, 1, i);
+    Lb6Frontend {
+        addr: SocketAddrV6::new(vip, 80, 0, 0),
+        proto: 6,
+    }
+}
+
+#[test]
+fn ipv6_maps_take_the_configured_sizes_and_a_full_one_names_the_service() {
+    let config = LbConfig {
+        map_max_services: 3,
+        map_max_backends: 100,
+        map_max_slots: 200,
+        ..LbConfig::default()
+    };
+    let dp = TestDatapath::load("svc6full", &switches(&config, &[("CFG_ENABLE_LB", 1)]));
+    let mut maps = Lb6Maps::open(|name| dp.dp.map_pin_path(name)).expect("maps");
+    let capacity = maps.capacity();
+    assert_eq!(
+        (capacity.services, capacity.backends, capacity.slots),
+        (3, 100, 200),
+        "the configured sizes"
+    );
+    let desired: DesiredServices6 = (1..=4)
+        .map(|i| {
+            let backend =
+                SocketAddrV6::new(Ipv6Addr::new(0xfd00, 0x10, 2, 0, 0, 0, 0, i), 8080, 0, 0);
+            (frontend6(i), vec![backend])
+        })
+        .collect();
+    let mut programmer = Programmer6::default();
+    let failed = programmer.sync(&desired, &mut maps);
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    let (fe, error) = &failed[0];
+    assert_eq!(*fe, frontend6(4));
+    assert!(
+        error.contains("service [fd00:96::1:4]:80/TCP")
+            && error.contains("map porin_lb_svc6 (max_entries 3) is full"),
+        "{error}"
+    );
+    assert_eq!(
+        maps.services().len(),
+        3,
+        "the frontends that fit are served"
+    );
+    assert_eq!(
+        programmer.entry_counts().0,
+        3,
+        "map pressure counts what is in the map"
+    );
+
+    // Room again (a frontend went): the one that did not fit is programmed.
+    let mut fewer = desired.clone();
+    fewer.remove(&frontend6(1));
+    assert!(programmer.sync(&fewer, &mut maps).is_empty());
+    let served: BTreeSet<Lb6Frontend> = maps.services().into_iter().map(|(fe, _, _)| fe).collect();
+    assert!(served.contains(&frontend6(4)), "{served:?}");
+}
+
 #[test]
 fn a_full_maglev_map_names_the_service_and_keeps_the_others() {
     let config = LbConfig {
@@ -174,7 +238,8 @@ fn a_pinned_map_of_another_size_is_recreated_at_start() {
         names,
         vec![
             ("porin_lb_maglev".to_string(), 4, 32),
-            ("porin_lb_svc".to_string(), 8, 16)
+            ("porin_lb_svc".to_string(), 8, 16),
+            ("porin_lb_svc6".to_string(), 8, 16)
         ]
     );
     let reloaded = TestDatapath::reload(&dp.pin_root, &wanted);

@@ -3,7 +3,8 @@
 //! until neither uses it, and a programmer adopting the maps (a restarted agent) keeps
 //! the ids and writes nothing for an unchanged state. Each state is also checked through
 //! the datapath: `bpf/pod.c` (BPF_PROG_TEST_RUN) sends a packet to the VIP to a backend
-//! of the frontend.
+//! of the frontend. Frontends with `sessionAffinity: ClientIP` carry their timeout, and
+//! the clients bound to a backend that leaves (or to a frontend that goes) are unbound.
 //!
 //! Needs root (CAP_BPF + CAP_NET_ADMIN) and bpffs; fails with a clear message otherwise.
 
@@ -27,9 +28,12 @@ use std::net::{Ipv6Addr, SocketAddrV6};
 use std::sync::atomic::{AtomicU16, Ordering};
 
 use common::TestDatapath;
+use porin_core::datapath::abi::{
+    LB_AFFINITY_TIMEOUT_SHIFT, LB_F_AFFINITY, LB6_SERVICE_ID_BASE, LbAffinity6Key, LbAffinityValue,
+};
 use porin_core::datapath::{Lb6Frontend, Lb6Maps, PodProgram, test_run};
 use porin_lb::desired6::DesiredServices6;
-use porin_lb::programmer6::Programmer6;
+use porin_lb::programmer6::{Affinity6, Programmer6};
 
 const TCP: u8 = 6;
 const SYN: u8 = 0x02;
@@ -107,4 +111,85 @@ fn ipv6_frontends_grow_shrink_go_and_are_adopted() {
     desired.insert(fe(1), vec![be(1), be(3)]);
     assert!(adopted.sync(&desired, &mut maps).is_empty());
     assert_eq!(served(&dp, fe(1)), BTreeSet::from([be(1), be(3)]));
+}
+
+#[test]
+fn affinity_frontends_carry_their_timeout_and_lose_the_clients_of_a_leaving_backend() {
+    let dp = TestDatapath::load("programmer6-affinity", &[("CFG_ENABLE_LB", 1)]);
+    let mut maps = Lb6Maps::open(|name| dp.dp.map_pin_path(name)).expect("opening the maps");
+    let mut programmer = Programmer6::default();
+    let mut desired = DesiredServices6::new();
+    desired.insert(fe(1), vec![be(1), be(2)]);
+    let affinity = Affinity6::from([(fe(1), 60)]);
+    assert!(
+        programmer
+            .sync_semantics(&desired, &affinity, &mut maps, None)
+            .is_empty()
+    );
+    let (_, service_id, _) = maps.services()[0];
+    assert!(
+        service_id >= LB6_SERVICE_ID_BASE,
+        "IPv6 id range: {service_id:#x}"
+    );
+    assert_eq!(
+        maps.service_flags(),
+        vec![(fe(1), LB_F_AFFINITY | (60 << LB_AFFINITY_TIMEOUT_SHIFT))]
+    );
+
+    // Two clients bound to the two backends (as the datapath records them).
+    let id_of = |maps: &Lb6Maps, addr: SocketAddrV6| {
+        maps.backends()
+            .into_iter()
+            .find(|(_, a)| *a == addr)
+            .map(|(id, _)| id)
+            .expect("backend id")
+    };
+    let bind = |maps: &mut Lb6Maps, client: u16, backend_id: u32| {
+        let key = LbAffinity6Key {
+            client: Ipv6Addr::new(0xfd00, 0x10, 9, 0, 0, 0, 0, client).octets(),
+            service_id,
+            netns_cookie: 0,
+            pad: [0; 3],
+        };
+        let value = LbAffinityValue {
+            last_used_ns: 1,
+            backend_id,
+            pad: 0,
+        };
+        maps.set_affinity(key, value).expect("affinity entry");
+    };
+    let (id1, id2) = (id_of(&maps, be(1)), id_of(&maps, be(2)));
+    bind(&mut maps, 1, id1);
+    bind(&mut maps, 2, id2);
+
+    // be(2) leaves: its client is unbound, the other keeps its backend.
+    desired.insert(fe(1), vec![be(1)]);
+    assert!(
+        programmer
+            .sync_semantics(&desired, &affinity, &mut maps, None)
+            .is_empty()
+    );
+    let left: Vec<u32> = maps
+        .affinity()
+        .expect("affinity")
+        .into_iter()
+        .map(|(_, v)| v.backend_id)
+        .collect();
+    assert_eq!(left, vec![id1]);
+    assert_eq!(served(&dp, fe(1)), BTreeSet::from([be(1)]));
+
+    // Affinity off: the flags go; the frontend going drops every client of its id.
+    assert!(programmer.sync(&desired, &mut maps).is_empty());
+    assert_eq!(maps.service_flags(), vec![(fe(1), 0)]);
+    assert!(
+        programmer
+            .sync_semantics(&desired, &affinity, &mut maps, None)
+            .is_empty()
+    );
+    assert!(
+        programmer
+            .sync(&DesiredServices6::new(), &mut maps)
+            .is_empty()
+    );
+    assert!(maps.affinity().expect("affinity").is_empty());
 }
