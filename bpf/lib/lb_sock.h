@@ -66,16 +66,18 @@ static __always_inline __u8 lb_sock_proto(const struct bpf_sock_addr *ctx)
 	return 0;
 }
 
+/* The start of a socket's Maglev hash: its netns cookie (lb_sock_hash, lb_sock6_hash). */
+static __always_inline __u32 lb_sock_hash_netns(__u64 netns)
+{
+	return lb_hash_word(lb_hash_word(0, (__u32)netns), (__u32)(netns >> 32));
+}
+
 /* The Maglev hash of a socket: its netns cookie and the frontend it asked for. */
 static __always_inline __u32 lb_sock_hash(__u64 netns, const struct porin_lb_svc_key *skey)
 {
-	__u32 h = 0;
+	__u32 h = lb_hash_word(lb_sock_hash_netns(netns), skey->vip);
 
-	h = lb_hash_word(h, (__u32)netns);
-	h = lb_hash_word(h, (__u32)(netns >> 32));
-	h = lb_hash_word(h, skey->vip);
-	h = lb_hash_word(h, ((__u32)skey->port << 16) | skey->proto);
-	return lb_hash_final(h);
+	return lb_hash_final(lb_hash_word(h, ((__u32)skey->port << 16) | skey->proto));
 }
 
 /*

@@ -63,13 +63,9 @@ static __always_inline void lb_sock6_write(struct bpf_sock_addr *ctx, const __u3
  * lb_sock_hash, with the VIP as four words). */
 static __always_inline __u32 lb_sock6_hash(__u64 netns, const struct porin_lb_svc6_key *skey)
 {
-	__u32 h = 0;
+	__u32 h = lb_hash_addr6(lb_sock_hash_netns(netns), skey->vip);
 
-	h = lb_hash_word(h, (__u32)netns);
-	h = lb_hash_word(h, (__u32)(netns >> 32));
-	h = lb_hash_addr6(h, skey->vip);
-	h = lb_hash_word(h, ((__u32)skey->port << 16) | skey->proto);
-	return lb_hash_final(h);
+	return lb_hash_final(lb_hash_word(h, ((__u32)skey->port << 16) | skey->proto));
 }
 
 /* Forward translation (connect6, sendmsg6). Returns the hook verdict. */

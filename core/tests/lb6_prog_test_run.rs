@@ -281,7 +281,7 @@ fn client_ip_affinity_keeps_an_ipv6_client_on_its_backend_until_the_timeout() {
     };
     // Without affinity nothing is recorded.
     dst_of(&f, CLIENT, 49000);
-    assert!(f.lb6.affinity().expect("affinity map").is_empty());
+    assert!(f.lb6.affinity.entries().expect("affinity map").is_empty());
 
     let timeout = 60;
     let fe = Lb6Frontend {
@@ -306,7 +306,7 @@ fn client_ip_affinity_keeps_an_ipv6_client_on_its_backend_until_the_timeout() {
             "connection from port {sport}"
         );
     }
-    let entries = f.lb6.affinity().expect("affinity map");
+    let entries = f.lb6.affinity.entries().expect("affinity map");
     let (_, entry) = entries
         .iter()
         .find(|(k, _)| *k == affinity_key(CLIENT))
@@ -339,7 +339,8 @@ fn client_ip_affinity_keeps_an_ipv6_client_on_its_backend_until_the_timeout() {
             pad: 0,
         };
         f.lb6
-            .set_affinity(affinity_key(CLIENT), value)
+            .affinity
+            .set(affinity_key(CLIENT), value)
             .expect("affinity entry");
     };
     let now = entry.last_used_ns;

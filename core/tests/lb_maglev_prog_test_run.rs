@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::lb_hash::tuple_hash;
 use common::packet::{packet, parse_checked};
 use std::{
     collections::BTreeMap,
@@ -29,37 +30,6 @@ const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 60);
 const SERVICE_ID: u32 = 7;
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
-
-/// `lb_hash_word` of `bpf/lib/lb_pick.h` (Murmur3's block step).
-fn hash_word(h: u32, k: u32) -> u32 {
-    let k = k
-        .wrapping_mul(0xcc9e_2d51)
-        .rotate_left(15)
-        .wrapping_mul(0x1b87_3593);
-    (h ^ k)
-        .rotate_left(13)
-        .wrapping_mul(5)
-        .wrapping_add(0xe654_6b64)
-}
-
-/// `lb_hash_final` (Murmur3's finalizer).
-fn hash_final(mut h: u32) -> u32 {
-    h ^= h >> 16;
-    h = h.wrapping_mul(0x85eb_ca6b);
-    h ^= h >> 13;
-    h = h.wrapping_mul(0xc2b2_ae35);
-    h ^ (h >> 16)
-}
-
-/// `lb_tuple_hash` of `bpf/lib/lb.h`.
-fn tuple_hash(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, proto: u8) -> u32 {
-    let mut h = 0;
-    h = hash_word(h, u32::from_ne_bytes(src.octets()));
-    h = hash_word(h, u32::from_ne_bytes(dst.octets()));
-    h = hash_word(h, (u32::from(sport) << 16) | u32::from(dport));
-    h = hash_word(h, u32::from(proto));
-    hash_final(h)
-}
 
 struct Fixture {
     dp: Datapath,

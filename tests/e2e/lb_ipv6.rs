@@ -145,22 +145,38 @@ fn up(dir: &Path, lb_config: &str) -> TestSandbox {
     )
 }
 
+/// Waits (condition-based, up to 20 s) until the IPv6 service at `vip`:80 answers `client`.
+fn wait_for_answer(sandbox: &TestSandbox, client: &str, vip: &str) {
+    let url = format!("http://[{vip}]/");
+    let first = sandbox.exec_until_ok(
+        client,
+        &["curl", "-g", "-s", "-m", "2", &url],
+        Duration::from_secs(20),
+    );
+    assert!(
+        first.status.success(),
+        "the IPv6 service {vip} never answered {client}: {}\nagent logs:\n{}",
+        String::from_utf8_lossy(&first.stderr),
+        sandbox.agent_logs()
+    );
+}
+
+/// The row of `frontend` in one node's `porin service list`.
+fn service_row(node: &serde_json::Value, frontend: &str) -> serde_json::Value {
+    node["services"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| str_of(&s["frontend"]) == frontend)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {frontend} in porin service list: {node}"))
+}
+
 /// From both clients (node-1 and node-2): the IPv6 service answers, every connection sees
 /// the VIP as its peer, and the local and the remote backend both serve.
 fn check_tcp_from_both_nodes(sandbox: &TestSandbox, dir: &Path) {
-    let url = format!("http://[{VIP6}]/");
     for client in ["shop/client-1", "shop/client-2"] {
-        let first = sandbox.exec_until_ok(
-            client,
-            &["curl", "-g", "-s", "-m", "2", &url],
-            Duration::from_secs(20),
-        );
-        assert!(
-            first.status.success(),
-            "the IPv6 service never answered {client}: {}\nagent logs:\n{}",
-            String::from_utf8_lossy(&first.stderr),
-            sandbox.agent_logs()
-        );
+        wait_for_answer(sandbox, client, VIP6);
         let mut bodies = BTreeSet::new();
         for _ in 0..16 {
             let line = probe(sandbox, client, dir, &["tcp", VIP6, "80"]);
@@ -181,17 +197,7 @@ fn check_tcp_from_both_nodes(sandbox: &TestSandbox, dir: &Path) {
 /// `sessionAffinity: ClientIP` over IPv6: every new connection of `client` reaches the
 /// same backend (of two; 16 connections), and `porin service list` shows the affinity.
 fn check_sticky(sandbox: &TestSandbox, dir: &Path, client: &str) {
-    let url = format!("http://[{STICKY_VIP6}]/");
-    let first = sandbox.exec_until_ok(
-        client,
-        &["curl", "-g", "-s", "-m", "2", &url],
-        Duration::from_secs(20),
-    );
-    assert!(
-        first.status.success(),
-        "the sticky IPv6 service never answered {client}\nagent logs:\n{}",
-        sandbox.agent_logs()
-    );
+    wait_for_answer(sandbox, client, STICKY_VIP6);
     let bodies: BTreeSet<String> = (0..16)
         .map(|_| {
             let line = probe(sandbox, client, dir, &["tcp", STICKY_VIP6, "80"]);
@@ -207,12 +213,7 @@ fn check_sticky(sandbox: &TestSandbox, dir: &Path, client: &str) {
     let list = sandbox.porin_json(&["service", "list"]);
     let frontend = format!("[{STICKY_VIP6}]:80");
     for node in list.as_array().into_iter().flatten() {
-        let row = node["services"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|s| str_of(&s["frontend"]) == frontend)
-            .unwrap_or_else(|| panic!("no {frontend} in porin service list: {node}"));
+        let row = service_row(node, &frontend);
         assert_eq!(str_of(&row["affinity"]["type"]), "ClientIP", "{row}");
         assert_eq!(row["affinity"]["timeout_seconds"], 10800, "{row}");
     }
@@ -293,12 +294,7 @@ fn ipv6_cluster_ips_are_served_by_the_socket_hooks_from_both_nodes() {
     let nodes = list.as_array().cloned().unwrap_or_default();
     assert_eq!(nodes.len(), 2, "{list}");
     for node in &nodes {
-        let row = node["services"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|s| str_of(&s["frontend"]) == frontend)
-            .unwrap_or_else(|| panic!("no {frontend} in porin service list: {node}"));
+        let row = service_row(node, &frontend);
         assert_eq!(row["backends"].as_array().map(Vec::len), Some(2), "{row}");
     }
 

@@ -9,8 +9,9 @@ use std::path::Path;
 use aya::maps::{HashMap, MapData, MapError};
 use aya::sys::SyscallError;
 
-use super::abi::{LbAffinity6Key, LbAffinityValue, LbBackend6, LbSlotKey, LbSvc6Key, LbSvcValue};
+use super::abi::{LbAffinity6Key, LbBackend6, LbSlotKey, LbSvc6Key, LbSvcValue};
 use super::error::DatapathError;
+use super::lb_affinity::AffinityMap;
 use super::maps::open_pinned;
 
 /// IPv6 frontends: {VIP, port, protocol} -> {service id, backend count, flags}.
@@ -43,7 +44,8 @@ pub struct Lb6Maps {
     services: HashMap<MapData, LbSvc6Key, LbSvcValue>,
     slots: HashMap<MapData, LbSlotKey, u32>,
     backends: HashMap<MapData, u32, LbBackend6>,
-    affinity: HashMap<MapData, LbAffinity6Key, LbAffinityValue>,
+    /// `porin_lb_affin6`: the plugin prunes it, tests read and write it.
+    pub affinity: AffinityMap<LbAffinity6Key>,
     capacity: Lb6Capacity,
 }
 
@@ -101,8 +103,7 @@ impl Lb6Maps {
         };
         Ok(Self {
             capacity,
-            affinity: HashMap::try_from(open(MAP_LB6_AFFINITY)?)
-                .map_err(|e| DatapathError::map(MAP_LB6_AFFINITY, e))?,
+            affinity: AffinityMap::new(open(MAP_LB6_AFFINITY)?, MAP_LB6_AFFINITY)?,
             services: HashMap::try_from(open(MAP_LB6_SERVICES)?)
                 .map_err(|e| DatapathError::map(MAP_LB6_SERVICES, e))?,
             slots: HashMap::try_from(open(MAP_LB6_SLOTS)?)
@@ -199,39 +200,6 @@ impl Lb6Maps {
             .filter_map(Result::ok)
             .map(|(k, v)| (frontend_of(&k), v.flags))
             .collect()
-    }
-
-    /// Every affinity entry (what the datapath recorded).
-    pub fn affinity(&self) -> Result<Vec<(LbAffinity6Key, LbAffinityValue)>, DatapathError> {
-        self.affinity
-            .iter()
-            .map(|item| item.map_err(|e| DatapathError::map(MAP_LB6_AFFINITY, e)))
-            .collect()
-    }
-
-    /// Writes one affinity entry (tests, and a restored state).
-    pub fn set_affinity(
-        &mut self,
-        key: LbAffinity6Key,
-        value: LbAffinityValue,
-    ) -> Result<(), DatapathError> {
-        self.affinity
-            .insert(key, value, 0)
-            .map_err(|e| DatapathError::map(MAP_LB6_AFFINITY, e))
-    }
-
-    /// Removes the affinity entries `stale(service id, backend id)` selects (a backend that
-    /// left an affinity frontend, a frontend that went). Returns how many went.
-    pub fn prune_affinity(
-        &mut self,
-        stale: impl Fn(u32, u32) -> bool,
-    ) -> Result<usize, DatapathError> {
-        super::lb_affinity::prune_affinity(
-            &mut self.affinity,
-            MAP_LB6_AFFINITY,
-            |k| k.service_id,
-            stale,
-        )
     }
 
     /// ((service id, slot), backend id) of every slot.

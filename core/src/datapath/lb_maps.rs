@@ -11,6 +11,7 @@ use aya::maps::{HashMap, MapData, MapError};
 use super::abi::{LbAffinityKey, LbAffinityValue, LbBackend, LbSlotKey, LbSvcKey, LbSvcValue};
 use super::batch::{self, BatchFailure};
 use super::error::DatapathError;
+use super::lb_affinity::AffinityMap;
 use super::maps::open_pinned;
 
 /// Frontends: {VIP, port, protocol} -> {service id, backend count}.
@@ -39,7 +40,7 @@ pub struct LbMaps {
     services: HashMap<MapData, LbSvcKey, LbSvcValue>,
     slots: HashMap<MapData, LbSlotKey, u32>,
     backends: HashMap<MapData, u32, LbBackend>,
-    affinity: HashMap<MapData, LbAffinityKey, LbAffinityValue>,
+    affinity: AffinityMap<LbAffinityKey>,
     /// The same three maps, for batched writes (aya has no batch operations).
     raw: [MapData; 3],
     capacity: LbCapacity,
@@ -121,8 +122,7 @@ impl LbMaps {
                 .map_err(|e| DatapathError::map(MAP_LB_SLOTS, e))?,
             backends: HashMap::try_from(open(MAP_LB_BACKENDS)?)
                 .map_err(|e| DatapathError::map(MAP_LB_BACKENDS, e))?,
-            affinity: HashMap::try_from(open(MAP_LB_AFFINITY)?)
-                .map_err(|e| DatapathError::map(MAP_LB_AFFINITY, e))?,
+            affinity: AffinityMap::new(open(MAP_LB_AFFINITY)?, MAP_LB_AFFINITY)?,
         })
     }
 
@@ -165,10 +165,7 @@ impl LbMaps {
 
     /// Every affinity entry (what the datapath recorded).
     pub fn affinity(&self) -> Result<Vec<(LbAffinityKey, LbAffinityValue)>, DatapathError> {
-        self.affinity
-            .iter()
-            .map(|item| item.map_err(|e| DatapathError::map(MAP_LB_AFFINITY, e)))
-            .collect()
+        self.affinity.entries()
     }
 
     /// Writes one affinity entry (tests, and a restored state).
@@ -177,9 +174,7 @@ impl LbMaps {
         key: LbAffinityKey,
         value: LbAffinityValue,
     ) -> Result<(), DatapathError> {
-        self.affinity
-            .insert(key, value, 0)
-            .map_err(|e| DatapathError::map(MAP_LB_AFFINITY, e))
+        self.affinity.set(key, value)
     }
 
     /// Removes the affinity entries `stale(service id, backend id)` selects (a backend that
@@ -189,12 +184,7 @@ impl LbMaps {
         &mut self,
         stale: impl Fn(u32, u32) -> bool,
     ) -> Result<usize, DatapathError> {
-        super::lb_affinity::prune_affinity(
-            &mut self.affinity,
-            MAP_LB_AFFINITY,
-            |k| k.service_id,
-            stale,
-        )
+        self.affinity.prune(stale)
     }
 
     /// Points slots at backends: (service id, slot, backend id), in one batch.

@@ -10,8 +10,9 @@
 //!   endpoints, or terminating-but-serving ones when none is ready), or, with no
 //!   EndpointSlice at all, from the selected pods' IPv6 addresses (the sandbox stand-in).
 //!
-//! Not served over IPv6 yet: NodePort, externalIPs and LoadBalancer IPs, traffic policies,
-//! session affinity and Maglev (a new connection gets a random backend).
+//! Session affinity and `internalTrafficPolicy: Local` are applied on top by
+//! `desired6_semantics.rs`; Maglev tables are the programmer's (`programmer6.rs`). Not
+//! served over IPv6 yet: NodePort, externalIPs and LoadBalancer IPs.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv6Addr, SocketAddrV6};

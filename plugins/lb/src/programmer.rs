@@ -745,12 +745,17 @@ impl Programmer {
 }
 
 fn show(fe: LbFrontend) -> String {
-    let proto = match fe.proto {
+    show_frontend(fe.addr, fe.proto)
+}
+
+/// `addr/PROTO` of a frontend of either family, as errors name it.
+pub(crate) fn show_frontend(addr: impl std::fmt::Display, proto: u8) -> String {
+    let proto = match proto {
         6 => "TCP",
         17 => "UDP",
         _ => "?",
     };
-    format!("{}/{proto}", fe.addr)
+    format!("{addr}/{proto}")
 }
 
 #[cfg(test)]

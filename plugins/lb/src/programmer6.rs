@@ -21,7 +21,7 @@ use porin_core::datapath::{DatapathError, Lb6Frontend, Lb6Maps, MaglevMaps};
 
 use crate::desired6::DesiredServices6;
 use crate::maglev::backend_table;
-use crate::programmer::{AffinityPrune, affinity_flags, prune_selects};
+use crate::programmer::{AffinityPrune, affinity_flags, prune_selects, show_frontend};
 
 /// IPv6 frontend -> the `sessionAffinity: ClientIP` timeout of its Service, in seconds.
 pub type Affinity6 = BTreeMap<Lb6Frontend, u32>;
@@ -123,11 +123,14 @@ impl Programmer6 {
             let wanted = Wanted { backends, flags };
             if let Err(e) = self.program(*fe, wanted, maps, tables.as_deref_mut(), &mut prune) {
                 // Names the frontend; a full map's error names the map and its size.
-                failed.push((*fe, format!("service {}: {e}", show6(*fe))));
+                failed.push((
+                    *fe,
+                    format!("service {}: {e}", show_frontend(fe.addr, fe.proto)),
+                ));
             }
         }
         if !prune.is_empty()
-            && let Err(e) = maps.prune_affinity(|s, b| prune_selects(&prune, s, b))
+            && let Err(e) = maps.affinity.prune(|s, b| prune_selects(&prune, s, b))
         {
             tracing::warn!(error = %e, "pruning IPv6 session affinity");
         }
@@ -389,16 +392,6 @@ impl Programmer6 {
             }
         }
     }
-}
-
-/// `[vip]:port/PROTO`, as the IPv4 programmer shows a frontend.
-fn show6(fe: Lb6Frontend) -> String {
-    let proto = match fe.proto {
-        6 => "TCP",
-        17 => "UDP",
-        _ => "?",
-    };
-    format!("{}/{proto}", fe.addr)
 }
 
 fn slot_index(i: usize) -> u32 {

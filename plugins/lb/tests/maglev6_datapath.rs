@@ -8,6 +8,9 @@
 
 mod common;
 
+#[path = "../../../core/tests/common/lb_hash.rs"]
+#[allow(dead_code, reason = "the IPv4 hash serves the core tests")]
+mod lb_hash;
 #[path = "../../../core/tests/common/packet.rs"]
 #[allow(
     dead_code,
@@ -38,39 +41,6 @@ const SYN: u8 = 0x02;
 const VIP: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x96, 0, 0, 0, 0, 0, 0x77);
 const M: u32 = 16381;
 const FLOWS: u16 = 2000;
-
-/// `lb_hash_word` of `bpf/lib/lb_pick.h` (Murmur3's block step).
-fn hash_word(h: u32, k: u32) -> u32 {
-    let k = k
-        .wrapping_mul(0xcc9e_2d51)
-        .rotate_left(15)
-        .wrapping_mul(0x1b87_3593);
-    (h ^ k)
-        .rotate_left(13)
-        .wrapping_mul(5)
-        .wrapping_add(0xe654_6b64)
-}
-
-/// `lb_hash_addr6` of `bpf/lib/lb_pick.h`: the address as four words, as in memory.
-fn hash_addr6(mut h: u32, addr: Ipv6Addr) -> u32 {
-    for w in addr.octets().chunks_exact(4) {
-        h = hash_word(h, u32::from_ne_bytes([w[0], w[1], w[2], w[3]]));
-    }
-    h
-}
-
-/// `lb6_tuple_hash` of `bpf/lib/lb6.h`, with Murmur3's finalizer (`lb_hash_final`).
-fn tuple_hash6(src: Ipv6Addr, dst: Ipv6Addr, sport: u16, dport: u16, proto: u8) -> u32 {
-    let mut h = hash_addr6(0, src);
-    h = hash_addr6(h, dst);
-    h = hash_word(h, (u32::from(sport) << 16) | u32::from(dport));
-    h = hash_word(h, u32::from(proto));
-    h ^= h >> 16;
-    h = h.wrapping_mul(0x85eb_ca6b);
-    h ^= h >> 13;
-    h = h.wrapping_mul(0xc2b2_ae35);
-    h ^ (h >> 16)
-}
 
 fn client(i: u16) -> Ipv6Addr {
     Ipv6Addr::new(0xfd00, 0x10, 1, 0, 0, 0, i % 50, 1 + i / 50)
@@ -180,7 +150,7 @@ fn ipv6_flows_follow_the_maglev_table_and_a_removed_backend_moves_only_its_own()
         let before = f.picks(proto);
         for (i, got) in before.iter().enumerate() {
             let i = i as u16;
-            let slot = tuple_hash6(client(i), VIP, 30000 + i * 7, 80, proto) % M;
+            let slot = lb_hash::tuple_hash6(client(i), VIP, 30000 + i * 7, 80, proto) % M;
             assert_eq!(
                 Some(got),
                 by_id.get(&table[slot as usize]),

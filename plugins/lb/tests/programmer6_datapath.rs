@@ -156,7 +156,7 @@ fn affinity_frontends_carry_their_timeout_and_lose_the_clients_of_a_leaving_back
             backend_id,
             pad: 0,
         };
-        maps.set_affinity(key, value).expect("affinity entry");
+        maps.affinity.set(key, value).expect("affinity entry");
     };
     let (id1, id2) = (id_of(&maps, be(1)), id_of(&maps, be(2)));
     bind(&mut maps, 1, id1);
@@ -170,7 +170,8 @@ fn affinity_frontends_carry_their_timeout_and_lose_the_clients_of_a_leaving_back
             .is_empty()
     );
     let left: Vec<u32> = maps
-        .affinity()
+        .affinity
+        .entries()
         .expect("affinity")
         .into_iter()
         .map(|(_, v)| v.backend_id)
@@ -191,5 +192,5 @@ fn affinity_frontends_carry_their_timeout_and_lose_the_clients_of_a_leaving_back
             .sync(&DesiredServices6::new(), &mut maps)
             .is_empty()
     );
-    assert!(maps.affinity().expect("affinity").is_empty());
+    assert!(maps.affinity.entries().expect("affinity").is_empty());
 }
