@@ -5,7 +5,8 @@
 //! applications the service address back, UDP works unconnected and connected, a service
 //! without backends refuses connect() at once, a `sessionAffinity: ClientIP` Service keeps
 //! a client on one backend, and `porin service list` shows the IPv6 frontends (with their
-//! affinity), also after a killed agent restarted. With `socket_lb = false` the pod programs serve the same Services per packet
+//! affinity) and `cilium_bpf_map_pressure` covers the IPv6 maps, also after a killed agent
+//! restarted. With `socket_lb = false` the pod programs serve the same Services per packet
 //! (DNAT, reverse NAT, the refusal as an ICMPv6 port unreachable).
 
 mod common;
@@ -15,7 +16,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::socket_probe::{PROBE, assert_client_packets_go_to_backends};
-use common::{TestSandbox, str_of};
+use common::{TestSandbox, metric_value, str_of};
 
 const VIP6: &str = "fd00:96::70";
 const UDP_VIP6: &str = "fd00:96::71";
@@ -296,6 +297,22 @@ fn ipv6_cluster_ips_are_served_by_the_socket_hooks_from_both_nodes() {
     for node in &nodes {
         let row = service_row(node, &frontend);
         assert_eq!(row["backends"].as_array().map(Vec::len), Some(2), "{row}");
+    }
+
+    // Map pressure of the IPv6 maps (default sizes): 4 frontends, 5 slots (web 2, echo 1,
+    // sticky 2, nobody 0) and 3 distinct backends.
+    let metrics = sandbox.metrics("node-1");
+    for (map, used, max) in [
+        ("porin_lb_svc6", 4.0, 262_144.0),
+        ("porin_lb_slots6", 5.0, 1_048_576.0),
+        ("porin_lb_backends6", 3.0, 262_144.0),
+    ] {
+        let name = format!("map_name=\"{map}\"");
+        let pressure = metric_value(&metrics, "cilium_bpf_map_pressure", &[&name]);
+        assert!(
+            pressure.is_some_and(|p| (p - used / max).abs() < 1e-12),
+            "{map} pressure {pressure:?}, expected {used}/{max}"
+        );
     }
 
     // A killed and restarted agent adopts its IPv6 frontends: they keep serving.
