@@ -6,8 +6,9 @@
 //! without backends refuses connect() at once, a `sessionAffinity: ClientIP` Service keeps
 //! a client on one backend, and `porin service list` shows the IPv6 frontends (with their
 //! affinity) and `cilium_bpf_map_pressure` covers the IPv6 maps, also after a killed agent
-//! restarted. With `socket_lb = false` the pod programs serve the same Services per packet
-//! (DNAT, reverse NAT, the refusal as an ICMPv6 port unreachable).
+//! restarted. With `socket_lb = false` and `algorithm = "maglev"` the pod programs serve the
+//! same Services per packet (DNAT, reverse NAT, the refusal as an ICMPv6 port unreachable,
+//! new connections spread over both backends by the IPv6 Maglev tables, affinity first).
 
 mod common;
 
@@ -330,9 +331,11 @@ fn ipv6_cluster_ips_are_served_by_the_socket_hooks_from_both_nodes() {
 #[test]
 fn ipv6_cluster_ips_are_served_per_packet_with_socket_lb_off() {
     let dir = files();
+    // With Maglev: new connections (new source ports) hash to both backends' slots of the
+    // IPv6 frontends' tables.
     let sandbox = up(
         dir.path(),
-        "[plugins.lb]\nenabled = true\nsocket_lb = false\n",
+        "[plugins.lb]\nenabled = true\nsocket_lb = false\nalgorithm = \"maglev\"\n",
     );
     check_tcp_from_both_nodes(&sandbox, dir.path());
     // Per packet, the client's packets leave it with the VIP (DNAT happens after the
