@@ -194,3 +194,23 @@ fn affinity_frontends_carry_their_timeout_and_lose_the_clients_of_a_leaving_back
     );
     assert!(maps.affinity.entries().expect("affinity").is_empty());
 }
+
+#[test]
+fn a_frontend_with_an_id_from_before_the_ipv6_range_is_reprogrammed_in_it() {
+    let dp = TestDatapath::load("programmer6-oldid", &[("CFG_ENABLE_LB", 1)]);
+    let mut maps = Lb6Maps::open(|name| dp.dp.map_pin_path(name)).expect("opening the maps");
+    // What an agent from before the IPv6 id range left: service id 7.
+    maps.write_backend(1, be(1)).expect("backend");
+    maps.write_slot(7, 0, 1).expect("slot");
+    maps.write_service(fe(1), 7, 1).expect("service");
+
+    let mut adopted = Programmer6::adopt(&mut maps);
+    assert_eq!(adopted.service_count(), 0, "not adopted");
+    assert!(maps.services().is_empty() && maps.slots().is_empty());
+    let mut desired = DesiredServices6::new();
+    desired.insert(fe(1), vec![be(1)]);
+    assert!(adopted.sync(&desired, &mut maps).is_empty());
+    let (_, service_id, _) = maps.services()[0];
+    assert!(service_id >= LB6_SERVICE_ID_BASE, "{service_id:#x}");
+    assert_eq!(served(&dp, fe(1)), BTreeSet::from([be(1)]));
+}
