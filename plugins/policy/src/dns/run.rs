@@ -111,8 +111,10 @@ impl DnsProxy {
             persist_path,
             dirty: AtomicBool::new(false),
         });
-        let upstreams =
-            Arc::new(Upstreams::bind(UPSTREAM_TIMEOUT).map_err(DnsProxyError::Upstream)?);
+        let upstreams = Arc::new(
+            Upstreams::bind(UPSTREAM_TIMEOUT, runtime.handle()?)
+                .map_err(DnsProxyError::Upstream)?,
+        );
         Ok(Self {
             shared,
             upstreams,
