@@ -104,8 +104,7 @@ static __always_inline int handle_pod_packet(struct __sk_buff *skb, __u8 directi
 	/* Policy: decided for the local endpoint against the peer's identity; after load
 	 * balancing, so egress to a service is decided against the chosen backend. */
 	if (CFG_ENABLE_POLICY &&
-	    policy_tuple_of(decided, direction, lb.active ? lb.backend_addr : 0,
-			    lb.active ? lb.backend_port : 0, &pol))
+	    policy_tuple_of(decided, direction, lb.active ? lb.backend_port : 0, &pol))
 		ct_scope = (__u16)pol.endpoint_id;
 
 	ret = ct_process(&p, skb->len, &ct, ct_scope);
@@ -120,6 +119,7 @@ static __always_inline int handle_pod_packet(struct __sk_buff *skb, __u8 directi
 		__u8 verdict = PORIN_VERDICT_FORWARDED;
 		int reason = 0;
 
+		policy_tuple_peer(decided, lb.active ? lb.backend_addr : 0, &pol);
 		ret = policy_decide(&pol, &proxy_port, &pm);
 		if (ret < 0 && CFG_POLICY_AUDIT) {
 			verdict = PORIN_VERDICT_AUDIT;
