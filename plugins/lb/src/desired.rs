@@ -193,19 +193,7 @@ pub fn service_frontends(
     });
     let external_local = spec.external_traffic_policy.as_deref() == Some("Local");
     let external_ips = ipv4s(spec.external_ips.iter().flatten().map(String::as_str));
-    let ingress_ips = if spec.type_.as_deref() == Some("LoadBalancer") {
-        ipv4s(
-            svc.status
-                .as_ref()
-                .and_then(|s| s.load_balancer.as_ref())
-                .and_then(|lb| lb.ingress.as_ref())
-                .into_iter()
-                .flatten()
-                .filter_map(|i| i.ip.as_deref()),
-        )
-    } else {
-        Vec::new()
-    };
+    let ingress_ips = ipv4s(load_balancer_ips(svc));
     let internal_local = spec.internal_traffic_policy.as_deref() == Some("Local");
     let local_only = |all: &FrontendSpec| FrontendSpec {
         backends: all
@@ -279,6 +267,23 @@ pub fn service_frontends(
         ));
     }
     out
+}
+
+/// The `status.loadBalancer.ingress[].ip` of a LoadBalancer Service (both families; none
+/// for other types).
+pub(crate) fn load_balancer_ips(svc: &Service) -> impl Iterator<Item = &str> {
+    let load_balancer = svc
+        .spec
+        .as_ref()
+        .is_some_and(|s| s.type_.as_deref() == Some("LoadBalancer"));
+    svc.status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .filter(|_| load_balancer)
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.ip.as_deref())
 }
 
 /// The IPv4 addresses among `ips`, without duplicates (others are not served yet).
