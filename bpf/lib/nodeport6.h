@@ -15,8 +15,9 @@
  *    unless another connection to that backend uses it; out of the same device with
  *    bpf_redirect_neigh (the kernel's IPv6 FIB and neighbour lookup). The reply comes back
  *    to this device and is reverse-translated here.
- *  - no backend: the packet becomes an ICMPv6 port unreachable from the frontend, sent back
- *    out of the device to the client (lb6_reject), so connect() fails at once.
+ *  - no backend: the packet becomes a TCP RST (np6_reset) or, for UDP, an ICMPv6 port
+ *    unreachable (lb6_reject) from the frontend, sent back out of the device to the
+ *    client, so connect() fails at once.
  * Both directions are one porin_np_nat6 / porin_np_rnat6 entry. With the encryption plugin
  * in strict mode a remote IPv6 backend is a DROP_UNENCRYPTED (the WireGuard path of
  * nodeport.h is IPv4 only); otherwise the packet goes out in clear. IPv6 frontends have no
@@ -239,6 +240,78 @@ static __always_inline int np6_reply_of(const struct pkt_info *p, struct np6_nat
 	return 1;
 }
 
+/* A TCP RST answering the offending segment, from the frontend it targeted. */
+struct np6_rst {
+	struct ipv6hdr ip;
+	struct tcphdr tcp;
+};
+
+/*
+ * A TCP frontend without backends refuses with a RST (RFC 9293 3.10.7.1: a segment without
+ * ACK gets <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>, one with ACK gets <SEQ=SEG.ACK>
+ * <CTL=RST>), sent back out of the device. Not an ICMPv6 error: the client's kernel may
+ * still hold its socket when the answer arrives (the whole path can run in its connect()),
+ * and TCP only defers ICMP errors (a soft error, retried after a second) where it
+ * backlogs a RST. Returns a TC verdict; the drop was already counted.
+ */
+static __always_inline int np6_reset(struct __sk_buff *skb, const struct pkt_info *p)
+{
+	struct lb6_pseudo_hdr ph = {};
+	struct np6_rst r = {};
+	struct ipv6hdr in_ip;
+	struct tcphdr in;
+	struct ethhdr eth;
+	__u8 mac[ETH_ALEN];
+	__u32 seg_len;
+	__s64 sum;
+
+	if (p->l4_off != LB_ETH_HLEN + sizeof(struct ipv6hdr))
+		return TC_ACT_SHOT;
+	if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)) < 0 ||
+	    bpf_skb_load_bytes(skb, LB_ETH_HLEN, &in_ip, sizeof(in_ip)) < 0 ||
+	    bpf_skb_load_bytes(skb, p->l4_off, &in, sizeof(in)) < 0)
+		return TC_ACT_SHOT;
+	if (in.rst || bpf_ntohs(in_ip.payload_len) < in.doff * 4)
+		return TC_ACT_SHOT;
+	seg_len = bpf_ntohs(in_ip.payload_len) - in.doff * 4 + in.syn + in.fin;
+	__builtin_memcpy(mac, eth.h_source, ETH_ALEN);
+	__builtin_memcpy(eth.h_source, eth.h_dest, ETH_ALEN);
+	__builtin_memcpy(eth.h_dest, mac, ETH_ALEN);
+
+	r.ip.version = 6;
+	r.ip.payload_len = bpf_htons(sizeof(r.tcp));
+	r.ip.nexthdr = IPPROTO_TCP;
+	r.ip.hop_limit = 64;
+	__builtin_memcpy(&r.ip.saddr, p->daddr, 16); /* the frontend */
+	__builtin_memcpy(&r.ip.daddr, p->saddr, 16); /* the client */
+	r.tcp.source = bpf_htons(p->dport);
+	r.tcp.dest = bpf_htons(p->sport);
+	r.tcp.doff = sizeof(r.tcp) / 4;
+	r.tcp.rst = 1;
+	if (in.ack) {
+		r.tcp.seq = in.ack_seq;
+	} else {
+		r.tcp.ack = 1;
+		/* bpf_htonl is its own inverse (a byte swap or nothing). */
+		r.tcp.ack_seq = bpf_htonl(bpf_htonl(in.seq) + seg_len);
+	}
+	__builtin_memcpy(ph.saddr, p->daddr, 16);
+	__builtin_memcpy(ph.daddr, p->saddr, 16);
+	ph.len = bpf_htonl(sizeof(r.tcp));
+	ph.nexthdr = IPPROTO_TCP;
+	sum = bpf_csum_diff(0, 0, (__be32 *)&r.tcp, sizeof(r.tcp), 0);
+	sum = bpf_csum_diff(0, 0, (__be32 *)&ph, sizeof(ph), (__u32)sum);
+	r.tcp.check = lb_csum_fold(sum);
+
+	if (bpf_skb_change_tail(skb, LB_ETH_HLEN + sizeof(r), 0) < 0)
+		return TC_ACT_SHOT;
+	if (bpf_skb_store_bytes(skb, 0, &eth, sizeof(eth), 0) < 0 ||
+	    bpf_skb_store_bytes(skb, LB_ETH_HLEN, &r, sizeof(r), 0) < 0)
+		return TC_ACT_SHOT;
+	bpf_csum_level(skb, LB_CSUM_LEVEL_RESET);
+	return bpf_redirect(skb->ifindex, 0);
+}
+
 /* tcx ingress of an external device, IPv6 packets. Returns a TC verdict. */
 static __always_inline int np6_from_netdev(struct __sk_buff *skb, struct pkt_info *p)
 {
@@ -260,7 +333,7 @@ static __always_inline int np6_from_netdev(struct __sk_buff *skb, struct pkt_inf
 		ret = np6_select(skb, p, svc, &n);
 		if (ret == DROP_NO_SERVICE) {
 			np_drop(skb, ret);
-			return lb6_reject(skb, p);
+			return p->l4_proto == IPPROTO_TCP ? np6_reset(skb, p) : lb6_reject(skb, p);
 		}
 		if (ret < 0)
 			return np_drop(skb, ret);

@@ -156,10 +156,35 @@ fn local_backend_is_dnated_only_and_its_reply_leaves_by_the_device() {
 }
 
 #[test]
-fn a_node_port_without_backends_refuses_with_icmpv6_port_unreachable() {
+fn a_tcp_node_port_without_backends_refuses_with_a_reset() {
     let mut f = Fixture::new();
     f.node_port(TCP, &[]);
+    // packet6 sends sequence number 1 and 5 bytes of payload: SYN + 5 = ACK 7.
     let (ret, out) = f.host(&packet6(CLIENT, NODE, TCP, 40003, NODE_PORT, SYN));
+    assert_eq!(
+        ret, TC_ACT_REDIRECT,
+        "the refusal goes back out of the device"
+    );
+    assert_eq!(
+        parse_checked6(&out),
+        (sock(NODE, NODE_PORT), sock(CLIENT, 40003)),
+        "from the frontend the client targeted"
+    );
+    let tcp = &out[54..];
+    assert_eq!(tcp[13], 0x14, "RST|ACK");
+    assert_eq!(
+        &tcp[4..12],
+        &[0, 0, 0, 0, 0, 0, 0, 7],
+        "SEQ 0, ACK SEG.SEQ+SEG.LEN"
+    );
+    assert_eq!(out.len(), 14 + 40 + 20, "nothing but the RST");
+}
+
+#[test]
+fn a_udp_node_port_without_backends_refuses_with_icmpv6_port_unreachable() {
+    let mut f = Fixture::new();
+    f.node_port(UDP, &[]);
+    let (ret, out) = f.host(&packet6(CLIENT, NODE, UDP, 40003, NODE_PORT, 0));
     assert_eq!(
         ret, TC_ACT_REDIRECT,
         "the refusal goes back out of the device"
