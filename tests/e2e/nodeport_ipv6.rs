@@ -4,7 +4,8 @@
 //! backends on node-1 and node-2: through either node's IPv6 address, its IPv6 external IP
 //! and its IPv6 ingress IP (each routed to a node by the client, as a router would) the
 //! client reaches both the local backend (DNAT) and the remote one (DNAT + SNAT to the
-//! node); a UDP NodePort answers from a remote backend; a NodePort without backends refuses
+//! node); with `externalTrafficPolicy: Local` each node sends only to its own backend; a
+//! UDP NodePort answers from a remote backend; a NodePort without backends refuses
 //! at once; `porin service list` shows the IPv6 frontends with their type.
 
 mod common;
@@ -22,6 +23,7 @@ const INGRESS_IP: &str = "2001:db8::20";
 const HTTP_NODE_PORT: u16 = 30090;
 const UDP_NODE_PORT: u16 = 30053;
 const EMPTY_NODE_PORT: u16 = 30099;
+const LOCAL_NODE_PORT: u16 = 30091;
 
 /// A UDP echo server on IPv6.
 const UDP_ECHO: &str = r#"
@@ -94,6 +96,12 @@ fn manifests(dir: &Path) -> String {
          type: NodePort\n{}  selector: {{app: echo}}\n  \
          ports: [{{port: 53, protocol: UDP, targetPort: 5353, nodePort: {UDP_NODE_PORT}}}]\n---\n",
         dual("10.96.0.91", "fd00:96::91")
+    ));
+    out.push_str(&format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: web-local, namespace: shop}}\nspec:\n  \
+         type: NodePort\n  externalTrafficPolicy: Local\n{}  selector: {{app: web}}\n  \
+         ports: [{{port: 80, targetPort: 8080, nodePort: {LOCAL_NODE_PORT}}}]\n---\n",
+        dual("10.96.0.93", "fd00:96::93")
     ));
     out.push_str(&format!(
         "apiVersion: v1\nkind: Service\nmetadata: {{name: nobody, namespace: shop}}\nspec:\n  \
@@ -179,6 +187,19 @@ fn ipv6_node_port_external_and_load_balancer_ips_reach_both_backends_from_outsid
     }
     for ip in [EXTERNAL_IP, INGRESS_IP] {
         check_both_backends(&sandbox, &format!("http://[{ip}]/"));
+    }
+
+    // externalTrafficPolicy: Local: each node sends only to its own backend.
+    for (node, backend) in [(NODE_1, "web-1"), (NODE_2, "web-2")] {
+        let url = format!("http://[{node}]:{LOCAL_NODE_PORT}/");
+        let seen: BTreeSet<String> = (0..8)
+            .map(|i| get(&sandbox, &url).unwrap_or_else(|| panic!("request {i} to {url} failed")))
+            .collect();
+        assert_eq!(
+            seen,
+            BTreeSet::from([backend.to_string()]),
+            "{url}: externalTrafficPolicy Local keeps to the node's own backend"
+        );
     }
 
     // UDP through node-1 to the backend on node-2 (DNAT + SNAT); the echo comes back from
