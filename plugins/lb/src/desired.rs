@@ -286,7 +286,7 @@ pub(crate) fn load_balancer_ips(svc: &Service) -> impl Iterator<Item = &str> {
         .filter_map(|i| i.ip.as_deref())
 }
 
-/// The IPv4 addresses among `ips`, without duplicates (others are not served yet).
+/// The IPv4 addresses among `ips`, without duplicates (IPv6 ones: `desired6_nodeport.rs`).
 fn ipv4s<'a>(ips: impl Iterator<Item = &'a str>) -> Vec<Ipv4Addr> {
     let set: BTreeSet<Ipv4Addr> = ips.filter_map(|ip| ip.parse().ok()).collect();
     set.into_iter().collect()
@@ -787,7 +787,11 @@ status:
         );
         assert_eq!(d[&fe("0.0.0.0", 30080, 6)].kind, FrontendKind::NodePort);
         assert_eq!(d[&fe("10.96.0.50", 80, 6)].backends, all);
-        assert_eq!(d.len(), 4, "IPv6 and hostnames are not served: {d:?}");
+        assert_eq!(
+            d.len(),
+            4,
+            "IPv6 (desired6_nodeport.rs) and hostnames are not here: {d:?}"
+        );
 
         // External IPs of a ClusterIP service are served; its status is not read.
         let cip = lb
