@@ -20,6 +20,7 @@
 #include "lib/policy_verdict.h"
 #include "lib/proxy.h"
 #include "lib/nodeport.h"
+#include "lib/nodeport6.h"
 #include "lib/encrypt.h"
 
 static __always_inline int handle_pod_packet(struct __sk_buff *skb, __u8 direction)
@@ -179,6 +180,9 @@ static __always_inline int handle_pod_packet(struct __sk_buff *skb, __u8 directi
 	/* A local backend's reply to a NodePort client: events above saw backend -> client. */
 	if (CFG_ENABLE_NODEPORT && direction == PORIN_DIR_EGRESS) {
 		ret = np_rev_from_pod(skb, &p);
+		if (ret >= 0)
+			return ret;
+		ret = np6_rev_from_pod(skb, &p);
 		if (ret >= 0)
 			return ret;
 	}

@@ -10,8 +10,9 @@
 //!   endpoints, or terminating-but-serving ones when none is ready), or, with no
 //!   EndpointSlice at all, from the selected pods' IPv6 addresses (the sandbox stand-in).
 //!
-//! Not served over IPv6 yet: NodePort, externalIPs and LoadBalancer IPs, traffic policies,
-//! session affinity and Maglev (a new connection gets a random backend).
+//! NodePort, externalIPs and LoadBalancer IPs over IPv6 derive from these frontends
+//! (`desired6_nodeport.rs`). Not served over IPv6 yet: internal traffic policy, session
+//! affinity and Maglev (a new connection gets a random backend).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv6Addr, SocketAddrV6};
@@ -99,7 +100,7 @@ pub fn desired_services6(
 }
 
 /// The IPv6 ClusterIP of a ClusterIP, NodePort or LoadBalancer Service, if it has one.
-fn ipv6_cluster_ip(svc: &Service) -> Option<Ipv6Addr> {
+pub(crate) fn ipv6_cluster_ip(svc: &Service) -> Option<Ipv6Addr> {
     let spec = svc.spec.as_ref()?;
     if !matches!(
         spec.type_.as_deref(),

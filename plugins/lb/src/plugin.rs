@@ -22,11 +22,13 @@ use tracing::{debug, info, warn};
 use crate::LbConfig;
 use crate::cpu_time::thread_cpu_time;
 use crate::datapath_maps::DatapathMaps;
+use crate::desired::FrontendKind;
 use crate::desired::{
     ClusterObjects, DesiredServices, NodeView, PodIps, SERVICE_NAME_LABEL, ServiceKey,
     desired_by_service, pod_ipv4s, service_frontends,
 };
 use crate::desired6::{DesiredServices6, desired_services6};
+use crate::desired6_nodeport::external_services6;
 use crate::programmer::{Programmer, SyncReport};
 use crate::programmer6::Programmer6;
 
@@ -53,6 +55,9 @@ pub struct LbPlugin {
     /// The IPv6 frontends (dual stack) last programmed, and those that failed.
     served6: DesiredServices6,
     failed6: BTreeMap<Lb6Frontend, String>,
+    /// The kind of each IPv6 frontend that is not a ClusterIP (NodePort, ExternalIP,
+    /// LoadBalancer).
+    kinds6: BTreeMap<Lb6Frontend, FrontendKind>,
 }
 
 struct Running {
@@ -174,11 +179,29 @@ impl LbPlugin {
             return;
         };
         let state = run.ctx.state();
-        let desired = desired_services6(
-            &state.services(),
+        let (services, addresses) = (state.services(), state.pod_addresses());
+        let mut desired = desired_services6(
+            &services,
             &state.endpoint_slices(),
             &state.pods(),
-            &state.pod_addresses(),
+            &addresses,
+        );
+        // NodePort, ExternalIP and LoadBalancer frontends, from the ClusterIP ones.
+        let local6 = local_addresses(state.as_ref(), &addresses)
+            .filter_map(|ip| match ip {
+                IpAddr::V6(ip) => Some(ip),
+                IpAddr::V4(_) => None,
+            })
+            .collect();
+        let external = external_services6(&services, &desired, &local6);
+        self.kinds6 = external
+            .iter()
+            .map(|(fe, (kind, _))| (*fe, *kind))
+            .collect();
+        desired.extend(
+            external
+                .into_iter()
+                .map(|(fe, (_, backends))| (fe, backends)),
         );
         let failed = run.programmer6.sync(&desired, maps6);
         for (fe, reason) in &failed {
@@ -325,6 +348,19 @@ impl LbPlugin {
 
 /// The IPv4 addresses of this node's endpoints: `Local` traffic policies keep these.
 fn local_ips(state: &dyn ClusterState, addresses: &[PodAddress]) -> BTreeSet<Ipv4Addr> {
+    local_addresses(state, addresses)
+        .filter_map(|ip| match ip {
+            IpAddr::V4(ip) => Some(ip),
+            IpAddr::V6(_) => None,
+        })
+        .collect()
+}
+
+/// The addresses (both families) of this node's endpoints.
+fn local_addresses<'a>(
+    state: &dyn ClusterState,
+    addresses: &'a [PodAddress],
+) -> impl Iterator<Item = IpAddr> + 'a {
     let local: BTreeSet<(String, String)> = state
         .local_endpoints()
         .into_iter()
@@ -332,12 +368,8 @@ fn local_ips(state: &dyn ClusterState, addresses: &[PodAddress]) -> BTreeSet<Ipv
         .collect();
     addresses
         .iter()
-        .filter(|a| local.contains(&(a.namespace.clone(), a.pod_name.clone())))
-        .filter_map(|a| match a.ip {
-            IpAddr::V4(ip) => Some(ip),
-            IpAddr::V6(_) => None,
-        })
-        .collect()
+        .filter(move |a| local.contains(&(a.namespace.clone(), a.pod_name.clone())))
+        .map(|a| a.ip)
 }
 
 /// `session_affinity_timeout` (validated: 1 to 86400) as the datapath stores it.
@@ -398,9 +430,11 @@ fn services_json(
         .collect()
 }
 
-/// The IPv6 frontends (dual stack) in the same shape: ClusterIPs without affinity.
+/// The IPv6 frontends (dual stack) in the same shape, without affinity; `kinds` holds
+/// those that are not ClusterIPs.
 fn services6_json(
     served: &DesiredServices6,
+    kinds: &BTreeMap<Lb6Frontend, FrontendKind>,
     failed: &BTreeMap<Lb6Frontend, String>,
 ) -> Vec<serde_json::Value> {
     served
@@ -409,7 +443,7 @@ fn services6_json(
             frontend_json(
                 frontend.addr.to_string(),
                 frontend.proto,
-                "ClusterIP",
+                kinds.get(frontend).copied().unwrap_or_default().as_str(),
                 backends.iter().map(ToString::to_string).collect(),
                 None,
                 failed.get(frontend),
@@ -450,7 +484,7 @@ fn frontend_json(
 impl Plugin for LbPlugin {
     fn status_json(&self) -> Option<serde_json::Value> {
         let mut services = services_json(&self.served, &self.failed);
-        services.extend(services6_json(&self.served6, &self.failed6));
+        services.extend(services6_json(&self.served6, &self.kinds6, &self.failed6));
         Some(serde_json::json!({ "services": services }))
     }
 
