@@ -2,7 +2,8 @@
 /*
  * Node device program, attached to tcx ingress of the node's external devices
  * (`[plugins.lb] devices`, default the interface holding the node IP):
- *   porin_from_netdev: NodePort translation (lib/nodeport.h).
+ *   porin_from_netdev: NodePort translation, IPv4 (lib/nodeport.h) and IPv6
+ *   (lib/nodeport6.h).
  * and to tcx ingress of the WireGuard device (encryption plugin, L3):
  *   porin_from_tunnel: NodePort replies that came back through the tunnel.
  * Maps are shared with pod.o by pin name. Non-IP, non-NodePort traffic passes
@@ -14,6 +15,7 @@
 #include "lib/maps.h"
 #include "lib/parse.h"
 #include "lib/nodeport.h"
+#include "lib/nodeport6.h"
 
 SEC("classifier")
 int porin_from_netdev(struct __sk_buff *skb)
@@ -22,6 +24,8 @@ int porin_from_netdev(struct __sk_buff *skb)
 
 	if (parse_packet(skb, &p) != PARSE_OK)
 		return TC_ACT_OK;
+	if (p.family == PORIN_FAMILY_IPV6)
+		return np6_from_netdev(skb, &p);
 	return np_from_netdev(skb, &p);
 }
 

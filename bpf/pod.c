@@ -20,6 +20,7 @@
 #include "lib/policy_verdict.h"
 #include "lib/proxy.h"
 #include "lib/nodeport.h"
+#include "lib/nodeport6.h"
 #include "lib/encrypt.h"
 
 static __always_inline int handle_pod_packet(struct __sk_buff *skb, __u8 direction)
@@ -104,8 +105,7 @@ static __always_inline int handle_pod_packet(struct __sk_buff *skb, __u8 directi
 	/* Policy: decided for the local endpoint against the peer's identity; after load
 	 * balancing, so egress to a service is decided against the chosen backend. */
 	if (CFG_ENABLE_POLICY &&
-	    policy_tuple_of(decided, direction, lb.active ? lb.backend_addr : 0,
-			    lb.active ? lb.backend_port : 0, &pol))
+	    policy_tuple_of(decided, direction, lb.active ? lb.backend_port : 0, &pol))
 		ct_scope = (__u16)pol.endpoint_id;
 
 	ret = ct_process(&p, skb->len, &ct, ct_scope);
@@ -120,6 +120,7 @@ static __always_inline int handle_pod_packet(struct __sk_buff *skb, __u8 directi
 		__u8 verdict = PORIN_VERDICT_FORWARDED;
 		int reason = 0;
 
+		policy_tuple_peer(decided, lb.active ? lb.backend_addr : 0, &pol);
 		ret = policy_decide(&pol, &proxy_port, &pm);
 		if (ret < 0 && CFG_POLICY_AUDIT) {
 			verdict = PORIN_VERDICT_AUDIT;
@@ -179,6 +180,9 @@ static __always_inline int handle_pod_packet(struct __sk_buff *skb, __u8 directi
 	/* A local backend's reply to a NodePort client: events above saw backend -> client. */
 	if (CFG_ENABLE_NODEPORT && direction == PORIN_DIR_EGRESS) {
 		ret = np_rev_from_pod(skb, &p);
+		if (ret >= 0)
+			return ret;
+		ret = np6_rev_from_pod(skb, &p);
 		if (ret >= 0)
 			return ret;
 	}

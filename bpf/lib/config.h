@@ -42,3 +42,10 @@ volatile const __u32 CFG_ENCRYPTION_STRICT = 0;
  * frontends answer on and remote-backend connections are SNATed to. */
 volatile const __u32 CFG_ENABLE_NODEPORT = 0;
 volatile const __u32 CFG_NODE_IPV4 = 0;
+/* IPv6 NodePort (lib/nodeport6.h): the node's IPv6 address (`[agent] node_ip_v6`), as four
+ * words in network byte order, that [::] NodePort frontends answer on and remote-backend
+ * connections are SNATed to. All zero: no IPv6 NodePort. */
+volatile const __u32 CFG_NODE_IPV6_0 = 0;
+volatile const __u32 CFG_NODE_IPV6_1 = 0;
+volatile const __u32 CFG_NODE_IPV6_2 = 0;
+volatile const __u32 CFG_NODE_IPV6_3 = 0;

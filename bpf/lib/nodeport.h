@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * NodePort (IPv4, TCP and UDP) for clients outside the cluster, on the node's
- * external device (host.c, tcx ingress).
+ * external device (host.c, tcx ingress). IPv6: nodeport6.h, the same model.
  *
  * A packet to NodeIP:nodePort (porin_lb_svc, exact address first, then the
  * 0.0.0.0 wildcard when the packet is for CFG_NODE_IPV4) or to an external or

@@ -54,11 +54,11 @@ static __always_inline __u32 policy_local_endpoint(const struct pkt_info *p, __u
 	return endpoint_id(p->family, direction == PORIN_DIR_EGRESS ? p->saddr : p->daddr);
 }
 
-/* Fills `t` for a packet. `peer_v4`/`dport` override the destination of egress traffic to a
- * service (the backend chosen by load balancing, in network order / host order); pass 0 to
- * use the packet's own destination. Returns 0 when the packet has no local endpoint. */
-static __always_inline int policy_tuple_of(const struct pkt_info *p, __u8 direction, __u32 peer_v4,
-					   __u16 dport, struct policy_tuple *t)
+/* Fills `t` for a packet, all but the peer's identity (policy_tuple_peer). `dport` overrides
+ * the destination port of egress traffic to a service (the backend's, host order; 0: the
+ * packet's own). Returns 0 when the packet has no local endpoint. */
+static __always_inline int policy_tuple_of(const struct pkt_info *p, __u8 direction, __u16 dport,
+					   struct policy_tuple *t)
 {
 	t->endpoint_id = policy_local_endpoint(p, direction);
 	if (!t->endpoint_id)
@@ -66,7 +66,17 @@ static __always_inline int policy_tuple_of(const struct pkt_info *p, __u8 direct
 	t->direction = direction;
 	t->proto = p->l4_proto;
 	t->dport = policy_has_ports(p->l4_proto) && p->has_l4 ? (dport ? dport : p->dport) : 0;
-	if (direction == PORIN_DIR_INGRESS) {
+	return 1;
+}
+
+/* The peer's identity from the ipcache: the source of a packet entering a pod, the
+ * destination of one leaving it, or `peer_v4` (network order, 0: none) for egress to a
+ * service (the backend chosen by load balancing). An LPM lookup: only the packet that opens
+ * a connection is decided, so established traffic never pays it. */
+static __always_inline void policy_tuple_peer(const struct pkt_info *p, __u32 peer_v4,
+					      struct policy_tuple *t)
+{
+	if (t->direction == PORIN_DIR_INGRESS) {
 		t->peer_identity = ipcache_identity(p->family, p->saddr);
 	} else if (peer_v4) {
 		__u8 addr[16] = {};
@@ -76,7 +86,6 @@ static __always_inline int policy_tuple_of(const struct pkt_info *p, __u8 direct
 	} else {
 		t->peer_identity = ipcache_identity(p->family, p->daddr);
 	}
-	return 1;
 }
 
 /* The policy entry that decided a new connection (flow events name it). */

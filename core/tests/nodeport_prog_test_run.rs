@@ -6,17 +6,11 @@
 
 mod common;
 
+use common::host_fixture::HostFixture;
 use common::packet::{packet, parse_checked};
-use std::{
-    net::{IpAddr, Ipv4Addr, SocketAddrV4},
-    path::PathBuf,
-    sync::atomic::{AtomicU32, Ordering},
-};
+use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
 
-use porin_core::datapath::{
-    Datapath, DatapathConfig, EndpointInfo, Endpoints, HostDatapath, LbFrontend, LbMaps,
-    MAP_ENDPOINTS, PodProgram, remove_node_pins, test_run,
-};
+use porin_core::datapath::{LbFrontend, LbMaps};
 
 const TC_ACT_OK: u32 = 0;
 const TC_ACT_REDIRECT: u32 = 7;
@@ -34,46 +28,22 @@ const NODE_PORT: u16 = 30080;
 
 // ---- fixture -------------------------------------------------------------------------
 
-static NEXT: AtomicU32 = AtomicU32::new(0);
-
+/// The node's programs and its LB maps.
 struct Fixture {
-    dp: Datapath,
-    host: HostDatapath,
+    node: HostFixture,
     lb: LbMaps,
-    pin_root: PathBuf,
 }
 
 impl Fixture {
     fn new() -> Self {
-        assert!(
-            nix::unistd::geteuid().is_root(),
-            "NodePort BPF_PROG_TEST_RUN tests must run as root (they load eBPF programs)"
-        );
-        let n = NEXT.fetch_add(1, Ordering::SeqCst);
-        let pin_root = PathBuf::from(format!(
-            "/sys/fs/bpf/porin-nptest-{}-{n}",
-            std::process::id()
-        ));
         let switches: Vec<(String, u32)> = vec![
             ("CFG_ENABLE_LB".into(), 1),
             ("CFG_ENABLE_NODEPORT".into(), 1),
             ("CFG_NODE_IPV4".into(), u32::from_ne_bytes(NODE.octets())),
         ];
-        let dp = Datapath::load(&DatapathConfig {
-            node_name: "node-1".into(),
-            pin_root: pin_root.clone(),
-            switches: switches.clone(),
-        })
-        .unwrap_or_else(|e| panic!("loading the pod datapath: {e}"));
-        let host = HostDatapath::load(dp.node_pin_dir(), &switches)
-            .unwrap_or_else(|e| panic!("loading host.o: {e:?}"));
-        let lb = LbMaps::open(|name| dp.map_pin_path(name)).expect("opening the lb maps");
-        Self {
-            dp,
-            host,
-            lb,
-            pin_root,
-        }
+        let node = HostFixture::load("nptest", &switches);
+        let lb = LbMaps::open(|name| node.dp.map_pin_path(name)).expect("opening the lb maps");
+        Self { node, lb }
     }
 
     /// NodePort 30080/proto (wildcard frontend) with the given backends, ports 8080.
@@ -94,39 +64,8 @@ impl Fixture {
             .expect("service");
     }
 
-    fn local_endpoint(&self, addr: Ipv4Addr) {
-        let mut eps = Endpoints::open(&self.dp.map_pin_path(MAP_ENDPOINTS)).expect("endpoints map");
-        eps.upsert(
-            IpAddr::V4(addr),
-            EndpointInfo {
-                endpoint_id: 9,
-                ifindex: 1,
-                identity: 1000,
-            },
-        )
-        .expect("endpoint");
-    }
-
     fn host(&self, packet: &[u8]) -> (u32, Vec<u8>) {
-        let fd = self.host.program_fd().expect("host program fd");
-        let out = test_run(fd, packet).expect("BPF_PROG_TEST_RUN");
-        (out.retval, out.packet)
-    }
-
-    fn run_from_pod(&self, packet: &[u8]) -> (u32, Vec<u8>) {
-        let fd = self
-            .dp
-            .program_fd(PodProgram::FromPod)
-            .expect("pod program fd");
-        let out = test_run(fd, packet).expect("BPF_PROG_TEST_RUN");
-        (out.retval, out.packet)
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let _ = remove_node_pins(&self.pin_root, "node-1");
-        let _ = std::fs::remove_dir_all(&self.pin_root);
+        self.node.host(packet)
     }
 }
 
@@ -199,7 +138,7 @@ fn a_taken_snat_port_is_replaced() {
 #[test]
 fn local_backend_is_dnated_only_and_its_reply_leaves_by_the_device() {
     let mut f = Fixture::new();
-    f.local_endpoint(LOCAL_BACKEND);
+    f.node.local_endpoint(IpAddr::V4(LOCAL_BACKEND));
     f.node_port(TCP, &[LOCAL_BACKEND]);
 
     let (ret, out) = f.host(&packet(CLIENT, NODE, TCP, 40001, NODE_PORT, SYN));
@@ -209,7 +148,9 @@ fn local_backend_is_dnated_only_and_its_reply_leaves_by_the_device() {
     assert_eq!(p.dst, sock(LOCAL_BACKEND, 8080));
 
     // The pod's reply, through the pod program (from-pod).
-    let (ret, out) = f.run_from_pod(&packet(LOCAL_BACKEND, CLIENT, TCP, 8080, 40001, SYN | ACK));
+    let (ret, out) =
+        f.node
+            .run_from_pod(&packet(LOCAL_BACKEND, CLIENT, TCP, 8080, 40001, SYN | ACK));
     assert_eq!(ret, TC_ACT_REDIRECT, "sent out of the external device");
     let p = parse_checked(&out);
     assert_eq!(p.src, sock(NODE, NODE_PORT));

@@ -12,7 +12,9 @@
 # line has the medians over rounds; added_* is proxied minus direct. During the proxied
 # client's flat-out runs the CPU time of node-2's `porin-dns` threads (the proxy's own
 # runtime) is read from /proc: proxy_qps_per_core is queries answered per CPU second,
-# which a loaded machine or a slow upstream does not cap.
+# which a loaded machine or a slow upstream does not cap. During the proxied client's paced
+# runs the whole agent's CPU time gives proxy_agent_cpu_us_per_query (proxy, L7 records and
+# flow pipeline together).
 # Run through scripts/bench (PORIN_BIN, BENCH_ROOT, BENCH_QUICK).
 set -euo pipefail
 if [[ "$BENCH_QUICK" == 1 ]]; then
@@ -122,6 +124,9 @@ dns_cpu_ticks() {  # CPU ticks (user + system) of node-2's porin-dns threads
     done
     echo "$total"
 }
+agent_cpu_ticks() {  # CPU ticks (user + system) of node-2's whole agent process
+    awk '{ print $14 + $15 }' "/proc/$agent_pid/stat"
+}
 qps() {  # qps POD ROUND: queries per second flat out
     local out=$work/max-$1-$2.txt
     sbx porin exec "bench/$1" -- dnsperf -s "$dns" -d "$queries" -l "$max_s" -c 4 -q 200 \
@@ -166,7 +171,16 @@ for ((round = 1; round <= rounds; round++)); do
             echo "$pod qps_per_core $per_core" >>"$samples"
             log "   round $round/$rounds  proxy: ${answered:-0} queries in $ticks CPU ticks of porin-dns: $per_core queries per CPU second"
         fi
+        agent_before=$(agent_cpu_ticks)
         read -r p50 p99 lost < <(latencies "$pod" "$round")
+        if [[ $pod == proxied ]]; then
+            # The agent's CPU per query at the paced rate (the proxy, its L7 records and the
+            # flow pipeline): what the proxy costs the node, which a busy machine's
+            # scheduling does not change much.
+            completed=$(awk '/Queries completed:/ { print $3 }' "$work/paced-$pod-$round.txt")
+            agent_us=$(python3 -c "import sys; q = int(sys.argv[2] or 0); print(round(int(sys.argv[1]) * 1e6 / $(getconf CLK_TCK) / q, 2) if q else 'nan')" "$(($(agent_cpu_ticks) - agent_before))" "${completed:-0}")
+            echo "$pod agent_cpu_us_per_query $agent_us" >>"$samples"
+        fi
         echo "$pod qps $q" >>"$samples"
         echo "$pod p50_ms $p50" >>"$samples"
         echo "$pod p99_ms $p99" >>"$samples"
@@ -216,6 +230,7 @@ out = {
     "proxy_p99_ms": r(med("proxied", "p99_ms")),
     "added_p50_ms": r(med("proxied", "p50_ms") - med("direct", "p50_ms")),
     "added_p99_ms": r(med("proxied", "p99_ms") - med("direct", "p99_ms")),
+    "proxy_agent_cpu_us_per_query": r(med("proxied", "agent_cpu_us_per_query")),
     "proxy_lost": int(sum(vals.get(("proxied", "lost"), [0]))),
     "direct_lost": int(sum(vals.get(("direct", "lost"), [0]))),
     "proxied_sent": sent,

@@ -33,8 +33,9 @@ pub enum SandboxCommand {
         /// baseline of datapath benchmarks (`scripts/bench datapath`).
         #[arg(long, conflicts_with = "agent_config")]
         plain: bool,
-        /// Dual stack: IPv6 on the underlay (fd00:ffff::N), an IPv6 pod CIDR per node
-        /// (fd00:10:N::/64) and `enable_ipv6 = true` in every agent's configuration.
+        /// Dual stack: IPv6 on the underlay (fd00:ffff::N, the external client
+        /// fd00:ffff::fa), an IPv6 pod CIDR per node (fd00:10:N::/64) and
+        /// `enable_ipv6 = true` in every agent's configuration.
         #[arg(long, conflicts_with = "plain")]
         ipv6: bool,
     },

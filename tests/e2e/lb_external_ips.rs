@@ -9,7 +9,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{TestSandbox, str_of};
+use common::TestSandbox;
 
 const EXTERNAL_IP: &str = "203.0.113.10";
 const INGRESS_IP: &str = "203.0.113.20";
@@ -93,18 +93,7 @@ fn external_and_load_balancer_ips_reach_both_backends_from_outside() {
         );
     }
 
-    let listed = sandbox.porin_json(&["service", "list", "--node", "node-1"]);
-    let kinds: BTreeSet<(String, String)> = listed[0]["services"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|s| {
-            (
-                str_of(&s["frontend"]).to_string(),
-                str_of(&s["type"]).to_string(),
-            )
-        })
-        .collect();
+    let kinds = common::service_kinds(&sandbox, "node-1");
     for want in [
         (format!("{EXTERNAL_IP}:80"), "ExternalIP"),
         (format!("{INGRESS_IP}:80"), "LoadBalancer"),

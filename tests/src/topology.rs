@@ -10,7 +10,8 @@
 //! ```
 //!
 //! With `ipv6(true)` (dual stack) each node also gets `fd00:ffff::N/64` on `ul0`,
-//! IPv6 forwarding, and the IPv6 pod CIDR `fd00:10:N::/64`.
+//! IPv6 forwarding, and the IPv6 pod CIDR `fd00:10:N::/64`; the external client gets
+//! `fd00:ffff::fa/64`.
 //!
 //! Link names inside our namespaces need no suffix (nothing else lives
 //! there); namespace and cgroup names carry the cluster's unique id.
@@ -113,6 +114,8 @@ pub struct Node {
 pub struct ExternalClient {
     pub netns: NetNs,
     pub ip: Ipv4Addr,
+    /// fd00:ffff::fa on the underlay, dual stack only: the client of IPv6 NodePorts.
+    pub ip_v6: Option<Ipv6Addr>,
 }
 
 impl Default for ClusterBuilder {
@@ -224,7 +227,12 @@ impl ClusterBuilder {
             let netns = cluster.make_netns(&format!("{base}-external"))?;
             let ip = underlay_ip(EXTERNAL_HOST);
             cluster.attach_to_underlay(&netns, "ext", ip, self.mtu)?;
-            cluster.external = Some(ExternalClient { netns, ip });
+            let ip_v6 = if self.ipv6 {
+                Some(add_underlay_ip_v6(&netns, EXTERNAL_HOST)?)
+            } else {
+                None
+            };
+            cluster.external = Some(ExternalClient { netns, ip, ip_v6 });
         }
         tracing::info!(id = %cluster.id, nodes = self.nodes, state = %state_path.display(), "cluster up");
         Ok(cluster)
@@ -369,18 +377,8 @@ impl Cluster {
         let pod_cidr = Ipv4Net::new(Ipv4Addr::new(10, 200, host, 0), 24)
             .map_err(|_| TopologyError::NodeCount(index))?;
         let (underlay_ip_v6, pod_cidr_v6) = if ipv6 {
-            let ip = underlay_ip_v6(host);
             netns.set_sysctl("net.ipv6.conf.all.forwarding", "1")?;
-            netns.set_sysctl(&format!("net.ipv6.conf.{UNDERLAY_IF}.accept_dad"), "0")?;
-            Ip::netns(&netns).run(&[
-                "-6",
-                "addr",
-                "add",
-                &format!("{ip}/64"),
-                "dev",
-                UNDERLAY_IF,
-                "nodad",
-            ])?;
+            let ip = add_underlay_ip_v6(&netns, host)?;
             (Some(ip), Some(pod_cidr_v6(host)))
         } else {
             (None, None)
@@ -487,6 +485,22 @@ pub fn underlay_ip(host: u8) -> Ipv4Addr {
 /// fd00:ffff::`host` (dual stack).
 pub fn underlay_ip_v6(host: u8) -> Ipv6Addr {
     Ipv6Addr::new(0xfd00, 0xffff, 0, 0, 0, 0, 0, u16::from(host))
+}
+
+/// Puts fd00:ffff::`host`/64 on `ul0` in `netns` (dual stack), usable at once (no DAD).
+fn add_underlay_ip_v6(netns: &NetNs, host: u8) -> Result<Ipv6Addr, TopologyError> {
+    let ip = underlay_ip_v6(host);
+    netns.set_sysctl(&format!("net.ipv6.conf.{UNDERLAY_IF}.accept_dad"), "0")?;
+    Ip::netns(netns).run(&[
+        "-6",
+        "addr",
+        "add",
+        &format!("{ip}/64"),
+        "dev",
+        UNDERLAY_IF,
+        "nodad",
+    ])?;
+    Ok(ip)
 }
 
 /// fd00:10:`host`::/64, the IPv6 pod CIDR of node `host` (dual stack).

@@ -47,6 +47,10 @@ impl DatapathShape {
         if let Some(IpAddr::V4(ip)) = config.node_ip {
             switches.insert("CFG_NODE_IPV4".to_string(), u32::from_ne_bytes(ip.octets()));
         }
+        // IPv6 NodePort (dual stack): the node's IPv6 address as four words.
+        if let Some(ip) = config.node_ip_v6.filter(|_| config.enable_ipv6) {
+            switches.extend(crate::datapath::node_ipv6_switches(ip));
+        }
         let on = |name: &str| switches.get(name).is_some_and(|v| *v != 0);
         let socket_lb = on("CFG_ENABLE_LB") && on("CFG_ENABLE_SOCKET_LB");
         Self {

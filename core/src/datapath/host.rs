@@ -37,6 +37,20 @@ pub const MAP_NP_NAT: &str = "porin_np_nat";
 /// NodePort translations, reverse (written by the datapath).
 pub const MAP_NP_RNAT: &str = "porin_np_rnat";
 
+/// The switches `CFG_NODE_IPV6_0..3` of IPv6 NodePort (`bpf/lib/nodeport6.h`): `ip` as four words in network byte order (as in memory).
+pub fn node_ipv6_switches(ip: std::net::Ipv6Addr) -> Vec<(String, u32)> {
+    ip.octets()
+        .chunks_exact(4)
+        .enumerate()
+        .map(|(i, w)| {
+            (
+                format!("CFG_NODE_IPV6_{i}"),
+                u32::from_ne_bytes([w[0], w[1], w[2], w[3]]),
+            )
+        })
+        .collect()
+}
+
 const PIN_PREFIX: &str = "netdev-";
 const PIN_SUFFIX: &str = "-ingress";
 

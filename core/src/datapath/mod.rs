@@ -28,7 +28,9 @@ pub use attach::{AttachReport, LinkState};
 pub use encrypt_maps::{EncryptMap, MAP_ENCRYPT};
 pub use error::DatapathError;
 pub use events::EventReader;
-pub use host::{HOST_PROGRAM, HostDatapath, MAP_NP_NAT, MAP_NP_RNAT, host_link_pin_path};
+pub use host::{
+    HOST_PROGRAM, HostDatapath, MAP_NP_NAT, MAP_NP_RNAT, host_link_pin_path, node_ipv6_switches,
+};
 pub use lb_affinity::{AffinityKey, AffinityMap};
 pub use lb_maps::{
     LbCapacity, LbFrontend, LbMaps, MAP_LB_AFFINITY, MAP_LB_BACKENDS, MAP_LB_NAT, MAP_LB_RNAT,

@@ -2,6 +2,7 @@
 
 #![allow(dead_code, reason = "each test file uses a different subset")]
 
+pub mod host_fixture;
 pub mod lb_hash;
 pub mod packet;
 pub mod packet6;

@@ -185,19 +185,7 @@ pub fn service_frontends(
     let affinity = client_ip_affinity(spec, node.affinity_timeout);
     let external_local = spec.external_traffic_policy.as_deref() == Some("Local");
     let external_ips = ipv4s(spec.external_ips.iter().flatten().map(String::as_str));
-    let ingress_ips = if spec.type_.as_deref() == Some("LoadBalancer") {
-        ipv4s(
-            svc.status
-                .as_ref()
-                .and_then(|s| s.load_balancer.as_ref())
-                .and_then(|lb| lb.ingress.as_ref())
-                .into_iter()
-                .flatten()
-                .filter_map(|i| i.ip.as_deref()),
-        )
-    } else {
-        Vec::new()
-    };
+    let ingress_ips = ipv4s(load_balancer_ips(svc));
     let internal_local = spec.internal_traffic_policy.as_deref() == Some("Local");
     let local_only = |all: &FrontendSpec| FrontendSpec {
         backends: all
@@ -287,7 +275,24 @@ pub(crate) fn client_ip_affinity(spec: &ServiceSpec, default: u32) -> Option<u32
     })
 }
 
-/// The IPv4 addresses among `ips`, without duplicates (others are not served yet).
+/// The `status.loadBalancer.ingress[].ip` of a LoadBalancer Service (both families; none
+/// for other types).
+pub(crate) fn load_balancer_ips(svc: &Service) -> impl Iterator<Item = &str> {
+    let load_balancer = svc
+        .spec
+        .as_ref()
+        .is_some_and(|s| s.type_.as_deref() == Some("LoadBalancer"));
+    svc.status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .filter(|_| load_balancer)
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.ip.as_deref())
+}
+
+/// The IPv4 addresses among `ips`, without duplicates (IPv6 ones: `desired6_nodeport.rs`).
 fn ipv4s<'a>(ips: impl Iterator<Item = &'a str>) -> Vec<Ipv4Addr> {
     let set: BTreeSet<Ipv4Addr> = ips.filter_map(|ip| ip.parse().ok()).collect();
     set.into_iter().collect()
@@ -788,7 +793,11 @@ status:
         );
         assert_eq!(d[&fe("0.0.0.0", 30080, 6)].kind, FrontendKind::NodePort);
         assert_eq!(d[&fe("10.96.0.50", 80, 6)].backends, all);
-        assert_eq!(d.len(), 4, "IPv6 and hostnames are not served: {d:?}");
+        assert_eq!(
+            d.len(),
+            4,
+            "IPv6 (desired6_nodeport.rs) and hostnames are not here: {d:?}"
+        );
 
         // External IPs of a ClusterIP service are served; its status is not read.
         let cip = lb

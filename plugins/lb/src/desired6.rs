@@ -10,9 +10,9 @@
 //!   endpoints, or terminating-but-serving ones when none is ready), or, with no
 //!   EndpointSlice at all, from the selected pods' IPv6 addresses (the sandbox stand-in).
 //!
-//! Session affinity and `internalTrafficPolicy: Local` are applied on top by
-//! `desired6_semantics.rs`; Maglev tables are the programmer's (`programmer6.rs`). Not
-//! served over IPv6 yet: NodePort, externalIPs and LoadBalancer IPs.
+//! NodePort, externalIPs and LoadBalancer IPs over IPv6 derive from these frontends
+//! (`desired6_nodeport.rs`). Session affinity and `internalTrafficPolicy: Local` are applied
+//! on top by `desired6_semantics.rs`; Maglev tables are the programmer's (`programmer6.rs`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv6Addr, SocketAddrV6};

@@ -5,6 +5,7 @@ mod cpu_time;
 pub mod datapath_maps;
 pub mod desired;
 pub mod desired6;
+pub mod desired6_nodeport;
 pub mod desired6_semantics;
 mod maglev;
 mod plugin;

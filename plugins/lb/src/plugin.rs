@@ -22,11 +22,13 @@ use tracing::{debug, info, warn};
 use crate::LbConfig;
 use crate::cpu_time::thread_cpu_time;
 use crate::datapath_maps::DatapathMaps;
+use crate::desired::FrontendKind;
 use crate::desired::{
     ClusterObjects, DesiredServices, NodeView, PodIps, SERVICE_NAME_LABEL, ServiceKey,
     desired_by_service, pod_ipv4s, service_frontends,
 };
 use crate::desired6::{DesiredServices6, desired_services6};
+use crate::desired6_nodeport::external_services6;
 use crate::desired6_semantics::apply_semantics6;
 use crate::programmer::{Programmer, SyncReport};
 use crate::programmer6::{Affinity6, Programmer6};
@@ -56,6 +58,9 @@ pub struct LbPlugin {
     /// Their session affinity (timeout in seconds).
     affinity6: Affinity6,
     failed6: BTreeMap<Lb6Frontend, String>,
+    /// The kind of each IPv6 frontend that is not a ClusterIP (NodePort, ExternalIP,
+    /// LoadBalancer).
+    kinds6: BTreeMap<Lb6Frontend, FrontendKind>,
 }
 
 struct Running {
@@ -143,7 +148,7 @@ impl LbPlugin {
             pods: &pods,
             addresses: &addresses,
             node: NodeView {
-                local_ips: &local_ipv4s(state.as_ref(), &addresses),
+                local_ips: &local_ips(state.as_ref(), &addresses),
                 affinity_timeout: affinity_default(&self.config),
             },
         });
@@ -184,14 +189,28 @@ impl LbPlugin {
             &state.pods(),
             &addresses,
         );
-        let local = local_ips(state.as_ref(), &addresses, |ip| match ip {
-            IpAddr::V6(ip) => Some(ip),
-            IpAddr::V4(_) => None,
-        });
+        // NodePort, ExternalIP and LoadBalancer frontends, from the ClusterIP ones.
+        let local6 = local_addresses(state.as_ref(), &addresses)
+            .filter_map(|ip| match ip {
+                IpAddr::V6(ip) => Some(ip),
+                IpAddr::V4(_) => None,
+            })
+            .collect();
+        let external = external_services6(&services, &desired, &local6);
+        self.kinds6 = external
+            .iter()
+            .map(|(fe, (kind, _))| (*fe, *kind))
+            .collect();
+        desired.extend(
+            external
+                .into_iter()
+                .map(|(fe, (_, backends))| (fe, backends)),
+        );
+        // internalTrafficPolicy and affinity of the ClusterIP frontends (by their VIP).
         let affinity = apply_semantics6(
             &mut desired,
             &services,
-            &local,
+            &local6,
             affinity_default(&self.config),
         );
         let tables = Some(&mut run.maps.maglev);
@@ -257,7 +276,7 @@ impl LbPlugin {
                 let list = state.pods();
                 let addresses = state.pod_addresses();
                 let ips = pod_ipv4s(&addresses, &list);
-                let local = local_ipv4s(state.as_ref(), &addresses);
+                let local = local_ips(state.as_ref(), &addresses);
                 (list, ips, local)
             });
             let node = NodeView {
@@ -343,19 +362,20 @@ impl LbPlugin {
 }
 
 /// The IPv4 addresses of this node's endpoints: `Local` traffic policies keep these.
-fn local_ipv4s(state: &dyn ClusterState, addresses: &[PodAddress]) -> BTreeSet<Ipv4Addr> {
-    local_ips(state, addresses, |ip| match ip {
-        IpAddr::V4(ip) => Some(ip),
-        IpAddr::V6(_) => None,
-    })
+fn local_ips(state: &dyn ClusterState, addresses: &[PodAddress]) -> BTreeSet<Ipv4Addr> {
+    local_addresses(state, addresses)
+        .filter_map(|ip| match ip {
+            IpAddr::V4(ip) => Some(ip),
+            IpAddr::V6(_) => None,
+        })
+        .collect()
 }
 
-/// The addresses of one family (`family` keeps them) of this node's endpoints.
-fn local_ips<T: Ord>(
+/// The addresses (both families) of this node's endpoints.
+fn local_addresses<'a>(
     state: &dyn ClusterState,
-    addresses: &[PodAddress],
-    family: impl Fn(IpAddr) -> Option<T>,
-) -> BTreeSet<T> {
+    addresses: &'a [PodAddress],
+) -> impl Iterator<Item = IpAddr> + 'a {
     let local: BTreeSet<(String, String)> = state
         .local_endpoints()
         .into_iter()
@@ -363,9 +383,8 @@ fn local_ips<T: Ord>(
         .collect();
     addresses
         .iter()
-        .filter(|a| local.contains(&(a.namespace.clone(), a.pod_name.clone())))
-        .filter_map(|a| family(a.ip))
-        .collect()
+        .filter(move |a| local.contains(&(a.namespace.clone(), a.pod_name.clone())))
+        .map(|a| a.ip)
 }
 
 /// `session_affinity_timeout` (validated: 1 to 86400) as the datapath stores it.
@@ -444,9 +463,11 @@ fn services_json(
         .collect()
 }
 
-/// The IPv6 frontends (dual stack) in the same shape: ClusterIPs with their affinity.
+/// The IPv6 frontends (dual stack) in the same shape, with their affinity; `kinds` holds
+/// those that are not ClusterIPs.
 fn services6_json(
     served: &DesiredServices6,
+    kinds: &BTreeMap<Lb6Frontend, FrontendKind>,
     affinity: &Affinity6,
     failed: &BTreeMap<Lb6Frontend, String>,
 ) -> Vec<serde_json::Value> {
@@ -456,7 +477,7 @@ fn services6_json(
             frontend_json(
                 frontend.addr.to_string(),
                 frontend.proto,
-                "ClusterIP",
+                kinds.get(frontend).copied().unwrap_or_default().as_str(),
                 backends.iter().map(ToString::to_string).collect(),
                 affinity.get(frontend).copied(),
                 failed.get(frontend),
@@ -499,6 +520,7 @@ impl Plugin for LbPlugin {
         let mut services = services_json(&self.served, &self.failed);
         services.extend(services6_json(
             &self.served6,
+            &self.kinds6,
             &self.affinity6,
             &self.failed6,
         ));

@@ -464,6 +464,25 @@ spec:
       command: ["sleep", "infinity"]
 "#;
 
+/// `porin service list` of `node` as (frontend, type) pairs.
+pub fn service_kinds(
+    sandbox: &TestSandbox,
+    node: &str,
+) -> std::collections::BTreeSet<(String, String)> {
+    let listed = sandbox.porin_json(&["service", "list", "--node", node]);
+    listed[0]["services"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            (
+                str_of(&s["frontend"]).to_string(),
+                str_of(&s["type"]).to_string(),
+            )
+        })
+        .collect()
+}
+
 /// The body of `curl URL` from `pod` (one new connection), or None if it failed.
 pub fn curl_body(sandbox: &TestSandbox, pod: &str, url: &str) -> Option<String> {
     let out = sandbox.exec(pod, &["curl", "-s", "-m", "2", url]);

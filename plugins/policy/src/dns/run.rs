@@ -111,8 +111,10 @@ impl DnsProxy {
             persist_path,
             dirty: AtomicBool::new(false),
         });
-        let upstreams =
-            Arc::new(Upstreams::bind(UPSTREAM_TIMEOUT).map_err(DnsProxyError::Upstream)?);
+        let upstreams = Arc::new(
+            Upstreams::bind(UPSTREAM_TIMEOUT, runtime.handle()?)
+                .map_err(DnsProxyError::Upstream)?,
+        );
         Ok(Self {
             shared,
             upstreams,
@@ -259,13 +261,20 @@ async fn save_learned(shared: Arc<DnsShared>) {
     }
 }
 
+/// Removes expired FQDN addresses every [`GC_INTERVAL`], keeping those with live
+/// connections. Off the proxy's only worker thread: reading a large conntrack table takes
+/// one `bpf()` call per entry, and lookups must not wait behind it.
 async fn collect_garbage(shared: Arc<DnsShared>, ct_path: std::path::PathBuf) {
     let mut tick = tokio::time::interval(GC_INTERVAL);
     loop {
         tick.tick().await;
-        let live = live_destinations(&ct_path);
-        let gone = shared.expire(&|ip| live.contains(ip));
-        if gone > 0 {
+        let (shared, ct_path) = (shared.clone(), ct_path.clone());
+        let collected = tokio::task::spawn_blocking(move || {
+            let live = live_destinations(&ct_path);
+            shared.expire(&|ip| live.contains(ip))
+        })
+        .await;
+        if let Ok(gone @ 1..) = collected {
             debug!(gone, "expired FQDN addresses removed");
         }
     }

@@ -147,8 +147,12 @@ pub struct Upstreams {
 }
 
 impl Upstreams {
-    /// Binds [`UPSTREAM_SOCKETS`] sockets on ephemeral ports (call inside the runtime).
-    pub fn bind(timeout: Duration) -> std::io::Result<Self> {
+    /// Binds [`UPSTREAM_SOCKETS`] sockets on ephemeral ports, registered with `runtime`'s
+    /// reactor: the proxy's, whatever runtime the caller runs on. Registered with the
+    /// agent's, every answer woke an agent thread first, which then woke the proxy's
+    /// reader (two cross-thread wakeups per answer, each a context switch).
+    pub fn bind(timeout: Duration, runtime: &tokio::runtime::Handle) -> std::io::Result<Self> {
+        let _reactor = runtime.enter();
         let mut sockets = Vec::with_capacity(UPSTREAM_SOCKETS);
         for _ in 0..UPSTREAM_SOCKETS {
             let std_socket = std::net::UdpSocket::bind("0.0.0.0:0")?;
@@ -245,6 +249,33 @@ mod tests {
             transport: Transport::Udp,
             sent,
         }
+    }
+
+    /// The sockets are served by the runtime they were bound for, not the caller's: here
+    /// the caller runs no runtime at all and then blocks, and an answer still wakes the
+    /// reader on the proxy's runtime.
+    #[test]
+    fn sockets_belong_to_the_proxy_runtime() {
+        let proxy = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let upstreams = Upstreams::bind(Duration::from_secs(1), proxy.handle()).expect("bind");
+        let socket = upstreams.sockets[0].clone();
+        let to = socket.socket.local_addr().expect("addr").port();
+        let reader = proxy.spawn(async move {
+            let mut buf = [0u8; 16];
+            socket.socket.readable().await.expect("readable");
+            socket.socket.try_recv(&mut buf).expect("datagram")
+        });
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind sender");
+        sender.send_to(b"answer", ("127.0.0.1", to)).expect("send");
+        let got = proxy
+            .block_on(async { tokio::time::timeout(Duration::from_secs(5), reader).await })
+            .expect("the proxy runtime's reader woke up")
+            .expect("reader task");
+        assert_eq!(got, 6);
     }
 
     #[tokio::test]
