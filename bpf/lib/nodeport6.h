@@ -20,8 +20,9 @@
  *    client, so connect() fails at once.
  * Both directions are one porin_np_nat6 / porin_np_rnat6 entry. With the encryption plugin
  * in strict mode a remote IPv6 backend is a DROP_UNENCRYPTED (the WireGuard path of
- * nodeport.h is IPv4 only); otherwise the packet goes out in clear. IPv6 frontends have no
- * session affinity or Maglev here: a new connection gets a random backend.
+ * nodeport.h is IPv4 only); otherwise the packet goes out in clear. A new connection's
+ * backend is chosen as for IPv6 ClusterIPs (lb6_pick_backend: the client's address for
+ * session affinity, the 5-tuple's hash for Maglev, else a random slot).
  */
 #pragma once
 
@@ -112,23 +113,6 @@ static __always_inline struct porin_lb_svc_value *np6_frontend(const struct pkt_
 	return bpf_map_lookup_elem(&porin_lb_svc6, &key);
 }
 
-/* A random backend of `svc` (its id into `id`), or NULL when it has none. */
-static __always_inline struct porin_lb_backend6 *np6_pick(const struct porin_lb_svc_value *svc,
-							  __u32 *id)
-{
-	struct porin_lb_slot_key slot = { .service_id = svc->service_id };
-	__u32 *found;
-
-	if (svc->backend_count == 0)
-		return 0;
-	slot.slot = bpf_get_prandom_u32() % svc->backend_count;
-	found = bpf_map_lookup_elem(&porin_lb_slots6, &slot);
-	if (!found)
-		return 0;
-	*id = *found;
-	return bpf_map_lookup_elem(&porin_lb_backends6, found);
-}
-
 /*
  * Records both directions of a new connection (`fwd` filled by np6_select). For SNAT,
  * finds a source port no other connection to the same backend uses. Returns 0 or
@@ -184,7 +168,7 @@ static __always_inline int np6_select(struct __sk_buff *skb, const struct pkt_in
 	struct porin_lb_backend6 *be;
 	__u32 backend_id = 0;
 
-	be = np6_pick(svc, &backend_id);
+	be = lb6_pick_backend(svc, p->saddr, 0, lb6_tuple_hash(p), &backend_id);
 	if (!be)
 		return DROP_NO_SERVICE;
 	fwd->id = backend_id;

@@ -24,6 +24,7 @@ const HTTP_NODE_PORT: u16 = 30090;
 const UDP_NODE_PORT: u16 = 30053;
 const EMPTY_NODE_PORT: u16 = 30099;
 const LOCAL_NODE_PORT: u16 = 30091;
+const STICKY_NODE_PORT: u16 = 30092;
 
 /// A UDP echo server on IPv6.
 const UDP_ECHO: &str = r#"
@@ -102,6 +103,12 @@ fn manifests(dir: &Path) -> String {
          type: NodePort\n  externalTrafficPolicy: Local\n{}  selector: {{app: web}}\n  \
          ports: [{{port: 80, targetPort: 8080, nodePort: {LOCAL_NODE_PORT}}}]\n---\n",
         dual("10.96.0.93", "fd00:96::93")
+    ));
+    out.push_str(&format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: web-sticky, namespace: shop}}\nspec:\n  \
+         type: NodePort\n  sessionAffinity: ClientIP\n{}  selector: {{app: web}}\n  \
+         ports: [{{port: 80, targetPort: 8080, nodePort: {STICKY_NODE_PORT}}}]\n---\n",
+        dual("10.96.0.94", "fd00:96::94")
     ));
     out.push_str(&format!(
         "apiVersion: v1\nkind: Service\nmetadata: {{name: nobody, namespace: shop}}\nspec:\n  \
@@ -199,6 +206,27 @@ fn ipv6_node_port_external_and_load_balancer_ips_reach_both_backends_from_outsid
             seen,
             BTreeSet::from([backend.to_string()]),
             "{url}: externalTrafficPolicy Local keeps to the node's own backend"
+        );
+    }
+
+    // sessionAffinity: ClientIP on the NodePort: the external client stays on the backend
+    // its first connection got, on both nodes.
+    for node in [NODE_1, NODE_2] {
+        let url = format!("http://[{node}]:{STICKY_NODE_PORT}/");
+        let first = common::wait_for(Duration::from_secs(30), || get(&sandbox, &url));
+        let Some(first) = first else {
+            panic!(
+                "{url} never answered\nagent logs:\n{}",
+                sandbox.agent_logs()
+            );
+        };
+        let seen: BTreeSet<String> = (0..16)
+            .map(|i| get(&sandbox, &url).unwrap_or_else(|| panic!("request {i} to {url} failed")))
+            .collect();
+        assert_eq!(
+            seen,
+            BTreeSet::from([first]),
+            "{url}: ClientIP affinity keeps the external client on one backend"
         );
     }
 

@@ -18,8 +18,9 @@ use porin_core::datapath::Lb6Frontend;
 use crate::desired::{FrontendKind, load_balancer_ips, protocol};
 use crate::desired6::{DesiredServices6, ipv6_cluster_ip};
 
-/// IPv6 frontend reached from outside the cluster -> its kind and backends.
-pub type ExternalServices6 = BTreeMap<Lb6Frontend, (FrontendKind, Vec<SocketAddrV6>)>;
+/// IPv6 frontend reached from outside the cluster -> its kind, its backends and the
+/// ClusterIP frontend it comes from (whose session affinity it shares).
+pub type ExternalServices6 = BTreeMap<Lb6Frontend, (FrontendKind, Vec<SocketAddrV6>, Lb6Frontend)>;
 
 /// The IPv6 NodePort, ExternalIP and LoadBalancer frontends of `services`, with the
 /// backends of their ClusterIP frontends in `cluster`; `local_ips`: this node's
@@ -74,7 +75,7 @@ pub fn external_services6(
                     addr: SocketAddrV6::new(ip, fe_port, 0, 0),
                     proto,
                 };
-                out.insert(fe, (kind, backends.clone()));
+                out.insert(fe, (kind, backends.clone(), cluster_fe));
             }
         }
     }
@@ -143,18 +144,19 @@ endpoints:
     fn node_ports_external_and_load_balancer_ips_get_the_cluster_ip_backends() {
         let got = compute(LB, &[]);
         let both = vec![be("[fd00:10:1::5]:8080"), be("[fd00:10:2::7]:8080")];
+        let cluster = fe("fd00:96::10", 80, 6);
         assert_eq!(got.len(), 6, "3 IPv6 frontends x 2 ports: {got:?}");
         assert_eq!(
             got[&fe("::", 30080, 6)],
-            (FrontendKind::NodePort, both.clone())
+            (FrontendKind::NodePort, both.clone(), cluster)
         );
         assert_eq!(
             got[&fe("2001:db8::10", 80, 6)],
-            (FrontendKind::ExternalIp, both.clone())
+            (FrontendKind::ExternalIp, both.clone(), cluster)
         );
         assert_eq!(
             got[&fe("2001:db8::20", 80, 6)],
-            (FrontendKind::LoadBalancer, both)
+            (FrontendKind::LoadBalancer, both, cluster)
         );
         assert_eq!(got[&fe("::", 30053, 17)].0, FrontendKind::NodePort);
     }
@@ -172,7 +174,7 @@ endpoints:
     #[test]
     fn cluster_ip_services_get_external_ips_only_and_v4_only_services_nothing() {
         let got = compute(&LB.replace("type: LoadBalancer", "type: ClusterIP"), &[]);
-        let kinds: Vec<FrontendKind> = got.values().map(|(k, _)| *k).collect();
+        let kinds: Vec<FrontendKind> = got.values().map(|(k, _, _)| *k).collect();
         assert_eq!(kinds, vec![FrontendKind::ExternalIp; 2], "{got:?}");
         let v4_only = LB.replace(", \"fd00:96::10\"", "");
         assert!(compute(&v4_only, &[]).is_empty());

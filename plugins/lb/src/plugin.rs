@@ -199,20 +199,30 @@ impl LbPlugin {
         let external = external_services6(&services, &desired, &local6);
         self.kinds6 = external
             .iter()
-            .map(|(fe, (kind, _))| (*fe, *kind))
+            .map(|(fe, (kind, _, _))| (*fe, *kind))
+            .collect();
+        let derived: Vec<(Lb6Frontend, Lb6Frontend)> = external
+            .iter()
+            .map(|(fe, (_, _, cluster))| (*fe, *cluster))
             .collect();
         desired.extend(
             external
                 .into_iter()
-                .map(|(fe, (_, backends))| (fe, backends)),
+                .map(|(fe, (_, backends, _))| (fe, backends)),
         );
-        // internalTrafficPolicy and affinity of the ClusterIP frontends (by their VIP).
-        let affinity = apply_semantics6(
+        // internalTrafficPolicy and affinity of the ClusterIP frontends (by their VIP);
+        // the NodePort, external and LoadBalancer frontends share their ClusterIP's affinity.
+        let mut affinity = apply_semantics6(
             &mut desired,
             &services,
             &local6,
             affinity_default(&self.config),
         );
+        for (fe, cluster) in derived {
+            if let Some(timeout) = affinity.get(&cluster).copied() {
+                affinity.insert(fe, timeout);
+            }
+        }
         let tables = Some(&mut run.maps.maglev);
         let failed = run
             .programmer6
