@@ -1,23 +1,36 @@
-//! A flow as the ring keeps it: the decoded datapath event with its endpoints
-//! resolved (shared metadata), and the Hubble `Flow` message built from them
-//! once, the first time a reader, a metric or a filter needs it. The pipeline's
-//! cost per event stays a copy of the event and two reference counts.
+//! A flow as the ring keeps it: the decoded datapath event (or the proxy's L7
+//! record) with its endpoints resolved (shared metadata), and the Hubble `Flow`
+//! message built from them once, the first time a reader, a metric or a filter
+//! needs it. The pipeline's cost per event stays a copy of the event (a reference
+//! count for an L7 record) and two reference counts.
 
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use hubble_proto::flow::{Endpoint, Flow, Policy};
-use porin_plugin_sdk::DatapathEvent;
+use porin_plugin_sdk::{DatapathEvent, L7Record};
 
 use crate::dns_names::Names;
 use crate::flow::{assemble, attribute_policy, system_time};
+use crate::l7_flow::l7_flow;
 
 /// One flow in the ring.
 #[derive(Debug)]
 pub struct FlowEntry {
     time: SystemTime,
     parts: Option<Parts>,
+    l7: Option<L7Parts>,
     flow: OnceLock<Flow>,
+}
+
+/// What an L7 flow is built from.
+#[derive(Debug)]
+struct L7Parts {
+    record: Arc<L7Record>,
+    seq: u64,
+    node: Arc<str>,
+    client: Arc<Endpoint>,
+    server: Arc<Endpoint>,
 }
 
 #[derive(Debug)]
@@ -54,6 +67,30 @@ impl FlowEntry {
                 names: None,
                 policy: None,
             }),
+            l7: None,
+            flow: OnceLock::new(),
+        }
+    }
+
+    /// A proxy's L7 record whose client and server are resolved; the message is
+    /// built later.
+    pub fn l7(
+        record: Arc<L7Record>,
+        seq: u64,
+        node: Arc<str>,
+        client: Arc<Endpoint>,
+        server: Arc<Endpoint>,
+    ) -> Self {
+        Self {
+            time: record.time,
+            parts: None,
+            l7: Some(L7Parts {
+                record,
+                seq,
+                node,
+                client,
+                server,
+            }),
             flow: OnceLock::new(),
         }
     }
@@ -85,6 +122,7 @@ impl FlowEntry {
                 .as_ref()
                 .map_or(SystemTime::UNIX_EPOCH, system_time),
             parts: None,
+            l7: None,
             flow: OnceLock::from(flow),
         }
     }
@@ -110,6 +148,9 @@ impl FlowEntry {
     }
 
     fn build(&self) -> Flow {
+        if let Some(l7) = &self.l7 {
+            return l7_flow(&l7.record, l7.seq, &l7.node, &l7.client, &l7.server);
+        }
         match &self.parts {
             Some(p) => {
                 let mut flow = assemble(

@@ -20,9 +20,17 @@ use crate::flow::timestamp;
 /// Cilium's monitor message type of proxy access log records.
 pub const MESSAGE_TYPE_ACCESS_LOG: i32 = 129;
 
-/// The flow of one record whose client and server are resolved.
+/// The next sequence number of an L7 flow (part of its UUID).
+pub fn next_l7_seq() -> u64 {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    SEQ.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The flow of one record whose client and server are resolved; `seq` is the
+/// record's [`next_l7_seq`].
 pub fn l7_flow(
     record: &L7Record,
+    seq: u64,
     node: &str,
     client: &pb::Endpoint,
     server: &pb::Endpoint,
@@ -48,7 +56,7 @@ pub fn l7_flow(
     };
     pb::Flow {
         time: Some(timestamp(record.time)),
-        uuid: l7_uuid(record),
+        uuid: l7_uuid(record, seq),
         verdict: match record.verdict {
             Verdict::Forwarded => pb::Verdict::Forwarded,
             Verdict::Dropped => pb::Verdict::Dropped,
@@ -139,9 +147,7 @@ fn dns_record(dns: &DnsRecord) -> pb::Dns {
 }
 
 /// A UUID-shaped id unique per agent for L7 flows.
-fn l7_uuid(record: &L7Record) -> String {
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+fn l7_uuid(record: &L7Record, seq: u64) -> String {
     let nanos = record
         .time
         .duration_since(UNIX_EPOCH)
@@ -202,6 +208,7 @@ mod tests {
         });
         let f = l7_flow(
             &r,
+            0,
             "node-1",
             &pb::Endpoint::default(),
             &pb::Endpoint::default(),
@@ -229,7 +236,7 @@ mod tests {
             pod_name: "admin".into(),
             ..Default::default()
         };
-        let req = l7_flow(&record(L7Kind::Request), "node-1", &client, &server);
+        let req = l7_flow(&record(L7Kind::Request), 0, "node-1", &client, &server);
         assert_eq!(req.r#type, pb::FlowType::L7 as i32);
         assert_eq!(req.verdict, pb::Verdict::Dropped as i32);
         assert_eq!(req.source.as_ref().map(|e| e.identity), Some(1002));
@@ -237,7 +244,7 @@ mod tests {
             req.event_type.as_ref().map(|e| e.r#type),
             Some(MESSAGE_TYPE_ACCESS_LOG)
         );
-        let resp = l7_flow(&record(L7Kind::Response), "node-1", &client, &server);
+        let resp = l7_flow(&record(L7Kind::Response), 1, "node-1", &client, &server);
         assert_eq!(
             resp.source.as_ref().map(|e| e.pod_name.as_str()),
             Some("admin")

@@ -13,7 +13,7 @@ use crate::dns_names::DnsNames;
 use crate::endpoints::{CacheSettings, EndpointCache};
 use crate::entry::FlowEntry;
 use crate::flow::{Clock, Enricher, enrich, next_seq};
-use crate::l7_flow::l7_flow;
+use crate::l7_flow::next_l7_seq;
 use crate::metrics::{HubbleMetrics, LostEvents};
 use crate::policies::PolicyCache;
 use crate::ring::FlowRing;
@@ -59,17 +59,18 @@ impl Pipeline {
         }
     }
 
-    /// The ring entry of one L7 record of the proxy, its endpoints resolved now.
-    pub fn l7_entry(&mut self, record: &L7Record, ctx: &dyn Enricher) -> FlowEntry {
+    /// The ring entry of one L7 record of the proxy, its endpoints resolved now
+    /// (its message is built when something reads it).
+    pub fn l7_entry(&mut self, record: Arc<L7Record>, ctx: &dyn Enricher) -> FlowEntry {
         let now = Instant::now();
-        self.names.learn(record, now);
+        self.names.learn(&record, now);
         let client = self
             .endpoints
             .resolve(record.src.ip(), record.src_identity, now, ctx);
         let server = self
             .endpoints
             .resolve(record.dst.ip(), record.dst_identity, now, ctx);
-        FlowEntry::ready(l7_flow(record, &self.node, &client, &server))
+        FlowEntry::l7(record, next_l7_seq(), self.node.clone(), client, server)
     }
 
     /// The ring entry of one event, its endpoints resolved now.
@@ -138,10 +139,10 @@ pub async fn run_pipeline(
         let first = tokio::select! {
             event = events.recv() => event,
             Some(record) = next_l7(&mut l7, &lost) => {
-                let mut batch = vec![pipeline.l7_entry(&record, &enricher)];
+                let mut batch = vec![pipeline.l7_entry(record, &enricher)];
                 while batch.len() < MAX_BATCH {
                     match l7.as_mut().map(Receiver::try_recv) {
-                        Some(Ok(record)) => batch.push(pipeline.l7_entry(&record, &enricher)),
+                        Some(Ok(record)) => batch.push(pipeline.l7_entry(record, &enricher)),
                         Some(Err(TryRecvError::Lagged(n))) => {
                             lost.record(LostEventSource::ObserverEventsQueue, n)
                         }
@@ -352,6 +353,71 @@ mod tests {
         }
         assert_ne!(first.flow().uuid, last.flow().uuid);
         assert_eq!(last.flow().node_name, "node-1");
+    }
+
+    #[test]
+    fn an_l7_record_becomes_its_flow_when_read() {
+        let pods = Pods(Mutex::new(Some(EndpointMeta {
+            id: 3,
+            namespace: "shop".to_string(),
+            pod_name: "web-7d9".to_string(),
+            identity: 4242,
+            labels: vec!["k8s:app=web".to_string()],
+            node_name: "node-1".to_string(),
+            workload: None,
+        })));
+        let mut pipeline = Pipeline::new("node-1", CacheSettings::default());
+        let record = |kind| {
+            Arc::new(L7Record {
+                time: std::time::SystemTime::now(),
+                kind,
+                src: "10.200.1.5:40000".parse().expect("addr"),
+                dst: "10.200.2.9:53".parse().expect("addr"),
+                src_identity: 0,
+                dst_identity: 1001,
+                direction: Direction::FromEndpoint,
+                verdict: Verdict::Forwarded,
+                method: String::new(),
+                url: String::new(),
+                protocol: String::new(),
+                code: 0,
+                headers: Vec::new(),
+                latency_ns: 7,
+                trace_id: None,
+                dns: Some(porin_plugin_sdk::DnsRecord {
+                    query: "api.example.com.".into(),
+                    qtypes: vec!["A".into()],
+                    ips: vec!["192.0.2.10".parse().expect("ip")],
+                    ..Default::default()
+                }),
+            })
+        };
+        let request = pipeline.l7_entry(record(porin_plugin_sdk::L7Kind::Request), &pods);
+        let response = pipeline.l7_entry(record(porin_plugin_sdk::L7Kind::Response), &pods);
+        // The pod goes before anything reads the flows: they keep what was resolved.
+        *pods.0.lock().expect("lock") = None;
+        let req = request.flow();
+        let src = req.source.as_ref().expect("source");
+        assert_eq!((src.pod_name.as_str(), src.identity), ("web-7d9", 4242));
+        assert_eq!(req.destination.as_ref().map(|d| d.identity), Some(1001));
+        assert_eq!(req.node_name, "node-1");
+        let resp = response.to_flow();
+        let dst = resp.destination.as_ref().expect("destination");
+        assert_eq!(dst.pod_name, "web-7d9");
+        assert_eq!(resp.l7.as_ref().map(|l| l.latency_ns), Some(7));
+        assert_ne!(req.uuid, resp.uuid);
+        assert_eq!(request.time(), system_time_of(req));
+        // The answer's address now names the flows of that client.
+        let names = pipeline.names.get(
+            "10.200.1.5".parse().expect("ip"),
+            "192.0.2.10".parse().expect("ip"),
+            Instant::now(),
+        );
+        assert_eq!(names.as_deref(), Some(&["api.example.com".to_string()][..]));
+    }
+
+    fn system_time_of(flow: &Flow) -> std::time::SystemTime {
+        crate::flow::system_time(flow.time.as_ref().expect("time"))
     }
 
     #[test]
