@@ -43,9 +43,11 @@ pin_server=() pin_wrk=()
 if (( cpus >= 2 )); then pin_server=(taskset -c 0) pin_wrk=(taskset -c 1); fi
 
 policy=$root/examples/policies/admin-api-access.yaml
-inns "${pin_server[@]}" "$tool" server 127.0.0.2:8080 2>/dev/null &
+# Not through inns: $! must be the server itself (ip netns exec and taskset exec it), so
+# that cleanup kills it.
+ip netns exec "$ns" "${pin_server[@]}" "$tool" server 127.0.0.2:8080 2>/dev/null &
 pids+=($!)
-inns "${pin_server[@]}" "$tool" proxy 127.0.0.1:15080 127.0.0.2:8080 "$policy" \
+ip netns exec "$ns" "${pin_server[@]}" "$tool" proxy 127.0.0.1:15080 127.0.0.2:8080 "$policy" \
     "127.0.0.1=k8s:app=prometheus,k8s:io.kubernetes.pod.namespace=monitoring" \
     "127.0.0.2=k8s:app=payments-admin-api,k8s:io.kubernetes.pod.namespace=payments" 2>/dev/null &
 pids+=($!)
