@@ -8,8 +8,10 @@
 # it is forwarded over a pooled keep-alive connection. wrk (keep-alive, the
 # same threads and connections) loads the server directly, then through the
 # proxy (told the original destination explicitly), in the same run; rounds
-# alternate and the medians are reported. Proxy and server are pinned to CPU 0,
-# wrk to CPU 1 when the machine has two. Run through scripts/bench.
+# alternate and the medians are reported. Each round also loads socat relaying the
+# bytes to the server (no HTTP, no policy): the floor any proxy on this path has.
+# Proxy, relay and server are pinned to CPU 0, wrk to CPU 1 when the machine has two.
+# Run through scripts/bench.
 set -euo pipefail
 root=$BENCH_ROOT
 cargo=${CARGO:-cargo}
@@ -51,8 +53,15 @@ ip netns exec "$ns" "${pin_server[@]}" "$tool" proxy 127.0.0.1:15080 127.0.0.2:8
     "127.0.0.1=k8s:app=prometheus,k8s:io.kubernetes.pod.namespace=monitoring" \
     "127.0.0.2=k8s:app=payments-admin-api,k8s:io.kubernetes.pod.namespace=payments" 2>/dev/null &
 pids+=($!)
+# The floor of any proxy here: socat relaying bytes (no HTTP parsing, no policy) from
+# 127.0.0.1:15081 to the server, on the proxy's CPU. A forked socat per connection.
+ip netns exec "$ns" "${pin_server[@]}" socat \
+    TCP-LISTEN:15081,bind=127.0.0.1,fork,reuseaddr TCP:127.0.0.2:8080 2>/dev/null &
+pids+=($!)
 for _ in $(seq 50); do
-    if inns curl -s -o /dev/null http://127.0.0.1:15080/metrics && inns curl -s -o /dev/null http://127.0.0.2:8080/metrics; then break; fi
+    if inns curl -s -o /dev/null http://127.0.0.1:15080/metrics &&
+        inns curl -s -o /dev/null http://127.0.0.2:8080/metrics &&
+        inns curl -s -o /dev/null http://127.0.0.1:15081/metrics; then break; fi
     sleep 0.1
 done
 code=$(inns curl -s -o /dev/null -w '%{http_code}' -X POST http://127.0.0.1:15080/metrics)
@@ -73,7 +82,7 @@ if errors:
 print(rps, float(m.group(1)) * scale)
 '
 }
-direct_rps=() proxy_rps=() direct_p99=() proxy_p99=()
+direct_rps=() proxy_rps=() direct_p99=() proxy_p99=() relay_rps=()
 for r in $(seq "$rounds"); do
     read -r rps p99 < <(run_wrk http://127.0.0.2:8080/metrics)
     direct_rps+=("$rps") direct_p99+=("$p99")
@@ -81,12 +90,16 @@ for r in $(seq "$rounds"); do
     read -r rps p99 < <(run_wrk http://127.0.0.1:15080/metrics)
     proxy_rps+=("$rps") proxy_p99+=("$p99")
     echo "round $r proxy:  $rps req/s, p99 $p99 ms" >&2
+    read -r rps p99 < <(run_wrk http://127.0.0.1:15081/metrics)
+    relay_rps+=("$rps")
+    echo "round $r relay:  $rps req/s, p99 $p99 ms (socat)" >&2
 done
 python3 - "${direct_rps[*]}" "${proxy_rps[*]}" "${direct_p99[*]}" "${proxy_p99[*]}" \
-    "$threads" "$connections" "$seconds" "$rounds" <<'PY'
+    "$threads" "$connections" "$seconds" "$rounds" "${relay_rps[*]}" <<'PY'
 import json, statistics, sys
 num = lambda s: [float(x) for x in s.split()]
 d, p, dl, pl = (statistics.median(num(a)) for a in sys.argv[1:5])
+relay = statistics.median(num(sys.argv[9]))
 print(json.dumps({
     "bench": "l7",
     "threads": int(sys.argv[5]),
@@ -99,5 +112,8 @@ print(json.dumps({
     "direct_p99_ms": round(dl, 3),
     "proxy_p99_ms": round(pl, 3),
     "added_p99_ms": round(pl - dl, 3),
+    "relay_rps": round(relay),
+    "relay_ratio_vs_direct": round(relay / d, 3),
+    "ratio_vs_relay": round(p / relay, 3),
 }))
 PY
