@@ -41,7 +41,7 @@ static __always_inline __u32 lb_hash_word(__u32 h, __u32 k)
 /*
  * An IPv6 address as four words (as in memory), for the IPv6 flow hashes: lb6_tuple_hash
  * (lb6.h: source, destination, ports, protocol, like lb_tuple_hash) and lb_sock6_hash
- * (lb_sock6.h: netns cookie, frontend). Mirrored in core/tests/lb6_maglev_prog_test_run.rs.
+ * (lb_sock6.h: netns cookie, frontend). Mirrored in core/tests/common/lb_hash.rs.
  */
 static __always_inline __u32 lb_hash_addr6(__u32 h, const __u8 *addr)
 {

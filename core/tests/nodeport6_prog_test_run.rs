@@ -1,7 +1,8 @@
 //! BPF_PROG_TEST_RUN tests of IPv6 NodePort, ExternalIPs and LoadBalancer IPs in
 //! `bpf/host.c` (`bpf/lib/nodeport6.h`) and of the reply path of local backends in
 //! `bpf/pod.c`: DNAT + SNAT to the node's IPv6 address with valid L4 checksums, reverse
-//! translation of replies, the ICMPv6 refusal of a frontend without backends, and traffic
+//! translation of replies, the ICMPv6 refusal of a frontend without backends, Maglev
+//! selection (the same backend from any node for a given client tuple), and traffic
 //! that is not for a frontend left untouched.
 //!
 //! Needs root (CAP_BPF + CAP_NET_ADMIN) and bpffs; fails with a clear message otherwise.
@@ -9,10 +10,12 @@
 mod common;
 
 use common::host_fixture::HostFixture;
+use common::lb_hash::tuple_hash6;
 use common::packet6::{packet6, parse_checked6, parse_icmpv6_checked};
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv6Addr, SocketAddrV6};
 
-use porin_core::datapath::{Lb6Frontend, Lb6Maps, node_ipv6_switches};
+use porin_core::datapath::{Lb6Frontend, Lb6Maps, MAP_LB_MAGLEV, MaglevMaps, node_ipv6_switches};
 
 const TC_ACT_OK: u32 = 0;
 const TC_ACT_REDIRECT: u32 = 7;
@@ -37,10 +40,16 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Self {
+        Self::with(&[])
+    }
+
+    /// The node's programs with `extra` compile-time switches.
+    fn with(extra: &[(&str, u32)]) -> Self {
         let mut switches: Vec<(String, u32)> = vec![
             ("CFG_ENABLE_LB".into(), 1),
             ("CFG_ENABLE_NODEPORT".into(), 1),
         ];
+        switches.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), *v)));
         switches.extend(node_ipv6_switches(NODE));
         let node = HostFixture::load("np6test", &switches);
         let lb6 =
@@ -109,6 +118,45 @@ fn remote_backend_is_dnated_and_snated_and_the_reply_is_reverse_translated() {
             "proto {proto}: the reply comes from the NodePort and goes to the client"
         );
     }
+}
+
+#[test]
+fn maglev_picks_the_backend_of_the_client_tuple_slot() {
+    const M: u32 = 251;
+    let mut f = Fixture::with(&[("CFG_LB_MAGLEV", 1), ("CFG_LB_MAGLEV_M", M)]);
+    let backends: Vec<Ipv6Addr> = (1..=3)
+        .map(|i| Ipv6Addr::new(0xfd00, 0x10, 2, 0, 0, 0, i, 9))
+        .collect();
+    f.node_port(TCP, &backends);
+    let mut maglev = MaglevMaps::open(&f.node.dp.map_pin_path(MAP_LB_MAGLEV), M)
+        .expect("opening the maglev map");
+    // Lopsided on purpose: a random slot could not match it.
+    let table: Vec<u32> = (0..M)
+        .map(|s| {
+            if s % 5 == 0 {
+                1
+            } else if s % 2 == 1 {
+                2
+            } else {
+                3
+            }
+        })
+        .collect();
+    maglev.set(7, &table).expect("table");
+
+    let mut per_backend: BTreeMap<Ipv6Addr, usize> = BTreeMap::new();
+    for i in 0..300u16 {
+        let client = Ipv6Addr::new(0xfd00, 0x192, 0, 0, 0, 0, 1 + i % 7, 0xfa + i % 50);
+        let sport = 20000 + i;
+        let (ret, out) = f.host(&packet6(client, NODE, TCP, sport, NODE_PORT, SYN));
+        assert_eq!(ret, TC_ACT_REDIRECT, "{client}:{sport} forwarded");
+        let got = *parse_checked6(&out).1.ip();
+        let slot = tuple_hash6(client, NODE, sport, NODE_PORT, TCP) % M;
+        let want = backends[table[slot as usize] as usize - 1];
+        assert_eq!(got, want, "[{client}]:{sport} hashes to slot {slot}");
+        *per_backend.entry(got).or_default() += 1;
+    }
+    assert_eq!(per_backend.len(), 3, "{per_backend:?}");
 }
 
 #[test]
