@@ -20,7 +20,9 @@ pub struct FlowEntry {
     time: SystemTime,
     parts: Option<Parts>,
     l7: Option<L7Parts>,
-    flow: OnceLock<Flow>,
+    /// Boxed: a `Flow` is 864 bytes, and entries are moved into batches and `Arc`s
+    /// before most of them are ever read.
+    flow: OnceLock<Box<Flow>>,
 }
 
 /// What an L7 flow is built from.
@@ -123,7 +125,7 @@ impl FlowEntry {
                 .map_or(SystemTime::UNIX_EPOCH, system_time),
             parts: None,
             l7: None,
-            flow: OnceLock::from(flow),
+            flow: OnceLock::from(Box::new(flow)),
         }
     }
 
@@ -134,7 +136,7 @@ impl FlowEntry {
 
     /// The Hubble message (built on first use, then kept for other readers).
     pub fn flow(&self) -> &Flow {
-        self.flow.get_or_init(|| self.build())
+        self.flow.get_or_init(|| Box::new(self.build()))
     }
 
     /// The Hubble message as an owned value: a copy of the kept one, or built
@@ -142,7 +144,7 @@ impl FlowEntry {
     /// copy costs as much as building it).
     pub fn to_flow(&self) -> Flow {
         match self.flow.get() {
-            Some(f) => f.clone(),
+            Some(f) => Flow::clone(f),
             None => self.build(),
         }
     }
