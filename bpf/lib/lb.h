@@ -245,6 +245,52 @@ static __always_inline __u16 lb_csum_fold(__s64 sum)
 	return (__u16)~s;
 }
 
+/* Swaps source and destination MAC: an answer goes back to where the packet came from. */
+static __always_inline void lb_swap_macs(struct ethhdr *eth)
+{
+	__u8 mac[ETH_ALEN];
+
+	__builtin_memcpy(mac, eth->h_source, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, eth->h_dest, ETH_ALEN);
+	__builtin_memcpy(eth->h_dest, mac, ETH_ALEN);
+}
+
+/*
+ * Replaces the packet by `eth` and the `len` bytes at `l3` (a complete answer: an ICMP
+ * error or a TCP RST, its checksums done) and sends it back out of the device it came in
+ * on, the egress of skb->ifindex. From the pod program (tc ingress of the pod's host-side
+ * veth) that is into the pod; from the node device program (tcx ingress of an external
+ * device, nodeport.h) it is back out on the wire, to the client. Returns a TC verdict.
+ */
+static __always_inline int lb_send_back(struct __sk_buff *skb, const struct ethhdr *eth,
+					const void *l3, __u32 len)
+{
+	if (bpf_skb_change_tail(skb, LB_ETH_HLEN + len, 0) < 0)
+		return TC_ACT_SHOT;
+	if (bpf_skb_store_bytes(skb, 0, eth, sizeof(*eth), 0) < 0)
+		return TC_ACT_SHOT;
+	if (bpf_skb_store_bytes(skb, LB_ETH_HLEN, l3, len, 0) < 0)
+		return TC_ACT_SHOT;
+	/* The checksums are complete now: stop the stack trusting a stale offload state. */
+	bpf_csum_level(skb, LB_CSUM_LEVEL_RESET);
+	return bpf_redirect(skb->ifindex, 0);
+}
+
+/* The IPv4 header of an answer (`tot_len` bytes, host order) from `saddr` to `daddr`,
+ * its checksum done. */
+static __always_inline void lb_answer_ip(struct iphdr *ip, __u16 tot_len, __u8 protocol,
+					 __be32 saddr, __be32 daddr)
+{
+	ip->version = 4;
+	ip->ihl = 5;
+	ip->tot_len = bpf_htons(tot_len);
+	ip->ttl = 64;
+	ip->protocol = protocol;
+	ip->saddr = saddr;
+	ip->daddr = daddr;
+	ip->check = lb_csum_fold(bpf_csum_diff(0, 0, (__be32 *)ip, sizeof(*ip), 0));
+}
+
 /* ICMP port unreachable, quoting the offending IP header and 8 bytes of L4. */
 struct lb_icmp_reply {
 	struct iphdr ip;
@@ -253,16 +299,19 @@ struct lb_icmp_reply {
 };
 
 /*
- * A service without backends refuses at once instead of letting the client
- * time out: the packet is turned into an ICMP port unreachable from the VIP
- * and sent back into the pod (TCP connect() then fails with ECONNREFUSED).
- * Returns a TC verdict; the drop itself was already counted and reported.
+ * A frontend without backends refuses at once instead of letting the client time out:
+ * the packet is turned into an ICMP port unreachable from the address it targeted,
+ * sent back out of the device it came in on (lb_send_back): a ClusterIP's into
+ * the client pod, where TCP connect() then fails with ECONNREFUSED; a UDP NodePort's,
+ * external or LoadBalancer IP's (nodeport.h) back to the external client. Only plain
+ * 20-byte IPv4 headers are answered. Returns a TC verdict; the drop itself was already
+ * counted (and, from a pod, reported).
  */
 static __always_inline int lb_reject(struct __sk_buff *skb)
 {
 	struct lb_icmp_reply r = {};
+	__be32 frontend, client;
 	struct ethhdr eth;
-	__u8 mac[ETH_ALEN];
 
 	if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)) < 0)
 		return TC_ACT_SHOT;
@@ -271,32 +320,14 @@ static __always_inline int lb_reject(struct __sk_buff *skb)
 	/* Only plain 20-byte headers are quoted verbatim; anything else is just dropped. */
 	if (r.quote[0] != 0x45)
 		return TC_ACT_SHOT;
+	lb_swap_macs(&eth);
 
-	__builtin_memcpy(mac, eth.h_source, ETH_ALEN);
-	__builtin_memcpy(eth.h_source, eth.h_dest, ETH_ALEN);
-	__builtin_memcpy(eth.h_dest, mac, ETH_ALEN);
-
-	r.ip.version = 4;
-	r.ip.ihl = 5;
-	r.ip.tot_len = bpf_htons(sizeof(r));
-	r.ip.ttl = 64;
-	r.ip.protocol = IPPROTO_ICMP;
-	__builtin_memcpy(&r.ip.saddr, &r.quote[16], 4); /* the VIP */
-	__builtin_memcpy(&r.ip.daddr, &r.quote[12], 4); /* the client */
-	r.ip.check = lb_csum_fold(bpf_csum_diff(0, 0, (__be32 *)&r.ip, sizeof(r.ip), 0));
+	__builtin_memcpy(&frontend, &r.quote[16], 4);
+	__builtin_memcpy(&client, &r.quote[12], 4);
+	lb_answer_ip(&r.ip, sizeof(r), IPPROTO_ICMP, frontend, client);
 	r.icmp.type = ICMP_DEST_UNREACH;
 	r.icmp.code = ICMP_PORT_UNREACH;
 	r.icmp.checksum = lb_csum_fold(
 		bpf_csum_diff(0, 0, (__be32 *)&r.icmp, sizeof(r.icmp) + sizeof(r.quote), 0));
-
-	if (bpf_skb_change_tail(skb, LB_ETH_HLEN + sizeof(r), 0) < 0)
-		return TC_ACT_SHOT;
-	if (bpf_skb_store_bytes(skb, 0, &eth, sizeof(eth), 0) < 0)
-		return TC_ACT_SHOT;
-	if (bpf_skb_store_bytes(skb, LB_ETH_HLEN, &r, sizeof(r), 0) < 0)
-		return TC_ACT_SHOT;
-	/* The checksums are complete now: stop the stack trusting a stale offload state. */
-	bpf_csum_level(skb, LB_CSUM_LEVEL_RESET);
-	/* Egress of the pod's own host-side veth: into the pod. */
-	return bpf_redirect(skb->ifindex, 0);
+	return lb_send_back(skb, &eth, &r, sizeof(r));
 }

@@ -228,16 +228,17 @@ struct lb6_pseudo_hdr {
 
 /*
  * A frontend without backends refuses at once: the packet becomes an ICMPv6 port
- * unreachable from the VIP, sent back into the pod (TCP connect() then fails with
- * ECONNREFUSED). Only packets without extension headers are quoted; others are dropped.
- * Returns a TC verdict; the drop itself was already counted and reported.
+ * unreachable from the address it targeted, sent back out of the device it came in on
+ * (lb_send_back): a ClusterIP's into the client pod (TCP connect() then fails with
+ * ECONNREFUSED), a UDP NodePort's (nodeport6.h) back to the external client. Only packets
+ * without extension headers are quoted; others are dropped. Returns a TC verdict; the
+ * drop itself was already counted (and, from a pod, reported).
  */
 static __always_inline int lb6_reject(struct __sk_buff *skb, const struct pkt_info *p)
 {
 	struct lb6_icmp_reply r = {};
 	struct lb6_pseudo_hdr ph = {};
 	struct ethhdr eth;
-	__u8 mac[ETH_ALEN];
 	__s64 sum;
 
 	if (p->l4_off != LB_ETH_HLEN + sizeof(struct ipv6hdr))
@@ -246,15 +247,13 @@ static __always_inline int lb6_reject(struct __sk_buff *skb, const struct pkt_in
 		return TC_ACT_SHOT;
 	if (bpf_skb_load_bytes(skb, LB_ETH_HLEN, r.quote, sizeof(r.quote)) < 0)
 		return TC_ACT_SHOT;
-	__builtin_memcpy(mac, eth.h_source, ETH_ALEN);
-	__builtin_memcpy(eth.h_source, eth.h_dest, ETH_ALEN);
-	__builtin_memcpy(eth.h_dest, mac, ETH_ALEN);
+	lb_swap_macs(&eth);
 
 	r.ip.version = 6;
 	r.ip.payload_len = bpf_htons(sizeof(r.icmp) + sizeof(r.quote));
 	r.ip.nexthdr = IPPROTO_ICMPV6;
 	r.ip.hop_limit = 64;
-	__builtin_memcpy(&r.ip.saddr, p->daddr, 16); /* the VIP */
+	__builtin_memcpy(&r.ip.saddr, p->daddr, 16); /* the frontend */
 	__builtin_memcpy(&r.ip.daddr, p->saddr, 16); /* the client */
 	r.icmp.type = ICMPV6_DEST_UNREACH;
 	r.icmp.code = ICMPV6_PORT_UNREACH;
@@ -265,14 +264,5 @@ static __always_inline int lb6_reject(struct __sk_buff *skb, const struct pkt_in
 	sum = bpf_csum_diff(0, 0, (__be32 *)&r.icmp, sizeof(r.icmp) + sizeof(r.quote), 0);
 	sum = bpf_csum_diff(0, 0, (__be32 *)&ph, sizeof(ph), (__u32)sum);
 	r.icmp.checksum = lb_csum_fold(sum);
-
-	if (bpf_skb_change_tail(skb, LB_ETH_HLEN + sizeof(r), 0) < 0)
-		return TC_ACT_SHOT;
-	if (bpf_skb_store_bytes(skb, 0, &eth, sizeof(eth), 0) < 0)
-		return TC_ACT_SHOT;
-	if (bpf_skb_store_bytes(skb, LB_ETH_HLEN, &r, sizeof(r), 0) < 0)
-		return TC_ACT_SHOT;
-	bpf_csum_level(skb, LB_CSUM_LEVEL_RESET);
-	/* Egress of the pod's own host-side veth: into the pod. */
-	return bpf_redirect(skb->ifindex, 0);
+	return lb_send_back(skb, &eth, &r, sizeof(r));
 }

@@ -17,6 +17,10 @@
  *    backend's pod sees node IP -> backend. The reply comes back to this device (over
  *    the underlay: the backend's node routes node addresses there) and is
  *    reverse-translated here, then redirected to the client.
+ *  - no backend: the drop is counted (DROP_NO_SERVICE) and the packet becomes a TCP RST
+ *    (np_reset) or, for UDP, an ICMP port unreachable (lb_reject, the ClusterIP one) from
+ *    the frontend, sent back out of the device to the client, so connect() fails at once
+ *    instead of timing out. Only plain 20-byte IPv4 headers are answered; others drop.
  *
  * Both directions are one porin_np_nat / porin_np_rnat entry (common.h): the
  * forward entry keeps a connection on its backend, the reverse one is keyed by
@@ -261,6 +265,78 @@ static __always_inline int np_reply_of(const struct pkt_info *p, struct porin_np
 	return 1;
 }
 
+/*
+ * The TCP header of a RST answering the segment `in` (RFC 9293 3.10.7.1: a segment without
+ * ACK gets <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>, one with ACK gets <SEQ=SEG.ACK>
+ * <CTL=RST>), from the frontend port `p` targeted to the client's; `seg_len` is SEG.LEN
+ * (payload, SYN and FIN). The checksum is left to the caller (IPv4 or IPv6 pseudo-header).
+ */
+static __always_inline void np_rst_tcp(struct tcphdr *out, const struct tcphdr *in, __u32 seg_len,
+				       const struct pkt_info *p)
+{
+	out->source = bpf_htons(p->dport);
+	out->dest = bpf_htons(p->sport);
+	out->doff = sizeof(*out) / 4;
+	out->rst = 1;
+	if (in->ack) {
+		out->seq = in->ack_seq;
+	} else {
+		out->ack = 1;
+		/* bpf_htonl is its own inverse (a byte swap or nothing). */
+		out->ack_seq = bpf_htonl(bpf_htonl(in->seq) + seg_len);
+	}
+}
+
+/* A TCP RST answering the offending segment, from the frontend it targeted. */
+struct np_rst {
+	struct iphdr ip;
+	struct tcphdr tcp;
+};
+
+/*
+ * A TCP frontend without backends refuses with a RST (np_rst_tcp), sent back out of the
+ * device to the client (lb_send_back). Not an ICMP error as for ClusterIPs: the client's
+ * kernel may still hold its socket when the answer arrives (the whole path can run in its
+ * connect()), and TCP only defers ICMP errors (a soft error, retried after a second) where
+ * it backlogs a RST. A RST is never answered. Returns a TC verdict; the drop was already
+ * counted.
+ */
+static __always_inline int np_reset(struct __sk_buff *skb, const struct pkt_info *p)
+{
+	struct np_rst r = {};
+	struct iphdr in_ip;
+	struct tcphdr in;
+	struct ethhdr eth;
+	__be32 frontend, client, pseudo[3];
+	__u32 seg_len, tot_len;
+	__s64 sum;
+
+	if (p->l4_off != LB_ETH_HLEN + sizeof(struct iphdr))
+		return TC_ACT_SHOT;
+	if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)) < 0 ||
+	    bpf_skb_load_bytes(skb, LB_ETH_HLEN, &in_ip, sizeof(in_ip)) < 0 ||
+	    bpf_skb_load_bytes(skb, p->l4_off, &in, sizeof(in)) < 0)
+		return TC_ACT_SHOT;
+	tot_len = bpf_ntohs(in_ip.tot_len);
+	if (in.rst || in_ip.ihl != 5 || tot_len < sizeof(in_ip) + in.doff * 4)
+		return TC_ACT_SHOT;
+	seg_len = tot_len - sizeof(in_ip) - in.doff * 4 + in.syn + in.fin;
+	lb_swap_macs(&eth);
+
+	__builtin_memcpy(&frontend, p->daddr, 4);
+	__builtin_memcpy(&client, p->saddr, 4);
+	lb_answer_ip(&r.ip, sizeof(r), IPPROTO_TCP, frontend, client);
+	np_rst_tcp(&r.tcp, &in, seg_len, p);
+	/* The pseudo-header (RFC 9293 3.1): source, destination, zero, protocol, TCP length. */
+	pseudo[0] = r.ip.saddr;
+	pseudo[1] = r.ip.daddr;
+	pseudo[2] = bpf_htonl((IPPROTO_TCP << 16) | sizeof(r.tcp));
+	sum = bpf_csum_diff(0, 0, (__be32 *)&r.tcp, sizeof(r.tcp), 0);
+	sum = bpf_csum_diff(0, 0, pseudo, sizeof(pseudo), (__u32)sum);
+	r.tcp.check = lb_csum_fold(sum);
+	return lb_send_back(skb, &eth, &r, sizeof(r));
+}
+
 /* tcx ingress of an external device. Returns a TC verdict. */
 static __always_inline int np_from_netdev(struct __sk_buff *skb, struct pkt_info *p)
 {
@@ -284,6 +360,10 @@ static __always_inline int np_from_netdev(struct __sk_buff *skb, struct pkt_info
 		return TC_ACT_OK;
 	if (!np_known(p, &n)) {
 		ret = np_select(skb, p, svc, &n);
+		if (ret == DROP_NO_SERVICE) {
+			np_drop(skb, ret);
+			return p->l4_proto == IPPROTO_TCP ? np_reset(skb, p) : lb_reject(skb);
+		}
 		if (ret < 0)
 			return np_drop(skb, ret);
 	}

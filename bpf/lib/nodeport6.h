@@ -231,12 +231,9 @@ struct np6_rst {
 };
 
 /*
- * A TCP frontend without backends refuses with a RST (RFC 9293 3.10.7.1: a segment without
- * ACK gets <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>, one with ACK gets <SEQ=SEG.ACK>
- * <CTL=RST>), sent back out of the device. Not an ICMPv6 error: the client's kernel may
- * still hold its socket when the answer arrives (the whole path can run in its connect()),
- * and TCP only defers ICMP errors (a soft error, retried after a second) where it
- * backlogs a RST. Returns a TC verdict; the drop was already counted.
+ * A TCP frontend without backends refuses with a RST (np_rst_tcp, RFC 9293 3.10.7.1), sent
+ * back out of the device to the client (lb_send_back); why a RST and not an ICMPv6 error:
+ * np_reset. A RST is never answered. Returns a TC verdict; the drop was already counted.
  */
 static __always_inline int np6_reset(struct __sk_buff *skb, const struct pkt_info *p)
 {
@@ -245,7 +242,6 @@ static __always_inline int np6_reset(struct __sk_buff *skb, const struct pkt_inf
 	struct ipv6hdr in_ip;
 	struct tcphdr in;
 	struct ethhdr eth;
-	__u8 mac[ETH_ALEN];
 	__u32 seg_len;
 	__s64 sum;
 
@@ -258,9 +254,7 @@ static __always_inline int np6_reset(struct __sk_buff *skb, const struct pkt_inf
 	if (in.rst || bpf_ntohs(in_ip.payload_len) < in.doff * 4)
 		return TC_ACT_SHOT;
 	seg_len = bpf_ntohs(in_ip.payload_len) - in.doff * 4 + in.syn + in.fin;
-	__builtin_memcpy(mac, eth.h_source, ETH_ALEN);
-	__builtin_memcpy(eth.h_source, eth.h_dest, ETH_ALEN);
-	__builtin_memcpy(eth.h_dest, mac, ETH_ALEN);
+	lb_swap_macs(&eth);
 
 	r.ip.version = 6;
 	r.ip.payload_len = bpf_htons(sizeof(r.tcp));
@@ -268,17 +262,7 @@ static __always_inline int np6_reset(struct __sk_buff *skb, const struct pkt_inf
 	r.ip.hop_limit = 64;
 	__builtin_memcpy(&r.ip.saddr, p->daddr, 16); /* the frontend */
 	__builtin_memcpy(&r.ip.daddr, p->saddr, 16); /* the client */
-	r.tcp.source = bpf_htons(p->dport);
-	r.tcp.dest = bpf_htons(p->sport);
-	r.tcp.doff = sizeof(r.tcp) / 4;
-	r.tcp.rst = 1;
-	if (in.ack) {
-		r.tcp.seq = in.ack_seq;
-	} else {
-		r.tcp.ack = 1;
-		/* bpf_htonl is its own inverse (a byte swap or nothing). */
-		r.tcp.ack_seq = bpf_htonl(bpf_htonl(in.seq) + seg_len);
-	}
+	np_rst_tcp(&r.tcp, &in, seg_len, p);
 	__builtin_memcpy(ph.saddr, p->daddr, 16);
 	__builtin_memcpy(ph.daddr, p->saddr, 16);
 	ph.len = bpf_htonl(sizeof(r.tcp));
@@ -286,14 +270,7 @@ static __always_inline int np6_reset(struct __sk_buff *skb, const struct pkt_inf
 	sum = bpf_csum_diff(0, 0, (__be32 *)&r.tcp, sizeof(r.tcp), 0);
 	sum = bpf_csum_diff(0, 0, (__be32 *)&ph, sizeof(ph), (__u32)sum);
 	r.tcp.check = lb_csum_fold(sum);
-
-	if (bpf_skb_change_tail(skb, LB_ETH_HLEN + sizeof(r), 0) < 0)
-		return TC_ACT_SHOT;
-	if (bpf_skb_store_bytes(skb, 0, &eth, sizeof(eth), 0) < 0 ||
-	    bpf_skb_store_bytes(skb, LB_ETH_HLEN, &r, sizeof(r), 0) < 0)
-		return TC_ACT_SHOT;
-	bpf_csum_level(skb, LB_CSUM_LEVEL_RESET);
-	return bpf_redirect(skb->ifindex, 0);
+	return lb_send_back(skb, &eth, &r, sizeof(r));
 }
 
 /* tcx ingress of an external device, IPv6 packets. Returns a TC verdict. */

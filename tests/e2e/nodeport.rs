@@ -2,7 +2,8 @@
 //! external namespace on the underlay) by `bpf/host.c` on each node's `ul0`. Backends on
 //! node-1 and node-2: through either node's address the client reaches both (the local one by
 //! DNAT, the remote one by DNAT + SNAT through the node), a port that is not a NodePort is not
-//! answered, the backend's flows show the traffic, and an agent restart keeps the pinned
+//! answered, the backend's flows show the traffic, a NodePort without backends refuses at
+//! once (a TCP RST from the frontend, no timeout), and an agent restart keeps the pinned
 //! device link (its program replaced atomically) with NodePort still served.
 
 mod common;
@@ -13,6 +14,7 @@ use std::time::Duration;
 use common::{TestSandbox, str_of};
 
 const NODE_PORT: u16 = 30080;
+const EMPTY_NODE_PORT: u16 = 30099;
 const NODE_1: &str = "192.168.200.1";
 const NODE_2: &str = "192.168.200.2";
 
@@ -39,6 +41,21 @@ spec:
       port: 80
       targetPort: http
       nodePort: {NODE_PORT}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: nobody
+  namespace: shop
+spec:
+  type: NodePort
+  clusterIP: 10.96.0.61
+  selector:
+    app: nobody-has-this
+  ports:
+    - port: 80
+      targetPort: 8080
+      nodePort: {EMPTY_NODE_PORT}
 "#,
         web1 = backend("web-1", "node-1"),
         web2 = backend("web-2", "node-2"),
@@ -110,6 +127,26 @@ fn node_port_reaches_local_and_remote_backends_from_outside_the_cluster() {
             "through {node}: both backends (local and remote) serve the NodePort"
         );
     }
+
+    // A NodePort without backends (programmed: listed with its frontend) refuses at once.
+    let empty = (format!("0.0.0.0:{EMPTY_NODE_PORT}"), "NodePort".to_string());
+    let listed = common::wait_for(Duration::from_secs(10), || {
+        common::service_kinds(&sandbox, "node-1")
+            .contains(&empty)
+            .then_some(())
+    });
+    assert!(
+        listed.is_some(),
+        "{empty:?} not in {:?}",
+        common::service_kinds(&sandbox, "node-1")
+    );
+    common::socket_probe::assert_node_port_refuses_at_once(
+        &sandbox,
+        www.path(),
+        "node-1",
+        NODE_1,
+        EMPTY_NODE_PORT,
+    );
 
     // Flows at the backends: the local backend sees the external client itself, the remote
     // one sees the node that SNATed the connection.

@@ -36,20 +36,6 @@ while True:
     s.sendto(data, addr)
 "#;
 
-/// connect() to [argv1]:argv2 from the external client: the outcome and how long it took.
-const CONNECT: &str = r#"
-import socket, sys, time
-s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-s.settimeout(5)
-started = time.monotonic()
-try:
-    s.connect((sys.argv[1], int(sys.argv[2])))
-    outcome = "connected"
-except OSError as e:
-    outcome = type(e).__name__
-print(outcome, round(time.monotonic() - started, 3))
-"#;
-
 /// One UDP datagram to [argv1]:argv2 and its echo (the external client's side).
 const UDP_ASK: &str = r#"
 import socket, sys
@@ -123,7 +109,6 @@ fn files() -> tempfile::TempDir {
     let dir = common::document_roots(&["web-1", "web-2"]);
     std::fs::write(dir.path().join("udp_echo.py"), UDP_ECHO).expect("udp_echo.py");
     std::fs::write(dir.path().join("udp_ask.py"), UDP_ASK).expect("udp_ask.py");
-    std::fs::write(dir.path().join("connect.py"), CONNECT).expect("connect.py");
     dir
 }
 
@@ -247,22 +232,14 @@ fn ipv6_node_port_external_and_load_balancer_ips_reach_both_backends_from_outsid
         sandbox.agent_logs()
     );
 
-    // A NodePort without backends refuses at once (ICMPv6 port unreachable), no timeout.
-    let refused = dir.path().join("connect.py").display().to_string();
-    let port = EMPTY_NODE_PORT.to_string();
-    let out = external(&sandbox, &["python3", &refused, NODE_1, &port]);
-    let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    assert!(
-        line.starts_with("ConnectionRefusedError "),
-        "[{NODE_1}]:{EMPTY_NODE_PORT} without backends: {line} {}",
-        String::from_utf8_lossy(&out.stderr)
+    // A NodePort without backends refuses at once (a TCP RST from the frontend), no timeout.
+    common::socket_probe::assert_node_port_refuses_at_once(
+        &sandbox,
+        dir.path(),
+        "node-1",
+        NODE_1,
+        EMPTY_NODE_PORT,
     );
-    let took: f64 = line
-        .rsplit(' ')
-        .next()
-        .and_then(|t| t.parse().ok())
-        .unwrap_or(f64::MAX);
-    assert!(took < 0.5, "refused after {took} s, not at once: {line}");
 
     let kinds = common::service_kinds(&sandbox, "node-1");
     for want in [

@@ -99,3 +99,30 @@ pub fn parse_checked(p: &[u8]) -> Parsed {
         proto,
     }
 }
+
+/// `p` (an IPv4 TCP packet from [`packet`]) with acknowledgment number `ack`, its TCP
+/// checksum redone.
+pub fn with_tcp_ack(mut p: Vec<u8>, ack: u32) -> Vec<u8> {
+    p[42..46].copy_from_slice(&ack.to_be_bytes());
+    p[50..52].fill(0);
+    let src = Ipv4Addr::new(p[26], p[27], p[28], p[29]);
+    let dst = Ipv4Addr::new(p[30], p[31], p[32], p[33]);
+    let c = fold(sum16(&p[34..], pseudo(src, dst, TCP, p.len() - 34)));
+    p[50..52].copy_from_slice(&c.to_be_bytes());
+    p
+}
+
+/// `p` (from [`packet`]) with four bytes of IPv4 options (NOPs): a 24-byte header, its
+/// length and checksum redone (the L4 checksum does not cover options).
+pub fn with_ip_options(p: &[u8]) -> Vec<u8> {
+    let mut out = p[..34].to_vec();
+    out.extend_from_slice(&[1, 1, 1, 1]);
+    out.extend_from_slice(&p[34..]);
+    out[14] = 0x46;
+    let total = u16::from_be_bytes([out[16], out[17]]) + 4;
+    out[16..18].copy_from_slice(&total.to_be_bytes());
+    out[24..26].fill(0);
+    let c = fold(sum16(&out[14..38], 0));
+    out[24..26].copy_from_slice(&c.to_be_bytes());
+    out
+}

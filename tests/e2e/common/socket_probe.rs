@@ -1,6 +1,7 @@
 //! The socket-LB probe the load-balancing tests run in client pods (`lb_socket.rs`,
-//! `lb_ipv6.rs`): `python3 probe.py MODE HOST PORT` prints one line the test parses, with
-//! IPv6 addresses in brackets (`[fd00:96::70]:80`).
+//! `lb_ipv6.rs`) and from the external client (`nodeport.rs`, `nodeport_ipv6.rs`):
+//! `python3 probe.py MODE HOST PORT` prints one line the test parses, with IPv6 addresses
+//! in brackets (`[fd00:96::70]:80`).
 //!
 //! - `tcp`: connect, print getpeername() and the HTTP body;
 //! - `udp`: sendto/recvfrom (unconnected) then connect/send/recv/getpeername (connected);
@@ -47,6 +48,48 @@ elif mode == "refused":
     except OSError as e:
         print("errno=%d ms=%d" % (e.errno or -1, (time.monotonic() - t) * 1000))
 "#;
+
+/// A NodePort (external or LoadBalancer IP) without backends, `host:port`, refuses the
+/// external client at once: its connect() fails with ECONNREFUSED in under 0.5 s (no
+/// timeout), and `node`'s datapath counts the drop (INGRESS, "Service backend not found"),
+/// so the refusal is the device program's, not the node's own stack answering a closed
+/// port. The probe script is written to `dir`.
+pub fn assert_node_port_refuses_at_once(
+    sandbox: &super::TestSandbox,
+    dir: &std::path::Path,
+    node: &str,
+    host: &str,
+    port: u16,
+) {
+    let probe = dir.join("probe.py");
+    std::fs::write(&probe, PROBE).expect("probe.py");
+    let probe = probe.display().to_string();
+    let out = sandbox.exec_external(&["python3", &probe, "refused", host, &port.to_string()]);
+    let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let refused = format!("errno={} ms=", libc::ECONNREFUSED);
+    let ms: Option<u64> = line.strip_prefix(&refused).and_then(|ms| ms.parse().ok());
+    assert!(
+        ms.is_some_and(|ms| ms < 500),
+        "{host}:{port} without backends: {line} {} (want ECONNREFUSED in < 500 ms)\n\
+         agent logs:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        sandbox.agent_logs()
+    );
+    let counted = super::wait_for(std::time::Duration::from_secs(10), || {
+        let m = sandbox.metrics(node);
+        super::metric_value(
+            &m,
+            "cilium_drop_count_total",
+            &["Service backend not found", "INGRESS"],
+        )
+        .filter(|v| *v > 0.0)
+    });
+    assert!(
+        counted.is_some(),
+        "no INGRESS \"Service backend not found\" drop counted on {node}:\n{}",
+        sandbox.metrics(node)
+    );
+}
 
 /// Socket LB translated at connect(): `client`'s TCP packets leaving its pod
 /// (`FROM_ENDPOINT` flows) go to one of `backends` (pod names, their `family` address:
