@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::run::{Agent, lock};
 use crate::metrics::PressurePlan;
@@ -45,7 +45,13 @@ impl Agent {
         for map in &plan.forget {
             self.metrics.remove_map_pressure(map);
         }
+        let started = std::time::Instant::now();
         let mut samples = crate::metrics::count_maps(&maps_dir, &plan.sample);
+        debug!(
+            maps = samples.len(),
+            elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "map pressure sampled"
+        );
         let now = self.map_pressure_plan();
         samples.retain(|(map, _)| now.sample.contains(map));
         self.metrics.apply_map_samples(&samples);
