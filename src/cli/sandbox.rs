@@ -380,8 +380,10 @@ fn is_zombie(pid: i32) -> bool {
 
 /// The porin.toml of a sandbox node: local datastore over the user's manifests,
 /// a runtime directory shared by the sandbox's agents, every plugin that works
-/// on this machine enabled.
+/// on this machine enabled. An `[agent]` table in `extra` adds its keys to the node's
+/// `[agent]` (a table cannot be opened twice); the rest of `extra` is appended.
 pub(super) fn agent_config(node: &NodeSpec, runtime_dir: &Path, extra: &str) -> String {
+    let (agent_extra, extra) = split_agent_table(extra);
     format!(
         r#"# Written by `porin sandbox up` for {name}.
 [agent]
@@ -397,7 +399,7 @@ pin_root = "{pins}"
 pod_cidr = "{cidr}"
 node_ip = "{ip}"
 cgroup_path = "{cgroup}"
-{ipv6}
+{ipv6}{agent_extra}
 [plugins.observe]
 enabled = true
 {extra}
@@ -415,6 +417,26 @@ enabled = true
         cgroup = node.cgroup.display(),
         ipv6 = ipv6_lines(node),
     )
+}
+
+/// Splits the lines of an `[agent]` table (header excluded) out of `extra`: (those
+/// lines, the rest). The table ends at the next table header.
+fn split_agent_table(extra: &str) -> (String, String) {
+    let (mut agent, mut rest) = (String::new(), String::new());
+    let mut in_agent = false;
+    for line in extra.lines() {
+        let header = line.trim_start();
+        if header.starts_with('[') {
+            in_agent = header.trim_end() == "[agent]";
+            if in_agent {
+                continue;
+            }
+        }
+        let out = if in_agent { &mut agent } else { &mut rest };
+        out.push_str(line);
+        out.push('\n');
+    }
+    (agent, rest)
 }
 
 /// The dual-stack lines of a node's `[agent]` (empty without `--ipv6`).
@@ -508,4 +530,26 @@ pub(super) fn require_root() -> Result<()> {
         bail!("the sandbox makes network namespaces and loads eBPF programs: run it as root");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_agent_table;
+
+    #[test]
+    fn an_agent_table_in_the_extra_config_joins_the_nodes_agent_section() {
+        let (agent, rest) = split_agent_table(
+            "[plugins.lb]\nenabled = true\n[agent]\nmap_pressure_interval_seconds = 1\n\n[plugins.policy]\nenabled = true\n",
+        );
+        assert_eq!(agent, "map_pressure_interval_seconds = 1\n\n");
+        assert_eq!(
+            rest,
+            "[plugins.lb]\nenabled = true\n[plugins.policy]\nenabled = true\n"
+        );
+        let (agent, rest) = split_agent_table("[plugins.lb]\nenabled = true\n");
+        assert_eq!(
+            (agent.as_str(), rest.as_str()),
+            ("", "[plugins.lb]\nenabled = true\n")
+        );
+    }
 }

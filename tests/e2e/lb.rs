@@ -2,14 +2,17 @@
 //! sandbox (`socket_lb = false`; socket-level LB is tested in lb_socket.rs). A client
 //! reaches a service whose two backends live on two nodes, sees the
 //! service address as its peer, a service without backends is refused at once, and with
-//! the plugin disabled the service address is not served.
+//! the plugin disabled the service address is not served. `cilium_bpf_map_pressure`
+//! reports the conntrack and NAT maps the traffic filled (core's sampling, every second
+//! here) next to the service map (the plugin's mirror), and a plugin turned off keeps
+//! no pressure series.
 
 mod common;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::{TestSandbox, str_of};
+use common::{TestSandbox, metric_value, str_of};
 
 const VIP: &str = "10.96.0.50";
 const EMPTY_VIP: &str = "10.96.0.51";
@@ -58,7 +61,10 @@ fn cluster_ip_reaches_both_backends_and_refuses_an_empty_service() {
     let www = common::document_roots(&["web-1", "web-2"]);
     let sandbox = TestSandbox::up_with(
         &[("00-shop.yaml", &manifests(www.path()))],
-        Some("[plugins.lb]\nenabled = true\nsocket_lb = false\n"),
+        Some(
+            "[agent]\nmap_pressure_interval_seconds = 1\n\n\
+             [plugins.lb]\nenabled = true\nsocket_lb = false\n",
+        ),
     );
     let url = format!("http://{VIP}/");
 
@@ -100,6 +106,8 @@ fn cluster_ip_reaches_both_backends_and_refuses_an_empty_service() {
         BTreeSet::from(["web-1".to_string(), "web-2".to_string()]),
         "both backends (local and remote) serve the service"
     );
+
+    assert_traffic_fills_map_pressure(&sandbox);
 
     // `porin service list` shows what each agent serves: the VIP with both backends, the
     // empty service with none.
@@ -175,7 +183,67 @@ fn cluster_ip_reaches_both_backends_and_refuses_an_empty_service() {
             .collect::<Vec<_>>()
     );
 
+    assert_disabled_lb_keeps_no_pressure(&sandbox);
     sandbox.down_and_check();
+}
+
+fn pressure(metrics: &str, map: &str) -> Option<f64> {
+    metric_value(
+        metrics,
+        "cilium_bpf_map_pressure",
+        &[&format!("map_name=\"{map}\"")],
+    )
+}
+
+/// The client's node (node-1) reports its conntrack and per-packet NAT maps as sampled
+/// (every second here), the service map from the plugin's mirror.
+fn assert_traffic_fills_map_pressure(sandbox: &TestSandbox) {
+    let filled = common::wait_for(Duration::from_secs(15), || {
+        let metrics = sandbox.metrics("node-1");
+        let all = ["porin_ct", "porin_lb_nat", "porin_lb_rnat", "porin_lb_svc"]
+            .map(|map| pressure(&metrics, map).unwrap_or(0.0));
+        all.iter().all(|p| *p > 0.0).then_some(all)
+    });
+    assert!(
+        filled.is_some(),
+        "conntrack, NAT and service map pressure on node-1 stayed at 0 or missing:\n{}\nagent logs:\n{}",
+        sandbox.metrics("node-1"),
+        sandbox.agent_logs()
+    );
+}
+
+/// With the lb plugin turned off its maps lose their series (sampled and mirrored);
+/// conntrack keeps its own.
+fn assert_disabled_lb_keeps_no_pressure(sandbox: &TestSandbox) {
+    let out = sandbox.porin(&["plugins", "disable", "lb"]);
+    assert!(
+        out.status.success(),
+        "disabling lb: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let check = |when: &str| {
+        let metrics = sandbox.metrics("node-1");
+        for map in [
+            "porin_lb_nat",
+            "porin_lb_rnat",
+            "porin_np_nat",
+            "porin_lb_svc",
+        ] {
+            assert_eq!(
+                pressure(&metrics, map),
+                None,
+                "{when}: {map} still reports pressure with the lb plugin off:\n{metrics}"
+            );
+        }
+        assert!(
+            pressure(&metrics, "porin_ct").is_some_and(|p| p > 0.0),
+            "{when}: conntrack pressure gone:\n{metrics}"
+        );
+    };
+    check("right after `plugins disable lb`");
+    // Two sampling passes later the sampler has not brought them back.
+    std::thread::sleep(Duration::from_millis(2500));
+    check("two sampling passes after `plugins disable lb`");
 }
 
 #[test]

@@ -2,14 +2,15 @@
 //! like NodePort by the node device program to a client outside the cluster: the external
 //! namespace routes each address to a node (as a router or a load balancer would), and
 //! through that node the client reaches both the local backend (DNAT) and the remote one
-//! (DNAT + SNAT to the node).
+//! (DNAT + SNAT to the node). The NodePort NAT maps those translations fill show in
+//! `cilium_bpf_map_pressure` on both nodes.
 
 mod common;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::TestSandbox;
+use common::{TestSandbox, metric_value};
 
 const EXTERNAL_IP: &str = "203.0.113.10";
 const INGRESS_IP: &str = "203.0.113.20";
@@ -62,7 +63,7 @@ fn external_and_load_balancer_ips_reach_both_backends_from_outside() {
     let www = common::document_roots(&["web-1", "web-2"]);
     let sandbox = TestSandbox::up_with(
         &[("00-shop.yaml", &manifests(www.path()))],
-        Some("[plugins.lb]\nenabled = true\n"),
+        Some("[agent]\nmap_pressure_interval_seconds = 1\n\n[plugins.lb]\nenabled = true\n"),
     );
     for (ip, node) in [(EXTERNAL_IP, NODE_1), (INGRESS_IP, NODE_2)] {
         let out = external(
@@ -90,6 +91,29 @@ fn external_and_load_balancer_ips_reach_both_backends_from_outside() {
             seen,
             BTreeSet::from(["web-1".to_string(), "web-2".to_string()]),
             "through {ip}: the local and the remote backend"
+        );
+    }
+
+    // Each address went through its own node: both nodes' NodePort NAT maps hold
+    // translations, which the sampler (every second here) reports.
+    for node in ["node-1", "node-2"] {
+        let filled = common::wait_for(Duration::from_secs(15), || {
+            let metrics = sandbox.metrics(node);
+            let all = ["porin_np_nat", "porin_np_rnat", "porin_ct"].map(|map| {
+                metric_value(
+                    &metrics,
+                    "cilium_bpf_map_pressure",
+                    &[&format!("map_name=\"{map}\"")],
+                )
+                .unwrap_or(0.0)
+            });
+            all.iter().all(|p| *p > 0.0).then_some(all)
+        });
+        assert!(
+            filled.is_some(),
+            "{node}: NodePort NAT or conntrack pressure stayed at 0 or missing:\n{}\nagent logs:\n{}",
+            sandbox.metrics(node),
+            sandbox.agent_logs()
         );
     }
 

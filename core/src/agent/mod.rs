@@ -11,6 +11,7 @@ mod context;
 mod devices;
 mod endpoints;
 mod error;
+mod map_pressure;
 mod node_status;
 mod policy_status;
 mod reload;

@@ -218,6 +218,7 @@ pub async fn run(config_path: &Path, plugins: Vec<Box<dyn Plugin>>) -> Result<()
     // 5. Datapath events and counters.
     spawn_event_reader(events_reader, events_tx.clone());
     spawn_counter_poller(agent.clone(), shutdown.clone());
+    super::map_pressure::spawn_map_pressure_sampler(agent.clone(), shutdown.clone());
     super::node_status::spawn_status_publisher(agent.clone(), shutdown.clone());
 
     // 6. Node object, first reconcile, plugins.

@@ -135,6 +135,8 @@ impl Agent {
                 .map_err(toggle_error)?;
             let reloaded = was_on && reload()?;
             let changed = lock(&self.plugins).disable(name).map_err(toggle_error)?;
+            // Its maps no longer describe the datapath: no stale pressure series.
+            self.forget_map_pressure_of(name);
             (changed, reloaded)
         };
         let report = PluginToggle {

@@ -45,6 +45,7 @@ pub(crate) struct RawAgent {
     pub pod_cidr_v6: Option<Ipv6Net>,
     pub node_ip_v6: Option<Ipv6Addr>,
     pub cgroup_path: Option<PathBuf>,
+    pub map_pressure_interval_seconds: Option<u64>,
     pub log_level: Option<String>,
 }
 
@@ -97,6 +98,10 @@ pub struct AgentConfig {
     /// mount found in `/proc/self/mounts`. Several agents on one machine (the sandbox) must
     /// each set their node's cgroup.
     pub cgroup_path: Option<PathBuf>,
+    /// Seconds between two counts of the datapath maps for `cilium_bpf_map_pressure`
+    /// (conntrack, NAT, affinity, ipcache, policy...; the lb plugin's service maps are
+    /// reported from its mirror instead). 0 turns the sampling off. Default: 30.
+    pub map_pressure_interval_seconds: u64,
     /// A `tracing` filter directive. Default: `"info"`.
     pub log_level: String,
 }
@@ -107,6 +112,8 @@ pub const NODE_NAME_ENV: &str = "PORIN_NODE_NAME";
 pub const API_SOCKET_NAME: &str = "agent.sock";
 /// Default metrics listener.
 pub const DEFAULT_METRICS_ADDRESS: &str = "0.0.0.0:9962";
+/// Default seconds between two map pressure samplings.
+pub const DEFAULT_MAP_PRESSURE_INTERVAL_SECONDS: u64 = 30;
 /// Default bpffs root.
 pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/porin";
 /// Default shared directory of local mode.
@@ -157,6 +164,9 @@ impl AgentConfig {
             pod_cidr_v6: raw.pod_cidr_v6,
             node_ip_v6: raw.node_ip_v6,
             cgroup_path: raw.cgroup_path,
+            map_pressure_interval_seconds: raw
+                .map_pressure_interval_seconds
+                .unwrap_or(DEFAULT_MAP_PRESSURE_INTERVAL_SECONDS),
             log_level: raw.log_level.unwrap_or_else(|| "info".to_string()),
             node_name,
         }

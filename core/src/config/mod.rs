@@ -16,8 +16,9 @@ use serde::Deserialize;
 use tracing::debug;
 
 pub use agent::{
-    API_SOCKET_NAME, AgentConfig, DEFAULT_METRICS_ADDRESS, DEFAULT_PIN_ROOT, DEFAULT_RUN_DIR,
-    DEFAULT_RUNTIME_DIR, DEFAULT_STATE_ROOT, Datastore, NODE_NAME_ENV,
+    API_SOCKET_NAME, AgentConfig, DEFAULT_MAP_PRESSURE_INTERVAL_SECONDS, DEFAULT_METRICS_ADDRESS,
+    DEFAULT_PIN_ROOT, DEFAULT_RUN_DIR, DEFAULT_RUNTIME_DIR, DEFAULT_STATE_ROOT, Datastore,
+    NODE_NAME_ENV,
 };
 pub use error::ConfigError;
 pub use locate::locate_key;

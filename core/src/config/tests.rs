@@ -27,6 +27,7 @@ fn empty_file_has_defaults() {
     assert_eq!(a.pin_root, PathBuf::from(DEFAULT_PIN_ROOT));
     assert_eq!(a.pin_dir(), PathBuf::from("/sys/fs/bpf/porin/host-a"));
     assert_eq!(a.log_level, "info");
+    assert_eq!(a.map_pressure_interval_seconds, 30);
     assert!(a.pod_cidr.is_none() && a.node_ip.is_none() && a.cgroup_path.is_none());
     assert_eq!(cfg.plugins.len(), 4);
     assert!(
@@ -35,6 +36,14 @@ fn empty_file_has_defaults() {
             .all(|p| !p.enabled && p.settings.is_empty())
     );
     assert!(cfg.native.is_empty());
+}
+
+#[test]
+fn map_pressure_interval_is_read_and_zero_turns_it_off() {
+    let cfg = parse("[agent]\nmap_pressure_interval_seconds = 0\n").expect("valid");
+    assert_eq!(cfg.agent.map_pressure_interval_seconds, 0);
+    let e = err("[agent]\nmap_pressure_interval_seconds = \"30s\"\n");
+    assert!(e.contains("map_pressure_interval_seconds"), "{e}");
 }
 
 #[test]

@@ -19,15 +19,15 @@ const CHUNK: usize = 8192;
 /// The `batch` member of `union bpf_attr`.
 #[repr(C)]
 #[derive(Default)]
-struct BatchAttr {
-    in_batch: u64,
-    out_batch: u64,
-    keys: u64,
-    values: u64,
-    count: u32,
-    map_fd: u32,
-    elem_flags: u64,
-    flags: u64,
+pub(super) struct BatchAttr {
+    pub in_batch: u64,
+    pub out_batch: u64,
+    pub keys: u64,
+    pub values: u64,
+    pub count: u32,
+    pub map_fd: u32,
+    pub elem_flags: u64,
+    pub flags: u64,
 }
 
 /// A batch that stopped: `done` elements went in, element `done` failed with `error`.
@@ -107,24 +107,26 @@ pub fn delete<K: aya::Pod>(map: BorrowedFd<'_>, keys: &[K]) -> Result<(), BatchF
     Ok(())
 }
 
-fn chunk_len(len: usize) -> u32 {
+pub(super) fn chunk_len(len: usize) -> u32 {
     u32::try_from(len).unwrap_or(u32::MAX)
 }
 
-fn fd_u32(fd: BorrowedFd<'_>) -> u32 {
+pub(super) fn fd_u32(fd: BorrowedFd<'_>) -> u32 {
     u32::try_from(fd.as_raw_fd()).unwrap_or(u32::MAX)
 }
 
+/// The `bpf()` syscall with `attr`, a `#[repr(C)]` mirror of one member of `union bpf_attr`.
+///
 /// # Safety
-/// `attr` must describe valid buffers for `cmd`.
-unsafe fn bpf(cmd: libc::c_long, attr: &mut BatchAttr) -> libc::c_long {
-    // SAFETY: the caller guarantees the buffers; the size is the struct's own.
+/// `attr` must be laid out as the kernel expects for `cmd` and describe valid buffers.
+pub(super) unsafe fn bpf<A>(cmd: libc::c_long, attr: &mut A) -> libc::c_long {
+    // SAFETY: the caller guarantees the layout and the buffers; the size is the struct's own.
     unsafe {
         libc::syscall(
             libc::SYS_bpf,
             cmd,
             std::ptr::from_mut(attr),
-            std::mem::size_of::<BatchAttr>(),
+            std::mem::size_of::<A>(),
         )
     }
 }

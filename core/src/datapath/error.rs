@@ -57,6 +57,13 @@ pub enum DatapathError {
         #[source]
         source: Box<MapError>,
     },
+    /// Counting a map's entries failed (for `cilium_bpf_map_pressure`).
+    #[error("counting the entries of map {map}: {source}")]
+    MapCount {
+        map: String,
+        #[source]
+        source: io::Error,
+    },
     /// A batched write stopped at element `done` (the ones before it went in).
     #[error("map {map} (max_entries {max_entries}){full}: element {done} of the batch: {source}",
         full = if map_full(source) { " is full" } else { "" })]

@@ -8,6 +8,7 @@ pub mod abi;
 mod attach;
 mod batch;
 mod encrypt_maps;
+mod entry_count;
 mod error;
 mod events;
 mod host;
@@ -26,6 +27,7 @@ mod test_run;
 
 pub use attach::{AttachReport, LinkState};
 pub use encrypt_maps::{EncryptMap, MAP_ENCRYPT};
+pub use entry_count::{MapFill, map_fill, pinned_map_fill};
 pub use error::DatapathError;
 pub use events::EventReader;
 pub use host::{

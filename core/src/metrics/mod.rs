@@ -1,6 +1,7 @@
 //! Agent metrics with Cilium's names, so existing dashboards and alerts work.
 
 mod drop_reasons;
+mod map_pressure;
 mod server;
 
 use std::collections::HashMap;
@@ -16,6 +17,9 @@ use prometheus_client::registry::Registry;
 use crate::datapath::abi::REASON_EVENT_LOST;
 
 pub use drop_reasons::drop_reason_text;
+pub use map_pressure::{
+    MapSample, PRESSURE_MAPS, PressureMap, PressurePlan, PressureSource, count_maps,
+};
 pub use server::{
     ExtraMetrics, MetricsError, OPENMETRICS_CONTENT_TYPE, metrics_router, metrics_router_with,
     serve_metrics, serve_metrics_with,
