@@ -118,13 +118,15 @@ impl DnsNames {
     }
 }
 
+/// L7 records for this crate's tests.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use porin_plugin_sdk::{Direction, DnsRecord};
+pub(crate) mod test_records {
+    use porin_plugin_sdk::{Direction, DnsRecord, L7Kind, L7Record, Verdict};
     use std::time::SystemTime;
 
-    fn answer(client: &str, ips: &[&str], ttl: u32) -> L7Record {
+    /// A forwarded answer to `client` for `data.example.com.` (a CNAME to
+    /// `bucket.example.com.`) with `ips` and `ttl`, from 10.200.2.3:53.
+    pub fn dns_answer(client: &str, ips: &[&str], ttl: u32) -> L7Record {
         L7Record {
             time: SystemTime::now(),
             kind: L7Kind::Response,
@@ -150,6 +152,12 @@ mod tests {
             }),
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_records::dns_answer as answer;
+    use super::*;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().expect("ip")

@@ -320,9 +320,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_last_flows_of_a_deleted_pod_still_name_it() {
-        let pods = Pods(Mutex::new(Some(EndpointMeta {
+    /// `shop/web-7d9` at 10.200.1.5 (see [`Pods`]), identity 4242.
+    fn web_pod() -> Pods {
+        Pods(Mutex::new(Some(EndpointMeta {
             id: 3,
             namespace: "shop".to_string(),
             pod_name: "web-7d9".to_string(),
@@ -330,7 +330,12 @@ mod tests {
             labels: vec!["k8s:app=web".to_string()],
             node_name: "node-1".to_string(),
             workload: Some(("Deployment".to_string(), "web".to_string())),
-        })));
+        })))
+    }
+
+    #[test]
+    fn the_last_flows_of_a_deleted_pod_still_name_it() {
+        let pods = web_pod();
         let mut pipeline = Pipeline::new(
             "node-1",
             CacheSettings {
@@ -357,43 +362,17 @@ mod tests {
 
     #[test]
     fn an_l7_record_becomes_its_flow_when_read() {
-        let pods = Pods(Mutex::new(Some(EndpointMeta {
-            id: 3,
-            namespace: "shop".to_string(),
-            pod_name: "web-7d9".to_string(),
-            identity: 4242,
-            labels: vec!["k8s:app=web".to_string()],
-            node_name: "node-1".to_string(),
-            workload: None,
-        })));
+        let pods = web_pod();
         let mut pipeline = Pipeline::new("node-1", CacheSettings::default());
-        let record = |kind| {
-            Arc::new(L7Record {
-                time: std::time::SystemTime::now(),
-                kind,
-                src: "10.200.1.5:40000".parse().expect("addr"),
-                dst: "10.200.2.9:53".parse().expect("addr"),
-                src_identity: 0,
-                dst_identity: 1001,
-                direction: Direction::FromEndpoint,
-                verdict: Verdict::Forwarded,
-                method: String::new(),
-                url: String::new(),
-                protocol: String::new(),
-                code: 0,
-                headers: Vec::new(),
-                latency_ns: 7,
-                trace_id: None,
-                dns: Some(porin_plugin_sdk::DnsRecord {
-                    query: "api.example.com.".into(),
-                    qtypes: vec!["A".into()],
-                    ips: vec!["192.0.2.10".parse().expect("ip")],
-                    ..Default::default()
-                }),
-            })
-        };
-        let request = pipeline.l7_entry(record(porin_plugin_sdk::L7Kind::Request), &pods);
-        let response = pipeline.l7_entry(record(porin_plugin_sdk::L7Kind::Response), &pods);
+        let mut answer =
+            crate::dns_names::test_records::dns_answer("10.200.1.5", &["192.0.2.10"], 60);
+        answer.dst_identity = 1001;
+        answer.latency_ns = 7;
+        let mut query = answer.clone();
+        query.kind = porin_plugin_sdk::L7Kind::Request;
+        query.latency_ns = 0;
+        let request = pipeline.l7_entry(Arc::new(query), &pods);
+        let response = pipeline.l7_entry(Arc::new(answer), &pods);
         // The pod goes before anything reads the flows: they keep what was resolved.
         *pods.0.lock().expect("lock") = None;
         let req = request.flow();
@@ -413,7 +392,15 @@ mod tests {
             "192.0.2.10".parse().expect("ip"),
             Instant::now(),
         );
-        assert_eq!(names.as_deref(), Some(&["api.example.com".to_string()][..]));
+        assert_eq!(
+            names.as_deref(),
+            Some(
+                &[
+                    "data.example.com".to_string(),
+                    "bucket.example.com".to_string()
+                ][..]
+            )
+        );
     }
 
     fn system_time_of(flow: &Flow) -> std::time::SystemTime {
