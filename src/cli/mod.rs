@@ -3,6 +3,7 @@
 mod connectivity;
 mod discover;
 mod encrypt;
+mod maps;
 mod observe;
 mod output;
 mod plugin_status;
@@ -77,6 +78,11 @@ enum Command {
     },
     /// Security identities.
     Identity {
+        #[command(subcommand)]
+        command: ListCommand,
+    },
+    /// The datapath's eBPF maps: entries, size and pressure, counted now.
+    Map {
         #[command(subcommand)]
         command: ListCommand,
     },
@@ -239,6 +245,12 @@ fn dispatch(command: Command) -> Result<bool> {
             let targets = discover::targets(target.socket.as_deref(), target.node.as_deref())?;
             runtime()?.block_on(query::identities(&targets, output))?;
             Ok(true)
+        }
+        Command::Map {
+            command: ListCommand::List { output, target },
+        } => {
+            let targets = discover::targets(target.socket.as_deref(), target.node.as_deref())?;
+            runtime()?.block_on(maps::list(&targets, output))
         }
         Command::Plugins {
             command: plugins_toggle::PluginsCommand::List { output, target },

@@ -108,6 +108,7 @@ fn cluster_ip_reaches_both_backends_and_refuses_an_empty_service() {
     );
 
     assert_traffic_fills_map_pressure(&sandbox);
+    assert_map_list_counts_entries(&sandbox);
 
     // `porin service list` shows what each agent serves: the VIP with both backends, the
     // empty service with none.
@@ -209,6 +210,43 @@ fn assert_traffic_fills_map_pressure(sandbox: &TestSandbox) {
         "conntrack, NAT and service map pressure on node-1 stayed at 0 or missing:\n{}\nagent logs:\n{}",
         sandbox.metrics("node-1"),
         sandbox.agent_logs()
+    );
+}
+
+/// `porin map list -o json` counts node-1's maps when asked: conntrack and per-packet NAT
+/// hold the client's connections, the service map its frontends, each within its size.
+fn assert_map_list_counts_entries(sandbox: &TestSandbox) {
+    let listed = sandbox.porin_json(&["map", "list", "--node", "node-1"]);
+    let rows = listed.as_array().cloned().unwrap_or_default();
+    let map = |name: &str| {
+        rows.iter()
+            .map(|r| &r["map"])
+            .find(|m| m["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} missing from `porin map list`: {listed:#}"))
+    };
+    for (name, owner) in [
+        ("porin_ct", "core"),
+        ("porin_lb_nat", "lb"),
+        ("porin_lb_svc", "lb"),
+    ] {
+        let m = map(name);
+        let entries = m["entries"].as_u64().unwrap_or(0);
+        let max = m["max_entries"].as_u64().unwrap_or(0);
+        assert!(
+            entries > 0 && entries <= max,
+            "{name}: {entries} of {max} entries: {m:#}"
+        );
+        assert_eq!(m["owner"], owner, "{m:#}");
+        let ratio = m["pressure"].as_f64().unwrap_or(-1.0);
+        assert!(
+            (ratio - entries as f64 / max as f64).abs() < 1e-9,
+            "{name}: pressure {ratio} is not {entries}/{max}"
+        );
+    }
+    assert!(
+        rows.iter().all(|r| r["node"] == "node-1"),
+        "--node node-1 listed other nodes: {listed:#}"
     );
 }
 

@@ -41,6 +41,10 @@ impl AgentApi for Agent {
         })
     }
 
+    fn maps(&self) -> Vec<crate::api::MapInfo> {
+        self.map_list()
+    }
+
     fn status(&self) -> StatusResponse {
         // One lock at a time: holding the datapath while taking the endpoints would
         // invert reconcile's order (endpoints, identities, datapath, ipcache) and deadlock.

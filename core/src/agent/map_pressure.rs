@@ -9,7 +9,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::run::{Agent, lock};
-use crate::metrics::PressurePlan;
+use crate::api::MapInfo;
+use crate::metrics::{MapSample, PRESSURE_MAPS, PressurePlan, count_maps};
 
 /// Starts the sampler on the agent's runtime (nothing when the interval is 0). The
 /// counting runs in `spawn_blocking`: it is syscalls, and the plugins' lock is taken
@@ -64,6 +65,35 @@ impl Agent {
                 self.metrics.remove_map_pressure(m.name);
             }
         }
+    }
+
+    /// Every pinned map of the datapath with its entries counted now (`porin map list`);
+    /// maps that are not pinned (their program is not loaded) are left out.
+    pub(crate) fn map_list(&self) -> Vec<MapInfo> {
+        let maps_dir = self.config.pin_dir().join("maps");
+        let names: Vec<&'static str> = PRESSURE_MAPS.iter().map(|m| m.name).collect();
+        count_maps(&maps_dir, &names)
+            .into_iter()
+            .zip(PRESSURE_MAPS)
+            .filter_map(|((name, sample), map)| {
+                let owner = map.owner.unwrap_or("core").to_owned();
+                let info = |entries, max_entries, pressure, error| MapInfo {
+                    name: name.to_owned(),
+                    owner: owner.clone(),
+                    entries,
+                    max_entries,
+                    pressure,
+                    error,
+                };
+                match sample {
+                    MapSample::Fill(fill) => {
+                        Some(info(fill.entries, fill.max_entries, fill.ratio(), None))
+                    }
+                    MapSample::Absent => None,
+                    MapSample::Failed(e) => Some(info(0, 0, 0.0, Some(e.to_string()))),
+                }
+            })
+            .collect()
     }
 
     fn map_pressure_plan(&self) -> PressurePlan {

@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use tokio::net::UnixStream;
 
 use super::{
-    AddEndpointRequest, ApiError, EndpointInfo, ErrorBody, IdentityInfo, PluginStatus,
+    AddEndpointRequest, ApiError, EndpointInfo, ErrorBody, IdentityInfo, MapInfo, PluginStatus,
     PluginToggle, StatusResponse,
 };
 
@@ -57,6 +57,11 @@ impl AgentClient {
 
     pub async fn plugins(&self) -> Result<Vec<PluginStatus>, ApiError> {
         self.call(Method::GET, "/v1/plugins", None::<&()>).await
+    }
+
+    /// The datapath's pinned maps with their entries counted now (`/v1/maps`).
+    pub async fn maps(&self) -> Result<Vec<MapInfo>, ApiError> {
+        self.call(Method::GET, "/v1/maps", None::<&()>).await
     }
 
     /// A running plugin's own status document (`/v1/plugins/<name>/status`).

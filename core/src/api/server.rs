@@ -14,7 +14,7 @@ use tracing::{info, warn};
 
 use super::{
     AddEndpointRequest, ApiError, DeleteEndpointQuery, EndpointInfo, ErrorBody, IdentityInfo,
-    PluginStatus, PluginToggle, StatusResponse,
+    MapInfo, PluginStatus, PluginToggle, StatusResponse,
 };
 
 /// What the agent exposes through its API. Implemented by the agent; the server
@@ -25,6 +25,8 @@ pub trait AgentApi: Send + Sync + 'static {
     fn endpoints(&self) -> Vec<EndpointInfo>;
     fn identities(&self) -> Vec<IdentityInfo>;
     fn plugins(&self) -> Vec<PluginStatus>;
+    /// The datapath's pinned maps with their entries counted now (blocking: syscalls).
+    fn maps(&self) -> Vec<MapInfo>;
     /// A running plugin's own status document (`None`: not running or nothing to report).
     fn plugin_status(&self, name: &str) -> Option<serde_json::Value>;
     fn add_endpoint(&self, request: AddEndpointRequest) -> Result<EndpointInfo, ApiError>;
@@ -69,6 +71,7 @@ fn router(api: Api) -> Router {
         .route("/v1/endpoints/{namespace}/{pod}", delete(delete_endpoint))
         .route("/v1/identities", get(identities))
         .route("/v1/plugins", get(plugins))
+        .route("/v1/maps", get(maps))
         .route("/v1/plugins/{name}/status", get(plugin_status))
         .route("/v1/plugins/{name}/enable", post(enable_plugin))
         .route("/v1/plugins/{name}/disable", post(disable_plugin))
@@ -89,6 +92,14 @@ async fn identities(State(api): State<Api>) -> Json<Vec<IdentityInfo>> {
 
 async fn plugins(State(api): State<Api>) -> Json<Vec<PluginStatus>> {
     Json(api.plugins())
+}
+
+async fn maps(State(api): State<Api>) -> Response {
+    // Counting walks every map: keep it off the runtime.
+    match tokio::task::spawn_blocking(move || api.maps()).await {
+        Ok(maps) => Json(maps).into_response(),
+        Err(join) => error_response(&ApiError::Internal(format!("map count failed: {join}"))),
+    }
 }
 
 async fn plugin_status(State(api): State<Api>, UrlPath(name): UrlPath<String>) -> Response {

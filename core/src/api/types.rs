@@ -50,6 +50,21 @@ pub struct PluginStatus {
     pub health: Health,
 }
 
+/// One pinned map in `GET /v1/maps` (`porin map list`): its entries counted when asked.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MapInfo {
+    pub name: String,
+    /// The plugin whose feature uses the map, or `core`.
+    pub owner: String,
+    pub entries: u32,
+    pub max_entries: u32,
+    /// entries / max_entries, as `cilium_bpf_map_pressure` reports it.
+    pub pressure: f64,
+    /// Why the map could not be counted (then `entries` is 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 /// The answer to `POST /v1/plugins/<name>/enable|disable` (`porin plugins enable|disable`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PluginToggle {
