@@ -8,27 +8,12 @@
 
 mod common;
 
-#[path = "../../../core/tests/common/lb_hash.rs"]
-#[allow(dead_code, reason = "the IPv4 hash serves the core tests")]
-mod lb_hash;
-#[path = "../../../core/tests/common/packet.rs"]
-#[allow(
-    dead_code,
-    reason = "the shared packet helpers serve several test files"
-)]
-mod packet;
-#[path = "../../../core/tests/common/packet6.rs"]
-#[allow(
-    dead_code,
-    reason = "the shared packet helpers serve several test files"
-)]
-mod packet6;
-
 use std::collections::BTreeMap;
 use std::net::{Ipv6Addr, SocketAddrV6};
 
 use aya::maps::{HashMap, MapData};
 use common::TestDatapath;
+use common::{lb_hash, packet6};
 use porin_core::datapath::abi::{CtKey, LB6_SERVICE_ID_BASE};
 use porin_core::datapath::{Lb6Frontend, Lb6Maps, MAP_LB_MAGLEV, MaglevMaps, PodProgram, test_run};
 use porin_lb::desired6::DesiredServices6;

@@ -8,18 +8,12 @@
 
 mod common;
 
-#[path = "../../../core/tests/common/packet.rs"]
-#[allow(
-    dead_code,
-    reason = "the shared packet helpers serve several test files"
-)]
-mod packet;
-
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use aya::maps::{HashMap, MapData};
 use common::TestDatapath;
+use common::packet;
 use porin_core::datapath::abi::{CtKey, LbNatEntry};
 use porin_core::datapath::{LbFrontend, MAP_LB_NAT, PodProgram, test_run};
 use porin_lb::datapath_maps::DatapathMaps;

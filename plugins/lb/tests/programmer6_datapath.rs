@@ -10,24 +10,12 @@
 
 mod common;
 
-#[path = "../../../core/tests/common/packet.rs"]
-#[allow(
-    dead_code,
-    reason = "the shared packet helpers serve several test files"
-)]
-mod packet;
-#[path = "../../../core/tests/common/packet6.rs"]
-#[allow(
-    dead_code,
-    reason = "the shared packet helpers serve several test files"
-)]
-mod packet6;
-
 use std::collections::BTreeSet;
 use std::net::{Ipv6Addr, SocketAddrV6};
 use std::sync::atomic::{AtomicU16, Ordering};
 
 use common::TestDatapath;
+use common::packet6;
 use porin_core::datapath::abi::{
     LB_AFFINITY_TIMEOUT_SHIFT, LB_F_AFFINITY, LB6_SERVICE_ID_BASE, LbAffinity6Key, LbAffinityValue,
 };

@@ -4,6 +4,14 @@
 #![allow(dead_code, reason = "each test file uses a different subset")]
 
 use std::path::PathBuf;
+
+// Core's BPF_PROG_TEST_RUN helpers: packet builders and the hashes the programs use.
+#[path = "../../../../core/tests/common/lb_hash.rs"]
+pub mod lb_hash;
+#[path = "../../../../core/tests/common/packet.rs"]
+pub mod packet;
+#[path = "../../../../core/tests/common/packet6.rs"]
+pub mod packet6;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use porin_core::datapath::{Datapath, DatapathConfig, remove_node_pins};
