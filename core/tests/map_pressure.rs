@@ -5,53 +5,42 @@
 //!
 //! Needs root (CAP_BPF) and bpffs; fails with a clear message otherwise.
 
+mod common;
+
 use std::{
     net::{IpAddr, Ipv4Addr},
     path::PathBuf,
-    sync::atomic::{AtomicU32, Ordering},
     time::{Duration, Instant},
 };
 
 use aya::maps::{HashMap, MapData};
 use porin_core::{
     datapath::{
-        Datapath, DatapathConfig, EndpointInfo, MAP_CT, MAP_LB_NAT, MAP_LB_SKNAT, MAP_LB_SKNAT6,
+        EndpointInfo, MAP_CT, MAP_LB_NAT, MAP_LB_SKNAT, MAP_LB_SKNAT6,
         abi::{CtEntry, CtKey, LbNatEntry, encode_addr},
-        map_fill, remove_node_pins,
+        map_fill,
     },
     metrics::{AgentMetrics, PressurePlan},
 };
 use prometheus_client::registry::Registry;
 
-static NEXT: AtomicU32 = AtomicU32::new(0);
+use common::pinned::PinnedDatapath;
 
 /// A loaded datapath under its own pin root, unpinned when dropped.
 struct Fixture {
-    dp: Datapath,
-    pin_root: PathBuf,
+    dp: PinnedDatapath,
 }
 
 impl Fixture {
     fn load(sizes: &[(&str, u32)]) -> Self {
-        assert!(
-            nix::unistd::geteuid().is_root(),
-            "map pressure tests must run as root (they load eBPF programs)"
-        );
-        let n = NEXT.fetch_add(1, Ordering::SeqCst);
-        let pin_root = PathBuf::from(format!(
-            "/sys/fs/bpf/porin-pressuretest-{}-{n}",
-            std::process::id()
-        ));
-        let config = DatapathConfig {
-            node_name: "node-1".into(),
-            pin_root: pin_root.clone(),
-            switches: sizes
+        let dp = PinnedDatapath::load(
+            "pressuretest",
+            sizes
                 .iter()
                 .map(|(map, size)| (format!("max_entries:{map}"), *size))
                 .collect(),
-        };
-        let dp = Datapath::load(&config).unwrap_or_else(|e| panic!("loading the datapath: {e}"));
-        Self { dp, pin_root }
+        );
+        Self { dp }
     }
 
     fn maps_dir(&self) -> PathBuf {
@@ -70,13 +59,6 @@ impl Fixture {
             map.insert(ct_key(i), value, 0)
                 .unwrap_or_else(|e| panic!("inserting entry {i} into {name}: {e}"));
         }
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let _ = remove_node_pins(&self.pin_root, "node-1");
-        let _ = std::fs::remove_dir_all(&self.pin_root);
     }
 }
 

@@ -6,4 +6,5 @@ pub mod host_fixture;
 pub mod lb_hash;
 pub mod packet;
 pub mod packet6;
+pub mod pinned;
 pub mod pod_fixture;

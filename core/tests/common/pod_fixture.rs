@@ -3,17 +3,15 @@
 //! local endpoints in the endpoints map and the ipcache, the policy maps and the flow
 //! event ring open, and everything unpinned when dropped.
 
-use std::{
-    net::IpAddr,
-    path::PathBuf,
-    sync::atomic::{AtomicU32, Ordering},
-};
+use std::net::IpAddr;
 
 use porin_core::datapath::{
-    Datapath, DatapathConfig, EndpointInfo, EventReader, PodProgram, PolicyMaps,
+    EndpointInfo, EventReader, PodProgram, PolicyMaps,
     abi::{FlowEvent, PolicyEpKey, PolicyKey, PolicyValue},
-    remove_node_pins, test_run,
+    test_run,
 };
+
+use super::pinned::PinnedDatapath;
 
 pub const TC_ACT_OK: u32 = 0;
 pub const TC_ACT_SHOT: u32 = 2;
@@ -36,14 +34,11 @@ pub fn endpoint(addr: impl Into<IpAddr>, endpoint_id: u32, identity: u32) -> Loc
     }
 }
 
-static NEXT: AtomicU32 = AtomicU32::new(0);
-
 /// A datapath loaded with the given load-time switches.
 pub struct PodFixture {
-    pub dp: Datapath,
+    pub dp: PinnedDatapath,
     pub policy: PolicyMaps,
     events: EventReader,
-    pin_root: PathBuf,
     _rt: tokio::runtime::Runtime,
 }
 
@@ -51,24 +46,13 @@ impl PodFixture {
     /// Loads the programs (`tag` names the pin root and the assertion message) and puts
     /// `endpoints` in the endpoints map and the ipcache.
     pub fn load(tag: &str, switches: &[(&str, u32)], endpoints: &[LocalEndpoint]) -> Self {
-        assert!(
-            nix::unistd::geteuid().is_root(),
-            "{tag} BPF_PROG_TEST_RUN tests must run as root (they load eBPF programs)"
-        );
-        let n = NEXT.fetch_add(1, Ordering::SeqCst);
-        let pin_root = PathBuf::from(format!(
-            "/sys/fs/bpf/porin-{tag}test-{}-{n}",
-            std::process::id()
-        ));
-        let config = DatapathConfig {
-            node_name: "node-1".into(),
-            pin_root: pin_root.clone(),
-            switches: switches
+        let dp = PinnedDatapath::load(
+            &format!("{tag}test"),
+            switches
                 .iter()
                 .map(|(name, value)| ((*name).to_string(), *value))
                 .collect(),
-        };
-        let dp = Datapath::load(&config).unwrap_or_else(|e| panic!("loading the datapath: {e}"));
+        );
         let mut endpoint_map = dp.endpoints().expect("endpoints map");
         let mut ipcache = dp.ipcache().expect("ipcache");
         for ep in endpoints {
@@ -95,7 +79,6 @@ impl PodFixture {
             dp,
             policy,
             events,
-            pin_root,
             _rt: rt,
         }
     }
@@ -152,13 +135,6 @@ impl PodFixture {
     /// The flow events emitted since the last drain.
     pub fn drain(&mut self) -> Vec<FlowEvent> {
         std::iter::from_fn(|| self.events.try_next()).collect()
-    }
-}
-
-impl Drop for PodFixture {
-    fn drop(&mut self) {
-        let _ = remove_node_pins(&self.pin_root, "node-1");
-        let _ = std::fs::remove_dir_all(&self.pin_root);
     }
 }
 
