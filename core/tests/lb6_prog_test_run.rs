@@ -9,20 +9,19 @@
 mod common;
 
 use common::packet6::{packet6, parse_checked6, parse_icmpv6_checked};
+use common::pinned::PinnedDatapath;
 use std::{
     collections::BTreeSet,
     net::{Ipv6Addr, SocketAddrV6},
-    path::PathBuf,
-    sync::atomic::{AtomicU32, Ordering},
 };
 
 use porin_core::datapath::{
-    Datapath, DatapathConfig, EndpointInfo, Lb6Frontend, Lb6Maps, PodProgram, PolicyMaps,
+    EndpointInfo, Lb6Frontend, Lb6Maps, PodProgram, PolicyMaps,
     abi::{
         LB_AFFINITY_TIMEOUT_SHIFT, LB_F_AFFINITY, LbAffinity6Key, LbAffinityValue, POLICY_ALLOW,
         PolicyEpKey, PolicyKey, PolicyValue,
     },
-    remove_node_pins, test_run,
+    test_run,
 };
 
 const TC_ACT_OK: u32 = 0;
@@ -38,12 +37,9 @@ const VIP: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x96, 0, 0, 0, 0, 0, 0x50);
 const BACKEND_A: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 1, 0, 0, 0, 0, 9);
 const BACKEND_B: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 2, 0, 0, 0, 0, 9);
 
-static NEXT: AtomicU32 = AtomicU32::new(0);
-
 struct Fixture {
-    dp: Datapath,
+    dp: PinnedDatapath,
     lb6: Lb6Maps,
-    pin_root: PathBuf,
 }
 
 impl Fixture {
@@ -52,23 +48,9 @@ impl Fixture {
     }
 
     fn with(switches: Vec<(String, u32)>) -> Self {
-        assert!(
-            nix::unistd::geteuid().is_root(),
-            "lb6 BPF_PROG_TEST_RUN tests must run as root (they load eBPF programs)"
-        );
-        let n = NEXT.fetch_add(1, Ordering::SeqCst);
-        let pin_root = PathBuf::from(format!(
-            "/sys/fs/bpf/porin-lb6test-{}-{n}",
-            std::process::id()
-        ));
-        let config = DatapathConfig {
-            node_name: "node-1".into(),
-            pin_root: pin_root.clone(),
-            switches,
-        };
-        let dp = Datapath::load(&config).unwrap_or_else(|e| panic!("loading the datapath: {e}"));
+        let dp = PinnedDatapath::load("lb6test", switches);
         let lb6 = Lb6Maps::open(|name| dp.map_pin_path(name)).expect("opening the IPv6 lb maps");
-        Self { dp, lb6, pin_root }
+        Self { dp, lb6 }
     }
 
     /// A service at VIP:`port` with the given backends (ids 1..), backend ports 8080.
@@ -93,13 +75,6 @@ impl Fixture {
         let fd = self.dp.program_fd(program).expect("program fd");
         let out = test_run(fd, packet).expect("BPF_PROG_TEST_RUN");
         (out.retval, out.packet)
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let _ = remove_node_pins(&self.pin_root, "node-1");
-        let _ = std::fs::remove_dir_all(&self.pin_root);
     }
 }
 

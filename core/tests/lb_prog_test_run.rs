@@ -6,20 +6,19 @@
 mod common;
 
 use common::packet::{packet, parse_checked};
+use common::pinned::PinnedDatapath;
 use std::{
     collections::BTreeSet,
     net::{IpAddr, Ipv4Addr, SocketAddrV4},
-    path::PathBuf,
-    sync::atomic::{AtomicU32, Ordering},
 };
 
 use porin_core::datapath::{
-    Datapath, DatapathConfig, EventReader, LbFrontend, LbMaps, PodProgram,
+    EventReader, LbFrontend, LbMaps, PodProgram,
     abi::{
         CtKey, Direction, DropReason, EventType, FlowEvent, LB_AFFINITY_TIMEOUT_SHIFT,
         LB_F_AFFINITY, LbAffinityKey, LbAffinityValue, LbSvcValue, encode_addr,
     },
-    remove_node_pins, test_run,
+    test_run,
 };
 
 const TC_ACT_OK: u32 = 0;
@@ -37,33 +36,19 @@ const BACKEND_C: Ipv4Addr = Ipv4Addr::new(10, 0, 3, 9);
 
 // ---- fixture -------------------------------------------------------------------------
 
-static NEXT: AtomicU32 = AtomicU32::new(0);
-
 struct Fixture {
-    dp: Datapath,
+    dp: PinnedDatapath,
     lb: LbMaps,
     events: EventReader,
-    pin_root: PathBuf,
     _rt: tokio::runtime::Runtime,
 }
 
 impl Fixture {
     fn new(enable_lb: bool) -> Self {
-        assert!(
-            nix::unistd::geteuid().is_root(),
-            "lb BPF_PROG_TEST_RUN tests must run as root (they load eBPF programs)"
+        let dp = PinnedDatapath::load(
+            "lbtest",
+            vec![("CFG_ENABLE_LB".into(), u32::from(enable_lb))],
         );
-        let n = NEXT.fetch_add(1, Ordering::SeqCst);
-        let pin_root = PathBuf::from(format!(
-            "/sys/fs/bpf/porin-lbtest-{}-{n}",
-            std::process::id()
-        ));
-        let config = DatapathConfig {
-            node_name: "node-1".into(),
-            pin_root: pin_root.clone(),
-            switches: vec![("CFG_ENABLE_LB".into(), u32::from(enable_lb))],
-        };
-        let dp = Datapath::load(&config).unwrap_or_else(|e| panic!("loading the datapath: {e}"));
         let lb = LbMaps::open(|name| dp.map_pin_path(name)).expect("opening the lb maps");
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -77,7 +62,6 @@ impl Fixture {
             dp,
             lb,
             events,
-            pin_root,
             _rt: rt,
         }
     }
@@ -108,13 +92,6 @@ impl Fixture {
 
     fn drain(&mut self) -> Vec<FlowEvent> {
         std::iter::from_fn(|| self.events.try_next()).collect()
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let _ = remove_node_pins(&self.pin_root, "node-1");
-        let _ = std::fs::remove_dir_all(&self.pin_root);
     }
 }
 
